@@ -1,0 +1,389 @@
+//! Turning a ready-queue message body into jobs, without I/O.
+//!
+//! Accepted bodies:
+//! - S3 event notifications (`{"Records": [...]}`), possibly several records per message, also
+//!   when wrapped in an SNS notification; keys arrive URL-encoded with `+` for space;
+//! - EventBridge "Object Created" events (keys not encoded);
+//! - `s3:TestEvent`, which S3 sends when a notification is configured (ignored);
+//! - [`JobMessage`]s.
+//!
+//! Everything else is poison: it can never succeed, so it is dead-lettered with the reason.
+
+use percent_encoding::percent_decode_str;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::domain::job::{JobMessage, JobSpec, MESSAGE_VERSION, OutputRequest, SpecError, job_id_for_object};
+use crate::domain::keys::{KeyError, KeyLayout, validate_key};
+use crate::domain::preset::Preset;
+
+/// What the parser needs to know about this deployment.
+pub struct EventContext<'a> {
+    pub layout: &'a KeyLayout,
+    pub default_presets: &'a [Preset],
+}
+
+/// A whole message that cannot be understood.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PoisonError {
+    #[error("the body is not JSON: {0}")]
+    NotJson(String),
+    #[error("the body is JSON but neither an S3 event nor a job message")]
+    UnknownShape,
+    #[error("unsupported job message version {0} (this worker reads version {MESSAGE_VERSION})")]
+    UnsupportedVersion(u32),
+    #[error("malformed job message: {0}")]
+    MalformedJob(String),
+    #[error("invalid job: {0}")]
+    InvalidJob(SpecError),
+}
+
+impl PoisonError {
+    /// A short machine-readable code for dead-letter attributes and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PoisonError::NotJson(_) => "not_json",
+            PoisonError::UnknownShape => "unknown_message",
+            PoisonError::UnsupportedVersion(_) => "unsupported_version",
+            PoisonError::MalformedJob(_) => "malformed_job",
+            PoisonError::InvalidJob(_) => "invalid_job",
+        }
+    }
+}
+
+/// One S3 record that cannot become a job (the rest of its message still can).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidRecord {
+    pub code: &'static str,
+    pub reason: String,
+    /// The record's own JSON, kept for the dead-letter queue.
+    pub record: String,
+}
+
+/// The outcome of parsing one message.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    pub jobs: Vec<JobMessage>,
+    /// Why records were dropped on purpose (test events, own outputs, ...), for the log.
+    pub ignored: Vec<String>,
+    pub invalid: Vec<InvalidRecord>,
+}
+
+pub fn parse_ready_message(body: &str, ctx: &EventContext<'_>) -> Result<Parsed, PoisonError> {
+    let value: Value = serde_json::from_str(body).map_err(|e| PoisonError::NotJson(e.to_string()))?;
+    parse_value(value, ctx, 0)
+}
+
+fn parse_value(value: Value, ctx: &EventContext<'_>, depth: u8) -> Result<Parsed, PoisonError> {
+    let Value::Object(map) = &value else { return Err(PoisonError::UnknownShape) };
+    if map.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
+        return Ok(Parsed { ignored: vec!["s3:TestEvent".into()], ..Parsed::default() });
+    }
+    if let Some(Value::Array(records)) = map.get("Records") {
+        return Ok(parse_records(records, ctx));
+    }
+    // S3 -> SNS -> SQS: the S3 event is a JSON string inside the notification.
+    if map.get("Type").and_then(Value::as_str) == Some("Notification") && depth == 0 {
+        let inner = map.get("Message").and_then(Value::as_str).ok_or(PoisonError::UnknownShape)?;
+        let inner: Value = serde_json::from_str(inner).map_err(|e| PoisonError::NotJson(e.to_string()))?;
+        return parse_value(inner, ctx, depth + 1);
+    }
+    if map.get("source").and_then(Value::as_str) == Some("aws.s3") {
+        return Ok(parse_eventbridge(&value, ctx));
+    }
+    if map.contains_key("job") || map.contains_key("version") {
+        return parse_job_message(value);
+    }
+    Err(PoisonError::UnknownShape)
+}
+
+fn parse_job_message(value: Value) -> Result<Parsed, PoisonError> {
+    let version = value.get("version").and_then(Value::as_u64).unwrap_or(0);
+    if version != u64::from(MESSAGE_VERSION) {
+        return Err(PoisonError::UnsupportedVersion(u32::try_from(version).unwrap_or(u32::MAX)));
+    }
+    let message: JobMessage = serde_json::from_value(value).map_err(|e| PoisonError::MalformedJob(e.to_string()))?;
+    message.job.validate().map_err(PoisonError::InvalidJob)?;
+    if message.attempt == 0 {
+        return Err(PoisonError::MalformedJob("attempt must be at least 1".into()));
+    }
+    Ok(Parsed { jobs: vec![message], ..Parsed::default() })
+}
+
+#[derive(Deserialize)]
+struct S3Record {
+    #[serde(rename = "eventName")]
+    event_name: String,
+    s3: S3Entity,
+}
+
+#[derive(Deserialize)]
+struct S3Entity {
+    bucket: S3Bucket,
+    object: S3Object,
+}
+
+#[derive(Deserialize)]
+struct S3Bucket {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct S3Object {
+    key: String,
+    #[serde(rename = "eTag", alias = "etag")]
+    e_tag: Option<String>,
+    sequencer: Option<String>,
+    #[serde(rename = "versionId", alias = "version-id")]
+    version_id: Option<String>,
+}
+
+fn parse_records(records: &[Value], ctx: &EventContext<'_>) -> Parsed {
+    let mut parsed = Parsed::default();
+    if records.is_empty() {
+        parsed.ignored.push("an event with no records".into());
+    }
+    for raw in records {
+        let invalid = |code: &'static str, reason: String| InvalidRecord { code, reason, record: raw.to_string() };
+        let record: S3Record = match serde_json::from_value(raw.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                parsed.invalid.push(invalid("malformed_record", format!("malformed S3 record: {e}")));
+                continue;
+            }
+        };
+        if !record.event_name.starts_with("ObjectCreated:") {
+            parsed.ignored.push(format!("event {} is not an object creation", record.event_name));
+            continue;
+        }
+        let Some(key) = decode_event_key(&record.s3.object.key) else {
+            parsed.invalid.push(invalid("invalid_key", "the key is not valid URL-encoded UTF-8".into()));
+            continue;
+        };
+        match object_to_job(&record.s3.bucket.name, key, &record.s3.object, ctx) {
+            Ok(Some(job)) => parsed.jobs.push(job),
+            Ok(None) => parsed.ignored.push("a key outside the upload prefix, or the worker's own write".into()),
+            Err(e) => parsed.invalid.push(invalid("invalid_key", format!("invalid key: {e}"))),
+        }
+    }
+    parsed
+}
+
+fn parse_eventbridge(value: &Value, ctx: &EventContext<'_>) -> Parsed {
+    let mut parsed = Parsed::default();
+    if value.get("detail-type").and_then(Value::as_str) != Some("Object Created") {
+        parsed.ignored.push("an EventBridge event other than Object Created".into());
+        return parsed;
+    }
+    let detail = value.get("detail").cloned().unwrap_or(Value::Null);
+    let bucket = detail.pointer("/bucket/name").and_then(Value::as_str).map(str::to_string);
+    let object: Option<S3Object> = detail.get("object").cloned().and_then(|o| serde_json::from_value(o).ok());
+    match (bucket, object) {
+        (Some(bucket), Some(object)) => match object_to_job(&bucket, object.key.clone(), &object, ctx) {
+            Ok(Some(job)) => parsed.jobs.push(job),
+            Ok(None) => parsed.ignored.push("a key outside the upload prefix, or the worker's own write".into()),
+            Err(e) => parsed.invalid.push(InvalidRecord {
+                code: "invalid_key",
+                reason: format!("invalid key: {e}"),
+                record: value.to_string(),
+            }),
+        },
+        _ => parsed.invalid.push(InvalidRecord {
+            code: "malformed_record",
+            reason: "EventBridge event without bucket name or object key".into(),
+            record: value.to_string(),
+        }),
+    }
+    parsed
+}
+
+/// S3 encodes event keys as in a form: `+` is a space and everything else may be `%XX`
+/// (real S3 keeps `/`, some emulators encode it as `%2F`; both decode the same).
+pub fn decode_event_key(raw: &str) -> Option<String> {
+    let spaced = raw.replace('+', " ");
+    percent_decode_str(&spaced).decode_utf8().ok().map(|k| k.into_owned())
+}
+
+fn object_to_job(
+    bucket: &str,
+    key: String,
+    object: &S3Object,
+    ctx: &EventContext<'_>,
+) -> Result<Option<JobMessage>, KeyError> {
+    if ctx.layout.is_own_write(&key) || !ctx.layout.is_upload(&key) || key.ends_with('/') {
+        return Ok(None);
+    }
+    validate_key(&key)?;
+    // The ETag identifies the content; the sequencer or version id the write. Either makes a
+    // duplicate delivery of the same event map to the same job.
+    let tag = object
+        .e_tag
+        .as_deref()
+        .or(object.version_id.as_deref())
+        .or(object.sequencer.as_deref())
+        .unwrap_or_default()
+        .trim_matches('"');
+    let job = JobSpec {
+        job_id: job_id_for_object(bucket, &key, tag),
+        output_dir: ctx.layout.output_dir(&key),
+        outputs: ctx.default_presets.iter().map(|&preset| OutputRequest { preset }).collect(),
+        source_key: key,
+    };
+    Ok(Some(JobMessage::new(job, 1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<Parsed, PoisonError> {
+        let layout = KeyLayout::new("uploads/", "outputs/").unwrap();
+        parse_ready_message(body, &EventContext { layout: &layout, default_presets: &[Preset::Mp4H264] })
+    }
+
+    fn s3_event(keys: &[&str]) -> String {
+        let records: Vec<Value> = keys
+            .iter()
+            .map(|k| {
+                serde_json::json!({
+                    "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                    "s3": {"bucket": {"name": "media"}, "object": {"key": k, "size": 10, "eTag": "abc", "sequencer": "01"}}
+                })
+            })
+            .collect();
+        serde_json::json!({ "Records": records }).to_string()
+    }
+
+    #[test]
+    fn event_keys_are_decoded() {
+        let cases = [
+            ("uploads/2024/cat+video.mov", "uploads/2024/cat video.mov"),
+            ("uploads%2F2024%2Fcat+video.mov", "uploads/2024/cat video.mov"),
+            ("uploads/a%2Bb.mp4", "uploads/a+b.mp4"),
+            ("uploads/%C3%BCn%C3%AFc%C3%B8d%C3%A9.mkv", "uploads/ünïcødé.mkv"),
+            ("uploads/%E6%97%A5%E6%9C%AC.mp4", "uploads/日本.mp4"),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(decode_event_key(raw).as_deref(), Some(expected), "{raw}");
+        }
+        assert_eq!(decode_event_key("uploads/%FF.mp4"), None);
+    }
+
+    #[test]
+    fn an_s3_event_becomes_a_job_with_a_deterministic_id() {
+        let parsed = parse(&s3_event(&["uploads/2024/cat+video.mov"])).unwrap();
+        assert_eq!(parsed.jobs.len(), 1);
+        let job = &parsed.jobs[0];
+        assert_eq!(job.attempt, 1);
+        assert_eq!(job.job.source_key, "uploads/2024/cat video.mov");
+        assert_eq!(job.job.output_dir, "outputs/2024/cat video/");
+        assert_eq!(job.job.outputs, vec![OutputRequest { preset: Preset::Mp4H264 }]);
+        assert_eq!(job.job.job_id, parse(&s3_event(&["uploads/2024/cat+video.mov"])).unwrap().jobs[0].job.job_id);
+    }
+
+    #[test]
+    fn several_records_make_several_jobs() {
+        let parsed = parse(&s3_event(&["uploads/a.mp4", "uploads/b.mp4", "outputs/a/mp4-h264.mp4"])).unwrap();
+        assert_eq!(parsed.jobs.len(), 2);
+        assert_eq!(parsed.ignored.len(), 1);
+    }
+
+    #[test]
+    fn ignored_and_invalid_records() {
+        let cases: &[(&str, usize, usize, usize)] = &[
+            // body, jobs, ignored, invalid
+            (r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"media"}"#, 0, 1, 0),
+            (r#"{"Records":[]}"#, 0, 1, 0),
+            (
+                r#"{"Records":[{"eventName":"ObjectRemoved:Delete","s3":{"bucket":{"name":"m"},"object":{"key":"uploads/a"}}}]}"#,
+                0,
+                1,
+                0,
+            ),
+            (
+                r#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"m"},"object":{"key":"uploads/"}}}]}"#,
+                0,
+                1,
+                0,
+            ),
+            (
+                r#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"m"},"object":{"key":"jobs/x.json"}}}]}"#,
+                0,
+                1,
+                0,
+            ),
+            (
+                r#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"m"},"object":{"key":"elsewhere/x.mp4"}}}]}"#,
+                0,
+                1,
+                0,
+            ),
+            (
+                r#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"m"},"object":{"key":"uploads/..%2F..%2Fetc%2Fpasswd"}}}]}"#,
+                0,
+                0,
+                1,
+            ),
+            (
+                r#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"m"},"object":{"key":"uploads/a%00b"}}}]}"#,
+                0,
+                0,
+                1,
+            ),
+            (r#"{"Records":[{"eventName":"ObjectCreated:Put"}]}"#, 0, 0, 1),
+        ];
+        for (body, jobs, ignored, invalid) in cases {
+            let parsed = parse(body).unwrap();
+            assert_eq!(
+                (parsed.jobs.len(), parsed.ignored.len(), parsed.invalid.len()),
+                (*jobs, *ignored, *invalid),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn poison_bodies_are_typed() {
+        let cases = [
+            ("this is not json", "not_json"),
+            ("", "not_json"),
+            ("[1,2,3]", "unknown_message"),
+            (r#"{"hello":"world"}"#, "unknown_message"),
+            (r#"{"version":9,"job":{}}"#, "unsupported_version"),
+            (r#"{"version":1,"job":{"job_id":"j"}}"#, "malformed_job"),
+            (
+                r#"{"version":1,"job":{"job_id":"j","source_key":"uploads/a","outputs":[{"preset":"evil"}],"output_dir":"outputs/a/"}}"#,
+                "malformed_job",
+            ),
+            (
+                r#"{"version":1,"job":{"job_id":"../j","source_key":"uploads/a","outputs":[{"preset":"mp4-h264"}],"output_dir":"outputs/a/"}}"#,
+                "invalid_job",
+            ),
+            (
+                r#"{"version":1,"attempt":0,"job":{"job_id":"j","source_key":"uploads/a","outputs":[{"preset":"mp4-h264"}],"output_dir":"outputs/a/"}}"#,
+                "malformed_job",
+            ),
+        ];
+        for (body, code) in cases {
+            assert_eq!(parse(body).unwrap_err().code(), code, "{body}");
+        }
+    }
+
+    #[test]
+    fn sns_wrapped_and_eventbridge_events() {
+        let sns = serde_json::json!({"Type": "Notification", "Message": s3_event(&["uploads/x.mp4"])}).to_string();
+        assert_eq!(parse(&sns).unwrap().jobs.len(), 1);
+        let eb = r#"{"version":"0","source":"aws.s3","detail-type":"Object Created",
+            "detail":{"bucket":{"name":"m"},"object":{"key":"uploads/a b.mp4","etag":"e","sequencer":"1"}}}"#;
+        let parsed = parse(eb).unwrap();
+        assert_eq!(parsed.jobs[0].job.source_key, "uploads/a b.mp4");
+    }
+
+    #[test]
+    fn job_messages_pass_through() {
+        let body = r#"{"version":1,"attempt":2,"job":{"job_id":"job-1","source_key":"uploads/a.mp4","outputs":[{"preset":"mp4-h264"}],"output_dir":"outputs/a/"}}"#;
+        let parsed = parse(body).unwrap();
+        assert_eq!(parsed.jobs[0].attempt, 2);
+        assert_eq!(parsed.jobs[0].job.job_id, "job-1");
+    }
+}

@@ -1,0 +1,198 @@
+//! Jobs and the messages that carry them between queues.
+//!
+//! Three message shapes exist, all versioned JSON:
+//! - on the ready queue, besides raw S3 events: [`JobMessage`] (published by the API, by
+//!   `media-worker submit`, and by the worker itself for retries and recoveries);
+//! - on the in-processing queue: [`LedgerEntry`], one per started attempt;
+//! - on the dead-letter queue: the original body, with the reason in message attributes.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::domain::keys::{KeyError, validate_job_id, validate_key, validate_prefix};
+use crate::domain::preset::Preset;
+
+/// Version written into every message; readers refuse versions they do not know.
+pub const MESSAGE_VERSION: u32 = 1;
+
+/// What to do: one source, one or more outputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    pub job_id: String,
+    pub source_key: String,
+    pub outputs: Vec<OutputRequest>,
+    /// Folder (ending in `/`) receiving the outputs and the manifest.
+    pub output_dir: String,
+}
+
+/// One requested output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputRequest {
+    pub preset: Preset,
+}
+
+/// Why a job spec cannot be run.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    #[error("invalid job id: {0}")]
+    JobId(KeyError),
+    #[error("invalid source key: {0}")]
+    SourceKey(KeyError),
+    #[error("invalid output folder: {0}")]
+    OutputDir(KeyError),
+    #[error("the output folder must end with '/' and lie outside the job status prefix")]
+    OutputDirShape,
+    #[error("a job needs 1 to 16 outputs with distinct presets")]
+    Outputs,
+}
+
+impl JobSpec {
+    pub fn validate(&self) -> Result<(), SpecError> {
+        validate_job_id(&self.job_id).map_err(SpecError::JobId)?;
+        validate_key(&self.source_key).map_err(SpecError::SourceKey)?;
+        if !self.output_dir.ends_with('/') || self.output_dir.starts_with(crate::domain::keys::JOBS_PREFIX) {
+            return Err(SpecError::OutputDirShape);
+        }
+        validate_prefix(&self.output_dir).map_err(SpecError::OutputDir)?;
+        let mut presets: Vec<Preset> = self.outputs.iter().map(|o| o.preset).collect();
+        presets.sort_by_key(|p| p.name());
+        presets.dedup();
+        if self.outputs.is_empty() || self.outputs.len() > 16 || presets.len() != self.outputs.len() {
+            return Err(SpecError::Outputs);
+        }
+        Ok(())
+    }
+
+    pub fn presets(&self) -> impl Iterator<Item = Preset> + '_ {
+        self.outputs.iter().map(|o| o.preset)
+    }
+}
+
+/// A job on the ready queue, at a given attempt (1 for the first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobMessage {
+    pub version: u32,
+    pub job: JobSpec,
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+impl JobMessage {
+    pub fn new(job: JobSpec, attempt: u32) -> Self {
+        Self { version: MESSAGE_VERSION, job, attempt }
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serialising plain owned data into a String cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The in-processing ledger's record of one started attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerEntry {
+    pub version: u32,
+    pub job: JobSpec,
+    pub attempt: u32,
+    pub worker: String,
+    pub started_at: DateTime<Utc>,
+}
+
+impl LedgerEntry {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A deterministic job id for an S3 object version, so a duplicate delivery of the same event
+/// maps to the same job and is recognised, while a re-upload (new ETag) is a new job.
+pub fn job_id_for_object(bucket: &str, key: &str, version_tag: &str) -> String {
+    let mut hasher = Sha256::new();
+    for part in [bucket, key, version_tag] {
+        hasher.update(part.as_bytes());
+        hasher.update([0u8]);
+    }
+    let digest = hasher.finalize();
+    format!("s3-{}", hex::encode(&digest[..12]))
+}
+
+/// A fresh random id for jobs published on request (CLI, API).
+pub fn new_job_id() -> String {
+    format!("job-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Exponential back-off before attempt `next_attempt`: base, 2 x base, 4 x base, ... capped at
+/// SQS's longest delivery delay (15 minutes).
+pub fn retry_delay(base: Duration, next_attempt: u32) -> Duration {
+    let exponent = next_attempt.saturating_sub(2).min(16);
+    base.saturating_mul(1u32 << exponent).min(Duration::from_secs(900))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> JobSpec {
+        JobSpec {
+            job_id: "job-1".into(),
+            source_key: "uploads/a.mov".into(),
+            outputs: vec![OutputRequest { preset: Preset::Mp4H264 }],
+            output_dir: "outputs/a/".into(),
+        }
+    }
+
+    #[test]
+    fn job_ids_are_deterministic_per_object_version() {
+        let a = job_id_for_object("bucket", "uploads/a.mov", "etag1");
+        assert_eq!(a, job_id_for_object("bucket", "uploads/a.mov", "etag1"));
+        assert_ne!(a, job_id_for_object("bucket", "uploads/a.mov", "etag2"));
+        assert_ne!(a, job_id_for_object("bucket2", "uploads/a.mov", "etag1"));
+        // The separator keeps ("ab", "c") and ("a", "bc") apart.
+        assert_ne!(job_id_for_object("ab", "c", "x"), job_id_for_object("a", "bc", "x"));
+        assert!(validate_job_id(&a).is_ok());
+        assert!(validate_job_id(&new_job_id()).is_ok());
+    }
+
+    #[test]
+    fn retry_delays_grow_and_cap() {
+        let base = Duration::from_secs(10);
+        assert_eq!(retry_delay(base, 2), Duration::from_secs(10));
+        assert_eq!(retry_delay(base, 3), Duration::from_secs(20));
+        assert_eq!(retry_delay(base, 4), Duration::from_secs(40));
+        assert_eq!(retry_delay(base, 40), Duration::from_secs(900));
+    }
+
+    #[test]
+    fn specs_are_validated() {
+        assert!(spec().validate().is_ok());
+        let mut bad = spec();
+        bad.output_dir = "jobs/".into();
+        assert_eq!(bad.validate(), Err(SpecError::OutputDirShape));
+        let mut bad = spec();
+        bad.outputs.push(OutputRequest { preset: Preset::Mp4H264 });
+        assert_eq!(bad.validate(), Err(SpecError::Outputs));
+        let mut bad = spec();
+        bad.source_key = "uploads/../../etc/passwd".into();
+        assert!(matches!(bad.validate(), Err(SpecError::SourceKey(_))));
+    }
+
+    #[test]
+    fn job_messages_round_trip_and_default_the_attempt() {
+        let msg = JobMessage::new(spec(), 3);
+        let back: JobMessage = serde_json::from_str(&msg.to_json()).unwrap();
+        assert_eq!(back, msg);
+        let json = r#"{"version":1,"job":{"job_id":"j","source_key":"uploads/a","outputs":[{"preset":"mp4-h264"}],"output_dir":"outputs/a/"}}"#;
+        assert_eq!(serde_json::from_str::<JobMessage>(json).unwrap().attempt, 1);
+    }
+}

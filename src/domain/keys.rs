@@ -1,0 +1,231 @@
+//! The bucket's key layout, and the checks every key passes before it is used.
+//!
+//! A source `uploads/<path>/<stem>.<ext>` produces its outputs under `outputs/<path>/<stem>/`,
+//! one file per preset, then `manifest.json` last. Job status lives at `jobs/<job_id>.json`.
+
+/// Prefix of the job status documents.
+pub const JOBS_PREFIX: &str = "jobs/";
+
+/// The longest key S3 accepts, in bytes.
+const MAX_KEY_BYTES: usize = 1024;
+
+/// Why a key (or a job id) was refused.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("the key is empty")]
+    Empty,
+    #[error("the key is longer than {MAX_KEY_BYTES} bytes")]
+    TooLong,
+    #[error("the key contains a control character (NUL, newline, ...)")]
+    ControlCharacter,
+    #[error("the key contains a backslash")]
+    Backslash,
+    #[error("the key starts with '/'")]
+    Absolute,
+    #[error("the key has an empty, '.' or '..' path segment")]
+    BadSegment,
+    #[error("a job id must be 1 to 64 characters of A-Z, a-z, 0-9, '-' and '_'")]
+    BadJobId,
+}
+
+/// Refuses keys that could escape a folder on the local backend or confuse tools downstream.
+/// The same rules apply on S3, so a job behaves the same on both backends.
+pub fn validate_key(key: &str) -> Result<(), KeyError> {
+    if key.is_empty() {
+        return Err(KeyError::Empty);
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(KeyError::TooLong);
+    }
+    if key.chars().any(char::is_control) {
+        return Err(KeyError::ControlCharacter);
+    }
+    if key.contains('\\') {
+        return Err(KeyError::Backslash);
+    }
+    if key.starts_with('/') {
+        return Err(KeyError::Absolute);
+    }
+    if key.split('/').any(|segment| segment.is_empty() || segment == "." || segment == "..") {
+        return Err(KeyError::BadSegment);
+    }
+    Ok(())
+}
+
+/// A prefix is a key ending in `/` (or empty); same rules otherwise.
+pub fn validate_prefix(prefix: &str) -> Result<(), KeyError> {
+    match prefix.strip_suffix('/') {
+        Some(inner) => validate_key(inner),
+        None if prefix.is_empty() => Ok(()),
+        None => validate_key(prefix),
+    }
+}
+
+/// Job ids become keys (`jobs/<id>.json`), so they are kept to a safe alphabet.
+pub fn validate_job_id(id: &str) -> Result<(), KeyError> {
+    let ok = (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok { Ok(()) } else { Err(KeyError::BadJobId) }
+}
+
+/// Key of a job's status document.
+pub fn status_key(job_id: &str) -> String {
+    format!("{JOBS_PREFIX}{job_id}.json")
+}
+
+/// Where uploads arrive and where outputs go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLayout {
+    upload_prefix: String,
+    output_prefix: String,
+}
+
+impl KeyLayout {
+    /// Both prefixes must be non-empty folders (`uploads/`), and neither may contain the other,
+    /// or the worker would take its own outputs for new uploads.
+    pub fn new(upload_prefix: &str, output_prefix: &str) -> Result<Self, String> {
+        let normalise = |p: &str| if p.ends_with('/') { p.to_string() } else { format!("{p}/") };
+        let (upload, output) = (normalise(upload_prefix), normalise(output_prefix));
+        for prefix in [&upload, &output] {
+            validate_prefix(prefix).map_err(|e| format!("bad prefix `{prefix}`: {e}"))?;
+        }
+        if upload.starts_with(&output) || output.starts_with(&upload) {
+            return Err(format!("the upload prefix `{upload}` and output prefix `{output}` overlap"));
+        }
+        if upload.starts_with(JOBS_PREFIX) || output.starts_with(JOBS_PREFIX) {
+            return Err(format!("`{JOBS_PREFIX}` is reserved for job status"));
+        }
+        Ok(Self { upload_prefix: upload, output_prefix: output })
+    }
+
+    pub fn upload_prefix(&self) -> &str {
+        &self.upload_prefix
+    }
+
+    pub fn output_prefix(&self) -> &str {
+        &self.output_prefix
+    }
+
+    pub fn is_upload(&self, key: &str) -> bool {
+        key.starts_with(&self.upload_prefix)
+    }
+
+    /// Keys the worker writes itself: outputs and status. Events for these are never jobs.
+    pub fn is_own_write(&self, key: &str) -> bool {
+        key.starts_with(&self.output_prefix) || key.starts_with(JOBS_PREFIX)
+    }
+
+    /// The output folder of a source key: `uploads/a/b/clip.mov` -> `outputs/a/b/clip/`.
+    /// A source outside the upload prefix keeps its whole path under the output prefix.
+    pub fn output_dir(&self, source_key: &str) -> String {
+        let relative = source_key.strip_prefix(&self.upload_prefix).unwrap_or(source_key);
+        let (folder, name) = match relative.rfind('/') {
+            Some(i) => relative.split_at(i + 1),
+            None => ("", relative),
+        };
+        let stem = match name.rfind('.') {
+            Some(i) if i > 0 => &name[..i],
+            _ => name,
+        };
+        format!("{}{folder}{stem}/", self.output_prefix)
+    }
+
+    /// A key chosen for a new upload from a user's file name, under `uploads/<folder>/`.
+    pub fn upload_key(&self, folder: &str, file_name: &str) -> String {
+        format!("{}{folder}/{}", self.upload_prefix, sanitize_file_name(file_name))
+    }
+}
+
+/// The manifest's key inside an output folder.
+pub fn manifest_key(output_dir: &str) -> String {
+    format!("{output_dir}manifest.json")
+}
+
+/// Keeps a user's file name readable but safe as the last segment of a key: letters, digits,
+/// spaces and `._-` survive, anything else becomes `_`, and leading dots are dropped.
+pub fn sanitize_file_name(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
+    let cleaned: String = base
+        .chars()
+        .map(|c| if c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | ' ') { c } else { '_' })
+        .take(200)
+        .collect();
+    let trimmed = cleaned.trim().trim_start_matches('.');
+    if trimmed.is_empty() { "file".to_string() } else { trimmed.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> KeyLayout {
+        KeyLayout::new("uploads/", "outputs/").unwrap()
+    }
+
+    #[test]
+    fn output_dirs_follow_the_source_path() {
+        let cases = [
+            ("uploads/2024/cat video.mov", "outputs/2024/cat video/"),
+            ("uploads/clip.mp4", "outputs/clip/"),
+            ("uploads/a/b/c/archive.tar.gz", "outputs/a/b/c/archive.tar/"),
+            ("uploads/noext", "outputs/noext/"),
+            ("uploads/.hidden", "outputs/.hidden/"),
+            ("elsewhere/x.avi", "outputs/elsewhere/x/"),
+            ("uploads/ünïcødé/日本.mkv", "outputs/ünïcødé/日本/"),
+        ];
+        for (source, dir) in cases {
+            assert_eq!(layout().output_dir(source), dir, "{source}");
+        }
+        assert_eq!(manifest_key("outputs/clip/"), "outputs/clip/manifest.json");
+    }
+
+    #[test]
+    fn hostile_keys_are_refused() {
+        let cases = [
+            ("", KeyError::Empty),
+            ("uploads/../etc/passwd", KeyError::BadSegment),
+            ("uploads/./x", KeyError::BadSegment),
+            ("uploads//x", KeyError::BadSegment),
+            ("uploads/x/", KeyError::BadSegment),
+            ("/etc/passwd", KeyError::Absolute),
+            ("uploads\\..\\x", KeyError::Backslash),
+            ("uploads/a\0b", KeyError::ControlCharacter),
+            ("uploads/a\nb", KeyError::ControlCharacter),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(validate_key(key), Err(expected), "{key:?}");
+        }
+        assert_eq!(validate_key(&"a".repeat(1025)), Err(KeyError::TooLong));
+        assert!(validate_key("uploads/2024/cat video (1).mov").is_ok());
+        assert!(validate_key("uploads/ünïcødé/日本.mkv").is_ok());
+    }
+
+    #[test]
+    fn job_ids_are_a_safe_alphabet() {
+        assert!(validate_job_id("s3-0123abcd").is_ok());
+        assert!(validate_job_id("job_42").is_ok());
+        for bad in ["", "../x", "a b", "a/b", &"x".repeat(65)] {
+            assert_eq!(validate_job_id(bad), Err(KeyError::BadJobId), "{bad}");
+        }
+    }
+
+    #[test]
+    fn prefixes_must_not_overlap() {
+        assert!(KeyLayout::new("media/", "media/out/").is_err());
+        assert!(KeyLayout::new("uploads", "uploads/").is_err());
+        assert!(KeyLayout::new("jobs/in/", "outputs/").is_err());
+        assert_eq!(KeyLayout::new("in", "out").unwrap().upload_prefix(), "in/");
+        assert!(layout().is_own_write("outputs/clip/mp4-h264.mp4"));
+        assert!(layout().is_own_write("jobs/x.json"));
+        assert!(!layout().is_own_write("uploads/x.mp4"));
+    }
+
+    #[test]
+    fn file_names_are_sanitised() {
+        assert_eq!(sanitize_file_name("../../etc/passwd"), "passwd");
+        assert_eq!(sanitize_file_name("C:\\Users\\me\\clip.mov"), "clip.mov");
+        assert_eq!(sanitize_file_name("cat video.mov"), "cat video.mov");
+        assert_eq!(sanitize_file_name("..."), "file");
+        assert_eq!(sanitize_file_name("a$b;c|d.mp4"), "a_b_c_d.mp4");
+        assert_eq!(layout().upload_key("abc", "x.mp4"), "uploads/abc/x.mp4");
+    }
+}

@@ -1,0 +1,9 @@
+//! Pure domain: job specs, message parsing, key layout, presets and their argv, status
+//! documents. Nothing here does I/O, so all of it is covered by table tests.
+
+pub mod event;
+pub mod job;
+pub mod keys;
+pub mod preset;
+pub mod probe;
+pub mod status;

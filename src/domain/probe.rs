@@ -1,0 +1,211 @@
+//! What ffprobe says about a file, parsed from its JSON without I/O.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Demuxers that read other files or URLs named inside the input (playlists, concat lists).
+/// A source that probes as one of these is refused before any transcoding.
+const REFERENCE_FORMATS: &[&str] = &["hls", "applehttp", "concat", "ffconcat", "dash", "webm_dash_manifest", "tee"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VideoStream {
+    pub codec: String,
+    pub width: u32,
+    pub height: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pix_fmt: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame_rate: Option<f64>,
+    /// Degrees of display rotation from the stream's side data or tags, 0 when none.
+    #[serde(default)]
+    pub rotation: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AudioStream {
+    pub codec: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_rate: Option<u32>,
+}
+
+/// A media file's shape: recorded in the manifest for sources and outputs alike.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MediaInfo {
+    pub format: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub video: Option<VideoStream>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio: Option<AudioStream>,
+    #[serde(default)]
+    pub video_streams: u32,
+    #[serde(default)]
+    pub audio_streams: u32,
+}
+
+/// Why a probed file is not usable media.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ProbeError {
+    #[error("ffprobe output is not valid JSON: {0}")]
+    BadJson(String),
+    #[error("no audio or video stream could be decoded")]
+    NoStreams,
+    #[error("`{0}` inputs name other files or URLs and are not accepted")]
+    ReferenceFormat(String),
+}
+
+impl MediaInfo {
+    /// Parses `ffprobe -print_format json -show_format -show_streams`.
+    pub fn from_ffprobe_json(json: &str) -> Result<Self, ProbeError> {
+        let root: Value = serde_json::from_str(json).map_err(|e| ProbeError::BadJson(e.to_string()))?;
+        let format = root.pointer("/format/format_name").and_then(Value::as_str).unwrap_or("").to_string();
+        if format.split(',').any(|f| REFERENCE_FORMATS.contains(&f)) {
+            return Err(ProbeError::ReferenceFormat(format));
+        }
+        let streams = root.get("streams").and_then(Value::as_array).cloned().unwrap_or_default();
+        // Cover art is a "video" stream of one picture; it does not make a file a video.
+        let is_picture = |s: &Value| s.pointer("/disposition/attached_pic").and_then(Value::as_i64) == Some(1);
+        let videos: Vec<&Value> = streams
+            .iter()
+            .filter(|s| s.get("codec_type").and_then(Value::as_str) == Some("video") && !is_picture(s))
+            .filter(|s| dimension(s, "width") > 0 && dimension(s, "height") > 0)
+            .collect();
+        let audios: Vec<&Value> =
+            streams.iter().filter(|s| s.get("codec_type").and_then(Value::as_str) == Some("audio")).collect();
+        if videos.is_empty() && audios.is_empty() {
+            return Err(ProbeError::NoStreams);
+        }
+        let duration_seconds = root
+            .pointer("/format/duration")
+            .and_then(as_f64)
+            .or_else(|| streams.iter().filter_map(|s| s.get("duration").and_then(as_f64)).reduce(f64::max))
+            .filter(|d| d.is_finite() && *d >= 0.0);
+        Ok(MediaInfo {
+            format,
+            duration_seconds,
+            video: videos.first().map(|s| VideoStream {
+                codec: text(s, "codec_name"),
+                width: dimension(s, "width"),
+                height: dimension(s, "height"),
+                pix_fmt: s.get("pix_fmt").and_then(Value::as_str).map(str::to_string),
+                frame_rate: s.get("avg_frame_rate").and_then(Value::as_str).and_then(parse_ratio),
+                rotation: rotation(s),
+            }),
+            audio: audios.first().map(|s| AudioStream {
+                codec: text(s, "codec_name"),
+                channels: s.get("channels").and_then(Value::as_u64).and_then(|c| u32::try_from(c).ok()),
+                sample_rate: s.get("sample_rate").and_then(as_f64).map(|r| r as u32),
+            }),
+            video_streams: u32::try_from(videos.len()).unwrap_or(u32::MAX),
+            audio_streams: u32::try_from(audios.len()).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// Width and height as displayed, after rotation metadata is applied.
+    pub fn display_dimensions(&self) -> Option<(u32, u32)> {
+        self.video
+            .as_ref()
+            .map(|v| if v.rotation.rem_euclid(180) == 90 { (v.height, v.width) } else { (v.width, v.height) })
+    }
+}
+
+fn text(stream: &Value, field: &str) -> String {
+    stream.get(field).and_then(Value::as_str).unwrap_or("unknown").to_string()
+}
+
+fn dimension(stream: &Value, field: &str) -> u32 {
+    stream.get(field).and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()).unwrap_or(0)
+}
+
+/// ffprobe writes most numbers as strings ("12.345").
+fn as_f64(value: &Value) -> Option<f64> {
+    match value {
+        Value::String(s) => s.parse().ok(),
+        other => other.as_f64(),
+    }
+}
+
+fn parse_ratio(raw: &str) -> Option<f64> {
+    let (num, den) = raw.split_once('/')?;
+    let (num, den): (f64, f64) = (num.parse().ok()?, den.parse().ok()?);
+    (den != 0.0 && num > 0.0).then(|| num / den)
+}
+
+fn rotation(stream: &Value) -> i32 {
+    let from_side_data = stream
+        .get("side_data_list")
+        .and_then(Value::as_array)
+        .and_then(|list| list.iter().find_map(|d| d.get("rotation").and_then(Value::as_i64)));
+    let from_tags = stream.pointer("/tags/rotate").and_then(as_f64).map(|r| r as i64);
+    from_side_data.or(from_tags).and_then(|r| i32::try_from(r).ok()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H264_AAC: &str = r#"{
+        "streams": [
+            {"index":0,"codec_name":"h264","codec_type":"video","width":1280,"height":720,"pix_fmt":"yuv420p","avg_frame_rate":"30/1","duration":"20.000000"},
+            {"index":1,"codec_name":"aac","codec_type":"audio","sample_rate":"48000","channels":2,"duration":"20.010000"}
+        ],
+        "format": {"format_name":"mov,mp4,m4a,3gp,3g2,mj2","duration":"20.010000","size":"1234"}
+    }"#;
+
+    const ROTATED_PHONE: &str = r#"{
+        "streams": [
+            {"codec_name":"h264","codec_type":"video","width":1920,"height":1080,"avg_frame_rate":"30000/1001",
+             "side_data_list":[{"side_data_type":"Display Matrix","rotation":-90}]}
+        ],
+        "format": {"format_name":"mov,mp4,m4a,3gp,3g2,mj2","duration":"3.0"}
+    }"#;
+
+    const MP3_WITH_COVER: &str = r#"{
+        "streams": [
+            {"codec_name":"mp3","codec_type":"audio","sample_rate":"44100","channels":2},
+            {"codec_name":"mjpeg","codec_type":"video","width":500,"height":500,"disposition":{"attached_pic":1}}
+        ],
+        "format": {"format_name":"mp3","duration":"61.2"}
+    }"#;
+
+    #[test]
+    fn parses_fixtures() {
+        let info = MediaInfo::from_ffprobe_json(H264_AAC).unwrap();
+        assert_eq!(info.duration_seconds, Some(20.01));
+        let video = info.video.as_ref().unwrap();
+        assert_eq!((video.codec.as_str(), video.width, video.height), ("h264", 1280, 720));
+        assert_eq!(video.frame_rate, Some(30.0));
+        assert_eq!(info.audio.as_ref().unwrap().sample_rate, Some(48000));
+        assert_eq!(info.display_dimensions(), Some((1280, 720)));
+
+        let phone = MediaInfo::from_ffprobe_json(ROTATED_PHONE).unwrap();
+        assert_eq!(phone.video.as_ref().unwrap().rotation, -90);
+        assert_eq!(phone.display_dimensions(), Some((1080, 1920)));
+        assert!(phone.audio.is_none());
+
+        let mp3 = MediaInfo::from_ffprobe_json(MP3_WITH_COVER).unwrap();
+        assert!(mp3.video.is_none(), "cover art is not a video stream");
+        assert_eq!(mp3.audio_streams, 1);
+    }
+
+    #[test]
+    fn refuses_what_is_not_media() {
+        let cases = [
+            ("not json", "BadJson"),
+            (r#"{"streams":[],"format":{"format_name":"tty"}}"#, "NoStreams"),
+            (r#"{"format":{"format_name":"image2"},"streams":[{"codec_type":"data"}]}"#, "NoStreams"),
+            (
+                r#"{"streams":[{"codec_type":"video","width":1,"height":1}],"format":{"format_name":"hls"}}"#,
+                "ReferenceFormat",
+            ),
+            (r#"{"streams":[{"codec_type":"audio"}],"format":{"format_name":"concat"}}"#, "ReferenceFormat"),
+        ];
+        for (json, kind) in cases {
+            let err = MediaInfo::from_ffprobe_json(json).unwrap_err();
+            assert!(format!("{err:?}").starts_with(kind), "{json}: {err:?}");
+        }
+    }
+}

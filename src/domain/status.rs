@@ -1,0 +1,241 @@
+//! The documents the worker writes next to the media: job status and the manifest.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::job::JobSpec;
+use crate::domain::preset::Preset;
+use crate::domain::probe::MediaInfo;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Published, waiting for a worker.
+    Queued,
+    Running,
+    /// An attempt failed (or its worker died) and the next attempt is on the ready queue.
+    Retrying,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Completed | JobState::Failed | JobState::Cancelled)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Queued,
+    Downloading,
+    Probing,
+    Transcoding,
+    Uploading,
+    Finalizing,
+    Done,
+}
+
+/// A failure as users see it: a stable code, a sentence, and whether it was retried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    pub code: String,
+    pub message: String,
+    pub retryable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub at: DateTime<Utc>,
+    pub state: JobState,
+    pub stage: Stage,
+    pub attempt: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// `jobs/<job_id>.json`: the one place to ask how a job is doing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub version: u32,
+    pub job_id: String,
+    pub state: JobState,
+    pub stage: Stage,
+    /// Percent of the transcode done, 0 to 100.
+    pub progress: f64,
+    /// The attempt that is running, or that will run next when queued or retrying.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub job: JobSpec,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    pub timeline: Vec<TimelineEntry>,
+}
+
+/// A timeline longer than this keeps its first entries and its latest ones.
+const MAX_TIMELINE: usize = 200;
+
+impl JobStatus {
+    pub fn queued(job: &JobSpec, attempt: u32, max_attempts: u32, now: DateTime<Utc>) -> Self {
+        let mut status = JobStatus {
+            version: 1,
+            job_id: job.job_id.clone(),
+            state: JobState::Queued,
+            stage: Stage::Queued,
+            progress: 0.0,
+            attempt,
+            max_attempts,
+            worker: None,
+            heartbeat_at: None,
+            created_at: now,
+            updated_at: now,
+            job: job.clone(),
+            manifest_key: None,
+            error: None,
+            timeline: Vec::new(),
+        };
+        status.push_timeline(now, None);
+        status
+    }
+
+    /// Moves to a state and stage, recording the transition in the timeline when either changed
+    /// or when there is a note to keep.
+    pub fn transition(&mut self, state: JobState, stage: Stage, now: DateTime<Utc>, note: Option<String>) {
+        let changed = self.state != state || self.stage != stage;
+        self.state = state;
+        self.stage = stage;
+        self.updated_at = now;
+        if changed || note.is_some() {
+            self.push_timeline(now, note);
+        }
+    }
+
+    fn push_timeline(&mut self, now: DateTime<Utc>, note: Option<String>) {
+        if self.timeline.len() >= MAX_TIMELINE {
+            self.timeline.remove(MAX_TIMELINE / 2);
+        }
+        self.timeline.push(TimelineEntry {
+            at: now,
+            state: self.state,
+            stage: self.stage,
+            attempt: self.attempt,
+            worker: self.worker.clone(),
+            note,
+        });
+    }
+
+    /// Whether the attempt's worker was heard from within `timeout`.
+    pub fn heartbeat_is_fresh(&self, now: DateTime<Utc>, timeout: Duration) -> bool {
+        let Some(beat) = self.heartbeat_at else { return false };
+        let age = now.signed_duration_since(beat);
+        age.num_milliseconds() < i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    pub size: u64,
+    #[serde(flatten)]
+    pub media: MediaInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputRecord {
+    pub preset: Preset,
+    pub key: String,
+    pub size: u64,
+    pub content_type: String,
+    /// ffmpeg's speed for this output, in multiples of real time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed: Option<f64>,
+    #[serde(flatten)]
+    pub media: MediaInfo,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timings {
+    pub download_ms: u64,
+    pub probe_ms: u64,
+    pub transcode_ms: u64,
+    pub upload_ms: u64,
+    pub total_ms: u64,
+}
+
+/// `<output_dir>/manifest.json`, written last: its presence means the job completed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: u32,
+    pub job_id: String,
+    pub attempt: u32,
+    pub worker: String,
+    pub completed_at: DateTime<Utc>,
+    pub source: SourceRecord,
+    pub outputs: Vec<OutputRecord>,
+    pub timings: Timings,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::job::OutputRequest;
+
+    fn job() -> JobSpec {
+        JobSpec {
+            job_id: "job-1".into(),
+            source_key: "uploads/a.mp4".into(),
+            outputs: vec![OutputRequest { preset: Preset::Mp4H264 }],
+            output_dir: "outputs/a/".into(),
+        }
+    }
+
+    #[test]
+    fn transitions_are_recorded_once() {
+        let t0 = Utc::now();
+        let mut status = JobStatus::queued(&job(), 1, 5, t0);
+        status.transition(JobState::Running, Stage::Downloading, t0, None);
+        status.transition(JobState::Running, Stage::Downloading, t0, None);
+        status.transition(JobState::Running, Stage::Transcoding, t0, None);
+        let stages: Vec<Stage> = status.timeline.iter().map(|e| e.stage).collect();
+        assert_eq!(stages, vec![Stage::Queued, Stage::Downloading, Stage::Transcoding]);
+    }
+
+    #[test]
+    fn heartbeat_freshness() {
+        let now = Utc::now();
+        let mut status = JobStatus::queued(&job(), 1, 5, now);
+        assert!(!status.heartbeat_is_fresh(now, Duration::from_secs(60)));
+        status.heartbeat_at = Some(now - chrono::Duration::seconds(30));
+        assert!(status.heartbeat_is_fresh(now, Duration::from_secs(60)));
+        assert!(!status.heartbeat_is_fresh(now, Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn status_round_trips_as_json() {
+        let status = JobStatus::queued(&job(), 1, 5, Utc::now());
+        let back: JobStatus = serde_json::from_slice(&status.to_json()).unwrap();
+        assert_eq!(back, status);
+        let text = String::from_utf8(status.to_json()).unwrap();
+        assert!(text.contains("\"state\": \"queued\""));
+    }
+}

@@ -1,0 +1,138 @@
+//! [`Queue`] on Amazon SQS (or anything speaking its protocol).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
+
+use super::{MAX_BATCH, MAX_DELAY, MAX_WAIT, Queue, QueueCounts, Received, SendOptions};
+
+pub struct SqsQueue {
+    client: Client,
+    url: String,
+    name: String,
+}
+
+impl SqsQueue {
+    pub fn new(client: Client, url: &str) -> Self {
+        let name = url.rsplit('/').next().unwrap_or(url).to_string();
+        Self { client, url: url.to_string(), name }
+    }
+}
+
+fn seconds(d: Duration) -> i32 {
+    i32::try_from(d.as_secs()).unwrap_or(i32::MAX)
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    async fn send(&self, body: &str, options: SendOptions) -> anyhow::Result<()> {
+        let mut attributes = HashMap::new();
+        for (name, value) in options.attributes {
+            // SQS refuses empty attribute values.
+            let value = if value.is_empty() { "-".to_string() } else { value };
+            let attr = MessageAttributeValue::builder().data_type("String").string_value(value).build()?;
+            attributes.insert(name, attr);
+        }
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .delay_seconds(seconds(options.delay.min(MAX_DELAY)))
+            .set_message_attributes((!attributes.is_empty()).then_some(attributes))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("send to {}: {}", self.name, DisplayErrorContext(e)))?;
+        Ok(())
+    }
+
+    async fn receive(&self, max: usize, wait: Duration, visibility: Duration) -> anyhow::Result<Vec<Received>> {
+        let max = max.clamp(1, MAX_BATCH);
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(i32::try_from(max).unwrap_or(1))
+            .wait_time_seconds(seconds(wait.min(MAX_WAIT)))
+            .visibility_timeout(seconds(visibility))
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("receive from {}: {}", self.name, DisplayErrorContext(e)))?;
+        let mut received = Vec::new();
+        for message in out.messages.unwrap_or_default() {
+            let receive_count = message
+                .attributes()
+                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1);
+            let attributes: BTreeMap<String, String> = message
+                .message_attributes()
+                .map(|attrs| {
+                    attrs.iter().filter_map(|(k, v)| v.string_value().map(|s| (k.clone(), s.to_string()))).collect()
+                })
+                .unwrap_or_default();
+            received.push(Received {
+                message_id: message.message_id.clone().unwrap_or_default(),
+                body: message.body.clone().unwrap_or_default(),
+                receipt: message.receipt_handle.clone().context("SQS returned a message without a receipt handle")?,
+                receive_count,
+                attributes,
+            });
+        }
+        Ok(received)
+    }
+
+    async fn delete(&self, receipt: &str) -> anyhow::Result<()> {
+        match self.client.delete_message().queue_url(&self.url).receipt_handle(receipt).send().await {
+            Ok(_) => Ok(()),
+            // A handle from an earlier delivery: SQS may refuse it; the message lives on either way.
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_receipt_handle_is_invalid()) => {
+                tracing::debug!(queue = %self.name, "Delete with a stale receipt handle ignored.");
+                Ok(())
+            }
+            Err(e) => Err(anyhow::anyhow!("delete from {}: {}", self.name, DisplayErrorContext(e))),
+        }
+    }
+
+    async fn change_visibility(&self, receipt: &str, visibility: Duration) -> anyhow::Result<()> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .visibility_timeout(seconds(visibility))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("change visibility on {}: {}", self.name, DisplayErrorContext(e)))?;
+        Ok(())
+    }
+
+    async fn counts(&self) -> anyhow::Result<QueueCounts> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("count {}: {}", self.name, DisplayErrorContext(e)))?;
+        let attrs = out.attributes.unwrap_or_default();
+        let get = |name: QueueAttributeName| attrs.get(&name).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok(QueueCounts {
+            visible: get(QueueAttributeName::ApproximateNumberOfMessages),
+            in_flight: get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            delayed: get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        })
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
