@@ -6,7 +6,17 @@
 //!   ffmpeg argv they produce, job status and manifest documents.
 //! - [`queue`] and [`storage`]: the narrow interfaces the worker needs, each with an AWS
 //!   implementation (SQS, S3) and an embedded local one (SQLite, files on disk).
+//! - [`backend`]: picks and connects those implementations once, at start-up.
+//! - [`media`]: ffprobe and ffmpeg as subprocesses, with timeouts and typed errors.
+//! - [`worker`]: the poll loop, job execution, heartbeat, reaper and graceful shutdown.
+//! - [`cli`] and [`telemetry`]: the command line, logging and signals; `src/main.rs` only
+//!   calls [`cli::main`].
+pub mod backend;
+pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod media;
 pub mod queue;
 pub mod storage;
+pub mod telemetry;
+pub mod worker;

@@ -1,1 +1,8 @@
-fn main() {}
+//! The `media-worker` binary: see `media-worker --help`.
+
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    media_worker::cli::main().await
+}

@@ -1,0 +1,68 @@
+//! Chooses and connects the storage and queue implementations, once, at start-up.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use aws_config::BehaviorVersion;
+
+use crate::config::{BackendKind, Config};
+use crate::queue::Queues;
+use crate::queue::local::LocalQueue;
+use crate::queue::sqs::SqsQueue;
+use crate::storage::Storage;
+use crate::storage::local::{EventSink, LocalStorage};
+use crate::storage::s3::S3Storage;
+
+/// The bucket name local events carry.
+pub const LOCAL_BUCKET: &str = "local";
+
+/// Everything the binaries talk to.
+#[derive(Clone)]
+pub struct Backend {
+    pub storage: Arc<dyn Storage>,
+    pub queues: Queues,
+    /// The bucket (or `local`), as S3 events name it; part of event-derived job ids.
+    pub bucket: String,
+}
+
+pub async fn connect(config: &Config) -> anyhow::Result<Backend> {
+    match (config.backend, &config.aws) {
+        (BackendKind::Aws, Some(aws)) => {
+            // Region, credentials (task role on ECS) and AWS_ENDPOINT_URL come from the standard chain.
+            let shared = aws_config::defaults(BehaviorVersion::latest()).load().await;
+            let s3_config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(aws.force_path_style).build();
+            let s3 = aws_sdk_s3::Client::from_conf(s3_config);
+            let sqs = aws_sdk_sqs::Client::new(&shared);
+            Ok(Backend {
+                storage: Arc::new(S3Storage::new(s3, &aws.bucket, config.multipart_threshold)),
+                queues: Queues {
+                    ready: Arc::new(SqsQueue::new(sqs.clone(), &aws.ready_queue_url)),
+                    processing: Arc::new(SqsQueue::new(sqs.clone(), &aws.processing_queue_url)),
+                    dead_letter: Arc::new(SqsQueue::new(sqs, &aws.dead_letter_queue_url)),
+                },
+                bucket: aws.bucket.clone(),
+            })
+        }
+        _ => {
+            let db = config.data_dir.join("queue.db");
+            let open = |name: &str| {
+                LocalQueue::open(&db, name)
+                    .with_context(|| format!("opening the local queue database {}", db.display()))
+            };
+            let queues = Queues {
+                ready: Arc::new(open("ready")?),
+                processing: Arc::new(open("processing")?),
+                dead_letter: Arc::new(open("dead-letter")?),
+            };
+            let sink = EventSink {
+                upload_prefix: config.layout.upload_prefix().to_string(),
+                queue: queues.ready.clone(),
+                bucket: LOCAL_BUCKET.to_string(),
+            };
+            let root = config.data_dir.join("storage");
+            let storage = LocalStorage::new(root.clone(), Some(sink))
+                .with_context(|| format!("opening the local object store {}", root.display()))?;
+            Ok(Backend { storage: Arc::new(storage), queues, bucket: LOCAL_BUCKET.to_string() })
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The `media-worker` command line: the daemon, batch draining, submitting and following jobs.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::backend::{self, Backend};
+use crate::config::{self, Config};
+use crate::domain::job::{JobMessage, JobSpec, OutputRequest, job_id_for_object, new_job_id};
+use crate::domain::keys::{sanitize_file_name, validate_key};
+use crate::domain::preset::Preset;
+use crate::domain::status::{JobState, JobStatus};
+use crate::queue::SendOptions;
+use crate::telemetry;
+use crate::worker::status::{read_status, write_status};
+use crate::worker::{RunMode, Worker};
+
+#[derive(Parser, Debug)]
+#[command(name = "media-worker", version, about = "Transcodes media landing in S3 (or a local folder) with ffmpeg.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the worker (the default): poll, transcode, recover, until SIGTERM.
+    Run {
+        /// Exit 0 once the ready queue and the in-processing ledger are empty and no job runs.
+        #[arg(long)]
+        drain: bool,
+    },
+    /// Upload a local file under the upload prefix, or publish a job for an existing key.
+    Submit {
+        /// A local file to upload, or the key of an object already in storage.
+        source: String,
+        /// Presets to produce (repeatable); default: MEDIA_DEFAULT_PRESETS. With a local file,
+        /// uploads get the default presets: upload first, then submit the key with --preset.
+        #[arg(long = "preset", value_name = "NAME")]
+        presets: Vec<Preset>,
+        /// Follow the job until it ends, then print its manifest.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this long (e.g. 10m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+    },
+    /// Print a job's status document.
+    Status { job_id: String },
+}
+
+pub async fn main() -> ExitCode {
+    let command = Cli::command().after_help(config::variables_help());
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.json_logs);
+    match dispatch(cli, config).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
+    let backend = backend::connect(&config).await?;
+    match cli.command.unwrap_or(Command::Run { drain: false }) {
+        Command::Run { drain } => {
+            let worker = Worker::new(config, backend.storage, backend.queues);
+            let mode = if drain { RunMode::Drain } else { RunMode::Daemon };
+            let summary = worker.run(mode, telemetry::shutdown_signal()).await?;
+            if drain {
+                println!(
+                    "drained: {} completed, {} failed, {} retried, {} dead-lettered, {} duplicates skipped",
+                    summary.completed, summary.failed, summary.retried, summary.dead_lettered, summary.skipped
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Submit { source, presets, wait, timeout } => {
+            let job_id = submit(&config, &backend, &source, presets).await?;
+            println!("job {job_id}");
+            if wait { follow(&backend, &job_id, timeout).await } else { Ok(ExitCode::SUCCESS) }
+        }
+        Command::Status { job_id } => match read_status(backend.storage.as_ref(), &job_id).await? {
+            Some(status) => {
+                println!("{}", String::from_utf8_lossy(&status.to_json()));
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                eprintln!("error: no job `{job_id}`");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+    }
+}
+
+/// Uploads a file (the upload event makes the job) or publishes a job for a key; returns the
+/// job id either way.
+async fn submit(config: &Config, backend: &Backend, source: &str, presets: Vec<Preset>) -> anyhow::Result<String> {
+    let path = Path::new(source);
+    if path.is_file() {
+        if !presets.is_empty() {
+            bail!("--preset applies to keys already in storage: upload the file first, then submit its key");
+        }
+        return upload(config, backend, path).await;
+    }
+    validate_key(source).with_context(|| format!("`{source}` is neither a local file nor a valid key"))?;
+    if backend.storage.head(source).await?.is_none() {
+        bail!("`{source}` is neither a local file nor an object in storage");
+    }
+    let presets = if presets.is_empty() { config.default_presets.clone() } else { presets };
+    let mut outputs: Vec<OutputRequest> = Vec::new();
+    for preset in presets {
+        if !outputs.iter().any(|o| o.preset == preset) {
+            outputs.push(OutputRequest { preset });
+        }
+    }
+    let job = JobSpec {
+        job_id: new_job_id(),
+        source_key: source.to_string(),
+        outputs,
+        output_dir: config.layout.output_dir(source),
+    };
+    job.validate()?;
+    // Status first, so a reader never finds a published job without one.
+    let status = JobStatus::queued(&job, 1, config.max_attempts, chrono::Utc::now());
+    write_status(backend.storage.as_ref(), &status).await?;
+    backend.queues.ready.send(&JobMessage::new(job.clone(), 1).to_json(), SendOptions::default()).await?;
+    Ok(job.job_id)
+}
+
+async fn upload(config: &Config, backend: &Backend, path: &Path) -> anyhow::Result<String> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let folder = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let key = config.layout.upload_key(&folder, &sanitize_file_name(&name));
+    let content_type = "application/octet-stream";
+    let stored = backend.storage.put_file(&key, path, content_type).await?;
+    eprintln!("uploaded {} as {key} ({} bytes)", path.display(), stored.size);
+    // The same id the worker derives from the upload's event.
+    Ok(job_id_for_object(&backend.bucket, &key, stored.etag.as_deref().unwrap_or_default()))
+}
+
+/// Prints progress until the job ends; prints the manifest when it completed.
+async fn follow(backend: &Backend, job_id: &str, timeout: Option<Duration>) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let mut last_line = String::new();
+    loop {
+        if let Some(limit) = timeout
+            && started.elapsed() > limit
+        {
+            eprintln!("error: job {job_id} did not end within {limit:?}");
+            return Ok(ExitCode::FAILURE);
+        }
+        let status = read_status(backend.storage.as_ref(), job_id).await?;
+        let line = match &status {
+            None => "waiting for a worker".to_string(),
+            Some(s) => {
+                format!("{:?} / {:?} {:.0}% (attempt {})", s.state, s.stage, s.progress, s.attempt).to_lowercase()
+            }
+        };
+        if line != last_line {
+            eprintln!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64());
+            last_line = line;
+        }
+        if let Some(status) = status.filter(|s| s.state.is_terminal()) {
+            return report(backend, &status).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn report(backend: &Backend, status: &JobStatus) -> anyhow::Result<ExitCode> {
+    match status.state {
+        JobState::Completed => {
+            let key = status.manifest_key.clone().context("a completed job without a manifest key")?;
+            let manifest = backend.storage.get_bytes(&key).await?.context("the manifest is missing")?;
+            println!("{}", String::from_utf8_lossy(&manifest));
+            eprintln!("manifest: {key}");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            let error = status.error.as_ref().map(|e| format!("{}: {}", e.code, e.message)).unwrap_or_default();
+            eprintln!("job {} ended {:?}: {error}", status.job_id, status.state);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Where the local backend keeps an object, for printing paths users can open.
+pub fn local_object_path(config: &Config, key: &str) -> PathBuf {
+    config.data_dir.join("storage").join(key)
+}

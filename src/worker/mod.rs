@@ -1,0 +1,301 @@
+//! The worker: polls the ready queue on a cron schedule, moves each job to the in-processing
+//! ledger, runs it under a semaphore permit, and sweeps the ledger for jobs of dead workers.
+//!
+//! The steps are public ([`Worker::poll_once`], [`Worker::reap_once`]) so tests can drive the
+//! worker one step at a time; [`Worker::run`] puts them on schedules and handles shutdown.
+
+mod error;
+mod execute;
+mod intake;
+mod reaper;
+pub mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::Semaphore;
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use error::JobError;
+pub use reaper::ReapOutcome;
+
+use crate::config::Config;
+use crate::queue::{MAX_BATCH, MAX_WAIT, Queues, SendOptions};
+use crate::storage::Storage;
+
+/// How [`Worker::run`] ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// Until SIGTERM/SIGINT (the `shutdown` future).
+    Daemon,
+    /// Until the ready queue and the ledger are empty and no job is running, or `shutdown`.
+    Drain,
+}
+
+/// Counters of what this worker did, for logs and the drain summary.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+    pub retried: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub skipped: AtomicU64,
+}
+
+/// A snapshot of [`Counters`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub completed: u64,
+    pub failed: u64,
+    pub retried: u64,
+    pub dead_lettered: u64,
+    pub skipped: u64,
+}
+
+pub(crate) struct Inner {
+    config: Config,
+    storage: Arc<dyn Storage>,
+    queues: Queues,
+    /// One permit per job allowed to run at once; taken before a message is received.
+    permits: Arc<Semaphore>,
+    /// Every running job, so shutdown can wait for them.
+    jobs: TaskTracker,
+    /// Cancelled first on shutdown: no more receiving.
+    stop_receiving: CancellationToken,
+    /// Cancelled when the grace period is over: running jobs stop and are requeued.
+    stop_jobs: CancellationToken,
+    /// A poll still running when the next tick fires makes that tick do nothing.
+    polling: tokio::sync::Mutex<()>,
+    reaping: tokio::sync::Mutex<()>,
+    counters: Counters,
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+impl Worker {
+    pub fn new(config: Config, storage: Arc<dyn Storage>, queues: Queues) -> Self {
+        let permits = Arc::new(Semaphore::new(config.concurrency));
+        Worker {
+            inner: Arc::new(Inner {
+                config,
+                storage,
+                queues,
+                permits,
+                jobs: TaskTracker::new(),
+                stop_receiving: CancellationToken::new(),
+                stop_jobs: CancellationToken::new(),
+                polling: tokio::sync::Mutex::new(()),
+                reaping: tokio::sync::Mutex::new(()),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    pub fn summary(&self) -> Summary {
+        let c = &self.inner.counters;
+        Summary {
+            completed: c.completed.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            retried: c.retried.load(Ordering::Relaxed),
+            dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+            skipped: c.skipped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Jobs running in this process.
+    pub fn running(&self) -> usize {
+        self.inner.jobs.len()
+    }
+
+    /// Receives while permits are free and messages keep coming, starting a job per message.
+    /// Returns how many messages were received. The first receive long-polls; later ones only
+    /// take what is already waiting, so a backlog drains without waiting for the next tick.
+    pub async fn poll_once(&self) -> anyhow::Result<usize> {
+        let Ok(_guard) = self.inner.polling.try_lock() else { return Ok(0) };
+        let inner = &self.inner;
+        let mut received_total = 0;
+        let mut wait = MAX_WAIT;
+        loop {
+            if inner.stop_receiving.is_cancelled() {
+                break;
+            }
+            let free = inner.permits.available_permits().min(MAX_BATCH);
+            if free == 0 {
+                break;
+            }
+            let Ok(mut permits) = inner.permits.clone().try_acquire_many_owned(free as u32) else { break };
+            let receive = inner.queues.ready.receive(free, wait, inner.config.visibility_timeout);
+            let messages = tokio::select! {
+                received = receive => received?,
+                () = inner.stop_receiving.cancelled() => break,
+            };
+            if messages.is_empty() {
+                break;
+            }
+            received_total += messages.len();
+            for message in messages {
+                let Some(permit) = permits.split(1) else { break };
+                intake::handle(&self.inner, message, permit).await;
+            }
+            drop(permits);
+            wait = Duration::ZERO;
+        }
+        Ok(received_total)
+    }
+
+    /// One sweep of the in-processing ledger.
+    pub async fn reap_once(&self) -> anyhow::Result<ReapOutcome> {
+        let Ok(_guard) = self.inner.reaping.try_lock() else { return Ok(ReapOutcome::default()) };
+        reaper::sweep(&self.inner).await
+    }
+
+    /// Whether the ready queue and the ledger are empty and nothing runs here.
+    pub async fn is_idle(&self) -> anyhow::Result<bool> {
+        if self.running() > 0 {
+            return Ok(false);
+        }
+        let ready = self.inner.queues.ready.counts().await?;
+        if ready.total() > 0 {
+            return Ok(false);
+        }
+        Ok(self.inner.queues.processing.counts().await?.total() == 0)
+    }
+
+    /// Runs the schedules until `shutdown` resolves (or, in drain mode, until idle), then stops
+    /// receiving, lets running jobs finish within the grace period, and requeues the rest.
+    pub async fn run(&self, mode: RunMode, shutdown: impl Future<Output = ()>) -> anyhow::Result<Summary> {
+        execute::sweep_stale_work_dirs(&self.inner.config).await;
+        let mut scheduler = JobScheduler::new().await.context("starting the scheduler")?;
+        let poller = self.clone();
+        scheduler
+            .add(
+                Job::new_async(self.inner.config.poll_schedule.as_str(), move |_, _| {
+                    let worker = poller.clone();
+                    Box::pin(async move {
+                        if let Err(err) = worker.poll_once().await {
+                            tracing::warn!(error = format!("{err:#}"), "Polling the ready queue failed.");
+                        }
+                    })
+                })
+                .context("MEDIA_POLL_SCHEDULE is not a valid cron expression")?,
+            )
+            .await?;
+        let reaper = self.clone();
+        scheduler
+            .add(
+                Job::new_async(self.inner.config.reaper_schedule.as_str(), move |_, _| {
+                    let worker = reaper.clone();
+                    Box::pin(async move {
+                        if let Err(err) = worker.reap_once().await {
+                            tracing::warn!(error = format!("{err:#}"), "Sweeping the in-processing ledger failed.");
+                        }
+                    })
+                })
+                .context("MEDIA_REAPER_SCHEDULE is not a valid cron expression")?,
+            )
+            .await?;
+        scheduler.start().await.context("starting the scheduler")?;
+        tracing::info!(
+            worker = %self.inner.config.worker_id,
+            concurrency = self.inner.config.concurrency,
+            mode = ?mode,
+            "Worker started."
+        );
+
+        match mode {
+            RunMode::Daemon => shutdown.await,
+            RunMode::Drain => {
+                tokio::select! {
+                    () = shutdown => {},
+                    result = self.wait_until_drained() => result?,
+                }
+            }
+        }
+
+        self.inner.stop_receiving.cancel();
+        if let Err(err) = scheduler.shutdown().await {
+            tracing::warn!(error = %err, "The scheduler did not stop cleanly.");
+        }
+        self.stop_jobs().await;
+        let summary = self.summary();
+        tracing::info!(
+            completed = summary.completed,
+            failed = summary.failed,
+            retried = summary.retried,
+            dead_lettered = summary.dead_lettered,
+            "Worker stopped."
+        );
+        Ok(summary)
+    }
+
+    async fn wait_until_drained(&self) -> anyhow::Result<()> {
+        let mut ticker = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            ticker.tick().await;
+            if self.running() > 0 {
+                continue;
+            }
+            // Nothing runs here: sweep now rather than at the next reaper tick, so finished
+            // entries leave the ledger and those of dead workers are recovered promptly.
+            if self.inner.queues.ready.counts().await?.total() == 0 {
+                self.reap_once().await?;
+            }
+            if self.is_idle().await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits up to the grace period for running jobs, then stops and requeues the rest.
+    async fn stop_jobs(&self) {
+        let inner = &self.inner;
+        inner.jobs.close();
+        if inner.jobs.is_empty() {
+            return;
+        }
+        tracing::info!(running = inner.jobs.len(), grace = ?inner.config.shutdown_grace, "Waiting for running jobs.");
+        if tokio::time::timeout(inner.config.shutdown_grace, inner.jobs.wait()).await.is_err() {
+            tracing::warn!(running = inner.jobs.len(), "Grace period over; stopping and requeueing running jobs.");
+            inner.stop_jobs.cancel();
+            // Requeueing is a couple of small writes per job; bound it anyway.
+            let _ = tokio::time::timeout(Duration::from_secs(30), inner.jobs.wait()).await;
+        }
+    }
+}
+
+impl Inner {
+    /// Sends a body to the dead-letter queue with why it is there.
+    async fn dead_letter(
+        &self,
+        body: &str,
+        code: &str,
+        reason: &str,
+        origin: &str,
+        job_id: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let body = if body.is_empty() { "(empty message)" } else { body };
+        let mut options = SendOptions::default()
+            .with_attribute("reason", code)
+            .with_attribute("error", truncate(reason, 1000))
+            .with_attribute("origin", origin)
+            .with_attribute("worker", self.config.worker_id.clone());
+        if let Some(job_id) = job_id {
+            options = options.with_attribute("job_id", job_id);
+        }
+        self.queues.dead_letter.send(body, options).await?;
+        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    text.chars().take(max_chars).collect()
+}
