@@ -90,7 +90,7 @@ pub async fn run_ffmpeg(
                 FfmpegEvent::Progress(p) => {
                     let out_time = FfmpegTimeDuration::from_str(&p.time).map(|t| t.as_seconds()).unwrap_or(0.0);
                     if p.speed > 0.0 {
-                        speed = Some(f64::from(p.speed));
+                        speed = Some((f64::from(p.speed) * 100.0).round() / 100.0);
                     }
                     progress.send_replace(FfmpegProgress { out_time: out_time.max(0.0), speed });
                 }

@@ -50,7 +50,7 @@ pub(super) async fn sweep(inner: &Inner) -> anyhow::Result<ReapOutcome> {
             }
         }
     }
-    if outcome != ReapOutcome::default() {
+    if outcome.cleared + outcome.recovered + outcome.failed > 0 {
         tracing::info!(
             cleared = outcome.cleared,
             alive = outcome.alive,
