@@ -8,11 +8,11 @@ use anyhow::{Context, bail};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::backend::{self, Backend};
-use crate::config::{self, Config};
+use crate::config::{self, BackendKind, Config};
 use crate::domain::job::{JobMessage, JobSpec, OutputRequest, job_id_for_object, new_job_id};
 use crate::domain::keys::{sanitize_file_name, validate_key};
 use crate::domain::preset::Preset;
-use crate::domain::status::{JobState, JobStatus};
+use crate::domain::status::{JobState, JobStatus, Manifest};
 use crate::queue::SendOptions;
 use crate::telemetry;
 use crate::worker::status::{read_status, write_status};
@@ -93,7 +93,7 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         Command::Submit { source, presets, wait, timeout } => {
             let job_id = submit(&config, &backend, &source, presets).await?;
             println!("job {job_id}");
-            if wait { follow(&backend, &job_id, timeout).await } else { Ok(ExitCode::SUCCESS) }
+            if wait { follow(&config, &backend, &job_id, timeout).await } else { Ok(ExitCode::SUCCESS) }
         }
         Command::Status { job_id } => match read_status(backend.storage.as_ref(), &job_id).await? {
             Some(status) => {
@@ -155,7 +155,12 @@ async fn upload(config: &Config, backend: &Backend, path: &Path) -> anyhow::Resu
 }
 
 /// Prints progress until the job ends; prints the manifest when it completed.
-async fn follow(backend: &Backend, job_id: &str, timeout: Option<Duration>) -> anyhow::Result<ExitCode> {
+async fn follow(
+    config: &Config,
+    backend: &Backend,
+    job_id: &str,
+    timeout: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut last_line = String::new();
     loop {
@@ -177,19 +182,20 @@ async fn follow(backend: &Backend, job_id: &str, timeout: Option<Duration>) -> a
             last_line = line;
         }
         if let Some(status) = status.filter(|s| s.state.is_terminal()) {
-            return report(backend, &status).await;
+            return report(config, backend, &status).await;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-async fn report(backend: &Backend, status: &JobStatus) -> anyhow::Result<ExitCode> {
+async fn report(config: &Config, backend: &Backend, status: &JobStatus) -> anyhow::Result<ExitCode> {
     match status.state {
         JobState::Completed => {
             let key = status.manifest_key.clone().context("a completed job without a manifest key")?;
-            let manifest = backend.storage.get_bytes(&key).await?.context("the manifest is missing")?;
-            println!("{}", String::from_utf8_lossy(&manifest));
-            eprintln!("manifest: {key}");
+            let bytes = backend.storage.get_bytes(&key).await?.context("the manifest is missing")?;
+            println!("{}", String::from_utf8_lossy(&bytes));
+            let manifest: Manifest = serde_json::from_slice(&bytes).context("the manifest is malformed")?;
+            eprintln!("{}", summarize(config, &key, &manifest));
             Ok(ExitCode::SUCCESS)
         }
         _ => {
@@ -200,7 +206,36 @@ async fn report(backend: &Backend, status: &JobStatus) -> anyhow::Result<ExitCod
     }
 }
 
+/// A few lines for people: where the outputs are and where the time went.
+fn summarize(config: &Config, manifest_key: &str, manifest: &Manifest) -> String {
+    let place = |key: &str| match config.backend {
+        BackendKind::Local => object_path(config, key).display().to_string(),
+        BackendKind::Aws => {
+            let bucket = config.aws.as_ref().map(|a| a.bucket.as_str()).unwrap_or_default();
+            format!("s3://{bucket}/{key}")
+        }
+    };
+    let t = &manifest.timings;
+    let mut lines = vec![format!(
+        "job {} completed in {:.1} s (download {:.1} s, probe {:.1} s, transcode {:.1} s, upload {:.1} s)",
+        manifest.job_id,
+        t.total_ms as f64 / 1000.0,
+        t.download_ms as f64 / 1000.0,
+        t.probe_ms as f64 / 1000.0,
+        t.transcode_ms as f64 / 1000.0,
+        t.upload_ms as f64 / 1000.0,
+    )];
+    for output in &manifest.outputs {
+        let shape =
+            output.media.video.as_ref().map(|v| format!("{}x{} {}", v.width, v.height, v.codec)).unwrap_or_default();
+        let speed = output.speed.map(|s| format!(", {s:.1}x realtime")).unwrap_or_default();
+        lines.push(format!("  {}: {} ({shape}, {} bytes{speed})", output.preset, place(&output.key), output.size));
+    }
+    lines.push(format!("  manifest: {}", place(manifest_key)));
+    lines.join("\n")
+}
+
 /// Where the local backend keeps an object, for printing paths users can open.
-pub fn local_object_path(config: &Config, key: &str) -> PathBuf {
+pub fn object_path(config: &Config, key: &str) -> PathBuf {
     config.data_dir.join("storage").join(key)
 }

@@ -472,6 +472,20 @@ mod tests {
     }
 
     #[test]
+    fn every_variable_is_in_env_example_with_its_default() {
+        let example = include_str!("../.env.example");
+        for var in VARIABLES {
+            let line = format!("# {}={}", var.name, var.default);
+            let found = if var.default.is_empty() {
+                example.lines().any(|l| l.starts_with(&line))
+            } else {
+                example.lines().any(|l| l.trim_end() == line)
+            };
+            assert!(found, "missing from .env.example: {line}");
+        }
+    }
+
+    #[test]
     fn every_variable_is_in_the_help_text() {
         let help = variables_help();
         for var in VARIABLES {

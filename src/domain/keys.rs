@@ -24,6 +24,8 @@ pub enum KeyError {
     Absolute,
     #[error("the key has an empty, '.' or '..' path segment")]
     BadSegment,
+    #[error("the key's first segment is reserved for the store's own temporary files")]
+    Reserved,
     #[error("a job id must be 1 to 64 characters of A-Z, a-z, 0-9, '-' and '_'")]
     BadJobId,
 }

@@ -1,39 +1,680 @@
-//! placeholder
-use super::*;
+//! [`Storage`] on a local folder: the embedded backend's object store.
+//!
+//! An object `a/b/c.mp4` is the file `<root>/a/b/c.mp4`, so the folder has the bucket's layout.
+//! Every write goes to a temp file in `<root>/.tmp/`, is fsynced, then renamed into place: a
+//! reader sees the old object or the new one, never half of one, and a crash leaves at most a
+//! temp file behind (swept when a day old). Objects are never modified in place, which is what
+//! lets the ETag come from file metadata alone.
+//!
+//! With an [`EventSink`], a write under the upload prefix sends the S3 `ObjectCreated:Put`
+//! notification real S3 would send, so uploads become jobs exactly as on AWS.
+//!
+//! File I/O runs in Tokio's blocking pool; data is streamed, never held whole in memory.
+
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use uuid::Uuid;
+
+use super::{ObjectInfo, Storage, StorageError, StorageResult};
+use crate::domain::keys::{KeyError, validate_key, validate_prefix};
+use crate::queue::{Queue, SendOptions};
+
+/// Folder under the root holding writes in progress; no key may start with it.
+const TMP_DIR: &str = ".tmp";
+/// Temp files older than this are leftovers of a crash (a live write keeps touching its file).
+const STALE_TEMP_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Where object-created notifications for uploads go.
+#[derive(Clone)]
 pub struct EventSink {
+    /// Only keys starting with this produce events (S3's notification filter).
     pub upload_prefix: String,
-    pub queue: Arc<dyn crate::queue::Queue>,
+    pub queue: Arc<dyn Queue>,
+    /// The bucket name written into events (it feeds job ids, so keep it stable).
     pub bucket: String,
 }
-pub struct LocalStorage;
+
+pub struct LocalStorage {
+    root: PathBuf,
+    events: Option<Arc<EventSink>>,
+}
+
+/// What a write copies into the temp file.
+enum Source {
+    File(PathBuf),
+    Bytes(Vec<u8>),
+}
+
 impl LocalStorage {
-    pub fn new(_root: PathBuf, _e: Option<EventSink>) -> anyhow::Result<Self> {
-        anyhow::bail!("x")
+    /// Creates `root` (and its temp folder) if needed, and removes day-old temp files.
+    pub fn new(root: PathBuf, events: Option<EventSink>) -> anyhow::Result<LocalStorage> {
+        let tmp_dir = root.join(TMP_DIR);
+        fs::create_dir_all(&tmp_dir)
+            .map_err(|e| anyhow::Error::new(e).context(format!("create storage folder {}", tmp_dir.display())))?;
+        sweep_stale_temp_files(&tmp_dir);
+        Ok(LocalStorage { root, events: events.map(Arc::new) })
+    }
+
+    /// The folder holding the objects.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file of a key, once the key passes the checks.
+    fn object_path(&self, key: &str) -> StorageResult<PathBuf> {
+        checked(key)?;
+        Ok(join_key(&self.root, key))
+    }
+
+    async fn put(&self, key: &str, source: Source) -> StorageResult<ObjectInfo> {
+        let dest = self.object_path(key)?;
+        let root = self.root.clone();
+        let sink = self.events.clone().filter(|sink| key.starts_with(&sink.upload_prefix));
+        let key = key.to_string();
+        // Spawned, so a caller giving up half-way cannot leave an upload in place without its
+        // event (as on S3, where the event follows a completed write whatever the client does).
+        let task = tokio::spawn(async move {
+            let info = {
+                let key = key.clone();
+                blocking(move || write_object(&root, &dest, source).map_err(|e| io_error("write", &key, e))).await?
+            };
+            if let Some(sink) = sink {
+                let body = object_created_event(&sink.bucket, &key, &info, SystemTime::now());
+                sink.queue.send(&body, SendOptions::default()).await.map_err(|e| {
+                    StorageError::Other(e.context(format!(
+                        "`{key}` was written but its upload event could not be sent to {}",
+                        sink.queue.name()
+                    )))
+                })?;
+            }
+            Ok(info)
+        });
+        task.await.map_err(StorageError::other)?
     }
 }
+
+/// The key checks shared with S3, plus the reserved temp folder.
+fn checked(key: &str) -> StorageResult<()> {
+    let refuse = |reason| StorageError::InvalidKey { key: key.to_string(), reason };
+    validate_key(key).map_err(refuse)?;
+    if key.starts_with(TMP_DIR) {
+        // KeyError has no "reserved" variant; this is the closest.
+        return Err(refuse(KeyError::Reserved));
+    }
+    Ok(())
+}
+
+/// `root` plus the key's segments (a checked key has no `..`, empty or absolute segment).
+fn join_key(root: &Path, key: &str) -> PathBuf {
+    let mut path = root.to_path_buf();
+    path.extend(key.split('/').filter(|segment| !segment.is_empty()));
+    path
+}
+
+async fn blocking<T, F>(f: F) -> StorageResult<T>
+where
+    F: FnOnce() -> StorageResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.map_err(StorageError::other)?
+}
+
+fn io_error(action: &str, key: &str, err: io::Error) -> StorageError {
+    StorageError::Other(anyhow::Error::new(err).context(format!("local storage: {action} `{key}`")))
+}
+
+/// Errors meaning "no such object" (also when a path segment is a file, not a folder).
+fn is_missing(err: &io::Error) -> bool {
+    matches!(err.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
+}
+
+/// A cheap content identity: every write is a new file with a fresh, precise mtime.
+fn object_info(meta: &Metadata) -> ObjectInfo {
+    let mtime_nanos = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+    ObjectInfo { size: meta.len(), etag: Some(format!("{:x}-{:x}", meta.len(), mtime_nanos)) }
+}
+
+fn write_object(root: &Path, dest: &Path, source: Source) -> io::Result<ObjectInfo> {
+    let tmp_dir = root.join(TMP_DIR);
+    fs::create_dir_all(&tmp_dir)?;
+    let tmp = tmp_dir.join(format!("{}.part", Uuid::new_v4()));
+    let result = fill_and_place(&tmp, dest, source);
+    if result.is_err()
+        && let Err(e) = fs::remove_file(&tmp)
+        && !is_missing(&e)
+    {
+        tracing::warn!(path = %tmp.display(), error = %e, "Removing a failed write's temp file failed.");
+    }
+    result
+}
+
+fn fill_and_place(tmp: &Path, dest: &Path, source: Source) -> io::Result<ObjectInfo> {
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).open(tmp)?;
+    match source {
+        // Streams (copy_file_range on Linux): the file is never read into memory.
+        Source::File(path) => {
+            io::copy(&mut File::open(path)?, &mut file)?;
+        }
+        Source::Bytes(bytes) => file.write_all(&bytes)?,
+    }
+    // A precise mtime makes the ETag change on every rewrite, even where the file system stamps
+    // writes with a coarse clock (Linux ticks every few milliseconds).
+    file.set_modified(SystemTime::now())?;
+    file.sync_all()?;
+    // Taken from the temp file: after the rename, a concurrent writer may already replace it.
+    let meta = file.metadata()?;
+    drop(file);
+    place(tmp, dest)?;
+    Ok(object_info(&meta))
+}
+
+/// Renames the temp file into place, creating the parent folders.
+fn place(tmp: &Path, dest: &Path) -> io::Result<()> {
+    let parent = dest.parent();
+    let mut attempt = 0;
+    loop {
+        let result = parent.map_or(Ok(()), fs::create_dir_all).and_then(|()| fs::rename(tmp, dest));
+        match result {
+            Ok(()) => break,
+            // A concurrent delete may prune a folder we just created while it is still empty.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 5 => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(parent) = parent {
+        sync_dir(parent);
+    }
+    Ok(())
+}
+
+/// Makes a rename durable across a power loss; best effort (it is already atomic).
+fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::debug!(path = %dir.display(), error = %e, "Syncing a folder failed.");
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+/// Opens an object for reading; `None` when there is no such file.
+fn open_object(path: &Path) -> io::Result<Option<(File, Metadata)>> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if is_missing(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // Metadata of the open file matches what is read, even if the key is rewritten meanwhile.
+    let meta = file.metadata()?;
+    Ok(meta.is_file().then_some((file, meta)))
+}
+
+/// Streams an open object into `path`, replacing it, and syncs it.
+fn copy_to_file(object: &mut File, path: &Path) -> io::Result<u64> {
+    let mut file = File::create(path)?;
+    let size = io::copy(object, &mut file)?;
+    file.sync_all()?;
+    Ok(size)
+}
+
+fn delete_object(root: &Path, path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if is_missing(&e) => return Ok(()),
+        // A folder is not an object: nothing to delete, as on S3.
+        Err(_) if path.is_dir() => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    // Prune now-empty folders up to the root; the first non-empty (or vanished) one stops it.
+    let mut dir = path.parent();
+    while let Some(current) = dir {
+        if current == root || !current.starts_with(root) || fs::remove_dir(current).is_err() {
+            break;
+        }
+        dir = current.parent();
+    }
+    Ok(())
+}
+
+fn list_keys(root: &Path, prefix: &str) -> io::Result<Vec<String>> {
+    // Start at the deepest folder the prefix names, when it is a safe one (never joins `..`).
+    let folder = prefix.rfind('/').map_or("", |i| &prefix[..=i]);
+    let folder = if validate_prefix(folder).is_ok() { folder } else { "" };
+    let mut stack = vec![(join_key(root, folder), folder.to_string())];
+    let mut keys = Vec::new();
+    while let Some((dir, rel)) = stack.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if is_missing(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            // A name that is not UTF-8 cannot be a key.
+            let Ok(name) = entry.file_name().into_string() else { continue };
+            let key = format!("{rel}{name}");
+            if key.starts_with(TMP_DIR) {
+                continue;
+            }
+            let Ok(file_type) = entry.file_type() else { continue };
+            if file_type.is_dir() {
+                let sub = format!("{key}/");
+                if sub.starts_with(prefix) || prefix.starts_with(&sub) {
+                    stack.push((entry.path(), sub));
+                }
+            } else if key.starts_with(prefix)
+                && (file_type.is_file() || fs::metadata(entry.path()).is_ok_and(|m| m.is_file()))
+                // Files dropped in by hand with names no key may have would be refused by every
+                // other call: leave them out.
+                && checked(&key).is_ok()
+            {
+                keys.push(key);
+            }
+        }
+    }
+    keys.sort();
+    Ok(keys)
+}
+
+fn sweep_stale_temp_files(tmp_dir: &Path) {
+    let Ok(entries) = fs::read_dir(tmp_dir) else { return };
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .ok()
+            .filter(Metadata::is_file)
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_TEMP_AGE);
+        if stale && let Err(e) = fs::remove_file(entry.path()) {
+            tracing::warn!(path = %entry.path().display(), error = %e, "Removing a stale temp file failed.");
+        }
+    }
+}
+
+/// Encodes a key as S3 does in event notifications (form encoding): space becomes `+`, `/` and
+/// `A-Za-z0-9-_.~` stay, every other byte becomes `%XX`.
+fn encode_event_key(key: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(key.len());
+    for &b in key.as_bytes() {
+        match b {
+            b' ' => out.push('+'),
+            b'/' | b'-' | b'_' | b'.' | b'~' => out.push(char::from(b)),
+            _ if b.is_ascii_alphanumeric() => out.push(char::from(b)),
+            _ => {
+                out.push('%');
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xf)]));
+            }
+        }
+    }
+    out
+}
+
+/// The `ObjectCreated:Put` notification S3 sends for a write, with one record.
+fn object_created_event(bucket: &str, key: &str, info: &ObjectInfo, at: SystemTime) -> String {
+    let nanos = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+    serde_json::json!({
+        "Records": [{
+            "eventVersion": "2.1",
+            "eventSource": "aws:s3",
+            "awsRegion": "local",
+            "eventTime": DateTime::<Utc>::from(at).to_rfc3339_opts(SecondsFormat::Millis, true),
+            "eventName": "ObjectCreated:Put",
+            "s3": {
+                "s3SchemaVersion": "1.0",
+                "bucket": { "name": bucket },
+                "object": {
+                    "key": encode_event_key(key),
+                    "size": info.size,
+                    "eTag": info.etag.as_deref().unwrap_or_default(),
+                    // S3's sequencers are upper-case hex that grows with each write to a key.
+                    "sequencer": format!("{nanos:016X}"),
+                }
+            }
+        }]
+    })
+    .to_string()
+}
+
 #[async_trait]
 impl Storage for LocalStorage {
-    async fn put_file(&self, _: &str, _: &Path, _: &str) -> StorageResult<ObjectInfo> {
-        todo!()
+    async fn put_file(&self, key: &str, path: &Path, _content_type: &str) -> StorageResult<ObjectInfo> {
+        self.put(key, Source::File(path.to_path_buf())).await
     }
-    async fn put_bytes(&self, _: &str, _: Vec<u8>, _: &str) -> StorageResult<()> {
-        todo!()
+
+    async fn put_bytes(&self, key: &str, bytes: Vec<u8>, _content_type: &str) -> StorageResult<()> {
+        self.put(key, Source::Bytes(bytes)).await.map(|_| ())
     }
-    async fn get_to_file(&self, _: &str, _: &Path) -> StorageResult<ObjectInfo> {
-        todo!()
+
+    async fn get_to_file(&self, key: &str, path: &Path) -> StorageResult<ObjectInfo> {
+        let source = self.object_path(key)?;
+        let (key, path) = (key.to_string(), path.to_path_buf());
+        blocking(move || {
+            let Some((mut object, meta)) = open_object(&source).map_err(|e| io_error("read", &key, e))? else {
+                return Err(StorageError::NotFound(key));
+            };
+            let size = copy_to_file(&mut object, &path).map_err(|e| io_error("copy out", &key, e))?;
+            Ok(ObjectInfo { size, ..object_info(&meta) })
+        })
+        .await
     }
-    async fn get_bytes(&self, _: &str) -> StorageResult<Option<Vec<u8>>> {
-        todo!()
+
+    async fn get_bytes(&self, key: &str) -> StorageResult<Option<Vec<u8>>> {
+        let source = self.object_path(key)?;
+        let key = key.to_string();
+        blocking(move || {
+            let read = || -> io::Result<Option<Vec<u8>>> {
+                let Some((mut object, meta)) = open_object(&source)? else { return Ok(None) };
+                let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+                object.read_to_end(&mut bytes)?;
+                Ok(Some(bytes))
+            };
+            read().map_err(|e| io_error("read", &key, e))
+        })
+        .await
     }
-    async fn head(&self, _: &str) -> StorageResult<Option<ObjectInfo>> {
-        todo!()
+
+    async fn head(&self, key: &str) -> StorageResult<Option<ObjectInfo>> {
+        let path = self.object_path(key)?;
+        let key = key.to_string();
+        blocking(move || match fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => Ok(Some(object_info(&meta))),
+            Ok(_) => Ok(None),
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) => Err(io_error("head", &key, e)),
+        })
+        .await
     }
-    async fn list(&self, _: &str) -> StorageResult<Vec<String>> {
-        todo!()
+
+    async fn list(&self, prefix: &str) -> StorageResult<Vec<String>> {
+        let (root, prefix) = (self.root.clone(), prefix.to_string());
+        blocking(move || list_keys(&root, &prefix).map_err(|e| io_error("list", &prefix, e))).await
     }
-    async fn delete(&self, _: &str) -> StorageResult<()> {
-        todo!()
+
+    async fn delete(&self, key: &str) -> StorageResult<()> {
+        let path = self.object_path(key)?;
+        let (root, key) = (self.root.clone(), key.to_string());
+        blocking(move || delete_object(&root, &path).map_err(|e| io_error("delete", &key, e))).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration as StdDuration;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::domain::event::{EventContext, decode_event_key, parse_ready_message};
+    use crate::domain::keys::KeyLayout;
+    use crate::domain::preset::Preset;
+    use crate::queue::local::LocalQueue;
+    use crate::queue::{QueueCounts, Received};
+
+    fn store(dir: &tempfile::TempDir) -> LocalStorage {
+        LocalStorage::new(dir.path().join("objects"), None).unwrap()
+    }
+
+    fn with_events(dir: &tempfile::TempDir) -> (LocalStorage, Arc<LocalQueue>) {
+        let queue = Arc::new(LocalQueue::open(&dir.path().join("queues.db"), "ready").unwrap());
+        let sink = EventSink { upload_prefix: "uploads/".into(), queue: queue.clone(), bucket: "media".into() };
+        (LocalStorage::new(dir.path().join("objects"), Some(sink)).unwrap(), queue)
+    }
+
+    async fn drain(queue: &LocalQueue) -> Vec<Received> {
+        queue.receive(10, StdDuration::ZERO, StdDuration::from_secs(60)).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn bytes_and_files_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        s.put_bytes("jobs/a.json", b"{\"a\":1}".to_vec(), "application/json").await.unwrap();
+        assert_eq!(s.get_bytes("jobs/a.json").await.unwrap().as_deref(), Some(&b"{\"a\":1}"[..]));
+        assert!(s.root().join("jobs").join("a.json").is_file(), "same layout as the bucket");
+
+        let src = dir.path().join("src.bin");
+        fs::write(&src, b"media bytes").unwrap();
+        let put = s.put_file("outputs/x/out.mp4", &src, "video/mp4").await.unwrap();
+        assert_eq!(put.size, 11);
+        let dst = dir.path().join("dst.bin");
+        let got = s.get_to_file("outputs/x/out.mp4", &dst).await.unwrap();
+        assert_eq!(fs::read(&dst).unwrap(), b"media bytes");
+        assert_eq!(got, put);
+        assert_eq!(s.head("outputs/x/out.mp4").await.unwrap(), Some(put));
+
+        // An empty object is still an object.
+        s.put_bytes("jobs/empty", Vec::new(), "text/plain").await.unwrap();
+        assert_eq!(s.get_bytes("jobs/empty").await.unwrap(), Some(Vec::new()));
+        assert_eq!(s.head("jobs/empty").await.unwrap().map(|i| i.size), Some(0));
+    }
+
+    #[tokio::test]
+    async fn a_large_file_round_trips_byte_identical() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let mut data = vec![0u8; 20 << 20];
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        for b in &mut data {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = (x >> 24) as u8;
+        }
+        let src = dir.path().join("big.mov");
+        fs::write(&src, &data).unwrap();
+        let put = s.put_file("uploads/big.mov", &src, "video/quicktime").await.unwrap();
+        assert_eq!(put.size, 20 << 20);
+        let dst = dir.path().join("back.mov");
+        let got = s.get_to_file("uploads/big.mov", &dst).await.unwrap();
+        assert_eq!(got, put);
+        assert!(fs::read(&dst).unwrap() == data, "content differs");
+        assert_eq!(fs::read_dir(s.root().join(TMP_DIR)).unwrap().count(), 0, "no temp file left");
+    }
+
+    #[tokio::test]
+    async fn missing_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let dst = dir.path().join("out");
+        assert!(
+            matches!(s.get_to_file("uploads/none.mp4", &dst).await, Err(StorageError::NotFound(k)) if k == "uploads/none.mp4")
+        );
+        assert!(!dst.exists());
+        assert_eq!(s.get_bytes("uploads/none.mp4").await.unwrap(), None);
+        assert_eq!(s.head("uploads/none.mp4").await.unwrap(), None);
+        s.delete("uploads/none.mp4").await.unwrap();
+        assert!(s.list("").await.unwrap().is_empty());
+
+        // A folder is not an object, nor is a path through a file.
+        s.put_bytes("uploads/dir/file", b"x".to_vec(), "").await.unwrap();
+        assert_eq!(s.head("uploads/dir").await.unwrap(), None);
+        assert_eq!(s.get_bytes("uploads/dir").await.unwrap(), None);
+        assert!(matches!(s.get_to_file("uploads/dir", &dst).await, Err(StorageError::NotFound(_))));
+        s.delete("uploads/dir").await.unwrap();
+        assert_eq!(s.head("uploads/dir/file/deeper").await.unwrap(), None);
+        assert_eq!(s.get_bytes("uploads/dir/file/deeper").await.unwrap(), None);
+        assert_eq!(s.list("").await.unwrap(), ["uploads/dir/file"]);
+    }
+
+    fn invalid<T>(result: StorageResult<T>) -> bool {
+        matches!(result, Err(StorageError::InvalidKey { .. }))
+    }
+
+    #[tokio::test]
+    async fn hostile_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let file = dir.path().join("f");
+        fs::write(&file, b"x").unwrap();
+        for key in ["../x", "/etc/passwd", "a\\b", "a\0b", "uploads//x", "", "uploads/./x", ".tmp/x", ".tmpx", ".tmp"] {
+            assert!(invalid(s.put_bytes(key, b"x".to_vec(), "").await), "put_bytes {key:?}");
+            assert!(invalid(s.put_file(key, &file, "").await), "put_file {key:?}");
+            assert!(invalid(s.get_to_file(key, &dir.path().join("out")).await), "get_to_file {key:?}");
+            assert!(invalid(s.get_bytes(key).await), "get_bytes {key:?}");
+            assert!(invalid(s.head(key).await), "head {key:?}");
+            assert!(invalid(s.delete(key).await), "delete {key:?}");
+        }
+        assert!(!dir.path().join("x").exists());
+        // Dots inside a name, or a `.tmp` below the root level, are fine.
+        s.put_bytes("uploads/.tmp/clip..v2.mp4", b"x".to_vec(), "").await.unwrap();
+        assert_eq!(s.list("").await.unwrap(), ["uploads/.tmp/clip..v2.mp4"]);
+    }
+
+    #[tokio::test]
+    async fn listing_is_by_prefix_sorted_and_skips_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        for key in ["uploads/b.mp4", "uploads/a/2.mp4", "uploads/a.mp4", "uploads/a/1.mp4", "outputs/a/m.json", "top"] {
+            s.put_bytes(key, key.as_bytes().to_vec(), "").await.unwrap();
+        }
+        fs::write(s.root().join(TMP_DIR).join("leftover.part"), b"half").unwrap();
+
+        let all = ["outputs/a/m.json", "top", "uploads/a.mp4", "uploads/a/1.mp4", "uploads/a/2.mp4", "uploads/b.mp4"];
+        assert_eq!(s.list("").await.unwrap(), all);
+        assert_eq!(s.list("uploads/").await.unwrap(), &all[2..]);
+        assert_eq!(s.list("uploads/a").await.unwrap(), &all[2..5]);
+        assert_eq!(s.list("uploads/a/").await.unwrap(), &all[3..5]);
+        assert_eq!(s.list("uploads/a/1").await.unwrap(), ["uploads/a/1.mp4"]);
+        assert!(s.list("nothing/").await.unwrap().is_empty());
+        assert!(s.list("../").await.unwrap().is_empty());
+        assert!(s.list(".tmp/").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn delete_removes_empty_folders_up_to_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        s.put_bytes("outputs/a/b/c.mp4", b"1".to_vec(), "").await.unwrap();
+        s.put_bytes("outputs/keep.mp4", b"2".to_vec(), "").await.unwrap();
+        s.delete("outputs/a/b/c.mp4").await.unwrap();
+        assert!(!s.root().join("outputs").join("a").exists());
+        assert!(s.root().join("outputs").is_dir());
+        s.delete("outputs/keep.mp4").await.unwrap();
+        assert!(!s.root().join("outputs").exists());
+        assert!(s.root().is_dir());
+        assert!(s.list("").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_etag_changes_on_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let src = dir.path().join("src");
+        fs::write(&src, b"same size").unwrap();
+        let first = s.put_file("uploads/a.mp4", &src, "").await.unwrap();
+        assert_eq!(s.head("uploads/a.mp4").await.unwrap(), Some(first.clone()));
+        assert_eq!(s.head("uploads/a.mp4").await.unwrap(), Some(first.clone()), "stable");
+        let second = s.put_file("uploads/a.mp4", &src, "").await.unwrap();
+        assert_ne!(second.etag, first.etag);
+        s.put_bytes("uploads/a.mp4", b"same size".to_vec(), "").await.unwrap();
+        let third = s.head("uploads/a.mp4").await.unwrap().unwrap();
+        assert_ne!(third.etag, second.etag);
+        assert_eq!(s.get_to_file("uploads/a.mp4", &dir.path().join("o")).await.unwrap(), third);
+    }
+
+    #[test]
+    fn event_keys_are_form_encoded() {
+        let cases = [
+            ("uploads/2024/cat video.mov", "uploads/2024/cat+video.mov"),
+            ("uploads/a+b.mp4", "uploads/a%2Bb.mp4"),
+            ("uploads/ünï.mkv", "uploads/%C3%BCn%C3%AF.mkv"),
+            ("uploads/a-b_c.d~e(1)&%.mp4", "uploads/a-b_c.d~e%281%29%26%25.mp4"),
+        ];
+        for (key, encoded) in cases {
+            assert_eq!(encode_event_key(key), encoded);
+            assert_eq!(decode_event_key(encoded).as_deref(), Some(key));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upload_sends_one_s3_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, queue) = with_events(&dir);
+        let key = "uploads/2024/cat video+1 ünïcødé 日本.mov";
+        let src = dir.path().join("clip.mov");
+        fs::write(&src, b"0123456789").unwrap();
+        let info = s.put_file(key, &src, "video/quicktime").await.unwrap();
+
+        let got = drain(&queue).await;
+        assert_eq!(got.len(), 1, "exactly one event");
+        let event: Value = serde_json::from_str(&got[0].body).unwrap();
+        let record = &event["Records"][0];
+        assert_eq!(event["Records"].as_array().map(Vec::len), Some(1));
+        assert_eq!(record["eventVersion"], "2.1");
+        assert_eq!(record["eventSource"], "aws:s3");
+        assert_eq!(record["awsRegion"], "local");
+        assert_eq!(record["eventName"], "ObjectCreated:Put");
+        assert!(DateTime::parse_from_rfc3339(record["eventTime"].as_str().unwrap()).is_ok());
+        assert_eq!(record["s3"]["s3SchemaVersion"], "1.0");
+        assert_eq!(record["s3"]["bucket"]["name"], "media");
+        let object = &record["s3"]["object"];
+        let raw_key = object["key"].as_str().unwrap();
+        assert_eq!(raw_key, "uploads/2024/cat+video%2B1+%C3%BCn%C3%AFc%C3%B8d%C3%A9+%E6%97%A5%E6%9C%AC.mov");
+        assert_eq!(decode_event_key(raw_key).as_deref(), Some(key));
+        assert_eq!(object["size"], 10);
+        assert_eq!(object["eTag"].as_str(), info.etag.as_deref());
+        let sequencer = object["sequencer"].as_str().unwrap();
+        assert!(sequencer.len() >= 16 && sequencer.chars().all(|c| c.is_ascii_hexdigit()), "{sequencer}");
+
+        // The worker's own parser turns it into a job for this key.
+        let layout = KeyLayout::new("uploads/", "outputs/").unwrap();
+        let ctx = EventContext { layout: &layout, default_presets: &[Preset::Mp4H264] };
+        let parsed = parse_ready_message(&got[0].body, &ctx).unwrap();
+        assert_eq!(parsed.jobs.len(), 1);
+        assert_eq!(parsed.jobs[0].job.source_key, key);
+
+        // put_bytes under the prefix sends one too; writes elsewhere send none.
+        s.put_bytes("uploads/b.mp4", b"x".to_vec(), "").await.unwrap();
+        assert_eq!(drain(&queue).await.len(), 1);
+        s.put_bytes("outputs/2024/cat/manifest.json", b"{}".to_vec(), "").await.unwrap();
+        s.put_file("jobs/j.json", &src, "").await.unwrap();
+        s.put_bytes("uploadsx/not-under.mp4", b"x".to_vec(), "").await.unwrap();
+        assert!(drain(&queue).await.is_empty());
+        assert_eq!(queue.counts().await.unwrap(), QueueCounts { visible: 0, in_flight: 2, delayed: 0 });
+    }
+
+    struct BrokenQueue;
+
+    #[async_trait]
+    impl Queue for BrokenQueue {
+        async fn send(&self, _: &str, _: SendOptions) -> anyhow::Result<()> {
+            anyhow::bail!("queue down")
+        }
+        async fn receive(&self, _: usize, _: StdDuration, _: StdDuration) -> anyhow::Result<Vec<Received>> {
+            anyhow::bail!("queue down")
+        }
+        async fn delete(&self, _: &str) -> anyhow::Result<()> {
+            anyhow::bail!("queue down")
+        }
+        async fn change_visibility(&self, _: &str, _: StdDuration) -> anyhow::Result<()> {
+            anyhow::bail!("queue down")
+        }
+        async fn counts(&self) -> anyhow::Result<QueueCounts> {
+            anyhow::bail!("queue down")
+        }
+        fn name(&self) -> &str {
+            "broken"
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unsent_event_fails_the_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = EventSink { upload_prefix: "uploads/".into(), queue: Arc::new(BrokenQueue), bucket: "m".into() };
+        let s = LocalStorage::new(dir.path().join("objects"), Some(sink)).unwrap();
+        let err = s.put_bytes("uploads/a.mp4", b"x".to_vec(), "").await.unwrap_err();
+        assert!(matches!(err, StorageError::Other(_)));
+        assert!(format!("{err:#}").contains("queue down"), "{err:#}");
+        // Writes outside the prefix do not need the queue.
+        s.put_bytes("outputs/a.mp4", b"x".to_vec(), "").await.unwrap();
     }
 }

@@ -83,13 +83,15 @@ pub fn moto_endpoint() -> String {
                  server.start()\n\
                  while os.getppid() == parent:\n    time.sleep(0.5)\n"
             );
-            Command::new("python3")
+            let mut server = Command::new("python3")
                 .args(["-c", &script])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("start moto");
+            // Reaped when it exits (after this process), so it never lingers as a zombie.
+            std::thread::spawn(move || server.wait());
             let deadline = Instant::now() + Duration::from_secs(60);
             while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
                 assert!(Instant::now() < deadline, "moto did not start on port {port}");

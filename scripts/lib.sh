@@ -1,0 +1,46 @@
+# Shared by scripts/demo, scripts/test and .ci/run: install what is missing, say clearly what
+# cannot be installed. Sourced, not run.
+
+# Runs a command as root: directly when we are root, through sudo otherwise.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else return 1
+  fi
+}
+
+ensure_ffmpeg() {
+  if command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; then return 0; fi
+  echo "ffmpeg is missing: installing it from the system's packages..." >&2
+  if command -v apt-get >/dev/null 2>&1; then
+    as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null
+  elif command -v dnf >/dev/null 2>&1; then
+    as_root dnf install -y ffmpeg
+  elif command -v brew >/dev/null 2>&1; then
+    brew install ffmpeg
+  fi
+  if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; then
+    echo "error: ffmpeg and ffprobe are required and could not be installed automatically." >&2
+    echo "       Install ffmpeg with your package manager (e.g. 'sudo apt-get install ffmpeg') and run again." >&2
+    exit 1
+  fi
+}
+
+# The S3/SQS emulator the integration tests run on 127.0.0.1 (pinned for reproducible runs).
+MOTO_REQUIREMENT='moto[server]==5.2.5'
+
+ensure_moto() {
+  if python3 -c 'import moto, moto.server, sys; sys.exit(0 if moto.__version__ == "5.2.5" else 1)' 2>/dev/null; then
+    return 0
+  fi
+  echo "Installing the S3/SQS emulator ($MOTO_REQUIREMENT) from PyPI..." >&2
+  python3 -m pip install --quiet --disable-pip-version-check "$MOTO_REQUIREMENT" 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages "$MOTO_REQUIREMENT"
+}
+
+ensure_cargo() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo is required; install Rust from your package manager or rustup." >&2
+    exit 1
+  fi
+}
