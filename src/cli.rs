@@ -76,8 +76,18 @@ pub async fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
+    let command = cli.command.unwrap_or(Command::Run { drain: false });
+    if let Command::Presets = command {
+        for preset in Preset::ALL {
+            let args = preset.ffmpeg_args(Path::new("<input>"), Path::new(&format!("<dir>/{}", preset.file_name())));
+            let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+            println!("{}\n  ffmpeg {}\n", preset.name(), args.join(" "));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let backend = backend::connect(&config).await?;
-    match cli.command.unwrap_or(Command::Run { drain: false }) {
+    match command {
+        Command::Presets => Ok(ExitCode::SUCCESS),
         Command::Run { drain } => {
             let worker = Worker::new(config, backend.storage, backend.queues);
             let mode = if drain { RunMode::Drain } else { RunMode::Daemon };
