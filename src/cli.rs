@@ -50,6 +50,8 @@ enum Command {
     },
     /// Print a job's status document.
     Status { job_id: String },
+    /// List the presets with the exact ffmpeg arguments each runs.
+    Presets,
 }
 
 pub async fn main() -> ExitCode {
