@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::status::{HeartbeatSignal, StatusTracker};
-use super::{Inner, JobError};
+use super::{HANDOVER_DELAY, Inner, JobError};
 use crate::config::Config;
 use crate::domain::job::{JobMessage, retry_delay};
 use crate::domain::keys::manifest_key;
@@ -244,13 +244,13 @@ async fn record_failure(
         JobError::Interrupted => {
             // Shutting down is not the job's fault: requeue at once for another worker.
             let next = JobMessage::new(message.job.clone(), next_attempt);
-            inner.queues.ready.send(&next.to_json(), SendOptions::default()).await?;
+            inner.queues.ready.send(&next.to_json(), SendOptions::delayed(HANDOVER_DELAY)).await?;
             tracker.hand_over(JobState::Queued, next_attempt, None, "requeued: the worker shut down".into()).await?;
             tracing::info!(next_attempt, "Job requeued for another worker.");
             Ok(())
         }
         JobError::Retryable { .. } if message.attempt < inner.config.max_attempts => {
-            let delay = retry_delay(inner.config.retry_base_delay, next_attempt);
+            let delay = retry_delay(inner.config.retry_base_delay, next_attempt).max(HANDOVER_DELAY);
             let next = JobMessage::new(message.job.clone(), next_attempt);
             inner.queues.ready.send(&next.to_json(), SendOptions::delayed(delay)).await?;
             tracker

@@ -96,10 +96,12 @@ async fn try_handle(inner: &Arc<Inner>, message: Received, permit: OwnedSemaphor
             return Ok(());
         }
     };
+    let running = inner.mark_running(&job.job.job_id, job.attempt);
     let job_inner = inner.clone();
     inner.jobs.spawn(async move {
         // Held until the job ends, whatever way it ends.
         let _permit = permit;
+        let _running = running;
         super::execute::run(job_inner, job, tracker).await;
     });
     Ok(())

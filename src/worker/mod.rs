@@ -28,6 +28,11 @@ use crate::config::Config;
 use crate::queue::{MAX_BATCH, MAX_WAIT, Queues, SendOptions};
 use crate::storage::Storage;
 
+/// The next attempt of a job is published before its status says so (publishing first means a
+/// crash in between duplicates rather than loses), and delayed this long so the status update
+/// lands before any worker picks the attempt up.
+pub(crate) const HANDOVER_DELAY: Duration = Duration::from_secs(2);
+
 /// How [`Worker::run`] ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunMode {
@@ -69,6 +74,9 @@ pub(crate) struct Inner {
     stop_receiving: CancellationToken,
     /// Cancelled when the grace period is over: running jobs stop and are requeued.
     stop_jobs: CancellationToken,
+    /// Attempts running in this process, by (job id, attempt): the reaper never takes these for
+    /// dead, even when a slow store delayed their heartbeat.
+    running_here: std::sync::Mutex<std::collections::HashSet<(String, u32)>>,
     /// A poll still running when the next tick fires makes that tick do nothing.
     polling: tokio::sync::Mutex<()>,
     reaping: tokio::sync::Mutex<()>,
@@ -92,6 +100,7 @@ impl Worker {
                 jobs: TaskTracker::new(),
                 stop_receiving: CancellationToken::new(),
                 stop_jobs: CancellationToken::new(),
+                running_here: std::sync::Mutex::new(std::collections::HashSet::new()),
                 polling: tokio::sync::Mutex::new(()),
                 reaping: tokio::sync::Mutex::new(()),
                 counters: Counters::default(),
@@ -237,10 +246,15 @@ impl Worker {
     }
 
     async fn wait_until_drained(&self) -> anyhow::Result<()> {
+        // Queue counts are approximate (a message changing visibility between two counters can
+        // be missed by both), so idleness must be seen several times in a row.
+        const IDLE_CHECKS: u32 = 3;
         let mut ticker = tokio::time::interval(Duration::from_millis(500));
+        let mut idle_checks = 0;
         loop {
             ticker.tick().await;
             if self.running() > 0 {
+                idle_checks = 0;
                 continue;
             }
             // Nothing runs here: sweep now rather than at the next reaper tick, so finished
@@ -249,7 +263,13 @@ impl Worker {
                 self.reap_once().await?;
             }
             if self.is_idle().await? {
-                return Ok(());
+                idle_checks += 1;
+                if idle_checks >= IDLE_CHECKS {
+                    tracing::debug!("Drained: no messages waiting or in flight, no job running.");
+                    return Ok(());
+                }
+            } else {
+                idle_checks = 0;
             }
         }
     }
@@ -272,6 +292,19 @@ impl Worker {
 }
 
 impl Inner {
+    fn is_running_here(&self, job_id: &str, attempt: u32) -> bool {
+        self.running_here.lock().is_ok_and(|set| set.contains(&(job_id.to_string(), attempt)))
+    }
+
+    /// Records an attempt as running here until the returned guard is dropped.
+    fn mark_running(self: &Arc<Self>, job_id: &str, attempt: u32) -> RunningGuard {
+        let key = (job_id.to_string(), attempt);
+        if let Ok(mut set) = self.running_here.lock() {
+            set.insert(key.clone());
+        }
+        RunningGuard { inner: self.clone(), key }
+    }
+
     /// Sends a body to the dead-letter queue with why it is there.
     async fn dead_letter(
         &self,
@@ -298,4 +331,18 @@ impl Inner {
 
 fn truncate(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
+}
+
+/// Removes an attempt from [`Inner::running_here`] when the attempt ends, however it ends.
+pub(crate) struct RunningGuard {
+    inner: Arc<Inner>,
+    key: (String, u32),
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.inner.running_here.lock() {
+            set.remove(&self.key);
+        }
+    }
 }

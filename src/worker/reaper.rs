@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
 
-use super::Inner;
+use super::{HANDOVER_DELAY, Inner};
 use super::status::{read_status, update_status};
 use crate::domain::job::{JobMessage, LedgerEntry};
 use crate::domain::status::{ErrorInfo, JobState, Stage};
@@ -88,8 +88,9 @@ async fn reap_entry(inner: &Inner, received: &Received, outcome: &mut ReapOutcom
         }
     }
     let silent_for = now.signed_duration_since(last_heard).to_std().unwrap_or_default();
-    if silent_for < inner.config.heartbeat_timeout {
+    if silent_for < inner.config.heartbeat_timeout || inner.is_running_here(job_id, entry.attempt) {
         outcome.alive += 1;
+        tracing::debug!(job_id, attempt = entry.attempt, silent_s = silent_for.as_secs(), "Ledger entry is alive.");
         return Ok(());
     }
 
@@ -118,7 +119,7 @@ async fn reap_entry(inner: &Inner, received: &Received, outcome: &mut ReapOutcom
 
     let next_attempt = entry.attempt + 1;
     let message = JobMessage::new(entry.job.clone(), next_attempt);
-    inner.queues.ready.send(&message.to_json(), SendOptions::default()).await?;
+    inner.queues.ready.send(&message.to_json(), SendOptions::delayed(HANDOVER_DELAY)).await?;
     let note = format!("recovered: worker {worker} was silent for {}s", silent_for.as_secs());
     update_status(inner.storage.as_ref(), &entry.job, inner.config.max_attempts, |s| {
         s.attempt = next_attempt;

@@ -130,13 +130,13 @@ fn fast_settings(dir: &Path) -> BTreeMap<String, String> {
         ("MEDIA_POLL_SCHEDULE", "*/1 * * * * *"),
         ("MEDIA_REAPER_SCHEDULE", "*/1 * * * * *"),
         ("MEDIA_HEARTBEAT_INTERVAL", "1s"),
-        ("MEDIA_HEARTBEAT_TIMEOUT", "4s"),
+        ("MEDIA_HEARTBEAT_TIMEOUT", "6s"),
         ("MEDIA_RETRY_BASE_DELAY", "1s"),
         ("MEDIA_VISIBILITY_TIMEOUT", "30s"),
         ("MEDIA_SHUTDOWN_GRACE", "30s"),
         ("MEDIA_CONCURRENCY", "2"),
         ("MEDIA_MAX_ATTEMPTS", "3"),
-        ("RUST_LOG", "info,tokio_cron_scheduler=warn"),
+        ("RUST_LOG", "info,media_worker=debug,tokio_cron_scheduler=warn"),
     ];
     let mut vars: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     vars.insert("MEDIA_WORK_DIR".into(), dir.join("work").display().to_string());

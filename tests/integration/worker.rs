@@ -240,7 +240,11 @@ async fn crash_recovery(kind: Kind) {
     let status = d.status_for_source(key).await.unwrap();
     assert_eq!(status.state, JobState::Completed, "{logs}");
     assert_eq!(status.attempt, 2);
-    assert!(status.timeline.iter().any(|e| e.note.as_deref().is_some_and(|n| n.contains("recovered"))));
+    assert!(
+        status.timeline.iter().any(|e| e.note.as_deref().is_some_and(|n| n.contains("recovered"))),
+        "{:#?}\n{logs}",
+        status.timeline
+    );
     let completions = status.timeline.iter().filter(|e| e.state == JobState::Completed).count();
     assert_eq!(completions, 1, "the job completed more than once");
     let manifest = d.json("outputs/long/manifest.json").await;
