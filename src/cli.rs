@@ -11,7 +11,9 @@ use crate::backend::{self, Backend};
 use crate::config::{self, BackendKind, Config};
 use crate::domain::job::{JobMessage, JobSpec, OutputRequest, job_id_for_object, new_job_id};
 use crate::domain::keys::{sanitize_file_name, validate_key};
+use crate::domain::plan::plan;
 use crate::domain::preset::Preset;
+use crate::domain::probe::{AudioStream, MediaInfo, VideoStream};
 use crate::domain::status::{JobState, JobStatus, Manifest};
 use crate::queue::SendOptions;
 use crate::telemetry;
@@ -80,11 +82,7 @@ pub async fn main() -> ExitCode {
 async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
     let command = cli.command.unwrap_or(Command::Run { drain: false });
     if let Command::Presets = command {
-        for preset in Preset::ALL {
-            let args = preset.ffmpeg_args(Path::new("<input>"), Path::new(&format!("<dir>/{}", preset.file_name())));
-            let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-            println!("{}\n  ffmpeg {}\n", preset.name(), args.join(" "));
-        }
+        print_presets();
         return Ok(ExitCode::SUCCESS);
     }
     let backend = backend::connect(&config).await?;
@@ -120,6 +118,37 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Prints each preset's ffmpeg arguments for a 60 s 1920x1080 source with audio.
+fn print_presets() {
+    let sample = MediaInfo {
+        format: "mov,mp4,m4a,3gp,3g2,mj2".into(),
+        duration_seconds: Some(60.0),
+        video: Some(VideoStream {
+            codec: "h264".into(),
+            width: 1920,
+            height: 1080,
+            pix_fmt: Some("yuv420p".into()),
+            frame_rate: Some(30.0),
+            rotation: 0,
+        }),
+        audio: Some(AudioStream { codec: "aac".into(), channels: Some(2), sample_rate: Some(48000) }),
+        video_streams: 1,
+        audio_streams: 1,
+    };
+    println!("Each preset's ffmpeg arguments, for a 60 s 1920x1080 H.264/AAC source.");
+    println!("A job with several outputs runs them as output blocks of one command (one decode).\n");
+    for &preset in Preset::ALL {
+        let output = OutputRequest::new(preset);
+        match plan(std::slice::from_ref(&output), &sample, Path::new("<source>"), Path::new("<out>")) {
+            Ok(plan) => {
+                let args: Vec<String> = plan.args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+                println!("{preset}\n  ffmpeg {}\n", args.join(" "));
+            }
+            Err(err) => println!("{preset}\n  ({err})\n"),
+        }
+    }
+}
+
 /// Uploads a file (the upload event makes the job) or publishes a job for a key; returns the
 /// job id either way.
 async fn submit(config: &Config, backend: &Backend, source: &str, presets: Vec<Preset>) -> anyhow::Result<String> {
@@ -138,7 +167,7 @@ async fn submit(config: &Config, backend: &Backend, source: &str, presets: Vec<P
     let mut outputs: Vec<OutputRequest> = Vec::new();
     for preset in presets {
         if !outputs.iter().any(|o| o.preset == preset) {
-            outputs.push(OutputRequest { preset });
+            outputs.push(OutputRequest::new(preset));
         }
     }
     let job = JobSpec {

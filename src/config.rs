@@ -123,6 +123,21 @@ pub const VARIABLES: &[Variable] = &[
         help: "outputs at least this large are uploaded in parts (bytes, or KiB/MiB/GiB)",
     },
     Variable {
+        name: "MEDIA_MAX_SOURCE_SIZE",
+        default: "50GiB",
+        help: "larger sources fail with `source_too_large` before download",
+    },
+    Variable {
+        name: "MEDIA_MAX_DURATION",
+        default: "6h",
+        help: "longer sources fail with `duration_too_long` before transcoding",
+    },
+    Variable {
+        name: "MEDIA_MAX_PIXELS",
+        default: "35389440",
+        help: "sources with more pixels per frame (default 8192x4320) fail with `resolution_too_large`",
+    },
+    Variable {
         name: "MEDIA_WORK_DIR",
         default: "",
         help: "scratch folder for sources and outputs; default: the system temp dir",
@@ -159,6 +174,14 @@ pub enum BackendKind {
     Local,
 }
 
+/// What a source may be at most; anything larger fails permanently before transcoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceLimits {
+    pub max_size: u64,
+    pub max_duration: Duration,
+    pub max_pixels: u64,
+}
+
 /// Where the AWS backend finds its resources.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsSettings {
@@ -188,6 +211,8 @@ pub struct Config {
     pub retry_base_delay: Duration,
     pub visibility_timeout: Duration,
     pub multipart_threshold: u64,
+    /// Limits checked before any transcoding.
+    pub limits: SourceLimits,
     pub work_dir: PathBuf,
     pub worker_id: String,
     pub json_logs: bool,
@@ -286,7 +311,18 @@ impl Config {
             return Err(ConfigError::new("MEDIA_VISIBILITY_TIMEOUT", "SQS allows at most 12h"));
         }
         let multipart_threshold = env.parse_with("MEDIA_MULTIPART_THRESHOLD", parse_size)?;
+        let limits = SourceLimits {
+            max_size: env.parse_with("MEDIA_MAX_SOURCE_SIZE", parse_size)?,
+            max_duration: env.parse_with("MEDIA_MAX_DURATION", parse_duration)?,
+            max_pixels: env.parse_with("MEDIA_MAX_PIXELS", |raw| {
+                raw.parse::<u64>().map_err(|_| format!("expected a whole number of pixels, got `{raw}`"))
+            })?,
+        };
         let work_dir = env.get("MEDIA_WORK_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        // ffmpeg's HLS and image muxers read `%` in output paths as patterns.
+        if work_dir.to_string_lossy().contains('%') {
+            return Err(ConfigError::new("MEDIA_WORK_DIR", "must not contain `%`"));
+        }
         let worker_id = env.get("MEDIA_WORKER_ID").unwrap_or_else(default_worker_id);
         let json_logs = env.parse_with("MEDIA_LOG_FORMAT", |raw| match raw {
             "text" => Ok(false),
@@ -311,6 +347,7 @@ impl Config {
             retry_base_delay,
             visibility_timeout,
             multipart_threshold,
+            limits,
             work_dir,
             worker_id,
             json_logs,
@@ -455,6 +492,9 @@ mod tests {
             ("MEDIA_BACKEND", "gcs"),
             ("MEDIA_MULTIPART_THRESHOLD", "12 parsecs"),
             ("MEDIA_S3_FORCE_PATH_STYLE", "maybe"),
+            ("MEDIA_MAX_DURATION", "forever"),
+            ("MEDIA_MAX_PIXELS", "8k"),
+            ("MEDIA_WORK_DIR", "/tmp/100%"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).unwrap_err();

@@ -61,7 +61,7 @@ pub struct InvalidRecord {
 }
 
 /// The outcome of parsing one message.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Parsed {
     pub jobs: Vec<JobMessage>,
     /// Why records were dropped on purpose (test events, own outputs, ...), for the log.
@@ -226,7 +226,7 @@ fn object_to_job(
     let job = JobSpec {
         job_id: job_id_for_object(bucket, &key, tag),
         output_dir: ctx.layout.output_dir(&key),
-        outputs: ctx.default_presets.iter().map(|&preset| OutputRequest { preset }).collect(),
+        outputs: ctx.default_presets.iter().map(|&preset| OutputRequest::new(preset)).collect(),
         source_key: key,
     };
     Ok(Some(JobMessage::new(job, 1)))
@@ -277,7 +277,7 @@ mod tests {
         assert_eq!(job.attempt, 1);
         assert_eq!(job.job.source_key, "uploads/2024/cat video.mov");
         assert_eq!(job.job.output_dir, "outputs/2024/cat video/");
-        assert_eq!(job.job.outputs, vec![OutputRequest { preset: Preset::Mp4H264 }]);
+        assert_eq!(job.job.outputs, vec![OutputRequest::new(Preset::Mp4H264)]);
         assert_eq!(job.job.job_id, parse(&s3_event(&["uploads/2024/cat+video.mov"])).unwrap().jobs[0].job.job_id);
     }
 

@@ -19,7 +19,7 @@ use crate::domain::preset::Preset;
 pub const MESSAGE_VERSION: u32 = 1;
 
 /// What to do: one source, one or more outputs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     pub job_id: String,
@@ -29,11 +29,58 @@ pub struct JobSpec {
     pub output_dir: String,
 }
 
-/// One requested output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One requested output: a preset and the options it accepts (see
+/// [`Preset::accepted_options`]). Anything else is refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputRequest {
     pub preset: Preset,
+    /// Seconds into the source where the output starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<f64>,
+    /// Seconds of source the output covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<f64>,
+    /// Cap on the output's short side (height for landscape, width for portrait), in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_height: Option<u32>,
+    /// Seconds into the source of a thumbnail (default: 10 % of the duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<f64>,
+}
+
+/// The longest source position an option may name: a day.
+const MAX_SECONDS: f64 = 86_400.0;
+
+impl OutputRequest {
+    /// An output with the preset's defaults.
+    pub fn new(preset: Preset) -> Self {
+        Self { preset, start: None, duration: None, max_height: None, time: None }
+    }
+
+    /// Checks that every option is one the preset accepts, and in range.
+    pub fn validate(&self) -> Result<(), String> {
+        let accepted = self.preset.accepted_options();
+        let preset = self.preset;
+        let seconds = |name: &str, value: Option<f64>, allowed: bool, min: f64, max: f64| match value {
+            None => Ok(()),
+            Some(_) if !allowed => Err(format!("preset `{preset}` does not take the option `{name}`")),
+            Some(v) if !v.is_finite() || v < min || v > max => {
+                Err(format!("`{name}` for `{preset}` must be between {min} and {max} seconds, got {v}"))
+            }
+            Some(_) => Ok(()),
+        };
+        seconds("start", self.start, accepted.start, 0.0, MAX_SECONDS)?;
+        let (min_duration, max_duration) = if preset == Preset::Gif { (1.0, 6.0) } else { (0.1, MAX_SECONDS) };
+        seconds("duration", self.duration, accepted.duration, min_duration, max_duration)?;
+        seconds("time", self.time, accepted.time, 0.0, MAX_SECONDS)?;
+        match self.max_height {
+            None => Ok(()),
+            Some(_) if !accepted.max_height => Err(format!("preset `{preset}` does not take the option `max_height`")),
+            Some(h) if !(144..=4320).contains(&h) => Err(format!("`max_height` must be between 144 and 4320, got {h}")),
+            Some(_) => Ok(()),
+        }
+    }
 }
 
 /// Why a job spec cannot be run.
@@ -49,6 +96,8 @@ pub enum SpecError {
     OutputDirShape,
     #[error("a job needs 1 to 16 outputs with distinct presets")]
     Outputs,
+    #[error("invalid output options: {0}")]
+    Options(String),
 }
 
 impl JobSpec {
@@ -65,6 +114,9 @@ impl JobSpec {
         if self.outputs.is_empty() || self.outputs.len() > 16 || presets.len() != self.outputs.len() {
             return Err(SpecError::Outputs);
         }
+        for output in &self.outputs {
+            output.validate().map_err(SpecError::Options)?;
+        }
         Ok(())
     }
 
@@ -74,7 +126,7 @@ impl JobSpec {
 }
 
 /// A job on the ready queue, at a given attempt (1 for the first).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobMessage {
     pub version: u32,
@@ -99,7 +151,7 @@ impl JobMessage {
 }
 
 /// The in-processing ledger's record of one started attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerEntry {
     pub version: u32,
@@ -147,7 +199,7 @@ mod tests {
         JobSpec {
             job_id: "job-1".into(),
             source_key: "uploads/a.mov".into(),
-            outputs: vec![OutputRequest { preset: Preset::Mp4H264 }],
+            outputs: vec![OutputRequest::new(Preset::Mp4H264)],
             output_dir: "outputs/a/".into(),
         }
     }
@@ -180,11 +232,38 @@ mod tests {
         bad.output_dir = "jobs/".into();
         assert_eq!(bad.validate(), Err(SpecError::OutputDirShape));
         let mut bad = spec();
-        bad.outputs.push(OutputRequest { preset: Preset::Mp4H264 });
+        bad.outputs.push(OutputRequest::new(Preset::Mp4H264));
         assert_eq!(bad.validate(), Err(SpecError::Outputs));
         let mut bad = spec();
         bad.source_key = "uploads/../../etc/passwd".into();
         assert!(matches!(bad.validate(), Err(SpecError::SourceKey(_))));
+    }
+
+    #[test]
+    fn output_options_are_typed_and_range_checked() {
+        let ok = |json: &str| {
+            serde_json::from_str::<OutputRequest>(json).map_err(|e| e.to_string()).and_then(|o| o.validate())
+        };
+        assert!(ok(r#"{"preset":"gif","start":2,"duration":4}"#).is_ok());
+        assert!(ok(r#"{"preset":"thumbnail","time":12.5}"#).is_ok());
+        assert!(ok(r#"{"preset":"mp4-h264-720","max_height":360,"start":1,"duration":5}"#).is_ok());
+        let refused = [
+            r#"{"preset":"gif","duration":10}"#,
+            r#"{"preset":"gif","duration":0.5}"#,
+            r#"{"preset":"thumbnail","start":1}"#,
+            r#"{"preset":"mp4-h264","max_height":100000}"#,
+            r#"{"preset":"mp4-h264","start":-1}"#,
+            r#"{"preset":"storyboard","time":1}"#,
+            r#"{"preset":"mp4-h264","args":"-f lavfi"}"#,
+            r#"{"preset":"mp4-h264","start":"1; rm"}"#,
+            r#"{"preset":"remux-mp4","max_height":720}"#,
+        ];
+        for json in refused {
+            assert!(ok(json).is_err(), "{json}");
+        }
+        let mut job = spec();
+        job.outputs = vec![OutputRequest { duration: Some(99.0), ..OutputRequest::new(Preset::Gif) }];
+        assert!(matches!(job.validate(), Err(SpecError::Options(_))));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod event;
 pub mod job;
 pub mod keys;
+pub mod plan;
 pub mod preset;
 pub mod probe;
 pub mod status;

@@ -1,21 +1,46 @@
-//! Named, server-side presets and the exact ffmpeg argv each produces.
+//! The preset catalogue: named, server-side output recipes.
 //!
-//! Users choose a preset by name; they never contribute ffmpeg arguments. The only paths in the
-//! argv are the worker's own scratch files, and the input is read with a protocol whitelist of
-//! `file` alone, so a crafted source cannot make ffmpeg open URLs.
+//! Users choose presets by name, with a few typed, range-checked options; they never contribute
+//! ffmpeg arguments. How a job's presets become one ffmpeg command is in [`crate::domain::plan`].
 
-use std::ffi::OsString;
 use std::fmt;
-use std::path::Path;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Preset {
-    /// H.264 High (yuv420p) + AAC in MP4 with the index up front: plays in every browser and phone.
+    /// H.264 High (yuv420p) + AAC in MP4, index up front, at the source's size.
     #[serde(rename = "mp4-h264")]
     Mp4H264,
+    /// The same, fitted to 1080 lines (the short side), never upscaled.
+    #[serde(rename = "mp4-h264-1080")]
+    Mp4H264_1080,
+    #[serde(rename = "mp4-h264-720")]
+    Mp4H264_720,
+    #[serde(rename = "mp4-h264-480")]
+    Mp4H264_480,
+    /// An adaptive HLS ladder (1080/720/480/360, rungs at or below the source) from one decode.
+    #[serde(rename = "hls")]
+    Hls,
+    /// A JPEG poster frame.
+    #[serde(rename = "thumbnail")]
+    Thumbnail,
+    /// A sprite sheet of thumbnails plus WebVTT cues, for scrubbing previews in players.
+    #[serde(rename = "storyboard")]
+    Storyboard,
+    /// A short animated GIF with a generated palette.
+    #[serde(rename = "gif")]
+    Gif,
+    /// The first audio track as 192 kb/s MP3.
+    #[serde(rename = "mp3")]
+    Mp3,
+    /// Stream copy into MP4 when the codecs allow; incompatible streams are transcoded.
+    #[serde(rename = "remux-mp4")]
+    RemuxMp4,
+    /// VP9 + Opus in WebM.
+    #[serde(rename = "webm-vp9")]
+    WebmVp9,
 }
 
 /// A preset name that the catalogue does not have.
@@ -26,87 +51,107 @@ pub struct UnknownPreset {
     pub known: String,
 }
 
+/// The per-output options a preset accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcceptedOptions {
+    pub start: bool,
+    pub duration: bool,
+    pub max_height: bool,
+    pub time: bool,
+}
+
+const NONE: AcceptedOptions = AcceptedOptions { start: false, duration: false, max_height: false, time: false };
+const TRIM_AND_SIZE: AcceptedOptions = AcceptedOptions { start: true, duration: true, max_height: true, time: false };
+
 impl Preset {
-    pub const ALL: &'static [Preset] = &[Preset::Mp4H264];
+    pub const ALL: &'static [Preset] = &[
+        Preset::Mp4H264,
+        Preset::Mp4H264_1080,
+        Preset::Mp4H264_720,
+        Preset::Mp4H264_480,
+        Preset::Hls,
+        Preset::Thumbnail,
+        Preset::Storyboard,
+        Preset::Gif,
+        Preset::Mp3,
+        Preset::RemuxMp4,
+        Preset::WebmVp9,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Preset::Mp4H264 => "mp4-h264",
+            Preset::Mp4H264_1080 => "mp4-h264-1080",
+            Preset::Mp4H264_720 => "mp4-h264-720",
+            Preset::Mp4H264_480 => "mp4-h264-480",
+            Preset::Hls => "hls",
+            Preset::Thumbnail => "thumbnail",
+            Preset::Storyboard => "storyboard",
+            Preset::Gif => "gif",
+            Preset::Mp3 => "mp3",
+            Preset::RemuxMp4 => "remux-mp4",
+            Preset::WebmVp9 => "webm-vp9",
         }
     }
 
-    /// File name of this preset's output inside the job's output folder.
-    pub fn file_name(self) -> String {
-        format!("{}.{}", self.name(), self.extension())
-    }
-
-    pub fn extension(self) -> &'static str {
+    /// The main file of this preset's output, relative to the job's output folder.
+    pub fn file_name(self) -> &'static str {
         match self {
-            Preset::Mp4H264 => "mp4",
+            Preset::Mp4H264 => "mp4-h264.mp4",
+            Preset::Mp4H264_1080 => "mp4-h264-1080.mp4",
+            Preset::Mp4H264_720 => "mp4-h264-720.mp4",
+            Preset::Mp4H264_480 => "mp4-h264-480.mp4",
+            Preset::Hls => "hls/master.m3u8",
+            Preset::Thumbnail => "thumbnail.jpg",
+            Preset::Storyboard => "storyboard.vtt",
+            Preset::Gif => "animation.gif",
+            Preset::Mp3 => "audio.mp3",
+            Preset::RemuxMp4 => "remux.mp4",
+            Preset::WebmVp9 => "webm-vp9.webm",
         }
     }
 
     pub fn content_type(self) -> &'static str {
-        match self {
-            Preset::Mp4H264 => "video/mp4",
-        }
+        content_type_of(self.file_name())
     }
 
     /// Whether a source without a video stream must be refused for this preset.
     pub fn needs_video(self) -> bool {
-        match self {
-            Preset::Mp4H264 => true,
-        }
+        !matches!(self, Preset::Mp3 | Preset::RemuxMp4)
     }
 
-    /// The full ffmpeg argv (without the program name) turning `input` into `output`.
-    pub fn ffmpeg_args(self, input: &Path, output: &Path) -> Vec<OsString> {
-        let mut args = input_args(input);
-        let rest: &[&str] = match self {
-            Preset::Mp4H264 => &[
-                "-map",
-                "0:v:0",
-                // The trailing `?` makes audio optional: a silent source yields a video-only MP4.
-                "-map",
-                "0:a:0?",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "fast",
-                "-profile:v",
-                "high",
-                "-pix_fmt",
-                "yuv420p",
-                "-crf",
-                "23",
-                // H.264 in yuv420p needs even dimensions; rotation metadata is applied by ffmpeg's
-                // default autorotate before this filter runs.
-                "-vf",
-                "scale=trunc(iw/2)*2:trunc(ih/2)*2",
-                "-c:a",
-                "aac",
-                "-b:a",
-                "128k",
-                "-ac",
-                "2",
-                "-movflags",
-                "+faststart",
-                "-f",
-                "mp4",
-            ],
-        };
-        args.extend(rest.iter().map(OsString::from));
-        args.push(output.as_os_str().to_owned());
-        args
+    /// Whether a source without an audio stream must be refused for this preset.
+    pub fn needs_audio(self) -> bool {
+        matches!(self, Preset::Mp3)
+    }
+
+    pub fn accepted_options(self) -> AcceptedOptions {
+        match self {
+            Preset::Mp4H264 | Preset::Mp4H264_1080 | Preset::Mp4H264_720 | Preset::Mp4H264_480 | Preset::WebmVp9 => {
+                TRIM_AND_SIZE
+            }
+            Preset::Hls => AcceptedOptions { max_height: true, ..NONE },
+            Preset::Thumbnail => AcceptedOptions { time: true, ..NONE },
+            Preset::Gif | Preset::Mp3 => AcceptedOptions { start: true, duration: true, ..NONE },
+            Preset::Storyboard | Preset::RemuxMp4 => NONE,
+        }
     }
 }
 
-/// Arguments shared by every preset: no prompts, no stdin, local files only.
-fn input_args(input: &Path) -> Vec<OsString> {
-    let mut args: Vec<OsString> =
-        ["-hide_banner", "-nostdin", "-y", "-protocol_whitelist", "file", "-i"].iter().map(OsString::from).collect();
-    args.push(input.as_os_str().to_owned());
-    args
+/// The content type stored with an output file, from its extension.
+pub fn content_type_of(file: &str) -> &'static str {
+    match file.rsplit('.').next().unwrap_or_default() {
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        "m3u8" => "application/vnd.apple.mpegurl",
+        "ts" => "video/mp2t",
+        "jpg" => "image/jpeg",
+        "gif" => "image/gif",
+        "mp3" => "audio/mpeg",
+        "vtt" => "text/vtt",
+        "json" => "application/json",
+        _ => "application/octet-stream",
+    }
 }
 
 impl fmt::Display for Preset {
@@ -131,27 +176,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mp4_h264_argv_is_exact() {
-        let args = Preset::Mp4H264.ffmpeg_args(Path::new("/tmp/job/source"), Path::new("/tmp/job/mp4-h264.mp4"));
-        let args: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
-        assert_eq!(
-            args.join(" "),
-            "-hide_banner -nostdin -y -protocol_whitelist file -i /tmp/job/source \
-             -map 0:v:0 -map 0:a:0? -c:v libx264 -preset fast -profile:v high -pix_fmt yuv420p -crf 23 \
-             -vf scale=trunc(iw/2)*2:trunc(ih/2)*2 -c:a aac -b:a 128k -ac 2 -movflags +faststart -f mp4 \
-             /tmp/job/mp4-h264.mp4"
-        );
-    }
-
-    #[test]
-    fn hostile_paths_stay_single_arguments() {
-        // A path that looks like options is still one argv entry after `-i`, never split or parsed.
-        let args = Preset::Mp4H264.ffmpeg_args(Path::new("/tmp/-f lavfi -i x"), Path::new("/tmp/o.mp4"));
-        let i = args.iter().position(|a| a == "-i").unwrap();
-        assert_eq!(args[i + 1], "/tmp/-f lavfi -i x");
-    }
-
-    #[test]
     fn names_round_trip() {
         for preset in Preset::ALL {
             assert_eq!(preset.name().parse::<Preset>().unwrap(), *preset);
@@ -160,6 +184,16 @@ mod tests {
         }
         let err = "mp4; rm -rf /".parse::<Preset>().unwrap_err();
         assert!(err.to_string().contains("mp4-h264"));
-        assert_eq!(Preset::Mp4H264.file_name(), "mp4-h264.mp4");
+    }
+
+    #[test]
+    fn file_names_are_distinct_and_typed() {
+        let mut names: Vec<&str> = Preset::ALL.iter().map(|p| p.file_name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), Preset::ALL.len());
+        assert_eq!(Preset::Mp4H264.content_type(), "video/mp4");
+        assert_eq!(Preset::Hls.content_type(), "application/vnd.apple.mpegurl");
+        assert_eq!(content_type_of("hls/720p/segment_00001.ts"), "video/mp2t");
     }
 }

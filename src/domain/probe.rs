@@ -55,6 +55,31 @@ pub enum ProbeError {
     NoStreams,
     #[error("`{0}` inputs name other files or URLs and are not accepted")]
     ReferenceFormat(String),
+    #[error("a still image (`{0}`), not audio or video")]
+    StillImage(String),
+}
+
+/// Recognises playlist and reference formats from a file's first bytes, before any tool reads
+/// it: such files make ffmpeg open other files or network addresses.
+pub fn sniff_reference_format(head: &[u8]) -> Option<&'static str> {
+    let text = head.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(head);
+    let start = text.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(text.len());
+    let text = &text[start..];
+    let starts =
+        |prefix: &str| text.len() >= prefix.len() && text[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes());
+    if starts("#EXTM3U") || starts("#EXTINF") {
+        Some("hls")
+    } else if starts("ffconcat") {
+        Some("concat")
+    } else if starts("[playlist]") {
+        Some("pls")
+    } else if starts("<?xml") || starts("<MPD") || starts("<smil") {
+        Some("xml manifest")
+    } else if starts("v=0") {
+        Some("sdp")
+    } else {
+        None
+    }
 }
 
 impl MediaInfo {
@@ -64,6 +89,9 @@ impl MediaInfo {
         let format = root.pointer("/format/format_name").and_then(Value::as_str).unwrap_or("").to_string();
         if format.split(',').any(|f| REFERENCE_FORMATS.contains(&f)) {
             return Err(ProbeError::ReferenceFormat(format));
+        }
+        if format == "image2" || format.ends_with("_pipe") {
+            return Err(ProbeError::StillImage(format));
         }
         let streams = root.get("streams").and_then(Value::as_array).cloned().unwrap_or_default();
         // Cover art is a "video" stream of one picture; it does not make a file a video.
@@ -147,6 +175,23 @@ fn rotation(stream: &Value) -> i32 {
 mod tests {
     use super::*;
 
+    #[test]
+    fn sniffs_playlists_and_references() {
+        let cases: &[(&[u8], Option<&str>)] = &[
+            (b"#EXTM3U\n#EXTINF:10,\nhttp://evil/a.ts\n", Some("hls")),
+            (b"\xEF\xBB\xBF  #extm3u\n", Some("hls")),
+            (b"ffconcat version 1.0\nfile '/etc/passwd'\n", Some("concat")),
+            (b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\n", Some("sdp")),
+            (b"<?xml version=\"1.0\"?><MPD>", Some("xml manifest")),
+            (b"\x00\x00\x00\x20ftypisom", None),
+            (b"\x1aE\xdf\xa3", None),
+            (b"", None),
+        ];
+        for (head, expected) in cases {
+            assert_eq!(sniff_reference_format(head), *expected, "{head:?}");
+        }
+    }
+
     const H264_AAC: &str = r#"{
         "streams": [
             {"index":0,"codec_name":"h264","codec_type":"video","width":1280,"height":720,"pix_fmt":"yuv420p","avg_frame_rate":"30/1","duration":"20.000000"},
@@ -196,12 +241,16 @@ mod tests {
         let cases = [
             ("not json", "BadJson"),
             (r#"{"streams":[],"format":{"format_name":"tty"}}"#, "NoStreams"),
-            (r#"{"format":{"format_name":"image2"},"streams":[{"codec_type":"data"}]}"#, "NoStreams"),
+            (r#"{"format":{"format_name":"image2"},"streams":[{"codec_type":"data"}]}"#, "StillImage"),
             (
                 r#"{"streams":[{"codec_type":"video","width":1,"height":1}],"format":{"format_name":"hls"}}"#,
                 "ReferenceFormat",
             ),
             (r#"{"streams":[{"codec_type":"audio"}],"format":{"format_name":"concat"}}"#, "ReferenceFormat"),
+            (
+                r#"{"streams":[{"codec_type":"video","width":64,"height":64}],"format":{"format_name":"png_pipe"}}"#,
+                "StillImage",
+            ),
         ];
         for (json, kind) in cases {
             let err = MediaInfo::from_ffprobe_json(json).unwrap_err();

@@ -163,12 +163,20 @@ pub struct SourceRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutputRecord {
     pub preset: Preset,
+    /// The file to open: the MP4, the master playlist, the WebVTT cues, ...
     pub key: String,
+    /// Every file of this output, `key` included (HLS segments, the storyboard's sprite).
+    pub files: Vec<String>,
+    /// Bytes of all its files.
     pub size: u64,
     pub content_type: String,
     /// ffmpeg's speed for this output, in multiples of real time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub speed: Option<f64>,
+    /// What the plan decided (HLS rungs, remux copy or transcode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The main file's shape (the sprite sheet's, for a storyboard).
     #[serde(flatten)]
     pub media: MediaInfo,
 }
@@ -204,7 +212,7 @@ mod tests {
         JobSpec {
             job_id: "job-1".into(),
             source_key: "uploads/a.mp4".into(),
-            outputs: vec![OutputRequest { preset: Preset::Mp4H264 }],
+            outputs: vec![OutputRequest::new(Preset::Mp4H264)],
             output_dir: "outputs/a/".into(),
         }
     }

@@ -77,7 +77,8 @@ impl From<ProbeFailure> for JobError {
         match err {
             ProbeFailure::Spawn(_) => JobError::retryable("ffprobe_unavailable", err.to_string()),
             ProbeFailure::Timeout(_) => JobError::retryable("timeout", err.to_string()),
-            ProbeFailure::Unreadable(_) | ProbeFailure::Invalid(ProbeError::NoStreams | ProbeError::BadJson(_)) => {
+            ProbeFailure::Unreadable(_)
+            | ProbeFailure::Invalid(ProbeError::NoStreams | ProbeError::BadJson(_) | ProbeError::StillImage(_)) => {
                 JobError::permanent("not_media", err.to_string())
             }
             ProbeFailure::Invalid(ProbeError::ReferenceFormat(_)) => {

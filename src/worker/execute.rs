@@ -7,15 +7,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::status::{HeartbeatSignal, StatusTracker};
 use super::{HANDOVER_DELAY, Inner, JobError};
-use crate::config::Config;
+use crate::config::{Config, SourceLimits};
 use crate::domain::job::{JobMessage, retry_delay};
 use crate::domain::keys::manifest_key;
+use crate::domain::plan::plan;
+use crate::domain::preset::content_type_of;
+use crate::domain::probe::{MediaInfo, sniff_reference_format};
 use crate::domain::status::{JobState, Manifest, OutputRecord, SourceRecord, Stage, Timings};
 use crate::media::ffmpeg::{FfmpegProgress, run_ffmpeg};
 use crate::media::probe::probe;
@@ -114,8 +118,21 @@ async fn attempt(
     stop: &CancellationToken,
 ) -> Result<(), JobError> {
     let job = &message.job;
+    let limits = &inner.config.limits;
     let started = Instant::now();
     let mut timings = Timings::default();
+
+    // Refuse oversized sources before paying for the download.
+    let head = inner.storage.head(&job.source_key).await?;
+    let Some(head) = head else {
+        return Err(JobError::permanent("source_not_found", format!("the source `{}` does not exist", job.source_key)));
+    };
+    if head.size > limits.max_size {
+        return Err(JobError::permanent(
+            "source_too_large",
+            format!("the source is {} bytes; the limit is {} (MEDIA_MAX_SOURCE_SIZE)", head.size, limits.max_size),
+        ));
+    }
 
     let source_path = dir.join("source");
     let clock = Instant::now();
@@ -125,57 +142,85 @@ async fn attempt(
 
     tracker.stage(Stage::Probing).await?;
     let clock = Instant::now();
+    reject_reference_formats(&source_path).await?;
     let source_media = probe(&source_path, PROBE_TIMEOUT).await?;
+    check_limits(&source_media, limits)?;
     timings.probe_ms = millis(clock);
-    for preset in job.presets() {
-        if preset.needs_video() && source_media.video.is_none() {
-            return Err(JobError::permanent(
-                "no_video_stream",
-                format!("the source has no video stream, which preset `{preset}` needs"),
-            ));
-        }
+
+    let out_dir = dir.join("out");
+    let plan = plan(&job.outputs, &source_media, &source_path, &out_dir)
+        .map_err(|e| JobError::permanent(e.code(), e.to_string()))?;
+    for folder in std::iter::once(String::new()).chain(plan.folders.iter().cloned()) {
+        tokio::fs::create_dir_all(out_dir.join(&folder))
+            .await
+            .map_err(|e| JobError::retryable("scratch", format!("create {folder}: {e}")))?;
     }
 
     tracker.stage(Stage::Transcoding).await?;
     let clock = Instant::now();
-    let count = job.outputs.len() as f64;
-    let mut produced = Vec::new();
-    for (index, preset) in job.presets().enumerate() {
-        let output_path = dir.join(preset.file_name());
-        let (sender, mut receiver) = watch::channel(FfmpegProgress::default());
-        let run = run_ffmpeg(preset.ffmpeg_args(&source_path, &output_path), inner.config.job_timeout, stop, sender);
-        let report = async {
-            while receiver.changed().await.is_ok() {
-                let done = receiver.borrow().out_time;
-                let fraction = source_media.duration_seconds.filter(|d| *d > 0.0).map_or(0.0, |d| (done / d).min(1.0));
-                tracker.set_progress((index as f64 + fraction) / count * 100.0).await;
-            }
-        };
-        let (result, ()) = tokio::join!(run, report);
-        let run = result?;
-        let media = probe(&output_path, PROBE_TIMEOUT).await.map_err(|e| {
-            JobError::permanent("transcode_failed", format!("ffmpeg produced an unreadable `{preset}` output: {e}"))
+    let (sender, mut receiver) = watch::channel(FfmpegProgress::default());
+    let run = run_ffmpeg(plan.args.clone(), inner.config.job_timeout, stop, sender);
+    let report = async {
+        while receiver.changed().await.is_ok() {
+            let done = receiver.borrow().out_time;
+            let fraction = source_media.duration_seconds.filter(|d| *d > 0.0).map_or(0.0, |d| (done / d).min(1.0));
+            tracker.set_progress(fraction * 100.0).await;
+        }
+    };
+    let (result, ()) = tokio::join!(run, report);
+    let run = result?;
+    for (file, content) in &plan.sidecars {
+        tokio::fs::write(out_dir.join(file), content)
+            .await
+            .map_err(|e| JobError::retryable("scratch", format!("write {file}: {e}")))?;
+    }
+    let mut probed = Vec::new();
+    for output in &plan.outputs {
+        let media = probe(&out_dir.join(&output.probe_file), PROBE_TIMEOUT).await.map_err(|e| {
+            JobError::permanent(
+                "transcode_failed",
+                format!("ffmpeg produced an unreadable `{}` output: {e}", output.preset),
+            )
         })?;
-        tracing::info!(preset = %preset, speed = run.speed, elapsed_ms = run.elapsed.as_millis() as u64, "Output transcoded.");
-        produced.push((preset, output_path, media, run.speed));
+        probed.push(media);
     }
     timings.transcode_ms = millis(clock);
+    tracing::info!(outputs = plan.outputs.len(), speed = run.speed, elapsed_ms = millis(clock), "Outputs transcoded.");
 
     tracker.stage(Stage::Uploading).await?;
     let clock = Instant::now();
-    let mut outputs = Vec::new();
-    for (preset, path, media, speed) in produced {
-        let key = format!("{}{}", job.output_dir, preset.file_name());
-        let stored = inner.storage.put_file(&key, &path, preset.content_type()).await?;
-        outputs.push(OutputRecord {
-            preset,
-            key,
-            size: stored.size,
-            content_type: preset.content_type().into(),
-            speed,
-            media,
-        });
+    let files = list_files(&out_dir).await.map_err(|e| JobError::retryable("scratch", format!("list outputs: {e}")))?;
+    let mut uploaded: Vec<(String, u64)> = Vec::new();
+    for relative in &files {
+        let key = format!("{}{relative}", job.output_dir);
+        let stored = inner.storage.put_file(&key, &out_dir.join(relative), content_type_of(relative)).await?;
+        uploaded.push((relative.clone(), stored.size));
     }
+    let outputs = plan
+        .outputs
+        .iter()
+        .zip(probed)
+        .map(|(output, media)| {
+            let mine: Vec<&(String, u64)> = uploaded
+                .iter()
+                .filter(|(rel, _)| {
+                    *rel == output.main_file
+                        || *rel == output.probe_file
+                        || output.folder.as_deref().is_some_and(|f| rel.starts_with(f))
+                })
+                .collect();
+            OutputRecord {
+                preset: output.preset,
+                key: format!("{}{}", job.output_dir, output.main_file),
+                files: mine.iter().map(|(rel, _)| format!("{}{rel}", job.output_dir)).collect(),
+                size: mine.iter().map(|(_, size)| size).sum(),
+                content_type: output.preset.content_type().into(),
+                speed: run.speed,
+                note: output.note.clone(),
+                media,
+            }
+        })
+        .collect();
     timings.upload_ms = millis(clock);
 
     tracker.stage(Stage::Finalizing).await?;
@@ -201,6 +246,68 @@ async fn attempt(
     inner.storage.put_bytes(&key, body, "application/json").await?;
     tracker.finish(JobState::Completed, Stage::Done, None, None, Some(key)).await?;
     Ok(())
+}
+
+/// Playlists and reference files name other files or URLs; they are refused from their first
+/// bytes, before ffprobe opens them.
+async fn reject_reference_formats(path: &Path) -> Result<(), JobError> {
+    let mut head = vec![0u8; 512];
+    let read = async {
+        let mut file = tokio::fs::File::open(path).await?;
+        let n = file.read(&mut head).await?;
+        Ok::<usize, std::io::Error>(n)
+    };
+    let n = read.await.map_err(|e| JobError::retryable("scratch", format!("read the source: {e}")))?;
+    match sniff_reference_format(&head[..n]) {
+        Some(kind) => Err(JobError::permanent(
+            "unsupported_input",
+            format!("the source is a {kind} file, which names other files or URLs; upload the media itself"),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn check_limits(media: &MediaInfo, limits: &SourceLimits) -> Result<(), JobError> {
+    if let Some(duration) = media.duration_seconds
+        && duration > limits.max_duration.as_secs_f64()
+    {
+        return Err(JobError::permanent(
+            "duration_too_long",
+            format!("the source lasts {duration:.0} s; the limit is {:?} (MEDIA_MAX_DURATION)", limits.max_duration),
+        ));
+    }
+    if let Some(video) = &media.video {
+        let pixels = u64::from(video.width) * u64::from(video.height);
+        if pixels > limits.max_pixels {
+            return Err(JobError::permanent(
+                "resolution_too_large",
+                format!(
+                    "the source is {}x{}; the limit is {} pixels (MEDIA_MAX_PIXELS)",
+                    video.width, video.height, limits.max_pixels
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every file under `root`, as relative paths with `/`, sorted.
+async fn list_files(root: &Path) -> std::io::Result<Vec<String>> {
+    let mut files = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        let mut entries = tokio::fs::read_dir(&folder).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            let path = entry.path();
+            if entry.file_type().await?.is_dir() {
+                pending.push(path);
+            } else if let Ok(relative) = path.strip_prefix(root) {
+                files.push(relative.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// Records the attempt's outcome: completed (already recorded), retried, failed and

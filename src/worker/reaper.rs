@@ -14,8 +14,8 @@ use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
 
-use super::{HANDOVER_DELAY, Inner};
 use super::status::{read_status, update_status};
+use super::{HANDOVER_DELAY, Inner};
 use crate::domain::job::{JobMessage, LedgerEntry};
 use crate::domain::status::{ErrorInfo, JobState, Stage};
 use crate::queue::{MAX_BATCH, Received, SendOptions};

@@ -152,7 +152,10 @@ async fn storage_round_trips(kind: Kind) {
     for key in ["outputs/b/2.mp4", "outputs/a/1.mp4", "outputs/a/manifest.json", "outputsx/no.mp4"] {
         s.put_bytes(key, vec![1, 2, 3], "video/mp4").await.unwrap();
     }
-    assert_eq!(s.list("outputs/").await.unwrap(), vec!["outputs/a/1.mp4", "outputs/a/manifest.json", "outputs/b/2.mp4"]);
+    assert_eq!(
+        s.list("outputs/").await.unwrap(),
+        vec!["outputs/a/1.mp4", "outputs/a/manifest.json", "outputs/b/2.mp4"]
+    );
     assert_eq!(s.list("outputs/a/").await.unwrap().len(), 2);
     s.delete("outputs/a/1.mp4").await.unwrap();
     assert_eq!(s.list("outputs/a/").await.unwrap(), vec!["outputs/a/manifest.json"]);

@@ -1,0 +1,626 @@
+//! Turning a job's outputs and its probed source into ONE ffmpeg command, without I/O.
+//!
+//! Every output is an output block of the same command, so ffmpeg decodes the source once and
+//! feeds every encoder from that decode (the HLS ladder splits it in a filter graph). Blocks
+//! carry only server-side constants and numbers that were range-checked; the only paths are
+//! the worker's scratch files, and the input is read with a `file`-only protocol whitelist.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use crate::domain::job::OutputRequest;
+use crate::domain::preset::Preset;
+use crate::domain::probe::MediaInfo;
+
+/// HLS rungs: short side and peak bitrate (kb/s). Rungs above the source are left out.
+const HLS_LADDER: &[(u32, u32)] = &[(1080, 5000), (720, 2800), (480, 1400), (360, 800)];
+/// Storyboard thumbnails: width in pixels, at most this many per sprite sheet, ten per row.
+const STORYBOARD_WIDTH: u32 = 160;
+const STORYBOARD_MAX_THUMBS: u32 = 100;
+const STORYBOARD_COLUMNS: u32 = 10;
+/// Codecs an MP4 can carry as they are (and that players handle), for `remux-mp4`.
+const MP4_VIDEO_COPY: &[&str] = &["h264", "hevc", "av1"];
+const MP4_AUDIO_COPY: &[&str] = &["aac", "mp3", "ac3", "eac3", "alac", "opus"];
+
+/// One output of the command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedOutput {
+    pub preset: Preset,
+    /// The file users open (relative to the output folder), e.g. `hls/master.m3u8`.
+    pub main_file: String,
+    /// The file to ffprobe for the manifest (differs from `main_file` for the storyboard).
+    pub probe_file: String,
+    /// Every file of this output is under this prefix (relative), or is `main_file` or
+    /// `probe_file`.
+    pub folder: Option<String>,
+    /// What the plan decided that users may want to know (e.g. remux copy vs transcode).
+    pub note: Option<String>,
+}
+
+/// The whole command for a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// ffmpeg's argv, without the program name.
+    pub args: Vec<OsString>,
+    pub outputs: Vec<PlannedOutput>,
+    /// Folders (relative) that must exist before ffmpeg runs.
+    pub folders: Vec<String>,
+    /// Files the worker writes itself after ffmpeg: (relative path, content).
+    pub sidecars: Vec<(String, String)>,
+}
+
+/// Why a job's outputs cannot be made from this source: all permanent.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("the source has no video stream, which preset `{0}` needs")]
+    NoVideo(Preset),
+    #[error("the source has no audio stream, which preset `{0}` needs")]
+    NoAudio(Preset),
+    #[error("{0}")]
+    Option(String),
+}
+
+impl PlanError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            PlanError::NoVideo(_) => "no_video_stream",
+            PlanError::NoAudio(_) => "no_audio_stream",
+            PlanError::Option(_) => "invalid_option",
+        }
+    }
+}
+
+/// Plans one command producing every output into `out_dir` from `input`.
+pub fn plan(outputs: &[OutputRequest], media: &MediaInfo, input: &Path, out_dir: &Path) -> Result<Plan, PlanError> {
+    let mut args = strings(&["-hide_banner", "-nostdin", "-y", "-protocol_whitelist", "file", "-i"]);
+    args.push(input.as_os_str().to_owned());
+    let mut plan = Plan { args: Vec::new(), outputs: Vec::new(), folders: Vec::new(), sidecars: Vec::new() };
+    let mut blocks: Vec<Vec<OsString>> = Vec::new();
+    let path = |rel: &str| out_dir.join(rel).into_os_string();
+
+    for output in outputs {
+        let preset = output.preset;
+        if preset.needs_video() && media.video.is_none() {
+            return Err(PlanError::NoVideo(preset));
+        }
+        if preset.needs_audio() && media.audio.is_none() {
+            return Err(PlanError::NoAudio(preset));
+        }
+        check_window(output, media)?;
+        let main = preset.file_name().to_string();
+        let mut planned =
+            PlannedOutput { preset, main_file: main.clone(), probe_file: main.clone(), folder: None, note: None };
+        let mut block = strings(&["-map_metadata", "-1", "-map_chapters", "-1"]);
+        match preset {
+            Preset::Mp4H264 | Preset::Mp4H264_1080 | Preset::Mp4H264_720 | Preset::Mp4H264_480 => {
+                let (rung, crf, maxrate) = match preset {
+                    Preset::Mp4H264_1080 => (Some(1080), 22, 6000),
+                    Preset::Mp4H264_720 => (Some(720), 23, 3500),
+                    Preset::Mp4H264_480 => (Some(480), 24, 1500),
+                    _ => (None, 23, 8000),
+                };
+                let cap = min_cap(rung, output.max_height);
+                block.extend(strings(&["-map", "0:v:0", "-map", "0:a:0?"]));
+                block.extend(trim(output));
+                block.extend(strings(&["-vf", &fit(cap)]));
+                block.extend(x264(crf, maxrate));
+                block.extend(aac());
+                block.extend(strings(&["-movflags", "+faststart", "-f", "mp4"]));
+            }
+            Preset::WebmVp9 => {
+                block.extend(strings(&["-map", "0:v:0", "-map", "0:a:0?"]));
+                block.extend(trim(output));
+                block.extend(strings(&["-vf", &fit(output.max_height)]));
+                block.extend(strings(&[
+                    "-c:v",
+                    "libvpx-vp9",
+                    "-crf",
+                    "32",
+                    "-b:v",
+                    "0",
+                    "-deadline",
+                    "good",
+                    "-cpu-used",
+                    "4",
+                    "-row-mt",
+                    "1",
+                    "-pix_fmt",
+                    "yuv420p",
+                    "-c:a",
+                    "libopus",
+                    "-b:a",
+                    "96k",
+                    "-ac",
+                    "2",
+                    "-f",
+                    "webm",
+                ]));
+            }
+            Preset::Hls => {
+                let (graph, hls_block, rungs) = hls(output, media, out_dir);
+                plan.args.extend(strings(&["-filter_complex", &graph]));
+                // The block ends with the variant playlists' path; the master playlist is named by
+                // `-master_pl_name` and lands beside their folders, at `hls/master.m3u8`.
+                block.extend(hls_block);
+                blocks.push(block);
+                plan.folders.extend(rungs.iter().map(|name| format!("hls/{name}")));
+                planned.folder = Some("hls/".into());
+                planned.note = Some(format!("rungs: {}", rungs.join(", ")));
+                plan.outputs.push(planned);
+                continue;
+            }
+            Preset::Thumbnail => {
+                let duration = media.duration_seconds.unwrap_or(0.0);
+                let time = output.time.unwrap_or(duration * 0.1);
+                let filter = format!("select='gte(t,{})',{}", seconds(time), fit(Some(720)));
+                block.extend(strings(&["-map", "0:v:0", "-vf", &filter, "-frames:v", "1", "-q:v", "3"]));
+                block.extend(strings(&["-update", "1", "-f", "image2"]));
+            }
+            Preset::Storyboard => {
+                let (filter, vtt) = storyboard(media);
+                block.extend(strings(&["-map", "0:v:0", "-vf", &filter, "-frames:v", "1", "-q:v", "4"]));
+                block.extend(strings(&["-update", "1", "-f", "image2"]));
+                blocks.push(finish_block(block, path("storyboard.jpg")));
+                plan.sidecars.push((main, vtt));
+                planned.probe_file = "storyboard.jpg".into();
+                plan.outputs.push(planned);
+                continue;
+            }
+            Preset::Gif => {
+                let duration = media.duration_seconds.unwrap_or(0.0);
+                let start = output.start.unwrap_or(0.0);
+                let length = output.duration.unwrap_or_else(|| (duration - start).clamp(1.0, 3.0));
+                let filter = format!(
+                    "trim=start={}:duration={},setpts=PTS-STARTPTS,fps=12,scale=w='min(iw,480)':h=-2:flags=lanczos,\
+                     split[g0][g1];[g0]palettegen=stats_mode=diff[gp];[g1][gp]paletteuse=dither=bayer",
+                    seconds(start),
+                    seconds(length)
+                );
+                block.extend(strings(&["-map", "0:v:0", "-vf", &filter, "-loop", "0", "-f", "gif"]));
+            }
+            Preset::Mp3 => {
+                block.extend(strings(&["-map", "0:a:0", "-vn"]));
+                block.extend(trim(output));
+                block.extend(strings(&["-c:a", "libmp3lame", "-b:a", "192k", "-f", "mp3"]));
+            }
+            Preset::RemuxMp4 => {
+                let (remux, note) = remux(media);
+                block.extend(remux);
+                planned.note = Some(note);
+            }
+        }
+        blocks.push(finish_block(block, path(&main)));
+        plan.outputs.push(planned);
+    }
+
+    // Global options (the HLS filter graph) go after the input, before the output blocks.
+    args.append(&mut plan.args);
+    for block in blocks {
+        args.extend(block);
+    }
+    plan.args = args;
+    Ok(plan)
+}
+
+fn finish_block(mut block: Vec<OsString>, output: OsString) -> Vec<OsString> {
+    block.push(output);
+    block
+}
+
+fn strings(items: &[&str]) -> Vec<OsString> {
+    items.iter().map(OsString::from).collect()
+}
+
+/// Seconds as ffmpeg reads them, to the millisecond.
+fn seconds(value: f64) -> String {
+    format!("{:.3}", value.max(0.0))
+}
+
+fn min_cap(rung: Option<u32>, max_height: Option<u32>) -> Option<u32> {
+    match (rung, max_height) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// A scale filter that fits the short side to `cap` (never upscaling) and keeps both
+/// dimensions even, as H.264 in 4:2:0 needs. Rotation is already applied by ffmpeg's autorotate.
+fn fit(cap: Option<u32>) -> String {
+    match cap {
+        None => "scale=trunc(iw/2)*2:trunc(ih/2)*2".to_string(),
+        Some(h) => {
+            format!("scale=w='if(gte(iw,ih),-2,trunc(min(iw,{h})/2)*2)':h='if(gte(iw,ih),trunc(min(ih,{h})/2)*2,-2)'")
+        }
+    }
+}
+
+fn x264(crf: u32, maxrate_kbps: u32) -> Vec<OsString> {
+    let mut args = strings(&["-c:v", "libx264", "-preset", "fast", "-profile:v", "high", "-pix_fmt", "yuv420p"]);
+    args.extend(strings(&["-crf", &crf.to_string()]));
+    args.extend(strings(&["-maxrate", &format!("{maxrate_kbps}k"), "-bufsize", &format!("{}k", maxrate_kbps * 2)]));
+    args
+}
+
+fn aac() -> Vec<OsString> {
+    strings(&["-c:a", "aac", "-b:a", "128k", "-ac", "2"])
+}
+
+/// Output-side trimming: `-ss` and `-t` before the output, so other outputs are unaffected.
+fn trim(output: &OutputRequest) -> Vec<OsString> {
+    let mut args = Vec::new();
+    if let Some(start) = output.start {
+        args.extend(strings(&["-ss", &seconds(start)]));
+    }
+    if let Some(duration) = output.duration {
+        args.extend(strings(&["-t", &seconds(duration)]));
+    }
+    args
+}
+
+/// Start positions and thumbnail times must fall inside the source.
+fn check_window(output: &OutputRequest, media: &MediaInfo) -> Result<(), PlanError> {
+    let Some(duration) = media.duration_seconds else { return Ok(()) };
+    for (name, value) in [("start", output.start), ("time", output.time)] {
+        if let Some(v) = value
+            && v >= duration
+        {
+            return Err(PlanError::Option(format!(
+                "`{name}` {v} s of `{}` is past the end of the {duration:.3} s source",
+                output.preset
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The HLS ladder: a filter graph splitting one decode into the rungs, and the output block.
+fn hls(output: &OutputRequest, media: &MediaInfo, out_dir: &Path) -> (String, Vec<OsString>, Vec<String>) {
+    let short_side = media.display_dimensions().map(|(w, h)| w.min(h)).unwrap_or(0);
+    let limit = output.max_height.map_or(short_side, |cap| cap.min(short_side));
+    let mut rungs: Vec<(u32, u32)> = HLS_LADDER.iter().copied().filter(|(h, _)| *h <= limit).collect();
+    if rungs.is_empty() {
+        // A source below the smallest rung gets one rung at its own size.
+        rungs.push((limit.max(2) & !1, 800));
+    }
+    let names: Vec<String> = rungs.iter().map(|(h, _)| format!("{h}p")).collect();
+    let n = rungs.len();
+    let mut graph = if n == 1 {
+        "[0:v:0]null[hs0];".to_string()
+    } else {
+        format!("[0:v:0]split={n}{};", (0..n).map(|i| format!("[hs{i}]")).collect::<String>())
+    };
+    let chains: Vec<String> =
+        rungs.iter().enumerate().map(|(i, (h, _))| format!("[hs{i}]{}[hv{i}]", fit(Some(*h)))).collect();
+    graph.push_str(&chains.join(";"));
+
+    let audio = media.audio.is_some();
+    let mut block = Vec::new();
+    for i in 0..n {
+        block.extend(strings(&["-map", &format!("[hv{i}]")]));
+    }
+    if audio {
+        for _ in 0..n {
+            block.extend(strings(&["-map", "0:a:0"]));
+        }
+    }
+    block.extend(strings(&[
+        "-c:v",
+        "libx264",
+        "-preset",
+        "fast",
+        "-profile:v",
+        "high",
+        "-pix_fmt",
+        "yuv420p",
+        "-crf",
+        "23",
+    ]));
+    for (i, (_, rate)) in rungs.iter().enumerate() {
+        block.extend(strings(&[
+            &format!("-maxrate:v:{i}"),
+            &format!("{rate}k"),
+            &format!("-bufsize:v:{i}"),
+            &format!("{}k", rate * 2),
+        ]));
+    }
+    // Keyframes on a shared 2 s clock, so every rung's segments cut at the same instants.
+    block.extend(strings(&["-force_key_frames:v", "expr:gte(t,n_forced*2)"]));
+    if audio {
+        block.extend(aac());
+    }
+    let map: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| if audio { format!("v:{i},a:{i},name:{name}") } else { format!("v:{i},name:{name}") })
+        .collect();
+    block.extend(strings(&[
+        "-f",
+        "hls",
+        "-hls_time",
+        "6",
+        "-hls_playlist_type",
+        "vod",
+        "-hls_flags",
+        "independent_segments",
+    ]));
+    block.extend(strings(&["-hls_segment_type", "mpegts", "-hls_segment_filename"]));
+    block.push(out_dir.join("hls/%v/segment_%05d.ts").into_os_string());
+    block.extend(strings(&["-master_pl_name", "master.m3u8", "-var_stream_map", &map.join(" ")]));
+    let block = finish_block(block, out_dir.join("hls/%v/index.m3u8").into_os_string());
+    (graph, block, names)
+}
+
+/// The sprite sheet filter and its WebVTT cues.
+fn storyboard(media: &MediaInfo) -> (String, String) {
+    let duration = media.duration_seconds.unwrap_or(1.0).max(0.1);
+    let interval = (duration / f64::from(STORYBOARD_MAX_THUMBS)).ceil().max(1.0);
+    let count = ((duration / interval).ceil() as u32).clamp(1, STORYBOARD_MAX_THUMBS);
+    let columns = count.min(STORYBOARD_COLUMNS);
+    let rows = count.div_ceil(columns);
+    let (w, h) = media.display_dimensions().unwrap_or((16, 9));
+    let height = ((f64::from(STORYBOARD_WIDTH) * f64::from(h) / f64::from(w.max(1)) / 2.0).round() as u32 * 2).max(2);
+    let filter = format!(
+        "fps=1/{},scale={STORYBOARD_WIDTH}:{height},tile={columns}x{rows}",
+        seconds(interval).trim_end_matches('0').trim_end_matches('.')
+    );
+    let mut vtt = String::from("WEBVTT\n\n");
+    for i in 0..count {
+        let start = f64::from(i) * interval;
+        let end = (start + interval).min(duration);
+        let (x, y) = ((i % columns) * STORYBOARD_WIDTH, (i / columns) * height);
+        vtt.push_str(&format!(
+            "{} --> {}\nstoryboard.jpg#xywh={x},{y},{STORYBOARD_WIDTH},{height}\n\n",
+            vtt_time(start),
+            vtt_time(end)
+        ));
+    }
+    (filter, vtt)
+}
+
+fn vtt_time(seconds: f64) -> String {
+    let ms = (seconds * 1000.0).round() as u64;
+    format!("{:02}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+}
+
+/// Stream copy where MP4 and players allow it; otherwise that stream is transcoded.
+fn remux(media: &MediaInfo) -> (Vec<OsString>, String) {
+    let mut args = strings(&["-map", "0:v:0?", "-map", "0:a:0?"]);
+    let mut notes = Vec::new();
+    match &media.video {
+        Some(v) if MP4_VIDEO_COPY.contains(&v.codec.as_str()) => {
+            args.extend(strings(&["-c:v", "copy"]));
+            if v.codec == "hevc" {
+                // Apple players need the hvc1 tag for HEVC in MP4.
+                args.extend(strings(&["-tag:v", "hvc1"]));
+            }
+            notes.push(format!("video copied ({})", v.codec));
+        }
+        Some(v) => {
+            args.extend(strings(&["-vf", &fit(None)]));
+            args.extend(x264(23, 8000));
+            notes.push(format!("video transcoded from {} to h264", v.codec));
+        }
+        None => {}
+    }
+    match &media.audio {
+        Some(a) if MP4_AUDIO_COPY.contains(&a.codec.as_str()) => {
+            args.extend(strings(&["-c:a", "copy"]));
+            notes.push(format!("audio copied ({})", a.codec));
+        }
+        Some(a) => {
+            args.extend(aac());
+            notes.push(format!("audio transcoded from {} to aac", a.codec));
+        }
+        None => {}
+    }
+    args.extend(strings(&["-movflags", "+faststart", "-f", "mp4"]));
+    (args, notes.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::probe::{AudioStream, VideoStream};
+
+    fn media(width: u32, height: u32, audio: Option<&str>, video: Option<&str>) -> MediaInfo {
+        MediaInfo {
+            format: "mov,mp4,m4a,3gp,3g2,mj2".into(),
+            duration_seconds: Some(60.0),
+            video: video.map(|codec| VideoStream {
+                codec: codec.into(),
+                width,
+                height,
+                pix_fmt: Some("yuv420p".into()),
+                frame_rate: Some(30.0),
+                rotation: 0,
+            }),
+            audio: audio.map(|codec| AudioStream { codec: codec.into(), channels: Some(2), sample_rate: Some(48000) }),
+            video_streams: u32::from(video.is_some()),
+            audio_streams: u32::from(audio.is_some()),
+        }
+    }
+
+    fn argv(outputs: &[OutputRequest], media: &MediaInfo) -> String {
+        let plan = plan(outputs, media, Path::new("/s/source"), Path::new("/s/out")).unwrap();
+        plan.args.iter().map(|a| a.to_str().unwrap()).collect::<Vec<_>>().join(" ")
+    }
+
+    const INPUT: &str = "-hide_banner -nostdin -y -protocol_whitelist file -i /s/source";
+    const STRIP: &str = "-map_metadata -1 -map_chapters -1";
+
+    #[test]
+    fn every_preset_argv_is_exact() {
+        let hd = media(1920, 1080, Some("aac"), Some("h264"));
+        let cases: Vec<(OutputRequest, String)> = vec![
+            (
+                OutputRequest::new(Preset::Mp4H264),
+                format!(
+                    "{STRIP} -map 0:v:0 -map 0:a:0? -vf scale=trunc(iw/2)*2:trunc(ih/2)*2 -c:v libx264 -preset fast \
+                     -profile:v high -pix_fmt yuv420p -crf 23 -maxrate 8000k -bufsize 16000k -c:a aac -b:a 128k -ac 2 \
+                     -movflags +faststart -f mp4 /s/out/mp4-h264.mp4"
+                ),
+            ),
+            (
+                OutputRequest { start: Some(1.5), duration: Some(10.0), ..OutputRequest::new(Preset::Mp4H264_720) },
+                format!(
+                    "{STRIP} -map 0:v:0 -map 0:a:0? -ss 1.500 -t 10.000 \
+                     -vf scale=w='if(gte(iw,ih),-2,trunc(min(iw,720)/2)*2)':h='if(gte(iw,ih),trunc(min(ih,720)/2)*2,-2)' \
+                     -c:v libx264 -preset fast -profile:v high -pix_fmt yuv420p -crf 23 -maxrate 3500k -bufsize 7000k \
+                     -c:a aac -b:a 128k -ac 2 -movflags +faststart -f mp4 /s/out/mp4-h264-720.mp4"
+                ),
+            ),
+            (
+                OutputRequest::new(Preset::Thumbnail),
+                format!(
+                    "{STRIP} -map 0:v:0 -vf select='gte(t,6.000)',scale=w='if(gte(iw,ih),-2,trunc(min(iw,720)/2)*2)':\
+                     h='if(gte(iw,ih),trunc(min(ih,720)/2)*2,-2)' -frames:v 1 -q:v 3 -update 1 -f image2 /s/out/thumbnail.jpg"
+                ),
+            ),
+            (
+                OutputRequest::new(Preset::Storyboard),
+                format!(
+                    "{STRIP} -map 0:v:0 -vf fps=1/1,scale=160:90,tile=10x6 -frames:v 1 -q:v 4 -update 1 -f image2 \
+                     /s/out/storyboard.jpg"
+                ),
+            ),
+            (
+                OutputRequest { start: Some(2.0), duration: Some(4.0), ..OutputRequest::new(Preset::Gif) },
+                format!(
+                    "{STRIP} -map 0:v:0 -vf trim=start=2.000:duration=4.000,setpts=PTS-STARTPTS,fps=12,\
+                     scale=w='min(iw,480)':h=-2:flags=lanczos,split[g0][g1];[g0]palettegen=stats_mode=diff[gp];\
+                     [g1][gp]paletteuse=dither=bayer -loop 0 -f gif /s/out/animation.gif"
+                ),
+            ),
+            (
+                OutputRequest::new(Preset::Mp3),
+                format!("{STRIP} -map 0:a:0 -vn -c:a libmp3lame -b:a 192k -f mp3 /s/out/audio.mp3"),
+            ),
+            (
+                OutputRequest::new(Preset::RemuxMp4),
+                format!(
+                    "{STRIP} -map 0:v:0? -map 0:a:0? -c:v copy -c:a copy -movflags +faststart -f mp4 /s/out/remux.mp4"
+                ),
+            ),
+            (
+                OutputRequest::new(Preset::WebmVp9),
+                format!(
+                    "{STRIP} -map 0:v:0 -map 0:a:0? -vf scale=trunc(iw/2)*2:trunc(ih/2)*2 -c:v libvpx-vp9 -crf 32 \
+                     -b:v 0 -deadline good -cpu-used 4 -row-mt 1 -pix_fmt yuv420p -c:a libopus -b:a 96k -ac 2 -f webm \
+                     /s/out/webm-vp9.webm"
+                ),
+            ),
+        ];
+        for (output, expected) in cases {
+            assert_eq!(argv(std::slice::from_ref(&output), &hd), format!("{INPUT} {expected}"), "{}", output.preset);
+        }
+    }
+
+    #[test]
+    fn hls_ladder_has_only_rungs_at_or_below_the_source() {
+        let args = argv(&[OutputRequest::new(Preset::Hls)], &media(1280, 720, Some("aac"), Some("h264")));
+        assert!(args.contains("-filter_complex [0:v:0]split=3[hs0][hs1][hs2];"), "{args}");
+        assert!(args.contains("-var_stream_map v:0,a:0,name:720p v:1,a:1,name:480p v:2,a:2,name:360p"), "{args}");
+        assert!(args.contains("-maxrate:v:0 2800k -bufsize:v:0 5600k"));
+        assert!(args.contains("-force_key_frames:v expr:gte(t,n_forced*2)"));
+        assert!(args.ends_with("-master_pl_name master.m3u8 -var_stream_map v:0,a:0,name:720p v:1,a:1,name:480p v:2,a:2,name:360p /s/out/hls/%v/index.m3u8"));
+
+        // Portrait phone video: rungs follow the short side; no audio means no audio maps.
+        let portrait = plan(
+            &[OutputRequest::new(Preset::Hls)],
+            &media(1080, 1920, None, Some("h264")),
+            Path::new("/s/source"),
+            Path::new("/s/out"),
+        )
+        .unwrap();
+        let args: Vec<&str> = portrait.args.iter().map(|a| a.to_str().unwrap()).collect();
+        assert!(args.contains(&"v:0,name:1080p v:1,name:720p v:2,name:480p v:3,name:360p"));
+        assert!(!args.contains(&"0:a:0"));
+        assert_eq!(portrait.folders, vec!["hls/1080p", "hls/720p", "hls/480p", "hls/360p"]);
+
+        // A tiny source gets one rung of its own size; max_height caps the ladder.
+        assert!(argv(&[OutputRequest::new(Preset::Hls)], &media(320, 241, None, Some("h264"))).contains("name:240p"));
+        let capped = OutputRequest { max_height: Some(480), ..OutputRequest::new(Preset::Hls) };
+        assert!(argv(&[capped], &media(1920, 1080, None, Some("h264"))).contains("v:0,name:480p v:1,name:360p /s"));
+    }
+
+    #[test]
+    fn several_outputs_share_one_command_and_one_decode() {
+        let outputs = [
+            OutputRequest::new(Preset::Mp4H264_720),
+            OutputRequest::new(Preset::Hls),
+            OutputRequest::new(Preset::Thumbnail),
+        ];
+        let plan =
+            plan(&outputs, &media(1920, 1080, Some("aac"), Some("h264")), Path::new("/s/source"), Path::new("/s/out"))
+                .unwrap();
+        let args: Vec<&str> = plan.args.iter().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(args.iter().filter(|a| **a == "-i").count(), 1);
+        // The filter graph comes before the first output block.
+        let graph = args.iter().position(|a| *a == "-filter_complex").unwrap();
+        let first_output = args.iter().position(|a| a.starts_with("/s/out/")).unwrap();
+        assert!(graph < first_output);
+        let mains: Vec<&str> = plan.outputs.iter().map(|o| o.main_file.as_str()).collect();
+        assert_eq!(mains, vec!["mp4-h264-720.mp4", "hls/master.m3u8", "thumbnail.jpg"]);
+    }
+
+    #[test]
+    fn remux_copies_what_mp4_carries_and_transcodes_the_rest() {
+        let copy = plan(
+            &[OutputRequest::new(Preset::RemuxMp4)],
+            &media(640, 480, Some("mp3"), Some("h264")),
+            Path::new("/i"),
+            Path::new("/o"),
+        )
+        .unwrap();
+        assert_eq!(copy.outputs[0].note.as_deref(), Some("video copied (h264), audio copied (mp3)"));
+        let args = argv(&[OutputRequest::new(Preset::RemuxMp4)], &media(640, 480, Some("pcm_s16le"), Some("mpeg4")));
+        assert!(args.contains("-c:v libx264") && args.contains("-c:a aac"), "{args}");
+        let hevc = argv(&[OutputRequest::new(Preset::RemuxMp4)], &media(640, 480, None, Some("hevc")));
+        assert!(hevc.contains("-c:v copy -tag:v hvc1"));
+    }
+
+    #[test]
+    fn storyboard_cues_tile_the_sprite() {
+        let plan = plan(
+            &[OutputRequest::new(Preset::Storyboard)],
+            &media(1280, 720, None, Some("h264")),
+            Path::new("/i"),
+            Path::new("/o"),
+        )
+        .unwrap();
+        let (file, vtt) = &plan.sidecars[0];
+        assert_eq!(file, "storyboard.vtt");
+        assert!(vtt.starts_with("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\nstoryboard.jpg#xywh=0,0,160,90\n"));
+        assert!(vtt.contains("00:00:59.000 --> 00:01:00.000\nstoryboard.jpg#xywh=1440,450,160,90"));
+        assert_eq!(plan.outputs[0].probe_file, "storyboard.jpg");
+    }
+
+    #[test]
+    fn impossible_outputs_are_permanent_errors() {
+        let audio_only = media(0, 0, Some("mp3"), None);
+        let err =
+            plan(&[OutputRequest::new(Preset::Mp4H264)], &audio_only, Path::new("/i"), Path::new("/o")).unwrap_err();
+        assert_eq!(err.code(), "no_video_stream");
+        assert!(plan(&[OutputRequest::new(Preset::Mp3)], &audio_only, Path::new("/i"), Path::new("/o")).is_ok());
+        let silent = media(640, 480, None, Some("h264"));
+        assert_eq!(
+            plan(&[OutputRequest::new(Preset::Mp3)], &silent, Path::new("/i"), Path::new("/o")).unwrap_err().code(),
+            "no_audio_stream"
+        );
+        let late = OutputRequest { time: Some(61.0), ..OutputRequest::new(Preset::Thumbnail) };
+        assert_eq!(plan(&[late], &silent, Path::new("/i"), Path::new("/o")).unwrap_err().code(), "invalid_option");
+    }
+
+    #[test]
+    fn hostile_paths_stay_single_arguments() {
+        let plan = plan(
+            &[OutputRequest::new(Preset::Mp4H264)],
+            &media(640, 480, None, Some("h264")),
+            Path::new("/tmp/-f lavfi -i x"),
+            Path::new("/o"),
+        )
+        .unwrap();
+        let i = plan.args.iter().position(|a| a == "-i").unwrap();
+        assert_eq!(plan.args[i + 1], "/tmp/-f lavfi -i x");
+    }
+}
