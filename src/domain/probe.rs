@@ -83,16 +83,23 @@ pub fn sniff_reference_format(head: &[u8]) -> Option<&'static str> {
 }
 
 impl MediaInfo {
-    /// Parses `ffprobe -print_format json -show_format -show_streams`.
+    /// Parses `ffprobe -print_format json -show_format -show_streams` of a SOURCE: playlists,
+    /// reference formats and still images are refused.
     pub fn from_ffprobe_json(json: &str) -> Result<Self, ProbeError> {
+        let info = Self::describe(json)?;
+        if info.format.split(',').any(|f| REFERENCE_FORMATS.contains(&f)) {
+            return Err(ProbeError::ReferenceFormat(info.format));
+        }
+        if info.format == "image2" || info.format.ends_with("_pipe") {
+            return Err(ProbeError::StillImage(info.format));
+        }
+        Ok(info)
+    }
+
+    /// Parses ffprobe's JSON of a file the worker made itself (an HLS playlist, a JPEG, ...).
+    pub fn describe(json: &str) -> Result<Self, ProbeError> {
         let root: Value = serde_json::from_str(json).map_err(|e| ProbeError::BadJson(e.to_string()))?;
         let format = root.pointer("/format/format_name").and_then(Value::as_str).unwrap_or("").to_string();
-        if format.split(',').any(|f| REFERENCE_FORMATS.contains(&f)) {
-            return Err(ProbeError::ReferenceFormat(format));
-        }
-        if format == "image2" || format.ends_with("_pipe") {
-            return Err(ProbeError::StillImage(format));
-        }
         let streams = root.get("streams").and_then(Value::as_array).cloned().unwrap_or_default();
         // Cover art is a "video" stream of one picture; it does not make a file a video.
         let is_picture = |s: &Value| s.pointer("/disposition/attached_pic").and_then(Value::as_i64) == Some(1);

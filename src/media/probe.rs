@@ -21,8 +21,17 @@ pub enum ProbeFailure {
     Invalid(#[from] ProbeError),
 }
 
+/// Which checks a probed file must pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probed {
+    /// A user's upload: playlists, reference formats and still images are refused.
+    Source,
+    /// A file the worker made.
+    Output,
+}
+
 /// Inspects `path`, reading local files only.
-pub async fn probe(path: &Path, timeout: Duration) -> Result<MediaInfo, ProbeFailure> {
+pub async fn probe(path: &Path, timeout: Duration, kind: Probed) -> Result<MediaInfo, ProbeFailure> {
     let mut command = Command::new("ffprobe");
     command
         .args(["-v", "error", "-protocol_whitelist", "file", "-print_format", "json", "-show_format", "-show_streams"])
@@ -40,5 +49,9 @@ pub async fn probe(path: &Path, timeout: Duration) -> Result<MediaInfo, ProbeFai
         let reason = reason.replace(&path.display().to_string(), "source");
         return Err(ProbeFailure::Unreadable(reason));
     }
-    Ok(MediaInfo::from_ffprobe_json(&String::from_utf8_lossy(&output.stdout))?)
+    let json = String::from_utf8_lossy(&output.stdout);
+    Ok(match kind {
+        Probed::Source => MediaInfo::from_ffprobe_json(&json)?,
+        Probed::Output => MediaInfo::describe(&json)?,
+    })
 }

@@ -22,7 +22,7 @@ use crate::domain::preset::content_type_of;
 use crate::domain::probe::{MediaInfo, sniff_reference_format};
 use crate::domain::status::{JobState, Manifest, OutputRecord, SourceRecord, Stage, Timings};
 use crate::media::ffmpeg::{FfmpegProgress, run_ffmpeg};
-use crate::media::probe::probe;
+use crate::media::probe::{Probed, probe};
 use crate::queue::SendOptions;
 
 /// ffprobe reads headers only; a minute is plenty even for large files.
@@ -143,7 +143,7 @@ async fn attempt(
     tracker.stage(Stage::Probing).await?;
     let clock = Instant::now();
     reject_reference_formats(&source_path).await?;
-    let source_media = probe(&source_path, PROBE_TIMEOUT).await?;
+    let source_media = probe(&source_path, PROBE_TIMEOUT, Probed::Source).await?;
     check_limits(&source_media, limits)?;
     timings.probe_ms = millis(clock);
 
@@ -176,7 +176,7 @@ async fn attempt(
     }
     let mut probed = Vec::new();
     for output in &plan.outputs {
-        let media = probe(&out_dir.join(&output.probe_file), PROBE_TIMEOUT).await.map_err(|e| {
+        let media = probe(&out_dir.join(&output.probe_file), PROBE_TIMEOUT, Probed::Output).await.map_err(|e| {
             JobError::permanent(
                 "transcode_failed",
                 format!("ffmpeg produced an unreadable `{}` output: {e}", output.preset),

@@ -4,5 +4,6 @@
 //! on 127.0.0.1. With `CI=true` a missing tool fails the run instead of skipping.
 
 mod conformance;
+mod media;
 mod support;
 mod worker;

@@ -1,0 +1,550 @@
+//! The media corpus: what users upload (phone video, screen recordings, old AVIs, audio files,
+//! and things that are not media at all), each through the worker with the presets that suit
+//! it, every output checked with ffprobe. Runs on the local backend: the storage and queue
+//! paths are covered on both backends by `worker.rs`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use media_worker::domain::job::{JobMessage, JobSpec, OutputRequest};
+use media_worker::domain::preset::Preset;
+use media_worker::domain::status::JobState;
+use media_worker::queue::SendOptions;
+use serde_json::Value;
+
+use crate::require;
+use crate::support::{Deployment, Kind, duration, ffprobe, media_tools, stream};
+
+/// Runs ffmpeg to make a corpus file; lavfi sources only.
+fn ffmpeg(args: &[&str], out: &Path) {
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .arg(out)
+        .status()
+        .expect("run ffmpeg");
+    assert!(status.success(), "could not make {}: {args:?}", out.display());
+}
+
+fn video(size: &str, seconds: u32) -> String {
+    format!("testsrc2=size={size}:rate=25:duration={seconds}")
+}
+
+fn tone(seconds: u32, frequency: u32) -> String {
+    format!("sine=frequency={frequency}:sample_rate=48000:duration={seconds}")
+}
+
+/// Marks an MP4's first track as displayed rotated by 90 degrees, as phones record portrait
+/// video (this ffmpeg cannot write the display matrix itself).
+fn rotate_90(path: &Path) {
+    let mut data = std::fs::read(path).unwrap();
+    let tkhd = data.windows(4).position(|w| w == b"tkhd").expect("tkhd box");
+    let version = data[tkhd + 4];
+    let times = if version == 1 { 8 + 8 + 4 + 4 + 8 } else { 4 + 4 + 4 + 4 + 4 };
+    let matrix_at = tkhd + 4 + 4 + times + 8 + 8;
+    let matrix: [u32; 9] = [0, 0x10000, 0, 0xFFFF_0000, 0, 0, 0, 0, 0x4000_0000];
+    for (i, value) in matrix.iter().enumerate() {
+        data[matrix_at + 4 * i..matrix_at + 4 * i + 4].copy_from_slice(&value.to_be_bytes());
+    }
+    std::fs::write(path, data).unwrap();
+}
+
+struct Case {
+    name: &'static str,
+    file: PathBuf,
+    outputs: Vec<OutputRequest>,
+}
+
+fn outputs(presets: &[Preset]) -> Vec<OutputRequest> {
+    presets.iter().map(|&p| OutputRequest::new(p)).collect()
+}
+
+/// Makes every corpus file in `dir`; returns the cases.
+fn corpus(dir: &Path) -> Vec<Case> {
+    let p = |name: &str| dir.join(name);
+    let lavfi = "lavfi";
+    let mut cases = Vec::new();
+    let mut add = |name, file: PathBuf, outputs| cases.push(Case { name, file, outputs });
+
+    ffmpeg(
+        &[
+            "-f",
+            lavfi,
+            "-i",
+            &video("1279x719", 2),
+            "-f",
+            lavfi,
+            "-i",
+            &tone(2, 440),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+        ],
+        &p("odd.mp4"),
+    );
+    add("odd_dimensions", p("odd.mp4"), outputs(&[Preset::Mp4H264]));
+
+    ffmpeg(&["-f", lavfi, "-i", &video("640x360", 2), "-c:v", "libx264", "-preset", "ultrafast"], &p("phone.mp4"));
+    rotate_90(&p("phone.mp4"));
+    add("rotated_phone_video", p("phone.mp4"), outputs(&[Preset::Mp4H264, Preset::Thumbnail]));
+
+    // Variable frame rate: drop 3 frames in 10, keep the gaps in the timestamps.
+    ffmpeg(
+        &[
+            "-f",
+            lavfi,
+            "-i",
+            &video("320x240", 3),
+            "-vf",
+            "select='lt(mod(n,10),7)'",
+            "-fps_mode",
+            "vfr",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
+        &p("vfr.mkv"),
+    );
+    add("variable_frame_rate", p("vfr.mkv"), outputs(&[Preset::Mp4H264]));
+
+    ffmpeg(&["-f", lavfi, "-i", &video("320x240", 2), "-c:v", "libx264", "-preset", "ultrafast"], &p("silent.mp4"));
+    add("no_audio", p("silent.mp4"), outputs(&[Preset::Mp4H264, Preset::Hls]));
+
+    ffmpeg(&["-f", lavfi, "-i", &tone(3, 440), "-c:a", "pcm_s16le"], &p("voice.wav"));
+    add("audio_only_wav", p("voice.wav"), outputs(&[Preset::Mp3]));
+    ffmpeg(&["-f", lavfi, "-i", &tone(3, 300), "-c:a", "libmp3lame"], &p("song.mp3"));
+    add("audio_only_mp3_video_preset", p("song.mp3"), outputs(&[Preset::Mp4H264]));
+    add("audio_only_mp3", p("song.mp3"), outputs(&[Preset::Mp3, Preset::RemuxMp4]));
+
+    ffmpeg(
+        &[
+            "-f",
+            lavfi,
+            "-i",
+            &video("320x240", 2),
+            "-f",
+            lavfi,
+            "-i",
+            &tone(2, 440),
+            "-f",
+            lavfi,
+            "-i",
+            &tone(2, 880),
+            "-map",
+            "0",
+            "-map",
+            "1",
+            "-map",
+            "2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+        ],
+        &p("tracks.mkv"),
+    );
+    add("several_audio_tracks", p("tracks.mkv"), outputs(&[Preset::Mp4H264]));
+
+    ffmpeg(
+        &[
+            "-f",
+            lavfi,
+            "-i",
+            &video("320x240", 2),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p10le",
+        ],
+        &p("tenbit.mp4"),
+    );
+    add("ten_bit", p("tenbit.mp4"), outputs(&[Preset::Mp4H264, Preset::WebmVp9]));
+
+    ffmpeg(
+        &[
+            "-f",
+            lavfi,
+            "-i",
+            &video("320x240", 2),
+            "-f",
+            lavfi,
+            "-i",
+            &tone(2, 440),
+            "-c:v",
+            "mpeg4",
+            "-c:a",
+            "libmp3lame",
+        ],
+        &p("old.avi"),
+    );
+    add("avi_mpeg4_part2", p("old.avi"), outputs(&[Preset::Mp4H264, Preset::RemuxMp4]));
+
+    ffmpeg(
+        &[
+            "-f",
+            lavfi,
+            "-i",
+            &video("320x240", 2),
+            "-f",
+            lavfi,
+            "-i",
+            &tone(2, 440),
+            "-c:v",
+            "libvpx-vp9",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-c:a",
+            "libopus",
+        ],
+        &p("clip.mkv"),
+    );
+    add("mkv_vp9", p("clip.mkv"), outputs(&[Preset::Mp4H264]));
+
+    ffmpeg(
+        &[
+            "-f",
+            lavfi,
+            "-i",
+            &video("320x240", 2),
+            "-f",
+            lavfi,
+            "-i",
+            &tone(2, 440),
+            "-c:v",
+            "prores_ks",
+            "-profile:v",
+            "0",
+            "-c:a",
+            "pcm_s16le",
+        ],
+        &p("edit.mov"),
+    );
+    add("mov_prores", p("edit.mov"), outputs(&[Preset::Mp4H264_480, Preset::RemuxMp4]));
+
+    ffmpeg(
+        &[
+            "-f",
+            lavfi,
+            "-i",
+            &video("320x240", 3),
+            "-f",
+            lavfi,
+            "-i",
+            &tone(3, 440),
+            "-c:v",
+            "libvpx-vp9",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-c:a",
+            "libopus",
+        ],
+        &p("clip.webm"),
+    );
+    add(
+        "webm",
+        p("clip.webm"),
+        vec![
+            OutputRequest { start: Some(0.5), duration: Some(1.5), ..OutputRequest::new(Preset::Gif) },
+            OutputRequest { time: Some(1.0), ..OutputRequest::new(Preset::Thumbnail) },
+        ],
+    );
+
+    ffmpeg(
+        &[
+            "-f",
+            lavfi,
+            "-i",
+            &video("640x360", 2),
+            "-f",
+            lavfi,
+            "-i",
+            &tone(2, 440),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+        ],
+        &p("h264.mkv"),
+    );
+    add("mkv_h264_remux", p("h264.mkv"), outputs(&[Preset::RemuxMp4]));
+
+    ffmpeg(
+        &[
+            "-f",
+            lavfi,
+            "-i",
+            &video("1280x720", 8),
+            "-f",
+            lavfi,
+            "-i",
+            &tone(8, 440),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+        ],
+        &p("talk.mp4"),
+    );
+    add(
+        "several_outputs",
+        p("talk.mp4"),
+        vec![
+            OutputRequest::new(Preset::Mp4H264_720),
+            OutputRequest::new(Preset::Hls),
+            OutputRequest::new(Preset::Thumbnail),
+            OutputRequest::new(Preset::Storyboard),
+            OutputRequest { start: Some(2.0), duration: Some(3.0), ..OutputRequest::new(Preset::Mp4H264_480) },
+        ],
+    );
+
+    // Must fail.
+    std::fs::write(p("empty.mp4"), b"").unwrap();
+    add("zero_bytes", p("empty.mp4"), outputs(&[Preset::Mp4H264]));
+    let noise: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(p("noise.mp4"), noise).unwrap();
+    add("random_bytes", p("noise.mp4"), outputs(&[Preset::Mp4H264]));
+    // An MP4 without +faststart keeps its index at the end: cut it off.
+    ffmpeg(&["-f", lavfi, "-i", &video("320x240", 3), "-c:v", "libx264", "-preset", "ultrafast"], &p("whole.mp4"));
+    let whole = std::fs::read(p("whole.mp4")).unwrap();
+    std::fs::write(p("truncated.mp4"), &whole[..whole.len() / 2]).unwrap();
+    add("truncated", p("truncated.mp4"), outputs(&[Preset::Mp4H264]));
+    ffmpeg(
+        &["-f", lavfi, "-i", "testsrc2=size=64x64", "-frames:v", "1", "-f", "image2", "-c:v", "png"],
+        &p("picture.mp4"),
+    );
+    add("image_renamed_mp4", p("picture.mp4"), outputs(&[Preset::Mp4H264]));
+    std::fs::write(
+        p("list.m3u8"),
+        "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n",
+    )
+    .unwrap();
+    add("hls_playlist", p("list.m3u8"), outputs(&[Preset::Mp4H264]));
+    std::fs::write(p("list.ffconcat"), "ffconcat version 1.0\nfile '/etc/passwd'\n").unwrap();
+    add("concat_list", p("list.ffconcat"), outputs(&[Preset::Mp4H264]));
+    std::fs::write(p("list.txt"), "file 'a.mp4'\nfile 'b.mp4'\n").unwrap();
+    add("concat_text_without_header", p("list.txt"), outputs(&[Preset::Mp4H264]));
+    cases
+}
+
+/// Expected outcome: `Ok(())` for completed, `Err(code)` for a failure with that code.
+fn expected(name: &str) -> Result<(), &'static str> {
+    match name {
+        "audio_only_mp3_video_preset" => Err("no_video_stream"),
+        "zero_bytes" | "random_bytes" | "truncated" | "image_renamed_mp4" | "concat_text_without_header" => {
+            Err("not_media")
+        }
+        "hls_playlist" | "concat_list" => Err("unsupported_input"),
+        _ => Ok(()),
+    }
+}
+
+fn dims(probe: &Value) -> (u64, u64) {
+    let v = stream(probe, "video").expect("video stream");
+    (v["width"].as_u64().unwrap(), v["height"].as_u64().unwrap())
+}
+
+fn audio_count(probe: &Value) -> usize {
+    probe["streams"].as_array().unwrap().iter().filter(|s| s["codec_type"] == "audio").count()
+}
+
+#[tokio::test]
+async fn corpus_through_the_worker() {
+    require!(media_tools());
+    let d = Deployment::new(Kind::Local).await;
+    let dir = d.path("corpus");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = corpus(&dir);
+
+    let layout = media_worker::domain::keys::KeyLayout::new("uploads/", "outputs/").unwrap();
+    for case in &cases {
+        let file_name = case.file.file_name().unwrap().to_string_lossy().into_owned();
+        let key = format!("corpus/{}/{file_name}", case.name);
+        d.upload(&key, &case.file).await;
+        let job = JobSpec {
+            job_id: format!("corpus-{}", case.name.replace('_', "-")),
+            output_dir: layout.output_dir(&key),
+            source_key: key,
+            outputs: case.outputs.clone(),
+        };
+        job.validate().unwrap();
+        d.queues().ready.send(&JobMessage::new(job, 1).to_json(), SendOptions::default()).await.unwrap();
+    }
+    d.drain().await;
+
+    let mut report = Vec::new();
+    for case in &cases {
+        let status = d
+            .status_for_source(&format!("corpus/{}/{}", case.name, case.file.file_name().unwrap().to_string_lossy()))
+            .await;
+        let status = status.unwrap_or_else(|| panic!("{}: no status", case.name));
+        let outcome = match status.state {
+            JobState::Completed => Ok(()),
+            _ => Err(status.error.as_ref().map(|e| e.code.clone()).unwrap_or_default()),
+        };
+        report.push(format!(
+            "{}: {:?} {}",
+            case.name,
+            status.state,
+            status.error.as_ref().map(|e| e.message.as_str()).unwrap_or("")
+        ));
+        match (expected(case.name), &outcome) {
+            (Ok(()), Ok(())) => {}
+            (Err(code), Err(got)) if code == got => {
+                assert!(!status.error.as_ref().unwrap().retryable, "{}: should be permanent", case.name);
+                assert_eq!(status.attempt, 1, "{}: a permanent error was retried", case.name);
+                continue;
+            }
+            (want, _) => panic!("{}: expected {want:?}, got {:?}: {:?}", case.name, status.state, status.error),
+        }
+        let manifest = d.json(status.manifest_key.as_deref().unwrap()).await;
+        check_outputs(&d, case, &manifest).await;
+    }
+    eprintln!("corpus outcomes:\n  {}", report.join("\n  "));
+    d.assert_queues_empty(false).await;
+}
+
+async fn local_file(d: &Deployment, key: &str) -> PathBuf {
+    d.download(key).await
+}
+
+/// Per-case checks of every output, by ffprobe.
+async fn check_outputs(d: &Deployment, case: &Case, manifest: &Value) {
+    let output = |preset: &str| -> &Value {
+        manifest["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["preset"] == preset)
+            .unwrap_or_else(|| panic!("{}: no {preset}", case.name))
+    };
+    let key = |preset: &str| output(preset)["key"].as_str().unwrap().to_string();
+    let source_duration = manifest["source"]["duration_seconds"].as_f64().unwrap_or(0.0);
+    for out in manifest["outputs"].as_array().unwrap() {
+        assert!(out["size"].as_u64().unwrap() > 0, "{}: empty {}", case.name, out["preset"]);
+        for file in out["files"].as_array().unwrap() {
+            assert!(d.storage().head(file.as_str().unwrap()).await.unwrap().is_some(), "{}: missing {file}", case.name);
+        }
+    }
+    match case.name {
+        "odd_dimensions" => assert_eq!(dims(&ffprobe(&local_file(d, &key("mp4-h264")).await)), (1278, 718)),
+        "rotated_phone_video" => {
+            let probe = ffprobe(&local_file(d, &key("mp4-h264")).await);
+            assert_eq!(dims(&probe), (360, 640), "rotation was not applied");
+            assert_eq!(dims(&ffprobe(&local_file(d, &key("thumbnail")).await)), (360, 640));
+        }
+        "variable_frame_rate" | "several_audio_tracks" | "mkv_vp9" | "avi_mpeg4_part2" | "ten_bit" => {
+            let probe = ffprobe(&local_file(d, &key("mp4-h264")).await);
+            let v = stream(&probe, "video").unwrap();
+            assert_eq!(
+                (v["codec_name"].as_str(), v["pix_fmt"].as_str()),
+                (Some("h264"), Some("yuv420p")),
+                "{}",
+                case.name
+            );
+            assert!(
+                (duration(&probe) - source_duration).abs() < 0.3,
+                "{}: duration {} vs {source_duration}",
+                case.name,
+                duration(&probe)
+            );
+            if case.name == "several_audio_tracks" {
+                assert_eq!(audio_count(&probe), 1);
+            }
+            if case.name == "ten_bit" {
+                let webm = ffprobe(&local_file(d, &key("webm-vp9")).await);
+                assert_eq!(stream(&webm, "video").unwrap()["codec_name"], "vp9");
+            }
+            if case.name == "avi_mpeg4_part2" {
+                assert_eq!(output("remux-mp4")["note"], "video transcoded from mpeg4 to h264, audio copied (mp3)");
+            }
+        }
+        "no_audio" => {
+            let probe = ffprobe(&local_file(d, &key("mp4-h264")).await);
+            assert_eq!(audio_count(&probe), 0);
+            check_hls(d, output("hls"), &["240p"], false).await;
+        }
+        "audio_only_wav" | "audio_only_mp3" => {
+            let probe = ffprobe(&local_file(d, &key("mp3")).await);
+            assert_eq!(stream(&probe, "audio").unwrap()["codec_name"], "mp3");
+            assert!(stream(&probe, "video").is_none());
+            assert!((duration(&probe) - 3.0).abs() < 0.2);
+        }
+        "mov_prores" => {
+            assert_eq!(dims(&ffprobe(&local_file(d, &key("mp4-h264-480")).await)), (320, 240), "never upscaled");
+            let remux = ffprobe(&local_file(d, &key("remux-mp4")).await);
+            assert_eq!(stream(&remux, "video").unwrap()["codec_name"], "h264");
+            assert_eq!(stream(&remux, "audio").unwrap()["codec_name"], "aac");
+        }
+        "webm" => {
+            let gif = ffprobe(&local_file(d, &key("gif")).await);
+            assert_eq!(stream(&gif, "video").unwrap()["codec_name"], "gif");
+            assert!((duration(&gif) - 1.5).abs() < 0.2, "gif duration {}", duration(&gif));
+            assert_eq!(dims(&ffprobe(&local_file(d, &key("thumbnail")).await)), (320, 240));
+        }
+        "mkv_h264_remux" => {
+            assert_eq!(output("remux-mp4")["note"], "video copied (h264), audio copied (aac)");
+            let probe = ffprobe(&local_file(d, &key("remux-mp4")).await);
+            assert_eq!(dims(&probe), (640, 360));
+        }
+        "several_outputs" => {
+            assert_eq!(dims(&ffprobe(&local_file(d, &key("mp4-h264-720")).await)), (1280, 720));
+            let short = ffprobe(&local_file(d, &key("mp4-h264-480")).await);
+            assert_eq!(dims(&short), (854, 480));
+            assert!((duration(&short) - 3.0).abs() < 0.2, "trimmed duration {}", duration(&short));
+            assert_eq!(dims(&ffprobe(&local_file(d, &key("thumbnail")).await)), (1280, 720));
+            check_hls(d, output("hls"), &["720p", "480p", "360p"], true).await;
+            let vtt = String::from_utf8(d.storage().get_bytes(&key("storyboard")).await.unwrap().unwrap()).unwrap();
+            assert!(
+                vtt.starts_with("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\nstoryboard.jpg#xywh=0,0,160,90"),
+                "{vtt}"
+            );
+            let sprite = key("storyboard").replace(".vtt", ".jpg");
+            assert_eq!(dims(&ffprobe(&local_file(d, &sprite).await)), (1280, 90));
+        }
+        other => panic!("no checks for {other}"),
+    }
+}
+
+/// Downloads an HLS output's files and reads the master playlist with ffprobe, as a player would.
+async fn check_hls(d: &Deployment, output: &Value, rungs: &[&str], audio: bool) {
+    let master_key = output["key"].as_str().unwrap();
+    let base = master_key.trim_end_matches("master.m3u8");
+    let local = d.path(&format!("hls-{}", uuid::Uuid::new_v4().simple()));
+    for file in output["files"].as_array().unwrap() {
+        let key = file.as_str().unwrap();
+        let path = local.join(key.strip_prefix(base).unwrap());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        d.storage().get_to_file(key, &path).await.unwrap();
+    }
+    let master = std::fs::read_to_string(local.join("master.m3u8")).unwrap();
+    for rung in rungs {
+        assert!(master.contains(&format!("{rung}/index.m3u8")), "{master}");
+    }
+    assert_eq!(master.matches("#EXT-X-STREAM-INF").count(), rungs.len());
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-protocol_whitelist", "file", "-print_format", "json", "-show_streams", "-show_format"])
+        .arg(local.join("master.m3u8"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let probe: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let videos = probe["streams"].as_array().unwrap().iter().filter(|s| s["codec_type"] == "video").count();
+    assert!(videos >= rungs.len(), "{probe}");
+    assert_eq!(audio_count(&probe) > 0, audio);
+}
