@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::domain::keys::KeyLayout;
-use crate::domain::preset::Preset;
+use crate::domain::preset::{Preset, install_custom_presets, parse_presets_file};
 
 /// One documented environment variable.
 pub struct Variable {
@@ -66,6 +66,11 @@ pub const VARIABLES: &[Variable] = &[
         name: "MEDIA_DEFAULT_PRESETS",
         default: "mp4-h264",
         help: "comma-separated presets applied to uploads that arrive as plain S3 events",
+    },
+    Variable {
+        name: "MEDIA_PRESETS_FILE",
+        default: "",
+        help: "TOML file of operator presets ([[preset]] name, file, args, options), validated at start-up",
     },
     Variable {
         name: "MEDIA_CONCURRENCY",
@@ -266,6 +271,15 @@ impl Config {
         let layout = KeyLayout::new(&upload_prefix, &output_prefix)
             .map_err(|e| ConfigError::new("MEDIA_UPLOAD_PREFIX / MEDIA_OUTPUT_PREFIX", e))?;
 
+        // Operator presets are installed before any preset name is parsed, so defaults (and
+        // messages) may name them.
+        if let Some(path) = env.get("MEDIA_PRESETS_FILE") {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError::new("MEDIA_PRESETS_FILE", format!("cannot read `{path}`: {e}")))?;
+            let presets = parse_presets_file(&text)
+                .map_err(|e| ConfigError::new("MEDIA_PRESETS_FILE", format!("`{path}`: {e}")))?;
+            install_custom_presets(presets).map_err(|e| ConfigError::new("MEDIA_PRESETS_FILE", e))?;
+        }
         let default_presets = env.parse_with("MEDIA_DEFAULT_PRESETS", |raw| {
             let presets = raw
                 .split(',')

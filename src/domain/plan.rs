@@ -188,6 +188,16 @@ pub fn plan(outputs: &[OutputRequest], media: &MediaInfo, input: &Path, out_dir:
                 block.extend(remux);
                 planned.note = Some(note);
             }
+            Preset::Custom(_) => {
+                let Some(custom) = preset.custom() else {
+                    return Err(PlanError::Option(format!("preset `{preset}` is not installed")));
+                };
+                block.extend(trim(output));
+                let scale = fit(output.max_height);
+                block.extend(
+                    custom.args.iter().map(|a| OsString::from(if a == "{scale}" { scale.as_str() } else { a })),
+                );
+            }
         }
         blocks.push(finish_block(block, path(&main)));
         plan.outputs.push(planned);

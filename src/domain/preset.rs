@@ -9,38 +9,30 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Preset {
     /// H.264 High (yuv420p) + AAC in MP4, index up front, at the source's size.
-    #[serde(rename = "mp4-h264")]
     Mp4H264,
     /// The same, fitted to 1080 lines (the short side), never upscaled.
-    #[serde(rename = "mp4-h264-1080")]
     Mp4H264_1080,
-    #[serde(rename = "mp4-h264-720")]
     Mp4H264_720,
-    #[serde(rename = "mp4-h264-480")]
     Mp4H264_480,
     /// An adaptive HLS ladder (1080/720/480/360, rungs at or below the source) from one decode.
-    #[serde(rename = "hls")]
     Hls,
     /// A JPEG poster frame.
-    #[serde(rename = "thumbnail")]
     Thumbnail,
     /// A sprite sheet of thumbnails plus WebVTT cues, for scrubbing previews in players.
-    #[serde(rename = "storyboard")]
     Storyboard,
     /// A short animated GIF with a generated palette.
-    #[serde(rename = "gif")]
     Gif,
     /// The first audio track as 192 kb/s MP3.
-    #[serde(rename = "mp3")]
     Mp3,
     /// Stream copy into MP4 when the codecs allow; incompatible streams are transcoded.
-    #[serde(rename = "remux-mp4")]
     RemuxMp4,
     /// VP9 + Opus in WebM.
-    #[serde(rename = "webm-vp9")]
     WebmVp9,
+    /// An operator's preset from `MEDIA_PRESETS_FILE`, by its index in the installed list.
+    Custom(u16),
 }
 
 /// A preset name that the catalogue does not have.
@@ -91,6 +83,21 @@ impl Preset {
             Preset::Mp3 => "mp3",
             Preset::RemuxMp4 => "remux-mp4",
             Preset::WebmVp9 => "webm-vp9",
+            Preset::Custom(i) => custom_presets().get(usize::from(i)).map_or("unknown", |c| c.name.as_str()),
+        }
+    }
+
+    /// Every preset: the built-in catalogue, then the operator's.
+    pub fn all() -> Vec<Preset> {
+        let custom = (0..custom_presets().len()).filter_map(|i| u16::try_from(i).ok()).map(Preset::Custom);
+        Preset::ALL.iter().copied().chain(custom).collect()
+    }
+
+    /// The operator's definition, for custom presets.
+    pub fn custom(self) -> Option<&'static CustomPreset> {
+        match self {
+            Preset::Custom(i) => custom_presets().get(usize::from(i)),
+            _ => None,
         }
     }
 
@@ -108,6 +115,7 @@ impl Preset {
             Preset::Mp3 => "audio.mp3",
             Preset::RemuxMp4 => "remux.mp4",
             Preset::WebmVp9 => "webm-vp9.webm",
+            Preset::Custom(i) => custom_presets().get(usize::from(i)).map_or("unknown", |c| c.file.as_str()),
         }
     }
 
@@ -117,12 +125,18 @@ impl Preset {
 
     /// Whether a source without a video stream must be refused for this preset.
     pub fn needs_video(self) -> bool {
-        !matches!(self, Preset::Mp3 | Preset::RemuxMp4)
+        match self.custom() {
+            Some(c) => c.needs_video,
+            None => !matches!(self, Preset::Mp3 | Preset::RemuxMp4 | Preset::Custom(_)),
+        }
     }
 
     /// Whether a source without an audio stream must be refused for this preset.
     pub fn needs_audio(self) -> bool {
-        matches!(self, Preset::Mp3)
+        match self.custom() {
+            Some(c) => c.needs_audio,
+            None => matches!(self, Preset::Mp3),
+        }
     }
 
     pub fn accepted_options(self) -> AcceptedOptions {
@@ -134,6 +148,12 @@ impl Preset {
             Preset::Thumbnail => AcceptedOptions { time: true, ..NONE },
             Preset::Gif | Preset::Mp3 => AcceptedOptions { start: true, duration: true, ..NONE },
             Preset::Storyboard | Preset::RemuxMp4 => NONE,
+            Preset::Custom(_) => self.custom().map_or(NONE, |c| AcceptedOptions {
+                start: c.options.iter().any(|o| o == "start"),
+                duration: c.options.iter().any(|o| o == "duration"),
+                max_height: c.options.iter().any(|o| o == "max_height"),
+                time: false,
+            }),
         }
     }
 }
@@ -164,11 +184,156 @@ impl FromStr for Preset {
     type Err = UnknownPreset;
 
     fn from_str(name: &str) -> Result<Self, Self::Err> {
-        Preset::ALL.iter().copied().find(|p| p.name() == name).ok_or_else(|| UnknownPreset {
+        let all = Preset::all();
+        all.iter().copied().find(|p| p.name() == name).ok_or_else(|| UnknownPreset {
             name: name.chars().take(64).collect(),
-            known: Preset::ALL.iter().map(|p| p.name()).collect::<Vec<_>>().join(", "),
+            known: all.iter().map(|p| p.name()).collect::<Vec<_>>().join(", "),
         })
     }
+}
+
+impl TryFrom<String> for Preset {
+    type Error = UnknownPreset;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        name.parse()
+    }
+}
+
+impl From<Preset> for String {
+    fn from(preset: Preset) -> String {
+        preset.name().to_string()
+    }
+}
+
+/// An operator's preset, from the TOML file named by `MEDIA_PRESETS_FILE`:
+///
+/// ```toml
+/// [[preset]]
+/// name = "mp4-hevc"
+/// file = "hevc.mp4"                      # output file name; its extension sets the content type
+/// needs_video = true                     # default true
+/// needs_audio = false                    # default false
+/// options = ["start", "duration", "max_height"]
+/// args = ["-map", "0:v:0", "-map", "0:a:0?", "-vf", "{scale}", "-c:v", "libx265", "-crf", "28",
+///         "-tag:v", "hvc1", "-c:a", "aac", "-f", "mp4"]
+/// ```
+///
+/// `args` is one output block: the input and the output path are the worker's. The one
+/// placeholder, `{scale}`, is a whole argument that becomes a scale filter fitting the output's
+/// `max_height` (or just making dimensions even). `start`/`duration` become `-ss`/`-t`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomPreset {
+    pub name: String,
+    pub file: String,
+    #[serde(default = "yes")]
+    pub needs_video: bool,
+    #[serde(default)]
+    pub needs_audio: bool,
+    #[serde(default)]
+    pub options: Vec<String>,
+    pub args: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresetsFile {
+    #[serde(default)]
+    preset: Vec<CustomPreset>,
+}
+
+/// Options that name inputs, protocols or global behaviour: never in an operator's block.
+const FORBIDDEN_ARGS: &[&str] = &[
+    "-i",
+    "-y",
+    "-n",
+    "-protocol_whitelist",
+    "-filter_complex",
+    "-lavfi",
+    "-filter_complex_script",
+    "-attach",
+    "-dump_attachment",
+];
+/// Filters and options that read files by name.
+const FILE_READERS: &[&str] = &["movie", "textfile", "fontfile", "sendcmd", "zmq", "file=", "=/", "='/"];
+const PROTOCOLS: &[&str] = &[
+    "file:", "pipe:", "fd:", "http:", "https:", "tcp:", "udp:", "rtp:", "rtmp:", "concat:", "subfile:", "data:",
+    "crypto:", "ftp:", "unix:", "tls:", "srt:",
+];
+
+/// Parses and validates an operator's presets file.
+pub fn parse_presets_file(text: &str) -> Result<Vec<CustomPreset>, String> {
+    let file: PresetsFile = toml::from_str(text).map_err(|e| e.to_string())?;
+    let mut names: Vec<&str> = Preset::ALL.iter().map(|p| p.name()).collect();
+    let mut files: Vec<&str> = Preset::ALL.iter().map(|p| p.file_name()).collect();
+    files.push("manifest.json");
+    for preset in &file.preset {
+        let name = preset.name.as_str();
+        let valid_name = (1..=40).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid_name {
+            return Err(format!("preset name `{name}`: use 1 to 40 of a-z, 0-9 and -"));
+        }
+        if names.contains(&name) {
+            return Err(format!("preset name `{name}` is already taken"));
+        }
+        names.push(name);
+        let f = preset.file.as_str();
+        let valid_file = (1..=64).contains(&f.len())
+            && f.contains('.')
+            && !f.starts_with('.')
+            && f.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !valid_file || files.contains(&f) {
+            return Err(format!("preset `{name}`: file `{f}` must be a new plain file name with an extension"));
+        }
+        files.push(f);
+        if let Some(bad) = preset.options.iter().find(|o| !matches!(o.as_str(), "start" | "duration" | "max_height")) {
+            return Err(format!("preset `{name}`: unknown option `{bad}` (start, duration, max_height)"));
+        }
+        if preset.args.is_empty() {
+            return Err(format!("preset `{name}`: args is empty"));
+        }
+        for arg in &preset.args {
+            let refused = FORBIDDEN_ARGS.contains(&arg.as_str())
+                || PROTOCOLS.iter().any(|p| arg.to_ascii_lowercase().starts_with(p))
+                || arg.contains("://")
+                || FILE_READERS.iter().any(|r| arg.contains(r))
+                || arg.starts_with('/')
+                || arg.starts_with('~')
+                || arg.contains("..")
+                || arg.contains('%')
+                || (arg.contains('{') && arg != "{scale}");
+            if refused {
+                return Err(format!(
+                    "preset `{name}`: argument `{arg}` is not allowed (inputs, paths, protocols, patterns and unknown placeholders are the worker's)"
+                ));
+            }
+        }
+    }
+    Ok(file.preset)
+}
+
+static CUSTOM_PRESETS: std::sync::OnceLock<Vec<CustomPreset>> = std::sync::OnceLock::new();
+
+fn custom_presets() -> &'static [CustomPreset] {
+    CUSTOM_PRESETS.get().map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// Makes the operator's presets known to this process, once, at start-up.
+pub fn install_custom_presets(presets: Vec<CustomPreset>) -> Result<(), String> {
+    if presets.is_empty() && CUSTOM_PRESETS.get().is_none() {
+        return Ok(());
+    }
+    if presets.len() > usize::from(u16::MAX) {
+        return Err("too many presets".into());
+    }
+    let installed = CUSTOM_PRESETS.get_or_init(|| presets.clone());
+    if *installed == presets { Ok(()) } else { Err("a different set of custom presets is already installed".into()) }
 }
 
 #[cfg(test)]
@@ -184,6 +349,43 @@ mod tests {
         }
         let err = "mp4; rm -rf /".parse::<Preset>().unwrap_err();
         assert!(err.to_string().contains("mp4-h264"));
+    }
+
+    #[test]
+    fn presets_files_are_validated() {
+        let good = r#"
+            [[preset]]
+            name = "mp4-hevc"
+            file = "hevc.mp4"
+            options = ["start", "max_height"]
+            args = ["-map", "0:v:0", "-vf", "{scale}", "-c:v", "libx265", "-crf", "28", "-tag:v", "hvc1", "-f", "mp4"]
+        "#;
+        let presets = parse_presets_file(good).unwrap();
+        assert_eq!(presets[0].name, "mp4-hevc");
+        assert!(presets[0].needs_video && !presets[0].needs_audio);
+        let bad_cases = [
+            ("mp4-h264", "x.mp4", r#"["-c:v", "libx264"]"#),
+            ("Bad Name", "x.mp4", r#"["-c:v", "libx264"]"#),
+            ("ok", "../x.mp4", r#"["-c:v", "libx264"]"#),
+            ("ok", "manifest.json", r#"["-c:v", "libx264"]"#),
+            ("ok", "x.mp4", r#"["-i", "/etc/passwd"]"#),
+            ("ok", "x.mp4", r#"["-vf", "movie=/etc/passwd"]"#),
+            ("ok", "x.mp4", r#"["http://example.com/x"]"#),
+            ("ok", "x.mp4", r#"["-f", "image2", "out%03d.png"]"#),
+            ("ok", "x.mp4", r#"["-vf", "{input}"]"#),
+            ("ok", "x.mp4", r#"["-filter_complex", "x"]"#),
+            ("ok", "x.mp4", "[]"),
+        ];
+        for (name, file, args) in bad_cases {
+            let text = format!("[[preset]]\nname = \"{name}\"\nfile = \"{file}\"\nargs = {args}\n");
+            assert!(parse_presets_file(&text).is_err(), "{text}");
+        }
+        assert!(
+            parse_presets_file(
+                "[[preset]]\nname = \"x\"\nfile = \"x.mp4\"\nargs = [\"-c:v\", \"copy\"]\nshell = \"rm\"\n"
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -248,7 +248,7 @@ mod tests {
         let cases = [
             ("not json", "BadJson"),
             (r#"{"streams":[],"format":{"format_name":"tty"}}"#, "NoStreams"),
-            (r#"{"format":{"format_name":"image2"},"streams":[{"codec_type":"data"}]}"#, "StillImage"),
+            (r#"{"format":{"format_name":"image2"},"streams":[{"codec_type":"data"}]}"#, "NoStreams"),
             (
                 r#"{"streams":[{"codec_type":"video","width":1,"height":1}],"format":{"format_name":"hls"}}"#,
                 "ReferenceFormat",

@@ -548,3 +548,65 @@ async fn check_hls(d: &Deployment, output: &Value, rungs: &[&str], audio: bool) 
     assert!(videos >= rungs.len(), "{probe}");
     assert_eq!(audio_count(&probe) > 0, audio);
 }
+
+/// An operator's preset from `MEDIA_PRESETS_FILE` runs like a built-in one, with its options.
+#[tokio::test]
+async fn operator_presets_from_a_file() {
+    require!(media_tools());
+    let d = Deployment::new(Kind::Local).await;
+    let presets = d.path("presets.toml");
+    std::fs::write(
+        &presets,
+        r#"
+[[preset]]
+name = "mp4-baseline"
+file = "baseline.mp4"
+options = ["max_height", "duration"]
+args = ["-map", "0:v:0", "-map", "0:a:0?", "-vf", "{scale}", "-c:v", "libx264", "-profile:v", "baseline",
+        "-pix_fmt", "yuv420p", "-c:a", "aac", "-movflags", "+faststart", "-f", "mp4"]
+"#,
+    )
+    .unwrap();
+    let source = d.path("wide.mp4");
+    ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            &video("640x360", 3),
+            "-f",
+            "lavfi",
+            "-i",
+            &tone(3, 440),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+        ],
+        &source,
+    );
+    d.upload("corpus/custom/wide.mp4", &source).await;
+    let message = serde_json::json!({"version": 1, "job": {
+        "job_id": "custom-preset", "source_key": "corpus/custom/wide.mp4", "output_dir": "outputs/corpus/custom/wide/",
+        "outputs": [{"preset": "mp4-baseline", "max_height": 240, "duration": 2}]}});
+    d.queues().ready.send(&message.to_string(), SendOptions::default()).await.unwrap();
+    let presets_file = presets.display().to_string();
+    d.drain_with(&[("MEDIA_PRESETS_FILE", presets_file.as_str())]).await;
+
+    // This test process does not know the operator's preset, so it reads the status as JSON.
+    let status = d.json("jobs/custom-preset.json").await;
+    assert_eq!(status["state"], "completed", "{status}");
+    let probe = ffprobe(&d.download("outputs/corpus/custom/wide/baseline.mp4").await);
+    assert_eq!(dims(&probe), (426, 240));
+    assert_eq!(stream(&probe, "video").unwrap()["profile"], "Constrained Baseline");
+    assert!((duration(&probe) - 2.0).abs() < 0.2);
+
+    // A malformed file stops start-up with one line naming the variable.
+    std::fs::write(&presets, "[[preset]]\nname = \"x\"\nfile = \"x.mp4\"\nargs = [\"-i\", \"/etc/passwd\"]\n").unwrap();
+    let out = d.command(&["run", "--drain"]).env("MEDIA_PRESETS_FILE", &presets_file).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("MEDIA_PRESETS_FILE") && stderr.contains("`-i` is not allowed"), "{stderr}");
+}
