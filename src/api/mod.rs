@@ -86,8 +86,14 @@ impl Deref for ApiState {
 impl ApiState {
     /// `bound` is the address actually listened on, the default base of the URLs handed out.
     pub fn new(config: Config, api: ApiConfig, backend: Backend, bound: SocketAddr) -> anyhow::Result<Self> {
-        let signer = UrlSigner::load_or_create(api.signing_key.clone(), &config.data_dir)
-            .context("loading the key that signs the API's URLs")?;
+        let signer = match (config.backend, api.signing_key.clone()) {
+            (BackendKind::Local, configured) => UrlSigner::load_or_create(configured, &config.data_dir)
+                .context("loading the key that signs the API's URLs")?,
+            // S3 signs its own URLs; this key signs nothing, so it need not be shared.
+            (BackendKind::Aws, configured) => UrlSigner::new(configured.unwrap_or_else(|| {
+                format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()).into_bytes()
+            })),
+        };
         let public_url = api.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
         Ok(ApiState(Arc::new(Shared {
             auth: Auth::new(api.token_digests.clone()),
@@ -115,7 +121,7 @@ impl ApiState {
 
 /// Requests that carry their own permission (a signed URL) or none at all.
 fn is_public(method: &Method, path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/openapi.json") && method == Method::GET || signs_itself(method, path)
+    (matches!(path, "/healthz" | "/readyz" | "/openapi.json") && method == Method::GET) || signs_itself(method, path)
 }
 
 /// The local backend's upload and download URLs: a signature in the query, or (downloads) a token.
