@@ -140,3 +140,15 @@ pub struct Health {
     /// Always `ok`.
     pub status: String,
 }
+
+/// One Server-Sent Event of `GET /v1/jobs/{id}/events` (keep-alive comments aside).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobEvent {
+    /// `status`; or `gone`, once, if the job's status disappeared.
+    pub event: String,
+    /// Counts the `status` events of the stream: 1, 2, ...
+    pub id: Option<String>,
+    /// For `status`: the job as `GET /v1/jobs/{id}` returns it, as JSON.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}

@@ -21,7 +21,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::{key_under, status_path};
 use crate::api::auth::{Caller, Signed, unix_now};
 use crate::api::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorResponse, clip};
-use crate::api::model::{CreateJobRequest, DeleteOutcome, Download, JobView};
+use crate::api::model::{CreateJobRequest, DeleteOutcome, Download, JobEvent, JobView};
 use crate::api::{ApiState, EVENTS_POLL};
 use crate::domain::job::{JobMessage, JobSpec, new_job_id};
 use crate::domain::keys::{manifest_key, validate_job_id, validate_prefix};
@@ -255,7 +255,7 @@ fn signed_download_url(state: &ApiState, key: &str, expiry: Duration) -> ApiResu
 #[utoipa::path(get, operation_id = "job_events", path = "/v1/jobs/{id}/events", tag = "jobs",
     params(("id" = String, Path, description = "Job id", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")),
     responses(
-        (status = 200, description = "A stream of `status` events, each carrying a JobView as JSON", content_type = "text/event-stream", body = String),
+        (status = 200, description = "A stream of `status` events, each carrying a JobView as JSON", content_type = "text/event-stream", body = JobEvent),
         (status = 400, description = "Not a job id", body = ErrorResponse),
         (status = 401, description = "Missing or wrong token", body = ErrorResponse),
         (status = 404, description = "No such job", body = ErrorResponse),
