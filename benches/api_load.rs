@@ -2,6 +2,7 @@
 //! is served in-process on 127.0.0.1 and driven over HTTP with keep-alive connections.
 //!
 //!   cargo bench --bench api_load                      # 2,000 requests, 16 at a time
+//!   cargo bench --profile dev --bench api_load        # without a release build of everything
 //!   BENCH_REQUESTS=10000 BENCH_CONCURRENCY=64 cargo bench --bench api_load
 //!
 //! Each request HEADs the source, writes the job's status (a synced file) and sends the job
