@@ -4,6 +4,7 @@
 //! `.env.example` mirrors, so the three cannot drift apart. Parsing is a pure function of a lookup
 //! closure, so tests feed it a map instead of mutating the process environment.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -157,6 +158,11 @@ pub const VARIABLES: &[Variable] = &[
         default: "text",
         help: "`text` or `json`; the level comes from RUST_LOG (default info)",
     },
+    Variable {
+        name: "MEDIA_METRICS_ADDR",
+        default: "",
+        help: "worker: address (e.g. 0.0.0.0:9090) serving /healthz, /readyz and Prometheus /metrics; off when unset",
+    },
 ];
 
 /// A setting that is missing or malformed; the message names the variable.
@@ -221,6 +227,8 @@ pub struct Config {
     pub work_dir: PathBuf,
     pub worker_id: String,
     pub json_logs: bool,
+    /// Where the worker serves health and metrics, when set.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Config {
@@ -343,6 +351,10 @@ impl Config {
             "json" => Ok(true),
             other => Err(format!("expected `text` or `json`, got `{other}`")),
         })?;
+        let metrics_addr = match env.get("MEDIA_METRICS_ADDR") {
+            None => None,
+            Some(raw) => Some(parse_socket_addr(&raw).map_err(|m| ConfigError::new("MEDIA_METRICS_ADDR", m))?),
+        };
 
         Ok(Config {
             backend,
@@ -365,6 +377,7 @@ impl Config {
             work_dir,
             worker_id,
             json_logs,
+            metrics_addr,
         })
     }
 }
@@ -438,6 +451,11 @@ pub fn parse_size(raw: &str) -> Result<u64, String> {
     number.checked_mul(multiplier).ok_or_else(|| format!("`{raw}` is too large"))
 }
 
+/// An `ip:port` to listen on (`0.0.0.0:9090`, `127.0.0.1:0`, `[::]:9090`).
+pub fn parse_socket_addr(raw: &str) -> Result<SocketAddr, String> {
+    raw.parse().map_err(|_| format!("expected an address such as 0.0.0.0:9090, got `{raw}`"))
+}
+
 /// Checks the shape of a cron expression with a seconds field; the scheduler parses it for real.
 fn parse_cron(raw: &str) -> Result<String, String> {
     let fields = raw.split_whitespace().count();
@@ -476,6 +494,9 @@ mod tests {
         assert_eq!(cfg.default_presets, vec![Preset::Mp4H264]);
         assert_eq!(cfg.job_timeout, Duration::from_secs(7200));
         assert!(cfg.concurrency >= 1);
+        assert_eq!(cfg.metrics_addr, None);
+        let cfg = config(&[("MEDIA_METRICS_ADDR", "127.0.0.1:9090")]).unwrap();
+        assert_eq!(cfg.metrics_addr, Some("127.0.0.1:9090".parse().unwrap()));
     }
 
     #[test]
@@ -509,6 +530,7 @@ mod tests {
             ("MEDIA_MAX_DURATION", "forever"),
             ("MEDIA_MAX_PIXELS", "8k"),
             ("MEDIA_WORK_DIR", "/tmp/100%"),
+            ("MEDIA_METRICS_ADDR", "localhost"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).unwrap_err();

@@ -11,10 +11,14 @@
 //! - [`worker`]: the poll loop, job execution, heartbeat, reaper and graceful shutdown.
 //! - [`cli`] and [`telemetry`]: the command line, logging and signals; `src/main.rs` only
 //!   calls [`cli::main`].
+//! - [`api`]: the HTTP API (`media-api`, `src/bin/media-api.rs`), stateless, on either backend.
+//! - [`health`]: the readiness check the API and the worker's metrics endpoint share.
+pub mod api;
 pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod health;
 pub mod media;
 pub mod queue;
 pub mod storage;

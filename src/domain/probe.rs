@@ -7,7 +7,7 @@ use serde_json::Value;
 /// A source that probes as one of these is refused before any transcoding.
 const REFERENCE_FORMATS: &[&str] = &["hls", "applehttp", "concat", "ffconcat", "dash", "webm_dash_manifest", "tee"];
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VideoStream {
     pub codec: String,
     pub width: u32,
@@ -21,7 +21,7 @@ pub struct VideoStream {
     pub rotation: i32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AudioStream {
     pub codec: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -31,7 +31,7 @@ pub struct AudioStream {
 }
 
 /// A media file's shape: recorded in the manifest for sources and outputs alike.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MediaInfo {
     pub format: String,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,4 +1,7 @@
 //! The documents the worker writes next to the media: job status and the manifest.
+//!
+//! They derive `utoipa::ToSchema` because the API returns them as they are stored; the
+//! schemas in `/openapi.json` then follow these definitions.
 
 use std::time::Duration;
 
@@ -9,7 +12,7 @@ use crate::domain::job::JobSpec;
 use crate::domain::preset::Preset;
 use crate::domain::probe::MediaInfo;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Published, waiting for a worker.
@@ -28,7 +31,7 @@ impl JobState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     Queued,
@@ -41,14 +44,14 @@ pub enum Stage {
 }
 
 /// A failure as users see it: a stable code, a sentence, and whether it was retried.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorInfo {
     pub code: String,
     pub message: String,
     pub retryable: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TimelineEntry {
     pub at: DateTime<Utc>,
     pub state: JobState,
@@ -150,7 +153,7 @@ impl JobStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SourceRecord {
     pub key: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -160,12 +163,13 @@ pub struct SourceRecord {
     pub media: MediaInfo,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OutputRecord {
     pub preset: Preset,
     /// The file to open: the MP4, the master playlist, the WebVTT cues, ...
     pub key: String,
     /// Every file of this output, `key` included (HLS segments, the storyboard's sprite).
+    #[serde(default)]
     pub files: Vec<String>,
     /// Bytes of all its files.
     pub size: u64,
@@ -181,7 +185,7 @@ pub struct OutputRecord {
     pub media: MediaInfo,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Timings {
     pub download_ms: u64,
     pub probe_ms: u64,
@@ -191,7 +195,7 @@ pub struct Timings {
 }
 
 /// `<output_dir>/manifest.json`, written last: its presence means the job completed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Manifest {
     pub version: u32,
     pub job_id: String,

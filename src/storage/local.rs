@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 
-use super::{ObjectInfo, Storage, StorageError, StorageResult};
+use super::{ObjectInfo, PresignedRequest, Storage, StorageError, StorageResult};
 use crate::domain::keys::{KeyError, validate_key, validate_prefix};
 use crate::queue::{Queue, SendOptions};
 
@@ -403,6 +403,17 @@ impl Storage for LocalStorage {
         let path = self.object_path(key)?;
         let (root, key) = (self.root.clone(), key.to_string());
         blocking(move || delete_object(&root, &path).map_err(|e| io_error("delete", &key, e))).await
+    }
+
+    /// Files on disk have no URLs of their own: the API serves uploads and downloads itself.
+    async fn presign_put(&self, key: &str, _: &str, _: Duration) -> StorageResult<Option<PresignedRequest>> {
+        checked(key)?;
+        Ok(None)
+    }
+
+    async fn presign_get(&self, key: &str, _: Duration) -> StorageResult<Option<String>> {
+        checked(key)?;
+        Ok(None)
     }
 }
 

@@ -4,6 +4,7 @@
 //! media file in memory. Small JSON documents (status, manifests) use the byte helpers.
 
 use std::path::Path;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -39,6 +40,15 @@ impl StorageError {
 
 pub type StorageResult<T> = Result<T, StorageError>;
 
+/// A request anyone holding it can make, without credentials, until it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresignedRequest {
+    pub method: String,
+    pub url: String,
+    /// Headers the client must send exactly as given: they are part of the signature.
+    pub headers: Vec<(String, String)>,
+}
+
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     /// Streams a local file into the store.
@@ -60,4 +70,16 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Deletes an object; deleting a missing object succeeds.
     async fn delete(&self, key: &str) -> StorageResult<()>;
+
+    /// A URL a client can PUT one object to directly, with `content_type` bound into the
+    /// signature; `None` when the store has no such URLs (the API then serves the upload).
+    async fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        expires: Duration,
+    ) -> StorageResult<Option<PresignedRequest>>;
+
+    /// A URL a client can download an object from directly; `None` as for [`Self::presign_put`].
+    async fn presign_get(&self, key: &str, expires: Duration) -> StorageResult<Option<String>>;
 }

@@ -1,16 +1,18 @@
 //! [`Storage`] on Amazon S3 (or any S3-compatible store).
 
 use std::path::Path;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_smithy_types::byte_stream::Length;
 use tokio::io::AsyncWriteExt;
 
-use super::{ObjectInfo, Storage, StorageError, StorageResult};
+use super::{ObjectInfo, PresignedRequest, Storage, StorageError, StorageResult};
 use crate::domain::keys::validate_key;
 
 /// S3 allows at most this many parts per upload.
@@ -115,6 +117,11 @@ fn unquote(etag: String) -> String {
 
 fn checked(key: &str) -> StorageResult<()> {
     validate_key(key).map_err(|reason| StorageError::InvalidKey { key: key.to_string(), reason })
+}
+
+/// SigV4 presigned URLs live at most a week.
+fn presigning(expires: Duration) -> StorageResult<PresigningConfig> {
+    PresigningConfig::expires_in(expires).map_err(|e| StorageError::other(anyhow::anyhow!("presigning: {e}")))
 }
 
 fn sdk_error<E>(action: &str, key: &str, err: E) -> StorageError
@@ -228,5 +235,43 @@ impl Storage for S3Storage {
             .await
             .map_err(|e| sdk_error("delete", key, e))?;
         Ok(())
+    }
+
+    async fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        expires: Duration,
+    ) -> StorageResult<Option<PresignedRequest>> {
+        checked(key)?;
+        let presigned = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .presigned(presigning(expires)?)
+            .await
+            .map_err(|e| sdk_error("presign put", key, e))?;
+        let mut headers: Vec<(String, String)> =
+            presigned.headers().map(|(name, value)| (name.to_string(), value.to_string())).collect();
+        // The content type is signed: S3 refuses the PUT unless the client sends the same one.
+        if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
+            headers.push(("content-type".to_string(), content_type.to_string()));
+        }
+        Ok(Some(PresignedRequest { method: presigned.method().to_string(), url: presigned.uri().to_string(), headers }))
+    }
+
+    async fn presign_get(&self, key: &str, expires: Duration) -> StorageResult<Option<String>> {
+        checked(key)?;
+        let presigned = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(presigning(expires)?)
+            .await
+            .map_err(|e| sdk_error("presign get", key, e))?;
+        Ok(Some(presigned.uri().to_string()))
     }
 }

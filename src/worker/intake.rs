@@ -98,10 +98,13 @@ async fn try_handle(inner: &Arc<Inner>, message: Received, permit: OwnedSemaphor
     };
     let running = inner.mark_running(&job.job.job_id, job.attempt);
     let job_inner = inner.clone();
+    inner.counters.started.fetch_add(1, Ordering::Relaxed);
+    let protected = inner.protection.job_started();
     inner.jobs.spawn(async move {
         // Held until the job ends, whatever way it ends.
         let _permit = permit;
         let _running = running;
+        let _protected = protected;
         super::execute::run(job_inner, job, tracker).await;
     });
     Ok(())

@@ -2,11 +2,15 @@
 //! ledger, runs it under a semaphore permit, and sweeps the ledger for jobs of dead workers.
 //!
 //! The steps are public ([`Worker::poll_once`], [`Worker::reap_once`]) so tests can drive the
-//! worker one step at a time; [`Worker::run`] puts them on schedules and handles shutdown.
+//! worker one step at a time; [`Worker::run`] puts them on schedules and handles shutdown, and
+//! serves health and metrics ([`metrics`]) and ECS scale-in protection ([`protection`]) while
+//! it runs.
 
 mod error;
 mod execute;
 mod intake;
+mod metrics;
+pub mod protection;
 mod reaper;
 pub mod status;
 
@@ -22,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use error::JobError;
+pub use protection::TaskProtection;
 pub use reaper::ReapOutcome;
 
 use crate::config::Config;
@@ -45,6 +50,7 @@ pub enum RunMode {
 /// Counters of what this worker did, for logs and the drain summary.
 #[derive(Debug, Default)]
 pub struct Counters {
+    pub started: AtomicU64,
     pub completed: AtomicU64,
     pub failed: AtomicU64,
     pub retried: AtomicU64,
@@ -81,6 +87,8 @@ pub(crate) struct Inner {
     polling: tokio::sync::Mutex<()>,
     reaping: tokio::sync::Mutex<()>,
     counters: Counters,
+    /// ECS scale-in protection while jobs run (a no-op outside ECS).
+    protection: TaskProtection,
 }
 
 #[derive(Clone)]
@@ -91,6 +99,7 @@ pub struct Worker {
 impl Worker {
     pub fn new(config: Config, storage: Arc<dyn Storage>, queues: Queues) -> Self {
         let permits = Arc::new(Semaphore::new(config.concurrency));
+        let protection = TaskProtection::from_env(config.job_timeout);
         Worker {
             inner: Arc::new(Inner {
                 config,
@@ -104,6 +113,7 @@ impl Worker {
                 polling: tokio::sync::Mutex::new(()),
                 reaping: tokio::sync::Mutex::new(()),
                 counters: Counters::default(),
+                protection,
             }),
         }
     }
@@ -181,6 +191,23 @@ impl Worker {
     /// Runs the schedules until `shutdown` resolves (or, in drain mode, until idle), then stops
     /// receiving, lets running jobs finish within the grace period, and requeues the rest.
     pub async fn run(&self, mode: RunMode, shutdown: impl Future<Output = ()>) -> anyhow::Result<Summary> {
+        // Bound first: a taken port is a configuration error worth refusing to start for.
+        let metrics_listener = match self.inner.config.metrics_addr {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("MEDIA_METRICS_ADDR: cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
+        let stop_endpoint = CancellationToken::new();
+        let endpoint = metrics_listener.map(|listener| {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "Serving /healthz, /readyz and /metrics.");
+            }
+            tokio::spawn(metrics::serve(listener, self.clone(), stop_endpoint.clone()))
+        });
+        self.inner.protection.start();
         execute::sweep_stale_work_dirs(&self.inner.config).await;
         let mut scheduler = JobScheduler::new().await.context("starting the scheduler")?;
         let poller = self.clone();
@@ -234,6 +261,11 @@ impl Worker {
             tracing::warn!(error = %err, "The scheduler did not stop cleanly.");
         }
         self.stop_jobs().await;
+        self.inner.protection.stop().await;
+        stop_endpoint.cancel();
+        if let Some(endpoint) = endpoint {
+            let _ = tokio::time::timeout(Duration::from_secs(5), endpoint).await;
+        }
         let summary = self.summary();
         tracing::info!(
             completed = summary.completed,

@@ -1,4 +1,9 @@
 //! Reading and writing `jobs/<id>.json`, with one writer per running attempt.
+//!
+//! A cancellation is written into the same document from outside (the API). Object stores
+//! have no compare-and-swap here, so the attempt's writer re-reads before the writes that
+//! could otherwise bury a cancellation (start, stage changes, hand-overs) and leaves a
+//! cancelled document alone; the heartbeat then stops the attempt and records the outcome.
 
 use std::sync::Arc;
 
@@ -71,9 +76,9 @@ impl StatusTracker {
         worker: &str,
     ) -> StorageResult<Self> {
         let now = Utc::now();
-        let mut status = read_status(storage.as_ref(), &job.job_id)
-            .await?
-            .unwrap_or_else(|| JobStatus::queued(job, attempt, max_attempts, now));
+        let stored = read_status(storage.as_ref(), &job.job_id).await?;
+        let cancelled = stored.as_ref().is_some_and(|s| s.state == JobState::Cancelled);
+        let mut status = stored.unwrap_or_else(|| JobStatus::queued(job, attempt, max_attempts, now));
         status.attempt = attempt;
         status.max_attempts = max_attempts;
         status.worker = Some(worker.to_string());
@@ -82,8 +87,18 @@ impl StatusTracker {
         status.error = None;
         status.manifest_key = None;
         status.transition(JobState::Running, Stage::Downloading, now, None);
-        write_status(storage.as_ref(), &status).await?;
+        if cancelled {
+            // Cancelled since the delivery was checked: keep it; the first heartbeat stops us.
+            tracing::info!(job_id = %job.job_id, "The job was cancelled as it started.");
+        } else {
+            write_status(storage.as_ref(), &status).await?;
+        }
         Ok(Self { storage, status: Mutex::new(status) })
+    }
+
+    /// Whether the stored status says cancelled (then it must not be overwritten).
+    async fn cancelled_in_store(&self, job_id: &str) -> StorageResult<bool> {
+        Ok(read_status(self.storage.as_ref(), job_id).await?.is_some_and(|s| s.state == JobState::Cancelled))
     }
 
     pub async fn stage(&self, stage: Stage) -> StorageResult<()> {
@@ -91,6 +106,9 @@ impl StatusTracker {
         let now = Utc::now();
         status.heartbeat_at = Some(now);
         status.transition(JobState::Running, stage, now, None);
+        if self.cancelled_in_store(&status.job_id).await? {
+            return Ok(());
+        }
         write_status(self.storage.as_ref(), &status).await
     }
 
@@ -104,6 +122,8 @@ impl StatusTracker {
         let mut status = self.status.lock().await;
         if let Some(stored) = read_status(self.storage.as_ref(), &status.job_id).await? {
             if stored.state == JobState::Cancelled {
+                // Keep the canceller's timeline entry in the record the attempt ends with.
+                status.timeline = stored.timeline;
                 return Ok(HeartbeatSignal::Cancelled);
             }
             if stored.attempt > status.attempt {
@@ -146,6 +166,11 @@ impl StatusTracker {
         note: String,
     ) -> StorageResult<()> {
         let mut status = self.status.lock().await;
+        if self.cancelled_in_store(&status.job_id).await? {
+            // The next attempt is already published; its delivery sees the cancellation and
+            // is dropped.
+            return Ok(());
+        }
         let now = Utc::now();
         status.attempt = next_attempt;
         status.error = error;

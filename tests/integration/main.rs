@@ -3,6 +3,7 @@
 //! They drive real ffmpeg and, for the AWS backend, the real SDK clients against moto's server
 //! on 127.0.0.1. With `CI=true` a missing tool fails the run instead of skipping.
 
+mod api;
 mod conformance;
 mod media;
 mod support;

@@ -1,0 +1,276 @@
+//! The API's own settings, read once at start-up, in one table ([`API_VARIABLES`]) that also
+//! feeds `media-api --help` and mirrors `.env.example`. The backend, layout and presets come
+//! from the worker's [`crate::config::Config`], so both binaries agree on them.
+//!
+//! Tokens are hashed as they are read: the process keeps their SHA-256 digests only.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{ConfigError, Variable, parse_size, parse_socket_addr};
+
+/// Presigned S3 URLs cannot outlive a week; local URLs keep to the same limit.
+pub const MAX_PRESIGN_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Tokens shorter than this are refused: they would be guessable.
+const MIN_TOKEN_CHARS: usize = 16;
+
+pub const API_VARIABLES: &[Variable] = &[
+    Variable { name: "MEDIA_API_ADDR", default: "127.0.0.1:8080", help: "address the API listens on" },
+    Variable {
+        name: "MEDIA_API_TOKENS",
+        default: "",
+        help: "comma-separated bearer tokens (16+ characters each); required unless the API listens on \
+               loopback or MEDIA_API_ALLOW_ANONYMOUS=true",
+    },
+    Variable {
+        name: "MEDIA_API_ALLOW_ANONYMOUS",
+        default: "false",
+        help: "serve without tokens on a non-loopback address (every request is then anonymous)",
+    },
+    Variable {
+        name: "MEDIA_API_PUBLIC_URL",
+        default: "",
+        help: "base of the upload and download URLs the API hands out on the local backend; \
+               default: http://<MEDIA_API_ADDR>",
+    },
+    Variable {
+        name: "MEDIA_PRESIGN_EXPIRY",
+        default: "15m",
+        help: "lifetime of upload and download URLs (at most 7 days)",
+    },
+    Variable {
+        name: "MEDIA_API_MAX_UPLOAD",
+        default: "5GiB",
+        help: "largest upload accepted (local backend: streamed through the API; S3: its 5 GiB PUT limit applies)",
+    },
+    Variable {
+        name: "MEDIA_API_REQUEST_TIMEOUT",
+        default: "30s",
+        help: "time limit of a request (not of uploads, downloads and event streams)",
+    },
+    Variable {
+        name: "MEDIA_API_CONCURRENCY",
+        default: "256",
+        help: "requests handled at once per instance; more wait their turn",
+    },
+    Variable {
+        name: "MEDIA_API_MAX_STREAMS",
+        default: "256",
+        help: "event streams (GET /v1/jobs/{id}/events) open at once per instance; more get 429",
+    },
+    Variable {
+        name: "MEDIA_API_SHUTDOWN_GRACE",
+        default: "10s",
+        help: "on SIGTERM, how long requests in flight may finish (event streams end at once)",
+    },
+    Variable {
+        name: "MEDIA_API_SIGNING_KEY",
+        default: "",
+        help: "local backend: secret (32+ characters) signing the API's upload and download URLs; \
+               default: a random key kept in MEDIA_DATA_DIR/api-signing.key",
+    },
+];
+
+/// Settings of one `media-api` process. Not `Debug`: it holds the signing secret.
+#[derive(Clone)]
+pub struct ApiConfig {
+    pub addr: SocketAddr,
+    /// SHA-256 of each accepted token.
+    pub token_digests: Vec<[u8; 32]>,
+    pub allow_anonymous: bool,
+    /// Without a trailing `/`; `None` means `http://<the bound address>`.
+    pub public_url: Option<String>,
+    pub presign_expiry: Duration,
+    pub max_upload: u64,
+    pub request_timeout: Duration,
+    pub concurrency: usize,
+    pub max_streams: usize,
+    pub shutdown_grace: Duration,
+    pub signing_key: Option<Vec<u8>>,
+}
+
+impl ApiConfig {
+    /// Reads the process environment (`.env` is loaded by [`crate::config::Config::from_env`]).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Parses settings from any lookup (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let value = |name: &'static str| get(name).unwrap_or_else(|| default_of(name).to_string());
+        let error = |var: &'static str, message: String| ConfigError { var, message };
+
+        let addr = parse_socket_addr(&value("MEDIA_API_ADDR")).map_err(|m| error("MEDIA_API_ADDR", m))?;
+        let tokens: Vec<String> = get("MEDIA_API_TOKENS")
+            .map(|raw| raw.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect())
+            .unwrap_or_default();
+        if let Some(short) = tokens.iter().position(|t| t.chars().count() < MIN_TOKEN_CHARS) {
+            return Err(error(
+                "MEDIA_API_TOKENS",
+                format!("token #{} is shorter than {MIN_TOKEN_CHARS} characters", short + 1),
+            ));
+        }
+        let token_digests = tokens.iter().map(|t| Sha256::digest(t.as_bytes()).into()).collect::<Vec<[u8; 32]>>();
+        let allow_anonymous = match value("MEDIA_API_ALLOW_ANONYMOUS").to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            other => return Err(error("MEDIA_API_ALLOW_ANONYMOUS", format!("expected true or false, got `{other}`"))),
+        };
+        if token_digests.is_empty() && !allow_anonymous && !addr.ip().is_loopback() {
+            return Err(error(
+                "MEDIA_API_TOKENS",
+                format!(
+                    "no tokens, and {addr} is reachable from other hosts: set tokens, listen on 127.0.0.1, \
+                     or set MEDIA_API_ALLOW_ANONYMOUS=true"
+                ),
+            ));
+        }
+        let public_url = match get("MEDIA_API_PUBLIC_URL") {
+            None => None,
+            Some(raw) => {
+                let url = raw.trim_end_matches('/').to_string();
+                let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+                if !scheme_ok || url.contains(char::is_whitespace) || url.contains(['?', '#']) {
+                    return Err(error(
+                        "MEDIA_API_PUBLIC_URL",
+                        format!("expected a base URL such as https://media.example.com, got `{raw}`"),
+                    ));
+                }
+                Some(url)
+            }
+        };
+        let duration = |name: &'static str| {
+            humantime::parse_duration(&value(name))
+                .map_err(|e| error(name, format!("expected a duration such as 30s or 15m ({e})")))
+        };
+        let presign_expiry = duration("MEDIA_PRESIGN_EXPIRY")?;
+        if presign_expiry < Duration::from_secs(1) || presign_expiry > MAX_PRESIGN_EXPIRY {
+            return Err(error("MEDIA_PRESIGN_EXPIRY", "must be between 1s and 7 days".into()));
+        }
+        let max_upload = parse_size(&value("MEDIA_API_MAX_UPLOAD")).map_err(|m| error("MEDIA_API_MAX_UPLOAD", m))?;
+        let request_timeout = duration("MEDIA_API_REQUEST_TIMEOUT")?;
+        if request_timeout.is_zero() {
+            return Err(error("MEDIA_API_REQUEST_TIMEOUT", "must be positive".into()));
+        }
+        let count = |name: &'static str| match value(name).parse::<usize>() {
+            Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+            _ => Err(error(name, format!("expected a whole number from 1 to 100000, got `{}`", value(name)))),
+        };
+        let concurrency = count("MEDIA_API_CONCURRENCY")?;
+        let max_streams = count("MEDIA_API_MAX_STREAMS")?;
+        let shutdown_grace = duration("MEDIA_API_SHUTDOWN_GRACE")?;
+        let signing_key = match get("MEDIA_API_SIGNING_KEY") {
+            Some(key) if key.chars().count() < 32 => {
+                return Err(error("MEDIA_API_SIGNING_KEY", "must be at least 32 characters".into()));
+            }
+            other => other.map(String::into_bytes),
+        };
+
+        Ok(ApiConfig {
+            addr,
+            token_digests,
+            allow_anonymous,
+            public_url,
+            presign_expiry,
+            max_upload,
+            request_timeout,
+            concurrency,
+            max_streams,
+            shutdown_grace,
+            signing_key,
+        })
+    }
+}
+
+fn default_of(name: &str) -> &'static str {
+    API_VARIABLES.iter().find(|v| v.name == name).map(|v| v.default).unwrap_or("")
+}
+
+/// The API's table as `--help` shows it, followed by the shared one.
+pub fn variables_help() -> String {
+    let mut out = String::from("API environment (also read from .env):\n");
+    for var in API_VARIABLES {
+        let default = if var.default.is_empty() { String::new() } else { format!(" [default: {}]", var.default) };
+        out.push_str(&format!("  {}{}\n      {}\n", var.name, default, var.help));
+    }
+    out.push('\n');
+    out.push_str(&crate::config::variables_help().replacen("Environment", "Shared environment", 1));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<ApiConfig, ConfigError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        ApiConfig::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_listen_on_loopback_without_tokens() {
+        let cfg = config(&[]).unwrap();
+        assert_eq!(cfg.addr, "127.0.0.1:8080".parse().unwrap());
+        assert!(cfg.token_digests.is_empty());
+        assert_eq!(cfg.presign_expiry, Duration::from_secs(900));
+        assert_eq!(cfg.max_upload, 5 << 30);
+        assert_eq!(cfg.public_url, None);
+    }
+
+    #[test]
+    fn a_public_address_needs_tokens_or_an_explicit_anonymous_mode() {
+        let err = config(&[("MEDIA_API_ADDR", "0.0.0.0:8080")]).err().unwrap();
+        assert_eq!(err.var, "MEDIA_API_TOKENS");
+        assert!(config(&[("MEDIA_API_ADDR", "0.0.0.0:8080"), ("MEDIA_API_ALLOW_ANONYMOUS", "true")]).is_ok());
+        let cfg = config(&[
+            ("MEDIA_API_ADDR", "0.0.0.0:8080"),
+            ("MEDIA_API_TOKENS", " first-token-0123456, second-token-abcdef ,"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.token_digests.len(), 2);
+        let expected: [u8; 32] = Sha256::digest(b"first-token-0123456").into();
+        assert_eq!(cfg.token_digests[0], expected, "tokens are kept as digests of their trimmed text");
+    }
+
+    #[test]
+    fn malformed_values_name_their_variable() {
+        let cases = [
+            ("MEDIA_API_ADDR", "localhost"),
+            ("MEDIA_API_TOKENS", "short"),
+            ("MEDIA_API_ALLOW_ANONYMOUS", "maybe"),
+            ("MEDIA_API_PUBLIC_URL", "ftp://x"),
+            ("MEDIA_PRESIGN_EXPIRY", "8days"),
+            ("MEDIA_PRESIGN_EXPIRY", "0s"),
+            ("MEDIA_API_MAX_UPLOAD", "lots"),
+            ("MEDIA_API_REQUEST_TIMEOUT", "0s"),
+            ("MEDIA_API_CONCURRENCY", "0"),
+            ("MEDIA_API_MAX_STREAMS", "many"),
+            ("MEDIA_API_SIGNING_KEY", "too-short"),
+        ];
+        for (var, value) in cases {
+            let err = config(&[(var, value)]).err().unwrap_or_else(|| panic!("{var}={value} was accepted"));
+            assert_eq!(err.var, var, "{value}");
+        }
+        assert_eq!(
+            config(&[("MEDIA_API_PUBLIC_URL", "https://media.example.com/")]).unwrap().public_url.as_deref(),
+            Some("https://media.example.com")
+        );
+    }
+
+    #[test]
+    fn every_variable_is_in_env_example_and_help() {
+        let example = include_str!("../../.env.example");
+        let help = variables_help();
+        for var in API_VARIABLES {
+            let line = format!("# {}={}", var.name, var.default);
+            assert!(example.lines().any(|l| l.trim_end() == line), "missing from .env.example: {line}");
+            assert!(help.contains(var.name));
+        }
+        assert!(help.contains("MEDIA_BACKEND"), "the shared table is printed too");
+    }
+}

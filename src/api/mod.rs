@@ -1,0 +1,255 @@
+//! The thin HTTP API (`media-api`): uploads, job submission, status, live progress, cancellation
+//! and downloads, on either backend.
+//!
+//! It is stateless: everything lives in storage (job status, manifests) and on the ready queue,
+//! exactly as for `media-worker submit`, so any number of instances can run behind a load
+//! balancer. Job ids for idempotent submissions are derived from the caller and the key
+//! instead of being remembered; the local backend's own upload and download URLs are signed
+//! with a secret every instance shares, instead of being recorded.
+//!
+//! # Layout
+//! - [`config`]: the API's settings table (`media-api --help`).
+//! - [`routes`]: one file per resource; [`openapi`] gathers their annotations into
+//!   `/openapi.json`.
+//! - [`error`]: the one JSON error shape; [`auth`]: bearer tokens and signed URLs.
+//!
+//! # Request handling
+//! Outermost first: tracing, the JSON error shape, a concurrency limit, authentication, and a
+//! timeout for everything but streams (uploads, downloads, events). JSON bodies are limited to
+//! [`JSON_LIMIT`]; uploads stream to a temp file under their own limit.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod openapi;
+pub mod routes;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tower::limit::ConcurrencyLimitLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::backend::{self, Backend};
+use crate::config::{BackendKind, Config};
+use auth::{Auth, UrlSigner};
+use config::ApiConfig;
+use error::{ApiError, json_errors};
+
+/// Largest JSON body accepted.
+pub const JSON_LIMIT: usize = 64 << 10;
+
+/// Bytes of a key segment left as they are in the API's URLs.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// What every handler shares; cheap to clone.
+#[derive(Clone)]
+pub struct ApiState(Arc<Shared>);
+
+pub struct Shared {
+    pub config: Config,
+    pub api: ApiConfig,
+    pub backend: Backend,
+    pub auth: Auth,
+    pub signer: UrlSigner,
+    /// Base of the absolute URLs handed out, without a trailing `/`.
+    pub public_url: String,
+    /// One permit per open event stream.
+    pub streams: Arc<Semaphore>,
+    /// Cancelled on shutdown: event streams end so the server can drain.
+    pub shutdown: CancellationToken,
+}
+
+impl Deref for ApiState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl ApiState {
+    /// `bound` is the address actually listened on, the default base of the URLs handed out.
+    pub fn new(config: Config, api: ApiConfig, backend: Backend, bound: SocketAddr) -> anyhow::Result<Self> {
+        let signer = match (config.backend, api.signing_key.clone()) {
+            (BackendKind::Local, configured) => UrlSigner::load_or_create(configured, &config.data_dir)
+                .context("loading the key that signs the API's URLs")?,
+            // S3 signs its own URLs; this key signs nothing, so it need not be shared.
+            (BackendKind::Aws, configured) => UrlSigner::new(configured.unwrap_or_else(|| {
+                format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()).into_bytes()
+            })),
+        };
+        let public_url = api.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
+        Ok(ApiState(Arc::new(Shared {
+            auth: Auth::new(api.token_digests.clone()),
+            streams: Arc::new(Semaphore::new(api.max_streams)),
+            shutdown: CancellationToken::new(),
+            signer,
+            public_url,
+            config,
+            api,
+            backend,
+        })))
+    }
+
+    pub fn is_local(&self) -> bool {
+        self.config.backend == BackendKind::Local
+    }
+
+    /// An absolute URL of this API for a key under `/v1/<resource>/`.
+    pub fn key_url(&self, resource: &str, key: &str) -> String {
+        let encoded: Vec<String> =
+            key.split('/').map(|segment| utf8_percent_encode(segment, PATH_SEGMENT).to_string()).collect();
+        format!("{}/v1/{resource}/{}", self.public_url, encoded.join("/"))
+    }
+}
+
+/// Requests that carry their own permission (a signed URL) or none at all.
+fn is_public(method: &Method, path: &str) -> bool {
+    (matches!(path, "/healthz" | "/readyz" | "/openapi.json") && method == Method::GET) || signs_itself(method, path)
+}
+
+/// The local backend's upload and download URLs: a signature in the query, or (downloads) a token.
+fn signs_itself(method: &Method, path: &str) -> bool {
+    (method == Method::PUT && path.starts_with("/v1/uploads/"))
+        || (method == Method::GET && path.starts_with("/v1/files/"))
+}
+
+/// Requests that stream for as long as they need: uploads, downloads, event streams.
+fn is_streaming(method: &Method, path: &str) -> bool {
+    signs_itself(method, path) || (method == Method::GET && path.starts_with("/v1/jobs/") && path.ends_with("/events"))
+}
+
+/// Authenticates every request except the public ones; those that sign themselves still get
+/// their caller when a valid token comes along.
+async fn authenticate(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    match state.auth.caller(request.headers()) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+        }
+        Err(err) if !is_public(&method, &path) => return err.into_response(),
+        Err(_) => {}
+    }
+    next.run(request).await
+}
+
+/// Bounds the time of every request but the streaming ones.
+async fn time_limit(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    if is_streaming(request.method(), request.uri().path()) {
+        return next.run(request).await;
+    }
+    let limit = state.api.request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!("the request took longer than {limit:?}; try again"),
+        )
+        .into_response(),
+    }
+}
+
+/// Every route, with authentication, limits and the JSON error shape.
+pub fn router(state: ApiState) -> Router {
+    use routes::{files, health, jobs, uploads};
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(health::openapi_json))
+        .route("/v1/uploads", post(uploads::create))
+        .route("/v1/uploads/{*key}", get(uploads::info).put(uploads::put))
+        .route("/v1/jobs", post(jobs::create))
+        .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::delete))
+        .route("/v1/jobs/{id}/events", get(jobs::events))
+        .route("/v1/files/{*key}", get(files::get))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(JSON_LIMIT))
+        .layer(middleware::from_fn_with_state(state.clone(), time_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(ConcurrencyLimitLayer::new(state.api.concurrency))
+        .layer(middleware::from_fn(json_errors))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves; then event streams end, requests in
+/// flight get the shutdown grace period, and the rest are dropped.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let grace = state.api.shutdown_grace;
+    let token = state.shutdown.clone();
+    let app = router(state);
+    let signal = token.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        signal.cancel();
+    });
+    let overdue = async {
+        token.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result.context("serving the API")?,
+        () = overdue => tracing::warn!(grace = ?grace, "Requests were still running after the grace period; stopping anyway."),
+    }
+    tracing::info!("API stopped.");
+    Ok(())
+}
+
+/// What `media-api` does: connect, listen, serve until SIGTERM/SIGINT.
+pub async fn run(config: Config, api: ApiConfig) -> anyhow::Result<()> {
+    let backend = backend::connect(&config).await?;
+    let listener =
+        TcpListener::bind(api.addr).await.with_context(|| format!("MEDIA_API_ADDR: cannot listen on {}", api.addr))?;
+    let bound = listener.local_addr()?;
+    if api.token_digests.is_empty() {
+        tracing::warn!(
+            addr = %bound,
+            "No MEDIA_API_TOKENS: EVERY REQUEST IS ACCEPTED WITHOUT AUTHENTICATION. Set tokens before exposing this API."
+        );
+    }
+    let state = ApiState::new(config, api, backend, bound)?;
+    tracing::info!(
+        addr = %bound,
+        backend = ?state.config.backend,
+        public_url = %state.public_url,
+        tokens = state.api.token_digests.len(),
+        "API listening."
+    );
+    serve(listener, state, crate::telemetry::shutdown_signal()).await
+}
+
+/// How long the event stream waits between reads of a job's status.
+pub const EVENTS_POLL: Duration = Duration::from_millis(500);
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,154 @@
+//! Request and response bodies. Requests refuse unknown fields; outputs deserialize straight
+//! into the domain's [`OutputRequest`], so options added there reach the worker unchanged.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::domain::job::OutputRequest;
+use crate::domain::status::{ErrorInfo, JobState, Manifest, Stage, TimelineEntry};
+
+/// Longest file name accepted (before sanitising; the key keeps at most 200 characters of it).
+pub const MAX_FILE_NAME: usize = 1024;
+/// Longest content type accepted.
+pub const MAX_CONTENT_TYPE: usize = 255;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUploadRequest {
+    /// The user's file name; only a sanitised last segment of it is kept in the key.
+    #[schema(min_length = 1, max_length = 1024, example = "cat video.mov")]
+    pub filename: String,
+    /// Sent with the upload; it is part of the URL's signature.
+    #[schema(
+        min_length = 3,
+        max_length = 255,
+        pattern = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+        example = "video/quicktime"
+    )]
+    pub content_type: String,
+    /// Expected size in bytes; refused early when above the limit.
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub size: Option<u64>,
+}
+
+/// Where and how to upload one file.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadTicket {
+    /// The key the file will have; use it in `POST /v1/jobs`.
+    pub key: String,
+    /// Always `PUT`.
+    pub method: String,
+    /// A presigned S3 URL (AWS backend) or the API's own signed URL (local backend).
+    pub url: String,
+    /// Headers to send with the upload exactly as given.
+    pub headers: BTreeMap<String, String>,
+    pub expires_at: DateTime<Utc>,
+    /// After the upload: `GET` it for the upload's job id (path relative to the API).
+    pub upload_url: String,
+}
+
+/// An uploaded file, and the job its arrival started.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadInfo {
+    pub key: String,
+    pub size: u64,
+    pub etag: Option<String>,
+    /// The job made from the upload with the deployment's default presets (the same id the
+    /// worker derives from the upload's event).
+    pub job_id: String,
+    /// Path of the job, relative to the API.
+    pub status_url: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobInput {
+    /// A key under the upload prefix, as returned by `POST /v1/uploads`.
+    #[schema(min_length = 1, max_length = 1024, example = "uploads/3f2a9c1b/cat video.mov")]
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJobRequest {
+    pub input: JobInput,
+    /// 1 to 16 outputs with distinct presets.
+    #[schema(min_items = 1, max_items = 16)]
+    pub outputs: Vec<OutputRequest>,
+    /// Folder for the outputs and the manifest: under the output prefix, ending in `/`.
+    /// Default: `<output prefix><upload folder>/<file stem>/<job id>/`.
+    #[serde(default)]
+    #[schema(min_length = 2, max_length = 1024, example = "outputs/campaign-7/")]
+    pub output_prefix: Option<String>,
+}
+
+/// A job: its status document, with links, and download URLs once it completed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    pub job_id: String,
+    pub state: JobState,
+    pub stage: Stage,
+    /// Percent of the transcode done, 0 to 100.
+    pub progress: f64,
+    /// The attempt running, or the next one when queued or retrying.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub source_key: String,
+    pub output_dir: String,
+    pub outputs: Vec<OutputRequest>,
+    pub worker: Option<String>,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub error: Option<ErrorInfo>,
+    pub timeline: Vec<TimelineEntry>,
+    /// Paths relative to the API.
+    pub status_url: String,
+    pub events_url: String,
+    /// When completed: the manifest as the worker wrote it.
+    pub manifest: Option<Manifest>,
+    /// When completed: a time-limited URL per output and for the manifest.
+    pub downloads: Vec<Download>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Download {
+    pub key: String,
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What `DELETE /v1/jobs/{id}` did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeleteOutcome {
+    pub job_id: String,
+    /// `cancelled` (the job was queued or running) or `outputs_deleted` (it had ended).
+    pub action: String,
+    /// The job's state after the request.
+    pub state: JobState,
+    /// Keys deleted (empty for a cancellation).
+    pub deleted: Vec<String>,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// One Server-Sent Event of `GET /v1/jobs/{id}/events` (keep-alive comments aside).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobEvent {
+    /// `status`; or `gone`, once, if the job's status disappeared.
+    pub event: String,
+    /// Counts the `status` events of the stream: 1, 2, ...
+    pub id: Option<String>,
+    /// For `status`: the job as `GET /v1/jobs/{id}` returns it, as JSON.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}

@@ -1,0 +1,181 @@
+//! `/openapi.json`, generated from the handlers' annotations and the types' derives.
+//!
+//! [`Preset`] and [`OutputRequest`] live in files other work extends, so their schemas are
+//! written here from the code rather than derived there: the preset names come from
+//! [`Preset::ALL`]. Fields added to `OutputRequest` must be added to its schema below: the
+//! schema refuses unknown properties, as the type does (the `output_request_schema_matches_the_type`
+//! test catches fields that serialise by default; optional ones need adding by hand).
+
+use std::borrow::Cow;
+
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, Type};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{RefOr, Server};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+
+use super::routes;
+use crate::domain::job::OutputRequest;
+use crate::domain::preset::Preset;
+
+impl PartialSchema for Preset {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(Preset::all().into_iter().map(|p| p.name())))
+            .description(Some("A server-side preset: a named set of ffmpeg settings."))
+            .into()
+    }
+}
+
+impl ToSchema for Preset {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Preset")
+    }
+}
+
+impl PartialSchema for OutputRequest {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("preset", utoipa::openapi::Ref::from_schema_name("Preset"))
+            .required("preset")
+            .property(
+                "start",
+                seconds("Seconds into the source where the output starts (mp4-h264*, webm-vp9, gif, mp3)."),
+            )
+            .property("duration", seconds("Seconds of source the output covers (gif: 1 to 6; default 3)."))
+            .property(
+                "max_height",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(144))
+                    .maximum(Some(4320))
+                    .description(Some("Cap on the short side in pixels (mp4-h264*, webm-vp9, hls).")),
+            )
+            .property("time", seconds("Seconds into the source of a thumbnail (default: 10 % of the duration)."))
+            .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)))
+            .description(Some("One output of a job."))
+            .into()
+    }
+}
+
+impl ToSchema for OutputRequest {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("OutputRequest")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((<Preset as ToSchema>::name().into_owned(), <Preset as PartialSchema>::schema()));
+    }
+}
+
+fn seconds(description: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Number)
+        .minimum(Some(0))
+        .maximum(Some(86_400))
+        .description(Some(description.to_string()))
+}
+
+/// The bearer scheme every operation uses unless it says otherwise.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        openapi.servers = Some(vec![Server::new("/")]);
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "media-worker API",
+        description = "Uploads, transcoding jobs, live progress and downloads. Errors are always \
+                       `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}`.",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        routes::health::healthz,
+        routes::health::readyz,
+        routes::health::openapi_json,
+        routes::uploads::create,
+        routes::uploads::put,
+        routes::uploads::info,
+        routes::jobs::create,
+        routes::jobs::get,
+        routes::jobs::events,
+        routes::jobs::delete,
+        routes::files::get,
+    ),
+    components(schemas(Preset, OutputRequest)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "uploads", description = "Where to put files; each upload becomes a job with the default presets"),
+        (name = "jobs", description = "Submit, follow, cancel, and delete outputs"),
+        (name = "files", description = "Downloads on the local backend"),
+        (name = "health", description = "Probes and this document"),
+    )
+)]
+pub struct ApiDoc;
+
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    doc
+}
+
+pub fn document_json() -> String {
+    // Serialising the document's own types cannot fail; an empty object would show the bug.
+    serde_json::to_string(&document()).unwrap_or_else(|_| "{}".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_lists_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(&document_json()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let paths = doc["paths"].as_object().unwrap();
+        for path in [
+            "/healthz",
+            "/readyz",
+            "/openapi.json",
+            "/v1/uploads",
+            "/v1/uploads/{key}",
+            "/v1/jobs",
+            "/v1/jobs/{id}",
+            "/v1/jobs/{id}/events",
+            "/v1/files/{key}",
+        ] {
+            assert!(paths.contains_key(path), "{path} is missing");
+        }
+        assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        let presets = &doc["components"]["schemas"]["Preset"]["enum"];
+        assert_eq!(presets.as_array().unwrap().len(), Preset::ALL.len());
+    }
+
+    #[test]
+    fn output_request_schema_matches_the_type() {
+        // Every field the type serialises must be in the schema, which refuses others.
+        let schema = serde_json::to_value(OutputRequest::schema()).unwrap();
+        let properties = schema["properties"].as_object().unwrap();
+        for preset in Preset::ALL {
+            let request = OutputRequest {
+                start: Some(1.0),
+                duration: Some(2.0),
+                max_height: Some(480),
+                time: Some(1.0),
+                ..OutputRequest::new(*preset)
+            };
+            let value = serde_json::to_value(&request).unwrap();
+            for field in value.as_object().unwrap().keys() {
+                assert!(properties.contains_key(field), "OutputRequest.{field} is not in its schema");
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Local backend downloads: the files under the output prefix, streamed from disk. On S3 the
+//! API hands out presigned GETs instead and this route answers 404.
+
+use axum::body::Body;
+use axum::extract::{Extension, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio_util::io::ReaderStream;
+
+use super::{SignatureQuery, key_under};
+use crate::api::ApiState;
+use crate::api::auth::{Caller, Signed};
+use crate::api::error::{ApiError, ApiPath, ApiQuery, ApiResult, ErrorResponse, clip};
+
+/// Files are read from disk in chunks this large.
+const READ_CHUNK: usize = 256 << 10;
+
+/// The content type of an output, from its extension.
+fn content_type_of(key: &str) -> &'static str {
+    let extension = key.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()).unwrap_or_default();
+    match extension.as_str() {
+        "mp4" | "m4v" => "video/mp4",
+        "m4a" => "audio/mp4",
+        "webm" => "video/webm",
+        "mkv" => "video/x-matroska",
+        "mov" => "video/quicktime",
+        "mp3" => "audio/mpeg",
+        "ogg" | "oga" => "audio/ogg",
+        "m3u8" => "application/vnd.apple.mpegurl",
+        "ts" => "video/mp2t",
+        "m4s" => "video/iso.segment",
+        "mpd" => "application/dash+xml",
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "webp" => "image/webp",
+        "vtt" => "text/vtt",
+        "json" => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Downloads an output (local backend): with the `expires` and `signature` of the URL the job
+/// gave, or with a token.
+#[utoipa::path(get, operation_id = "get_file", path = "/v1/files/{key}", tag = "files",
+    params(("key" = String, Path, description = "A key under the output prefix"), SignatureQuery),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The file", content_type = "*/*", body = Vec<u8>),
+        (status = 400, description = "Malformed path or query", body = ErrorResponse),
+        (status = 401, description = "Neither a signature nor a token", body = ErrorResponse),
+        (status = 403, description = "Wrong or expired signature", body = ErrorResponse),
+        (status = 404, description = "No such file, or not the local backend", body = ErrorResponse),
+        (status = 422, description = "A key outside the output prefix or failing the key checks", body = ErrorResponse),
+    ))]
+pub async fn get(
+    State(state): State<ApiState>,
+    ApiPath(key): ApiPath<String>,
+    ApiQuery(query): ApiQuery<SignatureQuery>,
+    caller: Option<Extension<Caller>>,
+) -> ApiResult<Response> {
+    if !state.is_local() {
+        return Err(ApiError::not_found("not_found", "on this deployment downloads come straight from S3"));
+    }
+    key_under(&key, state.config.layout.output_prefix())?;
+    match (query.expires, query.signature.as_deref()) {
+        (Some(expires), Some(signature)) => {
+            state.signer.verify(&Signed { method: "GET", key: &key, expires, content_type: None }, signature)?;
+        }
+        _ if caller.is_some() => {}
+        _ => {
+            return Err(ApiError::unauthorized(
+                "send `Authorization: Bearer <token>`, or use a signed URL from GET /v1/jobs/{id}",
+            ));
+        }
+    }
+    // The key passed the shared checks (no `..`, no absolute or empty segments), so it stays
+    // inside the store's folder, laid out like the bucket.
+    let path = crate::cli::object_path(&state.config, &key);
+    let missing = || ApiError::not_found("file_not_found", format!("nothing is stored at `{}`", clip(&key)));
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(file) => file,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
+            return Err(missing());
+        }
+        Err(e) => {
+            return Err(ApiError::Unavailable(anyhow::Error::new(e).context(format!("opening {}", path.display()))));
+        }
+    };
+    let meta = file.metadata().await.map_err(|e| ApiError::Unavailable(e.into()))?;
+    if !meta.is_file() {
+        return Err(missing());
+    }
+    let body = Body::from_stream(ReaderStream::with_capacity(file, READ_CHUNK));
+    let headers = [
+        (header::CONTENT_TYPE, content_type_of(&key).to_string()),
+        (header::CONTENT_LENGTH, meta.len().to_string()),
+        (header::CACHE_CONTROL, "private, max-age=0".to_string()),
+    ];
+    Ok((StatusCode::OK, headers, body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_type_of;
+
+    #[test]
+    fn content_types_follow_extensions() {
+        assert_eq!(content_type_of("outputs/a/mp4-h264.mp4"), "video/mp4");
+        assert_eq!(content_type_of("outputs/a/manifest.json"), "application/json");
+        assert_eq!(content_type_of("outputs/a/clip.WEBM"), "video/webm");
+        assert_eq!(content_type_of("outputs/a/noext"), "application/octet-stream");
+    }
+}

@@ -1,0 +1,541 @@
+//! Jobs: submit, read, follow, cancel, and delete outputs.
+//!
+//! Submission publishes exactly what `media-worker submit` publishes: the `queued` status
+//! first, then the [`JobMessage`] on the ready queue. Cancellation writes `cancelled` into the
+//! status; the worker sees it at its next heartbeat (and a queued message is dropped when it
+//! is delivered, its job having ended).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use futures_util::Stream;
+use sha2::{Digest, Sha256};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::{key_under, status_path};
+use crate::api::auth::{Caller, Signed, unix_now};
+use crate::api::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorResponse, clip};
+use crate::api::model::{CreateJobRequest, DeleteOutcome, Download, JobEvent, JobView};
+use crate::api::{ApiState, EVENTS_POLL};
+use crate::domain::job::{JobMessage, JobSpec, new_job_id};
+use crate::domain::keys::{manifest_key, validate_job_id, validate_prefix};
+use crate::domain::status::{JobState, JobStatus, Manifest};
+use crate::queue::SendOptions;
+use crate::worker::status::{read_status, write_status};
+
+/// The header making submissions idempotent.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Set on the answer to a retried submission.
+pub const REPLAYED: &str = "idempotent-replayed";
+/// Longest idempotency key accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// The note a cancellation leaves in the job's timeline.
+const CANCEL_NOTE: &str = "cancel requested through the API";
+
+/// The job id of an idempotent submission: the same caller and key always name the same job,
+/// on any instance, without anything remembered. The token itself never enters it.
+pub fn idempotent_job_id(caller: &Caller, key: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(caller.id.as_bytes());
+    hasher.update([0u8]);
+    hasher.update(key.as_bytes());
+    format!("job-{}", hex::encode(&hasher.finalize()[..24]))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
+    let key = value.to_str().ok().filter(|k| {
+        (1..=MAX_IDEMPOTENCY_KEY).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    });
+    match key {
+        Some(key) => Ok(Some(key.to_string())),
+        None => Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"),
+        )),
+    }
+}
+
+fn checked_job_id(id: &str) -> ApiResult<()> {
+    validate_job_id(id).map_err(|e| ApiError::bad_request("invalid_job_id", e.to_string()))
+}
+
+async fn stored_status(state: &ApiState, id: &str) -> ApiResult<JobStatus> {
+    checked_job_id(id)?;
+    read_status(state.backend.storage.as_ref(), id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job_not_found", format!("there is no job `{id}`")))
+}
+
+/// An output folder a client asked for: a folder strictly under the output prefix.
+fn output_folder(state: &ApiState, prefix: &str) -> ApiResult<String> {
+    let output_prefix = state.config.layout.output_prefix();
+    let refuse = |why: String| ApiError::unprocessable("invalid_output_prefix", why);
+    if !prefix.ends_with('/') || !prefix.starts_with(output_prefix) || prefix.len() == output_prefix.len() {
+        return Err(refuse(format!("output_prefix must be a folder under `{output_prefix}`, ending in `/`")));
+    }
+    validate_prefix(prefix).map_err(|e| refuse(format!("output_prefix `{}` refused: {e}", clip(prefix))))?;
+    Ok(prefix.to_string())
+}
+
+/// Submits a job for an uploaded file.
+///
+/// With an `Idempotency-Key`, a retry of the same request returns the same job (and
+/// republishes it if it is still waiting, in case the first attempt never got that far); the
+/// same key with a different request is refused.
+#[utoipa::path(post, operation_id = "create_job", path = "/v1/jobs", tag = "jobs", request_body = CreateJobRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries return the same job (1 to 255 printable ASCII characters)",
+        max_length = 255, pattern = r"^[ -~]+$")),
+    responses(
+        (status = 202, description = "Queued (or, for a retried Idempotency-Key, the job it made)", body = JobView,
+            headers(("location" = String, description = "The job's path"))),
+        (status = 400, description = "Malformed JSON or Idempotency-Key", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong token", body = ErrorResponse),
+        (status = 413, description = "Body too large", body = ErrorResponse),
+        (status = 415, description = "Not JSON", body = ErrorResponse),
+        (status = 422, description = "Unknown fields or presets, an invalid or missing input, an Idempotency-Key reused for another request", body = ErrorResponse),
+    ))]
+pub async fn create(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<CreateJobRequest>,
+) -> ApiResult<Response> {
+    let idempotency = idempotency_key(&headers)?;
+    let source_key = request.input.key;
+    key_under(&source_key, state.config.layout.upload_prefix())?;
+    let job_id = match &idempotency {
+        Some(key) => idempotent_job_id(&caller, key),
+        None => new_job_id(),
+    };
+    let output_dir = match request.output_prefix.as_deref() {
+        Some(prefix) => output_folder(&state, prefix)?,
+        // Its own folder: the upload's own job (default presets) writes next to it, not into it.
+        None => format!("{}{job_id}/", state.config.layout.output_dir(&source_key)),
+    };
+    let job = JobSpec { job_id, source_key, outputs: request.outputs, output_dir };
+    job.validate().map_err(|e| ApiError::unprocessable("invalid_job", e.to_string()))?;
+
+    let storage = state.backend.storage.as_ref();
+    if idempotency.is_some()
+        && let Some(existing) = read_status(storage, &job.job_id).await?
+    {
+        if existing.job != job {
+            return Err(ApiError::unprocessable(
+                "idempotency_key_reused",
+                "this Idempotency-Key was used for a different request",
+            ));
+        }
+        if existing.state == JobState::Queued && existing.attempt == 1 {
+            // The first request may have failed between the status and the message; a duplicate
+            // message is recognised by the worker, a missing one would strand the job.
+            publish(&state, &job).await?;
+        }
+        let mut response = accepted(&state, existing).await?;
+        response.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
+        return Ok(response);
+    }
+
+    if storage.head(&job.source_key).await?.is_none() {
+        return Err(ApiError::unprocessable(
+            "source_not_found",
+            format!("nothing is stored at `{}`; upload it first", clip(&job.source_key)),
+        ));
+    }
+    // Status first, so a reader never finds a published job without one.
+    let status = JobStatus::queued(&job, 1, state.config.max_attempts, Utc::now());
+    write_status(storage, &status).await?;
+    publish(&state, &job).await?;
+    tracing::info!(job_id = %job.job_id, source = %job.source_key, outputs = job.outputs.len(), "Job submitted.");
+    accepted(&state, status).await
+}
+
+async fn publish(state: &ApiState, job: &JobSpec) -> ApiResult<()> {
+    let message = JobMessage::new(job.clone(), 1).to_json();
+    state.backend.queues.ready.send(&message, SendOptions::default()).await.map_err(ApiError::Unavailable)
+}
+
+async fn accepted(state: &ApiState, status: JobStatus) -> ApiResult<Response> {
+    let location = HeaderValue::from_str(&status_path(&status.job_id))
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("job path as a header: {e}")))?;
+    let view = job_view(state, status).await?;
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(view)).into_response())
+}
+
+/// A job's status, and when it completed its manifest with a download URL per output.
+#[utoipa::path(get, operation_id = "get_job", path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "Job id", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 400, description = "Not a job id", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong token", body = ErrorResponse),
+        (status = 404, description = "No such job", body = ErrorResponse),
+    ))]
+pub async fn get(State(state): State<ApiState>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<JobView>> {
+    let status = stored_status(&state, &id).await?;
+    Ok(Json(job_view(&state, status).await?))
+}
+
+/// The API's view of a status: links, and for a completed job its manifest and downloads.
+pub async fn job_view(state: &ApiState, status: JobStatus) -> ApiResult<JobView> {
+    let (manifest, downloads) = match (status.state, status.manifest_key.as_deref()) {
+        (JobState::Completed, Some(key)) => completed_outputs(state, &status.job_id, key).await?,
+        _ => (None, Vec::new()),
+    };
+    let status_url = status_path(&status.job_id);
+    Ok(JobView {
+        events_url: format!("{status_url}/events"),
+        status_url,
+        job_id: status.job_id,
+        state: status.state,
+        stage: status.stage,
+        progress: status.progress,
+        attempt: status.attempt,
+        max_attempts: status.max_attempts,
+        source_key: status.job.source_key,
+        output_dir: status.job.output_dir,
+        outputs: status.job.outputs,
+        worker: status.worker,
+        heartbeat_at: status.heartbeat_at,
+        created_at: status.created_at,
+        updated_at: status.updated_at,
+        error: status.error,
+        timeline: status.timeline,
+        manifest,
+        downloads,
+    })
+}
+
+/// The manifest and a download per output plus the manifest itself; nothing when the manifest
+/// is gone (its outputs were deleted) or belongs to a later job of the same folder.
+async fn completed_outputs(state: &ApiState, job_id: &str, key: &str) -> ApiResult<(Option<Manifest>, Vec<Download>)> {
+    let Some(bytes) = state.backend.storage.get_bytes(key).await? else { return Ok((None, Vec::new())) };
+    let manifest: Manifest = match serde_json::from_slice(&bytes) {
+        Ok(manifest) => manifest,
+        Err(err) => {
+            tracing::warn!(job_id, key, error = %err, "A manifest is unreadable.");
+            return Ok((None, Vec::new()));
+        }
+    };
+    if manifest.job_id != job_id {
+        return Ok((None, Vec::new()));
+    }
+    let expiry = state.api.presign_expiry;
+    let expires_at = Utc::now() + chrono::Duration::from_std(expiry).unwrap_or_else(|_| chrono::Duration::minutes(15));
+    let mut downloads = Vec::new();
+    // Small multi-file outputs (a storyboard's sprite) get a URL per file; an HLS ladder gets
+    // its master playlist only: players resolve segments relative to it, so serve HLS from a
+    // CDN or a public path (see docs/api.md).
+    let keys = manifest
+        .outputs
+        .iter()
+        .flat_map(|o| {
+            let files: Vec<&str> = if o.files.len() <= MAX_FILES_PER_OUTPUT {
+                o.files.iter().map(String::as_str).filter(|f| *f != o.key).collect()
+            } else {
+                Vec::new()
+            };
+            std::iter::once(o.key.as_str()).chain(files)
+        })
+        .chain(std::iter::once(key))
+        .map(str::to_string)
+        .collect::<Vec<String>>();
+    for output_key in &keys {
+        let url = match state.backend.storage.presign_get(output_key, expiry).await? {
+            Some(url) => url,
+            None => signed_download_url(state, output_key, expiry)?,
+        };
+        downloads.push(Download { key: output_key.to_string(), url, expires_at });
+    }
+    Ok((Some(manifest), downloads))
+}
+
+/// Outputs with more files than this (HLS) list only their main file among the downloads.
+const MAX_FILES_PER_OUTPUT: usize = 8;
+
+fn signed_download_url(state: &ApiState, key: &str, expiry: Duration) -> ApiResult<String> {
+    let expires = unix_now() + expiry.as_secs();
+    let signature = state.signer.sign(&Signed { method: "GET", key, expires, content_type: None })?;
+    Ok(format!("{}?expires={expires}&signature={signature}", state.key_url("files", key)))
+}
+
+/// Server-Sent Events: the job as each change of state, stage, progress or attempt happens,
+/// ending after the terminal state.
+///
+/// Each event is `event: status` with the job (as `GET /v1/jobs/{id}` returns it) as `data`;
+/// comments keep the connection alive. The stream also ends when the instance shuts down:
+/// reconnect, and the current state comes first.
+#[utoipa::path(get, operation_id = "job_events", path = "/v1/jobs/{id}/events", tag = "jobs",
+    params(("id" = String, Path, description = "Job id", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")),
+    responses(
+        (status = 200, description = "A stream of `status` events, each carrying a JobView as JSON", content_type = "text/event-stream", body = JobEvent),
+        (status = 400, description = "Not a job id", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong token", body = ErrorResponse),
+        (status = 404, description = "No such job", body = ErrorResponse),
+        (status = 429, description = "Too many streams open on this instance", body = ErrorResponse),
+    ))]
+pub async fn events(State(state): State<ApiState>, ApiPath(id): ApiPath<String>) -> ApiResult<Response> {
+    let first = stored_status(&state, &id).await?;
+    let permit = state.streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            "too many event streams are open; try again soon",
+        )
+    })?;
+    let follow =
+        Follow { state, job_id: id, first: Some(first), last: None, done: false, sequence: 0, _permit: permit };
+    Ok(Sse::new(event_stream(follow)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+}
+
+/// What an event stream remembers between reads.
+struct Follow {
+    state: ApiState,
+    job_id: String,
+    /// Read by the handler (which answered 404 without one); sent first.
+    first: Option<JobStatus>,
+    last: Option<Fingerprint>,
+    done: bool,
+    sequence: u64,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The parts of a status whose change is worth an event (not heartbeats).
+#[derive(PartialEq)]
+struct Fingerprint {
+    state: JobState,
+    stage: crate::domain::status::Stage,
+    progress_tenths: i64,
+    attempt: u32,
+    error: Option<String>,
+    manifest_key: Option<String>,
+}
+
+impl Fingerprint {
+    fn of(status: &JobStatus) -> Self {
+        Fingerprint {
+            state: status.state,
+            stage: status.stage,
+            progress_tenths: (status.progress * 10.0).round() as i64,
+            attempt: status.attempt,
+            error: status.error.as_ref().map(|e| e.code.clone()),
+            manifest_key: status.manifest_key.clone(),
+        }
+    }
+}
+
+fn event_stream(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures_util::stream::unfold(follow, |mut follow| async move {
+        if follow.done {
+            return None;
+        }
+        loop {
+            let status = match follow.first.take() {
+                Some(status) => status,
+                None => {
+                    tokio::select! {
+                        () = tokio::time::sleep(EVENTS_POLL) => {}
+                        () = follow.state.shutdown.cancelled() => return None,
+                    }
+                    match read_status(follow.state.backend.storage.as_ref(), &follow.job_id).await {
+                        Ok(Some(status)) => status,
+                        Ok(None) => {
+                            // Status documents are never deleted by the system; say so and end.
+                            follow.done = true;
+                            let event =
+                                Event::default().event("gone").data(format!("job {} no longer exists", follow.job_id));
+                            return Some((Ok(event), follow));
+                        }
+                        Err(err) => {
+                            tracing::warn!(job_id = %follow.job_id, error = %err, "Reading a followed job failed; retrying.");
+                            continue;
+                        }
+                    }
+                }
+            };
+            let fingerprint = Fingerprint::of(&status);
+            if follow.last.as_ref() == Some(&fingerprint) {
+                continue;
+            }
+            let terminal = status.state.is_terminal();
+            let view = match job_view(&follow.state, status).await {
+                Ok(view) => view,
+                Err(err) => {
+                    tracing::warn!(job_id = %follow.job_id, error = %err, "Describing a followed job failed; retrying.");
+                    continue;
+                }
+            };
+            follow.last = Some(fingerprint);
+            follow.done = terminal;
+            follow.sequence += 1;
+            let event = match Event::default().event("status").id(follow.sequence.to_string()).json_data(&view) {
+                Ok(event) => event,
+                Err(err) => {
+                    tracing::warn!(job_id = %follow.job_id, error = %err, "Encoding an event failed.");
+                    continue;
+                }
+            };
+            return Some((Ok(event), follow));
+        }
+    })
+}
+
+/// Cancels a queued or running job; for a job that ended, deletes its outputs.
+///
+/// A cancellation answers 202: the status says `cancelled` at once, and a running attempt
+/// stops at its worker's next heartbeat. A job that completes before that heartbeat stays
+/// completed. Deleting outputs removes the files directly in the job's output folder (not
+/// subfolders, which may belong to other jobs); a folder whose manifest now belongs to another
+/// job is left alone (409).
+#[utoipa::path(delete, operation_id = "delete_job", path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "Job id", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")),
+    responses(
+        (status = 200, description = "The job had ended: its outputs were deleted", body = DeleteOutcome),
+        (status = 202, description = "The job is cancelled; a running attempt stops shortly", body = DeleteOutcome),
+        (status = 400, description = "Not a job id", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong token", body = ErrorResponse),
+        (status = 404, description = "No such job", body = ErrorResponse),
+        (status = 409, description = "The output folder now holds another job's outputs", body = ErrorResponse),
+    ))]
+pub async fn delete(
+    State(state): State<ApiState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<(StatusCode, Json<DeleteOutcome>)> {
+    let status = stored_status(&state, &id).await?;
+    if !status.state.is_terminal() {
+        let cancelled = cancel(&state, status).await?;
+        let outcome =
+            DeleteOutcome { job_id: id, action: "cancelled".into(), state: cancelled.state, deleted: Vec::new() };
+        return Ok((StatusCode::ACCEPTED, Json(outcome)));
+    }
+    let deleted = delete_outputs(&state, &status).await?;
+    let outcome = DeleteOutcome { job_id: id, action: "outputs_deleted".into(), state: status.state, deleted };
+    Ok((StatusCode::OK, Json(outcome)))
+}
+
+fn mark_cancelled(status: &mut JobStatus) {
+    let stage = status.stage;
+    status.transition(JobState::Cancelled, stage, Utc::now(), Some(CANCEL_NOTE.into()));
+}
+
+async fn cancel(state: &ApiState, mut status: JobStatus) -> ApiResult<JobStatus> {
+    mark_cancelled(&mut status);
+    write_status(state.backend.storage.as_ref(), &status).await?;
+    tracing::info!(job_id = %status.job_id, "Job cancelled.");
+    // The store has no compare-and-swap: a heartbeat that read the status just before this
+    // write may write `running` just after it. Look again a few times and restore the
+    // cancellation if that happened (the worker re-reads before its other writes).
+    let (state, job_id) = (state.clone(), status.job_id.clone());
+    tokio::spawn(async move {
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let storage = state.backend.storage.as_ref();
+            match read_status(storage, &job_id).await {
+                Ok(Some(mut current)) if !current.state.is_terminal() => {
+                    mark_cancelled(&mut current);
+                    if let Err(err) = write_status(storage, &current).await {
+                        tracing::warn!(job_id, error = %err, "Restoring a cancellation failed.");
+                    } else {
+                        tracing::info!(job_id, "A worker's write crossed the cancellation; restored it.");
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(job_id, error = %err, "Checking a cancellation failed."),
+            }
+        }
+    });
+    Ok(status)
+}
+
+async fn delete_outputs(state: &ApiState, status: &JobStatus) -> ApiResult<Vec<String>> {
+    let storage = state.backend.storage.as_ref();
+    let folder = &status.job.output_dir;
+    let manifest = manifest_key(folder);
+    if let Some(bytes) = storage.get_bytes(&manifest).await?
+        && let Ok(found) = serde_json::from_slice::<Manifest>(&bytes)
+        && found.job_id != status.job_id
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "outputs_belong_to_another_job",
+            format!("`{folder}` now holds the outputs of job {}; delete that job's outputs instead", found.job_id),
+        ));
+    }
+    // The manifest names every file of the job (HLS segments in sub-folders included); without
+    // one, only the files directly in the folder are the job's, since sub-folders may hold other
+    // jobs' outputs.
+    let listed = match storage.get_bytes(&manifest).await? {
+        Some(bytes) => serde_json::from_slice::<Manifest>(&bytes).ok().map(|m| {
+            let mut keys: Vec<String> =
+                m.outputs.iter().flat_map(|o| std::iter::once(o.key.clone()).chain(o.files.iter().cloned())).collect();
+            keys.push(manifest.clone());
+            keys
+        }),
+        None => None,
+    };
+    let mut keys: Vec<String> = match listed {
+        Some(keys) => keys.into_iter().filter(|k| k.starts_with(folder.as_str())).collect(),
+        None => storage
+            .list(folder)
+            .await?
+            .into_iter()
+            .filter(|key| key.strip_prefix(folder.as_str()).is_some_and(|name| !name.is_empty() && !name.contains('/')))
+            .collect(),
+    };
+    keys.sort();
+    keys.dedup();
+    // The manifest goes first: while it exists, readers take the folder for complete.
+    keys.sort_by_key(|key| *key != manifest);
+    for key in &keys {
+        storage.delete(key).await?;
+    }
+    if !keys.is_empty() {
+        let mut updated = status.clone();
+        let (state_now, stage) = (updated.state, updated.stage);
+        updated.transition(
+            state_now,
+            stage,
+            Utc::now(),
+            Some(format!("{} output file(s) deleted through the API", keys.len())),
+        );
+        write_status(storage, &updated).await?;
+        tracing::info!(job_id = %status.job_id, deleted = keys.len(), "Job outputs deleted.");
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotent_ids_depend_on_caller_and_key_only() {
+        let alice = Caller { id: "a".repeat(64) };
+        let bob = Caller { id: "b".repeat(64) };
+        let id = idempotent_job_id(&alice, "order-17");
+        assert_eq!(id, idempotent_job_id(&alice, "order-17"));
+        assert_ne!(id, idempotent_job_id(&alice, "order-18"));
+        assert_ne!(id, idempotent_job_id(&bob, "order-17"));
+        assert!(validate_job_id(&id).is_ok(), "{id}");
+    }
+
+    #[test]
+    fn idempotency_keys_are_printable_ascii() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(idempotency_key(&headers).unwrap(), None);
+        headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_static("order 17/a"));
+        assert_eq!(idempotency_key(&headers).unwrap().as_deref(), Some("order 17/a"));
+        headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_static(""));
+        assert!(idempotency_key(&headers).is_err());
+        headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_str(&"k".repeat(256)).unwrap());
+        assert!(idempotency_key(&headers).is_err());
+        headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
+        assert!(idempotency_key(&headers).is_err());
+    }
+}

@@ -1,0 +1,588 @@
+//! Router tests on the local backend in a temp folder, one request at a time through
+//! `tower::ServiceExt::oneshot`: no sockets, no worker.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use chrono::Utc;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+use super::config::ApiConfig;
+use super::{ApiState, router};
+use crate::backend;
+use crate::config::Config;
+use crate::domain::job::JobSpec;
+use crate::domain::status::{JobState, JobStatus, Stage};
+use crate::worker::status::{read_status, write_status};
+
+const TOKEN: &str = "test-token-0123456789";
+const OTHER_TOKEN: &str = "other-token-0123456789";
+
+struct Api {
+    app: Router,
+    state: ApiState,
+    _dir: TempDir,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// Asserts an error answer in the API's shape, with this status and code.
+    fn assert_error(&self, status: StatusCode, code: &str) {
+        let body = self.json();
+        assert_eq!(self.status, status, "{body}");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+        assert_eq!(self.headers[header::CONTENT_TYPE], "application/json");
+    }
+}
+
+async fn api_with(extra: &[(&str, &str)]) -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let mut vars = vec![
+        ("MEDIA_BACKEND".to_string(), "local".to_string()),
+        ("MEDIA_DATA_DIR".to_string(), dir.path().join("data").display().to_string()),
+        ("MEDIA_WORK_DIR".to_string(), dir.path().join("work").display().to_string()),
+        ("MEDIA_API_TOKENS".to_string(), format!("{TOKEN},{OTHER_TOKEN}")),
+        ("MEDIA_API_MAX_UPLOAD".to_string(), "64KiB".to_string()),
+    ];
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let lookup = |name: &str| vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let config = Config::from_lookup(lookup).unwrap();
+    let api = ApiConfig::from_lookup(lookup).unwrap();
+    let backend = backend::connect(&config).await.unwrap();
+    let state = ApiState::new(config, api, backend, "127.0.0.1:8080".parse().unwrap()).unwrap();
+    Api { app: router(state.clone()), state, _dir: dir }
+}
+
+async fn api() -> Api {
+    api_with(&[]).await
+}
+
+impl Api {
+    async fn send(&self, request: Request<Body>) -> Answer {
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes().to_vec();
+        Answer { status: parts.status, headers: parts.headers, body }
+    }
+
+    /// A request with the token and, when given, a JSON body.
+    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> Answer {
+        self.call_as(Some(TOKEN), method, uri, body, &[]).await
+    }
+
+    async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        uri: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = match body {
+            Some(body) => {
+                request.header(header::CONTENT_TYPE, "application/json").body(Body::from(body.to_string())).unwrap()
+            }
+            None => request.body(Body::empty()).unwrap(),
+        };
+        self.send(request).await
+    }
+
+    /// Stores a source under the upload prefix and takes its upload event off the queue.
+    async fn source(&self, key: &str) {
+        self.state.backend.storage.put_bytes(key, b"not really a video".to_vec(), "video/mp4").await.unwrap();
+        self.drain_ready().await;
+    }
+
+    async fn drain_ready(&self) -> Vec<String> {
+        let ready = &self.state.backend.queues.ready;
+        let mut bodies = Vec::new();
+        loop {
+            let batch = ready.receive(10, Duration::ZERO, Duration::from_secs(60)).await.unwrap();
+            if batch.is_empty() {
+                return bodies;
+            }
+            for message in batch {
+                ready.delete(&message.receipt).await.unwrap();
+                bodies.push(message.body);
+            }
+        }
+    }
+
+    async fn status(&self, id: &str) -> JobStatus {
+        read_status(self.state.backend.storage.as_ref(), id).await.unwrap().expect("a status")
+    }
+}
+
+fn job_request(key: &str) -> Value {
+    json!({"input": {"key": key}, "outputs": [{"preset": "mp4-h264"}]})
+}
+
+#[tokio::test]
+async fn tokens_are_required_except_on_health_endpoints() {
+    let api = api().await;
+    for (token, what) in [(None, "missing"), (Some("wrong-token-0123456789"), "wrong")] {
+        for (method, uri) in [
+            (Method::GET, "/v1/jobs/job-1"),
+            (Method::POST, "/v1/jobs"),
+            (Method::DELETE, "/v1/jobs/job-1"),
+            (Method::POST, "/v1/uploads"),
+            (Method::GET, "/v1/uploads/uploads/a/b.mp4"),
+            (Method::GET, "/v1/jobs/job-1/events"),
+            (Method::GET, "/v1/files/outputs/a/b.mp4"),
+            (Method::GET, "/v1/nothing-here"),
+        ] {
+            let answer = api.call_as(token, method.clone(), uri, Some(job_request("uploads/a.mp4")), &[]).await;
+            answer.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+            assert_eq!(answer.headers[header::WWW_AUTHENTICATE], "Bearer", "{what} token, {method} {uri}");
+        }
+    }
+    for uri in ["/healthz", "/readyz", "/openapi.json"] {
+        let answer = api.call_as(None, Method::GET, uri, None, &[]).await;
+        assert_eq!(answer.status, StatusCode::OK, "{uri}");
+        answer.json();
+    }
+    assert_eq!(api.call_as(None, Method::GET, "/readyz", None, &[]).await.json()["ready"], true);
+    api.call(Method::GET, "/v1/jobs/job-1", None).await.assert_error(StatusCode::NOT_FOUND, "job_not_found");
+    api.call_as(Some(OTHER_TOKEN), Method::GET, "/v1/jobs/job-1", None, &[])
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "job_not_found");
+}
+
+#[tokio::test]
+async fn bad_requests_are_json_4xx_errors() {
+    let api = api().await;
+    api.source("uploads/a/clip.mp4").await;
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+    let cases: Vec<(Value, StatusCode, &str, &str)> = vec![
+        (
+            json!({"input": {"key": "uploads/a/clip.mp4"}, "outputs": [{"preset": "mp4-h264"}], "priority": 9}),
+            unprocessable,
+            "invalid_request",
+            "priority",
+        ),
+        (
+            json!({"input": {"key": "uploads/a/clip.mp4", "bucket": "x"}, "outputs": [{"preset": "mp4-h264"}]}),
+            unprocessable,
+            "invalid_request",
+            "bucket",
+        ),
+        (
+            json!({"input": {"key": "uploads/a/clip.mp4"}, "outputs": [{"preset": "mp4-h264", "ffmpeg_args": "-i /etc/passwd"}]}),
+            unprocessable,
+            "invalid_request",
+            "ffmpeg_args",
+        ),
+        (
+            json!({"input": {"key": "uploads/a/clip.mp4"}, "outputs": "mp4-h264"}),
+            unprocessable,
+            "invalid_request",
+            "outputs",
+        ),
+        (
+            json!({"input": {"key": 42}, "outputs": [{"preset": "mp4-h264"}]}),
+            unprocessable,
+            "invalid_request",
+            "input.key",
+        ),
+        (json!({"input": {"key": "uploads/a/clip.mp4"}}), unprocessable, "invalid_request", "outputs"),
+        (
+            json!({"input": {"key": "uploads/a/clip.mp4"}, "outputs": [{"preset": "gif; rm -rf /"}]}),
+            unprocessable,
+            "invalid_request",
+            "mp4-h264",
+        ),
+        (json!({"input": {"key": "uploads/a/clip.mp4"}, "outputs": []}), unprocessable, "invalid_job", "outputs"),
+        (
+            json!({"input": {"key": "uploads/a/clip.mp4"}, "outputs": [{"preset": "mp4-h264"}, {"preset": "mp4-h264"}]}),
+            unprocessable,
+            "invalid_job",
+            "distinct",
+        ),
+        (job_request("../x"), unprocessable, "invalid_key", ".."),
+        (job_request("uploads/../../etc/passwd"), unprocessable, "invalid_key", ".."),
+        (job_request("/etc/passwd"), unprocessable, "invalid_key", "'/'"),
+        (job_request("uploads/a\u{0}b"), unprocessable, "invalid_key", "control"),
+        (job_request("outputs/x/mp4-h264.mp4"), unprocessable, "invalid_key", "uploads/"),
+        (job_request("jobs/x.json"), unprocessable, "invalid_key", "uploads/"),
+        (job_request("uploads/"), unprocessable, "invalid_key", ""),
+        (job_request("uploads/a/missing.mp4"), unprocessable, "source_not_found", "missing.mp4"),
+        (
+            json!({"input": {"key": "uploads/a/clip.mp4"}, "outputs": [{"preset": "mp4-h264"}], "output_prefix": "outputs/"}),
+            unprocessable,
+            "invalid_output_prefix",
+            "outputs/",
+        ),
+        (
+            json!({"input": {"key": "uploads/a/clip.mp4"}, "outputs": [{"preset": "mp4-h264"}], "output_prefix": "jobs/x/"}),
+            unprocessable,
+            "invalid_output_prefix",
+            "",
+        ),
+        (
+            json!({"input": {"key": "uploads/a/clip.mp4"}, "outputs": [{"preset": "mp4-h264"}], "output_prefix": "outputs/../jobs/"}),
+            unprocessable,
+            "invalid_output_prefix",
+            "..",
+        ),
+        (
+            json!({"input": {"key": "uploads/a/clip.mp4"}, "outputs": [{"preset": "mp4-h264"}], "output_prefix": "outputs/x"}),
+            unprocessable,
+            "invalid_output_prefix",
+            "",
+        ),
+    ];
+    for (body, status, code, mention) in cases {
+        let answer = api.call(Method::POST, "/v1/jobs", Some(body.clone())).await;
+        answer.assert_error(status, code);
+        let message = answer.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.contains(mention), "{body}: `{message}` does not mention `{mention}`");
+    }
+
+    let raw = |body: &'static str, content_type: Option<&'static str>| {
+        let mut request = Request::post("/v1/jobs").header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        request.body(Body::from(body)).unwrap()
+    };
+    api.send(raw("{\"input\": ", Some("application/json"))).await.assert_error(StatusCode::BAD_REQUEST, "invalid_json");
+    api.send(raw("{}", None)).await.assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    api.send(raw("{}", Some("text/plain")))
+        .await
+        .assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let huge = Box::leak(format!("{{\"input\": {{\"key\": \"{}\"}}}}", "a".repeat(100 << 10)).into_boxed_str());
+    api.send(raw(huge, Some("application/json")))
+        .await
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+
+    for (uri, code) in [("/v1/jobs/a.b", "invalid_job_id"), ("/v1/jobs/..%2Fetc", "invalid_job_id")] {
+        api.call(Method::GET, uri, None).await.assert_error(StatusCode::BAD_REQUEST, code);
+        api.call(Method::DELETE, uri, None).await.assert_error(StatusCode::BAD_REQUEST, code);
+    }
+    api.call(Method::GET, &format!("/v1/jobs/{}", "x".repeat(65)), None)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_job_id");
+    api.call(Method::GET, "/v1/nothing-here", None).await.assert_error(StatusCode::NOT_FOUND, "not_found");
+    let answer = api.call(Method::PUT, "/v1/jobs", None).await;
+    answer.assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    for (body, code) in [
+        (json!({"filename": "a.mp4", "content_type": "video/mp4", "size": 1 << 20}), "too_large"),
+        (json!({"filename": "a.mp4", "content_type": "video/mp4\r\nx: y"}), "invalid_content_type"),
+        (json!({"filename": "", "content_type": "video/mp4"}), "invalid_filename"),
+        (json!({"filename": "a.mp4", "content_type": "video/mp4", "key": "uploads/mine.mp4"}), "invalid_request"),
+        (json!({"filename": "a.mp4", "content_type": "video/mp4", "size": -1}), "invalid_request"),
+    ] {
+        api.call(Method::POST, "/v1/uploads", Some(body)).await.assert_error(unprocessable, code);
+    }
+    for key in ["uploads/..%2F..%2Fetc/passwd", "outputs/a/b.mp4", "jobs/x.json", "uploads/a%5Cb"] {
+        let uri = format!("/v1/uploads/{key}");
+        let answer = api.call(Method::GET, &uri, None).await;
+        answer.assert_error(unprocessable, "invalid_key");
+        let answer = api.call_as(None, Method::PUT, &format!("{uri}?expires=1&signature=00"), None, &[]).await;
+        answer.assert_error(unprocessable, "invalid_key");
+    }
+    // Nothing was published by any of these.
+    assert!(api.drain_ready().await.is_empty());
+    assert!(api.state.backend.storage.list("jobs/").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn local_uploads_stream_through_signed_urls_and_name_their_job() {
+    let api = api().await;
+    let answer = api
+        .call(
+            Method::POST,
+            "/v1/uploads",
+            Some(json!({"filename": "../../My Clip (1).mov", "content_type": "video/quicktime"})),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.json());
+    let ticket = answer.json();
+    let key = ticket["key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("uploads/") && key.ends_with("/My Clip _1_.mov"), "{key}");
+    assert_eq!(ticket["method"], "PUT");
+    assert_eq!(ticket["headers"]["content-type"], "video/quicktime");
+    let url = ticket["url"].as_str().unwrap();
+    let path = url.strip_prefix("http://127.0.0.1:8080").expect("an absolute URL of the API");
+    assert!(path.starts_with("/v1/uploads/uploads/") && path.contains("My%20Clip%20_1_.mov?expires="), "{path}");
+
+    let put = |path: String, content_type: &'static str, body: Vec<u8>| {
+        Request::put(path).header(header::CONTENT_TYPE, content_type).body(Body::from(body)).unwrap()
+    };
+    // Another content type, a tampered signature, no signature, or too much data: refused.
+    api.send(put(path.to_string(), "text/html", b"x".to_vec()))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "bad_signature");
+    let tampered = format!("{}0", &path[..path.len() - 1]);
+    let tampered = if tampered == path { format!("{}1", &path[..path.len() - 1]) } else { tampered };
+    api.send(put(tampered, "video/quicktime", b"x".to_vec()))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "bad_signature");
+    let unsigned = path.split('?').next().unwrap().to_string();
+    api.send(put(unsigned, "video/quicktime", b"x".to_vec()))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    api.send(put(path.to_string(), "video/quicktime", vec![0; 65 << 10]))
+        .await
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    assert_eq!(api.state.backend.storage.head(&key).await.unwrap(), None);
+    assert!(api.drain_ready().await.is_empty(), "no event for refused uploads");
+
+    let answer = api.send(put(path.to_string(), "video/quicktime", b"0123456789".to_vec())).await;
+    assert_eq!(answer.status, StatusCode::CREATED);
+    let stored = answer.json();
+    assert_eq!(stored["key"], key.as_str());
+    assert_eq!(stored["size"], 10);
+    let job_id = stored["job_id"].as_str().unwrap().to_string();
+    assert_eq!(stored["status_url"], format!("/v1/jobs/{job_id}"));
+    // The upload event is what the worker turns into that very job.
+    let events = api.drain_ready().await;
+    assert_eq!(events.len(), 1);
+    let layout = &api.state.config.layout;
+    let ctx = crate::domain::event::EventContext { layout, default_presets: &api.state.config.default_presets };
+    let parsed = crate::domain::event::parse_ready_message(&events[0], &ctx).unwrap();
+    assert_eq!(parsed.jobs[0].job.job_id, job_id);
+    // And the upload's description names it too.
+    let encoded = url.split('?').next().unwrap().strip_prefix("http://127.0.0.1:8080/v1/uploads/").unwrap();
+    let info = api.call(Method::GET, &format!("/v1/uploads/{encoded}"), None).await;
+    assert_eq!(info.status, StatusCode::OK);
+    assert_eq!(info.json()["job_id"], job_id.as_str());
+    let missing = api.call(Method::GET, "/v1/uploads/uploads/none/x.mp4", None).await;
+    missing.assert_error(StatusCode::NOT_FOUND, "upload_not_found");
+}
+
+#[tokio::test]
+async fn idempotency_keys_return_the_same_job_per_caller() {
+    let api = api().await;
+    api.source("uploads/a/clip.mp4").await;
+    let headers = [("idempotency-key", "order-17")];
+    let first =
+        api.call_as(Some(TOKEN), Method::POST, "/v1/jobs", Some(job_request("uploads/a/clip.mp4")), &headers).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.json());
+    let job_id = first.json()["job_id"].as_str().unwrap().to_string();
+    assert_eq!(first.headers[header::LOCATION], format!("/v1/jobs/{job_id}"));
+    assert_eq!(first.json()["state"], "queued");
+    assert_eq!(first.json()["output_dir"], format!("outputs/a/clip/{job_id}/"));
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    assert_eq!(api.drain_ready().await.len(), 1, "one message published");
+
+    let again =
+        api.call_as(Some(TOKEN), Method::POST, "/v1/jobs", Some(job_request("uploads/a/clip.mp4")), &headers).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_eq!(again.json()["job_id"], job_id.as_str());
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    // Still queued: republished, in case the first request never got to publish.
+    assert_eq!(api.drain_ready().await.len(), 1);
+
+    let different = json!({"input": {"key": "uploads/a/clip.mp4"}, "outputs": [{"preset": "mp4-h264"}], "output_prefix": "outputs/other/"});
+    let reused = api.call_as(Some(TOKEN), Method::POST, "/v1/jobs", Some(different), &headers).await;
+    reused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused");
+
+    let other = api
+        .call_as(Some(OTHER_TOKEN), Method::POST, "/v1/jobs", Some(job_request("uploads/a/clip.mp4")), &headers)
+        .await;
+    assert_eq!(other.status, StatusCode::ACCEPTED);
+    assert_ne!(other.json()["job_id"], job_id.as_str(), "keys are scoped to the caller");
+
+    let plain = api.call(Method::POST, "/v1/jobs", Some(job_request("uploads/a/clip.mp4"))).await;
+    assert_ne!(plain.json()["job_id"], job_id.as_str());
+    let bad = api
+        .call_as(
+            Some(TOKEN),
+            Method::POST,
+            "/v1/jobs",
+            Some(job_request("uploads/a/clip.mp4")),
+            &[("idempotency-key", "")],
+        )
+        .await;
+    bad.assert_error(StatusCode::BAD_REQUEST, "invalid_idempotency_key");
+}
+
+#[tokio::test]
+async fn a_queued_job_is_cancelled_and_its_message_skipped() {
+    let api = api().await;
+    api.source("uploads/a/clip.mp4").await;
+    let submitted = api.call(Method::POST, "/v1/jobs", Some(job_request("uploads/a/clip.mp4"))).await;
+    let job_id = submitted.json()["job_id"].as_str().unwrap().to_string();
+
+    let answer = api.call(Method::DELETE, &format!("/v1/jobs/{job_id}"), None).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.json());
+    assert_eq!(answer.json(), json!({"job_id": job_id, "action": "cancelled", "state": "cancelled", "deleted": []}));
+    let status = api.status(&job_id).await;
+    assert_eq!(status.state, JobState::Cancelled);
+    assert!(status.timeline.iter().any(|e| e.note.as_deref() == Some("cancel requested through the API")));
+
+    // The worker drops the queued message: the job ended.
+    let worker = crate::worker::Worker::new(
+        api.state.config.clone(),
+        api.state.backend.storage.clone(),
+        api.state.backend.queues.clone(),
+    );
+    assert_eq!(worker.poll_once().await.unwrap(), 1);
+    assert_eq!(worker.summary().skipped, 1);
+    assert_eq!(worker.running(), 0);
+    assert_eq!(api.status(&job_id).await.state, JobState::Cancelled);
+
+    // A second DELETE finds it ended, with nothing to delete.
+    let answer = api.call(Method::DELETE, &format!("/v1/jobs/{job_id}"), None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.json()["action"], "outputs_deleted");
+    assert_eq!(answer.json()["deleted"], json!([]));
+}
+
+/// A completed job as the worker leaves it: outputs, manifest, status.
+async fn completed_job(api: &Api, job_id: &str, output_dir: &str) -> JobStatus {
+    let storage = api.state.backend.storage.as_ref();
+    let job: JobSpec = serde_json::from_value(json!({
+        "job_id": job_id, "source_key": "uploads/a/clip.mp4", "outputs": [{"preset": "mp4-h264"}], "output_dir": output_dir
+    }))
+    .unwrap();
+    let output = format!("{output_dir}mp4-h264.mp4");
+    storage.put_bytes(&output, b"fake mp4 bytes".to_vec(), "video/mp4").await.unwrap();
+    let manifest = json!({
+        "version": 1, "job_id": job_id, "attempt": 1, "worker": "w", "completed_at": Utc::now(),
+        "source": {"key": "uploads/a/clip.mp4", "size": 10, "format": "mov,mp4"},
+        "outputs": [{"preset": "mp4-h264", "key": output, "size": 14, "content_type": "video/mp4", "format": "mov,mp4"}],
+        "timings": {"download_ms": 1, "probe_ms": 1, "transcode_ms": 1, "upload_ms": 1, "total_ms": 4}
+    });
+    let manifest_key = format!("{output_dir}manifest.json");
+    storage.put_bytes(&manifest_key, manifest.to_string().into_bytes(), "application/json").await.unwrap();
+    let mut status = JobStatus::queued(&job, 1, 3, Utc::now());
+    status.transition(JobState::Completed, Stage::Done, Utc::now(), None);
+    status.progress = 100.0;
+    status.manifest_key = Some(manifest_key);
+    write_status(storage, &status).await.unwrap();
+    status
+}
+
+#[tokio::test]
+async fn a_completed_job_has_signed_downloads_and_its_outputs_can_be_deleted() {
+    let api = api().await;
+    completed_job(&api, "job-done", "outputs/a/clip/").await;
+    // A later job's output folder inside this one is not this job's to delete.
+    let nested = "outputs/a/clip/job-later/mp4-h264.mp4";
+    api.state.backend.storage.put_bytes(nested, b"x".to_vec(), "video/mp4").await.unwrap();
+
+    let answer = api.call(Method::GET, "/v1/jobs/job-done", None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let view = answer.json();
+    assert_eq!(view["state"], "completed");
+    assert_eq!(view["manifest"]["outputs"][0]["key"], "outputs/a/clip/mp4-h264.mp4");
+    let downloads = view["downloads"].as_array().unwrap();
+    assert_eq!(downloads.len(), 2, "the output and the manifest");
+    let url = downloads[0]["url"].as_str().unwrap();
+    let path = url.strip_prefix("http://127.0.0.1:8080").unwrap().to_string();
+    assert!(path.starts_with("/v1/files/outputs/a/clip/mp4-h264.mp4?expires="), "{path}");
+
+    // The signed URL works without a token; a tampered one does not; a token works too.
+    let file = api.call_as(None, Method::GET, &path, None, &[]).await;
+    assert_eq!(file.status, StatusCode::OK);
+    assert_eq!(file.body, b"fake mp4 bytes");
+    assert_eq!(file.headers[header::CONTENT_TYPE], "video/mp4");
+    let other = path.replace("mp4-h264.mp4", "manifest.json");
+    api.call_as(None, Method::GET, &other, None, &[]).await.assert_error(StatusCode::FORBIDDEN, "bad_signature");
+    let unsigned = path.split('?').next().unwrap();
+    api.call_as(None, Method::GET, unsigned, None, &[]).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(api.call(Method::GET, unsigned, None).await.status, StatusCode::OK);
+    api.call(Method::GET, "/v1/files/uploads/a/clip.mp4", None)
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_key");
+    api.call(Method::GET, "/v1/files/outputs/a/..%2F..%2Fjobs/x.json", None)
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_key");
+    api.call(Method::GET, "/v1/files/outputs/none.mp4", None)
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "file_not_found");
+
+    // The event stream of an ended job: its state, then the end.
+    let events = api.call(Method::GET, "/v1/jobs/job-done/events", None).await;
+    assert_eq!(events.status, StatusCode::OK);
+    assert_eq!(events.headers[header::CONTENT_TYPE], "text/event-stream");
+    let text = String::from_utf8(events.body).unwrap();
+    assert_eq!(text.matches("event: status").count(), 1, "{text}");
+    assert!(text.contains("\"state\":\"completed\""), "{text}");
+
+    let answer = api.call(Method::DELETE, "/v1/jobs/job-done", None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.json());
+    assert_eq!(
+        answer.json(),
+        json!({"job_id": "job-done", "action": "outputs_deleted", "state": "completed",
+               "deleted": ["outputs/a/clip/manifest.json", "outputs/a/clip/mp4-h264.mp4"]})
+    );
+    assert_eq!(api.state.backend.storage.list("outputs/").await.unwrap(), [nested]);
+    let view = api.call(Method::GET, "/v1/jobs/job-done", None).await.json();
+    assert_eq!(view["state"], "completed");
+    assert_eq!(view["manifest"], Value::Null);
+    assert!(
+        view["timeline"].as_array().unwrap().iter().any(|e| e["note"].as_str().is_some_and(|n| n.contains("deleted")))
+    );
+}
+
+#[tokio::test]
+async fn outputs_of_a_folder_taken_over_by_another_job_are_not_deleted() {
+    let api = api().await;
+    let mut old = completed_job(&api, "job-old", "outputs/a/clip/").await;
+    completed_job(&api, "job-new", "outputs/a/clip/").await;
+    old.manifest_key = Some("outputs/a/clip/manifest.json".into());
+    write_status(api.state.backend.storage.as_ref(), &old).await.unwrap();
+    // The old job's view shows no outputs: the manifest is the new job's.
+    assert_eq!(api.call(Method::GET, "/v1/jobs/job-old", None).await.json()["downloads"], json!([]));
+    api.call(Method::DELETE, "/v1/jobs/job-old", None)
+        .await
+        .assert_error(StatusCode::CONFLICT, "outputs_belong_to_another_job");
+    assert_eq!(api.state.backend.storage.list("outputs/").await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_served_as_json_with_every_path() {
+    let api = api().await;
+    let answer = api.call_as(None, Method::GET, "/openapi.json", None, &[]).await;
+    assert_eq!(answer.headers[header::CONTENT_TYPE], "application/json");
+    let doc = answer.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
+    assert_eq!(paths.len(), 9, "{paths:?}");
+    let operations: Vec<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| {
+            item.as_object().unwrap().values().filter_map(|op| op["operationId"].as_str().map(String::from))
+        })
+        .collect();
+    let mut unique = operations.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), operations.len(), "operation ids must be unique: {operations:?}");
+}
+
+#[tokio::test]
+async fn anonymous_mode_accepts_requests_without_tokens() {
+    let api = api_with(&[("MEDIA_API_TOKENS", "")]).await;
+    api.call_as(None, Method::GET, "/v1/jobs/job-1", None, &[])
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "job_not_found");
+}
