@@ -48,14 +48,15 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates ffmpeg tini \
     && rm -rf /var/lib/apt/lists/*
 
-# An unprivileged user owning the scratch folder. The folder is a VOLUME so that ECS (Fargate
-# bind mounts) and docker give it this owner; on ECS it lives on the task's ephemeral storage.
+# An unprivileged user owning the scratch folder. Both writable folders are VOLUMEs: ECS (Fargate
+# bind mounts) and docker then give them the image's owner and mode (scratch: the user; /tmp:
+# 1777), they live on the task's ephemeral storage, and the root filesystem can be read-only.
 RUN groupadd --system --gid 10001 media \
     && useradd --system --uid 10001 --gid media --no-create-home \
         --home-dir /var/lib/media-worker --shell /usr/sbin/nologin media \
     && mkdir -p /var/lib/media-worker \
     && chown media:media /var/lib/media-worker
-VOLUME ["/var/lib/media-worker"]
+VOLUME ["/var/lib/media-worker", "/tmp"]
 
 COPY --from=build /out/ /usr/local/bin/
 COPY infra/docker/healthcheck /usr/local/bin/healthcheck

@@ -1,22 +1,30 @@
 #!/usr/bin/env python3
-"""Deploys infra/storage.yaml on the S3/SQS emulator and runs one job through the result.
+"""Deploys the CloudFormation templates on the AWS emulator and runs one job through them.
 
     python3 infra/tests/deploy_on_emulator.py path/to/media-worker
 
-Starts moto's server on 127.0.0.1 (a free port), creates the storage stack through the
-emulator's CloudFormation, checks the queues it made, uploads a generated 2 s clip under the
-upload prefix, runs `media-worker run --drain` with the stack's outputs as its environment, then
-checks the outputs (ffprobe), the job status and that every queue is empty.
+Starts moto's server on 127.0.0.1 (a free port), then:
 
-Needs moto[server] (which brings boto3 and PyYAML), ffmpeg and ffprobe. Prints
-`deploy-on-emulator: 1 passed, 0 failed` on success; exits non-zero with the reason otherwise.
+1. storage stack runs a job: creates infra/storage.yaml through the emulator's CloudFormation,
+   checks the queues it made (redrive policy, retention), uploads a generated 2 s clip under the
+   upload prefix, runs `media-worker run --drain` with the stack's outputs as its environment,
+   and checks the outputs (ffprobe: h264 + aac, 2 s), the manifest, the job status and that
+   all three queues are empty;
+2. service stack on the storage stack: creates infra/service.yaml (API on) against the first
+   stack's exports, and checks the task definitions (the storage outputs as environment,
+   commands, stopTimeout above MEDIA_SHUTDOWN_GRACE, the scratch volume, the token secret) and
+   the template's IAM statements (no wildcards).
 
-Emulator gap: moto's CloudFormation creates AWS::S3::Bucket without its NotificationConfiguration
-(nor lifecycle, public access block, ownership controls) and skips AWS::S3::BucketPolicy,
-AWS::SQS::QueuePolicy and AWS::CloudWatch::Alarm. When the bucket comes up without a
-notification, this test reads the bucket's NotificationConfiguration from the template,
-resolves it against the stack and applies it through the S3 API, so the upload event still
-follows the template's own filter.
+Needs moto[server] (which brings boto3 and PyYAML), ffmpeg and ffprobe. Ends with
+`deploy-on-emulator: N passed, N failed`; exits non-zero when any test failed.
+
+Emulator gaps, named in the output as "not modelled": moto's CloudFormation skips
+AWS::S3::BucketPolicy, AWS::SQS::QueuePolicy, AWS::CloudWatch::Alarm, AWS::EC2::SecurityGroupEgress
+and Application Auto Scaling resources, and creates AWS::S3::Bucket without its notification,
+lifecycle, public access block and ownership settings. When the bucket comes up without a
+notification, test 1 reads the bucket's NotificationConfiguration from the template, resolves
+it against the stack and applies it through the S3 API, so the upload event still follows the
+template's own filter.
 """
 
 from __future__ import annotations
@@ -35,9 +43,11 @@ from pathlib import Path
 
 NAME = "deploy-on-emulator"
 HERE = Path(__file__).resolve().parent
-TEMPLATE = HERE.parent / "storage.yaml"
-STACK = "media-ci"
-PARAMETERS = {"NamePrefix": "media-ci"}
+STORAGE_TEMPLATE = HERE.parent / "storage.yaml"
+SERVICE_TEMPLATE = HERE.parent / "service.yaml"
+STORAGE_STACK = "media-ci"
+STORAGE_PARAMETERS = {"NamePrefix": "media-ci"}
+SERVICE_STACK = "media-ci-service"
 REGION = "us-east-1"
 CLIP_SECONDS = 2.0
 WORKER_TIMEOUT = 300
@@ -111,37 +121,39 @@ class Emulator:
         )
 
 
-def create_stack(emu: Emulator, template_text: str) -> dict[str, str]:
+def create_stack(emu: Emulator, name: str, template_text: str, parameters: dict[str, str]) -> dict:
     emu.cfn.create_stack(
-        StackName=STACK,
+        StackName=name,
         TemplateBody=template_text,
-        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in PARAMETERS.items()],
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+        Capabilities=["CAPABILITY_IAM"],
     )
     deadline = time.monotonic() + 120
     while True:
-        stack = emu.cfn.describe_stacks(StackName=STACK)["Stacks"][0]
+        stack = emu.cfn.describe_stacks(StackName=name)["Stacks"][0]
         status = stack["StackStatus"]
         if status == "CREATE_COMPLETE":
             break
         if not status.endswith("IN_PROGRESS") or time.monotonic() > deadline:
-            raise Failure(f"stack creation ended in {status}: {stack.get('StackStatusReason', '')}")
+            raise Failure(f"stack {name} ended in {status}: {stack.get('StackStatusReason', '')}")
         time.sleep(0.5)
     outputs = {o["OutputKey"]: o for o in stack.get("Outputs", [])}
-    log(f"stack {STACK} created with outputs: {', '.join(sorted(outputs))}")
+    log(f"stack {name} created with outputs: {', '.join(sorted(outputs))}")
     return outputs
 
 
-def report_skipped(emu: Emulator, template: dict) -> None:
-    """Names the template's resources the emulator did not create (types it does not model)."""
-    resources = emu.cfn.describe_stack_resources(StackName=STACK)["StackResources"]
+def report_skipped(emu: Emulator, name: str, template: dict, true_conditions: frozenset = frozenset()) -> None:
+    """Names the template's resources the emulator did not create (types it does not model);
+    resources under a condition count only when that condition holds in this deployment."""
+    resources = emu.cfn.describe_stack_resources(StackName=name)["StackResources"]
     created = {r.get("LogicalResourceId") for r in resources}
     skipped = [
         f"{logical_id} ({resource['Type']})"
         for logical_id, resource in template["Resources"].items()
-        if logical_id not in created and "Condition" not in resource
+        if logical_id not in created and resource.get("Condition", True) in (True, *true_conditions)
     ]
     if skipped:
-        log(f"not modelled by the emulator, so not checked here: {', '.join(skipped)}")
+        log(f"{name}: not modelled by the emulator, so not checked here: {', '.join(skipped)}")
 
 
 def environment_from_outputs(outputs: dict) -> dict[str, str]:
@@ -191,8 +203,8 @@ def resolve(node, emu: Emulator, template: dict):
         return node
     if set(node) == {"Ref"}:
         name = node["Ref"]
-        if name in PARAMETERS:
-            return PARAMETERS[name]
+        if name in STORAGE_PARAMETERS:
+            return STORAGE_PARAMETERS[name]
         if name in template.get("Parameters", {}):
             return template["Parameters"][name]["Default"]
         raise Failure(f"cannot resolve Ref {name} in the notification configuration")
@@ -200,7 +212,7 @@ def resolve(node, emu: Emulator, template: dict):
         logical_id, attribute = node["Fn::GetAtt"]
         resource = template["Resources"][logical_id]
         if resource["Type"] == "AWS::SQS::Queue" and attribute == "Arn":
-            url = emu.cfn.describe_stack_resource(StackName=STACK, LogicalResourceId=logical_id)[
+            url = emu.cfn.describe_stack_resource(StackName=STORAGE_STACK, LogicalResourceId=logical_id)[
                 "StackResourceDetail"
             ]["PhysicalResourceId"]
             return emu.queue_attributes(url)["QueueArn"]
@@ -344,7 +356,123 @@ def check_results(emu: Emulator, env: dict[str, str], scratch: Path) -> None:
     log("queues: all three empty")
 
 
-def run(worker: Path) -> None:
+def test_storage_stack_runs_a_job(emu: Emulator, worker: Path) -> dict[str, str]:
+    """Test 1: the storage stack deploys, and a worker configured from its outputs alone turns
+    an upload into outputs, leaving every queue empty. Returns the stack's environment."""
+    template_text = STORAGE_TEMPLATE.read_text()
+    template = load_template(template_text)
+    outputs = create_stack(emu, STORAGE_STACK, template_text, STORAGE_PARAMETERS)
+    report_skipped(emu, STORAGE_STACK, template)
+    env = environment_from_outputs(outputs)
+    check_queues(emu, template, env)
+    ensure_notification(emu, template, env["MEDIA_S3_BUCKET"])
+
+    with tempfile.TemporaryDirectory(prefix="deploy-on-emulator-") as tmp:
+        scratch = Path(tmp)
+        clip = scratch / "clip.mp4"
+        make_clip(clip)
+        key = env.get("MEDIA_UPLOAD_PREFIX", "uploads/") + "ci/clip.mp4"
+        before = sum(emu.queue_counts(env["MEDIA_READY_QUEUE_URL"]))
+        emu.s3.upload_file(str(clip), env["MEDIA_S3_BUCKET"], key)
+        log(f"uploaded s3://{env['MEDIA_S3_BUCKET']}/{key}")
+        wait_for_event(emu, env["MEDIA_READY_QUEUE_URL"], before, 10)
+        run_worker(worker, env, emu.endpoint, scratch)
+        check_results(emu, env, scratch)
+    return env
+
+
+def test_service_stack_on_storage(emu: Emulator, storage_env: dict[str, str]) -> None:
+    """Test 2: the service stack deploys on top of the storage stack (its imports match the
+    storage exports) and its task definitions carry what the binaries need."""
+    import boto3
+
+    common = dict(endpoint_url=emu.endpoint, region_name=REGION, aws_access_key_id="test", aws_secret_access_key="test")
+    ec2 = boto3.client("ec2", **common)
+    vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{i}.0/24", AvailabilityZone=f"{REGION}{zone}")["Subnet"]["SubnetId"]
+        for i, zone in ((1, "a"), (2, "b"))
+    ]
+    certificate = boto3.client("acm", **common).request_certificate(DomainName="media.example.test")["CertificateArn"]
+    secret = boto3.client("secretsmanager", **common).create_secret(
+        Name="media-ci/api-tokens", SecretString="0123456789abcdef0123456789abcdef"
+    )["ARN"]
+    template_text = SERVICE_TEMPLATE.read_text()
+    template = load_template(template_text)
+    create_stack(
+        emu,
+        SERVICE_STACK,
+        template_text,
+        {
+            "StorageStackName": STORAGE_STACK,
+            "ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/media-worker:ci",
+            "VpcId": vpc,
+            "TaskSubnetIds": ",".join(subnets),
+            "ApiEnabled": "true",
+            "ApiTokensSecretArn": secret,
+            "ApiCertificateArn": certificate,
+            "LoadBalancerSubnetIds": ",".join(subnets),
+        },
+    )
+    report_skipped(emu, SERVICE_STACK, template, frozenset({"ApiOn"}))
+
+    ecs = boto3.client("ecs", **common)
+    families = {}
+    for arn in ecs.list_task_definitions()["taskDefinitionArns"]:
+        definition = ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
+        families[definition["family"]] = definition
+    worker = families.get(f"{SERVICE_STACK}-worker")
+    api = families.get(f"{SERVICE_STACK}-api")
+    if not worker or not api:
+        raise Failure(f"expected worker and api task definitions, found {sorted(families)}")
+
+    for definition, command in ((worker, ["media-worker", "run"]), (api, ["media-api"])):
+        container = definition["containerDefinitions"][0]
+        name = definition["family"]
+        if container.get("command") != command:
+            raise Failure(f"{name}: command {container.get('command')}, expected {command}")
+        env = {e["name"]: e["value"] for e in container.get("environment", [])}
+        for var, value in storage_env.items():
+            if env.get(var) != value:
+                raise Failure(f"{name}: {var} is {env.get(var)!r}, the storage stack says {value!r}")
+        if container.get("readonlyRootFilesystem") is not True or container.get("user") != "10001:10001":
+            raise Failure(f"{name}: expected a read-only root filesystem and user 10001")
+        if any("TOKEN" in var or "SECRET" in var for var in env):
+            raise Failure(f"{name}: a secret-looking variable is set in plain text")
+
+    container = worker["containerDefinitions"][0]
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    grace = env.get("MEDIA_SHUTDOWN_GRACE", "")
+    if container.get("stopTimeout") != 120 or not (grace.endswith("s") and int(grace[:-1]) < 120):
+        raise Failure(f"worker: stopTimeout {container.get('stopTimeout')} and MEDIA_SHUTDOWN_GRACE {grace!r}")
+    mounts = {m["containerPath"] for m in container.get("mountPoints", [])}
+    if env.get("MEDIA_WORK_DIR") not in mounts:
+        raise Failure(f"worker: MEDIA_WORK_DIR {env.get('MEDIA_WORK_DIR')} is not a mounted volume ({mounts})")
+    secrets = {s["name"]: s["valueFrom"] for s in api["containerDefinitions"][0].get("secrets", [])}
+    if secrets.get("MEDIA_API_TOKENS") != secret:
+        raise Failure(f"api: MEDIA_API_TOKENS should come from the secret, got {secrets}")
+    log("task definitions: storage outputs, commands, stop timeout, scratch volume and token secret as expected")
+
+    # The emulator does not return role policies made by CloudFormation faithfully, so the
+    # template's own statements are checked: no Allow with a wildcard action or resource.
+    for logical_id, resource in template["Resources"].items():
+        if resource["Type"] not in ("AWS::IAM::Role", "AWS::IAM::Policy"):
+            continue
+        documents = [p["PolicyDocument"] for p in resource["Properties"].get("Policies", [])]
+        if "PolicyDocument" in resource["Properties"]:
+            documents.append(resource["Properties"]["PolicyDocument"])
+        for document in documents:
+            for statement in document["Statement"]:
+                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+                if statement["Effect"] == "Allow" and (
+                    any(a == "*" or a.endswith(":*") for a in actions) or "*" in resources
+                ):
+                    raise Failure(f"{logical_id}: a wildcard grant: {statement}")
+    log("roles: no wildcard actions or resources in the template's policies")
+
+
+def run(worker: Path) -> tuple[int, int]:
     from moto.server import ThreadedMotoServer
 
     # The emulator's request log and its warnings about unmodelled resource types are noise
@@ -357,32 +485,36 @@ def run(worker: Path) -> None:
         if shutil.which(tool) is None:
             raise Failure(f"{tool} is not installed")
     port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    passed = failed = 0
     try:
-        emu = Emulator(endpoint)
-        template_text = TEMPLATE.read_text()
-        template = load_template(template_text)
-        outputs = create_stack(emu, template_text)
-        report_skipped(emu, template)
-        env = environment_from_outputs(outputs)
-        check_queues(emu, template, env)
-        ensure_notification(emu, template, env["MEDIA_S3_BUCKET"])
-
-        with tempfile.TemporaryDirectory(prefix="deploy-on-emulator-") as tmp:
-            scratch = Path(tmp)
-            clip = scratch / "clip.mp4"
-            make_clip(clip)
-            key = env.get("MEDIA_UPLOAD_PREFIX", "uploads/") + "ci/clip.mp4"
-            before = sum(emu.queue_counts(env["MEDIA_READY_QUEUE_URL"]))
-            emu.s3.upload_file(str(clip), env["MEDIA_S3_BUCKET"], key)
-            log(f"uploaded s3://{env['MEDIA_S3_BUCKET']}/{key}")
-            wait_for_event(emu, env["MEDIA_READY_QUEUE_URL"], before, 10)
-            run_worker(worker, env, endpoint, scratch)
-            check_results(emu, env, scratch)
+        emu = Emulator(f"http://127.0.0.1:{port}")
+        storage_env = None
+        tests = [
+            ("storage stack runs a job", lambda: test_storage_stack_runs_a_job(emu, worker)),
+            ("service stack on the storage stack", lambda: test_service_stack_on_storage(emu, storage_env)),
+        ]
+        for title, test in tests:
+            if title.startswith("service") and storage_env is None:
+                print(f"{NAME}: FAILED: {title}: skipped, the storage stack did not deploy", file=sys.stderr)
+                failed += 1
+                continue
+            try:
+                result = test()
+                if title.startswith("storage"):
+                    storage_env = result
+                log(f"PASS: {title}")
+                passed += 1
+            except Failure as failure:
+                print(f"{NAME}: FAILED: {title}: {failure}", file=sys.stderr)
+                failed += 1
+            except Exception as err:  # noqa: BLE001 - any other error fails the test with its reason
+                print(f"{NAME}: FAILED: {title}: {type(err).__name__}: {err}", file=sys.stderr)
+                failed += 1
     finally:
         server.stop()
+    return passed, failed
 
 
 def main(argv: list[str]) -> int:
@@ -401,17 +533,12 @@ def main(argv: list[str]) -> int:
         print(f"{NAME}: {err}; install the emulator with: pip install 'moto[server]==5.2.5'", file=sys.stderr)
         return 2
     try:
-        run(worker)
+        passed, failed = run(worker)
     except Failure as failure:
         print(f"{NAME}: FAILED: {failure}", file=sys.stderr)
-        print(f"{NAME}: 0 passed, 1 failed")
-        return 1
-    except Exception as err:  # noqa: BLE001 - any other error fails the test with its reason
-        print(f"{NAME}: FAILED: {type(err).__name__}: {err}", file=sys.stderr)
-        print(f"{NAME}: 0 passed, 1 failed")
-        return 1
-    print(f"{NAME}: 1 passed, 0 failed")
-    return 0
+        passed, failed = 0, 1
+    print(f"{NAME}: {passed} passed, {failed} failed")
+    return 0 if failed == 0 and passed > 0 else 1
 
 
 if __name__ == "__main__":
