@@ -15,6 +15,7 @@ use crate::domain::plan::plan;
 use crate::domain::preset::Preset;
 use crate::domain::probe::{AudioStream, MediaInfo, VideoStream};
 use crate::domain::status::{JobState, JobStatus, Manifest};
+use crate::media::probe::{Probed, probe};
 use crate::queue::SendOptions;
 use crate::telemetry;
 use crate::worker::status::{read_status, write_status};
@@ -54,6 +55,15 @@ enum Command {
     Status { job_id: String },
     /// List the presets with the exact ffmpeg arguments each runs.
     Presets,
+    /// Probe a local file and print, as JSON, the ffmpeg argv a job with these presets would run.
+    Plan {
+        file: PathBuf,
+        #[arg(long = "preset", value_name = "NAME", required = true)]
+        presets: Vec<Preset>,
+        /// Folder the outputs would be written to.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+    },
 }
 
 pub async fn main() -> ExitCode {
@@ -81,13 +91,24 @@ pub async fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
     let command = cli.command.unwrap_or(Command::Run { drain: false });
-    if let Command::Presets = command {
-        print_presets();
-        return Ok(ExitCode::SUCCESS);
+    match &command {
+        Command::Presets => {
+            print_presets();
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Plan { file, presets, out } => {
+            let media = probe(file, Duration::from_secs(60), Probed::Source).await?;
+            let outputs: Vec<OutputRequest> = presets.iter().map(|&p| OutputRequest::new(p)).collect();
+            let plan = plan(&outputs, &media, file, out)?;
+            let args: Vec<String> = plan.args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+            println!("{}", serde_json::json!({"args": args, "folders": plan.folders}));
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
     }
     let backend = backend::connect(&config).await?;
     match command {
-        Command::Presets => Ok(ExitCode::SUCCESS),
+        Command::Presets | Command::Plan { .. } => Ok(ExitCode::SUCCESS),
         Command::Run { drain } => {
             let worker = Worker::new(config, backend.storage, backend.queues);
             let mode = if drain { RunMode::Drain } else { RunMode::Daemon };

@@ -242,16 +242,6 @@ async fn upload_submit_follow_download(kind: Kind) {
     assert_eq!(ready.status().as_u16(), 200);
 }
 
-#[tokio::test]
-async fn api_upload_submit_follow_download_aws() {
-    upload_submit_follow_download(Kind::Aws).await;
-}
-
-#[tokio::test]
-async fn api_upload_submit_follow_download_local() {
-    upload_submit_follow_download(Kind::Local).await;
-}
-
 async fn cancel_mid_transcode(kind: Kind) {
     require!(tools(kind));
     let d = Deployment::new(kind).await;
@@ -290,12 +280,4 @@ async fn cancel_mid_transcode(kind: Kind) {
     assert!(log.contains("Job cancelled."), "{log}");
 }
 
-#[tokio::test]
-async fn api_cancel_mid_transcode_aws() {
-    cancel_mid_transcode(Kind::Aws).await;
-}
-
-#[tokio::test]
-async fn api_cancel_mid_transcode_local() {
-    cancel_mid_transcode(Kind::Local).await;
-}
+crate::on_both_backends!(upload_submit_follow_download, cancel_mid_transcode);

@@ -58,16 +58,6 @@ async fn visibility_expiry_redelivers(kind: Kind) {
     assert_eq!(q.counts().await.unwrap().total(), 0);
 }
 
-#[tokio::test]
-async fn queue_visibility_expiry_redelivers_aws() {
-    visibility_expiry_redelivers(Kind::Aws).await;
-}
-
-#[tokio::test]
-async fn queue_visibility_expiry_redelivers_local() {
-    visibility_expiry_redelivers(Kind::Local).await;
-}
-
 async fn delays_and_visibility_changes(kind: Kind) {
     let Some(d) = deployment(kind).await else { return };
     let q = queue(&d);
@@ -96,16 +86,6 @@ async fn delays_and_visibility_changes(kind: Kind) {
     assert_eq!(batch.len() + rest.len(), 12);
 }
 
-#[tokio::test]
-async fn queue_delays_and_visibility_changes_aws() {
-    delays_and_visibility_changes(Kind::Aws).await;
-}
-
-#[tokio::test]
-async fn queue_delays_and_visibility_changes_local() {
-    delays_and_visibility_changes(Kind::Local).await;
-}
-
 async fn long_poll_wakes_on_send(kind: Kind) {
     let Some(d) = deployment(kind).await else { return };
     let q = queue(&d);
@@ -120,16 +100,6 @@ async fn long_poll_wakes_on_send(kind: Kind) {
     assert_eq!(got.len(), 1, "the long poll returned nothing");
     assert!(waited >= Duration::from_millis(800), "returned before the send: {waited:?}");
     assert!(waited < Duration::from_secs(5), "the long poll did not wake on the send: {waited:?}");
-}
-
-#[tokio::test]
-async fn queue_long_poll_wakes_on_send_aws() {
-    long_poll_wakes_on_send(Kind::Aws).await;
-}
-
-#[tokio::test]
-async fn queue_long_poll_wakes_on_send_local() {
-    long_poll_wakes_on_send(Kind::Local).await;
 }
 
 async fn storage_round_trips(kind: Kind) {
@@ -167,16 +137,6 @@ async fn storage_round_trips(kind: Kind) {
     }
 }
 
-#[tokio::test]
-async fn storage_round_trips_aws() {
-    storage_round_trips(Kind::Aws).await;
-}
-
-#[tokio::test]
-async fn storage_round_trips_local() {
-    storage_round_trips(Kind::Local).await;
-}
-
 /// A file larger than the multipart threshold goes up in parts and comes back byte-identical.
 async fn large_objects(kind: Kind) {
     let Some(d) = deployment(kind).await else { return };
@@ -200,12 +160,10 @@ async fn large_objects(kind: Kind) {
     assert!(std::fs::read(&back).unwrap() == bytes, "the object came back different");
 }
 
-#[tokio::test]
-async fn storage_large_objects_aws() {
-    large_objects(Kind::Aws).await;
-}
-
-#[tokio::test]
-async fn storage_large_objects_local() {
-    large_objects(Kind::Local).await;
-}
+crate::on_both_backends!(
+    visibility_expiry_redelivers,
+    delays_and_visibility_changes,
+    long_poll_wakes_on_send,
+    storage_round_trips,
+    large_objects
+);

@@ -59,199 +59,81 @@ fn outputs(presets: &[Preset]) -> Vec<OutputRequest> {
     presets.iter().map(|&p| OutputRequest::new(p)).collect()
 }
 
+/// Makes a clip from lavfi sources: test-pattern video (`size`, seconds) and/or a tone, encoded
+/// with `codecs` (every other argument, e.g. `-c:v mpeg4`).
+fn lavfi(out: &Path, video_source: Option<(&str, u32)>, tone_seconds: Option<u32>, codecs: &[&str]) {
+    let mut args: Vec<String> = Vec::new();
+    if let Some((size, seconds)) = video_source {
+        args.extend(["-f".into(), "lavfi".into(), "-i".into(), video(size, seconds)]);
+    }
+    if let Some(seconds) = tone_seconds {
+        args.extend(["-f".into(), "lavfi".into(), "-i".into(), tone(seconds, 440)]);
+    }
+    args.extend(codecs.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ffmpeg(&args, out);
+}
+
+const X264: &[&str] = &["-c:v", "libx264", "-preset", "ultrafast"];
+const X264_AAC: &[&str] = &["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"];
+const VP9_OPUS: &[&str] = &["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-c:a", "libopus"];
+
 /// Makes every corpus file in `dir`; returns the cases.
 fn corpus(dir: &Path) -> Vec<Case> {
     let p = |name: &str| dir.join(name);
-    let lavfi = "lavfi";
     let mut cases = Vec::new();
     let mut add = |name, file: PathBuf, outputs| cases.push(Case { name, file, outputs });
 
-    ffmpeg(
-        &[
-            "-f",
-            lavfi,
-            "-i",
-            &video("1279x719", 2),
-            "-f",
-            lavfi,
-            "-i",
-            &tone(2, 440),
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-c:a",
-            "aac",
-        ],
-        &p("odd.mp4"),
-    );
+    lavfi(&p("odd.mp4"), Some(("1279x719", 2)), Some(2), X264_AAC);
     add("odd_dimensions", p("odd.mp4"), outputs(&[Preset::Mp4H264]));
 
-    ffmpeg(&["-f", lavfi, "-i", &video("640x360", 2), "-c:v", "libx264", "-preset", "ultrafast"], &p("phone.mp4"));
+    lavfi(&p("phone.mp4"), Some(("640x360", 2)), None, X264);
     rotate_90(&p("phone.mp4"));
     add("rotated_phone_video", p("phone.mp4"), outputs(&[Preset::Mp4H264, Preset::Thumbnail]));
 
     // Variable frame rate: drop 3 frames in 10, keep the gaps in the timestamps.
-    ffmpeg(
-        &[
-            "-f",
-            lavfi,
-            "-i",
-            &video("320x240", 3),
-            "-vf",
-            "select='lt(mod(n,10),7)'",
-            "-fps_mode",
-            "vfr",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-        ],
-        &p("vfr.mkv"),
-    );
+    let vfr = ["-vf", "select='lt(mod(n,10),7)'", "-fps_mode", "vfr", "-c:v", "libx264", "-preset", "ultrafast"];
+    lavfi(&p("vfr.mkv"), Some(("320x240", 3)), None, &vfr);
     add("variable_frame_rate", p("vfr.mkv"), outputs(&[Preset::Mp4H264]));
 
-    ffmpeg(&["-f", lavfi, "-i", &video("320x240", 2), "-c:v", "libx264", "-preset", "ultrafast"], &p("silent.mp4"));
+    lavfi(&p("silent.mp4"), Some(("320x240", 2)), None, X264);
     add("no_audio", p("silent.mp4"), outputs(&[Preset::Mp4H264, Preset::Hls]));
 
-    ffmpeg(&["-f", lavfi, "-i", &tone(3, 440), "-c:a", "pcm_s16le"], &p("voice.wav"));
+    lavfi(&p("voice.wav"), None, Some(3), &["-c:a", "pcm_s16le"]);
     add("audio_only_wav", p("voice.wav"), outputs(&[Preset::Mp3]));
-    ffmpeg(&["-f", lavfi, "-i", &tone(3, 300), "-c:a", "libmp3lame"], &p("song.mp3"));
+    lavfi(&p("song.mp3"), None, Some(3), &["-c:a", "libmp3lame"]);
     add("audio_only_mp3_video_preset", p("song.mp3"), outputs(&[Preset::Mp4H264]));
     add("audio_only_mp3", p("song.mp3"), outputs(&[Preset::Mp3, Preset::RemuxMp4]));
 
-    ffmpeg(
-        &[
-            "-f",
-            lavfi,
-            "-i",
-            &video("320x240", 2),
-            "-f",
-            lavfi,
-            "-i",
-            &tone(2, 440),
-            "-f",
-            lavfi,
-            "-i",
-            &tone(2, 880),
-            "-map",
-            "0",
-            "-map",
-            "1",
-            "-map",
-            "2",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-c:a",
-            "aac",
-        ],
-        &p("tracks.mkv"),
-    );
+    let second_tone = tone(2, 880);
+    let mut tracks = vec!["-f", "lavfi", "-i", second_tone.as_str(), "-map", "0", "-map", "1", "-map", "2"];
+    tracks.extend_from_slice(X264_AAC);
+    lavfi(&p("tracks.mkv"), Some(("320x240", 2)), Some(2), &tracks);
     add("several_audio_tracks", p("tracks.mkv"), outputs(&[Preset::Mp4H264]));
 
-    ffmpeg(
-        &[
-            "-f",
-            lavfi,
-            "-i",
-            &video("320x240", 2),
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p10le",
-        ],
+    lavfi(
         &p("tenbit.mp4"),
+        Some(("320x240", 2)),
+        None,
+        &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p10le"],
     );
     add("ten_bit", p("tenbit.mp4"), outputs(&[Preset::Mp4H264, Preset::WebmVp9]));
 
-    ffmpeg(
-        &[
-            "-f",
-            lavfi,
-            "-i",
-            &video("320x240", 2),
-            "-f",
-            lavfi,
-            "-i",
-            &tone(2, 440),
-            "-c:v",
-            "mpeg4",
-            "-c:a",
-            "libmp3lame",
-        ],
-        &p("old.avi"),
-    );
+    lavfi(&p("old.avi"), Some(("320x240", 2)), Some(2), &["-c:v", "mpeg4", "-c:a", "libmp3lame"]);
     add("avi_mpeg4_part2", p("old.avi"), outputs(&[Preset::Mp4H264, Preset::RemuxMp4]));
 
-    ffmpeg(
-        &[
-            "-f",
-            lavfi,
-            "-i",
-            &video("320x240", 2),
-            "-f",
-            lavfi,
-            "-i",
-            &tone(2, 440),
-            "-c:v",
-            "libvpx-vp9",
-            "-deadline",
-            "realtime",
-            "-cpu-used",
-            "8",
-            "-c:a",
-            "libopus",
-        ],
-        &p("clip.mkv"),
-    );
+    lavfi(&p("clip.mkv"), Some(("320x240", 2)), Some(2), VP9_OPUS);
     add("mkv_vp9", p("clip.mkv"), outputs(&[Preset::Mp4H264]));
 
-    ffmpeg(
-        &[
-            "-f",
-            lavfi,
-            "-i",
-            &video("320x240", 2),
-            "-f",
-            lavfi,
-            "-i",
-            &tone(2, 440),
-            "-c:v",
-            "prores_ks",
-            "-profile:v",
-            "0",
-            "-c:a",
-            "pcm_s16le",
-        ],
+    lavfi(
         &p("edit.mov"),
+        Some(("320x240", 2)),
+        Some(2),
+        &["-c:v", "prores_ks", "-profile:v", "0", "-c:a", "pcm_s16le"],
     );
     add("mov_prores", p("edit.mov"), outputs(&[Preset::Mp4H264_480, Preset::RemuxMp4]));
 
-    ffmpeg(
-        &[
-            "-f",
-            lavfi,
-            "-i",
-            &video("320x240", 3),
-            "-f",
-            lavfi,
-            "-i",
-            &tone(3, 440),
-            "-c:v",
-            "libvpx-vp9",
-            "-deadline",
-            "realtime",
-            "-cpu-used",
-            "8",
-            "-c:a",
-            "libopus",
-        ],
-        &p("clip.webm"),
-    );
+    lavfi(&p("clip.webm"), Some(("320x240", 3)), Some(3), VP9_OPUS);
     add(
         "webm",
         p("clip.webm"),
@@ -261,46 +143,10 @@ fn corpus(dir: &Path) -> Vec<Case> {
         ],
     );
 
-    ffmpeg(
-        &[
-            "-f",
-            lavfi,
-            "-i",
-            &video("640x360", 2),
-            "-f",
-            lavfi,
-            "-i",
-            &tone(2, 440),
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-c:a",
-            "aac",
-        ],
-        &p("h264.mkv"),
-    );
+    lavfi(&p("h264.mkv"), Some(("640x360", 2)), Some(2), X264_AAC);
     add("mkv_h264_remux", p("h264.mkv"), outputs(&[Preset::RemuxMp4]));
 
-    ffmpeg(
-        &[
-            "-f",
-            lavfi,
-            "-i",
-            &video("1280x720", 8),
-            "-f",
-            lavfi,
-            "-i",
-            &tone(8, 440),
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-c:a",
-            "aac",
-        ],
-        &p("talk.mp4"),
-    );
+    lavfi(&p("talk.mp4"), Some(("1280x720", 8)), Some(8), X264_AAC);
     add(
         "several_outputs",
         p("talk.mp4"),
@@ -320,14 +166,11 @@ fn corpus(dir: &Path) -> Vec<Case> {
     std::fs::write(p("noise.mp4"), noise).unwrap();
     add("random_bytes", p("noise.mp4"), outputs(&[Preset::Mp4H264]));
     // An MP4 without +faststart keeps its index at the end: cut it off.
-    ffmpeg(&["-f", lavfi, "-i", &video("320x240", 3), "-c:v", "libx264", "-preset", "ultrafast"], &p("whole.mp4"));
+    lavfi(&p("whole.mp4"), Some(("320x240", 3)), None, X264);
     let whole = std::fs::read(p("whole.mp4")).unwrap();
     std::fs::write(p("truncated.mp4"), &whole[..whole.len() / 2]).unwrap();
     add("truncated", p("truncated.mp4"), outputs(&[Preset::Mp4H264]));
-    ffmpeg(
-        &["-f", lavfi, "-i", "testsrc2=size=64x64", "-frames:v", "1", "-f", "image2", "-c:v", "png"],
-        &p("picture.mp4"),
-    );
+    lavfi(&p("picture.mp4"), Some(("64x64", 1)), None, &["-frames:v", "1", "-f", "image2", "-c:v", "png"]);
     add("image_renamed_mp4", p("picture.mp4"), outputs(&[Preset::Mp4H264]));
     std::fs::write(
         p("list.m3u8"),
@@ -568,25 +411,7 @@ args = ["-map", "0:v:0", "-map", "0:a:0?", "-vf", "{scale}", "-c:v", "libx264", 
     )
     .unwrap();
     let source = d.path("wide.mp4");
-    ffmpeg(
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            &video("640x360", 3),
-            "-f",
-            "lavfi",
-            "-i",
-            &tone(3, 440),
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-c:a",
-            "aac",
-        ],
-        &source,
-    );
+    lavfi(&source, Some(("640x360", 3)), Some(3), X264_AAC);
     d.upload("corpus/custom/wide.mp4", &source).await;
     let message = serde_json::json!({"version": 1, "job": {
         "job_id": "custom-preset", "source_key": "corpus/custom/wide.mp4", "output_dir": "outputs/corpus/custom/wide/",

@@ -67,6 +67,27 @@ macro_rules! require {
     };
 }
 
+/// Declares, for each `async fn case(kind: Kind)`, a module `case` with the tests `aws` and
+/// `local`, so every case runs on both backends under one name (`worker::end_to_end::aws`).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($case:ident),+ $(,)?) => {
+        $(
+            mod $case {
+                #[tokio::test]
+                async fn aws() {
+                    super::$case($crate::support::Kind::Aws).await;
+                }
+
+                #[tokio::test]
+                async fn local() {
+                    super::$case($crate::support::Kind::Local).await;
+                }
+            }
+        )+
+    };
+}
+
 /// moto's server, shared by every test of this binary, on 127.0.0.1 and a free port. It exits
 /// by itself when this test process is gone (it watches its parent), so nothing is left behind.
 pub fn moto_endpoint() -> String {

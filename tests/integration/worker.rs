@@ -116,16 +116,6 @@ async fn end_to_end(kind: Kind) {
     assert!(left.is_empty(), "scratch folders left: {left:?}");
 }
 
-#[tokio::test]
-async fn end_to_end_aws() {
-    end_to_end(Kind::Aws).await;
-}
-
-#[tokio::test]
-async fn end_to_end_local() {
-    end_to_end(Kind::Local).await;
-}
-
 async fn poison_and_edge_cases(kind: Kind) {
     require!(tools(kind));
     let d = Deployment::new(kind).await;
@@ -193,16 +183,6 @@ async fn poison_and_edge_cases(kind: Kind) {
     d.assert_queues_empty(false).await;
 }
 
-#[tokio::test]
-async fn poison_and_edge_cases_aws() {
-    poison_and_edge_cases(Kind::Aws).await;
-}
-
-#[tokio::test]
-async fn poison_and_edge_cases_local() {
-    poison_and_edge_cases(Kind::Local).await;
-}
-
 /// Starts a daemon worker and waits until its job is transcoding.
 async fn start_worker_until_transcoding(d: &Deployment, source_key: &str, name: &str) -> tokio::process::Child {
     let log = std::fs::File::create(d.path(&format!("{name}.log"))).unwrap();
@@ -253,16 +233,6 @@ async fn crash_recovery(kind: Kind) {
     d.assert_queues_empty(true).await;
 }
 
-#[tokio::test]
-async fn crash_recovery_aws() {
-    crash_recovery(Kind::Aws).await;
-}
-
-#[tokio::test]
-async fn crash_recovery_local() {
-    crash_recovery(Kind::Local).await;
-}
-
 async fn graceful_shutdown(kind: Kind) {
     require!(tools(kind));
     let d = Deployment::new(kind).await;
@@ -302,12 +272,4 @@ async fn graceful_shutdown(kind: Kind) {
     d.assert_queues_empty(true).await;
 }
 
-#[tokio::test]
-async fn graceful_shutdown_aws() {
-    graceful_shutdown(Kind::Aws).await;
-}
-
-#[tokio::test]
-async fn graceful_shutdown_local() {
-    graceful_shutdown(Kind::Local).await;
-}
+crate::on_both_backends!(end_to_end, poison_and_edge_cases, crash_recovery, graceful_shutdown);
