@@ -184,10 +184,25 @@ async fn poison_and_edge_cases(kind: Kind) {
 }
 
 /// Starts a daemon worker and waits until its job is transcoding.
-async fn start_worker_until_transcoding(d: &Deployment, source_key: &str, name: &str) -> tokio::process::Child {
+/// Uploads a 10 s 640x360 clip, long enough to catch its worker mid-transcode.
+async fn upload_long_clip(d: &Deployment) -> &'static str {
+    let source = d.path("long.mp4");
+    Clip { seconds: 10.0, width: 640, height: 360, ..Clip::default() }.make(&source);
+    let key = "uploads/long.mp4";
+    d.upload(key, &source).await;
+    key
+}
+
+/// Starts a daemon worker (logging to `<name>.log`) and waits until its job is transcoding.
+async fn start_worker_until_transcoding(
+    d: &Deployment,
+    source_key: &str,
+    name: &str,
+    extra_env: &[(&str, &str)],
+) -> tokio::process::Child {
     let log = std::fs::File::create(d.path(&format!("{name}.log"))).unwrap();
     let mut cmd = d.command(&["run"]);
-    cmd.env("MEDIA_WORKER_ID", name).stdout(Stdio::null()).stderr(log);
+    cmd.envs(extra_env.iter().copied()).env("MEDIA_WORKER_ID", name).stdout(Stdio::null()).stderr(log);
     let child = cmd.spawn().expect("start worker");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -204,12 +219,9 @@ async fn start_worker_until_transcoding(d: &Deployment, source_key: &str, name: 
 async fn crash_recovery(kind: Kind) {
     require!(tools(kind));
     let d = Deployment::new(kind).await;
-    let source = d.path("long.mp4");
-    Clip { seconds: 10.0, width: 640, height: 360, ..Clip::default() }.make(&source);
-    let key = "uploads/long.mp4";
-    d.upload(key, &source).await;
+    let key = upload_long_clip(&d).await;
 
-    let mut first = start_worker_until_transcoding(&d, key, "first").await;
+    let mut first = start_worker_until_transcoding(&d, key, "first", &[]).await;
     first.start_kill().expect("kill -9");
     first.wait().await.unwrap();
     let orphaned = d.status_for_source(key).await.unwrap();
@@ -236,24 +248,8 @@ async fn crash_recovery(kind: Kind) {
 async fn graceful_shutdown(kind: Kind) {
     require!(tools(kind));
     let d = Deployment::new(kind).await;
-    let source = d.path("long.mp4");
-    Clip { seconds: 10.0, width: 640, height: 360, ..Clip::default() }.make(&source);
-    let key = "uploads/long.mp4";
-    d.upload(key, &source).await;
-
-    let mut cmd_env = d.vars.clone();
-    cmd_env.insert("MEDIA_SHUTDOWN_GRACE".into(), "0s".into());
-    let child = {
-        let log = std::fs::File::create(d.path("stopping.log")).unwrap();
-        let mut cmd = d.command(&["run"]);
-        cmd.envs(&cmd_env).env("MEDIA_WORKER_ID", "stopping").stdout(Stdio::null()).stderr(log);
-        cmd.spawn().expect("start worker")
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while d.status_for_source(key).await.is_none_or(|s| s.stage != Stage::Transcoding) {
-        assert!(Instant::now() < deadline, "the job never reached the transcoding stage");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let key = upload_long_clip(&d).await;
+    let child = start_worker_until_transcoding(&d, key, "stopping", &[("MEDIA_SHUTDOWN_GRACE", "0s")]).await;
     let pid = child.id().expect("pid").to_string();
     let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(sent.success());
