@@ -5,8 +5,8 @@
 #   docker run --env-file .env -p 8080:8080 media-worker media-api       # the HTTP API
 #
 # Give the worker time to drain on stop: `docker stop -t 120` (docker's default is 10 s; on ECS
-# the task definition's stopTimeout does this). Before the API binary exists in Cargo.toml,
-# build with `--build-arg BINARIES=media-worker`.
+# the task definition's stopTimeout does this). `--build-arg BINARIES=media-worker` builds a
+# worker-only image.
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
