@@ -46,6 +46,18 @@ impl ApiServer {
         ApiServer { base: format!("http://{addr}"), client: reqwest::Client::new(), stop: Some(stop) }
     }
 
+    /// `POST /v1/jobs` with an idempotency key.
+    async fn submit(&self, request: &Value, idempotency_key: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/jobs"))
+            .bearer_auth(TOKEN)
+            .header("idempotency-key", idempotency_key)
+            .json(request)
+            .send()
+            .await
+            .unwrap()
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -173,15 +185,7 @@ async fn upload_submit_follow_download(kind: Kind) {
     assert!(key.starts_with("uploads/") && key.ends_with("/holiday clip.mp4"), "{key}");
 
     let request = json!({"input": {"key": key}, "outputs": [{"preset": "mp4-h264"}]});
-    let submit = api
-        .client
-        .post(api.url("/v1/jobs"))
-        .bearer_auth(TOKEN)
-        .header("idempotency-key", "e2e-1")
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
+    let submit = api.submit(&request, "e2e-1").await;
     assert_eq!(submit.status().as_u16(), 202);
     let job: Value = submit.json().await.unwrap();
     let job_id = job["job_id"].as_str().unwrap().to_string();
@@ -219,15 +223,7 @@ async fn upload_submit_follow_download(kind: Kind) {
     assert_ne!(upload_done["output_dir"], done["output_dir"]);
 
     // Retrying the submission returns the same job, now completed.
-    let again = api
-        .client
-        .post(api.url("/v1/jobs"))
-        .bearer_auth(TOKEN)
-        .header("idempotency-key", "e2e-1")
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
+    let again = api.submit(&request, "e2e-1").await;
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(again.json::<Value>().await.unwrap()["state"], "completed");
 
