@@ -9,16 +9,15 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::backend::{self, Backend};
 use crate::config::{self, BackendKind, Config};
-use crate::domain::job::{JobMessage, JobSpec, OutputRequest, job_id_for_object, new_job_id};
+use crate::domain::job::{JobSpec, OutputRequest, SourcePin, job_id_for_object, new_job_id};
 use crate::domain::keys::{sanitize_file_name, validate_key};
 use crate::domain::plan::plan;
 use crate::domain::preset::Preset;
 use crate::domain::probe::{AudioStream, MediaInfo, VideoStream};
 use crate::domain::status::{JobState, JobStatus, Manifest};
+use crate::jobs::{self, JobStore};
 use crate::media::probe::{Probed, probe};
-use crate::queue::SendOptions;
 use crate::telemetry;
-use crate::worker::status::{read_status, write_status};
 use crate::worker::{RunMode, Worker};
 
 #[derive(Parser, Debug)]
@@ -126,7 +125,7 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             println!("job {job_id}");
             if wait { follow(&config, &backend, &job_id, timeout).await } else { Ok(ExitCode::SUCCESS) }
         }
-        Command::Status { job_id } => match read_status(backend.storage.as_ref(), &job_id).await? {
+        Command::Status { job_id } => match JobStore::new(backend.storage.clone()).read(&job_id).await? {
             Some(status) => {
                 println!("{}", String::from_utf8_lossy(&status.to_json()));
                 Ok(ExitCode::SUCCESS)
@@ -191,17 +190,18 @@ async fn submit(config: &Config, backend: &Backend, source: &str, presets: Vec<P
             outputs.push(OutputRequest::new(preset));
         }
     }
+    let head = backend.storage.head(source).await?.with_context(|| format!("`{source}` vanished"))?;
+    let job_id = new_job_id();
     let job = JobSpec {
-        job_id: new_job_id(),
+        output_dir: config.layout.job_dir(source, &job_id),
+        job_id,
         source_key: source.to_string(),
         outputs,
-        output_dir: config.layout.output_dir(source),
+        source: SourcePin { etag: head.etag, version_id: None, size: Some(head.size) },
     };
     job.validate()?;
-    // Status first, so a reader never finds a published job without one.
-    let status = JobStatus::queued(&job, 1, config.max_attempts, chrono::Utc::now());
-    write_status(backend.storage.as_ref(), &status).await?;
-    backend.queues.ready.send(&JobMessage::new(job.clone(), 1).to_json(), SendOptions::default()).await?;
+    let store = JobStore::new(backend.storage.clone());
+    jobs::submit(&store, backend.queues.ready.as_ref(), &job, config.max_attempts).await?;
     Ok(job.job_id)
 }
 
@@ -212,8 +212,30 @@ async fn upload(config: &Config, backend: &Backend, path: &Path) -> anyhow::Resu
     let content_type = "application/octet-stream";
     let stored = backend.storage.put_file(&key, path, content_type).await?;
     eprintln!("uploaded {} as {key} ({} bytes)", path.display(), stored.size);
-    // The same id the worker derives from the upload's event.
-    Ok(job_id_for_object(&backend.bucket, &key, stored.etag.as_deref().unwrap_or_default()))
+    let etag = stored.etag.unwrap_or_default();
+    if config.backend == BackendKind::Local {
+        // The local store's event names the write by its ETag: the id the worker derives.
+        return Ok(job_id_for_object(&backend.bucket, &key, &etag));
+    }
+    // On S3 the job id comes from the event's sequencer, which only the event carries: find the
+    // job once a worker has taken it.
+    find_job_of_write(backend, &key, &etag).await
+}
+
+/// The job a worker made from one write of `key` (matched by its ETag), waiting for it.
+async fn find_job_of_write(backend: &Backend, key: &str, etag: &str) -> anyhow::Result<String> {
+    let store = JobStore::new(backend.storage.clone());
+    let started = Instant::now();
+    eprintln!("waiting for a worker to take the upload...");
+    loop {
+        if let Some(status) = jobs::job_of_write(&store, key, etag).await? {
+            return Ok(status.job_id);
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("no worker took the upload of `{key}` within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Prints progress until the job ends; prints the manifest when it completed.
@@ -224,6 +246,7 @@ async fn follow(
     timeout: Option<Duration>,
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    let store = JobStore::new(backend.storage.clone());
     let mut last_line = String::new();
     loop {
         if let Some(limit) = timeout
@@ -232,7 +255,7 @@ async fn follow(
             eprintln!("error: job {job_id} did not end within {limit:?}");
             return Ok(ExitCode::FAILURE);
         }
-        let status = read_status(backend.storage.as_ref(), job_id).await?;
+        let status = store.read(job_id).await?;
         let line = match &status {
             None => "waiting for a worker".to_string(),
             Some(s) => {

@@ -124,6 +124,21 @@ pub const VARIABLES: &[Variable] = &[
         help: "how long a received message stays hidden while it is moved to the ledger",
     },
     Variable {
+        name: "MEDIA_MAX_RECEIVES",
+        default: "10",
+        help: "deliveries of a ready message before it is dead-lettered as `delivery_exhausted` (with its job failed); on SQS the queue's redrive maxReceiveCount, when lower, wins",
+    },
+    Variable {
+        name: "MEDIA_DEAD_LETTER_SWEEP",
+        default: "60s",
+        help: "how often a worker looks for dead letters without a reason (moved by SQS's redrive) and fails their jobs",
+    },
+    Variable {
+        name: "MEDIA_POLL_STALL_TIMEOUT",
+        default: "120s",
+        help: "worker /readyz turns unready when the poll loop has not completed a cycle for this long",
+    },
+    Variable {
         name: "MEDIA_MULTIPART_THRESHOLD",
         default: "64MiB",
         help: "outputs at least this large are uploaded in parts (bytes, or KiB/MiB/GiB)",
@@ -221,6 +236,12 @@ pub struct Config {
     pub heartbeat_timeout: Duration,
     pub retry_base_delay: Duration,
     pub visibility_timeout: Duration,
+    /// A ready message delivered this many times without starting its job is dead-lettered
+    /// with a reason before SQS's redrive would move it without one.
+    pub max_receives: u32,
+    pub dead_letter_sweep: Duration,
+    /// `/readyz` fails when the poll loop has been stuck this long.
+    pub poll_stall_timeout: Duration,
     pub multipart_threshold: u64,
     /// Limits checked before any transcoding.
     pub limits: SourceLimits,
@@ -332,6 +353,12 @@ impl Config {
         if visibility_timeout > Duration::from_secs(12 * 3600) {
             return Err(ConfigError::new("MEDIA_VISIBILITY_TIMEOUT", "SQS allows at most 12h"));
         }
+        let max_receives = env.parse_with("MEDIA_MAX_RECEIVES", |raw| match raw.parse::<u32>() {
+            Ok(n) if (2..=1000).contains(&n) => Ok(n),
+            _ => Err(format!("expected a whole number from 2 to 1000, got `{raw}`")),
+        })?;
+        let dead_letter_sweep = env.parse_with("MEDIA_DEAD_LETTER_SWEEP", parse_duration)?;
+        let poll_stall_timeout = env.parse_with("MEDIA_POLL_STALL_TIMEOUT", parse_duration)?;
         let multipart_threshold = env.parse_with("MEDIA_MULTIPART_THRESHOLD", parse_size)?;
         let limits = SourceLimits {
             max_size: env.parse_with("MEDIA_MAX_SOURCE_SIZE", parse_size)?,
@@ -372,6 +399,9 @@ impl Config {
             heartbeat_timeout,
             retry_base_delay,
             visibility_timeout,
+            max_receives,
+            dead_letter_sweep,
+            poll_stall_timeout,
             multipart_threshold,
             limits,
             work_dir,

@@ -4,6 +4,8 @@
 //! - [`config`]: settings from the environment; one table of variables also feeds `--help`.
 //! - [`domain`]: pure logic with no I/O: message parsing, job ids, key layout, presets and the
 //!   ffmpeg argv they produce, job status and manifest documents.
+//! - [`jobs`]: the job lifecycle: the state machine, and the only writer of job status
+//!   documents (compare-and-swap on the object store), used by worker, API and CLI alike.
 //! - [`queue`] and [`storage`]: the narrow interfaces the worker needs, each with an AWS
 //!   implementation (SQS, S3) and an embedded local one (SQLite, files on disk).
 //! - [`backend`]: picks and connects those implementations once, at start-up.
@@ -19,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod health;
+pub mod jobs;
 pub mod media;
 pub mod queue;
 pub mod storage;

@@ -91,7 +91,9 @@ impl From<StorageError> for ApiError {
             StorageError::InvalidKey { key, reason } => {
                 ApiError::unprocessable("invalid_key", format!("key `{}` refused: {reason}", clip(&key)))
             }
-            StorageError::NotFound(key) => ApiError::not_found("not_found", format!("`{}` does not exist", clip(&key))),
+            StorageError::NotFound(key) | StorageError::Changed(key) => {
+                ApiError::not_found("not_found", format!("`{}` does not exist", clip(&key)))
+            }
             StorageError::Other(err) => ApiError::Unavailable(err),
         }
     }

@@ -25,6 +25,7 @@ pub mod model;
 pub mod openapi;
 pub mod routes;
 
+use crate::jobs::JobStore;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -65,6 +66,8 @@ pub struct Shared {
     pub config: Config,
     pub api: ApiConfig,
     pub backend: Backend,
+    /// The only way the API changes a job's status.
+    pub store: JobStore,
     pub auth: Auth,
     pub signer: UrlSigner,
     /// Base of the absolute URLs handed out, without a trailing `/`.
@@ -103,6 +106,7 @@ impl ApiState {
             public_url,
             config,
             api,
+            store: JobStore::new(backend.storage.clone()),
             backend,
         })))
     }

@@ -57,11 +57,12 @@ pub struct UploadInfo {
     pub key: String,
     pub size: u64,
     pub etag: Option<String>,
-    /// The job made from the upload with the deployment's default presets (the same id the
-    /// worker derives from the upload's event).
-    pub job_id: String,
-    /// Path of the job, relative to the API.
-    pub status_url: String,
+    /// The job made from the upload with the deployment's default presets (the id the worker
+    /// derives from the upload's event). On S3 it is known once a worker has taken the upload:
+    /// until then it is null; ask again.
+    pub job_id: Option<String>,
+    /// Path of the job, relative to the API (null with `job_id`).
+    pub status_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

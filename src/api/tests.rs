@@ -18,7 +18,7 @@ use crate::backend;
 use crate::config::Config;
 use crate::domain::job::JobSpec;
 use crate::domain::status::{JobState, JobStatus, Stage};
-use crate::worker::status::{read_status, write_status};
+use crate::jobs::{Attempt, Event};
 
 const TOKEN: &str = "test-token-0123456789";
 const OTHER_TOKEN: &str = "other-token-0123456789";
@@ -132,7 +132,7 @@ impl Api {
     }
 
     async fn status(&self, id: &str) -> JobStatus {
-        read_status(self.state.backend.storage.as_ref(), id).await.unwrap().expect("a status")
+        self.state.store.read(id).await.unwrap().expect("a status")
     }
 }
 
@@ -385,7 +385,7 @@ async fn idempotency_keys_return_the_same_job_per_caller() {
     let job_id = first.json()["job_id"].as_str().unwrap().to_string();
     assert_eq!(first.headers[header::LOCATION], format!("/v1/jobs/{job_id}"));
     assert_eq!(first.json()["state"], "queued");
-    assert_eq!(first.json()["output_dir"], format!("outputs/a/clip/{job_id}/"));
+    assert_eq!(first.json()["output_dir"], format!("outputs/a/clip.mp4/{job_id}/"));
     assert!(first.headers.get("idempotent-replayed").is_none());
     assert_eq!(api.drain_ready().await.len(), 1, "one message published");
 
@@ -453,49 +453,47 @@ async fn a_queued_job_is_cancelled_and_its_message_skipped() {
     assert_eq!(answer.json()["deleted"], json!([]));
 }
 
-/// A completed job as the worker leaves it: outputs, manifest, status.
+/// A completed job as the worker leaves it: outputs of attempt 1, manifest, status.
 async fn completed_job(api: &Api, job_id: &str, output_dir: &str) -> JobStatus {
     let storage = api.state.backend.storage.as_ref();
     let job: JobSpec = serde_json::from_value(json!({
         "job_id": job_id, "source_key": "uploads/a/clip.mp4", "outputs": [{"preset": "mp4-h264"}], "output_dir": output_dir
     }))
     .unwrap();
-    let output = format!("{output_dir}mp4-h264.mp4");
+    let output = format!("{output_dir}attempt-1/mp4-h264.mp4");
     storage.put_bytes(&output, b"fake mp4 bytes".to_vec(), "video/mp4").await.unwrap();
     let manifest = json!({
         "version": 1, "job_id": job_id, "attempt": 1, "worker": "w", "completed_at": Utc::now(),
         "source": {"key": "uploads/a/clip.mp4", "size": 10, "format": "mov,mp4"},
-        "outputs": [{"preset": "mp4-h264", "key": output, "size": 14, "content_type": "video/mp4", "format": "mov,mp4"}],
+        "outputs": [{"preset": "mp4-h264", "key": output, "files": [output], "size": 14, "content_type": "video/mp4", "format": "mov,mp4"}],
         "timings": {"download_ms": 1, "probe_ms": 1, "transcode_ms": 1, "upload_ms": 1, "total_ms": 4}
     });
     let manifest_key = format!("{output_dir}manifest.json");
     storage.put_bytes(&manifest_key, manifest.to_string().into_bytes(), "application/json").await.unwrap();
-    let mut status = JobStatus::queued(&job, 1, 3, Utc::now());
-    status.transition(JobState::Completed, Stage::Done, Utc::now(), None);
-    status.progress = 100.0;
-    status.manifest_key = Some(manifest_key);
-    write_status(storage, &status).await.unwrap();
-    status
+    let store = &api.state.store;
+    let attempt = Attempt::start(store, &job, 1, "run-1", "w", 3).await.unwrap().unwrap();
+    attempt.stage(Stage::Finalizing).await.unwrap();
+    attempt.complete(&manifest_key).await.unwrap()
 }
 
 #[tokio::test]
 async fn a_completed_job_has_signed_downloads_and_its_outputs_can_be_deleted() {
     let api = api().await;
-    completed_job(&api, "job-done", "outputs/a/clip/").await;
-    // A later job's output folder inside this one is not this job's to delete.
-    let nested = "outputs/a/clip/job-later/mp4-h264.mp4";
+    completed_job(&api, "job-done", "outputs/a/clip.mp4/job-done/").await;
+    // Another job of the same source has its own folder, which is not this job's to delete.
+    let nested = "outputs/a/clip.mp4/job-later/attempt-1/mp4-h264.mp4";
     api.state.backend.storage.put_bytes(nested, b"x".to_vec(), "video/mp4").await.unwrap();
 
     let answer = api.call(Method::GET, "/v1/jobs/job-done", None).await;
     assert_eq!(answer.status, StatusCode::OK);
     let view = answer.json();
     assert_eq!(view["state"], "completed");
-    assert_eq!(view["manifest"]["outputs"][0]["key"], "outputs/a/clip/mp4-h264.mp4");
+    assert_eq!(view["manifest"]["outputs"][0]["key"], "outputs/a/clip.mp4/job-done/attempt-1/mp4-h264.mp4");
     let downloads = view["downloads"].as_array().unwrap();
     assert_eq!(downloads.len(), 2, "the output and the manifest");
     let url = downloads[0]["url"].as_str().unwrap();
     let path = url.strip_prefix("http://127.0.0.1:8080").unwrap().to_string();
-    assert!(path.starts_with("/v1/files/outputs/a/clip/mp4-h264.mp4?expires="), "{path}");
+    assert!(path.starts_with("/v1/files/outputs/a/clip.mp4/job-done/attempt-1/mp4-h264.mp4?expires="), "{path}");
 
     // The signed URL works without a token; a tampered one does not; a token works too.
     let file = api.call_as(None, Method::GET, &path, None, &[]).await;
@@ -530,7 +528,7 @@ async fn a_completed_job_has_signed_downloads_and_its_outputs_can_be_deleted() {
     assert_eq!(
         answer.json(),
         json!({"job_id": "job-done", "action": "outputs_deleted", "state": "completed",
-               "deleted": ["outputs/a/clip/manifest.json", "outputs/a/clip/mp4-h264.mp4"]})
+               "deleted": ["outputs/a/clip.mp4/job-done/manifest.json", "outputs/a/clip.mp4/job-done/attempt-1/mp4-h264.mp4"]})
     );
     assert_eq!(api.state.backend.storage.list("outputs/").await.unwrap(), [nested]);
     let view = api.call(Method::GET, "/v1/jobs/job-done", None).await.json();
@@ -542,18 +540,14 @@ async fn a_completed_job_has_signed_downloads_and_its_outputs_can_be_deleted() {
 }
 
 #[tokio::test]
-async fn outputs_of_a_folder_taken_over_by_another_job_are_not_deleted() {
+async fn a_cancel_never_overwrites_an_ending() {
     let api = api().await;
-    let mut old = completed_job(&api, "job-old", "outputs/a/clip/").await;
-    completed_job(&api, "job-new", "outputs/a/clip/").await;
-    old.manifest_key = Some("outputs/a/clip/manifest.json".into());
-    write_status(api.state.backend.storage.as_ref(), &old).await.unwrap();
-    // The old job's view shows no outputs: the manifest is the new job's.
-    assert_eq!(api.call(Method::GET, "/v1/jobs/job-old", None).await.json()["downloads"], json!([]));
-    api.call(Method::DELETE, "/v1/jobs/job-old", None)
-        .await
-        .assert_error(StatusCode::CONFLICT, "outputs_belong_to_another_job");
-    assert_eq!(api.state.backend.storage.list("outputs/").await.unwrap().len(), 2);
+    let status = completed_job(&api, "job-raced", "outputs/a/clip.mp4/job-raced/").await;
+    // The API read the job while it ran; the worker completed it before the cancel was written.
+    let cancel = Event::Cancel { note: "late".into() };
+    let refused = api.state.store.apply("job-raced", &cancel).await.unwrap();
+    assert!(matches!(refused, crate::jobs::Applied::Refused { .. }), "{refused:?}");
+    assert_eq!(api.status("job-raced").await, status);
 }
 
 #[tokio::test]

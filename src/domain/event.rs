@@ -13,7 +13,9 @@ use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::domain::job::{JobMessage, JobSpec, MESSAGE_VERSION, OutputRequest, SpecError, job_id_for_object};
+use crate::domain::job::{
+    JobMessage, JobSpec, MESSAGE_VERSION, OutputRequest, SourcePin, SpecError, job_id_for_object,
+};
 use crate::domain::keys::{KeyError, KeyLayout, validate_key};
 use crate::domain::preset::Preset;
 
@@ -114,6 +116,8 @@ fn parse_job_message(value: Value) -> Result<Parsed, PoisonError> {
 struct S3Record {
     #[serde(rename = "eventName")]
     event_name: String,
+    #[serde(rename = "eventTime")]
+    event_time: Option<String>,
     s3: S3Entity,
 }
 
@@ -136,6 +140,7 @@ struct S3Object {
     sequencer: Option<String>,
     #[serde(rename = "versionId", alias = "version-id")]
     version_id: Option<String>,
+    size: Option<u64>,
 }
 
 fn parse_records(records: &[Value], ctx: &EventContext<'_>) -> Parsed {
@@ -160,7 +165,7 @@ fn parse_records(records: &[Value], ctx: &EventContext<'_>) -> Parsed {
             parsed.invalid.push(invalid("invalid_key", "the key is not valid URL-encoded UTF-8".into()));
             continue;
         };
-        match object_to_job(&record.s3.bucket.name, key, &record.s3.object, ctx) {
+        match object_to_job(&record.s3.bucket.name, key, &record.s3.object, record.event_time.as_deref(), ctx) {
             Ok(Some(job)) => parsed.jobs.push(job),
             Ok(None) => parsed.ignored.push("a key outside the upload prefix, or the worker's own write".into()),
             Err(e) => parsed.invalid.push(invalid("invalid_key", format!("invalid key: {e}"))),
@@ -176,10 +181,11 @@ fn parse_eventbridge(value: &Value, ctx: &EventContext<'_>) -> Parsed {
         return parsed;
     }
     let detail = value.get("detail").cloned().unwrap_or(Value::Null);
+    let time = value.get("time").and_then(Value::as_str);
     let bucket = detail.pointer("/bucket/name").and_then(Value::as_str).map(str::to_string);
     let object: Option<S3Object> = detail.get("object").cloned().and_then(|o| serde_json::from_value(o).ok());
     match (bucket, object) {
-        (Some(bucket), Some(object)) => match object_to_job(&bucket, object.key.clone(), &object, ctx) {
+        (Some(bucket), Some(object)) => match object_to_job(&bucket, object.key.clone(), &object, time, ctx) {
             Ok(Some(job)) => parsed.jobs.push(job),
             Ok(None) => parsed.ignored.push("a key outside the upload prefix, or the worker's own write".into()),
             Err(e) => parsed.invalid.push(InvalidRecord {
@@ -197,6 +203,58 @@ fn parse_eventbridge(value: &Value, ctx: &EventContext<'_>) -> Parsed {
     parsed
 }
 
+/// Encodes a key as S3 does in event notifications (form encoding): space becomes `+`, `/` and
+/// `A-Za-z0-9-_.~` stay, every other byte becomes `%XX`.
+pub fn encode_event_key(key: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(key.len());
+    for &b in key.as_bytes() {
+        match b {
+            b' ' => out.push('+'),
+            b'/' | b'-' | b'_' | b'.' | b'~' => out.push(char::from(b)),
+            _ if b.is_ascii_alphanumeric() => out.push(char::from(b)),
+            _ => {
+                out.push('%');
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xf)]));
+            }
+        }
+    }
+    out
+}
+
+/// The `ObjectCreated:Put` notification S3 sends for one write (the local store sends it for
+/// its uploads). `sequencer` names the write: the job id derives from it.
+pub fn object_created_event(
+    bucket: &str,
+    key: &str,
+    info: &crate::storage::ObjectInfo,
+    sequencer: &str,
+    at: std::time::SystemTime,
+) -> String {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    serde_json::json!({
+        "Records": [{
+            "eventVersion": "2.1",
+            "eventSource": "aws:s3",
+            "awsRegion": "local",
+            "eventTime": DateTime::<Utc>::from(at).to_rfc3339_opts(SecondsFormat::Millis, true),
+            "eventName": "ObjectCreated:Put",
+            "s3": {
+                "s3SchemaVersion": "1.0",
+                "bucket": { "name": bucket },
+                "object": {
+                    "key": encode_event_key(key),
+                    "size": info.size,
+                    "eTag": info.etag.as_deref().unwrap_or_default(),
+                    "sequencer": sequencer,
+                }
+            }
+        }]
+    })
+    .to_string()
+}
+
 /// S3 encodes event keys as in a form: `+` is a space and everything else may be `%XX`
 /// (real S3 keeps `/`, some emulators encode it as `%2F`; both decode the same).
 pub fn decode_event_key(raw: &str) -> Option<String> {
@@ -208,25 +266,33 @@ fn object_to_job(
     bucket: &str,
     key: String,
     object: &S3Object,
+    event_time: Option<&str>,
     ctx: &EventContext<'_>,
 ) -> Result<Option<JobMessage>, KeyError> {
     if ctx.layout.is_own_write(&key) || !ctx.layout.is_upload(&key) || key.ends_with('/') {
         return Ok(None);
     }
     validate_key(&key)?;
-    // The ETag identifies the content; the sequencer or version id the write. Either makes a
-    // duplicate delivery of the same event map to the same job.
-    let tag = object
-        .e_tag
-        .as_deref()
-        .or(object.version_id.as_deref())
-        .or(object.sequencer.as_deref())
-        .unwrap_or_default()
-        .trim_matches('"');
+    // The version id or the sequencer identifies the write: a duplicate delivery of one event
+    // maps to one job, every new write of the key (even of the same bytes) to a new one. For
+    // events that carry neither (some S3-compatible stores), the event time with the ETag: the
+    // same for every delivery of one event, different for a later write.
+    let unquote = |tag: &str| tag.trim_matches('"').to_string();
+    let write_tag = match (object.version_id.as_deref(), object.sequencer.as_deref()) {
+        (Some(version), _) if !version.is_empty() && version != "null" => unquote(version),
+        (_, Some(sequencer)) if !sequencer.is_empty() => sequencer.to_string(),
+        _ => format!("{}@{}", object.e_tag.as_deref().map(unquote).unwrap_or_default(), event_time.unwrap_or_default()),
+    };
+    let job_id = job_id_for_object(bucket, &key, &write_tag);
     let job = JobSpec {
-        job_id: job_id_for_object(bucket, &key, tag),
-        output_dir: ctx.layout.output_dir(&key),
+        output_dir: ctx.layout.job_dir(&key, &job_id),
+        job_id,
         outputs: ctx.default_presets.iter().map(|&preset| OutputRequest::new(preset)).collect(),
+        source: SourcePin {
+            etag: object.e_tag.as_deref().map(unquote).filter(|t| !t.is_empty()),
+            version_id: object.version_id.as_deref().map(unquote).filter(|v| !v.is_empty() && v != "null"),
+            size: object.size,
+        },
         source_key: key,
     };
     Ok(Some(JobMessage::new(job, 1)))
@@ -270,15 +336,71 @@ mod tests {
     }
 
     #[test]
+    fn event_keys_are_form_encoded() {
+        let cases = [
+            ("uploads/2024/cat video.mov", "uploads/2024/cat+video.mov"),
+            ("uploads/a+b.mp4", "uploads/a%2Bb.mp4"),
+            ("uploads/ünï.mkv", "uploads/%C3%BCn%C3%AF.mkv"),
+            ("uploads/a-b_c.d~e(1)&%.mp4", "uploads/a-b_c.d~e%281%29%26%25.mp4"),
+        ];
+        for (key, encoded) in cases {
+            assert_eq!(encode_event_key(key), encoded);
+            assert_eq!(decode_event_key(encoded).as_deref(), Some(key));
+        }
+    }
+
+    #[test]
+    fn an_encoded_event_is_parsed_back_into_its_job() {
+        let info = crate::storage::ObjectInfo { size: 7, etag: Some("7-abc-1".into()) };
+        let body = object_created_event("local", "uploads/a b+c.mp4", &info, "7-abc-1", std::time::SystemTime::now());
+        let job = parse(&body).unwrap().jobs.remove(0).job;
+        assert_eq!(job.source_key, "uploads/a b+c.mp4");
+        assert_eq!(job.job_id, job_id_for_object("local", "uploads/a b+c.mp4", "7-abc-1"));
+        assert_eq!(job.source.etag.as_deref(), Some("7-abc-1"));
+    }
+
+    #[test]
     fn an_s3_event_becomes_a_job_with_a_deterministic_id() {
         let parsed = parse(&s3_event(&["uploads/2024/cat+video.mov"])).unwrap();
         assert_eq!(parsed.jobs.len(), 1);
         let job = &parsed.jobs[0];
         assert_eq!(job.attempt, 1);
         assert_eq!(job.job.source_key, "uploads/2024/cat video.mov");
-        assert_eq!(job.job.output_dir, "outputs/2024/cat video/");
+        assert_eq!(job.job.output_dir, format!("outputs/2024/cat video.mov/{}/", job.job.job_id));
         assert_eq!(job.job.outputs, vec![OutputRequest::new(Preset::Mp4H264)]);
         assert_eq!(job.job.job_id, parse(&s3_event(&["uploads/2024/cat+video.mov"])).unwrap().jobs[0].job.job_id);
+        // The download is pinned to the write the event announced.
+        assert_eq!(job.job.source, SourcePin { etag: Some("abc".into()), version_id: None, size: Some(10) });
+    }
+
+    #[test]
+    fn every_write_is_a_job_and_every_delivery_of_one_write_the_same_job() {
+        let event = |etag: &str, sequencer: &str, version: Option<&str>| {
+            let mut object =
+                serde_json::json!({"key": "uploads/a.mp4", "size": 10, "eTag": etag, "sequencer": sequencer});
+            if let Some(version) = version {
+                object["versionId"] = version.into();
+            }
+            let body = serde_json::json!({"Records": [{"eventName": "ObjectCreated:Put",
+                "s3": {"bucket": {"name": "media"}, "object": object}}]});
+            parse(&body.to_string()).unwrap().jobs.remove(0).job
+        };
+        let first = event("same-bytes", "0001", None);
+        assert_eq!(first, event("same-bytes", "0001", None), "a duplicate delivery is the same job");
+        let again = event("same-bytes", "0002", None);
+        assert_ne!(first.job_id, again.job_id, "the same bytes written again are a new job");
+        assert_ne!(first.output_dir, again.output_dir);
+        // Without a sequencer or version id, the event time tells writes apart.
+        let timed = |time: &str| {
+            let body = serde_json::json!({"Records": [{"eventName": "ObjectCreated:Put", "eventTime": time,
+                "s3": {"bucket": {"name": "media"}, "object": {"key": "uploads/a.mp4", "size": 10, "eTag": "e"}}}]});
+            parse(&body.to_string()).unwrap().jobs.remove(0).job.job_id
+        };
+        assert_eq!(timed("2026-01-01T00:00:00.000Z"), timed("2026-01-01T00:00:00.000Z"));
+        assert_ne!(timed("2026-01-01T00:00:00.000Z"), timed("2026-01-01T00:00:05.000Z"));
+        let versioned = event("same-bytes", "0003", Some("v7"));
+        assert_eq!(versioned.job_id, event("other", "0009", Some("v7")).job_id, "the version id names the write");
+        assert_eq!(versioned.source.version_id.as_deref(), Some("v7"));
     }
 
     #[test]

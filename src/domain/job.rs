@@ -25,8 +25,36 @@ pub struct JobSpec {
     pub job_id: String,
     pub source_key: String,
     pub outputs: Vec<OutputRequest>,
-    /// Folder (ending in `/`) receiving the outputs and the manifest.
+    /// The job's own folder (ending in `/`, never shared with another job): each attempt
+    /// writes its files under `attempt-<n>/` in it, and the manifest goes next to those.
     pub output_dir: String,
+    /// The exact write of the source this job transcodes: the download is pinned to it, and a
+    /// source replaced under the job ends the job with `source_changed`.
+    #[serde(default, skip_serializing_if = "SourcePin::is_empty")]
+    pub source: SourcePin,
+}
+
+/// Which write of a source object a job is for (all optional: a job for "whatever is stored"
+/// has none).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcePin {
+    /// The ETag (without quotes) the object had when the job was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// The S3 version id, on versioned buckets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    /// Bytes, when known before the download (S3 events carry it): lets a worker decline a job
+    /// its scratch disk cannot hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+impl SourcePin {
+    pub fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.version_id.is_none() && self.size.is_none()
+    }
 }
 
 /// One requested output: a preset and the options it accepts (see
@@ -157,6 +185,9 @@ pub struct LedgerEntry {
     pub version: u32,
     pub job: JobSpec,
     pub attempt: u32,
+    /// The run that sent this entry: it owns the job only while the status names the same run.
+    #[serde(default)]
+    pub run: Option<String>,
     pub worker: String,
     pub started_at: DateTime<Utc>,
 }
@@ -167,11 +198,12 @@ impl LedgerEntry {
     }
 }
 
-/// A deterministic job id for an S3 object version, so a duplicate delivery of the same event
-/// maps to the same job and is recognised, while a re-upload (new ETag) is a new job.
-pub fn job_id_for_object(bucket: &str, key: &str, version_tag: &str) -> String {
+/// A deterministic job id for one write of an S3 object (its version id or event sequencer), so
+/// duplicate deliveries of one event map to one job, while every new write of the key, even of
+/// the same bytes, is a new job.
+pub fn job_id_for_object(bucket: &str, key: &str, write_tag: &str) -> String {
     let mut hasher = Sha256::new();
-    for part in [bucket, key, version_tag] {
+    for part in [bucket, key, write_tag] {
         hasher.update(part.as_bytes());
         hasher.update([0u8]);
     }
@@ -201,6 +233,7 @@ mod tests {
             source_key: "uploads/a.mov".into(),
             outputs: vec![OutputRequest::new(Preset::Mp4H264)],
             output_dir: "outputs/a/".into(),
+            source: SourcePin::default(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! The bucket's key layout, and the checks every key passes before it is used.
 //!
-//! A source `uploads/<path>/<stem>.<ext>` produces its outputs under `outputs/<path>/<stem>/`,
-//! one file per preset, then `manifest.json` last. Job status lives at `jobs/<job_id>.json`.
+//! A source `uploads/<path>/<name>` produces its outputs in the job's own folder
+//! `outputs/<path>/<name>/<job_id>/`: each attempt's files under `attempt-<n>/`, then
+//! `manifest.json` last. Job status lives at `jobs/<job_id>.json`.
 
 /// Prefix of the job status documents.
 pub const JOBS_PREFIX: &str = "jobs/";
@@ -74,6 +75,25 @@ pub fn status_key(job_id: &str) -> String {
     format!("{JOBS_PREFIX}{job_id}.json")
 }
 
+/// The job id of a status document's key (`jobs/<id>.json`); `None` for anything else under
+/// `jobs/` (the source index).
+pub fn job_id_of_status_key(key: &str) -> Option<&str> {
+    key.strip_prefix(JOBS_PREFIX)?.strip_suffix(".json").filter(|id| validate_job_id(id).is_ok())
+}
+
+/// The folder listing the jobs made from one source key: `jobs/by-source/<digest>/`, holding
+/// one empty object per job (`<job_id>`). It lets an uploader find the job of its write on S3,
+/// where the job id derives from the event's sequencer, which only the event carries.
+pub fn source_index_prefix(source_key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(source_key.as_bytes());
+    format!("{JOBS_PREFIX}by-source/{}/", hex::encode(&digest[..16]))
+}
+
+pub fn source_index_key(source_key: &str, job_id: &str) -> String {
+    format!("{}{job_id}", source_index_prefix(source_key))
+}
+
 /// Where uploads arrive and where outputs go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyLayout {
@@ -116,19 +136,13 @@ impl KeyLayout {
         key.starts_with(&self.output_prefix) || key.starts_with(JOBS_PREFIX)
     }
 
-    /// The output folder of a source key: `uploads/a/b/clip.mov` -> `outputs/a/b/clip/`.
-    /// A source outside the upload prefix keeps its whole path under the output prefix.
-    pub fn output_dir(&self, source_key: &str) -> String {
+    /// The folder a job writes into: `uploads/a/b/clip.mov` -> `outputs/a/b/clip.mov/<job_id>/`.
+    /// The whole file name (extension included) and the job id are in it, so no two sources
+    /// (`clip.mov` and `clip.mp4`), and no two writes of one source, ever share a folder. A
+    /// source outside the upload prefix keeps its whole path under the output prefix.
+    pub fn job_dir(&self, source_key: &str, job_id: &str) -> String {
         let relative = source_key.strip_prefix(&self.upload_prefix).unwrap_or(source_key);
-        let (folder, name) = match relative.rfind('/') {
-            Some(i) => relative.split_at(i + 1),
-            None => ("", relative),
-        };
-        let stem = match name.rfind('.') {
-            Some(i) if i > 0 => &name[..i],
-            _ => name,
-        };
-        format!("{}{folder}{stem}/", self.output_prefix)
+        format!("{}{relative}/{job_id}/", self.output_prefix)
     }
 
     /// A key chosen for a new upload from a user's file name, under `uploads/<folder>/`.
@@ -137,9 +151,15 @@ impl KeyLayout {
     }
 }
 
-/// The manifest's key inside an output folder.
+/// The manifest's key inside a job's folder: the commit record of its outputs, written last.
 pub fn manifest_key(output_dir: &str) -> String {
     format!("{output_dir}manifest.json")
+}
+
+/// The folder of one attempt's files inside a job's folder. Each attempt writes only here, so
+/// the files of an earlier (or a stale, still running) attempt never mix with a later one's.
+pub fn attempt_dir(output_dir: &str, attempt: u32) -> String {
+    format!("{output_dir}attempt-{attempt}/")
 }
 
 /// Keeps a user's file name readable but safe as the last segment of a key: letters, digits,
@@ -164,20 +184,28 @@ mod tests {
     }
 
     #[test]
-    fn output_dirs_follow_the_source_path() {
+    fn job_dirs_follow_the_source_path_and_never_collide() {
         let cases = [
-            ("uploads/2024/cat video.mov", "outputs/2024/cat video/"),
-            ("uploads/clip.mp4", "outputs/clip/"),
-            ("uploads/a/b/c/archive.tar.gz", "outputs/a/b/c/archive.tar/"),
-            ("uploads/noext", "outputs/noext/"),
-            ("uploads/.hidden", "outputs/.hidden/"),
-            ("elsewhere/x.avi", "outputs/elsewhere/x/"),
-            ("uploads/ünïcødé/日本.mkv", "outputs/ünïcødé/日本/"),
+            ("uploads/2024/cat video.mov", "outputs/2024/cat video.mov/j1/"),
+            ("uploads/clip.mp4", "outputs/clip.mp4/j1/"),
+            ("uploads/clip.mov", "outputs/clip.mov/j1/"),
+            ("uploads/a/b/c/archive.tar.gz", "outputs/a/b/c/archive.tar.gz/j1/"),
+            ("uploads/noext", "outputs/noext/j1/"),
+            ("elsewhere/x.avi", "outputs/elsewhere/x.avi/j1/"),
+            ("uploads/ünïcødé/日本.mkv", "outputs/ünïcødé/日本.mkv/j1/"),
         ];
         for (source, dir) in cases {
-            assert_eq!(layout().output_dir(source), dir, "{source}");
+            assert_eq!(layout().job_dir(source, "j1"), dir, "{source}");
+            assert!(validate_prefix(dir).is_ok(), "{dir}");
         }
-        assert_eq!(manifest_key("outputs/clip/"), "outputs/clip/manifest.json");
+        assert_ne!(layout().job_dir("uploads/clip.mp4", "j1"), layout().job_dir("uploads/clip.mp4", "j2"));
+        assert_eq!(manifest_key("outputs/clip.mp4/j1/"), "outputs/clip.mp4/j1/manifest.json");
+        assert_eq!(attempt_dir("outputs/clip.mp4/j1/", 2), "outputs/clip.mp4/j1/attempt-2/");
+        let index = source_index_key("uploads/clip.mp4", "s3-1");
+        assert!(index.starts_with(&source_index_prefix("uploads/clip.mp4")) && index.ends_with("/s3-1"), "{index}");
+        assert_ne!(source_index_prefix("uploads/clip.mp4"), source_index_prefix("uploads/clip.mov"));
+        assert_eq!(job_id_of_status_key("jobs/s3-1.json"), Some("s3-1"));
+        assert_eq!(job_id_of_status_key(&index), None);
     }
 
     #[test]

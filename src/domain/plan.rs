@@ -212,6 +212,29 @@ pub fn plan(outputs: &[OutputRequest], media: &MediaInfo, input: &Path, out_dir:
     Ok(plan)
 }
 
+/// How long an output should last, in seconds, when the plan fixes it: the source from the
+/// output's `start` (a GIF: its clip length), cut to its `duration`. `None` for images, for
+/// operator presets (their argv may trim) and when the source's duration is unknown.
+pub fn expected_duration(output: &OutputRequest, source: &MediaInfo) -> Option<f64> {
+    let total = source.duration_seconds?;
+    let start = output.start.unwrap_or(0.0);
+    match output.preset {
+        Preset::Thumbnail | Preset::Storyboard | Preset::Custom(_) => None,
+        Preset::Gif => Some(output.duration.unwrap_or_else(|| (total - start).clamp(1.0, 3.0)).min(total - start)),
+        _ => {
+            let available = (total - start).max(0.0);
+            Some(output.duration.map_or(available, |d| d.min(available)))
+        }
+    }
+}
+
+/// Whether an output of `actual` seconds is short of `expected` by more than a frame or two
+/// (two frames at `frame_rate`, at least 0.1 s): a truncated output fails its attempt.
+pub fn is_truncated(expected: f64, actual: Option<f64>, frame_rate: Option<f64>) -> bool {
+    let tolerance = frame_rate.filter(|r| *r > 0.0).map_or(0.1, |r| (2.0 / r).max(0.1));
+    actual.is_none_or(|actual| actual + tolerance < expected)
+}
+
 fn finish_block(mut block: Vec<OsString>, output: OsString) -> Vec<OsString> {
     block.push(output);
     block
@@ -632,5 +655,40 @@ mod tests {
         .unwrap();
         let i = plan.args.iter().position(|a| a == "-i").unwrap();
         assert_eq!(plan.args[i + 1], "/tmp/-f lavfi -i x");
+    }
+
+    #[test]
+    fn expected_durations_follow_trims_and_truncation_is_a_frame_or_two() {
+        let source = MediaInfo {
+            format: "mov,mp4".into(),
+            duration_seconds: Some(10.0),
+            video: None,
+            audio: None,
+            video_streams: 1,
+            audio_streams: 1,
+        };
+        let out = |preset, start: Option<f64>, duration: Option<f64>| OutputRequest {
+            start,
+            duration,
+            ..OutputRequest::new(preset)
+        };
+        let cases = [
+            (out(Preset::Mp4H264, None, None), Some(10.0)),
+            (out(Preset::Mp4H264_480, Some(2.0), Some(3.0)), Some(3.0)),
+            (out(Preset::Mp4H264_480, Some(8.0), Some(5.0)), Some(2.0)),
+            (out(Preset::Mp3, Some(4.0), None), Some(6.0)),
+            (out(Preset::Gif, Some(1.0), Some(2.0)), Some(2.0)),
+            (out(Preset::Gif, None, None), Some(3.0)),
+            (out(Preset::Thumbnail, None, None), None),
+            (out(Preset::Storyboard, None, None), None),
+        ];
+        for (output, want) in cases {
+            assert_eq!(expected_duration(&output, &source), want, "{output:?}");
+        }
+        assert!(!is_truncated(10.0, Some(9.95), Some(25.0)));
+        assert!(is_truncated(10.0, Some(9.8), Some(25.0)), "more than two frames short");
+        assert!(!is_truncated(10.0, Some(9.85), Some(12.0)), "two frames at 12 fps");
+        assert!(is_truncated(10.0, None, None), "no duration at all");
+        assert!(!is_truncated(10.0, Some(10.4), Some(30.0)), "longer is not truncated");
     }
 }

@@ -77,8 +77,20 @@ pub struct JobStatus {
     pub max_attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// The fencing token of the run that owns the job while it is `running`: a write from any
+    /// other run is refused, so a stale attempt can never change a newer one's status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat_at: Option<DateTime<Utc>>,
+    /// Set when the job was handed to its next attempt (retry, recovery, shutdown) and the
+    /// message carrying that attempt is not yet known to be on the ready queue. The reaper
+    /// republishes it if the handing-over process died in between.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handover_pending: bool,
+    /// When the outputs of a completed job were deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs_deleted_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub job: JobSpec,
@@ -103,7 +115,10 @@ impl JobStatus {
             attempt,
             max_attempts,
             worker: None,
+            run: None,
             heartbeat_at: None,
+            handover_pending: false,
+            outputs_deleted_at: None,
             created_at: now,
             updated_at: now,
             job: job.clone(),
@@ -218,6 +233,7 @@ mod tests {
             source_key: "uploads/a.mp4".into(),
             outputs: vec![OutputRequest::new(Preset::Mp4H264)],
             output_dir: "outputs/a/".into(),
+            source: Default::default(),
         }
     }
 

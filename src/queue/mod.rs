@@ -79,6 +79,12 @@ pub trait Queue: Send + Sync + 'static {
 
     async fn counts(&self) -> anyhow::Result<QueueCounts>;
 
+    /// After how many receives the queue itself moves a message to a dead-letter queue (SQS's
+    /// redrive policy), if it does.
+    async fn redrive_max_receives(&self) -> anyhow::Result<Option<u32>> {
+        Ok(None)
+    }
+
     /// A name for logs.
     fn name(&self) -> &str;
 }

@@ -24,6 +24,16 @@ impl SqsQueue {
     }
 }
 
+/// A long poll legitimately answers only after `wait`: its tries get that long more than a
+/// small call's, so a dead connection is still dropped within seconds of the poll's end.
+fn long_poll_timeouts(wait: Duration) -> aws_sdk_sqs::config::timeout::TimeoutConfig {
+    aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+        .connect_timeout(crate::backend::CONNECT_TIMEOUT)
+        .operation_attempt_timeout(wait + crate::backend::ATTEMPT_TIMEOUT)
+        .operation_timeout(wait * 3 + crate::backend::OPERATION_TIMEOUT)
+        .build()
+}
+
 fn seconds(d: Duration) -> i32 {
     i32::try_from(d.as_secs()).unwrap_or(i32::MAX)
 }
@@ -52,15 +62,18 @@ impl Queue for SqsQueue {
 
     async fn receive(&self, max: usize, wait: Duration, visibility: Duration) -> anyhow::Result<Vec<Received>> {
         let max = max.clamp(1, MAX_BATCH);
+        let wait = wait.min(MAX_WAIT);
         let out = self
             .client
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(i32::try_from(max).unwrap_or(1))
-            .wait_time_seconds(seconds(wait.min(MAX_WAIT)))
+            .wait_time_seconds(seconds(wait))
             .visibility_timeout(seconds(visibility))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_attribute_names("All")
+            .customize()
+            .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(long_poll_timeouts(wait)))
             .send()
             .await
             .map_err(|e| anyhow::anyhow!("receive from {}: {}", self.name, DisplayErrorContext(e)))?;
@@ -132,7 +145,43 @@ impl Queue for SqsQueue {
         })
     }
 
+    async fn redrive_max_receives(&self) -> anyhow::Result<Option<u32>> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("read the redrive policy of {}: {}", self.name, DisplayErrorContext(e)))?;
+        let policy = out.attributes.unwrap_or_default().remove(&QueueAttributeName::RedrivePolicy);
+        Ok(policy.as_deref().and_then(parse_max_receive_count))
+    }
+
     fn name(&self) -> &str {
         &self.name
+    }
+}
+
+/// `maxReceiveCount` of a redrive policy document (a number or a numeric string).
+fn parse_max_receive_count(policy: &str) -> Option<u32> {
+    let value: serde_json::Value = serde_json::from_str(policy).ok()?;
+    match value.get("maxReceiveCount")? {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_max_receive_count;
+
+    #[test]
+    fn redrive_policies_name_their_max_receive_count() {
+        assert_eq!(parse_max_receive_count(r#"{"deadLetterTargetArn":"arn:x","maxReceiveCount":10}"#), Some(10));
+        assert_eq!(parse_max_receive_count(r#"{"deadLetterTargetArn":"arn:x","maxReceiveCount":"3"}"#), Some(3));
+        assert_eq!(parse_max_receive_count("{}"), None);
+        assert_eq!(parse_max_receive_count("not json"), None);
     }
 }

@@ -6,8 +6,13 @@
 //! temp file behind (swept when a day old). Objects are never modified in place, which is what
 //! lets the ETag come from file metadata alone.
 //!
+//! Several processes (worker, API, CLI) share one folder. Every write and delete of a key commits
+//! under an exclusive file lock on the key's stripe (`<root>/.tmp/locks/<n>.lock`), which makes
+//! a conditional write's check-then-rename atomic across all of them.
+//!
 //! With an [`EventSink`], a write under the upload prefix sends the S3 `ObjectCreated:Put`
-//! notification real S3 would send, so uploads become jobs exactly as on AWS.
+//! notification real S3 would send (encoded beside its parser, in [`crate::domain::event`]), so
+//! uploads become jobs exactly as on AWS.
 //!
 //! File I/O runs in Tokio's blocking pool; data is streamed, never held whole in memory.
 
@@ -18,10 +23,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 
-use super::{ObjectInfo, PresignedRequest, Storage, StorageError, StorageResult};
+use super::{
+    CasOutcome, ObjectInfo, Pin, Precondition, PresignedRequest, Storage, StorageError, StorageResult, Versioned,
+};
+use crate::domain::event::object_created_event;
 use crate::domain::keys::{KeyError, validate_key, validate_prefix};
 use crate::queue::{Queue, SendOptions};
 
@@ -29,6 +36,10 @@ use crate::queue::{Queue, SendOptions};
 const TMP_DIR: &str = ".tmp";
 /// Temp files older than this are leftovers of a crash (a live write keeps touching its file).
 const STALE_TEMP_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Folder under the temp folder holding the commit locks.
+const LOCK_DIR: &str = "locks";
+/// Keys share this many locks: enough that unrelated keys rarely wait on each other.
+const LOCK_STRIPES: u64 = 64;
 
 /// Where object-created notifications for uploads go.
 #[derive(Clone)]
@@ -49,6 +60,31 @@ pub struct LocalStorage {
 enum Source {
     File(PathBuf),
     Bytes(Vec<u8>),
+}
+
+/// An owned [`Precondition`], to move into the blocking pool.
+enum Condition {
+    Absent,
+    Matches(String),
+}
+
+impl From<Precondition<'_>> for Condition {
+    fn from(condition: Precondition<'_>) -> Self {
+        match condition {
+            Precondition::Absent => Condition::Absent,
+            Precondition::Matches(etag) => Condition::Matches(etag.to_string()),
+        }
+    }
+}
+
+impl Condition {
+    /// Whether the object now stored (its tag; `None` when absent) lets the write happen.
+    fn holds(&self, current: Option<&str>) -> bool {
+        match self {
+            Condition::Absent => current.is_none(),
+            Condition::Matches(etag) => current == Some(etag.trim_matches('"')),
+        }
+    }
 }
 
 impl LocalStorage {
@@ -73,6 +109,17 @@ impl LocalStorage {
     }
 
     async fn put(&self, key: &str, source: Source) -> StorageResult<ObjectInfo> {
+        let written = self.put_checked(key, source, None).await?;
+        written.ok_or_else(|| StorageError::other(anyhow::anyhow!("an unconditional write of `{key}` was refused")))
+    }
+
+    /// Writes an object if `condition` (when given) holds at commit; `None` when it did not.
+    async fn put_checked(
+        &self,
+        key: &str,
+        source: Source,
+        condition: Option<Condition>,
+    ) -> StorageResult<Option<ObjectInfo>> {
         let dest = self.object_path(key)?;
         let root = self.root.clone();
         let sink = self.events.clone().filter(|sink| key.starts_with(&sink.upload_prefix));
@@ -80,12 +127,19 @@ impl LocalStorage {
         // Spawned, so a caller giving up half-way cannot leave an upload in place without its
         // event (as on S3, where the event follows a completed write whatever the client does).
         let task = tokio::spawn(async move {
-            let info = {
+            let written = {
                 let key = key.clone();
-                blocking(move || write_object(&root, &dest, source).map_err(|e| io_error("write", &key, e))).await?
+                blocking(move || {
+                    write_object(&root, &key, &dest, source, condition.as_ref()).map_err(|e| io_error("write", &key, e))
+                })
+                .await?
             };
+            let Some(info) = written else { return Ok(None) };
             if let Some(sink) = sink {
-                let body = object_created_event(&sink.bucket, &key, &info, SystemTime::now());
+                // The write's ETag (unique per write here) is its sequencer: an uploader that
+                // knows the ETag knows the job id the worker derives from this event.
+                let sequencer = info.etag.clone().unwrap_or_default();
+                let body = object_created_event(&sink.bucket, &key, &info, &sequencer, SystemTime::now());
                 sink.queue.send(&body, SendOptions::default()).await.map_err(|e| {
                     StorageError::Other(e.context(format!(
                         "`{key}` was written but its upload event could not be sent to {}",
@@ -93,7 +147,7 @@ impl LocalStorage {
                     )))
                 })?;
             }
-            Ok(info)
+            Ok(Some(info))
         });
         task.await.map_err(StorageError::other)?
     }
@@ -134,18 +188,75 @@ fn is_missing(err: &io::Error) -> bool {
     matches!(err.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
 }
 
-/// A cheap content identity: every write is a new file with a fresh, precise mtime.
+/// A cheap content identity from metadata alone: every write is a new file with a fresh, precise
+/// mtime. The inode number tells apart two same-size writes stamped alike (a coarse file-system
+/// clock): the new file is created while the object it replaces still holds its inode.
 fn object_info(meta: &Metadata) -> ObjectInfo {
     let mtime_nanos = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
-    ObjectInfo { size: meta.len(), etag: Some(format!("{:x}-{:x}", meta.len(), mtime_nanos)) }
+    ObjectInfo { size: meta.len(), etag: Some(format!("{:x}-{:x}-{:x}", meta.len(), mtime_nanos, inode(meta))) }
 }
 
-fn write_object(root: &Path, dest: &Path, source: Source) -> io::Result<ObjectInfo> {
+#[cfg(unix)]
+fn inode(meta: &Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(meta)
+}
+
+#[cfg(not(unix))]
+fn inode(_: &Metadata) -> u64 {
+    0
+}
+
+/// The ETag of the object at `path`; `None` when there is none.
+fn current_etag(path: &Path) -> io::Result<Option<String>> {
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(object_info(&meta).etag),
+        Ok(_) => Ok(None),
+        Err(e) if is_missing(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The commit lock of a key's stripe, held until the returned file is dropped. The stripe comes
+/// from FNV-1a, which (unlike std's hasher) is the same in every build of every binary.
+fn lock_key(root: &Path, key: &str) -> io::Result<File> {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let dir = root.join(TMP_DIR).join(LOCK_DIR);
+    let path = dir.join(format!("{}.lock", hash % LOCK_STRIPES));
+    let open = || fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path);
+    let file = match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(&dir)?;
+            open()?
+        }
+        other => other?,
+    };
+    file.lock()?;
+    Ok(file)
+}
+
+/// Writes an object unless `condition` fails at commit (then `None`, and nothing changed). The
+/// data goes to a temp file first, outside the lock: only the check and the rename hold it.
+fn write_object(
+    root: &Path,
+    key: &str,
+    dest: &Path,
+    source: Source,
+    condition: Option<&Condition>,
+) -> io::Result<Option<ObjectInfo>> {
     let tmp_dir = root.join(TMP_DIR);
     fs::create_dir_all(&tmp_dir)?;
     let tmp = tmp_dir.join(format!("{}.part", Uuid::new_v4()));
-    let result = fill_and_place(&tmp, dest, source);
-    if result.is_err()
+    let result = fill(&tmp, source).and_then(|info| {
+        let _lock = lock_key(root, key)?;
+        if let Some(condition) = condition
+            && !condition.holds(current_etag(dest)?.as_deref())
+        {
+            return Ok(None);
+        }
+        place(&tmp, dest)?;
+        Ok(Some(info))
+    });
+    if !matches!(result, Ok(Some(_)))
         && let Err(e) = fs::remove_file(&tmp)
         && !is_missing(&e)
     {
@@ -154,7 +265,8 @@ fn write_object(root: &Path, dest: &Path, source: Source) -> io::Result<ObjectIn
     result
 }
 
-fn fill_and_place(tmp: &Path, dest: &Path, source: Source) -> io::Result<ObjectInfo> {
+/// Fills and syncs the temp file; returns the object's info, fixed from here on.
+fn fill(tmp: &Path, source: Source) -> io::Result<ObjectInfo> {
     let mut file = fs::OpenOptions::new().write(true).create_new(true).open(tmp)?;
     match source {
         // Streams (copy_file_range on Linux): the file is never read into memory.
@@ -168,9 +280,8 @@ fn fill_and_place(tmp: &Path, dest: &Path, source: Source) -> io::Result<ObjectI
     file.set_modified(SystemTime::now())?;
     file.sync_all()?;
     // Taken from the temp file: after the rename, a concurrent writer may already replace it.
+    // The rename keeps the inode and mtime, hence the ETag.
     let meta = file.metadata()?;
-    drop(file);
-    place(tmp, dest)?;
     Ok(object_info(&meta))
 }
 
@@ -223,8 +334,12 @@ fn copy_to_file(object: &mut File, path: &Path) -> io::Result<u64> {
     Ok(size)
 }
 
-fn delete_object(root: &Path, path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
+fn delete_object(root: &Path, key: &str, path: &Path) -> io::Result<()> {
+    // Under the key's lock, so a conditional write never commits over a delete it did not see.
+    let lock = lock_key(root, key)?;
+    let removed = fs::remove_file(path);
+    drop(lock);
+    match removed {
         Ok(()) => {}
         Err(e) if is_missing(&e) => return Ok(()),
         // A folder is not an object: nothing to delete, as on S3.
@@ -298,52 +413,6 @@ fn sweep_stale_temp_files(tmp_dir: &Path) {
     }
 }
 
-/// Encodes a key as S3 does in event notifications (form encoding): space becomes `+`, `/` and
-/// `A-Za-z0-9-_.~` stay, every other byte becomes `%XX`.
-fn encode_event_key(key: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(key.len());
-    for &b in key.as_bytes() {
-        match b {
-            b' ' => out.push('+'),
-            b'/' | b'-' | b'_' | b'.' | b'~' => out.push(char::from(b)),
-            _ if b.is_ascii_alphanumeric() => out.push(char::from(b)),
-            _ => {
-                out.push('%');
-                out.push(char::from(HEX[usize::from(b >> 4)]));
-                out.push(char::from(HEX[usize::from(b & 0xf)]));
-            }
-        }
-    }
-    out
-}
-
-/// The `ObjectCreated:Put` notification S3 sends for a write, with one record.
-fn object_created_event(bucket: &str, key: &str, info: &ObjectInfo, at: SystemTime) -> String {
-    let nanos = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
-    serde_json::json!({
-        "Records": [{
-            "eventVersion": "2.1",
-            "eventSource": "aws:s3",
-            "awsRegion": "local",
-            "eventTime": DateTime::<Utc>::from(at).to_rfc3339_opts(SecondsFormat::Millis, true),
-            "eventName": "ObjectCreated:Put",
-            "s3": {
-                "s3SchemaVersion": "1.0",
-                "bucket": { "name": bucket },
-                "object": {
-                    "key": encode_event_key(key),
-                    "size": info.size,
-                    "eTag": info.etag.as_deref().unwrap_or_default(),
-                    // S3's sequencers are upper-case hex that grows with each write to a key.
-                    "sequencer": format!("{nanos:016X}"),
-                }
-            }
-        }]
-    })
-    .to_string()
-}
-
 #[async_trait]
 impl Storage for LocalStorage {
     async fn put_file(&self, key: &str, path: &Path, _content_type: &str) -> StorageResult<ObjectInfo> {
@@ -354,17 +423,54 @@ impl Storage for LocalStorage {
         self.put(key, Source::Bytes(bytes)).await.map(|_| ())
     }
 
-    async fn get_to_file(&self, key: &str, path: &Path) -> StorageResult<ObjectInfo> {
+    /// Objects have no versions here: the pin's version id is ignored, its ETag checked.
+    async fn get_pinned_to_file(&self, key: &str, path: &Path, pin: &Pin) -> StorageResult<ObjectInfo> {
         let source = self.object_path(key)?;
-        let (key, path) = (key.to_string(), path.to_path_buf());
+        let (key, path, expected) = (key.to_string(), path.to_path_buf(), pin.etag.clone());
         blocking(move || {
             let Some((mut object, meta)) = open_object(&source).map_err(|e| io_error("read", &key, e))? else {
-                return Err(StorageError::NotFound(key));
+                return Err(if expected.is_some() { StorageError::Changed(key) } else { StorageError::NotFound(key) });
             };
+            let info = object_info(&meta);
+            if let Some(expected) = expected
+                && info.etag.as_deref() != Some(expected.trim_matches('"'))
+            {
+                return Err(StorageError::Changed(key));
+            }
             let size = copy_to_file(&mut object, &path).map_err(|e| io_error("copy out", &key, e))?;
-            Ok(ObjectInfo { size, ..object_info(&meta) })
+            Ok(ObjectInfo { size, ..info })
         })
         .await
+    }
+
+    async fn get_versioned(&self, key: &str) -> StorageResult<Option<Versioned>> {
+        let source = self.object_path(key)?;
+        let key = key.to_string();
+        blocking(move || {
+            let read = || -> io::Result<Option<Versioned>> {
+                let Some((mut object, meta)) = open_object(&source)? else { return Ok(None) };
+                let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+                object.read_to_end(&mut bytes)?;
+                // The tag of the file read, even if the key was replaced meanwhile.
+                Ok(object_info(&meta).etag.map(|etag| Versioned { bytes, etag }))
+            };
+            read().map_err(|e| io_error("read", &key, e))
+        })
+        .await
+    }
+
+    async fn put_if(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        _content_type: &str,
+        condition: Precondition<'_>,
+    ) -> StorageResult<CasOutcome> {
+        let written = self.put_checked(key, Source::Bytes(bytes), Some(condition.into())).await?;
+        Ok(match written.and_then(|info| info.etag) {
+            Some(etag) => CasOutcome::Written { etag },
+            None => CasOutcome::Conflict,
+        })
     }
 
     async fn get_bytes(&self, key: &str) -> StorageResult<Option<Vec<u8>>> {
@@ -402,7 +508,7 @@ impl Storage for LocalStorage {
     async fn delete(&self, key: &str) -> StorageResult<()> {
         let path = self.object_path(key)?;
         let (root, key) = (self.root.clone(), key.to_string());
-        blocking(move || delete_object(&root, &path).map_err(|e| io_error("delete", &key, e))).await
+        blocking(move || delete_object(&root, &key, &path).map_err(|e| io_error("delete", &key, e))).await
     }
 
     /// Files on disk have no URLs of their own: the API serves uploads and downloads itself.
@@ -488,7 +594,8 @@ mod tests {
         let got = s.get_to_file("uploads/big.mov", &dst).await.unwrap();
         assert_eq!(got, put);
         assert!(fs::read(&dst).unwrap() == data, "content differs");
-        assert_eq!(fs::read_dir(s.root().join(TMP_DIR)).unwrap().count(), 0, "no temp file left");
+        let temp_files = fs::read_dir(s.root().join(TMP_DIR)).unwrap().filter(|e| e.as_ref().unwrap().path().is_file());
+        assert_eq!(temp_files.count(), 0, "no temp file left");
     }
 
     #[tokio::test]
@@ -593,17 +700,80 @@ mod tests {
     }
 
     #[test]
-    fn event_keys_are_form_encoded() {
-        let cases = [
-            ("uploads/2024/cat video.mov", "uploads/2024/cat+video.mov"),
-            ("uploads/a+b.mp4", "uploads/a%2Bb.mp4"),
-            ("uploads/ünï.mkv", "uploads/%C3%BCn%C3%AF.mkv"),
-            ("uploads/a-b_c.d~e(1)&%.mp4", "uploads/a-b_c.d~e%281%29%26%25.mp4"),
-        ];
-        for (key, encoded) in cases {
-            assert_eq!(encode_event_key(key), encoded);
-            assert_eq!(decode_event_key(encoded).as_deref(), Some(key));
+    fn same_size_files_stamped_alike_have_different_etags() {
+        let dir = tempfile::tempdir().unwrap();
+        let stamp = SystemTime::now();
+        let tags: Vec<_> = ["a", "b"]
+            .iter()
+            .map(|name| {
+                let path = dir.path().join(name);
+                fs::write(&path, b"same").unwrap();
+                let file = File::options().write(true).open(&path).unwrap();
+                file.set_modified(stamp).unwrap();
+                object_info(&file.metadata().unwrap()).etag
+            })
+            .collect();
+        assert_ne!(tags[0], tags[1]);
+    }
+
+    /// Two stores on one folder stand for two processes: each opens the lock files itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn conditional_writes_are_atomic_across_stores_on_one_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = [Arc::new(store(&dir)), Arc::new(store(&dir))];
+        let key = "jobs/n";
+        assert!(matches!(
+            stores[0].put_if(key, b"0".to_vec(), "", Precondition::Absent).await.unwrap(),
+            CasOutcome::Written { .. }
+        ));
+        assert_eq!(stores[1].put_if(key, b"0".to_vec(), "", Precondition::Absent).await.unwrap(), CasOutcome::Conflict);
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let s = stores[i % 2].clone();
+                tokio::spawn(async move {
+                    for _ in 0..25 {
+                        loop {
+                            let current = s.get_versioned(key).await.unwrap().unwrap();
+                            let n: u32 = String::from_utf8(current.bytes).unwrap().parse().unwrap();
+                            let next = (n + 1).to_string().into_bytes();
+                            let outcome = s.put_if(key, next, "", Precondition::Matches(&current.etag)).await.unwrap();
+                            if outcome != CasOutcome::Conflict {
+                                break;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
         }
+        assert_eq!(stores[0].get_bytes(key).await.unwrap().as_deref(), Some(&b"200"[..]));
+        // Only committed writes leave anything: no temp file survives a lost race.
+        let temp_files =
+            fs::read_dir(stores[0].root().join(TMP_DIR)).unwrap().filter(|e| e.as_ref().unwrap().path().is_file());
+        assert_eq!(temp_files.count(), 0);
+    }
+
+    #[tokio::test]
+    async fn pinned_reads_check_the_etag_of_the_file_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let out = dir.path().join("out");
+        let pin = |etag: &str| Pin { etag: Some(etag.to_string()), version_id: None };
+        let missing = s.get_pinned_to_file("uploads/a", &out, &pin("x")).await;
+        assert!(matches!(missing, Err(StorageError::Changed(_))), "{missing:?}");
+        s.put_bytes("uploads/a", b"one".to_vec(), "").await.unwrap();
+        let read = s.get_versioned("uploads/a").await.unwrap().unwrap();
+        let got = s.get_pinned_to_file("uploads/a", &out, &pin(&read.etag)).await.unwrap();
+        assert_eq!(got.etag.as_deref(), Some(read.etag.as_str()));
+        // Quoted, as S3 sends it, is the same tag.
+        s.get_pinned_to_file("uploads/a", &out, &pin(&format!("\"{}\"", read.etag))).await.unwrap();
+        let other = s.get_pinned_to_file("uploads/a", &out, &pin("1-2-3")).await;
+        assert!(matches!(other, Err(StorageError::Changed(_))), "{other:?}");
+        // A version id alone pins nothing here.
+        let by_version = Pin { etag: None, version_id: Some("v".into()) };
+        assert_eq!(s.get_pinned_to_file("uploads/a", &out, &by_version).await.unwrap(), got);
     }
 
     #[tokio::test]
@@ -624,7 +794,7 @@ mod tests {
         assert_eq!(record["eventSource"], "aws:s3");
         assert_eq!(record["awsRegion"], "local");
         assert_eq!(record["eventName"], "ObjectCreated:Put");
-        assert!(DateTime::parse_from_rfc3339(record["eventTime"].as_str().unwrap()).is_ok());
+        assert!(chrono::DateTime::parse_from_rfc3339(record["eventTime"].as_str().unwrap()).is_ok());
         assert_eq!(record["s3"]["s3SchemaVersion"], "1.0");
         assert_eq!(record["s3"]["bucket"]["name"], "media");
         let object = &record["s3"]["object"];
@@ -633,8 +803,8 @@ mod tests {
         assert_eq!(decode_event_key(raw_key).as_deref(), Some(key));
         assert_eq!(object["size"], 10);
         assert_eq!(object["eTag"].as_str(), info.etag.as_deref());
-        let sequencer = object["sequencer"].as_str().unwrap();
-        assert!(sequencer.len() >= 16 && sequencer.chars().all(|c| c.is_ascii_hexdigit()), "{sequencer}");
+        // The write's ETag names the write, so whoever wrote it can derive the job id.
+        assert_eq!(object["sequencer"].as_str(), info.etag.as_deref());
 
         // The worker's own parser turns it into a job for this key.
         let layout = KeyLayout::new("uploads/", "outputs/").unwrap();
@@ -646,11 +816,19 @@ mod tests {
         // put_bytes under the prefix sends one too; writes elsewhere send none.
         s.put_bytes("uploads/b.mp4", b"x".to_vec(), "").await.unwrap();
         assert_eq!(drain(&queue).await.len(), 1);
+        // So does a conditional write, when it takes effect.
+        assert_eq!(
+            s.put_if("uploads/b.mp4", b"y".to_vec(), "", Precondition::Absent).await.unwrap(),
+            CasOutcome::Conflict
+        );
+        assert!(drain(&queue).await.is_empty(), "a write that did not happen sent an event");
+        s.put_if("uploads/c.mp4", b"y".to_vec(), "", Precondition::Absent).await.unwrap();
+        assert_eq!(drain(&queue).await.len(), 1);
         s.put_bytes("outputs/2024/cat/manifest.json", b"{}".to_vec(), "").await.unwrap();
         s.put_file("jobs/j.json", &src, "").await.unwrap();
         s.put_bytes("uploadsx/not-under.mp4", b"x".to_vec(), "").await.unwrap();
         assert!(drain(&queue).await.is_empty());
-        assert_eq!(queue.counts().await.unwrap(), QueueCounts { visible: 0, in_flight: 2, delayed: 0 });
+        assert_eq!(queue.counts().await.unwrap(), QueueCounts { visible: 0, in_flight: 3, delayed: 0 });
     }
 
     struct BrokenQueue;

@@ -25,6 +25,9 @@ pub struct ObjectInfo {
 pub enum StorageError {
     #[error("object `{0}` does not exist")]
     NotFound(String),
+    /// The object is no longer the version a read was pinned to (it was replaced or deleted).
+    #[error("object `{0}` changed: it is no longer the version this read was pinned to")]
+    Changed(String),
     #[error("key `{key}` refused: {reason}")]
     InvalidKey { key: String, reason: KeyError },
     /// Network, permission, disk: worth retrying.
@@ -39,6 +42,41 @@ impl StorageError {
 }
 
 pub type StorageResult<T> = Result<T, StorageError>;
+
+/// A small document and the version it was read at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub bytes: Vec<u8>,
+    /// The version tag to pass to [`Precondition::Matches`] to replace exactly this version.
+    pub etag: String,
+}
+
+/// The condition a conditional write ([`Storage::put_if`]) must meet to take effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition<'a> {
+    /// Only if no object exists at the key (S3 `If-None-Match: *`).
+    Absent,
+    /// Only if the stored object is still this version (S3 `If-Match: <etag>`).
+    Matches(&'a str),
+}
+
+/// What a conditional write did. A lost race is an ordinary outcome, not an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// Written; the new version's tag.
+    Written { etag: String },
+    /// The condition did not hold (another writer got there first): nothing was written.
+    Conflict,
+}
+
+/// Which version of an object a read must see. Empty: whatever is stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pin {
+    /// The ETag (without quotes) the object must still have.
+    pub etag: Option<String>,
+    /// The S3 version id to read (versioned buckets); it stays readable after an overwrite.
+    pub version_id: Option<String>,
+}
 
 /// A request anyone holding it can make, without credentials, until it expires.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +96,27 @@ pub trait Storage: Send + Sync + 'static {
     async fn put_bytes(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> StorageResult<()>;
 
     /// Streams an object into a local file, replacing it.
-    async fn get_to_file(&self, key: &str, path: &Path) -> StorageResult<ObjectInfo>;
+    async fn get_to_file(&self, key: &str, path: &Path) -> StorageResult<ObjectInfo> {
+        self.get_pinned_to_file(key, path, &Pin::default()).await
+    }
+
+    /// Streams exactly the pinned version of an object into a local file, replacing it; fails
+    /// with [`StorageError::Changed`] when the stored object is no longer that version. A
+    /// transfer that stalls is resumed where it stopped (same version), not restarted.
+    async fn get_pinned_to_file(&self, key: &str, path: &Path, pin: &Pin) -> StorageResult<ObjectInfo>;
+
+    /// Reads a small document with its version tag; `None` when it does not exist.
+    async fn get_versioned(&self, key: &str) -> StorageResult<Option<Versioned>>;
+
+    /// Stores a small document only if `condition` holds, atomically with the check: the
+    /// compare-and-swap every job state change goes through.
+    async fn put_if(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        condition: Precondition<'_>,
+    ) -> StorageResult<CasOutcome>;
 
     /// Reads a small document; `None` when it does not exist.
     async fn get_bytes(&self, key: &str) -> StorageResult<Option<Vec<u8>>>;

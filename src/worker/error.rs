@@ -2,6 +2,7 @@
 
 use crate::domain::probe::ProbeError;
 use crate::domain::status::ErrorInfo;
+use crate::jobs::AttemptError;
 use crate::media::ffmpeg::FfmpegError;
 use crate::media::probe::ProbeFailure;
 use crate::storage::StorageError;
@@ -60,6 +61,30 @@ impl JobError {
             other => JobError::from(other),
         }
     }
+
+    /// A failure of the scratch disk: full (retryable elsewhere or later), or anything else.
+    pub fn scratch(context: &str, err: &std::io::Error) -> Self {
+        if is_disk_full(err) {
+            JobError::retryable("scratch_full", format!("the scratch disk is full ({context})"))
+        } else {
+            JobError::retryable("scratch", format!("{context}: {err}"))
+        }
+    }
+}
+
+fn is_disk_full(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::StorageFull || err.raw_os_error() == Some(28)
+}
+
+/// Whether ffmpeg's log says it ran out of something the machine, not the input, lacks.
+fn resource_failure(log: &str) -> Option<(&'static str, &'static str)> {
+    if log.contains("No space left on device") {
+        Some(("scratch_full", "the scratch disk filled up during the transcode"))
+    } else if log.contains("Cannot allocate memory") || log.contains("Out of memory") {
+        Some(("resources", "ffmpeg ran out of memory"))
+    } else {
+        None
+    }
 }
 
 impl From<StorageError> for JobError {
@@ -67,7 +92,29 @@ impl From<StorageError> for JobError {
         match err {
             StorageError::InvalidKey { .. } => JobError::permanent("invalid_key", err.to_string()),
             StorageError::NotFound(_) => JobError::retryable("storage", err.to_string()),
-            StorageError::Other(e) => JobError::retryable("storage", format!("{e:#}")),
+            StorageError::Changed(key) => JobError::permanent(
+                "source_changed",
+                format!("`{key}` was replaced or deleted after this job was made; the new write has its own job"),
+            ),
+            StorageError::Other(e) => {
+                // A download filling the scratch disk surfaces as a storage error.
+                if e.chain().filter_map(|c| c.downcast_ref::<std::io::Error>()).any(is_disk_full) {
+                    JobError::retryable("scratch_full", format!("the scratch disk is full: {e:#}"))
+                } else {
+                    JobError::retryable("storage", format!("{e:#}"))
+                }
+            }
+        }
+    }
+}
+
+impl From<AttemptError> for JobError {
+    /// A run that lost its job stops: cancelled by a user, or superseded by a later attempt.
+    fn from(err: AttemptError) -> Self {
+        match err {
+            AttemptError::Lost(_) if err.is_cancelled() => JobError::Cancelled,
+            AttemptError::Lost(_) => JobError::Superseded,
+            AttemptError::Storage(e) => JobError::from(e),
         }
     }
 }
@@ -89,14 +136,48 @@ impl From<ProbeFailure> for JobError {
 }
 
 impl From<FfmpegError> for JobError {
+    /// Input problems are permanent; a full disk, exhausted memory or a kill from outside are
+    /// not the input's fault and are retried (on this worker or another).
     fn from(err: FfmpegError) -> Self {
         match err {
             FfmpegError::Spawn(_) => JobError::retryable("ffmpeg_unavailable", err.to_string()),
             FfmpegError::Timeout(_) => JobError::retryable("timeout", err.to_string()),
             FfmpegError::Signal(_) => JobError::retryable("ffmpeg_killed", err.to_string()),
-            FfmpegError::Failed { .. } => JobError::permanent("transcode_failed", err.to_string()),
+            FfmpegError::Failed { ref log, .. } => match resource_failure(log) {
+                Some((code, why)) => JobError::retryable(code, format!("{why}: {err}")),
+                None => JobError::permanent("transcode_failed", err.to_string()),
+            },
             // The caller knows why it stopped ffmpeg and replaces this.
             FfmpegError::Cancelled => JobError::Interrupted,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(err: JobError) -> (String, bool) {
+        let info = err.info();
+        (info.code, info.retryable)
+    }
+
+    #[test]
+    fn resource_exhaustion_is_retryable_and_bad_input_is_not() {
+        let failed = |log: &str| FfmpegError::Failed { status: 1, log: log.into() };
+        let cases = [
+            (failed("[out#0/mp4] Error writing trailer: No space left on device"), ("scratch_full", true)),
+            (failed("av_malloc: Cannot allocate memory"), ("resources", true)),
+            (failed("Invalid data found when processing input"), ("transcode_failed", false)),
+            (FfmpegError::Signal(9), ("ffmpeg_killed", true)),
+        ];
+        for (err, (want, retryable)) in cases {
+            assert_eq!(code(err.into()), (want.to_string(), retryable));
+        }
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        assert_eq!(code(JobError::scratch("write", &full)), ("scratch_full".into(), true));
+        let download = StorageError::Other(anyhow::Error::new(std::io::Error::from_raw_os_error(28)).context("copy"));
+        assert_eq!(code(JobError::from_source(download)), ("scratch_full".into(), true));
+        assert_eq!(code(JobError::from_source(StorageError::Changed("k".into()))), ("source_changed".into(), false));
     }
 }

@@ -1,7 +1,7 @@
 //! One attempt of one job: download, probe, transcode, upload, manifest; raced against the
 //! heartbeat, the job timeout and shutdown; then the outcome is recorded exactly once.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,23 +12,22 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::status::{HeartbeatSignal, StatusTracker};
-use super::{HANDOVER_DELAY, Inner, JobError};
-use crate::config::{Config, SourceLimits};
+use super::scratch::ScratchDir;
+use super::{Inner, JobError};
+use crate::config::SourceLimits;
 use crate::domain::job::{JobMessage, retry_delay};
-use crate::domain::keys::manifest_key;
-use crate::domain::plan::plan;
+use crate::domain::keys::{attempt_dir, manifest_key};
+use crate::domain::plan::{expected_duration, is_truncated, plan};
 use crate::domain::preset::content_type_of;
 use crate::domain::probe::{MediaInfo, sniff_reference_format};
 use crate::domain::status::{JobState, Manifest, OutputRecord, SourceRecord, Stage, Timings};
+use crate::jobs::{Attempt, AttemptError};
 use crate::media::ffmpeg::{FfmpegProgress, run_ffmpeg};
 use crate::media::probe::{Probed, probe};
-use crate::queue::SendOptions;
+use crate::storage::{CasOutcome, Pin, Precondition, StorageError};
 
 /// ffprobe reads headers only; a minute is plenty even for large files.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Scratch folders live here under the work dir.
-const SCRATCH: &str = "media-worker";
 
 /// Why a running attempt was told to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +36,9 @@ enum StopReason {
     Superseded,
 }
 
-pub(super) async fn run(inner: Arc<Inner>, message: JobMessage, tracker: StatusTracker) {
-    let span = tracing::info_span!("job", job_id = %message.job.job_id, attempt = message.attempt);
+pub(super) async fn run(inner: Arc<Inner>, message: JobMessage, tracker: Attempt) {
+    let span =
+        tracing::info_span!("job", job_id = %message.job.job_id, attempt = message.attempt, run = %tracker.run_id());
     async move {
         let started = Instant::now();
         tracing::info!(source = %message.job.source_key, "Job started.");
@@ -70,7 +70,8 @@ pub(super) async fn run(inner: Arc<Inner>, message: JobMessage, tracker: StatusT
             }),
             other => other,
         };
-        // The attempt future is dropped by now: ffmpeg is killed and reaped, streams closed.
+        // The attempt future is dropped by now: ffmpeg is killed and reaped, streams closed,
+        // unfinished multipart uploads aborted.
         scratch.remove().await;
         finish(&inner, &message, &tracker, outcome).await;
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "Job attempt ended.");
@@ -79,23 +80,18 @@ pub(super) async fn run(inner: Arc<Inner>, message: JobMessage, tracker: StatusT
     .await
 }
 
-/// Refreshes the status every heartbeat interval; on a cancellation or takeover it stops the
-/// attempt. Never returns on its own.
-async fn heartbeat(
-    inner: &Inner,
-    tracker: &StatusTracker,
-    stop: &CancellationToken,
-    reason: &Mutex<Option<StopReason>>,
-) {
+/// Refreshes the status every heartbeat interval; when the run has lost the job (cancelled, or
+/// recovered by the reaper while it was silent) it stops the attempt. Never returns on its own.
+async fn heartbeat(inner: &Inner, tracker: &Attempt, stop: &CancellationToken, reason: &Mutex<Option<StopReason>>) {
     let mut ticker = tokio::time::interval(inner.config.heartbeat_interval);
     ticker.tick().await;
     loop {
         ticker.tick().await;
         let stop_reason = match tracker.heartbeat().await {
-            Ok(HeartbeatSignal::Continue) => continue,
-            Ok(HeartbeatSignal::Cancelled) => StopReason::Cancelled,
-            Ok(HeartbeatSignal::Superseded) => StopReason::Superseded,
-            Err(err) => {
+            Ok(()) => continue,
+            Err(err @ AttemptError::Lost(_)) if err.is_cancelled() => StopReason::Cancelled,
+            Err(AttemptError::Lost(_)) => StopReason::Superseded,
+            Err(AttemptError::Storage(err)) => {
                 // A missed heartbeat is not fatal: the timeout is several intervals long.
                 tracing::warn!(error = %err, "Heartbeat failed.");
                 continue;
@@ -113,7 +109,7 @@ async fn heartbeat(
 async fn attempt(
     inner: &Inner,
     message: &JobMessage,
-    tracker: &StatusTracker,
+    tracker: &Attempt,
     dir: &Path,
     stop: &CancellationToken,
 ) -> Result<(), JobError> {
@@ -122,11 +118,16 @@ async fn attempt(
     let started = Instant::now();
     let mut timings = Timings::default();
 
-    // Refuse oversized sources before paying for the download.
+    // Refuse oversized or replaced sources before paying for the download.
     let head = inner.storage.head(&job.source_key).await?;
     let Some(head) = head else {
         return Err(JobError::permanent("source_not_found", format!("the source `{}` does not exist", job.source_key)));
     };
+    if job.source.etag.as_ref().is_some_and(|pinned| head.etag.as_ref() != Some(pinned))
+        && job.source.version_id.is_none()
+    {
+        return Err(JobError::from_source(StorageError::Changed(job.source_key.clone())));
+    }
     if head.size > limits.max_size {
         return Err(JobError::permanent(
             "source_too_large",
@@ -134,10 +135,13 @@ async fn attempt(
         ));
     }
 
+    // Pinned to the write the job is for (or, for a job made without one, to what HEAD saw), so
+    // the outputs and the manifest describe exactly these bytes.
+    let pin = Pin { etag: job.source.etag.clone().or(head.etag.clone()), version_id: job.source.version_id.clone() };
     let source_path = dir.join("source");
     let clock = Instant::now();
     let source_object =
-        inner.storage.get_to_file(&job.source_key, &source_path).await.map_err(JobError::from_source)?;
+        inner.storage.get_pinned_to_file(&job.source_key, &source_path, &pin).await.map_err(JobError::from_source)?;
     timings.download_ms = millis(clock);
 
     tracker.stage(Stage::Probing).await?;
@@ -153,7 +157,7 @@ async fn attempt(
     for folder in std::iter::once(String::new()).chain(plan.folders.iter().cloned()) {
         tokio::fs::create_dir_all(out_dir.join(&folder))
             .await
-            .map_err(|e| JobError::retryable("scratch", format!("create {folder}: {e}")))?;
+            .map_err(|e| JobError::scratch(&format!("create {folder}"), &e))?;
     }
 
     tracker.stage(Stage::Transcoding).await?;
@@ -164,7 +168,7 @@ async fn attempt(
         while receiver.changed().await.is_ok() {
             let done = receiver.borrow().out_time;
             let fraction = source_media.duration_seconds.filter(|d| *d > 0.0).map_or(0.0, |d| (done / d).min(1.0));
-            tracker.set_progress(fraction * 100.0).await;
+            tracker.set_progress(fraction * 100.0);
         }
     };
     let (result, ()) = tokio::join!(run, report);
@@ -172,16 +176,29 @@ async fn attempt(
     for (file, content) in &plan.sidecars {
         tokio::fs::write(out_dir.join(file), content)
             .await
-            .map_err(|e| JobError::retryable("scratch", format!("write {file}: {e}")))?;
+            .map_err(|e| JobError::scratch(&format!("write {file}"), &e))?;
     }
     let mut probed = Vec::new();
-    for output in &plan.outputs {
+    for (output, request) in plan.outputs.iter().zip(&job.outputs) {
         let media = probe(&out_dir.join(&output.probe_file), PROBE_TIMEOUT, Probed::Output).await.map_err(|e| {
             JobError::permanent(
                 "transcode_failed",
                 format!("ffmpeg produced an unreadable `{}` output: {e}", output.preset),
             )
         })?;
+        if let Some(expected) = expected_duration(request, &source_media) {
+            let frame_rate = media.video.as_ref().and_then(|v| v.frame_rate);
+            if is_truncated(expected, media.duration_seconds, frame_rate) {
+                return Err(JobError::retryable(
+                    "output_truncated",
+                    format!(
+                        "the `{}` output lasts {:.3} s instead of {expected:.3} s",
+                        output.preset,
+                        media.duration_seconds.unwrap_or_default()
+                    ),
+                ));
+            }
+        }
         probed.push(media);
     }
     timings.transcode_ms = millis(clock);
@@ -189,10 +206,18 @@ async fn attempt(
 
     tracker.stage(Stage::Uploading).await?;
     let clock = Instant::now();
-    let files = list_files(&out_dir).await.map_err(|e| JobError::retryable("scratch", format!("list outputs: {e}")))?;
+    // This attempt's own folder: nothing another attempt wrote can end up under its manifest.
+    let folder = attempt_dir(&job.output_dir, message.attempt);
+    let files = list_files(&out_dir).await.map_err(|e| JobError::scratch("list outputs", &e))?;
+    // A requeued attempt (after a shutdown) may find its earlier run's files: keep only ours.
+    for stale in inner.storage.list(&folder).await? {
+        if !files.iter().any(|rel| format!("{folder}{rel}") == stale) {
+            inner.storage.delete(&stale).await?;
+        }
+    }
     let mut uploaded: Vec<(String, u64)> = Vec::new();
     for relative in &files {
-        let key = format!("{}{relative}", job.output_dir);
+        let key = format!("{folder}{relative}");
         let stored = inner.storage.put_file(&key, &out_dir.join(relative), content_type_of(relative)).await?;
         uploaded.push((relative.clone(), stored.size));
     }
@@ -211,8 +236,8 @@ async fn attempt(
                 .collect();
             OutputRecord {
                 preset: output.preset,
-                key: format!("{}{}", job.output_dir, output.main_file),
-                files: mine.iter().map(|(rel, _)| format!("{}{rel}", job.output_dir)).collect(),
+                key: format!("{folder}{}", output.main_file),
+                files: mine.iter().map(|(rel, _)| format!("{folder}{rel}")).collect(),
                 size: mine.iter().map(|(_, size)| size).sum(),
                 content_type: output.preset.content_type().into(),
                 speed: run.speed,
@@ -223,7 +248,17 @@ async fn attempt(
         .collect();
     timings.upload_ms = millis(clock);
 
+    // From here on the job cannot be cancelled, and only this run may complete it.
     tracker.stage(Stage::Finalizing).await?;
+    // The source was replaced while we worked: these outputs describe a write that is no longer
+    // the source, and the new write's own job makes the outputs.
+    if let Some(current) = inner.storage.head(&job.source_key).await?
+        && current.etag.is_some()
+        && current.etag != source_object.etag
+        && job.source.version_id.is_none()
+    {
+        return Err(JobError::from_source(StorageError::Changed(job.source_key.clone())));
+    }
     timings.total_ms = millis(started);
     let manifest = Manifest {
         version: 1,
@@ -242,10 +277,49 @@ async fn attempt(
     };
     let key = manifest_key(&job.output_dir);
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| JobError::retryable("internal", e.to_string()))?;
-    // Written last: its presence means every output is in place.
-    inner.storage.put_bytes(&key, body, "application/json").await?;
-    tracker.finish(JobState::Completed, Stage::Done, None, None, Some(key)).await?;
+    write_manifest(inner, &key, &job.job_id, body).await?;
+    tracker.complete(&key).await?;
+    remove_other_attempts(inner, &job.output_dir, &folder).await;
     Ok(())
+}
+
+/// Writes the manifest, the commit record of the outputs, last. Create-only, except over the
+/// manifest of an earlier attempt of the same job that never reached `completed` (its run was
+/// recovered after writing it): only the run that wins `complete` is named by the status.
+async fn write_manifest(inner: &Inner, key: &str, job_id: &str, body: Vec<u8>) -> Result<(), JobError> {
+    let storage = &inner.storage;
+    for _ in 0..5 {
+        let existing = storage.get_versioned(key).await?;
+        let condition = match &existing {
+            None => Precondition::Absent,
+            Some(found) => {
+                let owner = serde_json::from_slice::<Manifest>(&found.bytes).ok().map(|m| m.job_id);
+                if owner.as_deref().is_some_and(|owner| owner != job_id) {
+                    return Err(JobError::permanent(
+                        "output_conflict",
+                        format!("`{key}` holds the manifest of another job"),
+                    ));
+                }
+                Precondition::Matches(&found.etag)
+            }
+        };
+        if let CasOutcome::Written { .. } = storage.put_if(key, body.clone(), "application/json", condition).await? {
+            return Ok(());
+        }
+    }
+    Err(JobError::retryable("storage", format!("`{key}` kept changing while the manifest was written")))
+}
+
+/// Deletes what earlier attempts of the job left in its folder (best effort: the manifest
+/// names only this attempt's files either way).
+async fn remove_other_attempts(inner: &Inner, output_dir: &str, ours: &str) {
+    let Ok(keys) = inner.storage.list(output_dir).await else { return };
+    let mine = manifest_key(output_dir);
+    for key in keys.iter().filter(|k| !k.starts_with(ours) && **k != mine) {
+        if let Err(err) = inner.storage.delete(key).await {
+            tracing::debug!(key, error = %err, "Could not delete an earlier attempt's file.");
+        }
+    }
 }
 
 /// Playlists and reference files name other files or URLs; they are refused from their first
@@ -311,9 +385,11 @@ async fn list_files(root: &Path) -> std::io::Result<Vec<String>> {
 }
 
 /// Records the attempt's outcome: completed (already recorded), retried, failed and
-/// dead-lettered, cancelled, or requeued on shutdown. Publishing comes before the status
-/// change, so a crash in between leaves a duplicate, never a lost job.
-async fn finish(inner: &Inner, message: &JobMessage, tracker: &StatusTracker, outcome: Result<(), JobError>) {
+/// dead-lettered, or requeued on shutdown; a cancelled or superseded run records nothing (the
+/// canceller or the reaper already did). The status changes first, then the message is
+/// published, so a message never arrives before the status that lets it start; the status's
+/// `handover_pending` mark covers a crash in between.
+async fn finish(inner: &Inner, message: &JobMessage, tracker: &Attempt, outcome: Result<(), JobError>) {
     let result = match outcome {
         Ok(()) => {
             inner.counters.completed.fetch_add(1, Ordering::Relaxed);
@@ -322,22 +398,48 @@ async fn finish(inner: &Inner, message: &JobMessage, tracker: &StatusTracker, ou
         }
         Err(err) => record_failure(inner, message, tracker, err).await,
     };
-    if let Err(err) = result {
-        // The ledger entry is still there: the reaper will see the stale heartbeat and retry.
-        tracing::error!(
-            error = format!("{err:#}"),
-            "Could not record the outcome of the attempt; the reaper will recover the job."
-        );
+    match result {
+        Ok(()) => {}
+        Err(FinishError::Lost(err)) => {
+            tracing::info!(reason = %err, "The job moved on while this attempt ended; nothing to record.");
+        }
+        Err(FinishError::Other(err)) => {
+            // The ledger entry is still there: the reaper will see the stale heartbeat and retry.
+            tracing::error!(
+                error = format!("{err:#}"),
+                "Could not record the outcome of the attempt; the reaper will recover the job."
+            );
+        }
+    }
+}
+
+enum FinishError {
+    Lost(AttemptError),
+    Other(anyhow::Error),
+}
+
+impl From<AttemptError> for FinishError {
+    fn from(err: AttemptError) -> Self {
+        match err {
+            AttemptError::Lost(_) => FinishError::Lost(err),
+            AttemptError::Storage(e) => FinishError::Other(e.into()),
+        }
+    }
+}
+
+impl From<anyhow::Error> for FinishError {
+    fn from(err: anyhow::Error) -> Self {
+        FinishError::Other(err)
     }
 }
 
 async fn record_failure(
     inner: &Inner,
     message: &JobMessage,
-    tracker: &StatusTracker,
+    tracker: &Attempt,
     err: JobError,
-) -> anyhow::Result<()> {
-    let next_attempt = message.attempt + 1;
+) -> Result<(), FinishError> {
+    let job_id = message.job.job_id.as_str();
     match &err {
         JobError::Superseded => {
             tracing::warn!("Another attempt took over this job; this one stops without recording anything.");
@@ -345,37 +447,37 @@ async fn record_failure(
         }
         JobError::Cancelled => {
             tracing::info!("Job cancelled.");
-            tracker.finish(JobState::Cancelled, Stage::Done, None, Some("cancelled on request".into()), None).await?;
             Ok(())
         }
         JobError::Interrupted => {
-            // Shutting down is not the job's fault: requeue at once for another worker.
-            let next = JobMessage::new(message.job.clone(), next_attempt);
-            inner.queues.ready.send(&next.to_json(), SendOptions::delayed(HANDOVER_DELAY)).await?;
-            tracker.hand_over(JobState::Queued, next_attempt, None, "requeued: the worker shut down".into()).await?;
-            tracing::info!(next_attempt, "Job requeued for another worker.");
+            // Shutting down is not the job's fault: the same attempt, at once, for another worker.
+            tracker.interrupt("requeued: the worker shut down").await?;
+            inner.publish_handover(&JobMessage::new(message.job.clone(), message.attempt), Duration::ZERO).await?;
+            tracing::info!("Job requeued for another worker.");
             Ok(())
         }
-        JobError::Retryable { .. } if message.attempt < inner.config.max_attempts => {
-            let delay = retry_delay(inner.config.retry_base_delay, next_attempt).max(HANDOVER_DELAY);
-            let next = JobMessage::new(message.job.clone(), next_attempt);
-            inner.queues.ready.send(&next.to_json(), SendOptions::delayed(delay)).await?;
-            tracker
-                .hand_over(JobState::Retrying, next_attempt, Some(err.info()), format!("retry in {delay:?}"))
-                .await?;
-            inner.counters.retried.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %err, next_attempt, delay = ?delay, "Attempt failed; retrying.");
-            Ok(())
-        }
-        JobError::Retryable { .. } | JobError::Permanent { .. } => {
-            let mut info = err.info();
-            if info.retryable {
-                info.message = format!("{} (after {} attempts)", info.message, message.attempt);
+        JobError::Retryable { .. } => {
+            let delay = retry_delay(inner.config.retry_base_delay, message.attempt + 1);
+            let status = tracker.retry(err.info(), delay).await?;
+            if status.state == JobState::Retrying {
+                let next = JobMessage::new(message.job.clone(), status.attempt);
+                inner.publish_handover(&next, delay).await?;
+                inner.counters.retried.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %err, next_attempt = status.attempt, delay = ?delay, "Attempt failed; retrying.");
+            } else {
+                let info = status.error.clone().unwrap_or_else(|| err.info());
+                inner
+                    .dead_letter(&message.to_json(), &info.code, &info.message, "worker", Some((job_id, true)))
+                    .await?;
+                inner.counters.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %err, "Job failed: no attempts left.");
             }
-            inner
-                .dead_letter(&message.to_json(), &info.code, &info.message, "worker", Some(&message.job.job_id))
-                .await?;
-            tracker.finish(JobState::Failed, Stage::Done, Some(info), None, None).await?;
+            Ok(())
+        }
+        JobError::Permanent { .. } => {
+            let info = err.info();
+            tracker.fail(info.clone()).await?;
+            inner.dead_letter(&message.to_json(), &info.code, &info.message, "worker", Some((job_id, true))).await?;
             inner.counters.failed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %err, "Job failed.");
             Ok(())
@@ -385,60 +487,4 @@ async fn record_failure(
 
 fn millis(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
-/// A job's scratch folder, removed when the attempt ends (and, as a backstop, when dropped).
-struct ScratchDir {
-    path: Option<PathBuf>,
-}
-
-impl ScratchDir {
-    async fn create(config: &Config, message: &JobMessage) -> anyhow::Result<Self> {
-        let unique = uuid::Uuid::new_v4().simple().to_string();
-        let name = format!("{}-a{}-{}", message.job.job_id, message.attempt, &unique[..8]);
-        let path = config.work_dir.join(SCRATCH).join(name);
-        tokio::fs::create_dir_all(&path).await.map_err(|e| anyhow::anyhow!("create {}: {e}", path.display()))?;
-        Ok(Self { path: Some(path) })
-    }
-
-    fn path(&self) -> &Path {
-        self.path.as_deref().unwrap_or(Path::new("."))
-    }
-
-    async fn remove(mut self) {
-        if let Some(path) = self.path.take()
-            && let Err(err) = tokio::fs::remove_dir_all(&path).await
-        {
-            tracing::warn!(path = %path.display(), error = %err, "Could not remove a scratch folder.");
-        }
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        if let Some(path) = self.path.take() {
-            let _ = std::fs::remove_dir_all(path);
-        }
-    }
-}
-
-/// Removes scratch folders left by killed workers: any older than twice the job timeout
-/// cannot belong to a running attempt.
-pub(super) async fn sweep_stale_work_dirs(config: &Config) {
-    let root = config.work_dir.join(SCRATCH);
-    let Ok(mut entries) = tokio::fs::read_dir(&root).await else { return };
-    let max_age = config.job_timeout.saturating_mul(2);
-    while let Ok(Some(entry)) = entries.next_entry().await {
-        let old = entry
-            .metadata()
-            .await
-            .ok()
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > max_age);
-        if old {
-            tracing::info!(path = %entry.path().display(), "Removing a stale scratch folder.");
-            let _ = tokio::fs::remove_dir_all(entry.path()).await;
-        }
-    }
 }

@@ -1,22 +1,30 @@
-//! What happens to a message received from the ready queue: it is parsed, deduplicated, and
-//! either dead-lettered, dropped, split, or moved to the in-processing ledger and started.
+//! What happens to a message received from the ready queue: it is parsed, and either
+//! dead-lettered, dropped, split, left for another worker, or started.
 //!
-//! Every step sends before it deletes, so a crash in between duplicates a message (which the
-//! status check recognises) and never loses one. A step that fails leaves the message on the
-//! ready queue, where it reappears after its visibility timeout.
+//! Starting is, in this order: the ledger entry is sent (so every running job has a record the
+//! reaper sees), the start transition is won by compare-and-swap (at most one run per attempt,
+//! however many copies of the message are delivered at once), and only then is the message
+//! deleted from ready. A crash between any two steps leaves the message or the entry behind,
+//! never a job nobody will finish; a step that fails leaves the message on the ready queue,
+//! where it reappears after its visibility timeout.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::Inner;
-use super::status::{StatusTracker, read_status};
+use super::{Inner, scratch};
 use crate::domain::event::{EventContext, parse_ready_message};
 use crate::domain::job::{JobMessage, LedgerEntry, MESSAGE_VERSION};
-use crate::domain::status::JobState;
+use crate::domain::keys::source_index_key;
+use crate::domain::status::ErrorInfo;
+use crate::jobs::{Applied, Attempt, Event, Refused};
 use crate::queue::{Received, SendOptions};
+
+/// A job declined for lack of scratch space is offered to other workers again after this.
+const DECLINED_VISIBILITY: Duration = Duration::from_secs(15);
 
 pub(super) async fn handle(inner: &Arc<Inner>, message: Received, permit: OwnedSemaphorePermit) {
     let message_id = message.message_id.clone();
@@ -61,41 +69,61 @@ async fn try_handle(inner: &Arc<Inner>, message: Received, permit: OwnedSemaphor
         return ready.delete(&message.receipt).await;
     };
 
-    if let Some(reason) = duplicate_reason(inner, &job).await? {
-        tracing::info!(job_id = %job.job.job_id, attempt = job.attempt, reason, "Skipping a duplicate delivery.");
-        inner.counters.skipped.fetch_add(1, Ordering::Relaxed);
-        return ready.delete(&message.receipt).await;
+    if message.receive_count >= inner.max_receives() {
+        return exhaust(inner, &message, &job).await;
+    }
+    if !scratch::fits(&inner.config, job.job.source.size) {
+        tracing::info!(
+            job_id = %job.job.job_id,
+            source_bytes = job.job.source.size,
+            free_bytes = scratch::free_space(&inner.config),
+            "Not enough scratch space for this job; leaving it for another worker."
+        );
+        return ready.change_visibility(&message.receipt, DECLINED_VISIBILITY).await;
     }
 
-    // Move to the ledger, then take it off the ready queue.
+    // The run's fencing token: every status write of this run carries it.
+    let run = uuid::Uuid::new_v4().simple().to_string();
     let entry = LedgerEntry {
         version: MESSAGE_VERSION,
         job: job.job.clone(),
         attempt: job.attempt,
+        run: Some(run.clone()),
         worker: inner.config.worker_id.clone(),
         started_at: Utc::now(),
     };
     inner.queues.processing.send(&entry.to_json(), SendOptions::default()).await?;
-    ready.delete(&message.receipt).await?;
 
-    // Marked running before the next message is looked at, so a duplicate in the same batch
-    // is recognised.
-    let tracker = match StatusTracker::start(
-        inner.storage.clone(),
-        &job.job,
-        job.attempt,
-        inner.config.max_attempts,
-        &inner.config.worker_id,
-    )
-    .await
-    {
-        Ok(tracker) => tracker,
-        Err(err) => {
-            // The ledger entry stays; the reaper recovers the job once it has been silent too long.
-            tracing::warn!(job_id = %job.job.job_id, error = %err, "Could not record the job as running; leaving it to the reaper.");
-            return Ok(());
+    let started =
+        Attempt::start(&inner.store, &job.job, job.attempt, &run, &inner.config.worker_id, inner.config.max_attempts)
+            .await?;
+    let attempt = match started {
+        Ok(attempt) => attempt,
+        Err(refused) => {
+            // Another copy of this message won, or the job ended or moved on: this delivery is a
+            // duplicate. (Our ledger entry names a run that never owned the job; the reaper
+            // clears it.)
+            if refused == Refused::Mismatch {
+                let reason = "the message names an existing job but describes it differently";
+                inner.dead_letter(&message.body, "job_mismatch", reason, "ready", None).await?;
+            }
+            tracing::info!(job_id = %job.job.job_id, attempt = job.attempt, reason = %refused, "Dropping a delivery that cannot start.");
+            inner.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            return ready.delete(&message.receipt).await;
         }
     };
+    if attempt.created_job() {
+        // A job first seen in an S3 event: let uploaders find it by its source.
+        let index = source_index_key(&job.job.source_key, &job.job.job_id);
+        if let Err(err) = inner.storage.put_bytes(&index, Vec::new(), "application/octet-stream").await {
+            tracing::warn!(job_id = %job.job.job_id, error = %err, "Could not index the job by its source.");
+        }
+    }
+    if let Err(err) = ready.delete(&message.receipt).await {
+        // The job is ours whatever happens to the message: its redelivery is refused at start.
+        tracing::warn!(job_id = %job.job.job_id, error = format!("{err:#}"), "Could not delete a started message.");
+    }
+
     let running = inner.mark_running(&job.job.job_id, job.attempt);
     let job_inner = inner.clone();
     inner.counters.started.fetch_add(1, Ordering::Relaxed);
@@ -105,26 +133,40 @@ async fn try_handle(inner: &Arc<Inner>, message: Received, permit: OwnedSemaphor
         let _permit = permit;
         let _running = running;
         let _protected = protected;
-        super::execute::run(job_inner, job, tracker).await;
+        super::execute::run(job_inner, job, attempt).await;
     });
     Ok(())
 }
 
-/// Why this delivery must not run, if it must not: the job already ended, a later attempt
-/// exists, or this very attempt is alive on another worker.
-async fn duplicate_reason(inner: &Inner, job: &JobMessage) -> anyhow::Result<Option<&'static str>> {
-    let Some(status) = read_status(inner.storage.as_ref(), &job.job.job_id).await? else { return Ok(None) };
-    if status.state.is_terminal() {
-        return Ok(Some("the job already ended"));
-    }
-    if status.attempt > job.attempt {
-        return Ok(Some("a later attempt of the job exists"));
-    }
-    if status.attempt == job.attempt
-        && status.state == JobState::Running
-        && status.heartbeat_is_fresh(Utc::now(), inner.config.heartbeat_timeout)
-    {
-        return Ok(Some("the same attempt is running on a live worker"));
-    }
-    Ok(None)
+/// A message delivered `MEDIA_MAX_RECEIVES` times without being started (the store or the
+/// ledger kept failing): its job is failed with `delivery_exhausted` and the message
+/// dead-lettered with that reason, before SQS's redrive would move it without one. When the
+/// status cannot be written now, the dead letter says so, and the dead-letter sweep records it
+/// later. A message of a job that is running elsewhere, or ended, is only a duplicate.
+async fn exhaust(inner: &Inner, message: &Received, job: &JobMessage) -> anyhow::Result<()> {
+    let job_id = job.job.job_id.as_str();
+    let error = ErrorInfo {
+        code: "delivery_exhausted".into(),
+        message: format!("the job's message was delivered {} times without the job starting", message.receive_count),
+        retryable: false,
+    };
+    let event = Event::Exhausted { job: job.job.clone(), attempt: job.attempt, error: error.clone() };
+    let recorded = match inner.store.apply(job_id, &event).await {
+        Ok(Applied::Done { .. }) => true,
+        Ok(Applied::Refused { reason: Refused::InProgress | Refused::Superseded | Refused::Ended(_), .. }) => {
+            tracing::info!(job_id, "Dropping an exhausted duplicate of a job that lives on or ended.");
+            return inner.queues.ready.delete(&message.receipt).await;
+        }
+        Ok(Applied::Refused { reason, .. }) => {
+            tracing::warn!(job_id, reason = %reason, "An exhausted message's job cannot be failed.");
+            true
+        }
+        Err(err) => {
+            tracing::warn!(job_id, error = %err, "Could not record an exhausted job; the dead-letter sweep will.");
+            false
+        }
+    };
+    tracing::warn!(job_id, receives = message.receive_count, recorded, "Dead-lettering a message delivered too often.");
+    inner.dead_letter(&message.body, &error.code, &error.message, "ready", Some((job_id, recorded))).await?;
+    inner.queues.ready.delete(&message.receipt).await
 }

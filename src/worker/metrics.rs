@@ -56,6 +56,11 @@ async fn readyz(State(endpoint): State<std::sync::Arc<Endpoint>>) -> Response {
     if inner.stop_receiving.is_cancelled() {
         readiness.ready = false;
     }
+    // A poll loop stuck on a call that stopped answering takes no work either.
+    if !endpoint.worker.poll_loop_is_live() {
+        tracing::warn!("Readiness: the poll loop has not completed a cycle within MEDIA_POLL_STALL_TIMEOUT.");
+        readiness.ready = false;
+    }
     let code = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, axum::Json(readiness)).into_response()
 }

@@ -6,13 +6,14 @@
 //! serves health and metrics ([`metrics`]) and ECS scale-in protection ([`protection`]) while
 //! it runs.
 
+mod dead_letters;
 mod error;
 mod execute;
 mod intake;
 mod metrics;
 pub mod protection;
 mod reaper;
-pub mod status;
+mod scratch;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,13 +31,10 @@ pub use protection::TaskProtection;
 pub use reaper::ReapOutcome;
 
 use crate::config::Config;
+use crate::domain::job::JobMessage;
+use crate::jobs::JobStore;
 use crate::queue::{MAX_BATCH, MAX_WAIT, Queues, SendOptions};
 use crate::storage::Storage;
-
-/// The next attempt of a job is published before its status says so (publishing first means a
-/// crash in between duplicates rather than loses), and delayed this long so the status update
-/// lands before any worker picks the attempt up.
-pub(crate) const HANDOVER_DELAY: Duration = Duration::from_secs(2);
 
 /// How [`Worker::run`] ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +59,8 @@ pub struct Counters {
 /// A snapshot of [`Counters`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
+    /// Attempts this worker started (won the start transition for and ran).
+    pub started: u64,
     pub completed: u64,
     pub failed: u64,
     pub retried: u64,
@@ -71,7 +71,19 @@ pub struct Summary {
 pub(crate) struct Inner {
     config: Config,
     storage: Arc<dyn Storage>,
+    /// The only way the worker changes a job's status.
+    store: JobStore,
     queues: Queues,
+    /// Deliveries of a ready message before the worker dead-letters it with a reason: the
+    /// configured value, lowered to one below the ready queue's own redrive limit (read at
+    /// start), so SQS never moves a message silently while a worker can say why.
+    max_receives: std::sync::atomic::AtomicU32,
+    /// Milliseconds since `started` at which the poll loop last finished a cycle: `/readyz`
+    /// fails when this is too old (a receive or a status read that stopped answering).
+    last_poll_ms: AtomicU64,
+    started: std::time::Instant,
+    /// When the dead-letter queue was last swept, in milliseconds since `started`.
+    last_dead_letter_sweep_ms: AtomicU64,
     /// One permit per job allowed to run at once; taken before a message is received.
     permits: Arc<Semaphore>,
     /// Every running job, so shutdown can wait for them.
@@ -100,11 +112,17 @@ impl Worker {
     pub fn new(config: Config, storage: Arc<dyn Storage>, queues: Queues) -> Self {
         let permits = Arc::new(Semaphore::new(config.concurrency));
         let protection = TaskProtection::from_env(config.job_timeout);
+        let max_receives = std::sync::atomic::AtomicU32::new(config.max_receives);
         Worker {
             inner: Arc::new(Inner {
                 config,
+                store: JobStore::new(storage.clone()),
                 storage,
                 queues,
+                max_receives,
+                last_poll_ms: AtomicU64::new(0),
+                started: std::time::Instant::now(),
+                last_dead_letter_sweep_ms: AtomicU64::new(0),
                 permits,
                 jobs: TaskTracker::new(),
                 stop_receiving: CancellationToken::new(),
@@ -121,6 +139,7 @@ impl Worker {
     pub fn summary(&self) -> Summary {
         let c = &self.inner.counters;
         Summary {
+            started: c.started.load(Ordering::Relaxed),
             completed: c.completed.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             retried: c.retried.load(Ordering::Relaxed),
@@ -139,6 +158,14 @@ impl Worker {
     /// take what is already waiting, so a backlog drains without waiting for the next tick.
     pub async fn poll_once(&self) -> anyhow::Result<usize> {
         let Ok(_guard) = self.inner.polling.try_lock() else { return Ok(0) };
+        let result = self.poll_cycle().await;
+        if result.is_ok() {
+            self.inner.mark_poll_cycle();
+        }
+        result
+    }
+
+    async fn poll_cycle(&self) -> anyhow::Result<usize> {
         let inner = &self.inner;
         let mut received_total = 0;
         let mut wait = MAX_WAIT;
@@ -170,10 +197,31 @@ impl Worker {
         Ok(received_total)
     }
 
-    /// One sweep of the in-processing ledger.
+    /// One sweep of the in-processing ledger; and, when `MEDIA_DEAD_LETTER_SWEEP` has passed
+    /// since the last one, of the dead-letter queue.
     pub async fn reap_once(&self) -> anyhow::Result<ReapOutcome> {
         let Ok(_guard) = self.inner.reaping.try_lock() else { return Ok(ReapOutcome::default()) };
-        reaper::sweep(&self.inner).await
+        let outcome = reaper::sweep(&self.inner).await?;
+        let inner = &self.inner;
+        let now = inner.elapsed_ms();
+        let last = inner.last_dead_letter_sweep_ms.load(Ordering::Relaxed);
+        let every = u64::try_from(inner.config.dead_letter_sweep.as_millis()).unwrap_or(u64::MAX);
+        if last == 0 || now.saturating_sub(last) >= every {
+            inner.last_dead_letter_sweep_ms.store(now.max(1), Ordering::Relaxed);
+            if let Err(err) = dead_letters::sweep(inner).await {
+                tracing::warn!(error = format!("{err:#}"), "Sweeping the dead-letter queue failed.");
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Whether the poll loop finished a cycle within `MEDIA_POLL_STALL_TIMEOUT` (a worker that
+    /// has not started polling yet counts as live).
+    pub fn poll_loop_is_live(&self) -> bool {
+        let inner = &self.inner;
+        let last = inner.last_poll_ms.load(Ordering::Relaxed);
+        let stall = u64::try_from(inner.config.poll_stall_timeout.as_millis()).unwrap_or(u64::MAX);
+        inner.elapsed_ms().saturating_sub(last) < stall
     }
 
     /// Whether the ready queue and the ledger are empty and nothing runs here.
@@ -208,7 +256,8 @@ impl Worker {
             tokio::spawn(metrics::serve(listener, self.clone(), stop_endpoint.clone()))
         });
         self.inner.protection.start();
-        execute::sweep_stale_work_dirs(&self.inner.config).await;
+        self.inner.resolve_max_receives().await;
+        scratch::sweep_stale(&self.inner.config).await;
         let mut scheduler = JobScheduler::new().await.context("starting the scheduler")?;
         let poller = self.clone();
         scheduler
@@ -324,6 +373,48 @@ impl Worker {
 }
 
 impl Inner {
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn mark_poll_cycle(&self) {
+        self.last_poll_ms.store(self.elapsed_ms(), Ordering::Relaxed);
+    }
+
+    /// Lowers the receive limit below the ready queue's redrive limit, if it has one.
+    async fn resolve_max_receives(&self) {
+        match self.queues.ready.redrive_max_receives().await {
+            Ok(Some(redrive)) if redrive <= self.config.max_receives => {
+                // On the redrive limit's own receive SQS still delivers; the next one moves it.
+                let limit = redrive.max(2);
+                self.max_receives.store(limit, Ordering::Relaxed);
+                tracing::info!(
+                    max_receives = limit,
+                    redrive,
+                    "Dead-lettering before the ready queue's redrive policy."
+                );
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = format!("{err:#}"), "Could not read the ready queue's redrive policy."),
+        }
+    }
+
+    fn max_receives(&self) -> u32 {
+        self.max_receives.load(Ordering::Relaxed)
+    }
+
+    /// Publishes the message of a handover (a retry, a recovery, a requeue) whose status is
+    /// already stored, then clears the status's pending mark.
+    async fn publish_handover(&self, message: &JobMessage, delay: Duration) -> anyhow::Result<()> {
+        self.queues.ready.send(&message.to_json(), SendOptions::delayed(delay)).await?;
+        let event = crate::jobs::Event::Published { attempt: message.attempt };
+        if let Err(err) = self.store.apply(&message.job.job_id, &event).await {
+            // The mark stays; the reaper republishes once it is old, and a duplicate is harmless.
+            tracing::warn!(job_id = %message.job.job_id, error = %err, "Could not record a handover as published.");
+        }
+        Ok(())
+    }
+
     fn is_running_here(&self, job_id: &str, attempt: u32) -> bool {
         self.running_here.lock().is_ok_and(|set| set.contains(&(job_id.to_string(), attempt)))
     }
@@ -337,14 +428,16 @@ impl Inner {
         RunningGuard { inner: self.clone(), key }
     }
 
-    /// Sends a body to the dead-letter queue with why it is there.
+    /// Sends a body to the dead-letter queue with why it is there. `job` names the job it is
+    /// about, and whether that job's status already records the failure (the dead-letter sweep
+    /// finishes the job of a dead letter that says it does not).
     async fn dead_letter(
         &self,
         body: &str,
         code: &str,
         reason: &str,
         origin: &str,
-        job_id: Option<&str>,
+        job: Option<(&str, bool)>,
     ) -> anyhow::Result<()> {
         let body = if body.is_empty() { "(empty message)" } else { body };
         let mut options = SendOptions::default()
@@ -352,8 +445,10 @@ impl Inner {
             .with_attribute("error", truncate(reason, 1000))
             .with_attribute("origin", origin)
             .with_attribute("worker", self.config.worker_id.clone());
-        if let Some(job_id) = job_id {
-            options = options.with_attribute("job_id", job_id);
+        if let Some((job_id, recorded)) = job {
+            options = options
+                .with_attribute("job_id", job_id)
+                .with_attribute(dead_letters::JOB_STATE, if recorded { "recorded" } else { "unrecorded" });
         }
         self.queues.dead_letter.send(body, options).await?;
         self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);

@@ -1,24 +1,31 @@
 //! The reaper: sweeps the in-processing ledger and recovers jobs whose worker died.
 //!
-//! For each ledger entry (one per started attempt):
-//! - the job ended, or moved on to a later attempt: the entry is deleted;
-//! - the attempt's worker was heard from within the heartbeat timeout: the entry stays hidden
-//!   until the next check;
-//! - otherwise the worker is presumed dead: the next attempt is published to the ready queue
-//!   (or, with no attempts left, the job is failed and dead-lettered), then the entry deleted.
+//! For each ledger entry (one per run that tried to start):
+//! - the job ended, or belongs to another run and has no handover pending: the entry is
+//!   deleted (once it is older than the heartbeat timeout, so a start still in flight is never
+//!   orphaned);
+//! - a handover (retry, recovery, requeue) is pending for longer than the heartbeat timeout: the
+//!   handing-over process died between the status and the message, so the message is published
+//!   again, then the entry deleted;
+//! - the entry's run owns the job and was heard from within the heartbeat timeout (or runs in
+//!   this process): the entry stays hidden until the next check;
+//! - otherwise the run's worker is presumed dead: the recover transition (compare-and-swap, so a
+//!   heartbeat landing meanwhile wins) hands the job to its next attempt, or fails it with
+//!   `worker_lost` when that was the last; then the message is published and the entry deleted.
 //!
 //! Several reapers (one per worker) can sweep at once: the queue's visibility timeout hands each
-//! entry to one of them at a time.
+//! entry to one of them at a time, and the transitions are fenced anyway.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
-use super::status::{read_status, update_status};
-use super::{HANDOVER_DELAY, Inner};
+use super::Inner;
 use crate::domain::job::{JobMessage, LedgerEntry};
-use crate::domain::status::{ErrorInfo, JobState, Stage};
-use crate::queue::{MAX_BATCH, Received, SendOptions};
+use crate::domain::status::{ErrorInfo, JobState};
+use crate::jobs::{Applied, Event, Refused};
+use crate::queue::{MAX_BATCH, Received};
 
 /// At most this many batches per sweep, so one sweep of a huge ledger cannot run forever.
 const MAX_BATCHES: usize = 100;
@@ -33,6 +40,8 @@ pub struct ReapOutcome {
     pub recovered: usize,
     /// Jobs of dead workers with no attempts left, failed.
     pub failed: usize,
+    /// Handovers whose message was lost with the process that made them, published again.
+    pub republished: usize,
 }
 
 pub(super) async fn sweep(inner: &Inner) -> anyhow::Result<ReapOutcome> {
@@ -40,7 +49,7 @@ pub(super) async fn sweep(inner: &Inner) -> anyhow::Result<ReapOutcome> {
     // An entry of a live attempt is looked at again after one heartbeat interval.
     let recheck = inner.config.heartbeat_interval;
     for _ in 0..MAX_BATCHES {
-        let entries = inner.queues.processing.receive(MAX_BATCH, std::time::Duration::ZERO, recheck).await?;
+        let entries = inner.queues.processing.receive(MAX_BATCH, Duration::ZERO, recheck).await?;
         if entries.is_empty() {
             break;
         }
@@ -50,12 +59,13 @@ pub(super) async fn sweep(inner: &Inner) -> anyhow::Result<ReapOutcome> {
             }
         }
     }
-    if outcome.cleared + outcome.recovered + outcome.failed > 0 {
+    if outcome.cleared + outcome.recovered + outcome.failed + outcome.republished > 0 {
         tracing::info!(
             cleared = outcome.cleared,
             alive = outcome.alive,
             recovered = outcome.recovered,
             failed = outcome.failed,
+            republished = outcome.republished,
             "Swept the in-processing ledger."
         );
     }
@@ -72,64 +82,94 @@ async fn reap_entry(inner: &Inner, received: &Received, outcome: &mut ReapOutcom
         }
     };
     let job_id = entry.job.job_id.as_str();
-    let status = read_status(inner.storage.as_ref(), job_id).await?;
+    let stored = inner.store.read_versioned(job_id).await?;
     let now = Utc::now();
-
-    let mut last_heard: DateTime<Utc> = entry.started_at;
-    if let Some(status) = &status {
-        if status.state.is_terminal() || status.attempt > entry.attempt {
-            outcome.cleared += 1;
-            return processing.delete(&received.receipt).await;
-        }
-        if status.attempt == entry.attempt
-            && let Some(beat) = status.heartbeat_at
-        {
-            last_heard = last_heard.max(beat);
-        }
-    }
-    let silent_for = now.signed_duration_since(last_heard).to_std().unwrap_or_default();
-    if silent_for < inner.config.heartbeat_timeout || inner.is_running_here(job_id, entry.attempt) {
+    let timeout = inner.config.heartbeat_timeout;
+    let entry_age = now.signed_duration_since(entry.started_at).to_std().unwrap_or_default();
+    let keep = |outcome: &mut ReapOutcome| {
         outcome.alive += 1;
-        tracing::debug!(job_id, attempt = entry.attempt, silent_s = silent_for.as_secs(), "Ledger entry is alive.");
+        tracing::debug!(job_id, attempt = entry.attempt, "Ledger entry kept.");
+    };
+
+    let Some(status) = &stored.status else {
+        // No status: the run never started the job (the ready message, still there, will
+        // start it), unless its start is still in flight.
+        if entry_age < timeout {
+            keep(outcome);
+            return Ok(());
+        }
+        outcome.cleared += 1;
+        return processing.delete(&received.receipt).await;
+    };
+    if status.state.is_terminal() {
+        outcome.cleared += 1;
+        return processing.delete(&received.receipt).await;
+    }
+    if status.handover_pending {
+        let pending_for = now.signed_duration_since(status.updated_at).to_std().unwrap_or_default();
+        if pending_for < timeout {
+            keep(outcome);
+            return Ok(());
+        }
+        // Whoever handed the job over died before its message went out (or before it could
+        // say so): publish it (again; a duplicate is refused at start).
+        let message = JobMessage::new(status.job.clone(), status.attempt);
+        inner.publish_handover(&message, Duration::ZERO).await?;
+        outcome.republished += 1;
+        tracing::warn!(job_id, attempt = status.attempt, "Republished a handover whose message may be lost.");
+        return processing.delete(&received.receipt).await;
+    }
+    let owns = match &entry.run {
+        Some(run) => status.run.as_deref() == Some(run.as_str()),
+        // An entry written before runs had ids: judged by its attempt.
+        None => status.attempt == entry.attempt,
+    };
+    if !owns || status.state != JobState::Running {
+        if entry_age < timeout {
+            keep(outcome);
+            return Ok(());
+        }
+        outcome.cleared += 1;
+        return processing.delete(&received.receipt).await;
+    }
+    let Some(run) = status.run.clone() else {
+        keep(outcome);
+        return Ok(());
+    };
+    if status.heartbeat_is_fresh(now, timeout) || inner.is_running_here(job_id, status.attempt) {
+        keep(outcome);
         return Ok(());
     }
 
     let worker = entry.worker.as_str();
-    if entry.attempt >= inner.config.max_attempts {
-        let info = ErrorInfo {
-            code: "worker_lost".into(),
-            message: format!(
-                "worker {worker} stopped responding during attempt {} of {}, the last allowed",
-                entry.attempt, inner.config.max_attempts
-            ),
-            retryable: false,
-        };
-        let message = JobMessage::new(entry.job.clone(), entry.attempt);
-        inner.dead_letter(&message.to_json(), &info.code, &info.message, "reaper", Some(job_id)).await?;
-        update_status(inner.storage.as_ref(), &entry.job, inner.config.max_attempts, |s| {
-            s.error = Some(info);
-            s.transition(JobState::Failed, Stage::Done, now, None);
-        })
-        .await?;
-        inner.counters.failed.fetch_add(1, Ordering::Relaxed);
-        outcome.failed += 1;
-        tracing::warn!(job_id, worker, "Job of a dead worker failed: no attempts left.");
-        return processing.delete(&received.receipt).await;
+    let event = Event::Recover { run, heartbeat_timeout: timeout };
+    match inner.store.apply_to(job_id, stored.clone(), &event).await? {
+        Applied::Done { status, .. } if status.state == JobState::Failed => {
+            let info = status.error.clone().unwrap_or_else(|| ErrorInfo {
+                code: "worker_lost".into(),
+                message: "the worker stopped responding".into(),
+                retryable: false,
+            });
+            let message = JobMessage::new(entry.job.clone(), entry.attempt);
+            inner.dead_letter(&message.to_json(), &info.code, &info.message, "reaper", Some((job_id, true))).await?;
+            inner.counters.failed.fetch_add(1, Ordering::Relaxed);
+            outcome.failed += 1;
+            tracing::warn!(job_id, worker, "Job of a dead worker failed: no attempts left.");
+        }
+        Applied::Done { status, .. } => {
+            inner.publish_handover(&JobMessage::new(status.job.clone(), status.attempt), Duration::ZERO).await?;
+            outcome.recovered += 1;
+            tracing::warn!(job_id, worker, next_attempt = status.attempt, "Recovered the job of a dead worker.");
+        }
+        Applied::Refused { reason: Refused::Alive, .. } => {
+            // A heartbeat landed between our read and our write.
+            keep(outcome);
+            return Ok(());
+        }
+        Applied::Refused { reason, .. } => {
+            tracing::debug!(job_id, reason = %reason, "The job moved on before it could be recovered.");
+            outcome.cleared += 1;
+        }
     }
-
-    let next_attempt = entry.attempt + 1;
-    let message = JobMessage::new(entry.job.clone(), next_attempt);
-    inner.queues.ready.send(&message.to_json(), SendOptions::delayed(HANDOVER_DELAY)).await?;
-    let note = format!("recovered: worker {worker} was silent for {}s", silent_for.as_secs());
-    update_status(inner.storage.as_ref(), &entry.job, inner.config.max_attempts, |s| {
-        s.attempt = next_attempt;
-        s.worker = None;
-        s.heartbeat_at = None;
-        s.error = Some(ErrorInfo { code: "worker_lost".into(), message: note.clone(), retryable: true });
-        s.transition(JobState::Retrying, Stage::Queued, now, Some(note.clone()));
-    })
-    .await?;
-    outcome.recovered += 1;
-    tracing::warn!(job_id, worker, next_attempt, "Recovered the job of a dead worker.");
     processing.delete(&received.receipt).await
 }

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use media_worker::queue::{Queue, SendOptions};
 use media_worker::storage::s3::S3Storage;
-use media_worker::storage::{Storage, StorageError};
+use media_worker::storage::{CasOutcome, Pin, Precondition, Storage, StorageError, Versioned};
+use serde_json::{Value, json};
 
 use crate::support::{Deployment, Kind, emulator, receive_all};
 
@@ -160,10 +161,161 @@ async fn large_objects(kind: Kind) {
     assert!(std::fs::read(&back).unwrap() == bytes, "the object came back different");
 }
 
+fn written(outcome: CasOutcome) -> String {
+    match outcome {
+        CasOutcome::Written { etag } => etag,
+        CasOutcome::Conflict => panic!("the conditional write conflicted"),
+    }
+}
+
+/// Conditional writes: create-if-absent, replace-if-unchanged, and a lost race changes nothing.
+async fn compare_and_swap(kind: Kind) {
+    let Some(d) = deployment(kind).await else { return };
+    let s = d.storage();
+    let key = "jobs/cas.json";
+    let json = "application/json";
+    let first = written(s.put_if(key, b"{\"v\":1}".to_vec(), json, Precondition::Absent).await.unwrap());
+    let again = s.put_if(key, b"{\"v\":9}".to_vec(), json, Precondition::Absent).await.unwrap();
+    assert_eq!(again, CasOutcome::Conflict, "a second create-if-absent took effect");
+    let read = s.get_versioned(key).await.unwrap().expect("stored");
+    assert_eq!(read, Versioned { bytes: b"{\"v\":1}".to_vec(), etag: first.clone() });
+
+    let second = written(s.put_if(key, b"{\"v\":2}".to_vec(), json, Precondition::Matches(&first)).await.unwrap());
+    assert_ne!(second, first, "a replacement kept the old version tag");
+    let stale = s.put_if(key, b"{\"v\":3}".to_vec(), json, Precondition::Matches(&first)).await.unwrap();
+    assert_eq!(stale, CasOutcome::Conflict, "a write against a stale version took effect");
+    let read = s.get_versioned(key).await.unwrap().expect("stored");
+    assert_eq!(read, Versioned { bytes: b"{\"v\":2}".to_vec(), etag: second.clone() });
+    assert_eq!(s.head(key).await.unwrap().and_then(|i| i.etag), Some(second.clone()));
+
+    // Replacing a version that was deleted conflicts too, and creates nothing.
+    s.delete(key).await.unwrap();
+    let gone = s.put_if(key, b"{\"v\":4}".to_vec(), json, Precondition::Matches(&second)).await.unwrap();
+    assert_eq!(gone, CasOutcome::Conflict);
+    assert_eq!(s.get_versioned(key).await.unwrap(), None);
+    written(s.put_if(key, b"{\"v\":5}".to_vec(), json, Precondition::Absent).await.unwrap());
+}
+
+/// Concurrent read-modify-write loops over one document lose no update.
+async fn contended_updates_are_not_lost(kind: Kind) {
+    const TASKS: u64 = 8;
+    const INCREMENTS: u64 = 10;
+    let Some(d) = deployment(kind).await else { return };
+    let key = "jobs/counter.json";
+    let zero = serde_json::to_vec(&json!({ "n": 0 })).unwrap();
+    written(d.storage().put_if(key, zero, "application/json", Precondition::Absent).await.unwrap());
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let s = d.backend.storage.clone();
+            tokio::spawn(async move {
+                let mut conflicts = 0u64;
+                for _ in 0..INCREMENTS {
+                    loop {
+                        let current = s.get_versioned(key).await.unwrap().expect("counter");
+                        let n = serde_json::from_slice::<Value>(&current.bytes).unwrap()["n"].as_u64().unwrap();
+                        let next = serde_json::to_vec(&json!({ "n": n + 1 })).unwrap();
+                        let condition = Precondition::Matches(&current.etag);
+                        match s.put_if(key, next, "application/json", condition).await.unwrap() {
+                            CasOutcome::Written { .. } => break,
+                            CasOutcome::Conflict => conflicts += 1,
+                        }
+                    }
+                }
+                conflicts
+            })
+        })
+        .collect();
+    let mut conflicts = 0;
+    for task in tasks {
+        conflicts += task.await.unwrap();
+    }
+    let stored = d.json(key).await;
+    assert_eq!(stored["n"], TASKS * INCREMENTS, "updates were lost ({conflicts} conflicts retried)");
+}
+
+/// A pinned download sees exactly its version or fails with `Changed`.
+async fn pinned_downloads(kind: Kind) {
+    let Some(d) = deployment(kind).await else { return };
+    let s = d.storage();
+    let key = "uploads/pinned.mp4";
+    let path = d.path("pinned");
+    s.put_bytes(key, b"first version".to_vec(), "video/mp4").await.unwrap();
+    let first = Pin { etag: s.head(key).await.unwrap().expect("head").etag, version_id: None };
+    assert!(first.etag.is_some());
+    let got = s.get_pinned_to_file(key, &path, &first).await.unwrap();
+    assert_eq!((got.size, &got.etag), (13, &first.etag));
+    assert_eq!(std::fs::read(&path).unwrap(), b"first version");
+
+    s.put_bytes(key, b"second version".to_vec(), "video/mp4").await.unwrap();
+    let replaced = s.get_pinned_to_file(key, &path, &first).await;
+    assert!(matches!(&replaced, Err(StorageError::Changed(k)) if k == key), "{replaced:?}");
+    // Unpinned reads see the new version.
+    let got = s.get_to_file(key, &path).await.unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"second version");
+    let second = Pin { etag: got.etag, version_id: None };
+    assert_ne!(second.etag, first.etag);
+
+    s.delete(key).await.unwrap();
+    let deleted = s.get_pinned_to_file(key, &path, &second).await;
+    assert!(matches!(&deleted, Err(StorageError::Changed(k)) if k == key), "{deleted:?}");
+    let missing = s.get_to_file(key, &path).await;
+    assert!(matches!(&missing, Err(StorageError::NotFound(k)) if k == key), "{missing:?}");
+}
+
 crate::on_both_backends!(
     visibility_expiry_redelivers,
     delays_and_visibility_changes,
     long_poll_wakes_on_send,
     storage_round_trips,
-    large_objects
+    large_objects,
+    compare_and_swap,
+    contended_updates_are_not_lost,
+    pinned_downloads
 );
+
+/// A multipart upload given up half-way (its future dropped: a cancelled job, a timeout) is
+/// aborted, so no parts are left billed. S3 only: the local store has no multipart uploads.
+mod multipart_upload_dropped_midway {
+    use super::*;
+
+    #[tokio::test]
+    async fn aws() {
+        let Some(d) = deployment(Kind::Aws).await else { return };
+        let s3 = d.s3.clone().expect("raw S3 client");
+        let bucket = d.backend.bucket.clone();
+        // The smallest threshold the type allows (16 MiB parts): 40 MiB is three parts.
+        let storage = S3Storage::new(s3.clone(), &bucket, 0);
+        let source = d.path("dropped.bin");
+        let bytes: Vec<u8> = (0..40u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+        std::fs::write(&source, &bytes).unwrap();
+        let key = "outputs/dropped/dropped.bin";
+        let pending = || async {
+            let out = s3.list_multipart_uploads().bucket(&bucket).send().await.expect("list multipart uploads");
+            out.uploads().iter().filter(|u| u.key() == Some(key)).count()
+        };
+
+        // Dropped once the upload exists on the server, so mid-way; the timeout bounds the wait.
+        let started = async {
+            while pending().await == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let upload = storage.put_file(key, &source, "application/octet-stream");
+        let raced = tokio::time::timeout(Duration::from_secs(30), async {
+            tokio::select! {
+                put = upload => Some(put),
+                () = started => None,
+            }
+        })
+        .await
+        .expect("the multipart upload never started");
+        assert!(raced.is_none(), "the upload finished before it could be dropped: {raced:?}");
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pending().await > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(pending().await, 0, "the dropped multipart upload was not aborted");
+        assert!(d.storage().head(key).await.unwrap().is_none(), "the dropped upload left an object");
+    }
+}

@@ -5,6 +5,8 @@
 
 mod api;
 mod conformance;
+mod faults_support;
+mod lifecycle;
 mod media;
 mod support;
 mod worker;

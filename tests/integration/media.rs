@@ -219,11 +219,13 @@ async fn corpus_through_the_worker() {
         let file_name = case.file.file_name().unwrap().to_string_lossy().into_owned();
         let key = format!("corpus/{}/{file_name}", case.name);
         d.upload(&key, &case.file).await;
+        let job_id = format!("corpus-{}", case.name.replace('_', "-"));
         let job = JobSpec {
-            job_id: format!("corpus-{}", case.name.replace('_', "-")),
-            output_dir: layout.output_dir(&key),
+            output_dir: layout.job_dir(&key, &job_id),
+            job_id,
             source_key: key,
             outputs: case.outputs.clone(),
+            source: Default::default(),
         };
         job.validate().unwrap();
         d.queues().ready.send(&JobMessage::new(job, 1).to_json(), SendOptions::default()).await.unwrap();
@@ -423,7 +425,7 @@ args = ["-map", "0:v:0", "-map", "0:a:0?", "-vf", "{scale}", "-c:v", "libx264", 
     // This test process does not know the operator's preset, so it reads the status as JSON.
     let status = d.json("jobs/custom-preset.json").await;
     assert_eq!(status["state"], "completed", "{status}");
-    let probe = ffprobe(&d.download("outputs/corpus/custom/wide/baseline.mp4").await);
+    let probe = ffprobe(&d.download("outputs/corpus/custom/wide/attempt-1/baseline.mp4").await);
     assert_eq!(dims(&probe), (426, 240));
     assert_eq!(stream(&probe, "video").unwrap()["profile"], "Constrained Baseline");
     assert!((duration(&probe) - 2.0).abs() < 0.2);

@@ -21,11 +21,11 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use media_worker::backend::{self, Backend};
 use media_worker::config::Config;
 use media_worker::domain::status::JobStatus;
+use media_worker::jobs::JobStore;
 use media_worker::queue::sqs::SqsQueue;
 use media_worker::queue::{Queue, Queues, Received};
 use media_worker::storage::Storage;
 use media_worker::storage::s3::S3Storage;
-use media_worker::worker::status::read_status;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -275,6 +275,16 @@ impl Deployment {
         deployment
     }
 
+    /// The settings a worker of this deployment runs with.
+    pub fn config(&self) -> Config {
+        Config::from_lookup(|name| self.vars.get(name).cloned()).expect("config")
+    }
+
+    /// A job store on this deployment's storage.
+    pub fn store(&self) -> JobStore {
+        JobStore::new(self.backend.storage.clone())
+    }
+
     pub fn storage(&self) -> &dyn Storage {
         self.backend.storage.as_ref()
     }
@@ -324,14 +334,21 @@ impl Deployment {
     /// The status of the job made from `source_key`, found by listing `jobs/`.
     pub async fn status_for_source(&self, source_key: &str) -> Option<JobStatus> {
         for key in self.storage().list("jobs/").await.expect("list jobs") {
-            let id = key.trim_start_matches("jobs/").trim_end_matches(".json");
-            if let Some(status) = read_status(self.storage(), id).await.expect("read status")
+            let Some(id) = media_worker::domain::keys::job_id_of_status_key(&key) else { continue };
+            if let Some(status) = JobStore::new(self.backend.storage.clone()).read(id).await.expect("read status")
                 && status.job.source_key == source_key
             {
                 return Some(status);
             }
         }
         None
+    }
+
+    /// The key of `file` among the outputs of the job made from `source_key` (in the folder of
+    /// the attempt that completed it).
+    pub async fn output(&self, source_key: &str, file: &str) -> String {
+        let status = self.status_for_source(source_key).await.unwrap_or_else(|| panic!("no job for {source_key}"));
+        format!("{}attempt-{}/{file}", status.job.output_dir, status.attempt)
     }
 
     /// Every message on the dead-letter queue (received and left hidden).

@@ -80,26 +80,28 @@ async fn end_to_end(kind: Kind) {
 
     d.drain().await;
 
-    let output = d.download("outputs/2024/cat video/mp4-h264.mp4").await;
+    let status = d.status_for_source("uploads/2024/cat video.mov").await.expect("a job status");
+    let dir = format!("outputs/2024/cat video.mov/{}/", status.job_id);
+    assert_eq!(status.job.output_dir, dir, "the job's own folder");
+    let output = d.download(&format!("{dir}attempt-1/mp4-h264.mp4")).await;
     assert_mp4_h264(&output, 320, 240, 3.0, true);
 
-    let status = d.status_for_source("uploads/2024/cat video.mov").await.expect("a job status");
     assert_eq!(status.state, JobState::Completed);
     assert_eq!(status.attempt, 1);
     assert_eq!(status.progress, 100.0);
-    assert_eq!(status.manifest_key.as_deref(), Some("outputs/2024/cat video/manifest.json"));
+    assert_eq!(status.manifest_key, Some(format!("{dir}manifest.json")));
     for stage in [Stage::Downloading, Stage::Probing, Stage::Transcoding, Stage::Uploading, Stage::Done] {
         assert!(stages(&status).contains(&stage), "timeline lacks {stage:?}: {:?}", stages(&status));
     }
 
-    let manifest = d.json("outputs/2024/cat video/manifest.json").await;
+    let manifest = d.json(&format!("{dir}manifest.json")).await;
     assert_eq!(manifest["job_id"], status.job_id.as_str());
     assert_eq!(manifest["source"]["key"], "uploads/2024/cat video.mov");
     assert_eq!(manifest["source"]["video"]["codec"], "h264");
     assert_eq!(manifest["source"]["size"].as_u64(), Some(std::fs::metadata(&source).unwrap().len()));
     let out = &manifest["outputs"][0];
     assert_eq!(out["preset"], "mp4-h264");
-    assert_eq!(out["key"], "outputs/2024/cat video/mp4-h264.mp4");
+    assert_eq!(out["key"], format!("{dir}attempt-1/mp4-h264.mp4"));
     assert_eq!(out["size"].as_u64(), Some(std::fs::metadata(&output).unwrap().len()));
     assert_eq!((out["video"]["width"].as_u64(), out["video"]["height"].as_u64()), (Some(320), Some(240)));
     assert_eq!(out["audio"]["codec"], "aac");
@@ -108,7 +110,7 @@ async fn end_to_end(kind: Kind) {
 
     // The output folder holds exactly the output and the manifest.
     let keys = d.storage().list("outputs/").await.unwrap();
-    assert_eq!(keys, vec!["outputs/2024/cat video/manifest.json", "outputs/2024/cat video/mp4-h264.mp4"]);
+    assert_eq!(keys, vec![format!("{dir}attempt-1/mp4-h264.mp4"), format!("{dir}manifest.json")]);
     d.assert_queues_empty(true).await;
     // No scratch files are left behind.
     let scratch = d.path("work/media-worker");
@@ -153,13 +155,13 @@ async fn poison_and_edge_cases(kind: Kind) {
 
     let good = d.status_for_source(unicode_key).await.expect("status of the unicode key");
     assert_eq!(good.state, JobState::Completed, "{:?}", good.error);
-    let output = d.download("outputs/ünï cødé/日本 clip+1/mp4-h264.mp4").await;
+    let output = d.download(&d.output(unicode_key, "mp4-h264.mp4").await).await;
     // Odd dimensions are made even.
     assert_mp4_h264(&output, 254, 142, 2.0, true);
 
     let silent_status = d.status_for_source("uploads/silent.mp4").await.expect("status");
     assert_eq!(silent_status.state, JobState::Completed, "{:?}", silent_status.error);
-    assert_mp4_h264(&d.download("outputs/silent/mp4-h264.mp4").await, 320, 240, 2.0, false);
+    assert_mp4_h264(&d.download(&d.output("uploads/silent.mp4", "mp4-h264.mp4").await).await, 320, 240, 2.0, false);
 
     for (key, code) in [
         ("uploads/notes.mp4", "not_media"),
@@ -239,9 +241,12 @@ async fn crash_recovery(kind: Kind) {
     );
     let completions = status.timeline.iter().filter(|e| e.state == JobState::Completed).count();
     assert_eq!(completions, 1, "the job completed more than once");
-    let manifest = d.json("outputs/long/manifest.json").await;
+    let manifest = d.json(status.manifest_key.as_deref().unwrap()).await;
     assert_eq!((manifest["attempt"].as_u64(), manifest["worker"].as_str()), (Some(2), Some("second")));
-    assert_mp4_h264(&d.download("outputs/long/mp4-h264.mp4").await, 640, 360, 10.0, true);
+    assert_mp4_h264(&d.download(&d.output(key, "mp4-h264.mp4").await).await, 640, 360, 10.0, true);
+    // Only the completing attempt's files are in the job's folder.
+    let files = d.storage().list(&status.job.output_dir).await.unwrap();
+    assert!(files.iter().all(|f| f.contains("/attempt-2/") || f.ends_with("/manifest.json")), "{files:?}");
     d.assert_queues_empty(true).await;
 }
 
@@ -257,14 +262,17 @@ async fn graceful_shutdown(kind: Kind) {
     let log = std::fs::read_to_string(d.path("stopping.log")).unwrap_or_default();
     assert!(exit.status.success(), "the worker did not exit 0 on SIGTERM: {log}");
 
+    // Requeued as the same attempt: a shutdown does not use up an attempt.
     let requeued = d.status_for_source(key).await.unwrap();
-    assert_eq!((requeued.state, requeued.attempt), (JobState::Queued, 2), "{log}");
-    assert!(d.storage().head("outputs/long/manifest.json").await.unwrap().is_none());
+    assert_eq!((requeued.state, requeued.attempt), (JobState::Queued, 1), "{log}");
+    assert!(!requeued.handover_pending, "the requeued message was published");
+    let manifest_key = format!("{}manifest.json", requeued.job.output_dir);
+    assert!(d.storage().head(&manifest_key).await.unwrap().is_none());
 
     d.drain().await;
     let done = d.status_for_source(key).await.unwrap();
-    assert_eq!((done.state, done.attempt), (JobState::Completed, 2));
-    assert_mp4_h264(&d.download("outputs/long/mp4-h264.mp4").await, 640, 360, 10.0, true);
+    assert_eq!((done.state, done.attempt), (JobState::Completed, 1));
+    assert_mp4_h264(&d.download(&d.output(key, "mp4-h264.mp4").await).await, 640, 360, 10.0, true);
     d.assert_queues_empty(true).await;
 }
 

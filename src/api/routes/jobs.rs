@@ -1,9 +1,9 @@
 //! Jobs: submit, read, follow, cancel, and delete outputs.
 //!
-//! Submission publishes exactly what `media-worker submit` publishes: the `queued` status
-//! first, then the [`JobMessage`] on the ready queue. Cancellation writes `cancelled` into the
-//! status; the worker sees it at its next heartbeat (and a queued message is dropped when it
-//! is delivered, its job having ended).
+//! Submission is [`jobs::submit`], as for `media-worker submit`: the message on the ready queue,
+//! then the `queued` status. Cancellation is the lifecycle's cancel transition (a
+//! compare-and-swap: it cannot overwrite a completion); the worker sees it at its next
+//! heartbeat, and a queued message is dropped when it is delivered, its job having ended.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -23,11 +23,11 @@ use crate::api::auth::{Caller, Signed, unix_now};
 use crate::api::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorResponse, clip};
 use crate::api::model::{CreateJobRequest, DeleteOutcome, Download, JobEvent, JobView};
 use crate::api::{ApiState, EVENTS_POLL};
-use crate::domain::job::{JobMessage, JobSpec, new_job_id};
-use crate::domain::keys::{manifest_key, validate_job_id, validate_prefix};
+use crate::domain::job::{JobMessage, JobSpec, SourcePin, new_job_id};
+use crate::domain::keys::{validate_job_id, validate_prefix};
 use crate::domain::status::{JobState, JobStatus, Manifest};
+use crate::jobs::{self, Applied, Refused};
 use crate::queue::SendOptions;
-use crate::worker::status::{read_status, write_status};
 
 /// The header making submissions idempotent.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -68,9 +68,7 @@ fn checked_job_id(id: &str) -> ApiResult<()> {
 
 async fn stored_status(state: &ApiState, id: &str) -> ApiResult<JobStatus> {
     checked_job_id(id)?;
-    read_status(state.backend.storage.as_ref(), id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("job_not_found", format!("there is no job `{id}`")))
+    state.store.read(id).await?.ok_or_else(|| ApiError::not_found("job_not_found", format!("there is no job `{id}`")))
 }
 
 /// An output folder a client asked for: a folder strictly under the output prefix.
@@ -114,44 +112,49 @@ pub async fn create(
         Some(key) => idempotent_job_id(&caller, key),
         None => new_job_id(),
     };
+    // The job's own folder, under the folder the client named, or beside the source's other
+    // jobs: never shared with another job.
     let output_dir = match request.output_prefix.as_deref() {
-        Some(prefix) => output_folder(&state, prefix)?,
-        // Its own folder: the upload's own job (default presets) writes next to it, not into it.
-        None => format!("{}{job_id}/", state.config.layout.output_dir(&source_key)),
+        Some(prefix) => format!("{}{job_id}/", output_folder(&state, prefix)?),
+        None => state.config.layout.job_dir(&source_key, &job_id),
     };
-    let job = JobSpec { job_id, source_key, outputs: request.outputs, output_dir };
-    job.validate().map_err(|e| ApiError::unprocessable("invalid_job", e.to_string()))?;
-
     let storage = state.backend.storage.as_ref();
     if idempotency.is_some()
-        && let Some(existing) = read_status(storage, &job.job_id).await?
+        && let Some(existing) = state.store.read(&job_id).await?
     {
-        if existing.job != job {
+        // The same request again: the same job (the source pin is the job's, not the request's).
+        let same = existing.job.source_key == source_key
+            && existing.job.outputs == request.outputs
+            && existing.job.output_dir == output_dir;
+        if !same {
             return Err(ApiError::unprocessable(
                 "idempotency_key_reused",
                 "this Idempotency-Key was used for a different request",
             ));
         }
         if existing.state == JobState::Queued && existing.attempt == 1 {
-            // The first request may have failed between the status and the message; a duplicate
-            // message is recognised by the worker, a missing one would strand the job.
-            publish(&state, &job).await?;
+            // A duplicate message is refused at start; a missing one would strand the job.
+            publish(&state, &existing.job).await?;
         }
         let mut response = accepted(&state, existing).await?;
         response.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
         return Ok(response);
     }
 
-    if storage.head(&job.source_key).await?.is_none() {
+    let Some(source) = storage.head(&source_key).await? else {
         return Err(ApiError::unprocessable(
             "source_not_found",
-            format!("nothing is stored at `{}`; upload it first", clip(&job.source_key)),
+            format!("nothing is stored at `{}`; upload it first", clip(&source_key)),
         ));
-    }
-    // Status first, so a reader never finds a published job without one.
-    let status = JobStatus::queued(&job, 1, state.config.max_attempts, Utc::now());
-    write_status(storage, &status).await?;
-    publish(&state, &job).await?;
+    };
+    // Pinned to what is stored now: a source replaced before the job runs ends it with
+    // `source_changed` instead of transcoding bytes the client never submitted.
+    let pin = SourcePin { etag: source.etag, version_id: None, size: Some(source.size) };
+    let job = JobSpec { job_id, source_key, outputs: request.outputs, output_dir, source: pin };
+    job.validate().map_err(|e| ApiError::unprocessable("invalid_job", e.to_string()))?;
+    let status = jobs::submit(&state.store, state.backend.queues.ready.as_ref(), &job, state.config.max_attempts)
+        .await
+        .map_err(ApiError::Unavailable)?;
     tracing::info!(job_id = %job.job_id, source = %job.source_key, outputs = job.outputs.len(), "Job submitted.");
     accepted(&state, status).await
 }
@@ -343,7 +346,7 @@ fn event_stream(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>>
                         () = tokio::time::sleep(EVENTS_POLL) => {}
                         () = follow.state.shutdown.cancelled() => return None,
                     }
-                    match read_status(follow.state.backend.storage.as_ref(), &follow.job_id).await {
+                    match follow.state.store.read(&follow.job_id).await {
                         Ok(Some(status)) => status,
                         Ok(None) => {
                             // Status documents are never deleted by the system; say so and end.
@@ -388,11 +391,11 @@ fn event_stream(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>>
 
 /// Cancels a queued or running job; for a job that ended, deletes its outputs.
 ///
-/// A cancellation answers 202: the status says `cancelled` at once, and a running attempt
-/// stops at its worker's next heartbeat. A job that completes before that heartbeat stays
-/// completed. Deleting outputs removes the files directly in the job's output folder (not
-/// subfolders, which may belong to other jobs); a folder whose manifest now belongs to another
-/// job is left alone (409).
+/// A cancellation answers 202: the status says `cancelled` at once (a compare-and-swap, so it
+/// never overwrites an ending that came first), and a running attempt stops at its worker's
+/// next heartbeat, uploading nothing more. A job already committing its outputs, or that ended
+/// in between, answers 409. Deleting outputs removes the job's folder, which holds only its own
+/// files, and marks the job's status.
 #[utoipa::path(delete, operation_id = "delete_job", path = "/v1/jobs/{id}", tag = "jobs",
     params(("id" = String, Path, description = "Job id", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")),
     responses(
@@ -401,7 +404,7 @@ fn event_stream(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>>
         (status = 400, description = "Not a job id", body = ErrorResponse),
         (status = 401, description = "Missing or wrong token", body = ErrorResponse),
         (status = 404, description = "No such job", body = ErrorResponse),
-        (status = 409, description = "The output folder now holds another job's outputs", body = ErrorResponse),
+        (status = 409, description = "Too late to cancel: the job is committing its outputs, or ended meanwhile", body = ErrorResponse),
     ))]
 pub async fn delete(
     State(state): State<ApiState>,
@@ -409,102 +412,49 @@ pub async fn delete(
 ) -> ApiResult<(StatusCode, Json<DeleteOutcome>)> {
     let status = stored_status(&state, &id).await?;
     if !status.state.is_terminal() {
-        let cancelled = cancel(&state, status).await?;
-        let outcome =
-            DeleteOutcome { job_id: id, action: "cancelled".into(), state: cancelled.state, deleted: Vec::new() };
-        return Ok((StatusCode::ACCEPTED, Json(outcome)));
+        let cancel = jobs::Event::Cancel { note: CANCEL_NOTE.into() };
+        return match state.store.apply(&id, &cancel).await? {
+            Applied::Done { status, .. } => {
+                tracing::info!(job_id = %id, "Job cancelled.");
+                let outcome =
+                    DeleteOutcome { job_id: id, action: "cancelled".into(), state: status.state, deleted: Vec::new() };
+                Ok((StatusCode::ACCEPTED, Json(outcome)))
+            }
+            Applied::Refused { reason: Refused::Finishing, .. } => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "job_finishing",
+                "the job is committing its outputs and can no longer be cancelled",
+            )),
+            // It ended between our read and the cancellation: say so rather than delete the
+            // outputs the caller did not ask to delete.
+            Applied::Refused { current, .. } => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "job_ended",
+                format!(
+                    "the job ended ({}) before it could be cancelled; DELETE again to delete its outputs",
+                    current.map(|s| format!("{:?}", s.state).to_lowercase()).unwrap_or_default()
+                ),
+            )),
+        };
     }
     let deleted = delete_outputs(&state, &status).await?;
     let outcome = DeleteOutcome { job_id: id, action: "outputs_deleted".into(), state: status.state, deleted };
     Ok((StatusCode::OK, Json(outcome)))
 }
 
-fn mark_cancelled(status: &mut JobStatus) {
-    let stage = status.stage;
-    status.transition(JobState::Cancelled, stage, Utc::now(), Some(CANCEL_NOTE.into()));
-}
-
-async fn cancel(state: &ApiState, mut status: JobStatus) -> ApiResult<JobStatus> {
-    mark_cancelled(&mut status);
-    write_status(state.backend.storage.as_ref(), &status).await?;
-    tracing::info!(job_id = %status.job_id, "Job cancelled.");
-    // The store has no compare-and-swap: a heartbeat that read the status just before this
-    // write may write `running` just after it. Look again a few times and restore the
-    // cancellation if that happened (the worker re-reads before its other writes).
-    let (state, job_id) = (state.clone(), status.job_id.clone());
-    tokio::spawn(async move {
-        for _ in 0..4 {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            let storage = state.backend.storage.as_ref();
-            match read_status(storage, &job_id).await {
-                Ok(Some(mut current)) if !current.state.is_terminal() => {
-                    mark_cancelled(&mut current);
-                    if let Err(err) = write_status(storage, &current).await {
-                        tracing::warn!(job_id, error = %err, "Restoring a cancellation failed.");
-                    } else {
-                        tracing::info!(job_id, "A worker's write crossed the cancellation; restored it.");
-                    }
-                }
-                Ok(_) => {}
-                Err(err) => tracing::warn!(job_id, error = %err, "Checking a cancellation failed."),
-            }
-        }
-    });
-    Ok(status)
-}
-
+/// Deletes everything in the job's folder, which holds this job's files only (every attempt's),
+/// the manifest first: while it exists, readers take the folder for complete.
 async fn delete_outputs(state: &ApiState, status: &JobStatus) -> ApiResult<Vec<String>> {
     let storage = state.backend.storage.as_ref();
     let folder = &status.job.output_dir;
-    let manifest = manifest_key(folder);
-    if let Some(bytes) = storage.get_bytes(&manifest).await?
-        && let Ok(found) = serde_json::from_slice::<Manifest>(&bytes)
-        && found.job_id != status.job_id
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "outputs_belong_to_another_job",
-            format!("`{folder}` now holds the outputs of job {}; delete that job's outputs instead", found.job_id),
-        ));
-    }
-    // The manifest names every file of the job (HLS segments in sub-folders included); without
-    // one, only the files directly in the folder are the job's, since sub-folders may hold other
-    // jobs' outputs.
-    let listed = match storage.get_bytes(&manifest).await? {
-        Some(bytes) => serde_json::from_slice::<Manifest>(&bytes).ok().map(|m| {
-            let mut keys: Vec<String> =
-                m.outputs.iter().flat_map(|o| std::iter::once(o.key.clone()).chain(o.files.iter().cloned())).collect();
-            keys.push(manifest.clone());
-            keys
-        }),
-        None => None,
-    };
-    let mut keys: Vec<String> = match listed {
-        Some(keys) => keys.into_iter().filter(|k| k.starts_with(folder.as_str())).collect(),
-        None => storage
-            .list(folder)
-            .await?
-            .into_iter()
-            .filter(|key| key.strip_prefix(folder.as_str()).is_some_and(|name| !name.is_empty() && !name.contains('/')))
-            .collect(),
-    };
-    keys.sort();
-    keys.dedup();
-    // The manifest goes first: while it exists, readers take the folder for complete.
+    let mut keys = storage.list(folder).await?;
+    let manifest = crate::domain::keys::manifest_key(folder);
     keys.sort_by_key(|key| *key != manifest);
     for key in &keys {
         storage.delete(key).await?;
     }
     if !keys.is_empty() {
-        let mut updated = status.clone();
-        let (state_now, stage) = (updated.state, updated.stage);
-        updated.transition(
-            state_now,
-            stage,
-            Utc::now(),
-            Some(format!("{} output file(s) deleted through the API", keys.len())),
-        );
-        write_status(storage, &updated).await?;
+        state.store.apply(&status.job_id, &jobs::Event::OutputsDeleted { files: keys.len() }).await?;
         tracing::info!(job_id = %status.job_id, deleted = keys.len(), "Job outputs deleted.");
     }
     Ok(keys)

@@ -1,10 +1,12 @@
 //! Uploads: a client asks where to put a file, PUTs it there, and the upload's event makes a
 //! job with the deployment's default presets, exactly as for any other upload.
 //!
-//! The job id of an upload is derived from its key and ETag (see
-//! [`crate::domain::job::job_id_for_object`]), which exist only once the file is stored. On the
-//! local backend the PUT goes through this API, whose answer carries the job id; on S3 the
-//! client then asks `GET /v1/uploads/{key}`, which HEADs the object and derives the same id.
+//! The job id of an upload derives from its write (see
+//! [`crate::domain::job::job_id_for_object`]). On the local backend the PUT goes through this
+//! API, and the write's ETag names it, so the answer carries the job id. On S3 the id derives
+//! from the event's sequencer, which only the event carries: the client asks
+//! `GET /v1/uploads/{key}`, which finds the job through the source index the worker writes
+//! when it takes the upload (null until then).
 
 use std::collections::BTreeMap;
 
@@ -23,6 +25,7 @@ use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorRe
 use crate::api::model::{CreateUploadRequest, MAX_CONTENT_TYPE, MAX_FILE_NAME, UploadInfo, UploadTicket};
 use crate::domain::job::job_id_for_object;
 use crate::domain::keys::validate_key;
+use crate::jobs;
 use crate::storage::ObjectInfo;
 
 /// S3 takes at most this much in one PUT.
@@ -151,7 +154,13 @@ pub async fn put(
     drop(temp);
     let job_id = job_id_for_object(&state.backend.bucket, &key, stored.etag.as_deref().unwrap_or_default());
     tracing::info!(key, size = stored.size, job_id, "Upload stored.");
-    let info = UploadInfo { status_url: status_path(&job_id), key, size: stored.size, etag: stored.etag, job_id };
+    let info = UploadInfo {
+        status_url: Some(status_path(&job_id)),
+        key,
+        size: stored.size,
+        etag: stored.etag,
+        job_id: Some(job_id),
+    };
     Ok((StatusCode::CREATED, Json(info)))
 }
 
@@ -188,8 +197,8 @@ async fn receive_to_temp_file(state: &ApiState, body: Body, limit: u64) -> ApiRe
     Ok(path)
 }
 
-/// An uploaded file and the id of the job its arrival made (derived from key and ETag, as the
-/// worker does). Use this after a direct upload to S3.
+/// An uploaded file and the id of the job its arrival made (on S3: once a worker has taken
+/// it, null before). Use this after a direct upload to S3.
 #[utoipa::path(get, operation_id = "get_upload", path = "/v1/uploads/{key}", tag = "uploads",
     params(("key" = String, Path, description = "The upload's key")),
     responses(
@@ -204,8 +213,14 @@ pub async fn info(State(state): State<ApiState>, ApiPath(key): ApiPath<String>) 
     let Some(object) = state.backend.storage.head(&key).await? else {
         return Err(ApiError::not_found("upload_not_found", format!("nothing is stored at `{}`", clip(&key))));
     };
-    let job_id = job_id_for_object(&state.backend.bucket, &key, object.etag.as_deref().unwrap_or_default());
-    Ok(Json(UploadInfo { status_url: status_path(&job_id), key, size: object.size, etag: object.etag, job_id }))
+    let etag = object.etag.clone().unwrap_or_default();
+    let job_id = if state.is_local() {
+        Some(job_id_for_object(&state.backend.bucket, &key, &etag))
+    } else {
+        jobs::job_of_write(&state.store, &key, &etag).await.map_err(ApiError::Unavailable)?.map(|s| s.job_id)
+    };
+    let status_url = job_id.as_deref().map(status_path);
+    Ok(Json(UploadInfo { status_url, key, size: object.size, etag: object.etag, job_id }))
 }
 
 #[cfg(test)]

@@ -1,0 +1,150 @@
+//! The handle one run of a job writes through: every write is fenced by the run's token and
+//! made against the version this run last wrote, so in the usual case (nobody else touched the
+//! status) a heartbeat or a stage change is one conditional PUT with no read before it.
+
+use std::sync::Mutex as SyncMutex;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use super::machine::{Event, Refused};
+use super::store::{Applied, JobStore, Stored};
+use crate::domain::job::JobSpec;
+use crate::domain::status::{ErrorInfo, JobState, JobStatus, Stage};
+use crate::storage::StorageError;
+
+/// Why a write of a run did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    /// The run no longer owns the job (cancelled, taken over, ended): it must stop quietly.
+    #[error("the run lost the job: {0}")]
+    Lost(Refused),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl AttemptError {
+    /// Whether the run lost the job to a cancellation.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, AttemptError::Lost(Refused::Ended(JobState::Cancelled)))
+    }
+}
+
+pub struct Attempt {
+    store: JobStore,
+    job_id: String,
+    run: String,
+    /// The status as this run last wrote (or read) it, with its version.
+    last: Mutex<Stored>,
+    /// Percent done, kept in memory; the next heartbeat or stage change stores it.
+    progress: SyncMutex<f64>,
+    /// Whether starting made the job's status (a job from an S3 event, seen for the first time).
+    created: bool,
+}
+
+impl Attempt {
+    /// Takes the job for attempt `attempt` as run `run`: the start transition, won at most once
+    /// per attempt. `Err(refused)` means another run owns the job, or it ended, or the delivery
+    /// is stale: the caller drops the delivery without running anything.
+    pub async fn start(
+        store: &JobStore,
+        job: &JobSpec,
+        attempt: u32,
+        run: &str,
+        worker: &str,
+        max_attempts: u32,
+    ) -> Result<Result<Attempt, Refused>, StorageError> {
+        let event =
+            Event::Start { job: job.clone(), attempt, run: run.to_string(), worker: worker.to_string(), max_attempts };
+        let current = store.read_versioned(&job.job_id).await?;
+        let created = current.etag.is_none();
+        match store.apply_to(&job.job_id, current, &event).await? {
+            Applied::Done { status, etag } => Ok(Ok(Attempt {
+                created,
+                store: store.clone(),
+                job_id: job.job_id.clone(),
+                run: run.to_string(),
+                last: Mutex::new(Stored { status: Some(status), etag: Some(etag) }),
+                progress: SyncMutex::new(0.0),
+            })),
+            Applied::Refused { reason, .. } => Ok(Err(reason)),
+        }
+    }
+
+    /// Whether this start created the job's status.
+    pub fn created_job(&self) -> bool {
+        self.created
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run
+    }
+
+    /// The status as this run last saw it.
+    pub async fn status(&self) -> Option<JobStatus> {
+        self.last.lock().await.status.clone()
+    }
+
+    pub fn set_progress(&self, percent: f64) {
+        if let Ok(mut progress) = self.progress.lock() {
+            *progress = percent;
+        }
+    }
+
+    fn progress(&self) -> f64 {
+        self.progress.lock().map(|p| *p).unwrap_or_default()
+    }
+
+    async fn write(&self, event: Event) -> Result<JobStatus, AttemptError> {
+        let mut last = self.last.lock().await;
+        match self.store.apply_to(&self.job_id, last.clone(), &event).await? {
+            Applied::Done { status, etag } => {
+                *last = Stored { status: Some(status.clone()), etag: Some(etag) };
+                Ok(status)
+            }
+            Applied::Refused { reason, current } => {
+                if current.is_some() {
+                    last.status = current;
+                }
+                Err(AttemptError::Lost(reason))
+            }
+        }
+    }
+
+    /// Proves the run alive and stores its progress; `Lost` when it must stop.
+    pub async fn heartbeat(&self) -> Result<(), AttemptError> {
+        self.write(Event::Heartbeat { run: self.run.clone(), progress: self.progress() }).await.map(|_| ())
+    }
+
+    pub async fn stage(&self, stage: Stage) -> Result<(), AttemptError> {
+        self.write(Event::Stage { run: self.run.clone(), stage, progress: self.progress() }).await.map(|_| ())
+    }
+
+    pub async fn complete(&self, manifest_key: &str) -> Result<JobStatus, AttemptError> {
+        self.write(Event::Complete { run: self.run.clone(), manifest_key: manifest_key.to_string() }).await
+    }
+
+    /// Retries after `delay`, or fails when this was the last attempt: the returned status says
+    /// which (`retrying` with the next attempt, or `failed`).
+    pub async fn retry(&self, error: ErrorInfo, delay: Duration) -> Result<JobStatus, AttemptError> {
+        self.write(Event::Retry { run: self.run.clone(), error, delay }).await
+    }
+
+    pub async fn fail(&self, error: ErrorInfo) -> Result<JobStatus, AttemptError> {
+        self.write(Event::Fail { run: self.run.clone(), error }).await
+    }
+
+    /// Requeues the same attempt (the worker is shutting down).
+    pub async fn interrupt(&self, note: &str) -> Result<JobStatus, AttemptError> {
+        self.write(Event::Interrupt { run: self.run.clone(), note: note.to_string() }).await
+    }
+
+    /// Records that the handover's message is on the ready queue (see [`Event::Published`]).
+    pub async fn published(&self, attempt: u32) {
+        if let Err(err) = self.write(Event::Published { attempt }).await {
+            // Refused: the next attempt already started, or the job ended; either way nothing
+            // is pending any more. A storage error leaves the mark for the reaper.
+            tracing::debug!(job_id = %self.job_id, error = %err, "Handover acknowledgement not stored.");
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The dead-letter sweep: every dead letter ends with its job in a final state and a reason.
+//!
+//! Dead letters the worker writes itself carry a `reason` and, when they concern a job, the
+//! attribute [`JOB_STATE`]: `recorded` once the job's status says how it ended. Two kinds need
+//! finishing: messages SQS's redrive policy moved on its own (no attributes at all), and
+//! messages dead-lettered while the store was unreachable (`unrecorded`). For each, the sweep
+//! fails the job with `delivery_exhausted` (unless it ended, or lives on under a later attempt
+//! or another delivery), then replaces the message with a copy that carries the reason.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::Inner;
+use crate::domain::event::{EventContext, parse_ready_message};
+use crate::domain::status::ErrorInfo;
+use crate::jobs::{Applied, Event};
+use crate::queue::{MAX_BATCH, Received};
+
+/// Attribute of a dead letter naming a job: whether the job's status records its end.
+pub(super) const JOB_STATE: &str = "job_state";
+/// Hidden from other readers while a sweep looks at them; revealed again right after.
+const LOOK: Duration = Duration::from_secs(30);
+/// At most this many batches per sweep.
+const MAX_BATCHES: usize = 20;
+
+pub(super) async fn sweep(inner: &Inner) -> anyhow::Result<usize> {
+    let queue = &inner.queues.dead_letter;
+    let mut seen = HashSet::new();
+    let mut untouched = Vec::new();
+    let mut finished = 0;
+    for _ in 0..MAX_BATCHES {
+        let batch = queue.receive(MAX_BATCH, Duration::ZERO, LOOK).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for message in batch {
+            if !seen.insert(message.message_id.clone()) {
+                untouched.push(message.receipt);
+                continue;
+            }
+            match finish(inner, &message).await {
+                Ok(true) => finished += 1,
+                Ok(false) => untouched.push(message.receipt),
+                Err(err) => {
+                    tracing::warn!(message_id = %message.message_id, error = format!("{err:#}"), "A dead letter could not be finished; the next sweep tries again.");
+                    untouched.push(message.receipt);
+                }
+            }
+        }
+    }
+    // Operators' tools see the queue as it was.
+    for receipt in untouched {
+        if let Err(err) = queue.change_visibility(&receipt, Duration::ZERO).await {
+            tracing::debug!(error = format!("{err:#}"), "Could not reveal a dead letter again.");
+        }
+    }
+    if finished > 0 {
+        tracing::info!(finished, "Recorded the reason of dead letters that had none.");
+    }
+    Ok(finished)
+}
+
+/// Finishes one dead letter if it needs it; `false` when it was already complete.
+async fn finish(inner: &Inner, message: &Received) -> anyhow::Result<bool> {
+    let has_reason = message.attributes.contains_key("reason");
+    if has_reason && message.attributes.get(JOB_STATE).is_none_or(|s| s == "recorded") {
+        return Ok(false);
+    }
+    let ctx = EventContext { layout: &inner.config.layout, default_presets: &inner.config.default_presets };
+    let (code, text, job_id) = match parse_ready_message(&message.body, &ctx) {
+        Err(poison) => (poison.code().to_string(), poison.to_string(), None),
+        Ok(parsed) => {
+            let error = ErrorInfo {
+                code: "delivery_exhausted".into(),
+                message: format!(
+                    "the job's message was delivered {} times without the job starting",
+                    message.receive_count.max(1)
+                ),
+                retryable: false,
+            };
+            let mut named = None;
+            for job in &parsed.jobs {
+                let event = Event::Exhausted { job: job.job.clone(), attempt: job.attempt, error: error.clone() };
+                match inner.store.apply(&job.job.job_id, &event).await? {
+                    Applied::Done { .. } => {
+                        tracing::warn!(job_id = %job.job.job_id, "Failed a job whose message was dead-lettered.")
+                    }
+                    Applied::Refused { reason, .. } => {
+                        tracing::info!(job_id = %job.job.job_id, reason = %reason, "A dead letter's job needs no change.");
+                    }
+                }
+                named = Some(job.job.job_id.clone());
+            }
+            let reason = message.attributes.get("reason").cloned().unwrap_or(error.code);
+            let text = message.attributes.get("error").cloned().unwrap_or(error.message);
+            (reason, text, named)
+        }
+    };
+    let origin = message.attributes.get("origin").cloned().unwrap_or_else(|| "redrive".into());
+    let job = job_id.as_deref().map(|id| (id, true));
+    inner.dead_letter(&message.body, &code, &text, &origin, job).await?;
+    inner.queues.dead_letter.delete(&message.receipt).await?;
+    Ok(true)
+}
