@@ -5,6 +5,7 @@
 
 mod api;
 mod conformance;
+mod faults;
 mod faults_support;
 mod lifecycle;
 mod media;

@@ -11,7 +11,7 @@ use media_worker::queue::SendOptions;
 use crate::require;
 use crate::support::{Clip, Deployment, Kind, duration, emulator, ffprobe, media_tools, stream};
 
-fn tools(kind: Kind) -> bool {
+pub(crate) fn tools(kind: Kind) -> bool {
     media_tools() && (kind == Kind::Local || emulator())
 }
 
@@ -43,7 +43,7 @@ fn assert_decodes_cleanly(path: &Path) {
 }
 
 /// Checks an `mp4-h264` output: H.264 High yuv420p + AAC, index up front, expected shape.
-fn assert_mp4_h264(path: &Path, width: u64, height: u64, seconds: f64, audio: bool) {
+pub(crate) fn assert_mp4_h264(path: &Path, width: u64, height: u64, seconds: f64, audio: bool) {
     let probe = ffprobe(path);
     assert!(probe["format"]["format_name"].as_str().unwrap_or("").contains("mp4"), "{probe}");
     let video = stream(&probe, "video").expect("a video stream");
@@ -187,7 +187,7 @@ async fn poison_and_edge_cases(kind: Kind) {
 
 /// Starts a daemon worker and waits until its job is transcoding.
 /// Uploads a 10 s 640x360 clip, long enough to catch its worker mid-transcode.
-async fn upload_long_clip(d: &Deployment) -> &'static str {
+pub(crate) async fn upload_long_clip(d: &Deployment) -> &'static str {
     let source = d.path("long.mp4");
     Clip { seconds: 10.0, width: 640, height: 360, ..Clip::default() }.make(&source);
     let key = "uploads/long.mp4";
@@ -196,7 +196,7 @@ async fn upload_long_clip(d: &Deployment) -> &'static str {
 }
 
 /// Starts a daemon worker (logging to `<name>.log`) and waits until its job is transcoding.
-async fn start_worker_until_transcoding(
+pub(crate) async fn start_worker_until_transcoding(
     d: &Deployment,
     source_key: &str,
     name: &str,
