@@ -314,18 +314,32 @@ def tail(path: Path, lines: int = 40) -> str:
 
 def check_results(emu: Emulator, env: dict[str, str], scratch: Path) -> None:
     bucket = env["MEDIA_S3_BUCKET"]
-    out_dir = env.get("MEDIA_OUTPUT_PREFIX", "outputs/") + "ci/clip/"
+    # jobs/ holds the status documents (jobs/<id>.json) and the source index (jobs/by-source/...).
+    listed = emu.s3.list_objects_v2(Bucket=bucket, Prefix="jobs/").get("Contents", [])
+    statuses = [o["Key"] for o in listed if o["Key"].endswith(".json") and o["Key"].count("/") == 1]
+    if len(statuses) != 1:
+        raise Failure(f"expected one job status document, found {statuses}")
+    status = json.loads(emu.s3.get_object(Bucket=bucket, Key=statuses[0])["Body"].read())
+    if status.get("state") != "completed":
+        raise Failure(f"the job ended {status.get('state')}: {status.get('error')}")
+    log(f"job {status['job_id']}: completed")
+
+    # The job's own folder: outputs/<path>/<file name>/<job id>/, the attempt's files in attempt-<n>/.
+    out_dir = status["job"]["output_dir"]
+    expected_dir = env.get("MEDIA_OUTPUT_PREFIX", "outputs/") + f"ci/clip.mp4/{status['job_id']}/"
+    if out_dir != expected_dir:
+        raise Failure(f"the job's folder is {out_dir}, expected {expected_dir}")
+    output_key = f"{out_dir}attempt-{status['attempt']}/mp4-h264.mp4"
     keys = {o["Key"] for o in emu.s3.list_objects_v2(Bucket=bucket, Prefix=out_dir).get("Contents", [])}
-    for name in ("mp4-h264.mp4", "manifest.json"):
-        if out_dir + name not in keys:
-            raise Failure(f"missing output {out_dir + name}; found {sorted(keys)}")
+    if keys != {output_key, out_dir + "manifest.json"}:
+        raise Failure(f"expected exactly {output_key} and the manifest; found {sorted(keys)}")
 
     manifest = json.loads(emu.s3.get_object(Bucket=bucket, Key=out_dir + "manifest.json")["Body"].read())
-    if not any(o.get("key") == out_dir + "mp4-h264.mp4" for o in manifest.get("outputs", [])):
+    if not any(o.get("key") == output_key for o in manifest.get("outputs", [])):
         raise Failure(f"the manifest does not list the output: {manifest}")
 
     local = scratch / "output.mp4"
-    emu.s3.download_file(bucket, out_dir + "mp4-h264.mp4", str(local))
+    emu.s3.download_file(bucket, output_key, str(local))
     probe = json.loads(
         subprocess.run(
             ["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,codec_name:format=duration",
@@ -340,14 +354,6 @@ def check_results(emu: Emulator, env: dict[str, str], scratch: Path) -> None:
     if abs(duration - CLIP_SECONDS) > 0.3:
         raise Failure(f"output lasts {duration:.3f} s, expected {CLIP_SECONDS} s +/- 0.3 s")
     log(f"output: h264 + aac, {duration:.3f} s, {local.stat().st_size} bytes")
-
-    statuses = emu.s3.list_objects_v2(Bucket=bucket, Prefix="jobs/").get("Contents", [])
-    if len(statuses) != 1:
-        raise Failure(f"expected one job status document, found {[s['Key'] for s in statuses]}")
-    status = json.loads(emu.s3.get_object(Bucket=bucket, Key=statuses[0]["Key"])["Body"].read())
-    if status.get("state") != "completed":
-        raise Failure(f"the job ended {status.get('state')}: {status.get('error')}")
-    log(f"job {status['job_id']}: completed")
 
     for var in ("MEDIA_READY_QUEUE_URL", "MEDIA_PROCESSING_QUEUE_URL", "MEDIA_DEAD_LETTER_QUEUE_URL"):
         counts = emu.queue_counts(env[var])

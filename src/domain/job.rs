@@ -208,7 +208,15 @@ pub fn job_id_for_object(bucket: &str, key: &str, write_tag: &str) -> String {
         hasher.update([0u8]);
     }
     let digest = hasher.finalize();
-    format!("s3-{}", hex::encode(&digest[..12]))
+    format!("{EVENT_JOB_PREFIX}{}", hex::encode(&digest[..12]))
+}
+
+/// Job ids made from storage events start with this; ids of submitted jobs never do.
+const EVENT_JOB_PREFIX: &str = "s3-";
+
+/// Whether a job was made from a storage event (rather than submitted through the API or CLI).
+pub fn is_event_job(job_id: &str) -> bool {
+    job_id.starts_with(EVENT_JOB_PREFIX)
 }
 
 /// A fresh random id for jobs published on request (CLI, API).

@@ -134,6 +134,7 @@ impl JobStore {
         // What we tried to write last, in case the "conflict" was our own write: the SDK retries a
         // conditional PUT whose answer was lost, and the retry finds its own write in place.
         let mut attempted: Option<JobStatus> = None;
+        let clock = std::time::Instant::now();
         for conflicts in 0..MAX_CONFLICTS {
             if let (Some(mine), Some(stored), Some(etag)) = (&attempted, &current.status, &current.etag)
                 && mine == stored
@@ -152,6 +153,12 @@ impl JobStore {
                 self.storage.put_if(&status_key(job_id), next.to_json(), "application/json", condition).await?;
             match written {
                 CasOutcome::Written { etag } => {
+                    tracing::debug!(
+                        job_id,
+                        event = event.name(),
+                        write_us = clock.elapsed().as_micros() as u64,
+                        "Status written."
+                    );
                     return Ok(self.won(job_id, current.status.as_ref(), next, etag, event));
                 }
                 CasOutcome::Conflict => {

@@ -269,7 +269,7 @@ impl Drop for PendingUpload {
     }
 }
 
-/// Per-request timeouts for sending `bytes`: the client's 30 s attempt timeout would kill a
+/// Per-request timeouts for sending `bytes`: the client's 10 s attempt timeout would kill a
 /// large part on a slow link. A body that stops moving is failed sooner by stalled-stream
 /// protection; these bound one that merely crawls below the floor rate.
 fn transfer_timeouts(bytes: u64) -> TimeoutConfig {

@@ -277,7 +277,7 @@ async fn attempt(
     };
     let key = manifest_key(&job.output_dir);
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| JobError::retryable("internal", e.to_string()))?;
-    write_manifest(inner, &key, &job.job_id, body).await?;
+    write_manifest(inner, &key, &job.job_id, message.attempt, body).await?;
     tracker.complete(&key).await?;
     remove_other_attempts(inner, &job.output_dir, &folder).await;
     Ok(())
@@ -285,20 +285,27 @@ async fn attempt(
 
 /// Writes the manifest, the commit record of the outputs, last. Create-only, except over the
 /// manifest of an earlier attempt of the same job that never reached `completed` (its run was
-/// recovered after writing it): only the run that wins `complete` is named by the status.
-async fn write_manifest(inner: &Inner, key: &str, job_id: &str, body: Vec<u8>) -> Result<(), JobError> {
+/// recovered after writing it). Never over a later attempt's: a run frozen past `finalizing`
+/// whose job was meanwhile completed by a newer attempt must not replace that one's record.
+async fn write_manifest(inner: &Inner, key: &str, job_id: &str, attempt: u32, body: Vec<u8>) -> Result<(), JobError> {
     let storage = &inner.storage;
     for _ in 0..5 {
         let existing = storage.get_versioned(key).await?;
         let condition = match &existing {
             None => Precondition::Absent,
             Some(found) => {
-                let owner = serde_json::from_slice::<Manifest>(&found.bytes).ok().map(|m| m.job_id);
+                let (owner, written_by) = match serde_json::from_slice::<Manifest>(&found.bytes) {
+                    Ok(manifest) => (Some(manifest.job_id), manifest.attempt),
+                    Err(_) => (None, 0),
+                };
                 if owner.as_deref().is_some_and(|owner| owner != job_id) {
                     return Err(JobError::permanent(
                         "output_conflict",
                         format!("`{key}` holds the manifest of another job"),
                     ));
+                }
+                if written_by > attempt {
+                    return Err(JobError::Superseded);
                 }
                 Precondition::Matches(&found.etag)
             }

@@ -75,8 +75,9 @@ pub(crate) struct Inner {
     store: JobStore,
     queues: Queues,
     /// Deliveries of a ready message before the worker dead-letters it with a reason: the
-    /// configured value, lowered to one below the ready queue's own redrive limit (read at
-    /// start), so SQS never moves a message silently while a worker can say why.
+    /// configured value, lowered to the ready queue's own redrive limit (read at start; SQS
+    /// still delivers that receive and moves the message only at the next), so SQS never moves
+    /// a message silently while a worker can say why.
     max_receives: std::sync::atomic::AtomicU32,
     /// Milliseconds since `started` at which the poll loop last finished a cycle: `/readyz`
     /// fails when this is too old (a receive or a status read that stopped answering).

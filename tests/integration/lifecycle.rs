@@ -203,3 +203,22 @@ crate::on_both_backends!(
     concurrent_starts_have_one_winner,
     two_workers_one_message_one_transcode,
 );
+
+/// `/readyz` reports a poll loop that stopped completing cycles (a call that stopped answering
+/// would do that): not live once `MEDIA_POLL_STALL_TIMEOUT` passes without a cycle, live again
+/// after one.
+#[tokio::test]
+async fn a_stalled_poll_loop_is_reported() {
+    let d = Deployment::new(Kind::Local).await;
+    let mut config = d.config();
+    config.poll_stall_timeout = Duration::from_millis(300);
+    let worker = Worker::new(config, d.backend.storage.clone(), d.queues().clone());
+    assert!(worker.poll_loop_is_live(), "a worker that just started counts as live");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!worker.poll_loop_is_live());
+    // Something to receive, so the cycle does not long-poll an empty queue.
+    let test_event = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"b"}"#;
+    d.queues().ready.send(test_event, SendOptions::default()).await.unwrap();
+    worker.poll_once().await.unwrap();
+    assert!(worker.poll_loop_is_live());
+}
