@@ -121,7 +121,17 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Submit { source, presets, wait, timeout } => {
-            let job_id = submit(&config, &backend, &source, presets).await?;
+            let job_id = match submit(&config, &backend, &source, presets).await? {
+                Submitted::Job(job_id) => job_id,
+                Submitted::Upload { key, .. } if !wait => {
+                    // On S3 the job id derives from the upload's event: known once a worker has
+                    // taken the upload (`GET /v1/uploads/{key}` of the API tells it then).
+                    println!("upload {key}");
+                    eprintln!("the job's id is assigned when a worker takes the upload; add --wait to follow it");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Submitted::Upload { key, etag } => find_job_of_write(&backend, &key, &etag).await?,
+            };
             println!("job {job_id}");
             if wait { follow(&config, &backend, &job_id, timeout).await } else { Ok(ExitCode::SUCCESS) }
         }
@@ -171,7 +181,13 @@ fn print_presets() {
 
 /// Uploads a file (the upload event makes the job) or publishes a job for a key; returns the
 /// job id either way.
-async fn submit(config: &Config, backend: &Backend, source: &str, presets: Vec<Preset>) -> anyhow::Result<String> {
+/// What `submit` made: a job, or (a file uploaded to S3) an upload whose job a worker names.
+enum Submitted {
+    Job(String),
+    Upload { key: String, etag: String },
+}
+
+async fn submit(config: &Config, backend: &Backend, source: &str, presets: Vec<Preset>) -> anyhow::Result<Submitted> {
     let path = Path::new(source);
     if path.is_file() {
         if !presets.is_empty() {
@@ -202,10 +218,10 @@ async fn submit(config: &Config, backend: &Backend, source: &str, presets: Vec<P
     job.validate()?;
     let store = JobStore::new(backend.storage.clone());
     jobs::submit(&store, backend.queues.ready.as_ref(), &job, config.max_attempts).await?;
-    Ok(job.job_id)
+    Ok(Submitted::Job(job.job_id))
 }
 
-async fn upload(config: &Config, backend: &Backend, path: &Path) -> anyhow::Result<String> {
+async fn upload(config: &Config, backend: &Backend, path: &Path) -> anyhow::Result<Submitted> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let folder = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let key = config.layout.upload_key(&folder, &sanitize_file_name(&name));
@@ -215,11 +231,10 @@ async fn upload(config: &Config, backend: &Backend, path: &Path) -> anyhow::Resu
     let etag = stored.etag.unwrap_or_default();
     if config.backend == BackendKind::Local {
         // The local store's event names the write by its ETag: the id the worker derives.
-        return Ok(job_id_for_object(&backend.bucket, &key, &etag));
+        return Ok(Submitted::Job(job_id_for_object(&backend.bucket, &key, &etag)));
     }
-    // On S3 the job id comes from the event's sequencer, which only the event carries: find the
-    // job once a worker has taken it.
-    find_job_of_write(backend, &key, &etag).await
+    // On S3 the job id comes from the event's sequencer, which only the event carries.
+    Ok(Submitted::Upload { key, etag })
 }
 
 /// The job a worker made from one write of `key` (matched by its ETag), waiting for it.

@@ -216,6 +216,10 @@ pub struct Manifest {
     pub job_id: String,
     pub attempt: u32,
     pub worker: String,
+    /// The run that wrote it. It is the job's record once the job's status is `completed`
+    /// naming it; a run that wrote it but could not complete takes it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
     pub completed_at: DateTime<Utc>,
     pub source: SourceRecord,
     pub outputs: Vec<OutputRecord>,

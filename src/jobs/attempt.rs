@@ -139,12 +139,8 @@ impl Attempt {
         self.write(Event::Interrupt { run: self.run.clone(), note: note.to_string() }).await
     }
 
-    /// Records that the handover's message is on the ready queue (see [`Event::Published`]).
-    pub async fn published(&self, attempt: u32) {
-        if let Err(err) = self.write(Event::Published { attempt }).await {
-            // Refused: the next attempt already started, or the job ended; either way nothing
-            // is pending any more. A storage error leaves the mark for the reaper.
-            tracing::debug!(job_id = %self.job_id, error = %err, "Handover acknowledgement not stored.");
-        }
+    /// The status with the version this run last wrote or read.
+    pub async fn last_version(&self) -> Stored {
+        self.last.lock().await.clone()
     }
 }

@@ -128,6 +128,20 @@ impl JobStore {
         self.apply_to(job_id, current, event).await
     }
 
+    /// Applies `event` to exactly the version `current` names, or not at all: no re-read and no
+    /// second try after a lost race. For marks that only mean something against the version
+    /// they follow (a handover's `Published`): applied to a newer status, they could clear a
+    /// later handover's mark. `true` when written.
+    pub async fn apply_once(&self, job_id: &str, current: &Stored, event: &Event) -> StorageResult<bool> {
+        let Ok(next) = apply(current.status.as_ref(), event, Utc::now()) else { return Ok(false) };
+        let condition = match &current.etag {
+            Some(etag) => Precondition::Matches(etag),
+            None => Precondition::Absent,
+        };
+        let written = self.storage.put_if(&status_key(job_id), next.to_json(), "application/json", condition).await?;
+        Ok(matches!(written, CasOutcome::Written { .. }))
+    }
+
     /// Applies `event` to a status already read (saving a read when the caller's copy is
     /// current); on a lost race, re-reads and tries again.
     pub async fn apply_to(&self, job_id: &str, mut current: Stored, event: &Event) -> StorageResult<Applied> {

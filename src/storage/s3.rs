@@ -72,6 +72,17 @@ impl S3Storage {
             .key(key)
             .upload_id(&upload_id)
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .customize()
+            // S3 may take minutes to assemble a large object; a small call's timeout would
+            // retry a completion that is still under way.
+            .config_override(
+                aws_sdk_s3::config::Builder::default().timeout_config(
+                    TimeoutConfig::builder()
+                        .operation_attempt_timeout(COMPLETE_TIMEOUT)
+                        .operation_timeout(COMPLETE_TIMEOUT * 2)
+                        .build(),
+                ),
+            )
             .send()
             .await;
         match completed {
@@ -272,6 +283,9 @@ impl Drop for PendingUpload {
 /// Per-request timeouts for sending `bytes`: the client's 10 s attempt timeout would kill a
 /// large part on a slow link. A body that stops moving is failed sooner by stalled-stream
 /// protection; these bound one that merely crawls below the floor rate.
+/// Longest one try of CompleteMultipartUpload may take.
+const COMPLETE_TIMEOUT: Duration = Duration::from_secs(300);
+
 fn transfer_timeouts(bytes: u64) -> TimeoutConfig {
     let attempt = TRANSFER_BASE_TIMEOUT + Duration::from_secs(bytes.div_ceil(TRANSFER_FLOOR_RATE));
     TimeoutConfig::builder().operation_attempt_timeout(attempt).operation_timeout(attempt * 3).build()

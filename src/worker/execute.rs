@@ -24,7 +24,7 @@ use crate::domain::status::{JobState, Manifest, OutputRecord, SourceRecord, Stag
 use crate::jobs::{Attempt, AttemptError};
 use crate::media::ffmpeg::{FfmpegProgress, run_ffmpeg};
 use crate::media::probe::{Probed, probe};
-use crate::storage::{CasOutcome, Pin, Precondition, StorageError};
+use crate::storage::{CasOutcome, ObjectInfo, Pin, Precondition, StorageError};
 
 /// ffprobe reads headers only; a minute is plenty even for large files.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -118,16 +118,23 @@ async fn attempt(
     let started = Instant::now();
     let mut timings = Timings::default();
 
-    // Refuse oversized or replaced sources before paying for the download.
-    let head = inner.storage.head(&job.source_key).await?;
-    let Some(head) = head else {
-        return Err(JobError::permanent("source_not_found", format!("the source `{}` does not exist", job.source_key)));
+    // Refuse oversized or replaced sources before paying for the download. A job pinned to a
+    // version id reads that version whatever the key holds now: it trusts the pinned size.
+    let head = match &job.source.version_id {
+        Some(_) => ObjectInfo { size: job.source.size.unwrap_or_default(), etag: job.source.etag.clone() },
+        None => {
+            let Some(head) = inner.storage.head(&job.source_key).await? else {
+                return Err(JobError::permanent(
+                    "source_not_found",
+                    format!("the source `{}` does not exist", job.source_key),
+                ));
+            };
+            if job.source.etag.as_ref().is_some_and(|pinned| head.etag.as_ref() != Some(pinned)) {
+                return Err(JobError::from_source(StorageError::Changed(job.source_key.clone())));
+            }
+            head
+        }
     };
-    if job.source.etag.as_ref().is_some_and(|pinned| head.etag.as_ref() != Some(pinned))
-        && job.source.version_id.is_none()
-    {
-        return Err(JobError::from_source(StorageError::Changed(job.source_key.clone())));
-    }
     if head.size > limits.max_size {
         return Err(JobError::permanent(
             "source_too_large",
@@ -265,6 +272,7 @@ async fn attempt(
         job_id: job.job_id.clone(),
         attempt: message.attempt,
         worker: inner.config.worker_id.clone(),
+        run: Some(tracker.run_id().to_string()),
         completed_at: Utc::now(),
         source: SourceRecord {
             key: job.source_key.clone(),
@@ -315,6 +323,26 @@ async fn write_manifest(inner: &Inner, key: &str, job_id: &str, attempt: u32, bo
         }
     }
     Err(JobError::retryable("storage", format!("`{key}` kept changing while the manifest was written")))
+}
+
+/// Deletes the job's manifest if this run wrote it: a run that ends without completing (the
+/// status write failed, the timeout or shutdown came in between, the job was taken over) must
+/// not leave a record of outputs the job does not have.
+async fn withdraw_manifest(inner: &Inner, output_dir: &str, run: &str) {
+    let key = manifest_key(output_dir);
+    let ours = match inner.storage.get_versioned(&key).await {
+        Ok(Some(found)) => {
+            serde_json::from_slice::<Manifest>(&found.bytes).is_ok_and(|m| m.run.as_deref() == Some(run))
+        }
+        Ok(None) => false,
+        Err(err) => {
+            tracing::warn!(key, error = %err, "Could not check for this run's manifest.");
+            false
+        }
+    };
+    if ours && let Err(err) = inner.storage.delete(&key).await {
+        tracing::warn!(key, error = %err, "Could not withdraw the manifest of a run that did not complete.");
+    }
 }
 
 /// Deletes what earlier attempts of the job left in its folder (best effort: the manifest
@@ -403,7 +431,10 @@ async fn finish(inner: &Inner, message: &JobMessage, tracker: &Attempt, outcome:
             tracing::info!("Job completed.");
             Ok(())
         }
-        Err(err) => record_failure(inner, message, tracker, err).await,
+        Err(err) => {
+            withdraw_manifest(inner, &message.job.output_dir, tracker.run_id()).await;
+            record_failure(inner, message, tracker, err).await
+        }
     };
     match result {
         Ok(()) => {}
@@ -459,7 +490,9 @@ async fn record_failure(
         JobError::Interrupted => {
             // Shutting down is not the job's fault: the same attempt, at once, for another worker.
             tracker.interrupt("requeued: the worker shut down").await?;
-            inner.publish_handover(&JobMessage::new(message.job.clone(), message.attempt), Duration::ZERO).await?;
+            let handover = tracker.last_version().await;
+            let next = JobMessage::new(message.job.clone(), message.attempt);
+            inner.publish_handover(&next, Duration::ZERO, &handover).await?;
             tracing::info!("Job requeued for another worker.");
             Ok(())
         }
@@ -468,7 +501,7 @@ async fn record_failure(
             let status = tracker.retry(err.info(), delay).await?;
             if status.state == JobState::Retrying {
                 let next = JobMessage::new(message.job.clone(), status.attempt);
-                inner.publish_handover(&next, delay).await?;
+                inner.publish_handover(&next, delay, &tracker.last_version().await).await?;
                 inner.counters.retried.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %err, next_attempt = status.attempt, delay = ?delay, "Attempt failed; retrying.");
             } else {

@@ -23,6 +23,9 @@ use crate::domain::status::ErrorInfo;
 use crate::jobs::{Applied, Attempt, Event, Refused};
 use crate::queue::{Received, SendOptions};
 
+/// Longest a start (read and compare-and-swap of the status) may take.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A job declined for lack of scratch space is offered to other workers again after this.
 const DECLINED_VISIBILITY: Duration = Duration::from_secs(15);
 
@@ -94,9 +97,12 @@ async fn try_handle(inner: &Arc<Inner>, message: Received, permit: OwnedSemaphor
     };
     inner.queues.processing.send(&entry.to_json(), SendOptions::default()).await?;
 
-    let started =
-        Attempt::start(&inner.store, &job.job, job.attempt, &run, &inner.config.worker_id, inner.config.max_attempts)
-            .await?;
+    // Bounded, so the reaper knows how long a start can still land (see `reaper::START_GRACE`).
+    let start =
+        Attempt::start(&inner.store, &job.job, job.attempt, &run, &inner.config.worker_id, inner.config.max_attempts);
+    let started = tokio::time::timeout(START_TIMEOUT, start)
+        .await
+        .map_err(|_| anyhow::anyhow!("starting job {} took longer than {START_TIMEOUT:?}", job.job.job_id))??;
     let attempt = match started {
         Ok(attempt) => attempt,
         Err(refused) => {

@@ -32,7 +32,7 @@ pub use reaper::ReapOutcome;
 
 use crate::config::Config;
 use crate::domain::job::JobMessage;
-use crate::jobs::JobStore;
+use crate::jobs::{JobStore, Stored};
 use crate::queue::{MAX_BATCH, MAX_WAIT, Queues, SendOptions};
 use crate::storage::Storage;
 
@@ -340,11 +340,23 @@ impl Worker {
                 continue;
             }
             // Nothing runs here: sweep now rather than at the next reaper tick, so finished
-            // entries leave the ledger and those of dead workers are recovered promptly.
-            if self.inner.queues.ready.counts().await?.total() == 0 {
-                self.reap_once().await?;
-            }
-            if self.is_idle().await? {
+            // entries leave the ledger and those of dead workers are recovered promptly. A queue
+            // or store that does not answer just means "not idle yet": returning early would
+            // leave running jobs behind.
+            let idle = async {
+                if self.inner.queues.ready.counts().await?.total() == 0 {
+                    self.reap_once().await?;
+                }
+                self.is_idle().await
+            };
+            let idle = match idle.await {
+                Ok(idle) => idle,
+                Err(err) => {
+                    tracing::warn!(error = format!("{err:#}"), "Checking for idleness failed; trying again.");
+                    false
+                }
+            };
+            if idle {
                 idle_checks += 1;
                 if idle_checks >= IDLE_CHECKS {
                     tracing::debug!("Drained: no messages waiting or in flight, no job running.");
@@ -405,13 +417,18 @@ impl Inner {
     }
 
     /// Publishes the message of a handover (a retry, a recovery, a requeue) whose status is
-    /// already stored, then clears the status's pending mark.
-    async fn publish_handover(&self, message: &JobMessage, delay: Duration) -> anyhow::Result<()> {
+    /// already stored as `handover` (that exact version), then clears the status's pending
+    /// mark, once and only against that version: had the job moved on meanwhile (started, and
+    /// even handed over again), the mark is no longer this handover's to clear.
+    async fn publish_handover(&self, message: &JobMessage, delay: Duration, handover: &Stored) -> anyhow::Result<()> {
         self.queues.ready.send(&message.to_json(), SendOptions::delayed(delay)).await?;
         let event = crate::jobs::Event::Published { attempt: message.attempt };
-        if let Err(err) = self.store.apply(&message.job.job_id, &event).await {
+        match self.store.apply_once(&message.job.job_id, handover, &event).await {
+            Ok(_) => {}
             // The mark stays; the reaper republishes once it is old, and a duplicate is harmless.
-            tracing::warn!(job_id = %message.job.job_id, error = %err, "Could not record a handover as published.");
+            Err(err) => {
+                tracing::warn!(job_id = %message.job.job_id, error = %err, "Could not record a handover as published.")
+            }
         }
         Ok(())
     }

@@ -24,11 +24,15 @@ use chrono::Utc;
 use super::Inner;
 use crate::domain::job::{JobMessage, LedgerEntry};
 use crate::domain::status::{ErrorInfo, JobState};
-use crate::jobs::{Applied, Event, Refused};
+use crate::jobs::{Applied, Event, Refused, Stored};
 use crate::queue::{MAX_BATCH, Received};
 
 /// At most this many batches per sweep, so one sweep of a huge ledger cannot run forever.
 const MAX_BATCHES: usize = 100;
+
+/// How long a start may still land after its ledger entry was sent, beyond the heartbeat
+/// timeout: intake gives up on a start after `START_TIMEOUT`, and its calls are bounded.
+pub(super) const START_GRACE: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReapOutcome {
@@ -94,7 +98,7 @@ async fn reap_entry(inner: &Inner, received: &Received, outcome: &mut ReapOutcom
     let Some(status) = &stored.status else {
         // No status: the run never started the job (the ready message, still there, will
         // start it), unless its start is still in flight.
-        if entry_age < timeout {
+        if entry_age < timeout + START_GRACE {
             keep(outcome);
             return Ok(());
         }
@@ -112,9 +116,10 @@ async fn reap_entry(inner: &Inner, received: &Received, outcome: &mut ReapOutcom
             return Ok(());
         }
         // Whoever handed the job over died before its message went out (or before it could
-        // say so): publish it (again; a duplicate is refused at start).
+        // say so): publish it (again; a duplicate is refused at start). The retry's back-off is
+        // not kept: the handover has waited a heartbeat timeout already.
         let message = JobMessage::new(status.job.clone(), status.attempt);
-        inner.publish_handover(&message, Duration::ZERO).await?;
+        inner.publish_handover(&message, Duration::ZERO, &stored).await?;
         outcome.republished += 1;
         tracing::warn!(job_id, attempt = status.attempt, "Republished a handover whose message may be lost.");
         return processing.delete(&received.receipt).await;
@@ -125,7 +130,12 @@ async fn reap_entry(inner: &Inner, received: &Received, outcome: &mut ReapOutcom
         None => status.attempt == entry.attempt,
     };
     if !owns || status.state != JobState::Running {
-        if entry_age < timeout {
+        // The entry's run does not own the job. It never will once another run owns it or a
+        // later attempt exists; until then its start may still be in flight (bounded by
+        // START_GRACE), so the entry is kept: deleting it under a start that then lands would
+        // leave a running job no reaper knows of.
+        let lost_for_good = status.state == JobState::Running || status.attempt > entry.attempt;
+        if !lost_for_good && entry_age < timeout + START_GRACE {
             keep(outcome);
             return Ok(());
         }
@@ -156,8 +166,10 @@ async fn reap_entry(inner: &Inner, received: &Received, outcome: &mut ReapOutcom
             outcome.failed += 1;
             tracing::warn!(job_id, worker, "Job of a dead worker failed: no attempts left.");
         }
-        Applied::Done { status, .. } => {
-            inner.publish_handover(&JobMessage::new(status.job.clone(), status.attempt), Duration::ZERO).await?;
+        Applied::Done { status, etag } => {
+            let handover = Stored { status: Some(status.clone()), etag: Some(etag) };
+            let message = JobMessage::new(status.job.clone(), status.attempt);
+            inner.publish_handover(&message, Duration::ZERO, &handover).await?;
             outcome.recovered += 1;
             tracing::warn!(job_id, worker, next_attempt = status.attempt, "Recovered the job of a dead worker.");
         }
@@ -166,8 +178,14 @@ async fn reap_entry(inner: &Inner, received: &Received, outcome: &mut ReapOutcom
             keep(outcome);
             return Ok(());
         }
-        Applied::Refused { reason, .. } => {
+        Applied::Refused { reason, current } => {
+            // The job moved on (its run ended, or another reaper recovered it). Unless it ended,
+            // a handover of it may be pending: keep the entry, so the next sweep sees that.
             tracing::debug!(job_id, reason = %reason, "The job moved on before it could be recovered.");
+            if !current.is_some_and(|s| s.state.is_terminal()) {
+                keep(outcome);
+                return Ok(());
+            }
             outcome.cleared += 1;
         }
     }
