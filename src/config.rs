@@ -79,9 +79,14 @@ pub const VARIABLES: &[Variable] = &[
         help: "jobs run at once per worker; default: CPU count / 2, at least 1 (ffmpeg is multi-threaded)",
     },
     Variable {
+        name: "MEDIA_PREFETCH",
+        default: "1",
+        help: "jobs taken beyond MEDIA_CONCURRENCY: they download, probe and upload while the others transcode, so no CPU waits on storage",
+    },
+    Variable {
         name: "MEDIA_POLL_SCHEDULE",
         default: "*/1 * * * * *",
-        help: "cron (with seconds) for polling the ready queue; a poll in progress is never doubled",
+        help: "cron (with seconds) waking the intake loop after a failed receive (it otherwise takes work as soon as a job permit is free)",
     },
     Variable {
         name: "MEDIA_REAPER_SCHEDULE",
@@ -227,6 +232,8 @@ pub struct Config {
     pub layout: KeyLayout,
     pub default_presets: Vec<Preset>,
     pub concurrency: usize,
+    /// Jobs in flight beyond `concurrency` (only `concurrency` of them run ffmpeg at once).
+    pub prefetch: usize,
     pub poll_schedule: String,
     pub reaper_schedule: String,
     pub max_attempts: u32,
@@ -332,6 +339,10 @@ impl Config {
             },
         };
 
+        let prefetch = env.parse_with("MEDIA_PREFETCH", |raw| match raw.parse::<usize>() {
+            Ok(n) if n <= 64 => Ok(n),
+            _ => Err(format!("expected a whole number from 0 to 64, got `{raw}`")),
+        })?;
         let poll_schedule = env.parse_with("MEDIA_POLL_SCHEDULE", parse_cron)?;
         let reaper_schedule = env.parse_with("MEDIA_REAPER_SCHEDULE", parse_cron)?;
         let max_attempts = env.parse_with("MEDIA_MAX_ATTEMPTS", |raw| match raw.parse::<u32>() {
@@ -390,6 +401,7 @@ impl Config {
             layout,
             default_presets,
             concurrency,
+            prefetch,
             poll_schedule,
             reaper_schedule,
             max_attempts,

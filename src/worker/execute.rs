@@ -167,6 +167,14 @@ async fn attempt(
             .map_err(|e| JobError::scratch(&format!("create {folder}"), &e))?;
     }
 
+    // Only `MEDIA_CONCURRENCY` ffmpeg processes at once; a prefetched job waits here, its
+    // source already local, and starts the moment a slot frees.
+    let slot = inner
+        .transcode_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| JobError::retryable("internal", "the transcode slots were closed"))?;
     tracker.stage(Stage::Transcoding).await?;
     let clock = Instant::now();
     let (sender, mut receiver) = watch::channel(FfmpegProgress::default());
@@ -179,6 +187,7 @@ async fn attempt(
         }
     };
     let (result, ()) = tokio::join!(run, report);
+    drop(slot);
     let run = result?;
     for (file, content) in &plan.sidecars {
         tokio::fs::write(out_dir.join(file), content)
@@ -217,9 +226,13 @@ async fn attempt(
     let folder = attempt_dir(&job.output_dir, message.attempt);
     let files = list_files(&out_dir).await.map_err(|e| JobError::scratch("list outputs", &e))?;
     // A requeued attempt (after a shutdown) may find its earlier run's files: keep only ours.
-    for stale in inner.storage.list(&folder).await? {
-        if !files.iter().any(|rel| format!("{folder}{rel}") == stale) {
-            inner.storage.delete(&stale).await?;
+    // On a job's first run there can be none, and the listing is skipped.
+    let first_run = tracker.status().await.is_some_and(|s| runs_started(&s) == 1);
+    if !first_run {
+        for stale in inner.storage.list(&folder).await? {
+            if !files.iter().any(|rel| format!("{folder}{rel}") == stale) {
+                inner.storage.delete(&stale).await?;
+            }
         }
     }
     let mut uploaded: Vec<(String, u64)> = Vec::new();
@@ -287,7 +300,9 @@ async fn attempt(
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| JobError::retryable("internal", e.to_string()))?;
     write_manifest(inner, &key, &job.job_id, message.attempt, body).await?;
     tracker.complete(&key).await?;
-    remove_other_attempts(inner, &job.output_dir, &folder).await;
+    if !first_run {
+        remove_other_attempts(inner, &job.output_dir, &folder).await;
+    }
     Ok(())
 }
 
@@ -343,6 +358,11 @@ async fn withdraw_manifest(inner: &Inner, output_dir: &str, run: &str) {
     if ours && let Err(err) = inner.storage.delete(&key).await {
         tracing::warn!(key, error = %err, "Could not withdraw the manifest of a run that did not complete.");
     }
+}
+
+/// How many runs of the job have started (each start records `running` at `downloading`).
+fn runs_started(status: &crate::domain::status::JobStatus) -> usize {
+    status.timeline.iter().filter(|e| e.state == JobState::Running && e.stage == Stage::Downloading).count()
 }
 
 /// Deletes what earlier attempts of the job left in its folder (best effort: the manifest

@@ -98,6 +98,7 @@ impl Collector for WorkerCollector {
             ("jobs_retried", "Failed attempts handed to a later attempt", &c.retried),
             ("dead_lettered", "Messages and jobs sent to the dead-letter queue", &c.dead_lettered),
             ("duplicates_skipped", "Duplicate deliveries recognised and dropped", &c.skipped),
+            ("receive_calls", "Receive calls on the ready queue, long polls included", &c.receives),
         ];
         for (name, help, value) in counters {
             let counter = ConstCounter::new(value.load(Ordering::Relaxed));
@@ -106,8 +107,13 @@ impl Collector for WorkerCollector {
         let gauge_of = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         let gauges = [
             ("jobs_running", "Jobs running in this worker now", gauge_of(self.worker.running())),
-            ("permits_free", "Job slots free for new work", gauge_of(inner.permits.available_permits())),
-            ("concurrency", "Job slots in total (MEDIA_CONCURRENCY)", gauge_of(inner.config.concurrency)),
+            (
+                "permits_free",
+                "Jobs this worker may still take (MEDIA_CONCURRENCY + MEDIA_PREFETCH in all)",
+                gauge_of(inner.permits.available_permits()),
+            ),
+            ("transcode_slots_free", "ffmpeg slots free", gauge_of(inner.transcode_slots.available_permits())),
+            ("concurrency", "ffmpeg slots in total (MEDIA_CONCURRENCY)", gauge_of(inner.config.concurrency)),
             ("shutting_down", "1 once the worker stopped taking work", i64::from(inner.stop_receiving.is_cancelled())),
         ];
         for (name, help, value) in gauges {

@@ -1,10 +1,17 @@
-//! The worker: polls the ready queue on a cron schedule, moves each job to the in-processing
-//! ledger, runs it under a semaphore permit, and sweeps the ledger for jobs of dead workers.
+//! The worker: takes jobs from the ready queue whenever it has room for one, moves each to the
+//! in-processing ledger, runs it, and sweeps the ledger for jobs of dead workers.
+//!
+//! Two limits shape the work: `MEDIA_CONCURRENCY` transcode slots (ffmpeg processes at once)
+//! and, beyond them, `MEDIA_PREFETCH` more jobs in flight, which download, probe and upload
+//! while the others transcode, so the CPUs never wait on storage. The intake loop waits for a
+//! free job permit and then long-polls, so a message is taken as soon as it arrives and a permit
+//! freed by a finished job is refilled at once; the cron schedule wakes the loop after a failed
+//! receive and drives the reaper.
 //!
 //! The steps are public ([`Worker::poll_once`], [`Worker::reap_once`]) so tests can drive the
-//! worker one step at a time; [`Worker::run`] puts them on schedules and handles shutdown, and
-//! serves health and metrics ([`metrics`]) and ECS scale-in protection ([`protection`]) while
-//! it runs.
+//! worker one step at a time; [`Worker::run`] runs the intake loop and the schedules, handles
+//! shutdown, and serves health and metrics ([`metrics`]) and ECS scale-in protection
+//! ([`protection`]) while it runs.
 
 mod dead_letters;
 mod error;
@@ -54,6 +61,8 @@ pub struct Counters {
     pub retried: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub skipped: AtomicU64,
+    /// Receive calls on the ready queue (long polls included): the cost of being idle.
+    pub receives: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -85,8 +94,13 @@ pub(crate) struct Inner {
     started: std::time::Instant,
     /// When the dead-letter queue was last swept, in milliseconds since `started`.
     last_dead_letter_sweep_ms: AtomicU64,
-    /// One permit per job allowed to run at once; taken before a message is received.
+    /// One permit per job in flight (`concurrency + prefetch`); taken before a message is
+    /// received, held until the job ends.
     permits: Arc<Semaphore>,
+    /// One slot per ffmpeg allowed to run at once (`concurrency`); held only while transcoding.
+    transcode_slots: Arc<Semaphore>,
+    /// Woken by the poll schedule: the intake loop waits for it after a failed receive.
+    wake: tokio::sync::Notify,
     /// Every running job, so shutdown can wait for them.
     jobs: TaskTracker,
     /// Cancelled first on shutdown: no more receiving.
@@ -111,7 +125,8 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(config: Config, storage: Arc<dyn Storage>, queues: Queues) -> Self {
-        let permits = Arc::new(Semaphore::new(config.concurrency));
+        let permits = Arc::new(Semaphore::new(config.concurrency + config.prefetch));
+        let transcode_slots = Arc::new(Semaphore::new(config.concurrency));
         let protection = TaskProtection::from_env(config.job_timeout);
         let max_receives = std::sync::atomic::AtomicU32::new(config.max_receives);
         Worker {
@@ -120,6 +135,8 @@ impl Worker {
                 store: JobStore::new(storage.clone()),
                 storage,
                 queues,
+                transcode_slots,
+                wake: tokio::sync::Notify::new(),
                 max_receives,
                 last_poll_ms: AtomicU64::new(0),
                 started: std::time::Instant::now(),
@@ -180,6 +197,7 @@ impl Worker {
             }
             let Ok(mut permits) = inner.permits.clone().try_acquire_many_owned(free as u32) else { break };
             let receive = inner.queues.ready.receive(free, wait, inner.config.visibility_timeout);
+            inner.counters.receives.fetch_add(1, Ordering::Relaxed);
             let messages = tokio::select! {
                 received = receive => received?,
                 () = inner.stop_receiving.cancelled() => break,
@@ -196,6 +214,35 @@ impl Worker {
             wait = Duration::ZERO;
         }
         Ok(received_total)
+    }
+
+    /// Takes work for as long as the worker runs: waits until a job permit is free, then polls
+    /// (long-polling while the queue is empty). A permit freed by a finished job starts the
+    /// next receive at once; a failed receive waits for the next poll tick.
+    async fn intake_loop(&self) {
+        let inner = &self.inner;
+        loop {
+            let permit = tokio::select! {
+                permit = inner.permits.clone().acquire_owned() => permit,
+                () = inner.stop_receiving.cancelled() => return,
+            };
+            // Only a signal that there is room: the cycle takes the permits it uses itself.
+            drop(permit);
+            let result = {
+                let _guard = inner.polling.lock().await;
+                self.poll_cycle().await
+            };
+            match result {
+                Ok(_) => inner.mark_poll_cycle(),
+                Err(err) => {
+                    tracing::warn!(error = format!("{err:#}"), "Polling the ready queue failed.");
+                    tokio::select! {
+                        () = inner.wake.notified() => {}
+                        () = inner.stop_receiving.cancelled() => return,
+                    }
+                }
+            }
+        }
     }
 
     /// One sweep of the in-processing ledger; and, when `MEDIA_DEAD_LETTER_SWEEP` has passed
@@ -260,20 +307,20 @@ impl Worker {
         self.inner.resolve_max_receives().await;
         scratch::sweep_stale(&self.inner.config).await;
         let mut scheduler = JobScheduler::new().await.context("starting the scheduler")?;
-        let poller = self.clone();
+        let waker = self.clone();
         scheduler
             .add(
                 Job::new_async(self.inner.config.poll_schedule.as_str(), move |_, _| {
-                    let worker = poller.clone();
-                    Box::pin(async move {
-                        if let Err(err) = worker.poll_once().await {
-                            tracing::warn!(error = format!("{err:#}"), "Polling the ready queue failed.");
-                        }
-                    })
+                    let worker = waker.clone();
+                    Box::pin(async move { worker.inner.wake.notify_one() })
                 })
                 .context("MEDIA_POLL_SCHEDULE is not a valid cron expression")?,
             )
             .await?;
+        let intake = tokio::spawn({
+            let worker = self.clone();
+            async move { worker.intake_loop().await }
+        });
         let reaper = self.clone();
         scheduler
             .add(
@@ -307,6 +354,10 @@ impl Worker {
         }
 
         self.inner.stop_receiving.cancel();
+        // The loop ends at once (its receive is cancelled); messages it held return to the queue.
+        if let Err(err) = intake.await {
+            tracing::warn!(error = %err, "The intake loop ended abnormally.");
+        }
         if let Err(err) = scheduler.shutdown().await {
             tracing::warn!(error = %err, "The scheduler did not stop cleanly.");
         }
