@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, TransactionBehavior, params};
 use uuid::Uuid;
 
-use super::{MAX_BATCH, MAX_DELAY, MAX_WAIT, Queue, QueueCounts, Received, SendOptions};
+use super::{Listed, MAX_BATCH, MAX_DELAY, MAX_WAIT, Queue, QueueCounts, Received, SendOptions};
 
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -280,6 +280,42 @@ impl Queue for LocalQueue {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    async fn receive_listed(&self, max: usize, wait: Duration, visibility: Duration) -> anyhow::Result<Vec<Listed>> {
+        let received = self.receive(max, wait, visibility).await?;
+        let ids: Vec<String> = received.iter().map(|m| m.message_id.clone()).collect();
+        let sent: Vec<Option<i64>> = self
+            .with_conn(move |conn, queue| {
+                let mut select = conn.prepare_cached("SELECT sent_at FROM messages WHERE queue = ?1 AND id = ?2")?;
+                let mut sent = Vec::with_capacity(ids.len());
+                for id in &ids {
+                    // A message deleted since (by another process) has no time left to tell.
+                    sent.push(select.query_row(params![queue, id], |row| row.get(0)).ok());
+                }
+                Ok(sent)
+            })
+            .await?;
+        Ok(received
+            .into_iter()
+            .zip(sent)
+            .map(|(received, sent)| Listed {
+                received,
+                sent_at: sent.and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis),
+            })
+            .collect())
+    }
+
+    /// One statement: in flight or not, every message of this queue goes at once.
+    async fn purge(&self) -> anyhow::Result<Option<u64>> {
+        self.with_conn(|conn, queue| {
+            let deleted = conn
+                .prepare_cached("DELETE FROM messages WHERE queue = ?1")?
+                .execute(params![queue])
+                .with_context(|| format!("purge {queue}"))?;
+            Ok(Some(u64::try_from(deleted).unwrap_or(u64::MAX)))
+        })
+        .await
     }
 }
 
@@ -617,5 +653,34 @@ mod tests {
         let check: String =
             q.with_conn(|c, _| Ok(c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)).await.unwrap();
         assert_eq!(check, "ok");
+    }
+
+    #[tokio::test]
+    async fn listing_tells_when_each_message_was_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = LocalQueue::open(&db(&dir), "dead-letter").unwrap();
+        let before = chrono::Utc::now() - chrono::Duration::milliseconds(5);
+        q.send("one", SendOptions::default().with_attribute("reason", "not_json")).await.unwrap();
+        let got = q.receive_listed(10, Duration::ZERO, LONG).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].received.body, "one");
+        assert_eq!(got[0].received.attributes.get("reason").map(String::as_str), Some("not_json"));
+        let sent = got[0].sent_at.expect("a sent time");
+        assert!(sent >= before && sent <= chrono::Utc::now(), "{sent}");
+    }
+
+    #[tokio::test]
+    async fn purge_empties_one_queue_in_flight_messages_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = LocalQueue::open(&db(&dir), "dead-letter").unwrap();
+        let ready = LocalQueue::open(&db(&dir), "ready").unwrap();
+        for body in ["a", "b", "c"] {
+            dead.send(body, SendOptions::default()).await.unwrap();
+        }
+        ready.send("stays", SendOptions::default()).await.unwrap();
+        dead.receive(1, Duration::ZERO, LONG).await.unwrap();
+        assert_eq!(dead.purge().await.unwrap(), Some(3));
+        assert_eq!(dead.counts().await.unwrap().total(), 0);
+        assert_eq!(ready.counts().await.unwrap().visible, 1);
     }
 }

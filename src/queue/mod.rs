@@ -10,6 +10,7 @@ use async_trait::async_trait;
 
 pub mod local;
 pub mod sqs;
+pub mod sqs_admin;
 
 /// One delivery of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +88,38 @@ pub trait Queue: Send + Sync + 'static {
 
     /// A name for logs.
     fn name(&self) -> &str;
+
+    /// Receives like [`Queue::receive`], also telling when each message was sent, for
+    /// operators' listings (`media-worker dead-letters list`). By default the time is unknown.
+    async fn receive_listed(&self, max: usize, wait: Duration, visibility: Duration) -> anyhow::Result<Vec<Listed>> {
+        let received = self.receive(max, wait, visibility).await?;
+        Ok(received.into_iter().map(|received| Listed { received, sent_at: None }).collect())
+    }
+
+    /// Deletes every message (`media-worker dead-letters purge`); returns how many when known.
+    ///
+    /// By default it receives and deletes until the queue answers empty, so messages that
+    /// another receiver holds hidden at the time are left.
+    async fn purge(&self) -> anyhow::Result<Option<u64>> {
+        let mut deleted = 0;
+        loop {
+            let batch = self.receive(MAX_BATCH, Duration::ZERO, Duration::from_secs(60)).await?;
+            if batch.is_empty() {
+                return Ok(Some(deleted));
+            }
+            for message in batch {
+                self.delete(&message.receipt).await?;
+                deleted += 1;
+            }
+        }
+    }
+}
+
+/// A delivery, with when its message was first sent where the queue tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub received: Received,
+    pub sent_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The three queues of a deployment.

@@ -4,6 +4,7 @@
 //! on 127.0.0.1. With `CI=true` a missing tool fails the run instead of skipping.
 
 mod api;
+mod cli;
 mod conformance;
 mod faults;
 mod faults_support;

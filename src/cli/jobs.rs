@@ -1,0 +1,186 @@
+//! `media-worker jobs`: recent jobs, from their status documents, on either backend.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::Args;
+use clap::builder::TypedValueParser as _;
+use futures_util::{StreamExt, TryStreamExt};
+
+use super::output::{self, Table};
+use crate::domain::keys::{JOBS_PREFIX, job_id_of_status_key};
+use crate::domain::status::{JobState, JobStatus};
+use crate::jobs::JobStore;
+
+/// Status documents read at once.
+const READS_AT_ONCE: usize = 16;
+
+#[derive(Args, Debug)]
+pub struct JobsArgs {
+    /// Only jobs in this state (repeatable).
+    #[arg(long = "state", value_name = "STATE", value_parser = state_parser())]
+    pub states: Vec<JobState>,
+    /// Only jobs that changed within this long (e.g. 30m, 1h, 2days).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub since: Option<Duration>,
+    /// At most this many jobs, the most recently created first; 0 for all.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub limit: usize,
+    /// A JSON array of job summaries instead of one line per job.
+    #[arg(long, conflicts_with = "quiet")]
+    pub json: bool,
+    /// Only the job ids, one per line.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+const STATES: [&str; 6] = ["queued", "running", "retrying", "completed", "failed", "cancelled"];
+
+fn state_parser() -> impl clap::builder::TypedValueParser<Value = JobState> {
+    clap::builder::PossibleValuesParser::new(STATES).try_map(|name: String| {
+        serde_json::from_value::<JobState>(serde_json::Value::String(name)).map_err(|e| e.to_string())
+    })
+}
+
+/// The jobs `args` asks for, the most recently created first.
+pub async fn select(store: &JobStore, args: &JobsArgs, now: DateTime<Utc>) -> anyhow::Result<Vec<JobStatus>> {
+    let keys = store.storage().list(JOBS_PREFIX).await?;
+    let ids: Vec<String> = keys.iter().filter_map(|k| job_id_of_status_key(k)).map(str::to_string).collect();
+    let statuses: Vec<Option<JobStatus>> = futures_util::stream::iter(ids)
+        // An unreadable document reads as none (the store logs it): it does not hide the others.
+        .map(|id| async move { store.read(&id).await })
+        .buffer_unordered(READS_AT_ONCE)
+        .try_collect()
+        .await?;
+    let cutoff = match args.since {
+        Some(since) => Some(now - chrono::Duration::from_std(since)?),
+        None => None,
+    };
+    let mut selected: Vec<JobStatus> = statuses
+        .into_iter()
+        .flatten()
+        .filter(|s| args.states.is_empty() || args.states.contains(&s.state))
+        .filter(|s| cutoff.is_none_or(|c| s.updated_at >= c))
+        .collect();
+    selected.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.job_id.cmp(&b.job_id)));
+    if args.limit > 0 {
+        selected.truncate(args.limit);
+    }
+    Ok(selected)
+}
+
+pub async fn run(store: &JobStore, args: &JobsArgs) -> anyhow::Result<()> {
+    let now = Utc::now();
+    let jobs = select(store, args, now).await?;
+    if args.json {
+        return output::emit_json(&serde_json::Value::Array(jobs.iter().map(summary).collect()));
+    }
+    if args.quiet {
+        let ids: String = jobs.iter().map(|s| format!("{}\n", s.job_id)).collect();
+        return if ids.is_empty() { Ok(()) } else { output::emit(&ids) };
+    }
+    let mut table =
+        Table::new(&["JOB", "STATE", "STAGE", "PROGRESS", "ATTEMPT", "CREATED", "UPDATED", "SOURCE", "ERROR"]);
+    for s in &jobs {
+        table.push(vec![
+            s.job_id.clone(),
+            json_name(&s.state),
+            json_name(&s.stage),
+            format!("{:.0}%", s.progress),
+            format!("{}/{}", s.attempt, s.max_attempts),
+            output::age(s.created_at, now),
+            output::age(s.updated_at, now),
+            s.job.source_key.clone(),
+            s.error.as_ref().map_or_else(|| "-".to_string(), |e| e.code.clone()),
+        ]);
+    }
+    table.emit()
+}
+
+/// What `jobs --json` says of one job: the status without its timeline.
+fn summary(s: &JobStatus) -> serde_json::Value {
+    serde_json::json!({
+        "job_id": s.job_id,
+        "state": s.state,
+        "stage": s.stage,
+        "progress": s.progress,
+        "attempt": s.attempt,
+        "max_attempts": s.max_attempts,
+        "source_key": s.job.source_key,
+        "output_dir": s.job.output_dir,
+        "created_at": s.created_at,
+        "updated_at": s.updated_at,
+        "manifest_key": s.manifest_key,
+        "error": s.error,
+    })
+}
+
+/// An enum's name as the documents spell it.
+pub fn json_name<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => "-".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::job::{JobSpec, OutputRequest};
+    use crate::domain::preset::Preset;
+    use crate::storage::Storage as _;
+    use crate::storage::local::LocalStorage;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: JobsArgs,
+    }
+
+    fn args(argv: &[&str]) -> JobsArgs {
+        Wrap::try_parse_from(std::iter::once("jobs").chain(argv.iter().copied())).unwrap().args
+    }
+
+    #[test]
+    fn states_parse_by_their_document_names() {
+        assert_eq!(args(&["--state", "failed", "--state", "running"]).states, [JobState::Failed, JobState::Running]);
+        assert!(Wrap::try_parse_from(["jobs", "--state", "broken"]).is_err());
+        assert_eq!(args(&["--since", "1h"]).since, Some(Duration::from_secs(3600)));
+        assert_eq!(json_name(&JobState::Cancelled), "cancelled");
+    }
+
+    #[tokio::test]
+    async fn select_filters_by_state_and_age_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = std::sync::Arc::new(LocalStorage::new(dir.path().to_path_buf(), None).unwrap());
+        let store = JobStore::new(storage.clone());
+        let now = Utc::now();
+        for (i, (id, state, minutes_ago)) in
+            [("job-a", JobState::Failed, 5), ("job-b", JobState::Completed, 10), ("job-c", JobState::Failed, 180)]
+                .into_iter()
+                .enumerate()
+        {
+            let job = JobSpec {
+                job_id: id.into(),
+                source_key: format!("uploads/{i}.mp4"),
+                outputs: vec![OutputRequest::new(Preset::Mp4H264)],
+                output_dir: format!("outputs/{i}.mp4/{id}/"),
+                source: Default::default(),
+            };
+            // Written as documents directly: this test is about reading them back.
+            let mut status = JobStatus::queued(&job, 1, 3, now - chrono::Duration::minutes(minutes_ago));
+            status.state = state;
+            storage
+                .put_bytes(&crate::domain::keys::status_key(id), status.to_json(), "application/json")
+                .await
+                .unwrap();
+        }
+        storage.put_bytes("jobs/by-source/0123/job-a", Vec::new(), "application/octet-stream").await.unwrap();
+        let ids = |jobs: Vec<JobStatus>| jobs.into_iter().map(|s| s.job_id).collect::<Vec<_>>();
+        assert_eq!(ids(select(&store, &args(&[]), now).await.unwrap()), ["job-a", "job-b", "job-c"]);
+        assert_eq!(ids(select(&store, &args(&["--state", "failed"]), now).await.unwrap()), ["job-a", "job-c"]);
+        assert_eq!(ids(select(&store, &args(&["--state", "failed", "--since", "1h"]), now).await.unwrap()), ["job-a"]);
+        assert_eq!(ids(select(&store, &args(&["--limit", "2"]), now).await.unwrap()), ["job-a", "job-b"]);
+    }
+}
