@@ -231,18 +231,24 @@ pub fn retry_delay(base: Duration, next_attempt: u32) -> Duration {
     base.saturating_mul(1u32 << exponent).min(Duration::from_secs(900))
 }
 
+/// A one-output job (`job-1`, `uploads/a.mp4` to `mp4-h264`) for tests across the crate.
+#[cfg(test)]
+pub(crate) fn sample_job() -> JobSpec {
+    JobSpec {
+        job_id: "job-1".into(),
+        source_key: "uploads/a.mp4".into(),
+        outputs: vec![OutputRequest::new(Preset::Mp4H264)],
+        output_dir: "outputs/a.mp4/job-1/".into(),
+        source: SourcePin::default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn spec() -> JobSpec {
-        JobSpec {
-            job_id: "job-1".into(),
-            source_key: "uploads/a.mov".into(),
-            outputs: vec![OutputRequest::new(Preset::Mp4H264)],
-            output_dir: "outputs/a/".into(),
-            source: SourcePin::default(),
-        }
+        sample_job()
     }
 
     #[test]

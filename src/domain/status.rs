@@ -229,16 +229,9 @@ pub struct Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::job::OutputRequest;
 
     fn job() -> JobSpec {
-        JobSpec {
-            job_id: "job-1".into(),
-            source_key: "uploads/a.mp4".into(),
-            outputs: vec![OutputRequest::new(Preset::Mp4H264)],
-            output_dir: "outputs/a/".into(),
-            source: Default::default(),
-        }
+        crate::domain::job::sample_job()
     }
 
     #[test]

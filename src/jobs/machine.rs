@@ -331,19 +331,11 @@ fn clamp_progress(percent: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::job::OutputRequest;
-    use crate::domain::preset::Preset;
 
     const TIMEOUT: Duration = Duration::from_secs(60);
 
     fn job() -> JobSpec {
-        JobSpec {
-            job_id: "job-1".into(),
-            source_key: "uploads/a.mp4".into(),
-            outputs: vec![OutputRequest::new(Preset::Mp4H264)],
-            output_dir: "outputs/a.mp4/job-1/".into(),
-            source: Default::default(),
-        }
+        crate::domain::job::sample_job()
     }
 
     fn t(seconds: i64) -> DateTime<Utc> {
