@@ -32,7 +32,6 @@ use crate::domain::probe::{AudioStream, MediaInfo, VideoStream};
 use crate::domain::status::{JobState, JobStatus, Manifest};
 use crate::jobs::{self as lifecycle, JobStore};
 use crate::media::probe::{Probed, probe};
-use crate::queue::sqs_admin::SqsAdminQueue;
 use crate::telemetry;
 use crate::worker::{RunMode, Worker};
 
@@ -262,11 +261,9 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::DeadLetters(command) => {
-            // On SQS the listing and the purge need calls the worker's queue does not make.
-            let (queue, wait) = match (&config.backend, &config.aws) {
-                (BackendKind::Aws, Some(aws)) => (SqsAdminQueue::dead_letter(aws).await, Duration::from_secs(1)),
-                _ => (backend.queues.dead_letter.clone(), Duration::ZERO),
-            };
+            // SQS answers a short receive with a sample of the queue: wait a second for a fuller one.
+            let wait = if config.backend == BackendKind::Aws { Duration::from_secs(1) } else { Duration::ZERO };
+            let queue = backend.queues.dead_letter.clone();
             let cx = dead_letters::Deps { config: &config, backend: &backend, queue, wait };
             dead_letters::run(&command, &cx).await
         }

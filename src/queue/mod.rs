@@ -10,7 +10,6 @@ use async_trait::async_trait;
 
 pub mod local;
 pub mod sqs;
-pub mod sqs_admin;
 
 /// One delivery of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]

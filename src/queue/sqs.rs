@@ -9,7 +9,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 
-use super::{MAX_BATCH, MAX_DELAY, MAX_WAIT, Queue, QueueCounts, Received, SendOptions};
+use super::{Listed, MAX_BATCH, MAX_DELAY, MAX_WAIT, Queue, QueueCounts, Received, SendOptions};
 
 pub struct SqsQueue {
     client: Client,
@@ -21,6 +21,60 @@ impl SqsQueue {
     pub fn new(client: Client, url: &str) -> Self {
         let name = url.rsplit('/').next().unwrap_or(url).to_string();
         Self { client, url: url.to_string(), name }
+    }
+
+    /// One receive; with `sent_at`, each message's sent time too (for operators' listings).
+    async fn receive_messages(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+        sent_at: bool,
+    ) -> anyhow::Result<Vec<Listed>> {
+        let max = max.clamp(1, MAX_BATCH);
+        let wait = wait.min(MAX_WAIT);
+        let mut request = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(i32::try_from(max).unwrap_or(1))
+            .wait_time_seconds(seconds(wait))
+            .visibility_timeout(seconds(visibility))
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_attribute_names("All");
+        if sent_at {
+            request = request.message_system_attribute_names(MessageSystemAttributeName::SentTimestamp);
+        }
+        let out = request
+            .customize()
+            .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(long_poll_timeouts(wait)))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("receive from {}: {}", self.name, DisplayErrorContext(e)))?;
+        let mut listed = Vec::new();
+        for message in out.messages.unwrap_or_default() {
+            let system = |name: MessageSystemAttributeName| message.attributes().and_then(|a| a.get(&name)).cloned();
+            let receive_count =
+                system(MessageSystemAttributeName::ApproximateReceiveCount).and_then(|c| c.parse().ok()).unwrap_or(1);
+            let sent_at = system(MessageSystemAttributeName::SentTimestamp)
+                .and_then(|ms| ms.parse::<i64>().ok())
+                .and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis);
+            let attributes: BTreeMap<String, String> = message
+                .message_attributes()
+                .map(|attrs| {
+                    attrs.iter().filter_map(|(k, v)| v.string_value().map(|s| (k.clone(), s.to_string()))).collect()
+                })
+                .unwrap_or_default();
+            let received = Received {
+                message_id: message.message_id.clone().unwrap_or_default(),
+                body: message.body.clone().unwrap_or_default(),
+                receipt: message.receipt_handle.clone().context("SQS returned a message without a receipt handle")?,
+                receive_count,
+                attributes,
+            };
+            listed.push(Listed { received, sent_at });
+        }
+        Ok(listed)
     }
 }
 
@@ -61,44 +115,24 @@ impl Queue for SqsQueue {
     }
 
     async fn receive(&self, max: usize, wait: Duration, visibility: Duration) -> anyhow::Result<Vec<Received>> {
-        let max = max.clamp(1, MAX_BATCH);
-        let wait = wait.min(MAX_WAIT);
-        let out = self
-            .client
-            .receive_message()
+        let listed = self.receive_messages(max, wait, visibility, false).await?;
+        Ok(listed.into_iter().map(|l| l.received).collect())
+    }
+
+    async fn receive_listed(&self, max: usize, wait: Duration, visibility: Duration) -> anyhow::Result<Vec<Listed>> {
+        self.receive_messages(max, wait, visibility, true).await
+    }
+
+    /// SQS's `PurgeQueue`: it takes up to a minute to finish, and a queue can be purged once a
+    /// minute. The number of messages it deletes is not told.
+    async fn purge(&self) -> anyhow::Result<Option<u64>> {
+        self.client
+            .purge_queue()
             .queue_url(&self.url)
-            .max_number_of_messages(i32::try_from(max).unwrap_or(1))
-            .wait_time_seconds(seconds(wait))
-            .visibility_timeout(seconds(visibility))
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .message_attribute_names("All")
-            .customize()
-            .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(long_poll_timeouts(wait)))
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("receive from {}: {}", self.name, DisplayErrorContext(e)))?;
-        let mut received = Vec::new();
-        for message in out.messages.unwrap_or_default() {
-            let receive_count = message
-                .attributes()
-                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(1);
-            let attributes: BTreeMap<String, String> = message
-                .message_attributes()
-                .map(|attrs| {
-                    attrs.iter().filter_map(|(k, v)| v.string_value().map(|s| (k.clone(), s.to_string()))).collect()
-                })
-                .unwrap_or_default();
-            received.push(Received {
-                message_id: message.message_id.clone().unwrap_or_default(),
-                body: message.body.clone().unwrap_or_default(),
-                receipt: message.receipt_handle.clone().context("SQS returned a message without a receipt handle")?,
-                receive_count,
-                attributes,
-            });
-        }
-        Ok(received)
+            .map_err(|e| anyhow::anyhow!("purge {}: {}", self.name, DisplayErrorContext(e)))?;
+        Ok(None)
     }
 
     async fn delete(&self, receipt: &str) -> anyhow::Result<()> {
