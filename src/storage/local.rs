@@ -472,21 +472,6 @@ impl Storage for LocalStorage {
         })
     }
 
-    async fn get_bytes(&self, key: &str) -> StorageResult<Option<Vec<u8>>> {
-        let source = self.object_path(key)?;
-        let key = key.to_string();
-        blocking(move || {
-            let read = || -> io::Result<Option<Vec<u8>>> {
-                let Some((mut object, meta)) = open_object(&source)? else { return Ok(None) };
-                let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-                object.read_to_end(&mut bytes)?;
-                Ok(Some(bytes))
-            };
-            read().map_err(|e| io_error("read", &key, e))
-        })
-        .await
-    }
-
     async fn head(&self, key: &str) -> StorageResult<Option<ObjectInfo>> {
         let path = self.object_path(key)?;
         let key = key.to_string();

@@ -119,7 +119,9 @@ pub trait Storage: Send + Sync + 'static {
     ) -> StorageResult<CasOutcome>;
 
     /// Reads a small document; `None` when it does not exist.
-    async fn get_bytes(&self, key: &str) -> StorageResult<Option<Vec<u8>>>;
+    async fn get_bytes(&self, key: &str) -> StorageResult<Option<Vec<u8>>> {
+        Ok(self.get_versioned(key).await?.map(|found| found.bytes))
+    }
 
     async fn head(&self, key: &str) -> StorageResult<Option<ObjectInfo>>;
 

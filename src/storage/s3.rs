@@ -470,17 +470,6 @@ impl Storage for S3Storage {
         }
     }
 
-    async fn get_bytes(&self, key: &str) -> StorageResult<Option<Vec<u8>>> {
-        checked(key)?;
-        let out = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
-            Ok(out) => out,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
-            Err(e) => return Err(sdk_error("get", key, e)),
-        };
-        let bytes = out.body.collect().await.map_err(|e| StorageError::other(anyhow::anyhow!("read `{key}`: {e}")))?;
-        Ok(Some(bytes.into_bytes().to_vec()))
-    }
-
     async fn head(&self, key: &str) -> StorageResult<Option<ObjectInfo>> {
         checked(key)?;
         match self.client.head_object().bucket(&self.bucket).key(key).send().await {

@@ -312,30 +312,32 @@ async fn attempt(
 /// whose job was meanwhile completed by a newer attempt must not replace that one's record.
 async fn write_manifest(inner: &Inner, key: &str, job_id: &str, attempt: u32, body: Vec<u8>) -> Result<(), JobError> {
     let storage = &inner.storage;
+    // Almost always the first manifest of the job: create it without reading first, and look at
+    // what is there only when the create loses.
+    let mut condition_etag: Option<String> = None;
     for _ in 0..5 {
-        let existing = storage.get_versioned(key).await?;
-        let condition = match &existing {
+        let condition = match &condition_etag {
             None => Precondition::Absent,
-            Some(found) => {
-                let (owner, written_by) = match serde_json::from_slice::<Manifest>(&found.bytes) {
-                    Ok(manifest) => (Some(manifest.job_id), manifest.attempt),
-                    Err(_) => (None, 0),
-                };
-                if owner.as_deref().is_some_and(|owner| owner != job_id) {
-                    return Err(JobError::permanent(
-                        "output_conflict",
-                        format!("`{key}` holds the manifest of another job"),
-                    ));
-                }
-                if written_by > attempt {
-                    return Err(JobError::Superseded);
-                }
-                Precondition::Matches(&found.etag)
-            }
+            Some(etag) => Precondition::Matches(etag),
         };
         if let CasOutcome::Written { .. } = storage.put_if(key, body.clone(), "application/json", condition).await? {
             return Ok(());
         }
+        let Some(found) = storage.get_versioned(key).await? else {
+            condition_etag = None;
+            continue;
+        };
+        let (owner, written_by) = match serde_json::from_slice::<Manifest>(&found.bytes) {
+            Ok(manifest) => (Some(manifest.job_id), manifest.attempt),
+            Err(_) => (None, 0),
+        };
+        if owner.as_deref().is_some_and(|owner| owner != job_id) {
+            return Err(JobError::permanent("output_conflict", format!("`{key}` holds the manifest of another job")));
+        }
+        if written_by > attempt {
+            return Err(JobError::Superseded);
+        }
+        condition_etag = Some(found.etag);
     }
     Err(JobError::retryable("storage", format!("`{key}` kept changing while the manifest was written")))
 }
