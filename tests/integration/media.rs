@@ -437,3 +437,102 @@ args = ["-map", "0:v:0", "-map", "0:a:0?", "-vf", "{scale}", "-c:v", "libx264", 
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("MEDIA_PRESETS_FILE") && stderr.contains("`-i` is not allowed"), "{stderr}");
 }
+
+/// The in-process reader of plain MP4/MOV gives exactly what ffprobe gives, on every corpus
+/// file it accepts, and it accepts the common shapes (our own outputs among them); the rest
+/// it leaves to ffprobe.
+#[tokio::test]
+async fn in_process_probe_agrees_with_ffprobe() {
+    use media_worker::domain::probe::MediaInfo;
+    use media_worker::media::probe::in_process;
+
+    require!(media_tools());
+    let d = Deployment::new(Kind::Local).await;
+    let dir = d.path("probe-corpus");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files: Vec<(String, PathBuf)> =
+        corpus(&dir).into_iter().map(|case| (case.name.to_string(), case.file)).collect();
+    let p = |name: &str| dir.join(name);
+    // What the worker writes for an `mp4-h264*` output, and other common shapes.
+    let ours = ["-c:v", "libx264", "-preset", "ultrafast", "-profile:v", "high", "-pix_fmt", "yuv420p"];
+    let extra: [(&str, Option<(&str, u32)>, Option<u32>, Vec<&str>); 7] = [
+        (
+            "output_faststart.mp4",
+            Some(("640x360", 2)),
+            Some(2),
+            [&ours[..], &["-c:a", "aac", "-movflags", "+faststart"]].concat(),
+        ),
+        (
+            "baseline.mp4",
+            Some(("320x240", 1)),
+            Some(1),
+            vec!["-c:v", "libx264", "-profile:v", "baseline", "-c:a", "aac"],
+        ),
+        ("full_range.mp4", Some(("320x240", 1)), None, vec!["-c:v", "libx264", "-pix_fmt", "yuvj420p"]),
+        (
+            "mono_44k.mp4",
+            Some(("320x240", 1)),
+            Some(1),
+            vec!["-c:v", "libx264", "-c:a", "aac", "-ac", "1", "-ar", "44100"],
+        ),
+        ("video_only_mov.mov", Some(("320x240", 1)), None, vec!["-c:v", "libx264"]),
+        ("audio_only.m4a", None, Some(2), vec!["-c:a", "aac"]),
+        ("ntsc.mp4", Some(("320x240", 1)), None, vec!["-vf", "fps=30000/1001", "-c:v", "libx264"]),
+    ];
+    for (name, video_source, tone_seconds, codecs) in &extra {
+        lavfi(&p(name), *video_source, *tone_seconds, codecs);
+        files.push((name.to_string(), p(name)));
+    }
+
+    let mut read = Vec::new();
+    for (name, file) in &files {
+        let Some(fast) = in_process(file) else { continue };
+        let slow = MediaInfo::describe(&ffprobe(file).to_string()).unwrap();
+        let rate = |m: &MediaInfo| m.video.as_ref().and_then(|v| v.frame_rate);
+        match (rate(&fast), rate(&slow)) {
+            (Some(a), Some(b)) => assert!((a - b).abs() < 1e-6 * b, "{name}: frame rate {a} vs ffprobe's {b}"),
+            (a, b) => assert_eq!(a, b, "{name}: frame rate"),
+        }
+        let without_rate = |mut m: MediaInfo| {
+            if let Some(v) = m.video.as_mut() {
+                v.frame_rate = None;
+            }
+            m
+        };
+        assert_eq!(without_rate(fast), without_rate(slow), "{name}");
+        read.push(name.as_str());
+    }
+    read.sort();
+
+    // Every single-byte corruption of a real `moov`: never a panic, never a zero size.
+    let bytes = std::fs::read(p("output_faststart.mp4")).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"moov").unwrap();
+    let size = u32::from_be_bytes(bytes[at - 4..at].try_into().unwrap()) as usize;
+    let moov = &bytes[at + 4..at - 4 + size];
+    assert!(media_worker::domain::isobmff::describe_moov(moov).is_some());
+    for i in 0..moov.len() {
+        for value in [0u8, 1, 0x7f, 0x80, 0xff] {
+            let mut bad = moov.to_vec();
+            bad[i] ^= value;
+            if let Some(info) = media_worker::domain::isobmff::describe_moov(&bad) {
+                assert!(info.video.is_none_or(|v| v.width > 0 && v.height > 0), "byte {i}");
+            }
+        }
+    }
+    assert_eq!(
+        read,
+        [
+            "audio_only.m4a",
+            "baseline.mp4",
+            "full_range.mp4",
+            "mono_44k.mp4",
+            "no_audio",
+            "ntsc.mp4",
+            "odd_dimensions",
+            "output_faststart.mp4",
+            "several_outputs",
+            "video_only_mov.mov",
+        ],
+        "files read in process"
+    );
+}
