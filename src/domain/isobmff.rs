@@ -366,7 +366,7 @@ impl<'a> Bits<'a> {
                 return None;
             }
         }
-        Some(((1u64 << zeros) - 1 + u64::from(self.bits(zeros)?)).try_into().ok()?)
+        ((1u64 << zeros) - 1 + u64::from(self.bits(zeros)?)).try_into().ok()
     }
 
     fn se(&mut self) -> Option<i64> {

@@ -15,7 +15,7 @@ use tracing::Instrument;
 use super::scratch::ScratchDir;
 use super::{Inner, JobError};
 use crate::config::SourceLimits;
-use crate::domain::job::{JobMessage, retry_delay};
+use crate::domain::job::{JobMessage, JobSpec, retry_delay};
 use crate::domain::keys::{attempt_dir, manifest_key};
 use crate::domain::plan::{expected_duration, is_truncated, plan};
 use crate::domain::preset::content_type_of;
@@ -105,6 +105,25 @@ async fn heartbeat(inner: &Inner, tracker: &Attempt, stop: &CancellationToken, r
     }
 }
 
+/// The source's current size and ETag; `source_not_found` when there is none, and
+/// `source_changed` when it is not the write the job is pinned to.
+async fn source_head(inner: &Inner, job: &JobSpec) -> Result<ObjectInfo, JobError> {
+    let Some(head) = inner.storage.head(&job.source_key).await? else {
+        return Err(JobError::permanent("source_not_found", format!("the source `{}` does not exist", job.source_key)));
+    };
+    if job.source.etag.as_ref().is_some_and(|pinned| head.etag.as_ref() != Some(pinned)) {
+        return Err(JobError::from_source(StorageError::Changed(job.source_key.clone())));
+    }
+    Ok(head)
+}
+
+fn too_large(size: u64, limit: u64) -> JobError {
+    JobError::permanent(
+        "source_too_large",
+        format!("the source is {size} bytes; the limit is {limit} (MEDIA_MAX_SOURCE_SIZE)"),
+    )
+}
+
 /// The work itself. Returns once the manifest is written and the status says completed.
 async fn attempt(
     inner: &Inner,
@@ -119,27 +138,16 @@ async fn attempt(
     let mut timings = Timings::default();
 
     // Refuse oversized or replaced sources before paying for the download. A job pinned to a
-    // version id reads that version whatever the key holds now: it trusts the pinned size.
-    let head = match &job.source.version_id {
-        Some(_) => ObjectInfo { size: job.source.size.unwrap_or_default(), etag: job.source.etag.clone() },
-        None => {
-            let Some(head) = inner.storage.head(&job.source_key).await? else {
-                return Err(JobError::permanent(
-                    "source_not_found",
-                    format!("the source `{}` does not exist", job.source_key),
-                ));
-            };
-            if job.source.etag.as_ref().is_some_and(|pinned| head.etag.as_ref() != Some(pinned)) {
-                return Err(JobError::from_source(StorageError::Changed(job.source_key.clone())));
-            }
-            head
-        }
+    // version id, or to the ETag and size its S3 event carried, trusts the pin: the pinned GET
+    // below fails if the write is gone, and a HEAD is paid only then, to tell which.
+    let pinned = job.source.version_id.is_some() || (job.source.etag.is_some() && job.source.size.is_some());
+    let head = if pinned {
+        ObjectInfo { size: job.source.size.unwrap_or_default(), etag: job.source.etag.clone() }
+    } else {
+        source_head(inner, job).await?
     };
     if head.size > limits.max_size {
-        return Err(JobError::permanent(
-            "source_too_large",
-            format!("the source is {} bytes; the limit is {} (MEDIA_MAX_SOURCE_SIZE)", head.size, limits.max_size),
-        ));
+        return Err(too_large(head.size, limits.max_size));
     }
 
     // Pinned to the write the job is for (or, for a job made without one, to what HEAD saw), so
@@ -147,8 +155,17 @@ async fn attempt(
     let pin = Pin { etag: job.source.etag.clone().or(head.etag.clone()), version_id: job.source.version_id.clone() };
     let source_path = dir.join("source");
     let clock = Instant::now();
-    let source_object =
-        inner.storage.get_pinned_to_file(&job.source_key, &source_path, &pin).await.map_err(JobError::from_source)?;
+    let source_object = match inner.storage.get_pinned_to_file(&job.source_key, &source_path, &pin).await {
+        Ok(object) => object,
+        Err(StorageError::Changed(_) | StorageError::NotFound(_)) if pinned && job.source.version_id.is_none() => {
+            source_head(inner, job).await?;
+            return Err(JobError::from_source(StorageError::Changed(job.source_key.clone())));
+        }
+        Err(err) => return Err(JobError::from_source(err)),
+    };
+    if source_object.size > limits.max_size {
+        return Err(too_large(source_object.size, limits.max_size));
+    }
     timings.download_ms = millis(clock);
 
     tracker.stage(Stage::Probing).await?;
