@@ -455,7 +455,8 @@ async fn in_process_probe_agrees_with_ffprobe() {
     let p = |name: &str| dir.join(name);
     // What the worker writes for an `mp4-h264*` output, and other common shapes.
     let ours = ["-c:v", "libx264", "-preset", "ultrafast", "-profile:v", "high", "-pix_fmt", "yuv420p"];
-    let extra: [(&str, Option<(&str, u32)>, Option<u32>, Vec<&str>); 7] = [
+    type Recipe<'a> = (&'a str, Option<(&'a str, u32)>, Option<u32>, Vec<&'a str>);
+    let extra: [Recipe; 7] = [
         (
             "output_faststart.mp4",
             Some(("640x360", 2)),
