@@ -26,7 +26,9 @@ use super::{Listed, MAX_BATCH, MAX_DELAY, MAX_WAIT, Queue, QueueCounts, Received
 
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often an empty long-poll looks again. Other processes cannot wake us, so we poll.
+/// How often an empty long-poll looks again when nothing woke it: the doorbell (a watch on the
+/// database's files) wakes it at once for writes by any process; polling remains for delayed
+/// messages coming due, and for file systems that cannot be watched.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 const SCHEMA: &str = "
@@ -51,6 +53,10 @@ pub struct LocalQueue {
     /// not `Sync`); other connections and processes are kept in line by SQLite's locks.
     conn: Arc<Mutex<Connection>>,
     name: String,
+    /// Rung by a write to the database file or its WAL, by this process or another.
+    doorbell: Arc<tokio::sync::Notify>,
+    /// Keeps the watch behind `doorbell` alive; `None` where watching is not possible.
+    _watch: Option<notify::RecommendedWatcher>,
 }
 
 impl LocalQueue {
@@ -72,7 +78,9 @@ impl LocalQueue {
         // last commits), and it avoids an fsync per message.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA).with_context(|| format!("create the queue schema in {}", db_path.display()))?;
-        Ok(LocalQueue { conn: Arc::new(Mutex::new(conn)), name: name.to_string() })
+        let doorbell = Arc::new(tokio::sync::Notify::new());
+        let watch = watch_writes(db_path, Arc::clone(&doorbell));
+        Ok(LocalQueue { conn: Arc::new(Mutex::new(conn)), name: name.to_string(), doorbell, _watch: watch })
     }
 
     /// Runs `f` on the connection in the blocking pool, so SQLite's waits never stall the runtime.
@@ -91,6 +99,35 @@ impl LocalQueue {
         })
         .await
         .with_context(|| format!("queue {}: the SQLite task failed", self.name))?
+    }
+}
+
+/// Watches the folder of `db_path` and rings `doorbell` when the database or its WAL is
+/// written. A failure to watch only costs latency (the poll remains), so it is logged.
+fn watch_writes(db_path: &Path, doorbell: Arc<tokio::sync::Notify>) -> Option<notify::RecommendedWatcher> {
+    use notify::{EventKind, RecursiveMode, Watcher};
+
+    let folder = db_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file_name = db_path.file_name()?.to_string_lossy().into_owned();
+    let handler = move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        let ours =
+            event.paths.iter().any(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&file_name)));
+        if ours && matches!(event.kind, EventKind::Modify(_) | EventKind::Create(_)) {
+            // A stored permit if nobody waits yet: a write between a look and the wait is not lost.
+            doorbell.notify_one();
+        }
+    };
+    let watch = notify::recommended_watcher(handler).and_then(|mut watcher| {
+        watcher.watch(folder, RecursiveMode::NonRecursive)?;
+        Ok(watcher)
+    });
+    match watch {
+        Ok(watcher) => Some(watcher),
+        Err(err) => {
+            tracing::warn!(error = %err, folder = %folder.display(), "Cannot watch the queue database; polling only.");
+            None
+        }
     }
 }
 
@@ -220,7 +257,10 @@ impl Queue for LocalQueue {
             if !received.is_empty() || remaining.is_zero() {
                 return Ok(received);
             }
-            tokio::time::sleep(remaining.min(POLL_INTERVAL)).await;
+            tokio::select! {
+                () = tokio::time::sleep(remaining.min(POLL_INTERVAL)) => {}
+                () = self.doorbell.notified() => {}
+            }
         }
     }
 
@@ -443,6 +483,18 @@ mod tests {
         q.delete(&again.receipt).await.unwrap();
         let err = q.change_visibility(&again.receipt, LONG).await.unwrap_err();
         assert!(err.to_string().contains("no in-flight message"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_send_by_another_connection_rings_the_doorbell() {
+        let dir = tempfile::tempdir().unwrap();
+        let receiver = LocalQueue::open(&db(&dir), "ready").unwrap();
+        assert!(receiver._watch.is_some(), "the database folder could not be watched");
+        let sender = LocalQueue::open(&db(&dir), "ready").unwrap();
+        // Drain what opening the files rang, then expect a ring for the send.
+        while tokio::time::timeout(Duration::from_millis(200), receiver.doorbell.notified()).await.is_ok() {}
+        sender.send("hello", SendOptions::default()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), receiver.doorbell.notified()).await.expect("no ring for a send");
     }
 
     #[tokio::test]
