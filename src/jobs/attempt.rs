@@ -1,17 +1,27 @@
 //! The handle one run of a job writes through: every write is fenced by the run's token and
 //! made against the version this run last wrote, so in the usual case (nobody else touched the
 //! status) a heartbeat or a stage change is one conditional PUT with no read before it.
+//!
+//! Stage changes are coalesced: a stage is written once it has lasted [`STAGE_WRITE_DELAY`]
+//! (the worker's heartbeat task waits for that with [`Attempt::stage_settled`]), or with the
+//! run's next write, whichever comes first, carrying the times the stages were entered. A short
+//! job's download, probe and upload then cost no write of their own, and the timeline still
+//! lists every stage with its time. `Finalizing` is written at once: it is the fence after
+//! which only this run may complete the job.
 
-use std::sync::Mutex as SyncMutex;
+use std::sync::{Mutex as SyncMutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Mutex;
 
-use super::machine::{Event, Refused};
+use super::machine::{Event, Refused, StageMark};
 use super::store::{Applied, JobStore, Stored};
 use crate::domain::job::JobSpec;
 use crate::domain::status::{ErrorInfo, JobState, JobStatus, Stage};
 use crate::storage::StorageError;
+
+/// How long a stage must last to be written on its own (see the module).
+pub const STAGE_WRITE_DELAY: Duration = Duration::from_millis(250);
 
 /// Why a write of a run did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +50,10 @@ pub struct Attempt {
     progress: SyncMutex<f64>,
     /// Whether starting made the job's status (a job from an S3 event, seen for the first time).
     created: bool,
+    /// Stages entered and not yet written, in order.
+    pending: SyncMutex<Vec<StageMark>>,
+    /// Rung when a stage is entered, for [`Attempt::stage_settled`].
+    stage_entered: tokio::sync::Notify,
 }
 
 impl Attempt {
@@ -66,6 +80,8 @@ impl Attempt {
                 run: run.to_string(),
                 last: Mutex::new(Stored { status: Some(status), etag: Some(etag) }),
                 progress: SyncMutex::new(0.0),
+                pending: SyncMutex::new(Vec::new()),
+                stage_entered: tokio::sync::Notify::new(),
             })),
             Applied::Refused { reason, .. } => Ok(Err(reason)),
         }
@@ -111,13 +127,62 @@ impl Attempt {
         }
     }
 
-    /// Proves the run alive and stores its progress; `Lost` when it must stop.
+    /// Proves the run alive and stores its progress (and any stage not yet written); `Lost`
+    /// when it must stop.
     pub async fn heartbeat(&self) -> Result<(), AttemptError> {
+        if self.has_pending() {
+            return self.flush().await;
+        }
         self.write(Event::Heartbeat { run: self.run.clone(), progress: self.progress() }).await.map(|_| ())
     }
 
+    /// Enters `stage`: recorded now, written later (see the module), except `Finalizing`,
+    /// which is written at once with any stage before it.
     pub async fn stage(&self, stage: Stage) -> Result<(), AttemptError> {
-        self.write(Event::Stage { run: self.run.clone(), stage, progress: self.progress() }).await.map(|_| ())
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).push(StageMark::now(stage));
+        if stage == Stage::Finalizing {
+            return self.flush().await;
+        }
+        self.stage_entered.notify_one();
+        Ok(())
+    }
+
+    /// Returns once a stage has been entered and no other followed it for
+    /// [`STAGE_WRITE_DELAY`]: the moment to [`flush`](Self::flush) it.
+    pub async fn stage_settled(&self) {
+        self.stage_entered.notified().await;
+        while tokio::time::timeout(STAGE_WRITE_DELAY, self.stage_entered.notified()).await.is_ok() {}
+    }
+
+    /// Writes the stages entered since the last write, if any.
+    pub async fn flush(&self) -> Result<(), AttemptError> {
+        let stages = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        if stages.is_empty() {
+            return Ok(());
+        }
+        let event = Event::Stage { run: self.run.clone(), stages: stages.clone(), progress: self.progress() };
+        match self.write(event).await {
+            Err(AttemptError::Storage(err)) => {
+                // Not written: kept for the next write, ahead of any stage entered since.
+                let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                pending.splice(0..0, stages);
+                Err(AttemptError::Storage(err))
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.pending.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
+    }
+
+    /// Before a run's last write (retry, fail, interrupt): its unwritten stages, so the
+    /// timeline shows where it was. Only losing the job stops the last write.
+    async fn flush_before_end(&self) -> Result<(), AttemptError> {
+        match self.flush().await {
+            Err(lost @ AttemptError::Lost(_)) => Err(lost),
+            _ => Ok(()),
+        }
     }
 
     pub async fn complete(&self, manifest_key: &str) -> Result<JobStatus, AttemptError> {
@@ -127,15 +192,18 @@ impl Attempt {
     /// Retries after `delay`, or fails when this was the last attempt: the returned status says
     /// which (`retrying` with the next attempt, or `failed`).
     pub async fn retry(&self, error: ErrorInfo, delay: Duration) -> Result<JobStatus, AttemptError> {
+        self.flush_before_end().await?;
         self.write(Event::Retry { run: self.run.clone(), error, delay }).await
     }
 
     pub async fn fail(&self, error: ErrorInfo) -> Result<JobStatus, AttemptError> {
+        self.flush_before_end().await?;
         self.write(Event::Fail { run: self.run.clone(), error }).await
     }
 
     /// Requeues the same attempt (the worker is shutting down).
     pub async fn interrupt(&self, note: &str) -> Result<JobStatus, AttemptError> {
+        self.flush_before_end().await?;
         self.write(Event::Interrupt { run: self.run.clone(), note: note.to_string() }).await
     }
 

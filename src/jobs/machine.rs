@@ -40,8 +40,9 @@ pub enum Event {
     Start { job: JobSpec, attempt: u32, run: String, worker: String, max_attempts: u32 },
     /// The run is alive; stores its progress.
     Heartbeat { run: String, progress: f64 },
-    /// The run moved to another stage.
-    Stage { run: String, stage: Stage, progress: f64 },
+    /// The run entered these stages, in order, at these times (several when stages shorter
+    /// than the run's write delay are recorded together).
+    Stage { run: String, stages: Vec<StageMark>, progress: f64 },
     /// The run's manifest is written (after `Stage(Finalizing)`).
     Complete { run: String, manifest_key: String },
     /// The run failed with a retryable error: the next attempt after `delay`, or failed when
@@ -61,6 +62,19 @@ pub enum Event {
     Published { attempt: u32 },
     /// The outputs of a completed job were deleted.
     OutputsDeleted { files: usize },
+}
+
+/// A stage a run entered, and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageMark {
+    pub stage: Stage,
+    pub at: DateTime<Utc>,
+}
+
+impl StageMark {
+    pub fn now(stage: Stage) -> Self {
+        StageMark { stage, at: Utc::now() }
+    }
 }
 
 impl Event {
@@ -151,11 +165,16 @@ pub fn apply(current: Option<&JobStatus>, event: &Event, now: DateTime<Utc>) -> 
             next.updated_at = now;
             Ok(next)
         }
-        Event::Stage { run, stage, progress } => {
+        Event::Stage { run, stages, progress } => {
             owned_running(current, run, event)?;
             next.progress = clamp_progress(*progress);
             next.heartbeat_at = Some(now);
-            next.transition(JobState::Running, *stage, now, None);
+            for mark in stages {
+                // Times stay in order and never in the future, whatever the writer's clock.
+                let floor = next.timeline.last().map_or(mark.at, |e| e.at);
+                next.transition(JobState::Running, mark.stage, mark.at.min(now).max(floor), None);
+            }
+            next.updated_at = now;
             Ok(next)
         }
         Event::Complete { run, manifest_key } => {
@@ -372,7 +391,12 @@ mod tests {
 
     fn at_stage(mut status: JobStatus, stage: Stage) -> JobStatus {
         let run = status.run.clone().unwrap();
-        status = apply(Some(&status), &Event::Stage { run, stage, progress: 50.0 }, t(1)).unwrap();
+        status = apply(
+            Some(&status),
+            &Event::Stage { run, stages: vec![StageMark { stage, at: t(1) }], progress: 50.0 },
+            t(1),
+        )
+        .unwrap();
         status
     }
 
@@ -381,9 +405,17 @@ mod tests {
         let (status, outcomes) = run(&[
             Event::Submit { job: job(), max_attempts: 3 },
             start_ev(1, "r1"),
-            Event::Stage { run: "r1".into(), stage: Stage::Transcoding, progress: 10.0 },
+            Event::Stage {
+                run: "r1".into(),
+                stages: vec![StageMark { stage: Stage::Transcoding, at: t(1) }],
+                progress: 10.0,
+            },
             Event::Heartbeat { run: "r1".into(), progress: 55.55 },
-            Event::Stage { run: "r1".into(), stage: Stage::Finalizing, progress: 100.0 },
+            Event::Stage {
+                run: "r1".into(),
+                stages: vec![StageMark { stage: Stage::Finalizing, at: t(1) }],
+                progress: 100.0,
+            },
             Event::Complete { run: "r1".into(), manifest_key: "outputs/a.mp4/job-1/manifest.json".into() },
         ]);
         use JobState::*;
@@ -393,6 +425,22 @@ mod tests {
         assert_eq!(status.manifest_key.as_deref(), Some("outputs/a.mp4/job-1/manifest.json"));
         let stages: Vec<Stage> = status.timeline.iter().map(|e| e.stage).collect();
         assert_eq!(stages, vec![Stage::Queued, Stage::Downloading, Stage::Transcoding, Stage::Finalizing, Stage::Done]);
+    }
+
+    #[test]
+    fn stages_written_together_keep_their_order_and_times() {
+        let status = running("r1");
+        let stages = vec![
+            StageMark { stage: Stage::Probing, at: t(2) },
+            StageMark { stage: Stage::Transcoding, at: t(3) },
+            // A writer's clock ahead of the store's: clamped to the time of the write.
+            StageMark { stage: Stage::Uploading, at: t(9) },
+        ];
+        let next = apply(Some(&status), &Event::Stage { run: "r1".into(), stages, progress: 40.0 }, t(5)).unwrap();
+        let tail: Vec<(Stage, DateTime<Utc>)> =
+            next.timeline.iter().rev().take(3).rev().map(|e| (e.stage, e.at)).collect();
+        assert_eq!(tail, vec![(Stage::Probing, t(2)), (Stage::Transcoding, t(3)), (Stage::Uploading, t(5))]);
+        assert_eq!((next.stage, next.updated_at, next.heartbeat_at), (Stage::Uploading, t(5), Some(t(5))));
     }
 
     /// Every event on every state: which are accepted, and what each refusal is.
@@ -420,7 +468,11 @@ mod tests {
             Event::Submit { job: job(), max_attempts: 3 },
             start_ev(1, "r2"),
             Event::Heartbeat { run: "r1".into(), progress: 1.0 },
-            Event::Stage { run: "r1".into(), stage: Stage::Probing, progress: 1.0 },
+            Event::Stage {
+                run: "r1".into(),
+                stages: vec![StageMark { stage: Stage::Probing, at: t(1) }],
+                progress: 1.0,
+            },
             Event::Complete { run: "r1".into(), manifest_key: "m".into() },
             Event::Retry { run: "r1".into(), error: err("e"), delay: Duration::ZERO },
             Event::Fail { run: "r1".into(), error: err("e") },
@@ -501,7 +553,11 @@ mod tests {
             Event::Published { attempt: 2 },
             start_ev(2, "r2"),
             Event::Heartbeat { run: "r1".into(), progress: 90.0 },
-            Event::Stage { run: "r1".into(), stage: Stage::Finalizing, progress: 100.0 },
+            Event::Stage {
+                run: "r1".into(),
+                stages: vec![StageMark { stage: Stage::Finalizing, at: t(1) }],
+                progress: 100.0,
+            },
             Event::Complete { run: "r1".into(), manifest_key: "m".into() },
             Event::Retry { run: "r1".into(), error: err("e"), delay: Duration::ZERO },
             // A duplicate of attempt 1's message arrives late.
@@ -563,7 +619,11 @@ mod tests {
         let uploading = at_stage(running("r1"), Stage::Uploading);
         let cancelled = apply(Some(&uploading), &Event::Cancel { note: "c".into() }, t(2)).unwrap();
         assert_eq!(cancelled.state, JobState::Cancelled);
-        let stage = Event::Stage { run: "r1".into(), stage: Stage::Finalizing, progress: 100.0 };
+        let stage = Event::Stage {
+            run: "r1".into(),
+            stages: vec![StageMark { stage: Stage::Finalizing, at: t(1) }],
+            progress: 100.0,
+        };
         assert_eq!(apply(Some(&cancelled), &stage, t(3)), Err(Refused::Ended(JobState::Cancelled)));
     }
 

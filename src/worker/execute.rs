@@ -80,14 +80,19 @@ pub(super) async fn run(inner: Arc<Inner>, message: JobMessage, tracker: Attempt
     .await
 }
 
-/// Refreshes the status every heartbeat interval; when the run has lost the job (cancelled, or
-/// recovered by the reaper while it was silent) it stops the attempt. Never returns on its own.
+/// Refreshes the status every heartbeat interval, and writes a stage once it has lasted
+/// [`STAGE_WRITE_DELAY`](crate::jobs::attempt::STAGE_WRITE_DELAY); when the run has lost the
+/// job (cancelled, or recovered by the reaper while it was silent) it stops the attempt. Never
+/// returns on its own.
 async fn heartbeat(inner: &Inner, tracker: &Attempt, stop: &CancellationToken, reason: &Mutex<Option<StopReason>>) {
     let mut ticker = tokio::time::interval(inner.config.heartbeat_interval);
     ticker.tick().await;
     loop {
-        ticker.tick().await;
-        let stop_reason = match tracker.heartbeat().await {
+        let written = tokio::select! {
+            _ = ticker.tick() => tracker.heartbeat().await,
+            () = tracker.stage_settled() => tracker.flush().await,
+        };
+        let stop_reason = match written {
             Ok(()) => continue,
             Err(err @ AttemptError::Lost(_)) if err.is_cancelled() => StopReason::Cancelled,
             Err(AttemptError::Lost(_)) => StopReason::Superseded,
@@ -387,11 +392,16 @@ fn runs_started(status: &crate::domain::status::JobStatus) -> usize {
 /// Deletes what earlier attempts of the job left in its folder (best effort: the manifest
 /// names only this attempt's files either way).
 async fn remove_other_attempts(inner: &Inner, output_dir: &str, ours: &str) {
-    let Ok(keys) = inner.storage.list(output_dir).await else { return };
     let mine = manifest_key(output_dir);
-    for key in keys.iter().filter(|k| !k.starts_with(ours) && **k != mine) {
+    remove_files(inner, output_dir, |key| !key.starts_with(ours) && *key != mine).await;
+}
+
+/// Deletes the files under `folder` that `doomed` picks (best effort, logged).
+async fn remove_files(inner: &Inner, folder: &str, doomed: impl Fn(&str) -> bool) {
+    let Ok(keys) = inner.storage.list(folder).await else { return };
+    for key in keys.iter().filter(|k| doomed(k)) {
         if let Err(err) = inner.storage.delete(key).await {
-            tracing::debug!(key, error = %err, "Could not delete an earlier attempt's file.");
+            tracing::debug!(key, error = %err, "Could not delete a file of the job.");
         }
     }
 }
@@ -523,6 +533,9 @@ async fn record_failure(
             Ok(())
         }
         JobError::Cancelled => {
+            // What this run (or an earlier one) uploaded before it noticed: a cancelled job
+            // keeps no outputs. Its folder is its own, and no run can complete it any more.
+            remove_files(inner, &message.job.output_dir, |_| true).await;
             tracing::info!("Job cancelled.");
             Ok(())
         }

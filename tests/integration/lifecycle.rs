@@ -196,7 +196,39 @@ async fn two_workers_one_message_one_transcode(kind: Kind) {
     assert_eq!(d.queues().ready.counts().await.unwrap().total(), 0);
 }
 
+/// Short stages cost no write of their own: they are written together, each with the time it
+/// was entered, by the next write (here `Finalizing`, which is written at once), or by the
+/// worker once a stage has lasted `STAGE_WRITE_DELAY`.
+async fn short_stages_are_written_together(kind: Kind) {
+    require!(backend(kind));
+    let d = Deployment::new(kind).await;
+    let store = d.store();
+    let run = start(&store, &spec("stages"), 1, "r1", 3).await;
+    for stage in [Stage::Probing, Stage::Transcoding, Stage::Uploading] {
+        run.stage(stage).await.unwrap();
+    }
+    assert_eq!(store.read("stages").await.unwrap().unwrap().stage, Stage::Downloading, "nothing written yet");
+    run.stage_settled().await;
+    run.flush().await.unwrap();
+    assert_eq!(store.read("stages").await.unwrap().unwrap().stage, Stage::Uploading);
+    run.stage(Stage::Finalizing).await.unwrap();
+    let status = store.read("stages").await.unwrap().unwrap();
+    let stages: Vec<Stage> = status.timeline.iter().map(|e| e.stage).collect();
+    assert_eq!(
+        stages,
+        [Stage::Queued, Stage::Downloading, Stage::Probing, Stage::Transcoding, Stage::Uploading, Stage::Finalizing]
+    );
+    assert!(status.timeline.windows(2).all(|w| w[0].at <= w[1].at), "{:?}", status.timeline);
+    // A run that ends (here by failing) writes what it had not yet.
+    let run = start(&store, &spec("stages-failed"), 1, "r1", 1).await;
+    run.stage(Stage::Probing).await.unwrap();
+    let error = ErrorInfo { code: "not_media".into(), message: "x".into(), retryable: false };
+    let failed = run.fail(error).await.unwrap();
+    assert!(failed.timeline.iter().any(|e| e.stage == Stage::Probing), "{:?}", failed.timeline);
+}
+
 crate::on_both_backends!(
+    short_stages_are_written_together,
     a_stale_attempt_never_changes_a_newer_one,
     the_reaper_failing_the_last_attempt_beats_a_slow_heartbeat,
     cancel_racing_completion_has_one_winner,
