@@ -13,7 +13,7 @@
 //! Durations are kept to the millisecond (SQS rounds down to whole seconds).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,9 +26,9 @@ use super::{Listed, MAX_BATCH, MAX_DELAY, MAX_WAIT, Queue, QueueCounts, Received
 
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often an empty long-poll looks again when nothing woke it: the doorbell (a watch on the
-/// database's files) wakes it at once for writes by any process; polling remains for delayed
-/// messages coming due, and for file systems that cannot be watched.
+/// How often an empty long-poll looks again when nothing woke it: the doorbell wakes it at once
+/// when any process makes a message visible; polling remains for delayed messages coming due,
+/// and for file systems that cannot be watched.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 const SCHEMA: &str = "
@@ -53,8 +53,12 @@ pub struct LocalQueue {
     /// not `Sync`); other connections and processes are kept in line by SQLite's locks.
     conn: Arc<Mutex<Connection>>,
     name: String,
-    /// Rung by a write to the database file or its WAL, by this process or another.
+    /// Rung when the bell file is written, by this process or another.
     doorbell: Arc<tokio::sync::Notify>,
+    /// `<database>.bell`, written after every commit that makes a message visible. Not the
+    /// database's own files: a reader woken by a write to the WAL could look before the commit
+    /// is published in the WAL index (shared memory, which no watch sees) and then sleep.
+    bell: PathBuf,
     /// Keeps the watch behind `doorbell` alive; `None` where watching is not possible.
     _watch: Option<notify::RecommendedWatcher>,
 }
@@ -79,8 +83,11 @@ impl LocalQueue {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA).with_context(|| format!("create the queue schema in {}", db_path.display()))?;
         let doorbell = Arc::new(tokio::sync::Notify::new());
-        let watch = watch_writes(db_path, Arc::clone(&doorbell));
-        Ok(LocalQueue { conn: Arc::new(Mutex::new(conn)), name: name.to_string(), doorbell, _watch: watch })
+        let mut bell = db_path.as_os_str().to_owned();
+        bell.push(".bell");
+        let bell = PathBuf::from(bell);
+        let watch = watch_writes(&bell, Arc::clone(&doorbell));
+        Ok(LocalQueue { conn: Arc::new(Mutex::new(conn)), name: name.to_string(), doorbell, bell, _watch: watch })
     }
 
     /// Runs `f` on the connection in the blocking pool, so SQLite's waits never stall the runtime.
@@ -102,17 +109,24 @@ impl LocalQueue {
     }
 }
 
-/// Watches the folder of `db_path` and rings `doorbell` when the database or its WAL is
-/// written. A failure to watch only costs latency (the poll remains), so it is logged.
-fn watch_writes(db_path: &Path, doorbell: Arc<tokio::sync::Notify>) -> Option<notify::RecommendedWatcher> {
+/// Tells every long poll on the database that a message became visible (best effort: a poll
+/// that misses it looks again within `POLL_INTERVAL`).
+fn ring(bell: &Path) {
+    if let Err(err) = std::fs::write(bell, b"1") {
+        tracing::debug!(error = %err, bell = %bell.display(), "Could not ring the queue's bell.");
+    }
+}
+
+/// Watches the folder of `bell` and rings `doorbell` when the bell file is written. A failure
+/// to watch only costs latency (the poll remains), so it is logged.
+fn watch_writes(bell: &Path, doorbell: Arc<tokio::sync::Notify>) -> Option<notify::RecommendedWatcher> {
     use notify::{EventKind, RecursiveMode, Watcher};
 
-    let folder = db_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = db_path.file_name()?.to_string_lossy().into_owned();
+    let folder = bell.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file_name = bell.file_name()?.to_owned();
     let handler = move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
-        let ours =
-            event.paths.iter().any(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&file_name)));
+        let ours = event.paths.iter().any(|p| p.file_name() == Some(file_name.as_os_str()));
         if ours && matches!(event.kind, EventKind::Modify(_) | EventKind::Create(_)) {
             // A stored permit if nobody waits yet: a write between a look and the wait is not lost.
             doorbell.notify_one();
@@ -232,6 +246,7 @@ impl Queue for LocalQueue {
             .collect();
         let attributes = serde_json::to_string(&attributes)?;
         let delay = millis(options.delay.min(MAX_DELAY));
+        let bell = self.bell.clone();
         self.with_conn(move |conn, queue| {
             let now = now_ms();
             conn.prepare_cached(
@@ -239,6 +254,9 @@ impl Queue for LocalQueue {
             )?
             .execute(params![Uuid::new_v4().to_string(), queue, body, attributes, now, now.saturating_add(delay)])
             .with_context(|| format!("send to {queue}"))?;
+            if delay == 0 {
+                ring(&bell);
+            }
             Ok(())
         })
         .await
@@ -282,6 +300,7 @@ impl Queue for LocalQueue {
 
     async fn change_visibility(&self, receipt: &str, visibility: Duration) -> anyhow::Result<()> {
         let receipt = receipt.to_string();
+        let bell = self.bell.clone();
         self.with_conn(move |conn, queue| {
             let now = now_ms();
             let changed = conn
@@ -295,6 +314,9 @@ impl Queue for LocalQueue {
                     "change visibility on {queue}: no in-flight message has this receipt handle \
                      (it was deleted, received again, or its visibility timeout expired)"
                 );
+            }
+            if visibility.is_zero() {
+                ring(&bell);
             }
             Ok(())
         })
@@ -491,7 +513,7 @@ mod tests {
         let receiver = LocalQueue::open(&db(&dir), "ready").unwrap();
         assert!(receiver._watch.is_some(), "the database folder could not be watched");
         let sender = LocalQueue::open(&db(&dir), "ready").unwrap();
-        // Drain what opening the files rang, then expect a ring for the send.
+        // Drain anything rung before, then expect a ring for the send.
         while tokio::time::timeout(Duration::from_millis(200), receiver.doorbell.notified()).await.is_ok() {}
         sender.send("hello", SendOptions::default()).await.unwrap();
         tokio::time::timeout(Duration::from_secs(10), receiver.doorbell.notified()).await.expect("no ring for a send");
