@@ -121,6 +121,23 @@ struct S3Record {
     s3: S3Entity,
 }
 
+impl S3Record {
+    /// Some S3-compatible stores (moto among them) announce a completed multipart upload twice:
+    /// as `ObjectCreated:CompleteMultipartUpload` and as `ObjectCreated:Put`, a millisecond
+    /// apart and without a sequencer, so the event time would make two jobs of one write. A
+    /// `Put` cannot have a multipart ETag (`<md5>-<parts>`), so such a record, when it carries
+    /// nothing that names the write, is the echo and is dropped; the completion makes the job.
+    fn is_multipart_echo(&self) -> bool {
+        let object = &self.s3.object;
+        let unnamed = object.sequencer.as_deref().is_none_or(str::is_empty)
+            && object.version_id.as_deref().is_none_or(|v| v.is_empty() || v == "null");
+        let multipart_etag = object.e_tag.as_deref().is_some_and(|tag| {
+            tag.trim_matches('"').rsplit_once('-').is_some_and(|(_, parts)| parts.parse::<u32>().is_ok())
+        });
+        self.event_name == "ObjectCreated:Put" && unnamed && multipart_etag
+    }
+}
+
 #[derive(Deserialize)]
 struct S3Entity {
     bucket: S3Bucket,
@@ -159,6 +176,10 @@ fn parse_records(records: &[Value], ctx: &EventContext<'_>) -> Parsed {
         };
         if !record.event_name.starts_with("ObjectCreated:") {
             parsed.ignored.push(format!("event {} is not an object creation", record.event_name));
+            continue;
+        }
+        if record.is_multipart_echo() {
+            parsed.ignored.push("a `Put` echo of a multipart completion, which has its own record".into());
             continue;
         }
         let Some(key) = decode_event_key(&record.s3.object.key) else {
@@ -398,6 +419,17 @@ mod tests {
         };
         assert_eq!(timed("2026-01-01T00:00:00.000Z"), timed("2026-01-01T00:00:00.000Z"));
         assert_ne!(timed("2026-01-01T00:00:00.000Z"), timed("2026-01-01T00:00:05.000Z"));
+        // A multipart completion announced twice (moto): one job, from the completion.
+        let record = |name: &str, time: &str| {
+            serde_json::json!({"eventName": name, "eventTime": time, "s3": {"bucket": {"name": "media"},
+                "object": {"key": "uploads/a.mp4", "size": 10, "eTag": "\"0a1b-12\""}}})
+        };
+        let body = serde_json::json!({"Records": [
+            record("ObjectCreated:Put", "2026-01-01T00:00:00.441Z"),
+            record("ObjectCreated:CompleteMultipartUpload", "2026-01-01T00:00:00.442Z"),
+        ]});
+        let both = parse(&body.to_string()).unwrap();
+        assert_eq!((both.jobs.len(), both.ignored.len()), (1, 1), "{:?}", both.ignored);
         let versioned = event("same-bytes", "0003", Some("v7"));
         assert_eq!(versioned.job_id, event("other", "0009", Some("v7")).job_id, "the version id names the write");
         assert_eq!(versioned.source.version_id.as_deref(), Some("v7"));
