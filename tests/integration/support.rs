@@ -266,6 +266,7 @@ impl Deployment {
                 ready: Arc::new(SqsQueue::new(sqs.clone(), &urls[0])),
                 processing: Arc::new(SqsQueue::new(sqs.clone(), &urls[1])),
                 dead_letter: Arc::new(SqsQueue::new(sqs.clone(), &urls[2])),
+                notifications: None,
             },
             bucket,
         };
