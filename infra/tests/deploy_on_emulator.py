@@ -168,6 +168,7 @@ def environment_from_outputs(outputs: dict) -> dict[str, str]:
         "MEDIA_READY_QUEUE_URL",
         "MEDIA_PROCESSING_QUEUE_URL",
         "MEDIA_DEAD_LETTER_QUEUE_URL",
+        "MEDIA_NOTIFY_QUEUE_URL",
     ]
     missing = [name for name in required if not env.get(name)]
     if missing:
@@ -355,11 +356,16 @@ def check_results(emu: Emulator, env: dict[str, str], scratch: Path) -> None:
         raise Failure(f"output lasts {duration:.3f} s, expected {CLIP_SECONDS} s +/- 0.3 s")
     log(f"output: h264 + aac, {duration:.3f} s, {local.stat().st_size} bytes")
 
-    for var in ("MEDIA_READY_QUEUE_URL", "MEDIA_PROCESSING_QUEUE_URL", "MEDIA_DEAD_LETTER_QUEUE_URL"):
+    for var in (
+        "MEDIA_READY_QUEUE_URL",
+        "MEDIA_PROCESSING_QUEUE_URL",
+        "MEDIA_DEAD_LETTER_QUEUE_URL",
+        "MEDIA_NOTIFY_QUEUE_URL",
+    ):
         counts = emu.queue_counts(env[var])
         if any(counts):
             raise Failure(f"{var} is not empty (visible, in flight, delayed): {counts}")
-    log("queues: all three empty")
+    log("queues: all four empty")
 
 
 def test_storage_stack_runs_a_job(emu: Emulator, worker: Path) -> dict[str, str]:
