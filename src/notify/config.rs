@@ -45,6 +45,21 @@ pub const NOTIFY_VARIABLES: &[Variable] = &[
         help: "job.progress events of a job are at least this far apart (and only sent when the progress or stage changed)",
     },
     Variable {
+        name: "MEDIA_EVENTBRIDGE_BUS",
+        default: "",
+        help: "aws backend: also put every event on this EventBridge bus (name or ARN), detail-type `Media Job State Change`",
+    },
+    Variable {
+        name: "MEDIA_EVENTBRIDGE_SOURCE",
+        default: "media-worker",
+        help: "the `source` of those EventBridge events",
+    },
+    Variable {
+        name: "MEDIA_SNS_TOPIC_ARN",
+        default: "",
+        help: "aws backend: also publish every event to this SNS topic (message attribute `type` is the event type)",
+    },
+    Variable {
         name: "MEDIA_NOTIFY_QUEUE_URL",
         default: "",
         help: "aws backend: SQS queue carrying notifications to the workers that deliver them; required when notifications are configured (the local backend keeps its own)",
@@ -77,6 +92,9 @@ pub struct NotifySettings {
     pub policy: Policy,
     pub progress_interval: Duration,
     pub queue_url: Option<String>,
+    pub eventbridge_bus: Option<String>,
+    pub eventbridge_source: String,
+    pub sns_topic_arn: Option<String>,
 }
 
 impl std::fmt::Debug for NotifySettings {
@@ -92,9 +110,19 @@ impl std::fmt::Debug for NotifySettings {
 }
 
 impl NotifySettings {
-    /// Whether anything at all can be notified (deployment endpoints, or per-job URLs).
+    /// Whether anything at all can be notified: webhooks (deployment or per-job), or AWS.
     pub fn enabled(&self) -> bool {
+        self.webhooks() || self.aws_fan_out()
+    }
+
+    /// Whether webhooks can be signed (deployment endpoints, per-job URLs).
+    pub fn webhooks(&self) -> bool {
         !self.secrets.is_empty()
+    }
+
+    /// Whether events also go to EventBridge or SNS.
+    pub fn aws_fan_out(&self) -> bool {
+        self.eventbridge_bus.is_some() || self.sns_topic_arn.is_some()
     }
 
     pub fn guard(&self) -> Guard {
@@ -161,10 +189,36 @@ impl NotifySettings {
             _ => return Err(error("MEDIA_WEBHOOK_CONCURRENCY", "expected a whole number from 1 to 256".into())),
         };
         let queue_url = get("MEDIA_NOTIFY_QUEUE_URL");
-        if aws && !secrets.is_empty() && queue_url.is_none() {
-            return Err(error("MEDIA_NOTIFY_QUEUE_URL", "is required on the aws backend when webhooks are set".into()));
+        let eventbridge_bus = get("MEDIA_EVENTBRIDGE_BUS");
+        let eventbridge_source = value("MEDIA_EVENTBRIDGE_SOURCE");
+        let sns_topic_arn = get("MEDIA_SNS_TOPIC_ARN");
+        if !aws
+            && let Some(var) = [("MEDIA_EVENTBRIDGE_BUS", &eventbridge_bus), ("MEDIA_SNS_TOPIC_ARN", &sns_topic_arn)]
+                .into_iter()
+                .find_map(|(var, v)| v.is_some().then_some(var))
+        {
+            return Err(error(var, "needs the aws backend".into()));
         }
-        Ok(NotifySettings { endpoints, secrets, schedule, timeout, concurrency, policy, progress_interval, queue_url })
+        let anything = !secrets.is_empty() || eventbridge_bus.is_some() || sns_topic_arn.is_some();
+        if aws && anything && queue_url.is_none() {
+            return Err(error(
+                "MEDIA_NOTIFY_QUEUE_URL",
+                "is required on the aws backend when notifications are set".into(),
+            ));
+        }
+        Ok(NotifySettings {
+            endpoints,
+            secrets,
+            schedule,
+            timeout,
+            concurrency,
+            policy,
+            progress_interval,
+            queue_url,
+            eventbridge_bus,
+            eventbridge_source,
+            sns_topic_arn,
+        })
     }
 }
 
@@ -242,6 +296,14 @@ mod tests {
         // The aws backend needs its queue once anything is configured.
         assert_eq!(settings(&[("MEDIA_WEBHOOK_SECRET", SECRET)], true).unwrap_err().var, "MEDIA_NOTIFY_QUEUE_URL");
         assert!(settings(&[("MEDIA_WEBHOOK_SECRET", SECRET)], false).is_ok());
+        assert_eq!(
+            settings(&[("MEDIA_SNS_TOPIC_ARN", "arn:aws:sns:us-east-1:1:t")], true).unwrap_err().var,
+            "MEDIA_NOTIFY_QUEUE_URL"
+        );
+        assert_eq!(settings(&[("MEDIA_EVENTBRIDGE_BUS", "b")], false).unwrap_err().var, "MEDIA_EVENTBRIDGE_BUS");
+        let s = settings(&[("MEDIA_EVENTBRIDGE_BUS", "b"), ("MEDIA_NOTIFY_QUEUE_URL", "q")], true).unwrap();
+        assert!(s.enabled() && !s.webhooks() && s.aws_fan_out());
+        assert_eq!(s.eventbridge_source, "media-worker");
     }
 
     #[test]

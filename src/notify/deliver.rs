@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::aws::AwsFanOut;
 use super::config::NotifySettings;
 use super::event::EventType;
 use super::record::{self, DeliveryAttempt, endpoint_label};
@@ -87,6 +88,8 @@ pub struct Dispatcher {
     client: SafeClient,
     permits: Arc<Semaphore>,
     tasks: TaskTracker,
+    /// EventBridge/SNS clients, made on first use (loading AWS settings is asynchronous).
+    aws: tokio::sync::OnceCell<Option<AwsFanOut>>,
 }
 
 impl Dispatcher {
@@ -103,7 +106,7 @@ impl Dispatcher {
         client: SafeClient,
     ) -> anyhow::Result<Self> {
         let permits = Arc::new(Semaphore::new(settings.concurrency));
-        Ok(Self { queue, storage, settings, client, permits, tasks: TaskTracker::new() })
+        Ok(Self { queue, storage, settings, client, permits, tasks: TaskTracker::new(), aws: Default::default() })
     }
 
     /// The worker's dispatcher, when it has webhooks to deliver and a queue to take them from.
@@ -201,6 +204,18 @@ impl Dispatcher {
         };
         let result = match &envelope.target {
             Target::FanOut { job_url } => {
+                // AWS first: if it fails, the whole fan-out is redelivered, and webhooks are
+                // not tried twice for it.
+                if let Some(aws) = self.aws.get_or_init(|| AwsFanOut::connect(&self.settings)).await
+                    && let Err(err) = aws.publish(&envelope).await
+                {
+                    tracing::warn!(
+                        event_id = %envelope.event_id,
+                        error = format!("{err:#}"),
+                        "Publishing a notification to AWS failed; it will be redelivered."
+                    );
+                    return;
+                }
                 let urls: Vec<String> = self
                     .settings
                     .endpoints

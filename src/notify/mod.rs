@@ -8,8 +8,10 @@
 //! - [`deliver`]: the worker's dispatcher, which takes those messages and makes the signed
 //!   requests ([`sign`]) through the SSRF-guarded client ([`crate::outbound`]), retrying on
 //!   the configured schedule and recording every attempt ([`record`]).
+//! - [`aws`]: the same events on an EventBridge bus and/or an SNS topic.
 //! - [`config`]: the settings.
 
+pub mod aws;
 pub mod config;
 pub mod deliver;
 pub mod event;
@@ -66,7 +68,9 @@ impl Notifier {
 
     /// Whether anyone would receive an event of this type for this job.
     fn wanted(&self, kind: EventType, status: &JobStatus) -> bool {
-        status.job.notify.is_some() || self.settings.endpoints.iter().any(|e| e.wants(kind))
+        self.settings.aws_fan_out()
+            || status.job.notify.is_some()
+            || self.settings.endpoints.iter().any(|e| e.wants(kind))
     }
 
     /// Throttles `job.progress` to one per interval per job, and only on change; the start

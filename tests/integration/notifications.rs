@@ -408,3 +408,95 @@ async fn a_rebound_name_is_refused_at_connect() {
     assert_eq!(doc.attempts[0].outcome, "refused");
     assert!(doc.attempts[0].error.as_deref().is_some_and(|e| e.contains("loopback")), "{doc:#?}");
 }
+
+/// The same events on an EventBridge bus and an SNS topic, on the emulator: each lands there
+/// with the very payload the webhook received.
+#[tokio::test]
+async fn events_land_on_eventbridge_and_sns_with_the_webhook_payload() {
+    require!(emulator());
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let (secret, secrets) = secret();
+    let receiver = Receiver::start(secrets, Arc::new(|_: &str, _| Answer::Status(200))).await;
+    let mut d = Deployment::aws().await;
+    let endpoint = crate::support::moto_endpoint();
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "tests"))
+        .load()
+        .await;
+    let (sns, events) = (aws_sdk_sns::Client::new(&shared), aws_sdk_eventbridge::Client::new(&shared));
+    let sqs = d.sqs.clone().unwrap();
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+    // A queue behind each, to see what arrived.
+    let mut sinks = Vec::new();
+    for name in ["from-sns", "from-eventbridge"] {
+        let url = sqs.create_queue().queue_name(format!("{name}-{suffix}")).send().await.unwrap().queue_url.unwrap();
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .unwrap();
+        sinks.push((url, arn));
+    }
+    let topic = sns.create_topic().name(format!("media-{suffix}")).send().await.unwrap().topic_arn.unwrap();
+    sns.subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(&sinks[0].1)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .unwrap();
+    let bus = format!("media-{suffix}");
+    events.create_event_bus().name(&bus).send().await.unwrap();
+    let pattern = r#"{"source": ["media-worker-test"], "detail-type": ["Media Job State Change"]}"#;
+    events.put_rule().name("media-jobs").event_bus_name(&bus).event_pattern(pattern).send().await.unwrap();
+    let target = aws_sdk_eventbridge::types::Target::builder().id("sink").arn(&sinks[1].1).build().unwrap();
+    events.put_targets().rule("media-jobs").event_bus_name(&bus).targets(target).send().await.unwrap();
+
+    configure(
+        &mut d,
+        &secret,
+        &format!("{}/hooks", receiver.url),
+        &[
+            ("MEDIA_EVENTBRIDGE_BUS", bus.as_str()),
+            ("MEDIA_EVENTBRIDGE_SOURCE", "media-worker-test"),
+            ("MEDIA_SNS_TOPIC_ARN", topic.as_str()),
+        ],
+    );
+    let config = d.config();
+    let store = media_worker::notify::job_store(&config, d.backend.storage.clone(), d.queues());
+    let job_id = format!("job-aws-{suffix}");
+    jobs::submit(&store, d.queues().ready.as_ref(), &spec(&job_id, "sources/x.mp4"), 3).await.unwrap();
+    store.apply(&job_id, &Event::Cancel { note: "test".into() }).await.unwrap();
+    d.drain().await;
+
+    let webhooks: BTreeMap<String, serde_json::Value> =
+        receiver.deliveries().iter().map(|d| (d.id.clone(), serde_json::from_slice(&d.body).unwrap())).collect();
+    assert_eq!(webhooks.len(), 2, "job.queued and job.cancelled");
+    let received = |url: &str| {
+        let queue = media_worker::queue::sqs::SqsQueue::new(sqs.clone(), url);
+        async move { crate::support::receive_all(&queue).await }
+    };
+    let from_sns: Vec<serde_json::Value> =
+        received(&sinks[0].0).await.iter().map(|m| serde_json::from_str(&m.body).unwrap()).collect();
+    let from_eventbridge: Vec<serde_json::Value> =
+        received(&sinks[1].0).await.iter().map(|m| serde_json::from_str(&m.body).unwrap()).collect();
+    assert_eq!(from_sns.len(), 2, "{from_sns:#?}");
+    assert_eq!(from_eventbridge.len(), 2, "{from_eventbridge:#?}");
+    for event in &from_sns {
+        assert_eq!(Some(event), webhooks.get(event["id"].as_str().unwrap()), "SNS carries the webhook's payload");
+    }
+    for event in &from_eventbridge {
+        assert_eq!(event["detail-type"], "Media Job State Change");
+        assert_eq!(event["source"], "media-worker-test");
+        let detail = &event["detail"];
+        assert_eq!(Some(detail), webhooks.get(detail["id"].as_str().unwrap()), "EventBridge carries it as detail");
+    }
+}

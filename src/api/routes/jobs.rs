@@ -169,7 +169,7 @@ pub async fn create(
 /// A job's own webhook: only when the deployment signs webhooks, and only to a URL whose host
 /// resolves to allowed addresses now (the worker checks again at every connection).
 async fn notify_target(state: &ApiState, target: NotifyTarget) -> ApiResult<NotifyTarget> {
-    if !state.config.notify.enabled() || state.backend.queues.notifications.is_none() {
+    if !state.config.notify.webhooks() || state.backend.queues.notifications.is_none() {
         return Err(ApiError::unprocessable(
             "notifications_disabled",
             "this deployment sends no webhooks (MEDIA_WEBHOOK_SECRET is not set)",
