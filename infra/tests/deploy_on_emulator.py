@@ -474,7 +474,7 @@ def test_service_stack_on_storage(emu: Emulator, storage_env: dict[str, str]) ->
         if "PolicyDocument" in resource["Properties"]:
             documents.append(resource["Properties"]["PolicyDocument"])
         for document in documents:
-            for statement in document["Statement"]:
+            for statement in statements(document["Statement"]):
                 actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
                 resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
                 if statement["Effect"] == "Allow" and (
@@ -482,6 +482,17 @@ def test_service_stack_on_storage(emu: Emulator, storage_env: dict[str, str]) ->
                 ):
                     raise Failure(f"{logical_id}: a wildcard grant: {statement}")
     log("roles: no wildcard actions or resources in the template's policies")
+
+
+def statements(listed: list) -> list:
+    """Policy statements, with both branches of a conditional one (`Fn::If`), `AWS::NoValue` left out."""
+    out = []
+    for statement in listed:
+        if isinstance(statement, dict) and "Fn::If" in statement:
+            out += [s for s in statement["Fn::If"][1:] if isinstance(s, dict) and "Effect" in s]
+        else:
+            out.append(statement)
+    return out
 
 
 def run(worker: Path) -> tuple[int, int]:
