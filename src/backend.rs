@@ -69,7 +69,12 @@ pub async fn connect(config: &Config) -> anyhow::Result<Backend> {
                 queues: Queues {
                     ready: Arc::new(SqsQueue::new(sqs.clone(), &aws.ready_queue_url)),
                     processing: Arc::new(SqsQueue::new(sqs.clone(), &aws.processing_queue_url)),
-                    dead_letter: Arc::new(SqsQueue::new(sqs, &aws.dead_letter_queue_url)),
+                    dead_letter: Arc::new(SqsQueue::new(sqs.clone(), &aws.dead_letter_queue_url)),
+                    notifications: config
+                        .notify
+                        .queue_url
+                        .as_deref()
+                        .map(|url| Arc::new(SqsQueue::new(sqs, url)) as Arc<dyn crate::queue::Queue>),
                 },
                 bucket: aws.bucket.clone(),
             })
@@ -84,6 +89,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<Backend> {
                 ready: Arc::new(open("ready")?),
                 processing: Arc::new(open("processing")?),
                 dead_letter: Arc::new(open("dead-letter")?),
+                notifications: Some(Arc::new(open("notifications")?)),
             };
             let sink = EventSink {
                 upload_prefix: config.layout.upload_prefix().to_string(),

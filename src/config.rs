@@ -257,6 +257,8 @@ pub struct Config {
     pub json_logs: bool,
     /// Where the worker serves health and metrics, when set.
     pub metrics_addr: Option<SocketAddr>,
+    /// Webhooks and their delivery (`notify`).
+    pub notify: crate::notify::NotifySettings,
 }
 
 impl Config {
@@ -394,7 +396,10 @@ impl Config {
             Some(raw) => Some(parse_socket_addr(&raw).map_err(|m| ConfigError::new("MEDIA_METRICS_ADDR", m))?),
         };
 
+        let notify = crate::notify::NotifySettings::from_lookup(&lookup, backend == BackendKind::Aws)?;
+
         Ok(Config {
+            notify,
             backend,
             aws,
             data_dir: PathBuf::from(env.or_default("MEDIA_DATA_DIR")),
@@ -427,7 +432,7 @@ impl Config {
 /// The table of variables as `--help` shows it.
 pub fn variables_help() -> String {
     let mut out = String::from("Environment (also read from .env):\n");
-    for var in VARIABLES {
+    for var in VARIABLES.iter().chain(crate::notify::NOTIFY_VARIABLES) {
         let default = if var.default.is_empty() { String::new() } else { format!(" [default: {}]", var.default) };
         out.push_str(&format!("  {}{}\n      {}\n", var.name, default, var.help));
     }

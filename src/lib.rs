@@ -14,6 +14,8 @@
 //! - [`cli`] and [`telemetry`]: the command line, logging and signals; `src/main.rs` only
 //!   calls [`cli::main`].
 //! - [`api`]: the HTTP API (`media-api`, `src/bin/media-api.rs`), stateless, on either backend.
+//! - [`notify`]: job events as signed webhooks, queued and delivered by the worker;
+//!   [`outbound`]: the SSRF-guarded HTTP client for URLs users supply.
 //! - [`health`]: the readiness check the API and the worker's metrics endpoint share.
 pub mod api;
 pub mod backend;
@@ -23,6 +25,8 @@ pub mod domain;
 pub mod health;
 pub mod jobs;
 pub mod media;
+pub mod notify;
+pub mod outbound;
 pub mod queue;
 pub mod storage;
 pub mod telemetry;

@@ -98,6 +98,7 @@ impl ApiState {
             })),
         };
         let public_url = api.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
+        let store = crate::notify::job_store(&config, backend.storage.clone(), &backend.queues);
         Ok(ApiState(Arc::new(Shared {
             auth: Auth::new(api.token_digests.clone()),
             streams: Arc::new(Semaphore::new(api.max_streams)),
@@ -106,7 +107,7 @@ impl ApiState {
             public_url,
             config,
             api,
-            store: JobStore::new(backend.storage.clone()),
+            store,
             backend,
         })))
     }

@@ -7,8 +7,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::job::OutputRequest;
+use crate::domain::job::{NotifyTarget, OutputRequest};
 use crate::domain::status::{ErrorInfo, JobState, Manifest, Stage, TimelineEntry};
+use crate::notify::record::Deliveries;
 
 /// Longest file name accepted (before sanitising; the key keeps at most 200 characters of it).
 pub const MAX_FILE_NAME: usize = 1024;
@@ -85,6 +86,11 @@ pub struct CreateJobRequest {
     #[serde(default)]
     #[schema(min_length = 2, max_length = 1024, example = "outputs/campaign-7/")]
     pub output_prefix: Option<String>,
+    /// A webhook for this job's events (besides the deployment's endpoints), signed with the
+    /// deployment's secret. Refused (422 `invalid_notify_url`) unless `https` and resolving to
+    /// public addresses; 422 `notifications_disabled` when the deployment signs no webhooks.
+    #[serde(default)]
+    pub notify: Option<NotifyTarget>,
 }
 
 /// A job: its status document, with links, and download URLs once it completed.
@@ -101,6 +107,12 @@ pub struct JobView {
     pub source_key: String,
     pub output_dir: String,
     pub outputs: Vec<OutputRequest>,
+    /// The job's own webhook, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifyTarget>,
+    /// `GET /v1/jobs/{id}` only, when webhooks concern the job: every delivery attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliveries: Option<Deliveries>,
     pub worker: Option<String>,
     pub heartbeat_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,

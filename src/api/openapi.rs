@@ -109,7 +109,8 @@ impl Modify for BearerAuth {
         routes::jobs::delete,
         routes::files::get,
     ),
-    components(schemas(Preset, OutputRequest)),
+    // The webhook payload (docs/notifications.md) is part of the contract too.
+    components(schemas(Preset, OutputRequest, crate::notify::event::NotificationEvent)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags(

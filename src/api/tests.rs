@@ -580,3 +580,61 @@ async fn anonymous_mode_accepts_requests_without_tokens() {
         .await
         .assert_error(StatusCode::NOT_FOUND, "job_not_found");
 }
+
+/// Per-job webhooks: refused unless the deployment signs webhooks and the URL is safe to call
+/// (checked at submit; the worker checks every connection again).
+#[tokio::test]
+async fn notify_urls_are_checked_at_submit() {
+    let with_notify = |url: &str| {
+        let mut body = job_request("uploads/a/clip.mp4");
+        body["notify"] = json!({"url": url});
+        body
+    };
+    let plain = api().await;
+    plain.source("uploads/a/clip.mp4").await;
+    plain
+        .call(Method::POST, "/v1/jobs", Some(with_notify("https://example.com/hook")))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "notifications_disabled");
+
+    let secret = crate::notify::sign::Secret::generate();
+    let api = api_with(&[("MEDIA_WEBHOOK_SECRET", secret.as_str()), ("MEDIA_WEBHOOK_ALLOW_LOOPBACK", "true")]).await;
+    api.source("uploads/a/clip.mp4").await;
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "https://169.254.169.254/",
+        "https://[fd00:ec2::254]/",
+        "https://10.0.0.8/hook",
+        "https://192.168.1.1/hook",
+        "https://[::ffff:10.0.0.1]/hook",
+        "http://93.184.216.34/hook",
+        "https://user:pass@127.0.0.1/hook",
+        "ftp://127.0.0.1/hook",
+        "not a url",
+    ] {
+        let answer = api.call(Method::POST, "/v1/jobs", Some(with_notify(url))).await;
+        answer.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_notify_url");
+        // The refusal says what is wrong without echoing internals.
+        assert!(!answer.json()["error"]["message"].as_str().unwrap_or_default().contains("Error"), "{url}");
+    }
+    let unknown = json!({"input": {"key": "uploads/a/clip.mp4"}, "outputs": [{"preset": "mp4-h264"}], "notify": {"url": "https://x.example/", "secret": "x"}});
+    api.call(Method::POST, "/v1/jobs", Some(unknown))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+
+    // Loopback, with the development setting: accepted, kept with the job and shown.
+    let answer = api.call(Method::POST, "/v1/jobs", Some(with_notify("http://127.0.0.1:9/hook"))).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.json());
+    let job_id = answer.json()["job_id"].as_str().unwrap().to_string();
+    assert_eq!(api.status(&job_id).await.job.notify.map(|n| n.url).as_deref(), Some("http://127.0.0.1:9/hook"));
+    let view = api.call(Method::GET, &format!("/v1/jobs/{job_id}"), None).await.json();
+    assert_eq!(view["notify"]["url"], "http://127.0.0.1:9/hook");
+    assert_eq!(view["deliveries"]["attempts"], json!([]));
+    // Its queued event waits on the notifications queue for a worker to deliver.
+    let queue = api.state.backend.queues.notifications.clone().unwrap();
+    let messages = queue.receive(10, Duration::ZERO, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(messages.len(), 1);
+    let envelope: crate::notify::deliver::Envelope = serde_json::from_str(&messages[0].body).unwrap();
+    assert_eq!(envelope.event_type, crate::notify::event::EventType::Queued);
+    assert_eq!(envelope.job_id, job_id);
+}

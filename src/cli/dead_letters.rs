@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::domain::event::{EventContext, parse_ready_message};
 use crate::domain::job::{JobSpec, SourcePin, new_job_id};
 use crate::domain::status::{JobState, JobStatus};
-use crate::jobs::{self, JobStore};
+use crate::jobs;
 use crate::queue::{MAX_BATCH, Queue, SendOptions};
 
 /// How long a scan hides what it read; it reveals it again as soon as it is done.
@@ -256,7 +256,7 @@ async fn show(cx: &Deps<'_>, letters: &[Letter], message_id: &str) -> anyhow::Re
         .ok_or_else(|| CliError::NotFound(format!("no dead letter `{message_id}`")))?;
     let about = about(letter, cx.config);
     let mut doc = summary(letter, &about, Utc::now());
-    let store = JobStore::new(cx.backend.storage.clone());
+    let store = crate::notify::job_store(cx.config, cx.backend.storage.clone(), &cx.backend.queues);
     let job = match about.job_ids.first() {
         Some(id) => store.read(id).await?.map(|s| job_summary(&s)),
         None => None,
@@ -370,7 +370,7 @@ async fn redrive_one(cx: &Deps<'_>, letter: &Letter) -> anyhow::Result<Vec<Outco
         let why = letter.attribute("reason").unwrap_or("no job in it");
         return Ok(vec![outcome("resent", None, None, format!("sent back to the ready queue as it is ({why})"))]);
     }
-    let store = JobStore::new(cx.backend.storage.clone());
+    let store = crate::notify::job_store(cx.config, cx.backend.storage.clone(), &cx.backend.queues);
     let mut outcomes = Vec::new();
     let mut resend_body = false;
     for job in &about.jobs {
@@ -429,9 +429,10 @@ async fn resubmit(cx: &Deps<'_>, old: &JobSpec) -> anyhow::Result<String> {
         source_key: old.source_key.clone(),
         outputs: old.outputs.clone(),
         source: SourcePin { etag: head.etag, version_id: None, size: Some(head.size) },
+        notify: old.notify.clone(),
     };
     job.validate()?;
-    let store = JobStore::new(cx.backend.storage.clone());
+    let store = crate::notify::job_store(cx.config, cx.backend.storage.clone(), &cx.backend.queues);
     jobs::submit(&store, cx.backend.queues.ready.as_ref(), &job, cx.config.max_attempts).await?;
     Ok(job.job_id)
 }
@@ -492,6 +493,7 @@ mod tests {
             outputs: vec![OutputRequest::new(Preset::Mp4H264)],
             output_dir: output_dir.into(),
             source: Default::default(),
+            notify: None,
         }
     }
 

@@ -167,6 +167,7 @@ mod tests {
                 outputs: vec![OutputRequest::new(Preset::Mp4H264)],
                 output_dir: format!("outputs/{i}.mp4/{id}/"),
                 source: Default::default(),
+                notify: None,
             };
             // Written as documents directly: this test is about reading them back.
             let mut status = JobStatus::queued(&job, 1, 3, now - chrono::Duration::minutes(minutes_ago));

@@ -10,6 +10,7 @@ mod dead_letters;
 mod jobs;
 mod output;
 mod progress;
+mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,6 +23,7 @@ use self::dead_letters::DeadLetterCommand;
 use self::jobs::JobsArgs;
 use self::output::CliError;
 use self::progress::Followed;
+use self::webhook::WebhookCommand;
 use crate::backend::{self, Backend};
 use crate::config::{self, BackendKind, Config};
 use crate::domain::job::{JobSpec, OutputRequest, SourcePin, job_id_for_object, new_job_id};
@@ -101,6 +103,9 @@ enum Command {
     /// Inspect the dead-letter queue, redrive or purge it.
     #[command(subcommand)]
     DeadLetters(DeadLetterCommand),
+    /// Webhooks: check a captured request's signature, or make a secret.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
     /// List the presets with the exact ffmpeg arguments each runs.
     Presets {
         /// A JSON array of {preset, args} instead of text.
@@ -164,6 +169,7 @@ fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
 async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
     let command = cli.command.unwrap_or(Command::Run { drain: false, json: false });
     match &command {
+        Command::Webhook(webhook) => return webhook::run(webhook, &config),
         Command::Presets { json } => {
             print_presets(*json)?;
             return Ok(ExitCode::SUCCESS);
@@ -183,7 +189,9 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
     }
     let backend = backend::connect(&config).await?;
     match command {
-        Command::Presets { .. } | Command::Plan { .. } | Command::Completions { .. } => Ok(ExitCode::SUCCESS),
+        Command::Presets { .. } | Command::Plan { .. } | Command::Completions { .. } | Command::Webhook(_) => {
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run { drain, json } => {
             let worker = Worker::new(config, backend.storage, backend.queues);
             let mode = if drain { RunMode::Drain } else { RunMode::Daemon };
@@ -376,9 +384,10 @@ async fn submit(config: &Config, backend: &Backend, source: &str, presets: Vec<P
         source_key: source.to_string(),
         outputs,
         source: SourcePin { etag: head.etag, version_id: None, size: Some(head.size) },
+        notify: None,
     };
     job.validate()?;
-    let store = JobStore::new(backend.storage.clone());
+    let store = crate::notify::job_store(config, backend.storage.clone(), &backend.queues);
     lifecycle::submit(&store, backend.queues.ready.as_ref(), &job, config.max_attempts).await?;
     Ok(Submitted::Job { job_id: job.job_id, from_file: false })
 }

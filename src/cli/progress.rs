@@ -234,6 +234,7 @@ mod tests {
             outputs: vec![OutputRequest::new(Preset::Mp4H264)],
             output_dir: "outputs/a.mp4/job-1/".into(),
             source: Default::default(),
+            notify: None,
         };
         let mut s = JobStatus::queued(&job, attempt, 5, chrono::Utc::now());
         s.state = state;

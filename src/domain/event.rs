@@ -315,6 +315,7 @@ fn object_to_job(
             size: object.size,
         },
         source_key: key,
+        notify: None,
     };
     Ok(Some(JobMessage::new(job, 1)))
 }

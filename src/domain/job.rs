@@ -32,6 +32,19 @@ pub struct JobSpec {
     /// source replaced under the job ends the job with `source_changed`.
     #[serde(default, skip_serializing_if = "SourcePin::is_empty")]
     pub source: SourcePin,
+    /// A webhook endpoint told about this job's changes, besides the deployment's own
+    /// endpoints (checked at submit time and again at every connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifyTarget>,
+}
+
+/// Where a job's notifications go (`notify` in `POST /v1/jobs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyTarget {
+    /// An `https` URL; requests are signed with the deployment's webhook secret.
+    #[schema(min_length = 9, max_length = 2048, example = "https://example.com/hooks/media")]
+    pub url: String,
 }
 
 /// Which write of a source object a job is for (all optional: a job for "whatever is stored"
@@ -240,6 +253,7 @@ pub(crate) fn sample_job() -> JobSpec {
         outputs: vec![OutputRequest::new(Preset::Mp4H264)],
         output_dir: "outputs/a.mp4/job-1/".into(),
         source: SourcePin::default(),
+        notify: None,
     }
 }
 

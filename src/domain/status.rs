@@ -67,6 +67,10 @@ pub struct TimelineEntry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobStatus {
     pub version: u32,
+    /// How many changes the document has had: each accepted event adds one. Orders a job's
+    /// notifications (their `sequence`).
+    #[serde(default)]
+    pub revision: u64,
     pub job_id: String,
     pub state: JobState,
     pub stage: Stage,
@@ -108,6 +112,7 @@ impl JobStatus {
     pub fn queued(job: &JobSpec, attempt: u32, max_attempts: u32, now: DateTime<Utc>) -> Self {
         let mut status = JobStatus {
             version: 1,
+            revision: 0,
             job_id: job.job_id.clone(),
             state: JobState::Queued,
             stage: Stage::Queued,

@@ -125,6 +125,12 @@ pub enum Refused {
 /// The status after `event`, or why it cannot happen. `current` is the stored status (`None`
 /// when there is none).
 pub fn apply(current: Option<&JobStatus>, event: &Event, now: DateTime<Utc>) -> Result<JobStatus, Refused> {
+    let mut next = transition(current, event, now)?;
+    next.revision = current.map_or(0, |c| c.revision) + 1;
+    Ok(next)
+}
+
+fn transition(current: Option<&JobStatus>, event: &Event, now: DateTime<Utc>) -> Result<JobStatus, Refused> {
     let Some(current) = current else { return create(event, now) };
     // Final states are final; the only mark a completed job still takes is "outputs deleted".
     if current.state.is_terminal() {
@@ -422,6 +428,7 @@ mod tests {
         assert_eq!(outcomes, vec![Ok(Queued), Ok(Running), Ok(Running), Ok(Running), Ok(Running), Ok(Completed)]);
         let status = status.unwrap();
         assert_eq!(status.progress, 100.0);
+        assert_eq!(status.revision, 6, "one revision per accepted event");
         assert_eq!(status.manifest_key.as_deref(), Some("outputs/a.mp4/job-1/manifest.json"));
         let stages: Vec<Stage> = status.timeline.iter().map(|e| e.stage).collect();
         assert_eq!(stages, vec![Stage::Queued, Stage::Downloading, Stage::Transcoding, Stage::Finalizing, Stage::Done]);

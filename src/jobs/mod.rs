@@ -3,7 +3,8 @@
 //! - [`machine`]: the state machine, pure: `(status, event) -> status | refused`, with the table
 //!   of every transition.
 //! - [`store`]: [`JobStore`] applies events by compare-and-swap on the object store, and tells
-//!   an [`Observer`] about final states (the one `on_terminal` point).
+//!   an [`Observer`] about every transition it won (`on_transition`; final states also reach
+//!   `on_terminal`): notifications hang off this one point.
 //! - [`attempt`]: [`Attempt`], the fenced handle a running attempt writes through.
 //!
 //! The worker (intake, attempts, reaper, dead-letter sweep), the API and the CLI change a job's
@@ -15,7 +16,7 @@ pub mod store;
 
 pub use attempt::{Attempt, AttemptError};
 pub use machine::{Event, Refused};
-pub use store::{Applied, JobStore, Observer, Stored};
+pub use store::{Applied, JobStore, Observer, Stored, Transition};
 
 use crate::domain::job::{JobMessage, JobSpec};
 use crate::domain::keys::source_index_prefix;

@@ -50,15 +50,40 @@ impl Applied {
     }
 }
 
-/// Told about every transition that won its compare-and-swap (and only those).
+/// A transition that won its compare-and-swap.
+pub struct Transition<'a> {
+    pub event: &'a Event,
+    /// The status it was applied to (`None` when it created the document).
+    pub before: Option<&'a JobStatus>,
+    /// The status now stored.
+    pub after: &'a JobStatus,
+}
+
+impl Transition<'_> {
+    /// Whether this transition ended the job.
+    pub fn ended(&self) -> bool {
+        self.after.state.is_terminal() && self.before.is_none_or(|s| !s.state.is_terminal())
+    }
+}
+
+/// Told about every transition that won its compare-and-swap (and only those), by the writer
+/// that won it, after it is stored.
+#[async_trait::async_trait]
 pub trait Observer: Send + Sync + 'static {
+    /// Any stored change. By default: [`Observer::on_terminal`] when it ended the job.
+    async fn on_transition(&self, transition: &Transition<'_>) {
+        if transition.ended() {
+            self.on_terminal(transition.after);
+        }
+    }
+
     /// A job reached `completed`, `failed` or `cancelled`. Called once per job: final states
     /// are never left, and only the writer that won the transition calls it.
     fn on_terminal(&self, status: &JobStatus);
 }
 
 /// Logs final states.
-struct LogObserver;
+pub struct LogObserver;
 
 impl Observer for LogObserver {
     fn on_terminal(&self, status: &JobStatus) {
@@ -80,14 +105,17 @@ pub struct JobStore {
 }
 
 impl JobStore {
-    /// A transition that won: told to the observer when it ended the job.
-    fn won(&self, job_id: &str, before: Option<&JobStatus>, next: JobStatus, etag: String, event: &Event) -> Applied {
+    /// A transition that won: told to the observer.
+    async fn won(
+        &self,
+        job_id: &str,
+        before: Option<&JobStatus>,
+        next: JobStatus,
+        etag: String,
+        event: &Event,
+    ) -> Applied {
         tracing::debug!(job_id, event = event.name(), state = ?next.state, "Job status changed.");
-        // `before` is unknown when we recognise our own write after a lost answer: the write
-        // that ended the job was ours either way.
-        if next.state.is_terminal() && before.is_none_or(|s| !s.state.is_terminal()) {
-            self.observer.on_terminal(&next);
-        }
+        self.observer.on_transition(&Transition { event, before, after: &next }).await;
         Applied::Done { status: next, etag }
     }
 
@@ -139,7 +167,11 @@ impl JobStore {
             None => Precondition::Absent,
         };
         let written = self.storage.put_if(&status_key(job_id), next.to_json(), "application/json", condition).await?;
-        Ok(matches!(written, CasOutcome::Written { .. }))
+        let won = matches!(written, CasOutcome::Written { .. });
+        if won {
+            self.observer.on_transition(&Transition { event, before: current.status.as_ref(), after: &next }).await;
+        }
+        Ok(won)
     }
 
     /// Applies `event` to a status already read (saving a read when the caller's copy is
@@ -148,12 +180,14 @@ impl JobStore {
         // What we tried to write last, in case the "conflict" was our own write: the SDK retries a
         // conditional PUT whose answer was lost, and the retry finds its own write in place.
         let mut attempted: Option<JobStatus> = None;
+        // And the status that write was made from: the transition's `before` if it was ours.
+        let mut attempted_from: Option<JobStatus> = None;
         let clock = std::time::Instant::now();
         for conflicts in 0..MAX_CONFLICTS {
             if let (Some(mine), Some(stored), Some(etag)) = (&attempted, &current.status, &current.etag)
                 && mine == stored
             {
-                return Ok(self.won(job_id, None, mine.clone(), etag.clone(), event));
+                return Ok(self.won(job_id, attempted_from.as_ref(), mine.clone(), etag.clone(), event).await);
             }
             let next = match apply(current.status.as_ref(), event, Utc::now()) {
                 Ok(next) => next,
@@ -173,7 +207,7 @@ impl JobStore {
                         write_us = clock.elapsed().as_micros() as u64,
                         "Status written."
                     );
-                    return Ok(self.won(job_id, current.status.as_ref(), next, etag, event));
+                    return Ok(self.won(job_id, current.status.as_ref(), next, etag, event).await);
                 }
                 CasOutcome::Conflict => {
                     tracing::debug!(
@@ -183,6 +217,7 @@ impl JobStore {
                         "Job status changed under us; re-reading."
                     );
                     attempted = Some(next);
+                    attempted_from = current.status.take();
                     // Contention between a few writers clears at once; back off a little anyway.
                     tokio::time::sleep(Duration::from_millis(u64::from(conflicts) * 5)).await;
                     current = self.read_versioned(job_id).await?;

@@ -121,7 +121,7 @@ pub struct Listed {
     pub sent_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// The three queues of a deployment.
+/// The queues of a deployment.
 #[derive(Clone)]
 pub struct Queues {
     /// S3 events and job messages waiting for a worker.
@@ -130,4 +130,7 @@ pub struct Queues {
     pub processing: std::sync::Arc<dyn Queue>,
     /// Messages and jobs that cannot succeed, with the reason in attributes.
     pub dead_letter: std::sync::Arc<dyn Queue>,
+    /// Notifications waiting for delivery (see `notify`); `None` on an aws deployment without
+    /// MEDIA_NOTIFY_QUEUE_URL.
+    pub notifications: Option<std::sync::Arc<dyn Queue>>,
 }

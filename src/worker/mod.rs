@@ -116,6 +116,8 @@ pub(crate) struct Inner {
     counters: Counters,
     /// ECS scale-in protection while jobs run (a no-op outside ECS).
     protection: TaskProtection,
+    /// Delivers webhooks from the notifications queue, in its own task, when configured.
+    notifications: Option<Arc<crate::notify::deliver::Dispatcher>>,
 }
 
 #[derive(Clone)]
@@ -129,10 +131,12 @@ impl Worker {
         let transcode_slots = Arc::new(Semaphore::new(config.concurrency));
         let protection = TaskProtection::from_env(config.job_timeout);
         let max_receives = std::sync::atomic::AtomicU32::new(config.max_receives);
+        let store = crate::notify::job_store(&config, storage.clone(), &queues);
+        let notifications = crate::notify::deliver::Dispatcher::for_worker(&config, &storage, &queues);
         Worker {
             inner: Arc::new(Inner {
                 config,
-                store: JobStore::new(storage.clone()),
+                store,
                 storage,
                 queues,
                 transcode_slots,
@@ -150,6 +154,7 @@ impl Worker {
                 reaping: tokio::sync::Mutex::new(()),
                 counters: Counters::default(),
                 protection,
+                notifications,
             }),
         }
     }
@@ -281,6 +286,11 @@ impl Worker {
         if ready.total() > 0 {
             return Ok(false);
         }
+        if let Some(notifications) = &self.inner.notifications
+            && !notifications.is_idle().await?
+        {
+            return Ok(false);
+        }
         Ok(self.inner.queues.processing.counts().await?.total() == 0)
     }
 
@@ -321,6 +331,8 @@ impl Worker {
             let worker = self.clone();
             async move { worker.intake_loop().await }
         });
+        let stop_notifications = CancellationToken::new();
+        let notifications = self.inner.notifications.clone().map(|d| tokio::spawn(d.run(stop_notifications.clone())));
         let reaper = self.clone();
         scheduler
             .add(
@@ -362,6 +374,11 @@ impl Worker {
             tracing::warn!(error = %err, "The scheduler did not stop cleanly.");
         }
         self.stop_jobs().await;
+        // After the jobs: their last events are queued by now, and delivered if there is time.
+        stop_notifications.cancel();
+        if let Some(notifications) = notifications {
+            let _ = notifications.await;
+        }
         self.inner.protection.stop().await;
         stop_endpoint.cancel();
         if let Some(endpoint) = endpoint {

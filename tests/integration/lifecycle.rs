@@ -23,6 +23,7 @@ fn spec(job_id: &str) -> JobSpec {
         outputs: vec![media_worker::domain::job::OutputRequest::new(media_worker::domain::preset::Preset::Mp4H264)],
         output_dir: format!("outputs/a.mp4/{job_id}/"),
         source: Default::default(),
+        notify: None,
     }
 }
 
@@ -165,6 +166,7 @@ async fn two_workers_one_message_one_transcode(kind: Kind) {
         outputs: vec![media_worker::domain::job::OutputRequest::new(media_worker::domain::preset::Preset::Mp4H264)],
         output_dir: "outputs/elsewhere/clip.mp4/twice/".into(),
         source: Default::default(),
+        notify: None,
     };
     let message = JobMessage::new(job, 1).to_json();
     for _ in 0..2 {

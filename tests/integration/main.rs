@@ -10,5 +10,6 @@ mod faults;
 mod faults_support;
 mod lifecycle;
 mod media;
+mod notifications;
 mod support;
 mod worker;

@@ -226,6 +226,7 @@ async fn corpus_through_the_worker() {
             source_key: key,
             outputs: case.outputs.clone(),
             source: Default::default(),
+            notify: None,
         };
         job.validate().unwrap();
         d.queues().ready.send(&JobMessage::new(job, 1).to_json(), SendOptions::default()).await.unwrap();

@@ -209,7 +209,7 @@ impl Deployment {
         let bucket = unique("media");
         s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
         let mut urls = Vec::new();
-        for name in ["ready", "processing", "dead"] {
+        for name in ["ready", "processing", "dead", "notify"] {
             let out = sqs.create_queue().queue_name(unique(name)).send().await.expect("create queue");
             urls.push(out.queue_url.expect("queue url"));
         }
@@ -252,6 +252,7 @@ impl Deployment {
             ("MEDIA_READY_QUEUE_URL", urls[0].as_str()),
             ("MEDIA_PROCESSING_QUEUE_URL", urls[1].as_str()),
             ("MEDIA_DEAD_LETTER_QUEUE_URL", urls[2].as_str()),
+            ("MEDIA_NOTIFY_QUEUE_URL", urls[3].as_str()),
             ("AWS_ENDPOINT_URL", endpoint.as_str()),
             ("AWS_REGION", "us-east-1"),
             ("AWS_ACCESS_KEY_ID", "test"),
@@ -266,6 +267,7 @@ impl Deployment {
                 ready: Arc::new(SqsQueue::new(sqs.clone(), &urls[0])),
                 processing: Arc::new(SqsQueue::new(sqs.clone(), &urls[1])),
                 dead_letter: Arc::new(SqsQueue::new(sqs.clone(), &urls[2])),
+                notifications: Some(Arc::new(SqsQueue::new(sqs.clone(), &urls[3]))),
             },
             bucket,
         };

@@ -23,7 +23,7 @@ use crate::api::auth::{Caller, Signed, unix_now};
 use crate::api::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorResponse, clip};
 use crate::api::model::{CreateJobRequest, DeleteOutcome, Download, JobEvent, JobView};
 use crate::api::{ApiState, EVENTS_POLL};
-use crate::domain::job::{JobMessage, JobSpec, SourcePin, new_job_id};
+use crate::domain::job::{JobMessage, JobSpec, NotifyTarget, SourcePin, new_job_id};
 use crate::domain::keys::{validate_job_id, validate_prefix};
 use crate::domain::status::{JobState, JobStatus, Manifest};
 use crate::jobs::{self, Applied, Refused};
@@ -35,6 +35,8 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const REPLAYED: &str = "idempotent-replayed";
 /// Longest idempotency key accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Longest `notify.url` accepted.
+const MAX_NOTIFY_URL: usize = 2048;
 /// The note a cancellation leaves in the job's timeline.
 const CANCEL_NOTE: &str = "cancel requested through the API";
 
@@ -108,6 +110,10 @@ pub async fn create(
     let idempotency = idempotency_key(&headers)?;
     let source_key = request.input.key;
     key_under(&source_key, state.config.layout.upload_prefix())?;
+    let notify = match request.notify {
+        Some(target) => Some(notify_target(&state, target).await?),
+        None => None,
+    };
     let job_id = match &idempotency {
         Some(key) => idempotent_job_id(&caller, key),
         None => new_job_id(),
@@ -125,7 +131,8 @@ pub async fn create(
         // The same request again: the same job (the source pin is the job's, not the request's).
         let same = existing.job.source_key == source_key
             && existing.job.outputs == request.outputs
-            && existing.job.output_dir == output_dir;
+            && existing.job.output_dir == output_dir
+            && existing.job.notify == notify;
         if !same {
             return Err(ApiError::unprocessable(
                 "idempotency_key_reused",
@@ -150,13 +157,35 @@ pub async fn create(
     // Pinned to what is stored now: a source replaced before the job runs ends it with
     // `source_changed` instead of transcoding bytes the client never submitted.
     let pin = SourcePin { etag: source.etag, version_id: None, size: Some(source.size) };
-    let job = JobSpec { job_id, source_key, outputs: request.outputs, output_dir, source: pin };
+    let job = JobSpec { job_id, source_key, outputs: request.outputs, output_dir, source: pin, notify };
     job.validate().map_err(|e| ApiError::unprocessable("invalid_job", e.to_string()))?;
     let status = jobs::submit(&state.store, state.backend.queues.ready.as_ref(), &job, state.config.max_attempts)
         .await
         .map_err(ApiError::Unavailable)?;
     tracing::info!(job_id = %job.job_id, source = %job.source_key, outputs = job.outputs.len(), "Job submitted.");
     accepted(&state, status).await
+}
+
+/// A job's own webhook: only when the deployment signs webhooks, and only to a URL whose host
+/// resolves to allowed addresses now (the worker checks again at every connection).
+async fn notify_target(state: &ApiState, target: NotifyTarget) -> ApiResult<NotifyTarget> {
+    if !state.config.notify.webhooks() || state.backend.queues.notifications.is_none() {
+        return Err(ApiError::unprocessable(
+            "notifications_disabled",
+            "this deployment sends no webhooks (MEDIA_WEBHOOK_SECRET is not set)",
+        ));
+    }
+    if target.url.len() > MAX_NOTIFY_URL {
+        return Err(ApiError::unprocessable(
+            "invalid_notify_url",
+            format!("notify.url is longer than {MAX_NOTIFY_URL}"),
+        ));
+    }
+    let guard = state.config.notify.guard();
+    match guard.check_resolved(&target.url).await {
+        Ok(_) => Ok(target),
+        Err(refusal) => Err(ApiError::unprocessable("invalid_notify_url", format!("notify.url refused: {refusal}"))),
+    }
 }
 
 async fn publish(state: &ApiState, job: &JobSpec) -> ApiResult<()> {
@@ -182,7 +211,15 @@ async fn accepted(state: &ApiState, status: JobStatus) -> ApiResult<Response> {
     ))]
 pub async fn get(State(state): State<ApiState>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<JobView>> {
     let status = stored_status(&state, &id).await?;
-    Ok(Json(job_view(&state, status).await?))
+    let mut view = job_view(&state, status).await?;
+    // Only here (not in every event of a stream): one more small read.
+    if view.notify.is_some() || !state.config.notify.endpoints.is_empty() {
+        match crate::notify::record::read(state.backend.storage.as_ref(), &id).await {
+            Ok(deliveries) => view.deliveries = Some(deliveries),
+            Err(err) => tracing::warn!(job_id = %id, error = format!("{err:#}"), "Could not read webhook deliveries."),
+        }
+    }
+    Ok(Json(view))
 }
 
 /// The API's view of a status: links, and for a completed job its manifest and downloads.
@@ -204,6 +241,8 @@ pub async fn job_view(state: &ApiState, status: JobStatus) -> ApiResult<JobView>
         source_key: status.job.source_key,
         output_dir: status.job.output_dir,
         outputs: status.job.outputs,
+        notify: status.job.notify,
+        deliveries: None,
         worker: status.worker,
         heartbeat_at: status.heartbeat_at,
         created_at: status.created_at,

@@ -1,0 +1,157 @@
+//! `jobs/notifications/<job_id>.json`: the delivery attempts of a job's webhooks (shown by
+//! `GET /v1/jobs/{id}`) and the endpoints that answered 410 Gone for it.
+//!
+//! Several deliveries of one job may finish at once (different events, different endpoints,
+//! different workers), so the document is changed by compare-and-swap like a job status: a
+//! lost race re-reads and applies its change again, and no attempt's record is lost. It is
+//! never the job's status: nothing here changes the job.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::event::EventType;
+use crate::storage::{CasOutcome, Precondition, Storage};
+
+/// The most attempts kept per job: the latest ones.
+const MAX_ATTEMPTS_KEPT: usize = 100;
+const MAX_CONFLICTS: u32 = 20;
+
+pub fn deliveries_key(job_id: &str) -> String {
+    format!("{}notifications/{job_id}.json", crate::domain::keys::JOBS_PREFIX)
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Deliveries {
+    /// Endpoints (as shown in `attempts`) that answered 410 Gone: they get nothing more
+    /// about this job.
+    #[serde(default)]
+    pub stopped: Vec<String>,
+    /// The latest delivery attempts, oldest first.
+    #[serde(default)]
+    pub attempts: Vec<DeliveryAttempt>,
+}
+
+/// One webhook request and how it went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryAttempt {
+    pub event_id: String,
+    pub event_type: EventType,
+    /// The endpoint, without its query string (which may hold a token).
+    pub endpoint: String,
+    /// 1 for the first try of this event at this endpoint.
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    /// The HTTP status of the answer, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// `delivered`, `retrying`, `failed` (no attempts left), `gone` (410: stopped), or
+    /// `refused` (the address is not allowed).
+    pub outcome: String,
+    /// Why, when it did not succeed (`timeout`, `connection failed`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the next attempt is due, for `retrying`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// The endpoint as recorded: scheme, host, port and path.
+pub fn endpoint_label(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            parsed.to_string()
+        }
+        Err(_) => "(invalid URL)".into(),
+    }
+}
+
+pub async fn read(storage: &dyn Storage, job_id: &str) -> anyhow::Result<Deliveries> {
+    match storage.get_bytes(&deliveries_key(job_id)).await? {
+        Some(bytes) => Ok(serde_json::from_slice(&bytes).unwrap_or_default()),
+        None => Ok(Deliveries::default()),
+    }
+}
+
+/// Adds an attempt (and, for 410, stops its endpoint), by compare-and-swap.
+pub async fn append(storage: &dyn Storage, job_id: &str, attempt: DeliveryAttempt) -> anyhow::Result<()> {
+    let key = deliveries_key(job_id);
+    for conflicts in 0..MAX_CONFLICTS {
+        let current = storage.get_versioned(&key).await?;
+        let mut doc: Deliveries =
+            current.as_ref().and_then(|c| serde_json::from_slice(&c.bytes).ok()).unwrap_or_default();
+        // A redelivered queue message may record the same attempt twice: once is enough.
+        if doc
+            .attempts
+            .iter()
+            .any(|a| a.event_id == attempt.event_id && a.endpoint == attempt.endpoint && a.attempt == attempt.attempt)
+        {
+            return Ok(());
+        }
+        if attempt.outcome == "gone" && !doc.stopped.contains(&attempt.endpoint) {
+            doc.stopped.push(attempt.endpoint.clone());
+        }
+        doc.attempts.push(attempt.clone());
+        if doc.attempts.len() > MAX_ATTEMPTS_KEPT {
+            let excess = doc.attempts.len() - MAX_ATTEMPTS_KEPT;
+            doc.attempts.drain(..excess);
+        }
+        let condition = match &current {
+            Some(c) => Precondition::Matches(&c.etag),
+            None => Precondition::Absent,
+        };
+        let bytes = serde_json::to_vec_pretty(&doc)?;
+        match storage.put_if(&key, bytes, "application/json", condition).await? {
+            CasOutcome::Written { .. } => return Ok(()),
+            CasOutcome::Conflict => {
+                tokio::time::sleep(std::time::Duration::from_millis(u64::from(conflicts) * 5)).await;
+            }
+        }
+    }
+    anyhow::bail!("job {job_id}: the delivery record kept changing ({MAX_CONFLICTS} lost races)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_drop_the_query() {
+        assert_eq!(endpoint_label("https://a.example/h?token=s3cret#x"), "https://a.example/h");
+        assert_eq!(endpoint_label("http://127.0.0.1:9/x"), "http://127.0.0.1:9/x");
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_are_all_kept_and_gone_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: std::sync::Arc<dyn Storage> =
+            std::sync::Arc::new(crate::storage::local::LocalStorage::new(dir.path().to_path_buf(), None).unwrap());
+        let attempt = |n: u32, outcome: &str| DeliveryAttempt {
+            event_id: format!("msg_{n}"),
+            event_type: EventType::Queued,
+            endpoint: "https://a.example/h".into(),
+            attempt: 1,
+            at: Utc::now(),
+            status: Some(500),
+            outcome: outcome.into(),
+            error: None,
+            next_attempt_at: None,
+        };
+        let tasks: Vec<_> = (0..8)
+            .map(|n| {
+                let storage = storage.clone();
+                tokio::spawn(async move { append(storage.as_ref(), "job-1", attempt(n, "retrying")).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        append(storage.as_ref(), "job-1", attempt(3, "retrying")).await.unwrap();
+        append(storage.as_ref(), "job-1", attempt(9, "gone")).await.unwrap();
+        let doc = read(storage.as_ref(), "job-1").await.unwrap();
+        assert_eq!(doc.attempts.len(), 9, "every attempt once");
+        assert_eq!(doc.stopped, vec!["https://a.example/h".to_string()]);
+    }
+}

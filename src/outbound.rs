@@ -1,0 +1,460 @@
+//! Outbound HTTP to URLs that users supply (webhooks today, URL imports later), safe against
+//! server-side request forgery by default.
+//!
+//! The rules, checked twice:
+//! - at submit time, [`Guard::check_url`] and [`Guard::check_resolved`]: `https` only (plain
+//!   `http` only to loopback, and only with the development setting), no credentials in the
+//!   URL, and every address the host resolves to allowed;
+//! - at connect time, by the client's own resolver ([`Guard::client`]): every address a
+//!   connection may use is checked again, so a name that resolved to a public address at
+//!   submit time and to a private one now (DNS rebinding) is refused before any byte is sent.
+//!
+//! Refused: unspecified, loopback (unless allowed), private (10/8, 172.16/12, 192.168/16,
+//! fc00::/7, 100.64/10), link-local (169.254/16 with the metadata service 169.254.169.254,
+//! fe80::/10, and AWS's fd00:ec2::254), multicast, broadcast and reserved ranges, and the IPv4
+//! addresses hidden in IPv4-mapped and NAT64 IPv6 addresses. The client follows no redirects
+//! (a redirect could lead anywhere), ignores proxy settings (a proxy would resolve the name
+//! itself), has connect and total timeouts, and [`read_capped`] reads at most a few bytes of an
+//! answer.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Url;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+/// Why a URL or an address is refused. Messages are safe to show to the user who gave the URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("not a valid absolute URL")]
+    Malformed,
+    #[error("only https URLs are accepted")]
+    Scheme,
+    #[error("URLs may not carry credentials")]
+    Credentials,
+    #[error("the host name could not be resolved")]
+    Unresolved,
+    #[error("the host resolves to a {0} address, which is not allowed")]
+    Address(&'static str),
+}
+
+/// Resolves host names; swapped in tests to play DNS tricks.
+pub trait Lookup: Send + Sync + 'static {
+    fn lookup(&self, host: String) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>>;
+}
+
+/// The system resolver (through tokio's blocking pool).
+pub struct SystemLookup;
+
+impl Lookup for SystemLookup {
+    fn lookup(&self, host: String) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>> {
+        Box::pin(async move {
+            let addrs = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            Ok(addrs.map(|a| a.ip()).collect())
+        })
+    }
+}
+
+/// What the guard lets through, beyond public addresses over https.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Development only: plain `http` and loopback addresses (127.0.0.0/8, ::1). Private,
+    /// link-local and metadata addresses stay refused.
+    pub allow_loopback: bool,
+}
+
+/// Timeouts and limits of a client.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub connect: Duration,
+    /// The whole request, answer included.
+    pub total: Duration,
+}
+
+/// The rules, with the resolver they check.
+#[derive(Clone)]
+pub struct Guard {
+    policy: Policy,
+    lookup: Arc<dyn Lookup>,
+}
+
+impl Guard {
+    pub fn new(policy: Policy) -> Self {
+        Self { policy, lookup: Arc::new(SystemLookup) }
+    }
+
+    /// The same rules with another resolver (tests).
+    pub fn with_lookup(policy: Policy, lookup: Arc<dyn Lookup>) -> Self {
+        Self { policy, lookup }
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// The URL's shape: scheme, credentials, and the host when it is an address literal.
+    pub fn check_url(&self, raw: &str) -> Result<Url, Refusal> {
+        let url = Url::parse(raw).map_err(|_| Refusal::Malformed)?;
+        match url.scheme() {
+            "https" => {}
+            "http" if self.policy.allow_loopback => {}
+            _ => return Err(Refusal::Scheme),
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(Refusal::Credentials);
+        }
+        match url.host() {
+            None => return Err(Refusal::Malformed),
+            Some(url::Host::Ipv4(ip)) => self.check_for_scheme(url.scheme(), IpAddr::V4(ip))?,
+            Some(url::Host::Ipv6(ip)) => self.check_for_scheme(url.scheme(), IpAddr::V6(ip))?,
+            Some(url::Host::Domain(_)) => {}
+        }
+        Ok(url)
+    }
+
+    /// [`Guard::check_url`], then every address the host resolves to now.
+    pub async fn check_resolved(&self, raw: &str) -> Result<Url, Refusal> {
+        let url = self.check_url(raw)?;
+        if let Some(url::Host::Domain(host)) = url.host() {
+            let addrs = self.lookup.lookup(host.to_string()).await.map_err(|_| Refusal::Unresolved)?;
+            if addrs.is_empty() {
+                return Err(Refusal::Unresolved);
+            }
+            for ip in addrs {
+                self.check_for_scheme(url.scheme(), ip)?;
+            }
+        }
+        Ok(url)
+    }
+
+    fn check_for_scheme(&self, scheme: &str, ip: IpAddr) -> Result<(), Refusal> {
+        check_ip(ip, self.policy)?;
+        // Plain http is for a receiver on this machine during development, nothing else.
+        if scheme == "http" && !canonical(ip).is_loopback() {
+            return Err(Refusal::Scheme);
+        }
+        Ok(())
+    }
+
+    /// A client that checks every address it connects to, for `https` URLs; and, with the
+    /// development setting, a second one for `http` URLs that connects to loopback only.
+    pub fn client(&self, limits: Limits) -> anyhow::Result<SafeClient> {
+        let build = |loopback_only: bool| {
+            reqwest::Client::builder()
+                .dns_resolver(Arc::new(CheckingResolver {
+                    lookup: self.lookup.clone(),
+                    policy: self.policy,
+                    loopback_only,
+                }))
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .connect_timeout(limits.connect)
+                .timeout(limits.total)
+                .pool_idle_timeout(Duration::from_secs(30))
+                .user_agent(concat!("media-worker/", env!("CARGO_PKG_VERSION")))
+                .build()
+        };
+        let https = build(false)?;
+        let http = if self.policy.allow_loopback { Some(build(true)?) } else { None };
+        Ok(SafeClient { guard: self.clone(), https, http })
+    }
+}
+
+/// Checks one address against the policy.
+pub fn check_ip(ip: IpAddr, policy: Policy) -> Result<(), Refusal> {
+    match classify(canonical(ip)) {
+        None => Ok(()),
+        Some("loopback") if policy.allow_loopback => Ok(()),
+        Some(kind) => Err(Refusal::Address(kind)),
+    }
+}
+
+/// The IPv4 address an IPv6 address stands for (IPv4-mapped `::ffff:a.b.c.d`, NAT64
+/// `64:ff9b::a.b.c.d`), or the address itself.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            let s = v6.segments();
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                let [a, b] = s[6].to_be_bytes();
+                let [c, d] = s[7].to_be_bytes();
+                return IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+            }
+            IpAddr::V6(v6)
+        }
+        v4 => v4,
+    }
+}
+
+/// The kind of a non-public address, `None` for a public one.
+fn classify(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            if v4 == Ipv4Addr::new(169, 254, 169, 254) {
+                Some("metadata")
+            } else if v4.is_unspecified() || a == 0 {
+                Some("unspecified")
+            } else if v4.is_loopback() {
+                Some("loopback")
+            } else if v4.is_private() || (a == 100 && (64..128).contains(&b)) {
+                Some("private")
+            } else if v4.is_link_local() {
+                Some("link-local")
+            } else if v4.is_multicast() || v4.is_broadcast() || a >= 240 {
+                Some("multicast or reserved")
+            } else if (a == 192 && b == 0 && v4.octets()[2] == 0) || (a == 198 && (18..20).contains(&b)) {
+                Some("reserved")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            if v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) {
+                Some("metadata")
+            } else if v6.is_unspecified() {
+                Some("unspecified")
+            } else if v6.is_loopback() {
+                Some("loopback")
+            } else if first & 0xfe00 == 0xfc00 {
+                Some("private")
+            } else if first & 0xffc0 == 0xfe80 {
+                Some("link-local")
+            } else if v6.is_multicast() {
+                Some("multicast or reserved")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// reqwest's resolver, refusing a name if any address it resolves to is refused.
+struct CheckingResolver {
+    lookup: Arc<dyn Lookup>,
+    policy: Policy,
+    /// The `http` client: loopback addresses only.
+    loopback_only: bool,
+}
+
+impl Resolve for CheckingResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let lookup = self.lookup.lookup(name.as_str().to_string());
+        let (policy, loopback_only) = (self.policy, self.loopback_only);
+        Box::pin(async move {
+            let ips = lookup.await?;
+            if ips.is_empty() {
+                return Err(Box::new(Refusal::Unresolved) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            for ip in &ips {
+                check_ip(*ip, policy)?;
+                if loopback_only && !canonical(*ip).is_loopback() {
+                    return Err(Box::new(Refusal::Scheme) as Box<dyn std::error::Error + Send + Sync>);
+                }
+            }
+            let addrs: Addrs = Box::new(ips.into_iter().map(|ip| SocketAddr::new(ip, 0)));
+            Ok(addrs)
+        })
+    }
+}
+
+/// Clients that only ever reach allowed addresses.
+#[derive(Clone)]
+pub struct SafeClient {
+    guard: Guard,
+    https: reqwest::Client,
+    http: Option<reqwest::Client>,
+}
+
+/// Why a request did not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The URL or an address it resolved to is not allowed (at connect time).
+    #[error("refused: {0}")]
+    Refused(Refusal),
+    #[error("timed out")]
+    Timeout,
+    #[error("connection failed")]
+    Connect,
+    #[error("request failed")]
+    Other,
+}
+
+impl SafeClient {
+    pub fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
+    /// Sends a POST with `body` and `headers` to `url`, checked again here (the URL may have
+    /// been stored long ago, under other rules).
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: reqwest::header::HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response, SendError> {
+        let url = self.guard.check_url(url).map_err(SendError::Refused)?;
+        let client = match (url.scheme(), &self.http) {
+            ("http", Some(http)) => http,
+            ("http", None) => return Err(SendError::Refused(Refusal::Scheme)),
+            _ => &self.https,
+        };
+        client.post(url).headers(headers).body(body).send().await.map_err(classify_error)
+    }
+}
+
+fn classify_error(err: reqwest::Error) -> SendError {
+    // Our resolver's refusal travels inside the connect error.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    while let Some(e) = source {
+        if let Some(refusal) = e.downcast_ref::<Refusal>() {
+            return SendError::Refused(refusal.clone());
+        }
+        source = e.source();
+    }
+    if err.is_timeout() {
+        SendError::Timeout
+    } else if err.is_connect() {
+        SendError::Connect
+    } else {
+        SendError::Other
+    }
+}
+
+/// Reads at most `cap` bytes of an answer's body (the rest is dropped with the connection).
+pub async fn read_capped(mut response: reqwest::Response, cap: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < cap {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(cap - body.len())]),
+            _ => break,
+        }
+    }
+    body
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// Answers from a table; each name's answers are used in turn (the last one repeats).
+    pub(crate) struct TableLookup(pub Mutex<HashMap<String, Vec<Vec<IpAddr>>>>);
+
+    impl TableLookup {
+        pub(crate) fn new(entries: &[(&str, Vec<&str>)]) -> Arc<Self> {
+            let mut table: HashMap<String, Vec<Vec<IpAddr>>> = HashMap::new();
+            for (name, answer) in entries {
+                table.entry(name.to_string()).or_default().push(answer.iter().map(|a| a.parse().unwrap()).collect());
+            }
+            Arc::new(Self(Mutex::new(table)))
+        }
+    }
+
+    impl Lookup for TableLookup {
+        fn lookup(&self, host: String) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>> {
+            let mut table = self.0.lock().unwrap();
+            let answer = match table.get_mut(&host) {
+                Some(answers) if answers.len() > 1 => Some(answers.remove(0)),
+                Some(answers) => answers.first().cloned(),
+                None => None,
+            };
+            Box::pin(async move { answer.ok_or_else(|| std::io::Error::other("no such host")) })
+        }
+    }
+
+    const STRICT: Policy = Policy { allow_loopback: false };
+    const DEV: Policy = Policy { allow_loopback: true };
+
+    #[test]
+    fn addresses_are_classified() {
+        let refused = [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "169.254.1.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fd00:ec2::254",
+            "fc00::1",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+        ];
+        for ip in refused {
+            assert!(check_ip(ip.parse().unwrap(), STRICT).is_err(), "{ip} should be refused");
+        }
+        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "172.32.0.1"] {
+            assert_eq!(check_ip(ip.parse().unwrap(), STRICT), Ok(()), "{ip}");
+        }
+        // The development setting opens loopback only.
+        assert_eq!(check_ip("127.0.0.1".parse().unwrap(), DEV), Ok(()));
+        assert_eq!(check_ip("::1".parse().unwrap(), DEV), Ok(()));
+        assert_eq!(check_ip("169.254.169.254".parse().unwrap(), DEV), Err(Refusal::Address("metadata")));
+        assert_eq!(check_ip("10.0.0.1".parse().unwrap(), DEV), Err(Refusal::Address("private")));
+    }
+
+    #[test]
+    fn url_shapes() {
+        let strict = Guard::new(STRICT);
+        assert!(strict.check_url("https://hooks.example.com/x").is_ok());
+        assert_eq!(strict.check_url("http://hooks.example.com/x").unwrap_err(), Refusal::Scheme);
+        assert_eq!(strict.check_url("ftp://hooks.example.com/").unwrap_err(), Refusal::Scheme);
+        assert_eq!(strict.check_url("https://u:p@hooks.example.com/").unwrap_err(), Refusal::Credentials);
+        assert_eq!(strict.check_url("not a url").unwrap_err(), Refusal::Malformed);
+        assert_eq!(strict.check_url("https://169.254.169.254/latest").unwrap_err(), Refusal::Address("metadata"));
+        assert_eq!(strict.check_url("https://[fd00:ec2::254]/").unwrap_err(), Refusal::Address("metadata"));
+        assert_eq!(strict.check_url("https://127.0.0.1:8443/").unwrap_err(), Refusal::Address("loopback"));
+        let dev = Guard::new(DEV);
+        assert!(dev.check_url("http://127.0.0.1:9/").is_ok());
+        // Plain http to anything but loopback stays refused, even in development.
+        assert_eq!(dev.check_url("http://93.184.216.34/").unwrap_err(), Refusal::Scheme);
+    }
+
+    #[tokio::test]
+    async fn names_are_checked_at_submit_and_again_at_connect() {
+        // Public when checked, private when the request is made: DNS rebinding.
+        let lookup = TableLookup::new(&[
+            ("rebind.example", vec!["93.184.216.34"]),
+            ("rebind.example", vec!["127.0.0.1"]),
+            ("meta.example", vec!["169.254.169.254"]),
+            ("mixed.example", vec!["93.184.216.34", "10.0.0.7"]),
+        ]);
+        let guard = Guard::with_lookup(STRICT, lookup);
+        assert!(guard.check_resolved("https://rebind.example/hook").await.is_ok());
+        assert_eq!(guard.check_resolved("https://meta.example/").await.unwrap_err(), Refusal::Address("metadata"));
+        assert_eq!(guard.check_resolved("https://mixed.example/").await.unwrap_err(), Refusal::Address("private"));
+        assert_eq!(guard.check_resolved("https://nowhere.example/").await.unwrap_err(), Refusal::Unresolved);
+
+        let limits = Limits { connect: Duration::from_secs(2), total: Duration::from_secs(5) };
+        let client = guard.client(limits).unwrap();
+        let sent = client.post("https://rebind.example/hook", Default::default(), b"{}".to_vec()).await;
+        assert!(matches!(sent, Err(SendError::Refused(Refusal::Address("loopback")))), "{sent:?}");
+    }
+
+    #[tokio::test]
+    async fn plain_http_reaches_loopback_only() {
+        let lookup = TableLookup::new(&[("local.test", vec!["127.0.0.1"]), ("far.test", vec!["93.184.216.34"])]);
+        let client = Guard::with_lookup(DEV, lookup)
+            .client(Limits { connect: Duration::from_secs(2), total: Duration::from_secs(5) })
+            .unwrap();
+        let sent = client.post("http://far.test/", Default::default(), Vec::new()).await;
+        assert!(matches!(sent, Err(SendError::Refused(Refusal::Scheme))), "{sent:?}");
+    }
+}
