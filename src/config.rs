@@ -523,6 +523,23 @@ fn default_worker_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// Drift check for a table of variables: each is in `.env.example` as `# NAME=default` (a line
+/// that starts so when there is no default) and in the `--help` text given.
+#[cfg(test)]
+pub(crate) fn assert_documented(table: &[Variable], help: &str) {
+    let example = include_str!("../.env.example");
+    for var in table {
+        let line = format!("# {}={}", var.name, var.default);
+        let found = if var.default.is_empty() {
+            example.lines().any(|l| l.starts_with(&line))
+        } else {
+            example.lines().any(|l| l.trim_end() == line)
+        };
+        assert!(found, "missing from .env.example: {line}");
+        assert!(help.contains(var.name), "missing from --help: {}", var.name);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,16 +613,7 @@ mod tests {
 
     #[test]
     fn every_variable_is_in_env_example_with_its_default() {
-        let example = include_str!("../.env.example");
-        for var in VARIABLES {
-            let line = format!("# {}={}", var.name, var.default);
-            let found = if var.default.is_empty() {
-                example.lines().any(|l| l.starts_with(&line))
-            } else {
-                example.lines().any(|l| l.trim_end() == line)
-            };
-            assert!(found, "missing from .env.example: {line}");
-        }
+        assert_documented(VARIABLES, &variables_help());
     }
 
     #[test]

@@ -308,17 +308,6 @@ mod tests {
 
     #[test]
     fn every_variable_is_in_env_example_and_help() {
-        let example = include_str!("../../.env.example");
-        let help = crate::config::variables_help();
-        for var in NOTIFY_VARIABLES {
-            let line = format!("# {}={}", var.name, var.default);
-            let found = if var.default.is_empty() {
-                example.lines().any(|l| l.starts_with(&line))
-            } else {
-                example.lines().any(|l| l.trim_end() == line)
-            };
-            assert!(found, "missing from .env.example: {line}");
-            assert!(help.contains(var.name), "missing from --help: {}", var.name);
-        }
+        crate::config::assert_documented(NOTIFY_VARIABLES, &crate::config::variables_help());
     }
 }

@@ -147,16 +147,7 @@ async fn redrive_under_an_s3_outage(kind: Kind) {
     let d = Deployment::new(kind).await;
     let sqs = d.sqs.clone().expect("sqs client");
     let urls = (d.vars["MEDIA_READY_QUEUE_URL"].clone(), d.vars["MEDIA_DEAD_LETTER_QUEUE_URL"].clone());
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&urls.1)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .unwrap();
+    let dlq_arn = crate::support::queue_arn(&sqs, &urls.1).await;
     let policy = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"}).to_string();
     sqs.set_queue_attributes()
         .queue_url(&urls.0)

@@ -414,7 +414,6 @@ async fn a_rebound_name_is_refused_at_connect() {
 #[tokio::test]
 async fn events_land_on_eventbridge_and_sns_with_the_webhook_payload() {
     require!(emulator());
-    use aws_sdk_sqs::types::QueueAttributeName;
     let (secret, secrets) = secret();
     let receiver = Receiver::start(secrets, Arc::new(|_: &str, _| Answer::Status(200))).await;
     let mut d = Deployment::aws().await;
@@ -432,16 +431,7 @@ async fn events_land_on_eventbridge_and_sns_with_the_webhook_payload() {
     let mut sinks = Vec::new();
     for name in ["from-sns", "from-eventbridge"] {
         let url = sqs.create_queue().queue_name(format!("{name}-{suffix}")).send().await.unwrap().queue_url.unwrap();
-        let arn = sqs
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .unwrap()
-            .attributes
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-            .unwrap();
+        let arn = crate::support::queue_arn(&sqs, &url).await;
         sinks.push((url, arn));
     }
     let topic = sns.create_topic().name(format!("media-{suffix}")).send().await.unwrap().topic_arn.unwrap();

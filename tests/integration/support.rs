@@ -29,6 +29,19 @@ use media_worker::storage::s3::S3Storage;
 use serde_json::Value;
 use tempfile::TempDir;
 
+/// The ARN of the queue at `url`.
+pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("queue arn")
+}
+
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
@@ -213,16 +226,7 @@ impl Deployment {
             let out = sqs.create_queue().queue_name(unique(name)).send().await.expect("create queue");
             urls.push(out.queue_url.expect("queue url"));
         }
-        let arn = sqs
-            .get_queue_attributes()
-            .queue_url(&urls[0])
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .expect("queue arn")
-            .attributes
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-            .expect("queue arn");
+        let arn = queue_arn(&sqs, &urls[0]).await;
         let filter = NotificationConfigurationFilter::builder()
             .key(
                 S3KeyFilter::builder()
