@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::domain::keys::KeyLayout;
 use crate::domain::preset::{Preset, install_custom_presets, parse_presets_file};
+use crate::domain::split::{SEGMENT_DURATION_RANGE, SplitSettings};
 
 /// One documented environment variable.
 pub struct Variable {
@@ -132,6 +133,16 @@ pub const VARIABLES: &[Variable] = &[
         name: "MEDIA_MAX_RECEIVES",
         default: "10",
         help: "deliveries of a ready message before it is dead-lettered as `delivery_exhausted` (with its job failed); on SQS the queue's redrive maxReceiveCount, when lower, wins",
+    },
+    Variable {
+        name: "MEDIA_SPLIT_MIN_DURATION",
+        default: "10m",
+        help: "sources at least this long (and at least two segments long) are encoded as segments by every free worker at once, then stitched; 0s turns splitting off",
+    },
+    Variable {
+        name: "MEDIA_SEGMENT_DURATION",
+        default: "60s",
+        help: "seconds of source per segment of a split job (2s to 10m); a job may choose its own",
     },
     Variable {
         name: "MEDIA_DEAD_LETTER_SWEEP",
@@ -259,6 +270,8 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// Webhooks and their delivery (`notify`).
     pub notify: crate::notify::NotifySettings,
+    /// Which jobs are split into segments, and how long those are.
+    pub split: SplitSettings,
 }
 
 impl Config {
@@ -397,9 +410,19 @@ impl Config {
         };
 
         let notify = crate::notify::NotifySettings::from_lookup(&lookup, backend == BackendKind::Aws)?;
+        let segment_duration = env.parse_with("MEDIA_SEGMENT_DURATION", parse_duration)?.as_secs_f64();
+        let (min, max) = SEGMENT_DURATION_RANGE;
+        if !(min..=max).contains(&segment_duration) {
+            return Err(ConfigError::new("MEDIA_SEGMENT_DURATION", "must be between 2s and 10m"));
+        }
+        let split = SplitSettings {
+            min_duration: env.parse_with("MEDIA_SPLIT_MIN_DURATION", parse_duration)?.as_secs_f64(),
+            segment_duration,
+        };
 
         Ok(Config {
             notify,
+            split,
             backend,
             aws,
             data_dir: PathBuf::from(env.or_default("MEDIA_DATA_DIR")),

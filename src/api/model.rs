@@ -91,6 +91,10 @@ pub struct CreateJobRequest {
     /// public addresses; 422 `notifications_disabled` when the deployment signs no webhooks.
     #[serde(default)]
     pub notify: Option<NotifyTarget>,
+    /// Long sources are encoded as segments by many workers at once; this opts out
+    /// (`{"enabled": false}`) or sets the segment length (`{"segment_duration": 30}`).
+    #[serde(default)]
+    pub split: Option<crate::domain::split::SplitRequest>,
 }
 
 /// A job: its status document, with links, and download URLs once it completed.

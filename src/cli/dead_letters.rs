@@ -430,6 +430,7 @@ async fn resubmit(cx: &Deps<'_>, old: &JobSpec) -> anyhow::Result<String> {
         outputs: old.outputs.clone(),
         source: SourcePin { etag: head.etag, version_id: None, size: Some(head.size) },
         notify: old.notify.clone(),
+        split: old.split.clone(),
     };
     job.validate()?;
     let store = crate::notify::job_store(cx.config, cx.backend.storage.clone(), &cx.backend.queues);
@@ -494,6 +495,7 @@ mod tests {
             output_dir: output_dir.into(),
             source: Default::default(),
             notify: None,
+            split: None,
         }
     }
 

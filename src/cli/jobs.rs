@@ -168,6 +168,7 @@ mod tests {
                 output_dir: format!("outputs/{i}.mp4/{id}/"),
                 source: Default::default(),
                 notify: None,
+                split: None,
             };
             // Written as documents directly: this test is about reading them back.
             let mut status = JobStatus::queued(&job, 1, 3, now - chrono::Duration::minutes(minutes_ago));

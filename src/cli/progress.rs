@@ -163,6 +163,8 @@ fn stage_name(s: &JobStatus) -> &'static str {
         Stage::Queued => "queued",
         Stage::Downloading => "downloading",
         Stage::Probing => "probing",
+        Stage::Splitting => "splitting",
+        Stage::Stitching => "stitching",
         Stage::Transcoding => "transcoding",
         Stage::Uploading => "uploading",
         Stage::Finalizing => "finalizing",
@@ -235,6 +237,7 @@ mod tests {
             output_dir: "outputs/a.mp4/job-1/".into(),
             source: Default::default(),
             notify: None,
+            split: None,
         };
         let mut s = JobStatus::queued(&job, attempt, 5, chrono::Utc::now());
         s.state = state;

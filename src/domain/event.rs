@@ -16,8 +16,9 @@ use serde_json::Value;
 use crate::domain::job::{
     JobMessage, JobSpec, MESSAGE_VERSION, OutputRequest, SourcePin, SpecError, job_id_for_object,
 };
-use crate::domain::keys::{KeyError, KeyLayout, validate_key};
+use crate::domain::keys::{KeyError, KeyLayout, validate_job_id, validate_key, validate_prefix};
 use crate::domain::preset::Preset;
+use crate::domain::split::{SegmentMessage, SegmentTask};
 
 /// What the parser needs to know about this deployment.
 pub struct EventContext<'a> {
@@ -66,6 +67,8 @@ pub struct InvalidRecord {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Parsed {
     pub jobs: Vec<JobMessage>,
+    /// Segments of split jobs to encode (at most one per message).
+    pub segments: Vec<SegmentTask>,
     /// Why records were dropped on purpose (test events, own outputs, ...), for the log.
     pub ignored: Vec<String>,
     pub invalid: Vec<InvalidRecord>,
@@ -93,6 +96,9 @@ fn parse_value(value: Value, ctx: &EventContext<'_>, depth: u8) -> Result<Parsed
     if map.get("source").and_then(Value::as_str) == Some("aws.s3") {
         return Ok(parse_eventbridge(&value, ctx));
     }
+    if map.contains_key("segment") {
+        return parse_segment_message(value);
+    }
     if map.contains_key("job") || map.contains_key("version") {
         return parse_job_message(value);
     }
@@ -110,6 +116,22 @@ fn parse_job_message(value: Value) -> Result<Parsed, PoisonError> {
         return Err(PoisonError::MalformedJob("attempt must be at least 1".into()));
     }
     Ok(Parsed { jobs: vec![message], ..Parsed::default() })
+}
+
+fn parse_segment_message(value: Value) -> Result<Parsed, PoisonError> {
+    let version = value.get("version").and_then(Value::as_u64).unwrap_or(0);
+    if version != u64::from(MESSAGE_VERSION) {
+        return Err(PoisonError::UnsupportedVersion(u32::try_from(version).unwrap_or(u32::MAX)));
+    }
+    let message: SegmentMessage =
+        serde_json::from_value(value).map_err(|e| PoisonError::MalformedJob(e.to_string()))?;
+    let task = message.segment;
+    validate_job_id(&task.job_id).map_err(|e| PoisonError::InvalidJob(SpecError::JobId(e)))?;
+    validate_prefix(&task.output_dir).map_err(|e| PoisonError::InvalidJob(SpecError::OutputDir(e)))?;
+    if task.index >= task.count {
+        return Err(PoisonError::MalformedJob(format!("segment {} of {} does not exist", task.index, task.count)));
+    }
+    Ok(Parsed { segments: vec![task], ..Parsed::default() })
 }
 
 #[derive(Deserialize)]
@@ -316,6 +338,7 @@ fn object_to_job(
         },
         source_key: key,
         notify: None,
+        split: None,
     };
     Ok(Some(JobMessage::new(job, 1)))
 }

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::keys::{KeyError, validate_job_id, validate_key, validate_prefix};
 use crate::domain::preset::Preset;
+use crate::domain::split::SplitRequest;
 
 /// Version written into every message; readers refuse versions they do not know.
 pub const MESSAGE_VERSION: u32 = 1;
@@ -36,6 +37,10 @@ pub struct JobSpec {
     /// endpoints (checked at submit time and again at every connection).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<NotifyTarget>,
+    /// Whether and how a long source is encoded by many workers at once (default: the
+    /// deployment's `MEDIA_SPLIT_MIN_DURATION` and `MEDIA_SEGMENT_DURATION`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<SplitRequest>,
 }
 
 /// Where a job's notifications go (`notify` in `POST /v1/jobs`).
@@ -158,6 +163,9 @@ impl JobSpec {
         for output in &self.outputs {
             output.validate().map_err(SpecError::Options)?;
         }
+        if let Some(split) = &self.split {
+            split.validate().map_err(SpecError::Options)?;
+        }
         Ok(())
     }
 
@@ -254,6 +262,7 @@ pub(crate) fn sample_job() -> JobSpec {
         output_dir: "outputs/a.mp4/job-1/".into(),
         source: SourcePin::default(),
         notify: None,
+        split: None,
     }
 }
 

@@ -8,4 +8,5 @@ pub mod keys;
 pub mod plan;
 pub mod preset;
 pub mod probe;
+pub mod split;
 pub mod status;

@@ -16,6 +16,8 @@ use crate::domain::probe::MediaInfo;
 const HLS_LADDER: &[(u32, u32)] = &[(1080, 5000), (720, 2800), (480, 1400), (360, 800)];
 /// Storyboard thumbnails: width in pixels, at most this many per sprite sheet, ten per row.
 const STORYBOARD_WIDTH: u32 = 160;
+/// Seconds between forced keyframes of HLS video: segments cut on this clock in every rung.
+pub const KEYFRAME_INTERVAL: u32 = 2;
 const STORYBOARD_MAX_THUMBS: u32 = 100;
 const STORYBOARD_COLUMNS: u32 = 10;
 /// Codecs an MP4 can carry as they are (and that players handle), for `remux-mp4`.
@@ -93,17 +95,11 @@ pub fn plan(outputs: &[OutputRequest], media: &MediaInfo, input: &Path, out_dir:
         let mut block = strings(&["-map_metadata", "-1", "-map_chapters", "-1"]);
         match preset {
             Preset::Mp4H264 | Preset::Mp4H264_1080 | Preset::Mp4H264_720 | Preset::Mp4H264_480 => {
-                let (rung, crf, maxrate) = match preset {
-                    Preset::Mp4H264_1080 => (Some(1080), 22, 6000),
-                    Preset::Mp4H264_720 => (Some(720), 23, 3500),
-                    Preset::Mp4H264_480 => (Some(480), 24, 1500),
-                    _ => (None, 23, 8000),
-                };
-                let cap = min_cap(rung, output.max_height);
+                let video = mp4_video(output);
                 block.extend(strings(&["-map", "0:v:0", "-map", "0:a:0?"]));
                 block.extend(trim(output));
-                block.extend(strings(&["-vf", &fit(cap)]));
-                block.extend(x264(crf, maxrate));
+                block.extend(strings(&["-vf", &fit(video.cap)]));
+                block.extend(x264(video.crf, video.maxrate_kbps));
                 block.extend(aac());
                 block.extend(strings(&["-movflags", "+faststart", "-f", "mp4"]));
             }
@@ -240,12 +236,12 @@ fn finish_block(mut block: Vec<OsString>, output: OsString) -> Vec<OsString> {
     block
 }
 
-fn strings(items: &[&str]) -> Vec<OsString> {
+pub(crate) fn strings(items: &[&str]) -> Vec<OsString> {
     items.iter().map(OsString::from).collect()
 }
 
 /// Seconds as ffmpeg reads them, to the millisecond.
-fn seconds(value: f64) -> String {
+pub(crate) fn seconds(value: f64) -> String {
     format!("{:.3}", value.max(0.0))
 }
 
@@ -258,7 +254,7 @@ fn min_cap(rung: Option<u32>, max_height: Option<u32>) -> Option<u32> {
 
 /// A scale filter that fits the short side to `cap` (never upscaling) and keeps both
 /// dimensions even, as H.264 in 4:2:0 needs. Rotation is already applied by ffmpeg's autorotate.
-fn fit(cap: Option<u32>) -> String {
+pub(crate) fn fit(cap: Option<u32>) -> String {
     match cap {
         None => "scale=trunc(iw/2)*2:trunc(ih/2)*2".to_string(),
         Some(h) => {
@@ -267,14 +263,14 @@ fn fit(cap: Option<u32>) -> String {
     }
 }
 
-fn x264(crf: u32, maxrate_kbps: u32) -> Vec<OsString> {
+pub(crate) fn x264(crf: u32, maxrate_kbps: u32) -> Vec<OsString> {
     let mut args = strings(&["-c:v", "libx264", "-preset", "fast", "-profile:v", "high", "-pix_fmt", "yuv420p"]);
     args.extend(strings(&["-crf", &crf.to_string()]));
     args.extend(strings(&["-maxrate", &format!("{maxrate_kbps}k"), "-bufsize", &format!("{}k", maxrate_kbps * 2)]));
     args
 }
 
-fn aac() -> Vec<OsString> {
+pub(crate) fn aac() -> Vec<OsString> {
     strings(&["-c:a", "aac", "-b:a", "128k", "-ac", "2"])
 }
 
@@ -306,8 +302,27 @@ fn check_window(output: &OutputRequest, media: &MediaInfo) -> Result<(), PlanErr
     Ok(())
 }
 
-/// The HLS ladder: a filter graph splitting one decode into the rungs, and the output block.
-fn hls(output: &OutputRequest, media: &MediaInfo, out_dir: &Path) -> (String, Vec<OsString>, Vec<String>) {
+/// The video encode of one H.264 output: short-side cap, CRF and peak bitrate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VideoEncode {
+    pub cap: Option<u32>,
+    pub crf: u32,
+    pub maxrate_kbps: u32,
+}
+
+/// The video of an MP4 preset's output (its rung, capped by the request's `max_height`).
+pub fn mp4_video(output: &OutputRequest) -> VideoEncode {
+    let (rung, crf, maxrate_kbps) = match output.preset {
+        Preset::Mp4H264_1080 => (Some(1080), 22, 6000),
+        Preset::Mp4H264_720 => (Some(720), 23, 3500),
+        Preset::Mp4H264_480 => (Some(480), 24, 1500),
+        _ => (None, 23, 8000),
+    };
+    VideoEncode { cap: min_cap(rung, output.max_height), crf, maxrate_kbps }
+}
+
+/// The HLS ladder for this source: short side and peak bitrate (kb/s) of each rung.
+pub fn hls_rungs(output: &OutputRequest, media: &MediaInfo) -> Vec<(u32, u32)> {
     let short_side = media.display_dimensions().map(|(w, h)| w.min(h)).unwrap_or(0);
     let limit = output.max_height.map_or(short_side, |cap| cap.min(short_side));
     let mut rungs: Vec<(u32, u32)> = HLS_LADDER.iter().copied().filter(|(h, _)| *h <= limit).collect();
@@ -315,7 +330,18 @@ fn hls(output: &OutputRequest, media: &MediaInfo, out_dir: &Path) -> (String, Ve
         // A source below the smallest rung gets one rung at its own size.
         rungs.push((limit.max(2) & !1, 800));
     }
-    let names: Vec<String> = rungs.iter().map(|(h, _)| format!("{h}p")).collect();
+    rungs
+}
+
+/// The name of a rung, as its folder under `hls/` and in the master playlist.
+pub fn rung_name(height: u32) -> String {
+    format!("{height}p")
+}
+
+/// The HLS ladder: a filter graph splitting one decode into the rungs, and the output block.
+fn hls(output: &OutputRequest, media: &MediaInfo, out_dir: &Path) -> (String, Vec<OsString>, Vec<String>) {
+    let rungs = hls_rungs(output, media);
+    let names: Vec<String> = rungs.iter().map(|(h, _)| rung_name(*h)).collect();
     let n = rungs.len();
     let mut graph = if n == 1 {
         "[0:v:0]null[hs0];".to_string()
@@ -356,11 +382,19 @@ fn hls(output: &OutputRequest, media: &MediaInfo, out_dir: &Path) -> (String, Ve
             &format!("{}k", rate * 2),
         ]));
     }
-    // Keyframes on a shared 2 s clock, so every rung's segments cut at the same instants.
-    block.extend(strings(&["-force_key_frames:v", "expr:gte(t,n_forced*2)"]));
+    // Keyframes on a shared clock, so every rung's segments cut at the same instants.
+    block.extend(strings(&["-force_key_frames:v", &format!("expr:gte(t,n_forced*{KEYFRAME_INTERVAL})")]));
     if audio {
         block.extend(aac());
     }
+    block.extend(hls_muxer(&names, audio, out_dir));
+    (graph, block, names)
+}
+
+/// The HLS muxer's part of an output block: variant playlists `hls/<rung>/index.m3u8` with
+/// their segments and `hls/master.m3u8`; video stream `i` (and audio stream `i`) is rung `i`.
+pub fn hls_muxer(names: &[String], audio: bool, out_dir: &Path) -> Vec<OsString> {
+    let mut block = Vec::new();
     let map: Vec<String> = names
         .iter()
         .enumerate()
@@ -379,8 +413,7 @@ fn hls(output: &OutputRequest, media: &MediaInfo, out_dir: &Path) -> (String, Ve
     block.extend(strings(&["-hls_segment_type", "mpegts", "-hls_segment_filename"]));
     block.push(out_dir.join("hls/%v/segment_%05d.ts").into_os_string());
     block.extend(strings(&["-master_pl_name", "master.m3u8", "-var_stream_map", &map.join(" ")]));
-    let block = finish_block(block, out_dir.join("hls/%v/index.m3u8").into_os_string());
-    (graph, block, names)
+    finish_block(block, out_dir.join("hls/%v/index.m3u8").into_os_string())
 }
 
 /// The sprite sheet filter and its WebVTT cues.

@@ -37,7 +37,12 @@ pub enum Stage {
     Queued,
     Downloading,
     Probing,
+    /// A long source is cut into pieces that any worker can encode ([`crate::domain::split`]).
+    Splitting,
+    /// ffmpeg runs; for a split job, its segments are encoded, here and by other workers.
     Transcoding,
+    /// A split job's segments are joined into its outputs.
+    Stitching,
     Uploading,
     Finalizing,
     Done,
@@ -229,6 +234,36 @@ pub struct Manifest {
     pub source: SourceRecord,
     pub outputs: Vec<OutputRecord>,
     pub timings: Timings,
+    /// How a split job was encoded; absent for a job encoded whole on one worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<SplitSummary>,
+}
+
+/// A split job's segments: how many, and who encoded each in how long.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SplitSummary {
+    pub segments: u32,
+    /// The requested length; segments start on source keyframes, so they vary around it.
+    pub segment_duration: f64,
+    /// The stream-copy pass that cut the source (0 when an earlier attempt did it).
+    pub split_ms: u64,
+    /// Encoding the whole source's audio, and the outputs made whole (thumbnail, GIF, ...).
+    pub alongside_ms: u64,
+    /// From the pieces being stored to the last segment's checkpoint.
+    pub segments_ms: u64,
+    /// Joining the segments and muxing the audio, by stream copy.
+    pub stitch_ms: u64,
+    pub segment_timings: Vec<SegmentTiming>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SegmentTiming {
+    pub index: u32,
+    /// Source seconds the segment covers.
+    pub start: f64,
+    pub end: f64,
+    pub worker: String,
+    pub encode_ms: u64,
 }
 
 #[cfg(test)]

@@ -13,14 +13,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::scratch::ScratchDir;
+use super::split::JobPermit;
 use super::{Inner, JobError};
 use crate::config::SourceLimits;
 use crate::domain::job::{JobMessage, JobSpec, retry_delay};
 use crate::domain::keys::{attempt_dir, manifest_key};
-use crate::domain::plan::{expected_duration, is_truncated, plan};
+use crate::domain::plan::{PlannedOutput, expected_duration, is_truncated, plan};
 use crate::domain::preset::content_type_of;
 use crate::domain::probe::{MediaInfo, sniff_reference_format};
-use crate::domain::status::{JobState, Manifest, OutputRecord, SourceRecord, Stage, Timings};
+use crate::domain::split::split_plan;
+use crate::domain::status::{JobState, Manifest, OutputRecord, SourceRecord, SplitSummary, Stage, Timings};
 use crate::jobs::{Attempt, AttemptError};
 use crate::media::ffmpeg::{FfmpegProgress, run_ffmpeg};
 use crate::media::probe::{Probed, probe};
@@ -36,7 +38,7 @@ enum StopReason {
     Superseded,
 }
 
-pub(super) async fn run(inner: Arc<Inner>, message: JobMessage, tracker: Attempt) {
+pub(super) async fn run(inner: Arc<Inner>, message: JobMessage, tracker: Attempt, permit: JobPermit) {
     let span =
         tracing::info_span!("job", job_id = %message.job.job_id, attempt = message.attempt, run = %tracker.run_id());
     async move {
@@ -54,7 +56,7 @@ pub(super) async fn run(inner: Arc<Inner>, message: JobMessage, tracker: Attempt
         };
 
         let outcome = tokio::select! {
-            result = attempt(&inner, &message, &tracker, scratch.path(), &stop) => result,
+            result = attempt(&inner, &message, &tracker, &permit, scratch.path(), &stop) => result,
             () = heartbeat(&inner, &tracker, &stop, &reason) => Err(JobError::retryable("internal", "heartbeat loop ended")),
             () = tokio::time::sleep(inner.config.job_timeout) => {
                 Err(JobError::retryable("timeout", format!("the attempt exceeded MEDIA_JOB_TIMEOUT ({:?})", inner.config.job_timeout)))
@@ -134,6 +136,7 @@ async fn attempt(
     inner: &Inner,
     message: &JobMessage,
     tracker: &Attempt,
+    permit: &JobPermit,
     dir: &Path,
     stop: &CancellationToken,
 ) -> Result<(), JobError> {
@@ -181,43 +184,23 @@ async fn attempt(
     timings.probe_ms = millis(clock);
 
     let out_dir = dir.join("out");
-    let plan = plan(&job.outputs, &source_media, &source_path, &out_dir)
-        .map_err(|e| JobError::permanent(e.code(), e.to_string()))?;
-    for folder in std::iter::once(String::new()).chain(plan.folders.iter().cloned()) {
-        tokio::fs::create_dir_all(out_dir.join(&folder))
-            .await
-            .map_err(|e| JobError::scratch(&format!("create {folder}"), &e))?;
-    }
-
-    // Only `MEDIA_CONCURRENCY` ffmpeg processes at once; a prefetched job waits here, its
-    // source already local, and starts the moment a slot frees.
-    let slot = inner
-        .transcode_slots
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| JobError::retryable("internal", "the transcode slots were closed"))?;
-    tracker.stage(Stage::Transcoding).await?;
     let clock = Instant::now();
-    let (sender, mut receiver) = watch::channel(FfmpegProgress::default());
-    let run = run_ffmpeg(plan.args.clone(), inner.config.job_timeout, stop, sender);
-    let report = async {
-        while receiver.changed().await.is_ok() {
-            let done = receiver.borrow().out_time;
-            let fraction = source_media.duration_seconds.filter(|d| *d > 0.0).map_or(0.0, |d| (done / d).min(1.0));
-            tracker.set_progress(fraction * 100.0);
+    let split = split_plan(&job.outputs, &source_media, &inner.config.split, job.split.as_ref());
+    let produced = match split {
+        Some((segment, renditions)) => {
+            let whole =
+                super::split::Whole { path: &source_path, media: &source_media, etag: source_object.etag.clone() };
+            super::split::produce(inner, message, tracker, permit, &whole, segment, renditions, dir, &out_dir, stop)
+                .await?
         }
+        None => None,
     };
-    let (result, ()) = tokio::join!(run, report);
-    drop(slot);
-    let run = result?;
-    for (file, content) in &plan.sidecars {
-        tokio::fs::write(out_dir.join(file), content)
-            .await
-            .map_err(|e| JobError::scratch(&format!("write {file}"), &e))?;
-    }
+    let produced = match produced {
+        Some(produced) => produced,
+        None => transcode(inner, job, tracker, &source_path, &source_media, &out_dir, stop).await?,
+    };
     let mut probed = Vec::new();
-    for (output, request) in plan.outputs.iter().zip(&job.outputs) {
+    for (output, request) in produced.outputs.iter().zip(&job.outputs) {
         let media = probe(&out_dir.join(&output.probe_file), PROBE_TIMEOUT, Probed::Output).await.map_err(|e| {
             JobError::permanent(
                 "transcode_failed",
@@ -240,7 +223,12 @@ async fn attempt(
         probed.push(media);
     }
     timings.transcode_ms = millis(clock);
-    tracing::info!(outputs = plan.outputs.len(), speed = run.speed, elapsed_ms = millis(clock), "Outputs transcoded.");
+    tracing::info!(
+        outputs = produced.outputs.len(),
+        speed = produced.speed,
+        elapsed_ms = millis(clock),
+        "Outputs transcoded."
+    );
 
     tracker.stage(Stage::Uploading).await?;
     let clock = Instant::now();
@@ -263,7 +251,7 @@ async fn attempt(
         let stored = inner.storage.put_file(&key, &out_dir.join(relative), content_type_of(relative)).await?;
         uploaded.push((relative.clone(), stored.size));
     }
-    let outputs = plan
+    let outputs = produced
         .outputs
         .iter()
         .zip(probed)
@@ -282,7 +270,7 @@ async fn attempt(
                 files: mine.iter().map(|(rel, _)| format!("{folder}{rel}")).collect(),
                 size: mine.iter().map(|(_, size)| size).sum(),
                 content_type: output.preset.content_type().into(),
-                speed: run.speed,
+                speed: produced.speed,
                 note: output.note.clone(),
                 media,
             }
@@ -317,7 +305,9 @@ async fn attempt(
         },
         outputs,
         timings,
+        split: produced.split,
     };
+    let manifest_split = manifest.split.is_some();
     let key = manifest_key(&job.output_dir);
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| JobError::retryable("internal", e.to_string()))?;
     write_manifest(inner, &key, &job.job_id, message.attempt, body).await?;
@@ -325,7 +315,65 @@ async fn attempt(
     if !first_run {
         remove_other_attempts(inner, &job.output_dir, &folder).await;
     }
+    if manifest_split {
+        super::split::clean_up(inner, &job.output_dir).await;
+    }
     Ok(())
+}
+
+/// What the transcode left in the output folder: the outputs in the job's order, ffmpeg's
+/// speed, and how a split job was encoded.
+pub(super) struct Produced {
+    pub outputs: Vec<PlannedOutput>,
+    pub speed: Option<f64>,
+    pub split: Option<SplitSummary>,
+}
+
+/// Every output from one ffmpeg run on this worker, holding a transcode slot.
+pub(super) async fn transcode(
+    inner: &Inner,
+    job: &JobSpec,
+    tracker: &Attempt,
+    source_path: &Path,
+    source_media: &MediaInfo,
+    out_dir: &Path,
+    stop: &CancellationToken,
+) -> Result<Produced, JobError> {
+    let plan = plan(&job.outputs, source_media, source_path, out_dir)
+        .map_err(|e| JobError::permanent(e.code(), e.to_string()))?;
+    for folder in std::iter::once(String::new()).chain(plan.folders.iter().cloned()) {
+        tokio::fs::create_dir_all(out_dir.join(&folder))
+            .await
+            .map_err(|e| JobError::scratch(&format!("create {folder}"), &e))?;
+    }
+
+    // Only `MEDIA_CONCURRENCY` ffmpeg processes at once; a prefetched job waits here, its
+    // source already local, and starts the moment a slot frees.
+    let slot = inner
+        .transcode_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| JobError::retryable("internal", "the transcode slots were closed"))?;
+    tracker.stage(Stage::Transcoding).await?;
+    let (sender, mut receiver) = watch::channel(FfmpegProgress::default());
+    let run = run_ffmpeg(plan.args.clone(), inner.config.job_timeout, stop, sender);
+    let report = async {
+        while receiver.changed().await.is_ok() {
+            let done = receiver.borrow().out_time;
+            let fraction = source_media.duration_seconds.filter(|d| *d > 0.0).map_or(0.0, |d| (done / d).min(1.0));
+            tracker.set_progress(fraction * 100.0);
+        }
+    };
+    let (result, ()) = tokio::join!(run, report);
+    drop(slot);
+    let run = result?;
+    for (file, content) in &plan.sidecars {
+        tokio::fs::write(out_dir.join(file), content)
+            .await
+            .map_err(|e| JobError::scratch(&format!("write {file}"), &e))?;
+    }
+    Ok(Produced { outputs: plan.outputs, speed: run.speed, split: None })
 }
 
 /// Writes the manifest, the commit record of the outputs, last. Create-only, except over the
@@ -557,6 +605,7 @@ async fn record_failure(
                 inner.counters.retried.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %err, next_attempt = status.attempt, delay = ?delay, "Attempt failed; retrying.");
             } else {
+                super::split::clean_up(inner, &message.job.output_dir).await;
                 let info = status.error.clone().unwrap_or_else(|| err.info());
                 inner
                     .dead_letter(&message.to_json(), &info.code, &info.message, "worker", Some((job_id, true)))
@@ -569,6 +618,7 @@ async fn record_failure(
         JobError::Permanent { .. } => {
             let info = err.info();
             tracker.fail(info.clone()).await?;
+            super::split::clean_up(inner, &message.job.output_dir).await;
             inner.dead_letter(&message.to_json(), &info.code, &info.message, "worker", Some((job_id, true))).await?;
             inner.counters.failed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %err, "Job failed.");
@@ -577,6 +627,6 @@ async fn record_failure(
     }
 }
 
-fn millis(since: Instant) -> u64 {
+pub(super) fn millis(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }

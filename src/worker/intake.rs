@@ -1,5 +1,6 @@
 //! What happens to a message received from the ready queue: it is parsed, and either
-//! dead-lettered, dropped, split, left for another worker, or started.
+//! dead-lettered, dropped, split, left for another worker, or started; a split job's segment
+//! goes to [`super::segment`].
 //!
 //! Starting is, in this order: the ledger entry is sent (so every running job has a record the
 //! reaper sees), the start transition is won by compare-and-swap (at most one run per attempt,
@@ -57,6 +58,15 @@ async fn try_handle(inner: &Arc<Inner>, message: Received, permit: OwnedSemaphor
     }
     for reason in &parsed.ignored {
         tracing::debug!(message_id = %message.message_id, reason, "Ignoring a record.");
+    }
+    if let Some(task) = parsed.segments.into_iter().next() {
+        let segment_inner = inner.clone();
+        let protected = inner.protection.job_started();
+        inner.jobs.spawn(async move {
+            let _protected = protected;
+            super::segment::run(segment_inner, message, task, permit).await;
+        });
+        return Ok(());
     }
     let mut jobs = parsed.jobs;
     if jobs.len() > 1 {
@@ -135,11 +145,11 @@ async fn try_handle(inner: &Arc<Inner>, message: Received, permit: OwnedSemaphor
     inner.counters.started.fetch_add(1, Ordering::Relaxed);
     let protected = inner.protection.job_started();
     inner.jobs.spawn(async move {
-        // Held until the job ends, whatever way it ends.
-        let _permit = permit;
+        // Held until the job ends, whatever way it ends (the permit: unless the run gives it
+        // back while it only waits, see `split::JobPermit`).
         let _running = running;
         let _protected = protected;
-        super::execute::run(job_inner, job, attempt).await;
+        super::execute::run(job_inner, job, attempt, super::split::JobPermit::new(permit)).await;
     });
     Ok(())
 }

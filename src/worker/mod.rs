@@ -21,6 +21,8 @@ mod metrics;
 pub mod protection;
 mod reaper;
 mod scratch;
+mod segment;
+mod split;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -45,8 +45,13 @@ pub(super) struct ScratchDir {
 
 impl ScratchDir {
     pub(super) async fn create(config: &Config, message: &JobMessage) -> anyhow::Result<Self> {
+        Self::named(config, &format!("{}-a{}", message.job.job_id, message.attempt)).await
+    }
+
+    /// A folder whose name starts with `stem` (a job id, a segment), unique in this worker.
+    pub(super) async fn named(config: &Config, stem: &str) -> anyhow::Result<Self> {
         let unique = uuid::Uuid::new_v4().simple().to_string();
-        let name = format!("{}-a{}-{}", message.job.job_id, message.attempt, &unique[..8]);
+        let name = format!("{stem}-{}", &unique[..8]);
         let path = config.work_dir.join(SCRATCH).join(name);
         tokio::fs::create_dir_all(&path).await.map_err(|e| anyhow::anyhow!("create {}: {e}", path.display()))?;
         Ok(Self { path: Some(path) })

@@ -24,6 +24,7 @@ fn spec(job_id: &str) -> JobSpec {
         output_dir: format!("outputs/a.mp4/{job_id}/"),
         source: Default::default(),
         notify: None,
+        split: None,
     }
 }
 
@@ -167,6 +168,7 @@ async fn two_workers_one_message_one_transcode(kind: Kind) {
         output_dir: "outputs/elsewhere/clip.mp4/twice/".into(),
         source: Default::default(),
         notify: None,
+        split: None,
     };
     let message = JobMessage::new(job, 1).to_json();
     for _ in 0..2 {

@@ -227,6 +227,7 @@ async fn corpus_through_the_worker() {
             outputs: case.outputs.clone(),
             source: Default::default(),
             notify: None,
+            split: None,
         };
         job.validate().unwrap();
         d.queues().ready.send(&JobMessage::new(job, 1).to_json(), SendOptions::default()).await.unwrap();

@@ -152,6 +152,7 @@ fn spec(job_id: &str, source_key: &str) -> JobSpec {
         output_dir: format!("outputs/notify/{job_id}/"),
         source: Default::default(),
         notify: None,
+        split: None,
     }
 }
 

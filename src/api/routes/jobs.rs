@@ -157,7 +157,8 @@ pub async fn create(
     // Pinned to what is stored now: a source replaced before the job runs ends it with
     // `source_changed` instead of transcoding bytes the client never submitted.
     let pin = SourcePin { etag: source.etag, version_id: None, size: Some(source.size) };
-    let job = JobSpec { job_id, source_key, outputs: request.outputs, output_dir, source: pin, notify };
+    let job =
+        JobSpec { job_id, source_key, outputs: request.outputs, output_dir, source: pin, notify, split: request.split };
     job.validate().map_err(|e| ApiError::unprocessable("invalid_job", e.to_string()))?;
     let status = jobs::submit(&state.store, state.backend.queues.ready.as_ref(), &job, state.config.max_attempts)
         .await

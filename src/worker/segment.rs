@@ -1,0 +1,203 @@
+//! One segment of a split job, taken from the ready queue by any worker: its piece is
+//! downloaded, encoded into every rendition, stored, and checkpointed.
+//!
+//! The message is the segment's lease: it stays on the ready queue, hidden and re-hidden while
+//! the encode runs, and is deleted only once the checkpoint is stored. A worker killed mid-encode
+//! leaves it to reappear after `MEDIA_VISIBILITY_TIMEOUT`; one shutting down reveals it at
+//! once. A segment with a checkpoint is never encoded again, and two copies encoding at once
+//! both store the same files, the first checkpoint winning. A segment that cannot be encoded
+//! (bad input, or `MEDIA_MAX_RECEIVES` deliveries) gets a failure record, which fails the job.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::execute::millis;
+use super::scratch::ScratchDir;
+use super::split::{is_done, read_record};
+use super::{Inner, JobError};
+use crate::domain::split::{
+    SPLIT_VERSION, SegmentDone, SegmentFailed, SegmentTask, describe, done_key, failed_key, piece_key, segment_args,
+    segment_file_key, started_key,
+};
+use crate::media::ffmpeg::{FfmpegProgress, run_ffmpeg};
+use crate::queue::Received;
+use crate::storage::Precondition;
+
+/// A segment that failed for a passing reason is offered again after this.
+const RETRY_VISIBILITY: Duration = Duration::from_secs(5);
+
+enum Outcome {
+    Encoded,
+    /// Another copy finished it first, or the job ended: nothing to do.
+    NotNeeded(&'static str),
+}
+
+pub(super) async fn run(inner: Arc<Inner>, message: Received, task: SegmentTask, permit: OwnedSemaphorePermit) {
+    let span = tracing::info_span!("segment", job_id = %task.job_id, segment = task.index);
+    async move {
+        let _permit = permit;
+        let stop = inner.stop_jobs.child_token();
+        let job_ended = AtomicBool::new(false);
+        let outcome = tokio::select! {
+            outcome = encode(&inner, &message, &task, &stop) => outcome,
+            () = keep_lease(&inner, &message, &task, &stop, &job_ended) => Err(JobError::Interrupted),
+        };
+        let queue = &inner.queues.ready;
+        let settled = match outcome {
+            Ok(Outcome::Encoded) => queue.delete(&message.receipt).await,
+            Ok(Outcome::NotNeeded(why)) => {
+                tracing::info!(why, "Segment not needed.");
+                queue.delete(&message.receipt).await
+            }
+            Err(_) if job_ended.load(Ordering::Relaxed) => {
+                tracing::info!("The job ended; segment dropped.");
+                queue.delete(&message.receipt).await
+            }
+            Err(JobError::Interrupted) => {
+                tracing::info!("Shutting down; the segment is offered to other workers at once.");
+                queue.change_visibility(&message.receipt, Duration::ZERO).await
+            }
+            Err(err @ JobError::Retryable { .. }) if message.receive_count < inner.max_receives() => {
+                tracing::warn!(error = %err, receives = message.receive_count, "Segment failed; it will be retried.");
+                queue.change_visibility(&message.receipt, RETRY_VISIBILITY).await
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "Segment failed for good; its job fails.");
+                match record_failure(&inner, &task, &err).await {
+                    Ok(()) => queue.delete(&message.receipt).await,
+                    Err(record) => Err(anyhow::anyhow!("record the segment's failure: {record}")),
+                }
+            }
+        };
+        if let Err(err) = settled {
+            tracing::warn!(error = format!("{err:#}"), "Could not settle a segment message; it will be redelivered.");
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Keeps the message hidden while the encode runs, and stops the encode when the job ends
+/// (cancelled, failed). Never returns otherwise.
+async fn keep_lease(
+    inner: &Inner,
+    message: &Received,
+    task: &SegmentTask,
+    stop: &CancellationToken,
+    job_ended: &AtomicBool,
+) {
+    let visibility = inner.config.visibility_timeout;
+    let mut ticker = tokio::time::interval((visibility / 3).min(inner.config.heartbeat_interval));
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        if let Err(err) = inner.queues.ready.change_visibility(&message.receipt, visibility).await {
+            tracing::warn!(error = format!("{err:#}"), "Could not extend a segment's lease.");
+        }
+        if let Ok(Some(status)) = inner.store.read(&task.job_id).await
+            && status.state.is_terminal()
+        {
+            job_ended.store(true, Ordering::Relaxed);
+            stop.cancel();
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+async fn encode(
+    inner: &Inner,
+    message: &Received,
+    task: &SegmentTask,
+    stop: &CancellationToken,
+) -> Result<Outcome, JobError> {
+    let status = inner.store.read(&task.job_id).await?;
+    if status.is_none_or(|s| s.state.is_terminal()) {
+        return Ok(Outcome::NotNeeded("the job ended"));
+    }
+    if is_done(inner, &task.output_dir, task.index).await? {
+        return Ok(Outcome::NotNeeded("already encoded"));
+    }
+    let Some(record) = read_record(inner, &task.output_dir).await? else {
+        return Ok(Outcome::NotNeeded("the job has no split record"));
+    };
+    let Some(piece) = record.pieces.iter().find(|p| p.index == task.index) else {
+        return Err(JobError::permanent("segment_failed", format!("{} is not in the split record", describe(task))));
+    };
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let tag = format!("{}-{}", inner.config.worker_id, &message.message_id.chars().take(8).collect::<String>());
+    let marker = started_key(&task.output_dir, task.index, &sanitize(&tag));
+    inner.storage.put_bytes(&marker, Vec::new(), "application/octet-stream").await?;
+
+    let scratch = ScratchDir::named(&inner.config, &format!("{}-s{}", task.job_id, task.index))
+        .await
+        .map_err(|e| JobError::retryable("scratch", format!("{e:#}")))?;
+    let result = async {
+        let piece_path = scratch.path().join("piece.nut");
+        inner.storage.get_to_file(&piece_key(&task.output_dir, task.index), &piece_path).await?;
+        let out = scratch.path().join("out");
+        tokio::fs::create_dir_all(&out).await.map_err(|e| JobError::scratch("create the segment folder", &e))?;
+        let slot = inner
+            .transcode_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| JobError::retryable("internal", "the transcode slots were closed"))?;
+        let encode_clock = Instant::now();
+        let (sender, _receiver) = watch::channel(FfmpegProgress::default());
+        let args = segment_args(&piece_path, piece, &record.renditions, &out);
+        let run = run_ffmpeg(args, inner.config.job_timeout, stop, sender).await;
+        drop(slot);
+        run?;
+        let encode_ms = millis(encode_clock);
+        let mut bytes = 0;
+        for rendition in &record.renditions {
+            let key = segment_file_key(&task.output_dir, task.index, &rendition.name);
+            bytes +=
+                inner.storage.put_file(&key, &out.join(format!("{}.ts", rendition.name)), "video/mp2t").await?.size;
+        }
+        Ok::<(u64, u64), JobError>((encode_ms, bytes))
+    }
+    .await;
+    scratch.remove().await;
+    let (encode_ms, bytes) = result?;
+
+    let done = SegmentDone {
+        version: SPLIT_VERSION,
+        index: task.index,
+        worker: inner.config.worker_id.clone(),
+        started_at,
+        finished_at: Utc::now(),
+        encode_ms,
+        bytes,
+    };
+    let body = serde_json::to_vec_pretty(&done).map_err(|e| JobError::retryable("internal", e.to_string()))?;
+    // Create-only: a copy that finished first keeps its record (the files are the same).
+    inner
+        .storage
+        .put_if(&done_key(&task.output_dir, task.index), body, "application/json", Precondition::Absent)
+        .await?;
+    tracing::info!(encode_ms, total_ms = millis(clock), bytes, "Segment encoded.");
+    Ok(Outcome::Encoded)
+}
+
+async fn record_failure(inner: &Inner, task: &SegmentTask, err: &JobError) -> anyhow::Result<()> {
+    let failed = SegmentFailed { version: SPLIT_VERSION, index: task.index, error: err.info() };
+    let body = serde_json::to_vec_pretty(&failed)?;
+    inner
+        .storage
+        .put_if(&failed_key(&task.output_dir, task.index), body, "application/json", Precondition::Absent)
+        .await?;
+    Ok(())
+}
+
+/// A worker id and message id as one key segment: `A-Z a-z 0-9 - _ .` kept, the rest `_`.
+fn sanitize(tag: &str) -> String {
+    tag.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect()
+}

@@ -1,0 +1,415 @@
+//! The run that owns a split job (its coordinator): cuts the source into pieces, offers every
+//! unfinished segment on the ready queue, makes the audio and the outputs that run whole,
+//! waits for the segments' checkpoints, and stitches. Segments themselves are encoded by
+//! [`super::segment`], on any worker.
+//!
+//! Resuming is by records, not by memory: `split/split.json` (create-only) fixes the pieces
+//! for every attempt of the job, and `split/segment-<n>.done.json` (create-only, written after
+//! the segment's files) marks a segment finished for good. A later attempt, after a crash or a
+//! shutdown, reuses both and offers only the segments without a checkpoint. Only the run that
+//! holds the job (the lifecycle's fenced compare-and-swap) stitches, so exactly one stitch
+//! completes a job.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::execute::Produced;
+use super::execute::millis;
+use super::{Inner, JobError};
+use crate::domain::job::JobMessage;
+use crate::domain::plan::{PlannedOutput, plan};
+use crate::domain::preset::Preset;
+use crate::domain::probe::MediaInfo;
+use crate::domain::split::{
+    Piece, Rendition, SPLIT_VERSION, SegmentDone, SegmentFailed, SegmentMessage, SegmentTask, SplitRecord, audio_args,
+    cut_times, done_key, failed_key, is_stitched, parse_pieces, piece_file, piece_key, playlist_segments, record_key,
+    segment_file_key, set_bandwidths, split_args, split_dir, stitch_args,
+};
+use crate::domain::status::{SegmentTiming, SplitSummary, Stage};
+use crate::jobs::Attempt;
+use crate::media::ffmpeg::{FfmpegProgress, run_ffmpeg};
+use crate::queue::SendOptions;
+use crate::storage::{CasOutcome, Precondition};
+
+/// How often the coordinator looks for segment checkpoints.
+const CHECKPOINT_POLL: Duration = Duration::from_millis(500);
+
+/// The job permit a run holds; a coordinator gives it back while it only waits for segments,
+/// so the worker can take segments (its own job's among them) with it.
+pub(super) struct JobPermit(Mutex<Option<OwnedSemaphorePermit>>);
+
+impl JobPermit {
+    pub(super) fn new(permit: OwnedSemaphorePermit) -> Self {
+        Self(Mutex::new(Some(permit)))
+    }
+
+    fn release(&self) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.take();
+        }
+    }
+}
+
+/// The source, downloaded and probed.
+pub(super) struct Whole<'a> {
+    pub path: &'a Path,
+    pub media: &'a MediaInfo,
+    pub etag: Option<String>,
+}
+
+/// Makes every output of a split job in `out_dir`. `None` when the source cannot be cut into at
+/// least two pieces (its keyframes are too sparse): the job is then transcoded whole.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn produce(
+    inner: &Inner,
+    message: &JobMessage,
+    tracker: &Attempt,
+    permit: &JobPermit,
+    whole: &Whole<'_>,
+    segment_duration: f64,
+    renditions: Vec<Rendition>,
+    dir: &Path,
+    out_dir: &Path,
+    stop: &CancellationToken,
+) -> Result<Option<Produced>, JobError> {
+    let job = &message.job;
+    tracker.stage(Stage::Splitting).await?;
+    let clock = Instant::now();
+    let (record, split_ms) = match read_record(inner, &job.output_dir).await? {
+        Some(record) if record.source_etag == whole.etag => (record, 0),
+        _ => match cut(inner, job, whole, segment_duration, renditions, dir, stop).await? {
+            Some(record) => (record, millis(clock)),
+            None => return Ok(None),
+        },
+    };
+    let count = u32::try_from(record.pieces.len()).unwrap_or(u32::MAX);
+    tracing::info!(segments = count, split_ms, "Source split into segments.");
+
+    let finished = checkpoints(inner, &job.output_dir).await?;
+    for piece in record.pieces.iter().filter(|p| !finished.done.contains_key(&p.index)) {
+        let task =
+            SegmentTask { job_id: job.job_id.clone(), output_dir: job.output_dir.clone(), index: piece.index, count };
+        inner
+            .queues
+            .ready
+            .send(&SegmentMessage::new(task).to_json(), SendOptions::default())
+            .await
+            .map_err(|e| JobError::retryable("queue", format!("offer a segment: {e:#}")))?;
+    }
+
+    let clock = Instant::now();
+    let mut planned = alongside(inner, message, tracker, whole, dir, out_dir, stop).await?;
+    let alongside_ms = millis(clock);
+
+    permit.release();
+    let clock = Instant::now();
+    let done = wait_for_segments(inner, &job.output_dir, tracker, count, stop).await?;
+    let segments_ms = millis(clock);
+
+    tracker.stage(Stage::Stitching).await?;
+    let clock = Instant::now();
+    let audio = dir.join("split/audio.m4a");
+    let audio = tokio::fs::try_exists(&audio).await.unwrap_or(false).then_some(audio);
+    stitch(inner, message, &record, audio.as_deref(), dir, out_dir, stop).await?;
+    for output in job.outputs.iter().filter(|o| is_stitched(o.preset)) {
+        let file = output.preset.file_name().to_string();
+        let (folder, note) = if output.preset == Preset::Hls {
+            let rungs: Vec<&str> = record.renditions.iter().filter_map(|r| r.name.strip_prefix("hls-")).collect();
+            (Some("hls/".to_string()), Some(format!("rungs: {}; stitched from {count} segments", rungs.join(", "))))
+        } else {
+            (None, Some(format!("stitched from {count} segments")))
+        };
+        planned.push(PlannedOutput { preset: output.preset, main_file: file.clone(), probe_file: file, folder, note });
+    }
+    let stitch_ms = millis(clock);
+
+    // In the job's order, as the manifest lists them.
+    let outputs = job
+        .outputs
+        .iter()
+        .filter_map(|o| planned.iter().position(|p| p.preset == o.preset).map(|i| planned[i].clone()))
+        .collect();
+    let segment_timings = record
+        .pieces
+        .iter()
+        .map(|p| {
+            let done = done.get(&p.index);
+            SegmentTiming {
+                index: p.index,
+                start: p.start,
+                end: p.end,
+                worker: done.map(|d| d.worker.clone()).unwrap_or_default(),
+                encode_ms: done.map_or(0, |d| d.encode_ms),
+            }
+        })
+        .collect();
+    let split = SplitSummary {
+        segments: count,
+        segment_duration: record.segment_duration,
+        split_ms,
+        alongside_ms,
+        segments_ms,
+        stitch_ms,
+        segment_timings,
+    };
+    Ok(Some(Produced { outputs, speed: None, split: Some(split) }))
+}
+
+/// The split pass, its pieces stored under `split/`, then the record (create-only: when two
+/// runs race, the first record wins and both use it).
+async fn cut(
+    inner: &Inner,
+    job: &crate::domain::job::JobSpec,
+    whole: &Whole<'_>,
+    segment_duration: f64,
+    renditions: Vec<Rendition>,
+    dir: &Path,
+    stop: &CancellationToken,
+) -> Result<Option<SplitRecord>, JobError> {
+    let pieces_dir = dir.join("pieces");
+    tokio::fs::create_dir_all(&pieces_dir).await.map_err(|e| JobError::scratch("create the pieces folder", &e))?;
+    let cuts = cut_times(whole.media.duration_seconds.unwrap_or_default(), segment_duration);
+    let (sender, _receiver) = watch::channel(FfmpegProgress::default());
+    run_ffmpeg(split_args(whole.path, &pieces_dir, &cuts), inner.config.job_timeout, stop, sender).await?;
+    let list = tokio::fs::read_to_string(pieces_dir.join("pieces.csv"))
+        .await
+        .map_err(|e| JobError::scratch("read the piece list", &e))?;
+    let pieces: Vec<Piece> =
+        parse_pieces(&list).map_err(|e| JobError::retryable("split_failed", format!("the split pass: {e}")))?;
+    if pieces.len() < 2 {
+        tracing::info!("The source's keyframes are too sparse to split it; transcoding it whole.");
+        return Ok(None);
+    }
+    for piece in &pieces {
+        let key = piece_key(&job.output_dir, piece.index);
+        inner.storage.put_file(&key, &pieces_dir.join(piece_file(piece.index)), "video/x-nut").await?;
+    }
+    let record = SplitRecord {
+        version: SPLIT_VERSION,
+        source_etag: whole.etag.clone(),
+        segment_duration,
+        pieces,
+        renditions,
+        worker: inner.config.worker_id.clone(),
+        split_ms: 0,
+    };
+    let body = serde_json::to_vec_pretty(&record).map_err(|e| JobError::retryable("internal", e.to_string()))?;
+    let key = record_key(&job.output_dir);
+    match inner.storage.put_if(&key, body, "application/json", Precondition::Absent).await? {
+        CasOutcome::Written { .. } => Ok(Some(record)),
+        CasOutcome::Conflict => read_record(inner, &job.output_dir)
+            .await?
+            .map(Some)
+            .ok_or_else(|| JobError::retryable("storage", "the split record vanished")),
+    }
+}
+
+pub(super) async fn read_record(inner: &Inner, output_dir: &str) -> Result<Option<SplitRecord>, JobError> {
+    let Some(bytes) = inner.storage.get_bytes(&record_key(output_dir)).await? else { return Ok(None) };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| JobError::retryable("internal", format!("unreadable split record: {e}")))
+}
+
+/// The segments with a checkpoint, and those that failed for good.
+struct Checkpoints {
+    done: BTreeMap<u32, SegmentDone>,
+    failed: Vec<u32>,
+}
+
+async fn checkpoints(inner: &Inner, output_dir: &str) -> Result<Checkpoints, JobError> {
+    let folder = split_dir(output_dir);
+    let mut found = Checkpoints { done: BTreeMap::new(), failed: Vec::new() };
+    for key in inner.storage.list(&folder).await? {
+        let Some(name) = key.strip_prefix(&folder) else { continue };
+        let index = |suffix: &str| name.strip_prefix("segment-")?.strip_suffix(suffix)?.parse::<u32>().ok();
+        if let Some(i) = index(".done.json") {
+            if let Some(bytes) = inner.storage.get_bytes(&key).await?
+                && let Ok(done) = serde_json::from_slice::<SegmentDone>(&bytes)
+            {
+                found.done.insert(i, done);
+            }
+        } else if let Some(i) = index(".failed.json") {
+            found.failed.push(i);
+        }
+    }
+    Ok(found)
+}
+
+/// The whole source's audio, and the outputs made whole, in one ffmpeg run on this worker.
+async fn alongside(
+    inner: &Inner,
+    message: &JobMessage,
+    tracker: &Attempt,
+    whole: &Whole<'_>,
+    dir: &Path,
+    out_dir: &Path,
+    stop: &CancellationToken,
+) -> Result<Vec<PlannedOutput>, JobError> {
+    let job = &message.job;
+    let rest: Vec<_> = job.outputs.iter().filter(|o| !is_stitched(o.preset)).cloned().collect();
+    let audio_dir = dir.join("split");
+    tokio::fs::create_dir_all(&audio_dir).await.map_err(|e| JobError::scratch("create the split folder", &e))?;
+    tokio::fs::create_dir_all(out_dir).await.map_err(|e| JobError::scratch("create the output folder", &e))?;
+    let audio = whole.media.audio.is_some().then(|| audio_args(whole.path, &audio_dir.join("audio.m4a")));
+    let (mut args, planned, sidecars) = if rest.is_empty() {
+        (Vec::new(), Vec::new(), Vec::new())
+    } else {
+        let plan =
+            plan(&rest, whole.media, whole.path, out_dir).map_err(|e| JobError::permanent(e.code(), e.to_string()))?;
+        (plan.args, plan.outputs, plan.sidecars)
+    };
+    match (args.is_empty(), audio) {
+        (true, None) => return Ok(planned),
+        (true, Some(audio)) => args = audio,
+        // One decode of the source for both: the audio block goes after the others.
+        (false, Some(audio)) => args.extend(audio.into_iter().skip_while(|a| a.as_os_str() != "-map")),
+        (false, None) => {}
+    }
+    let slot = inner
+        .transcode_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| JobError::retryable("internal", "the transcode slots were closed"))?;
+    tracker.stage(Stage::Transcoding).await?;
+    let (sender, _receiver) = watch::channel(FfmpegProgress::default());
+    let result = run_ffmpeg(args, inner.config.job_timeout, stop, sender).await;
+    drop(slot);
+    result?;
+    for (file, content) in &sidecars {
+        tokio::fs::write(out_dir.join(file), content)
+            .await
+            .map_err(|e| JobError::scratch(&format!("write {file}"), &e))?;
+    }
+    Ok(planned)
+}
+
+/// Waits until every segment has its checkpoint, reporting progress; a segment that failed for
+/// good fails the job, naming it.
+async fn wait_for_segments(
+    inner: &Inner,
+    output_dir: &str,
+    tracker: &Attempt,
+    count: u32,
+    stop: &CancellationToken,
+) -> Result<BTreeMap<u32, SegmentDone>, JobError> {
+    loop {
+        let found = checkpoints(inner, output_dir).await?;
+        if let Some(&index) = found.failed.first() {
+            let reason = match inner.storage.get_bytes(&failed_key(output_dir, index)).await? {
+                Some(bytes) => {
+                    serde_json::from_slice::<SegmentFailed>(&bytes).map(|f| f.error.message).unwrap_or_default()
+                }
+                None => String::new(),
+            };
+            return Err(JobError::permanent(
+                "segment_failed",
+                format!("segment {} of {count} could not be encoded: {reason}", index + 1),
+            ));
+        }
+        let done = u32::try_from(found.done.len()).unwrap_or(u32::MAX);
+        tracker.set_progress(f64::from(done) / f64::from(count.max(1)) * 100.0);
+        if done >= count {
+            return Ok(found.done);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(CHECKPOINT_POLL) => {}
+            () = stop.cancelled() => return Err(JobError::Interrupted),
+        }
+    }
+}
+
+/// Joins every rendition's segments (byte for byte: their timestamps already continue one
+/// another) and muxes them with the audio into the outputs, by stream copy.
+async fn stitch(
+    inner: &Inner,
+    message: &JobMessage,
+    record: &SplitRecord,
+    audio: Option<&Path>,
+    dir: &Path,
+    out_dir: &Path,
+    stop: &CancellationToken,
+) -> Result<(), JobError> {
+    let job = &message.job;
+    let joined = dir.join("joined");
+    tokio::fs::create_dir_all(&joined).await.map_err(|e| JobError::scratch("create the join folder", &e))?;
+    let part = joined.join("part.ts");
+    for rendition in &record.renditions {
+        let target = joined.join(format!("{}.ts", rendition.name));
+        let mut file = tokio::fs::File::create(&target).await.map_err(|e| JobError::scratch("create a join", &e))?;
+        for piece in &record.pieces {
+            let key = segment_file_key(&job.output_dir, piece.index, &rendition.name);
+            inner.storage.get_to_file(&key, &part).await?;
+            let mut source = tokio::fs::File::open(&part).await.map_err(|e| JobError::scratch("open a segment", &e))?;
+            tokio::io::copy(&mut source, &mut file).await.map_err(|e| JobError::scratch("join a segment", &e))?;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(|e| JobError::scratch("join a segment", &e))?;
+    }
+    let _ = tokio::fs::remove_file(&part).await;
+    let rungs: Vec<String> =
+        record.renditions.iter().filter_map(|r| r.name.strip_prefix("hls-").map(str::to_string)).collect();
+    for rung in &rungs {
+        tokio::fs::create_dir_all(out_dir.join("hls").join(rung))
+            .await
+            .map_err(|e| JobError::scratch("create the HLS folders", &e))?;
+    }
+    let args = stitch_args(&job.outputs, &record.renditions, &joined, audio, out_dir);
+    let (sender, _receiver) = watch::channel(FfmpegProgress::default());
+    run_ffmpeg(args, inner.config.job_timeout, stop, sender).await?;
+    if !rungs.is_empty() {
+        fix_master_playlist(&out_dir.join("hls"), &rungs).await?;
+    }
+    Ok(())
+}
+
+/// Sets the master playlist's bandwidths from the segments actually written (a stream copy
+/// leaves ffmpeg without bitrates to announce).
+async fn fix_master_playlist(hls: &Path, rungs: &[String]) -> Result<(), JobError> {
+    let mut measured = Vec::new();
+    for rung in rungs {
+        let folder = hls.join(rung);
+        let playlist = tokio::fs::read_to_string(folder.join("index.m3u8"))
+            .await
+            .map_err(|e| JobError::scratch("read a variant playlist", &e))?;
+        let (mut peak, mut bits, mut seconds) = (0.0_f64, 0.0_f64, 0.0_f64);
+        for (file, duration) in playlist_segments(&playlist) {
+            let size = tokio::fs::metadata(folder.join(&file)).await.map(|m| m.len()).unwrap_or(0) as f64 * 8.0;
+            if duration > 0.0 {
+                peak = peak.max(size / duration);
+            }
+            bits += size;
+            seconds += duration;
+        }
+        let average = if seconds > 0.0 { bits / seconds } else { 0.0 };
+        measured.push((rung.clone(), peak.ceil() as u64, average.ceil() as u64));
+    }
+    let master = hls.join("master.m3u8");
+    let text =
+        tokio::fs::read_to_string(&master).await.map_err(|e| JobError::scratch("read the master playlist", &e))?;
+    tokio::fs::write(&master, set_bandwidths(&text, &measured))
+        .await
+        .map_err(|e| JobError::scratch("write the master playlist", &e))
+}
+
+/// Deletes the job's `split/` folder (best effort): once the job completed, or failed for good.
+pub(super) async fn clean_up(inner: &Inner, output_dir: &str) {
+    let folder = split_dir(output_dir);
+    let Ok(keys) = inner.storage.list(&folder).await else { return };
+    for key in keys {
+        if let Err(err) = inner.storage.delete(&key).await {
+            tracing::debug!(key, error = %err, "Could not delete a split file.");
+        }
+    }
+}
+
+/// Whether `key` is a segment checkpoint that exists.
+pub(super) async fn is_done(inner: &Inner, output_dir: &str, index: u32) -> Result<bool, JobError> {
+    Ok(inner.storage.head(&done_key(output_dir, index)).await?.is_some())
+}
