@@ -100,6 +100,9 @@ pub fn plan(outputs: &[OutputRequest], media: &MediaInfo, input: &Path, out_dir:
                 block.extend(trim(output));
                 block.extend(strings(&["-vf", &fit(video.cap)]));
                 block.extend(x264(video.crf, video.maxrate_kbps));
+                // The source's own frame times: a variable-rate source (phones) is not padded
+                // with repeated frames, and a split job's segments time frames the same way.
+                block.extend(strings(&["-fps_mode", "vfr"]));
                 block.extend(aac());
                 block.extend(strings(&["-movflags", "+faststart", "-f", "mp4"]));
             }
@@ -522,7 +525,7 @@ mod tests {
                 OutputRequest::new(Preset::Mp4H264),
                 format!(
                     "{STRIP} -map 0:v:0 -map 0:a:0? -vf scale=trunc(iw/2)*2:trunc(ih/2)*2 -c:v libx264 -preset fast \
-                     -profile:v high -pix_fmt yuv420p -crf 23 -maxrate 8000k -bufsize 16000k -c:a aac -b:a 128k -ac 2 \
+                     -profile:v high -pix_fmt yuv420p -crf 23 -maxrate 8000k -bufsize 16000k -fps_mode vfr -c:a aac -b:a 128k -ac 2 \
                      -movflags +faststart -f mp4 /s/out/mp4-h264.mp4"
                 ),
             ),
@@ -532,7 +535,7 @@ mod tests {
                     "{STRIP} -map 0:v:0 -map 0:a:0? -ss 1.500 -t 10.000 \
                      -vf scale=w='if(gte(iw,ih),-2,trunc(min(iw,720)/2)*2)':h='if(gte(iw,ih),trunc(min(ih,720)/2)*2,-2)' \
                      -c:v libx264 -preset fast -profile:v high -pix_fmt yuv420p -crf 23 -maxrate 3500k -bufsize 7000k \
-                     -c:a aac -b:a 128k -ac 2 -movflags +faststart -f mp4 /s/out/mp4-h264-720.mp4"
+                     -fps_mode vfr -c:a aac -b:a 128k -ac 2 -movflags +faststart -f mp4 /s/out/mp4-h264-720.mp4"
                 ),
             ),
             (

@@ -240,7 +240,7 @@ pub fn segment_args(piece_path: &Path, piece: &Piece, renditions: &[Rendition], 
         args.extend(strings(&["-map", &format!("[r{i}]")]));
         let encode = rendition.encode();
         args.extend(x264(encode.crf, encode.maxrate_kbps));
-        args.extend(strings(&["-force_key_frames:v", &keyframes, "-fps_mode", "passthrough"]));
+        args.extend(strings(&["-force_key_frames:v", &keyframes, "-fps_mode", "vfr"]));
         args.extend(strings(&["-output_ts_offset", &TS_OFFSET.to_string(), "-f", "mpegts"]));
         args.push(out_dir.join(format!("{}.ts", rendition.name)).into_os_string());
     }
@@ -374,6 +374,60 @@ pub fn playlist_segments(playlist: &str) -> Vec<(String, f64)> {
     segments
 }
 
+/// The presentation time (seconds) of the first video frame in an MPEG-TS file's first bytes:
+/// the first PES packet of a video stream (id `0xE0`-`0xEF`) that carries a PTS.
+pub fn first_video_pts(ts: &[u8]) -> Option<f64> {
+    for packet in ts.chunks_exact(188) {
+        if packet[0] != 0x47 || packet[1] & 0x40 == 0 {
+            continue;
+        }
+        let payload = match (packet[3] >> 4) & 0b11 {
+            0b01 => 4,
+            0b11 => 5 + usize::from(packet[4]),
+            _ => continue,
+        };
+        let pes = packet.get(payload..)?;
+        if pes.len() < 14 || pes[..3] != [0, 0, 1] || !(0xE0..=0xEF).contains(&pes[3]) || pes[7] & 0x80 == 0 {
+            continue;
+        }
+        let b = &pes[9..14];
+        let pts = (u64::from(b[0] >> 1) & 0x07) << 30
+            | u64::from(b[1]) << 22
+            | u64::from(b[2] >> 1) << 15
+            | u64::from(b[3]) << 7
+            | u64::from(b[4] >> 1);
+        return Some(pts as f64 / 90_000.0);
+    }
+    None
+}
+
+/// A variable-rate source's stream-copied playlist has its segment lengths guessed at the
+/// average frame rate (MPEG-TS stores no frame durations). This sets each `#EXTINF` from the
+/// segments' first frame times (`starts`, one per segment) and the video's `end`, and the
+/// target duration from the longest.
+pub fn retime_playlist(playlist: &str, starts: &[f64], end: f64) -> String {
+    let mut lengths = starts.windows(2).map(|w| w[1] - w[0]).collect::<Vec<f64>>();
+    if let Some(last) = starts.last() {
+        lengths.push(end - last);
+    }
+    let longest = lengths.iter().copied().fold(0.0_f64, f64::max);
+    let mut next = lengths.iter();
+    let mut out = String::new();
+    for line in playlist.lines() {
+        if line.starts_with("#EXTINF:")
+            && let Some(length) = next.next()
+        {
+            out.push_str(&format!("#EXTINF:{:.6},\n", length.max(0.0)));
+        } else if line.starts_with("#EXT-X-TARGETDURATION:") {
+            out.push_str(&format!("#EXT-X-TARGETDURATION:{}\n", longest.round().max(1.0) as u64));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// `<output_dir>split/`: what a split job keeps between workers and attempts (deleted once the
 /// job completes).
 pub fn split_dir(output_dir: &str) -> String {
@@ -405,12 +459,6 @@ pub fn done_key(output_dir: &str, index: u32) -> String {
 /// Present when segment `index` failed for good.
 pub fn failed_key(output_dir: &str, index: u32) -> String {
     format!("{}segment-{index:05}.failed.json", split_dir(output_dir))
-}
-
-/// One empty object per encode of segment `index` that started (`task` tells them apart), so
-/// operators and tests can count encodes.
-pub fn started_key(output_dir: &str, index: u32, task: &str) -> String {
-    format!("{}started/segment-{index:05}-{task}", split_dir(output_dir))
 }
 
 /// `split/split.json`: written once per job (create-only) by the run that split the source;
@@ -595,9 +643,9 @@ mod tests {
             -filter_complex [0:v:0]split=2[s0][s1];[s0]scale=trunc(iw/2)*2:trunc(ih/2)*2[r0];\
             [s1]scale=w='if(gte(iw,ih),-2,trunc(min(iw,360)/2)*2)':h='if(gte(iw,ih),trunc(min(ih,360)/2)*2,-2)'[r1] \
             -map [r0] -c:v libx264 -preset fast -profile:v high -pix_fmt yuv420p -crf 23 -maxrate 8000k -bufsize 16000k \
-            -force_key_frames:v 4.000000,6.000000 -fps_mode passthrough -output_ts_offset 10 -f mpegts /s/o/mp4-h264.ts \
+            -force_key_frames:v 4.000000,6.000000 -fps_mode vfr -output_ts_offset 10 -f mpegts /s/o/mp4-h264.ts \
             -map [r1] -c:v libx264 -preset fast -profile:v high -pix_fmt yuv420p -crf 23 -maxrate 800k -bufsize 1600k \
-            -force_key_frames:v 4.000000,6.000000 -fps_mode passthrough -output_ts_offset 10 -f mpegts /s/o/hls-360p.ts";
+            -force_key_frames:v 4.000000,6.000000 -fps_mode vfr -output_ts_offset 10 -f mpegts /s/o/hls-360p.ts";
         assert_eq!(args.join(" "), expected);
 
         let outputs = outputs(&[Preset::Mp4H264, Preset::Hls, Preset::Thumbnail]);
@@ -624,6 +672,32 @@ mod tests {
              -f segment -segment_times 20.000,40.000 -reset_timestamps 0 -segment_format nut -segment_list_type csv \
              -segment_list /s/p/pieces.csv /s/p/piece-%05d.nut"
         );
+    }
+
+    #[test]
+    fn playlist_lengths_from_frame_times() {
+        let playlist = "#EXTM3U\n#EXT-X-TARGETDURATION:8\n#EXTINF:8.640000,\ns0.ts\n#EXTINF:3.440000,\ns1.ts\n#EXTINF:3.360000,\ns2.ts\n#EXT-X-ENDLIST\n";
+        assert_eq!(
+            retime_playlist(playlist, &[1.4, 10.04, 13.48], 17.4),
+            "#EXTM3U\n#EXT-X-TARGETDURATION:9\n#EXTINF:8.640000,\ns0.ts\n#EXTINF:3.440000,\ns1.ts\n#EXTINF:3.920000,\ns2.ts\n#EXT-X-ENDLIST\n"
+        );
+        // A TS packet with a video PES whose PTS is 90000 * 1.5.
+        let mut packet = vec![0x47, 0x41, 0x00, 0x10, 0, 0, 1, 0xE0, 0, 0, 0x80, 0x80, 5];
+        let pts: u64 = 135_000;
+        packet.extend([
+            0x21 | (((pts >> 30) as u8 & 0x07) << 1),
+            (pts >> 22) as u8,
+            (((pts >> 15) as u8) << 1) | 1,
+            (pts >> 7) as u8,
+            ((pts as u8) << 1) | 1,
+        ]);
+        packet.resize(188, 0xFF);
+        let mut file = vec![0x47, 0x01, 0x00, 0x10];
+        file.resize(188, 0xFF);
+        file.extend(&packet);
+        assert_eq!(first_video_pts(&file), Some(1.5));
+        assert_eq!(first_video_pts(&file[..188]), None);
+        assert_eq!(first_video_pts(b"garbage"), None);
     }
 
     #[test]

@@ -91,6 +91,17 @@ async fn finish(inner: &Inner, message: &Received) -> anyhow::Result<bool> {
                 }
                 named = Some(job.job.job_id.clone());
             }
+            for task in &parsed.segments {
+                // A split job's segment: its job fails through the segment's failure record.
+                let message = format!(
+                    "its message was delivered {} times without it being encoded",
+                    message.receive_count.max(1)
+                );
+                let error = ErrorInfo { message, ..error.clone() };
+                super::segment::record_failure(inner, task, error).await?;
+                tracing::warn!(job_id = %task.job_id, segment = task.index, "Failed a segment whose message was dead-lettered.");
+                named = Some(task.job_id.clone());
+            }
             let reason = message.attributes.get("reason").cloned().unwrap_or(error.code);
             let text = message.attributes.get("error").cloned().unwrap_or(error.message);
             (reason, text, named)

@@ -23,8 +23,9 @@ use super::split::{is_done, read_record};
 use super::{Inner, JobError};
 use crate::domain::split::{
     SPLIT_VERSION, SegmentDone, SegmentFailed, SegmentTask, describe, done_key, failed_key, piece_key, segment_args,
-    segment_file_key, started_key,
+    segment_file_key,
 };
+use crate::domain::status::ErrorInfo;
 use crate::media::ffmpeg::{FfmpegProgress, run_ffmpeg};
 use crate::queue::Received;
 use crate::storage::Precondition;
@@ -45,7 +46,7 @@ pub(super) async fn run(inner: Arc<Inner>, message: Received, task: SegmentTask,
         let stop = inner.stop_jobs.child_token();
         let job_ended = AtomicBool::new(false);
         let outcome = tokio::select! {
-            outcome = encode(&inner, &message, &task, &stop) => outcome,
+            outcome = encode(&inner, &task, &stop) => outcome,
             () = keep_lease(&inner, &message, &task, &stop, &job_ended) => Err(JobError::Interrupted),
         };
         let queue = &inner.queues.ready;
@@ -69,7 +70,7 @@ pub(super) async fn run(inner: Arc<Inner>, message: Received, task: SegmentTask,
             }
             Err(err) => {
                 tracing::warn!(error = %err, "Segment failed for good; its job fails.");
-                match record_failure(&inner, &task, &err).await {
+                match record_failure(&inner, &task, err.info()).await {
                     Ok(()) => queue.delete(&message.receipt).await,
                     Err(record) => Err(anyhow::anyhow!("record the segment's failure: {record}")),
                 }
@@ -110,12 +111,7 @@ async fn keep_lease(
     }
 }
 
-async fn encode(
-    inner: &Inner,
-    message: &Received,
-    task: &SegmentTask,
-    stop: &CancellationToken,
-) -> Result<Outcome, JobError> {
+async fn encode(inner: &Inner, task: &SegmentTask, stop: &CancellationToken) -> Result<Outcome, JobError> {
     let status = inner.store.read(&task.job_id).await?;
     if status.is_none_or(|s| s.state.is_terminal()) {
         return Ok(Outcome::NotNeeded("the job ended"));
@@ -131,9 +127,6 @@ async fn encode(
     };
     let started_at = Utc::now();
     let clock = Instant::now();
-    let tag = format!("{}-{}", inner.config.worker_id, &message.message_id.chars().take(8).collect::<String>());
-    let marker = started_key(&task.output_dir, task.index, &sanitize(&tag));
-    inner.storage.put_bytes(&marker, Vec::new(), "application/octet-stream").await?;
 
     let scratch = ScratchDir::named(&inner.config, &format!("{}-s{}", task.job_id, task.index))
         .await
@@ -149,6 +142,7 @@ async fn encode(
             .acquire_owned()
             .await
             .map_err(|_| JobError::retryable("internal", "the transcode slots were closed"))?;
+        tracing::info!("Segment encode started.");
         let encode_clock = Instant::now();
         let (sender, _receiver) = watch::channel(FfmpegProgress::default());
         let args = segment_args(&piece_path, piece, &record.renditions, &out);
@@ -183,21 +177,27 @@ async fn encode(
         .storage
         .put_if(&done_key(&task.output_dir, task.index), body, "application/json", Precondition::Absent)
         .await?;
+    // A job that ended meanwhile has cleaned its folder, or will; files stored after its
+    // clean-up would stay forever, so a segment that finds its job ended removes its own.
+    if inner.store.read(&task.job_id).await?.is_none_or(|s| s.state.is_terminal()) {
+        for rendition in &record.renditions {
+            let _ = inner.storage.delete(&segment_file_key(&task.output_dir, task.index, &rendition.name)).await;
+        }
+        let _ = inner.storage.delete(&done_key(&task.output_dir, task.index)).await;
+        return Ok(Outcome::NotNeeded("the job ended while the segment was encoded"));
+    }
     tracing::info!(encode_ms, total_ms = millis(clock), bytes, "Segment encoded.");
     Ok(Outcome::Encoded)
 }
 
-async fn record_failure(inner: &Inner, task: &SegmentTask, err: &JobError) -> anyhow::Result<()> {
-    let failed = SegmentFailed { version: SPLIT_VERSION, index: task.index, error: err.info() };
+/// Records that a segment cannot be encoded (create-only: the first reason stays); the job's
+/// coordinator then fails the job, naming the segment.
+pub(super) async fn record_failure(inner: &Inner, task: &SegmentTask, error: ErrorInfo) -> anyhow::Result<()> {
+    let failed = SegmentFailed { version: SPLIT_VERSION, index: task.index, error };
     let body = serde_json::to_vec_pretty(&failed)?;
     inner
         .storage
         .put_if(&failed_key(&task.output_dir, task.index), body, "application/json", Precondition::Absent)
         .await?;
     Ok(())
-}
-
-/// A worker id and message id as one key segment: `A-Z a-z 0-9 - _ .` kept, the rest `_`.
-fn sanitize(tag: &str) -> String {
-    tag.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect()
 }

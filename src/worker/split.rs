@@ -28,8 +28,9 @@ use crate::domain::preset::Preset;
 use crate::domain::probe::MediaInfo;
 use crate::domain::split::{
     Piece, Rendition, SPLIT_VERSION, SegmentDone, SegmentFailed, SegmentMessage, SegmentTask, SplitRecord, audio_args,
-    cut_times, done_key, failed_key, is_stitched, parse_pieces, piece_file, piece_key, playlist_segments, record_key,
-    segment_file_key, set_bandwidths, split_args, split_dir, stitch_args,
+    cut_times, done_key, failed_key, first_video_pts, is_stitched, parse_pieces, piece_file, piece_key,
+    playlist_segments, record_key, retime_playlist, segment_file_key, set_bandwidths, split_args, split_dir,
+    stitch_args,
 };
 use crate::domain::status::{SegmentTiming, SplitSummary, Stage};
 use crate::jobs::Attempt;
@@ -364,20 +365,42 @@ async fn stitch(
     let (sender, _receiver) = watch::channel(FfmpegProgress::default());
     run_ffmpeg(args, inner.config.job_timeout, stop, sender).await?;
     if !rungs.is_empty() {
-        fix_master_playlist(&out_dir.join("hls"), &rungs).await?;
+        let length = match (record.pieces.first(), record.pieces.last()) {
+            (Some(first), Some(last)) => last.end - first.start,
+            _ => 0.0,
+        };
+        finish_playlists(&out_dir.join("hls"), &rungs, length).await?;
     }
     Ok(())
 }
 
-/// Sets the master playlist's bandwidths from the segments actually written (a stream copy
-/// leaves ffmpeg without bitrates to announce).
-async fn fix_master_playlist(hls: &Path, rungs: &[String]) -> Result<(), JobError> {
+/// Finishes the stream-copied HLS: each variant playlist's segment lengths from its segments'
+/// first frame times (a copy only guesses them), and the master playlist's bandwidths from the
+/// segments actually written (a copy has no bitrates to announce). `length` is the video's.
+async fn finish_playlists(hls: &Path, rungs: &[String], length: f64) -> Result<(), JobError> {
     let mut measured = Vec::new();
     for rung in rungs {
         let folder = hls.join(rung);
-        let playlist = tokio::fs::read_to_string(folder.join("index.m3u8"))
-            .await
-            .map_err(|e| JobError::scratch("read a variant playlist", &e))?;
+        let index = folder.join("index.m3u8");
+        let mut playlist =
+            tokio::fs::read_to_string(&index).await.map_err(|e| JobError::scratch("read a variant playlist", &e))?;
+        let mut starts = Vec::new();
+        for (file, _) in playlist_segments(&playlist) {
+            let mut head = vec![0u8; 64 * 1024];
+            let read = async {
+                let mut f = tokio::fs::File::open(folder.join(&file)).await?;
+                let n = tokio::io::AsyncReadExt::read(&mut f, &mut head).await?;
+                Ok::<usize, std::io::Error>(n)
+            };
+            let n = read.await.map_err(|e| JobError::scratch("read an HLS segment", &e))?;
+            starts.push(first_video_pts(&head[..n]));
+        }
+        if let Some(starts) = starts.into_iter().collect::<Option<Vec<f64>>>()
+            && let Some(first) = starts.first()
+        {
+            playlist = retime_playlist(&playlist, &starts, first + length);
+            tokio::fs::write(&index, &playlist).await.map_err(|e| JobError::scratch("write a variant playlist", &e))?;
+        }
         let (mut peak, mut bits, mut seconds) = (0.0_f64, 0.0_f64, 0.0_f64);
         for (file, duration) in playlist_segments(&playlist) {
             let size = tokio::fs::metadata(folder.join(&file)).await.map(|m| m.len()).unwrap_or(0) as f64 * 8.0;

@@ -11,5 +11,6 @@ mod faults_support;
 mod lifecycle;
 mod media;
 mod notifications;
+mod split;
 mod support;
 mod worker;

@@ -412,11 +412,24 @@ pub struct Clip {
     pub video: bool,
     /// ffmpeg muxer name: mp4, mov, matroska, ...
     pub format: &'static str,
+    /// Frames between keyframes (fixed); default: the encoder's choice.
+    pub keyframe_interval: Option<u32>,
+    /// Drops every seventh frame, so frames are 40 or 80 ms apart: a variable frame rate.
+    pub variable_frame_rate: bool,
 }
 
 impl Default for Clip {
     fn default() -> Self {
-        Clip { seconds: 2.0, width: 320, height: 240, audio: true, video: true, format: "mp4" }
+        Clip {
+            seconds: 2.0,
+            width: 320,
+            height: 240,
+            audio: true,
+            video: true,
+            format: "mp4",
+            keyframe_interval: None,
+            variable_frame_rate: false,
+        }
     }
 }
 
@@ -433,6 +446,13 @@ impl Clip {
         }
         if self.video {
             args.extend(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"].map(String::from));
+            if let Some(gop) = self.keyframe_interval {
+                let gop = gop.to_string();
+                args.extend(["-g", &gop, "-keyint_min", &gop, "-sc_threshold", "0"].map(String::from));
+            }
+            if self.variable_frame_rate {
+                args.extend(["-vf", "select='not(eq(mod(n,7),3))'", "-fps_mode", "vfr"].map(String::from));
+            }
         }
         if self.audio {
             args.extend(["-c:a", "aac"].map(String::from));
