@@ -1,5 +1,6 @@
-"""What the benchmark scripts (scripts/bench, scripts/bench-throughput) share: building the
-binary, making clips with lavfi, the exact argv of a plan, and an S3/SQS emulator on 127.0.0.1."""
+"""What the benchmark scripts (scripts/bench, scripts/bench-throughput, scripts/bench-split)
+share: building the binary, making clips with lavfi, the exact argv of a plan, an S3/SQS
+emulator on 127.0.0.1, fresh deployments and worker daemons."""
 
 import json
 import os
@@ -7,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 
@@ -20,13 +22,15 @@ def build(release: bool) -> Path:
     return target / ("release" if release else "debug") / "media-worker"
 
 
-def make_clip(path: Path, seconds: float, size: str = "1280x720", rate: int = 30) -> None:
-    """Test pattern video and a tone, H.264 + AAC."""
+def make_clip(path: Path, seconds: float, size: str = "1280x720", rate: int = 30, gop: int | None = None) -> None:
+    """Test pattern video and a tone, H.264 + AAC; `gop`: frames between keyframes (a camera's
+    usual one or two seconds), else the encoder's choice."""
+    keyframes = ["-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0"] if gop else []
     subprocess.run(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
          "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}",
          "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
-         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)],
+         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", *keyframes, "-c:a", "aac", str(path)],
         check=True,
     )
 
@@ -95,3 +99,81 @@ def emulator_env(endpoint: str) -> dict:
         "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test", "AWS_EC2_METADATA_DISABLED": "true",
     }
+
+
+class Backend:
+    """A fresh deployment: a local data folder, or buckets and queues on a fresh moto."""
+
+    def __init__(self, kind: str, work: Path):
+        self.kind, self.work, self.moto = kind, work, None
+        work.mkdir(parents=True)
+        self.env = {
+            "PATH": os.environ["PATH"], "HOME": str(work), "RUST_LOG": "warn",
+            "MEDIA_WORK_DIR": str(work / "scratch"),
+            "MEDIA_REAPER_SCHEDULE": "*/5 * * * * *",
+        }
+        if kind == "local":
+            self.env.update({"MEDIA_BACKEND": "local", "MEDIA_DATA_DIR": str(work / "data")})
+        else:
+            self.moto, endpoint = start_moto()
+            self.env.update(emulator_env(endpoint))
+
+    def close(self):
+        if self.moto:
+            self.moto.terminate()
+            self.moto.wait()
+
+
+class Daemon:
+    """A `media-worker run` with its metrics endpoint."""
+
+    def __init__(self, binary: Path, backend: "Backend", name: str, concurrency: int,
+                 cores: str | None = None, extra: dict | None = None):
+        """`cores`: a CPU list for taskset (e.g. "0" or "2-3") to pin the worker and its ffmpeg to."""
+        self.port = free_port()
+        env = dict(backend.env, MEDIA_WORKER_ID=name, MEDIA_CONCURRENCY=str(concurrency),
+                   MEDIA_METRICS_ADDR=f"127.0.0.1:{self.port}", **(extra or {}))
+        self.log = open(backend.work / f"{name}.log", "w")
+        pin = ["taskset", "-c", cores] if cores else []
+        self.proc = subprocess.Popen([*pin, str(binary), "run"], env=env, cwd=backend.work,
+                                     stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.monotonic() + 30
+        while self.metric("receive_calls") is None:
+            if time.monotonic() > deadline:
+                sys.exit(f"worker {name} did not start")
+            time.sleep(0.05)
+
+    def metric(self, name: str):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith(f"media_worker_{name}_total ") or line.startswith(f"media_worker_{name} "):
+                return float(line.split()[-1])
+        return None
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=120)
+        self.log.close()
+
+
+def cli(binary: Path, backend: Backend, *args: str) -> str:
+    return subprocess.run([str(binary), *args], env=backend.env, cwd=backend.work, check=True,
+                          capture_output=True, text=True).stdout
+
+
+def status_docs(binary: Path, backend: Backend) -> list[dict]:
+    """Every job status (read through the store the backend uses)."""
+    if backend.kind == "local":
+        folder = backend.work / "data" / "storage" / "jobs"
+        return [json.loads(p.read_text()) for p in folder.glob("*.json")]
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=backend.env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                      aws_access_key_id="test", aws_secret_access_key="test")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="bench", Prefix="jobs/").get("Contents", [])]
+    return [json.loads(s3.get_object(Bucket="bench", Key=k)["Body"].read())
+            for k in keys if k.endswith(".json") and k.count("/") == 1]

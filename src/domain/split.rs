@@ -57,6 +57,7 @@ pub struct SplitRequest {
     pub enabled: bool,
     /// Seconds of source per segment (2 to 600); default: the deployment's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 2, maximum = 600, example = 30)]
     pub segment_duration: Option<f64>,
 }
 
@@ -456,6 +457,37 @@ pub fn done_key(output_dir: &str, index: u32) -> String {
     format!("{}segment-{index:05}.done.json", split_dir(output_dir))
 }
 
+/// How far the encode of segment `index` is, as a fraction written as text (`0.42`), refreshed
+/// at every heartbeat while it runs.
+pub fn progress_key(output_dir: &str, index: u32) -> String {
+    format!("{}segment-{index:05}.progress", split_dir(output_dir))
+}
+
+/// The fraction of `piece` an encode has written, from ffmpeg's output time (the source's
+/// times, or from zero, depending on how ffmpeg reports a copied timeline).
+pub fn piece_fraction(piece: &Piece, out_time: f64) -> f64 {
+    let length = (piece.end - piece.start).max(1e-3);
+    let done = if out_time >= piece.start { out_time - piece.start } else { out_time };
+    (done / length).clamp(0.0, 1.0)
+}
+
+/// A split job's progress in percent: finished segments whole, running ones by their fraction,
+/// each weighted by its length.
+pub fn job_progress(pieces: &[Piece], done: &dyn Fn(u32) -> bool, running: &dyn Fn(u32) -> Option<f64>) -> f64 {
+    let total: f64 = pieces.iter().map(|p| p.end - p.start).sum();
+    if total <= 0.0 {
+        return 0.0;
+    }
+    let made: f64 = pieces
+        .iter()
+        .map(|p| {
+            let share = if done(p.index) { 1.0 } else { running(p.index).unwrap_or(0.0).clamp(0.0, 1.0) };
+            share * (p.end - p.start)
+        })
+        .sum();
+    (made / total * 100.0).clamp(0.0, 100.0)
+}
+
 /// Present when segment `index` failed for good.
 pub fn failed_key(output_dir: &str, index: u32) -> String {
     format!("{}segment-{index:05}.failed.json", split_dir(output_dir))
@@ -596,6 +628,21 @@ mod tests {
         assert_eq!(split_plan(&outputs(&[Preset::Mp4H264]), &media(120.0, 0), &disabled, None), None);
         assert!(SplitRequest { enabled: true, segment_duration: Some(1.0) }.validate().is_err());
         assert!(own.validate().is_ok());
+    }
+
+    #[test]
+    fn progress_weighs_segments_by_length() {
+        let pieces = [
+            Piece { index: 0, start: 0.0, end: 10.0 },
+            Piece { index: 1, start: 10.0, end: 15.0 },
+            Piece { index: 2, start: 15.0, end: 20.0 },
+        ];
+        let progress = job_progress(&pieces, &|i| i == 0, &|i| (i == 1).then_some(0.5));
+        assert!((progress - 62.5).abs() < 1e-9, "{progress}");
+        assert_eq!(job_progress(&pieces, &|_| true, &|_| None), 100.0);
+        assert_eq!(piece_fraction(&pieces[1], 12.5), 0.5);
+        assert_eq!(piece_fraction(&pieces[1], 2.5), 0.5);
+        assert_eq!(piece_fraction(&pieces[1], 99.0), 1.0);
     }
 
     #[test]

@@ -75,6 +75,20 @@ pub(super) async fn run(inner: Arc<Inner>, message: JobMessage, tracker: Attempt
         // The attempt future is dropped by now: ffmpeg is killed and reaped, streams closed,
         // unfinished multipart uploads aborted.
         scratch.remove().await;
+        // Tidying a completed job's folder happens here, after the race: once the job is
+        // completed the heartbeat is refused, and that must not turn the run into a loser.
+        let outcome = match outcome {
+            Ok(completed) => {
+                if let Some(ours) = &completed.other_attempts {
+                    remove_other_attempts(&inner, &message.job.output_dir, ours).await;
+                }
+                if completed.split {
+                    super::split::clean_up(&inner, &message.job.output_dir).await;
+                }
+                Ok(())
+            }
+            Err(err) => Err(err),
+        };
         finish(&inner, &message, &tracker, outcome).await;
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "Job attempt ended.");
     }
@@ -139,7 +153,7 @@ async fn attempt(
     permit: &JobPermit,
     dir: &Path,
     stop: &CancellationToken,
-) -> Result<(), JobError> {
+) -> Result<Completed, JobError> {
     let job = &message.job;
     let limits = &inner.config.limits;
     let started = Instant::now();
@@ -312,13 +326,15 @@ async fn attempt(
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| JobError::retryable("internal", e.to_string()))?;
     write_manifest(inner, &key, &job.job_id, message.attempt, body).await?;
     tracker.complete(&key).await?;
-    if !first_run {
-        remove_other_attempts(inner, &job.output_dir, &folder).await;
-    }
-    if manifest_split {
-        super::split::clean_up(inner, &job.output_dir).await;
-    }
-    Ok(())
+    Ok(Completed { other_attempts: (!first_run).then_some(folder), split: manifest_split })
+}
+
+/// What is left to tidy once an attempt completed its job.
+struct Completed {
+    /// This attempt's folder, when earlier attempts may have left files beside it.
+    other_attempts: Option<String>,
+    /// A split job, whose `split/` folder goes.
+    split: bool,
 }
 
 /// What the transcode left in the output folder: the outputs in the job's order, ffmpeg's

@@ -22,8 +22,8 @@ use super::scratch::ScratchDir;
 use super::split::{is_done, read_record};
 use super::{Inner, JobError};
 use crate::domain::split::{
-    SPLIT_VERSION, SegmentDone, SegmentFailed, SegmentTask, describe, done_key, failed_key, piece_key, segment_args,
-    segment_file_key,
+    SPLIT_VERSION, SegmentDone, SegmentFailed, SegmentTask, describe, done_key, failed_key, piece_fraction, piece_key,
+    progress_key, segment_args, segment_file_key,
 };
 use crate::domain::status::ErrorInfo;
 use crate::media::ffmpeg::{FfmpegProgress, run_ffmpeg};
@@ -45,9 +45,10 @@ pub(super) async fn run(inner: Arc<Inner>, message: Received, task: SegmentTask,
         let _permit = permit;
         let stop = inner.stop_jobs.child_token();
         let job_ended = AtomicBool::new(false);
+        let (progress, watched) = watch::channel(0.0_f64);
         let outcome = tokio::select! {
-            outcome = encode(&inner, &task, &stop) => outcome,
-            () = keep_lease(&inner, &message, &task, &stop, &job_ended) => Err(JobError::Interrupted),
+            outcome = encode(&inner, &task, &stop, progress) => outcome,
+            () = keep_lease(&inner, &message, &task, &stop, &job_ended, watched) => Err(JobError::Interrupted),
         };
         let queue = &inner.queues.ready;
         let settled = match outcome {
@@ -84,15 +85,17 @@ pub(super) async fn run(inner: Arc<Inner>, message: Received, task: SegmentTask,
     .await
 }
 
-/// Keeps the message hidden while the encode runs, and stops the encode when the job ends
-/// (cancelled, failed). Never returns otherwise.
+/// Keeps the message hidden while the encode runs, tells the job's coordinator how far it is,
+/// and stops the encode when the job ends (cancelled, failed). Never returns otherwise.
 async fn keep_lease(
     inner: &Inner,
     message: &Received,
     task: &SegmentTask,
     stop: &CancellationToken,
     job_ended: &AtomicBool,
+    progress: watch::Receiver<f64>,
 ) {
+    let mut reported = 0.0;
     let visibility = inner.config.visibility_timeout;
     let mut ticker = tokio::time::interval((visibility / 3).min(inner.config.heartbeat_interval));
     ticker.tick().await;
@@ -100,6 +103,13 @@ async fn keep_lease(
         ticker.tick().await;
         if let Err(err) = inner.queues.ready.change_visibility(&message.receipt, visibility).await {
             tracing::warn!(error = format!("{err:#}"), "Could not extend a segment's lease.");
+        }
+        let fraction = *progress.borrow();
+        if fraction > reported {
+            let key = progress_key(&task.output_dir, task.index);
+            if inner.storage.put_bytes(&key, format!("{fraction:.4}").into_bytes(), "text/plain").await.is_ok() {
+                reported = fraction;
+            }
         }
         if let Ok(Some(status)) = inner.store.read(&task.job_id).await
             && status.state.is_terminal()
@@ -111,7 +121,12 @@ async fn keep_lease(
     }
 }
 
-async fn encode(inner: &Inner, task: &SegmentTask, stop: &CancellationToken) -> Result<Outcome, JobError> {
+async fn encode(
+    inner: &Inner,
+    task: &SegmentTask,
+    stop: &CancellationToken,
+    progress: watch::Sender<f64>,
+) -> Result<Outcome, JobError> {
     let status = inner.store.read(&task.job_id).await?;
     if status.is_none_or(|s| s.state.is_terminal()) {
         return Ok(Outcome::NotNeeded("the job ended"));
@@ -144,9 +159,15 @@ async fn encode(inner: &Inner, task: &SegmentTask, stop: &CancellationToken) -> 
             .map_err(|_| JobError::retryable("internal", "the transcode slots were closed"))?;
         tracing::info!("Segment encode started.");
         let encode_clock = Instant::now();
-        let (sender, _receiver) = watch::channel(FfmpegProgress::default());
+        let (sender, mut receiver) = watch::channel(FfmpegProgress::default());
         let args = segment_args(&piece_path, piece, &record.renditions, &out);
-        let run = run_ffmpeg(args, inner.config.job_timeout, stop, sender).await;
+        let report = async {
+            while receiver.changed().await.is_ok() {
+                let out_time = receiver.borrow().out_time;
+                progress.send_replace(piece_fraction(piece, out_time));
+            }
+        };
+        let (run, ()) = tokio::join!(run_ffmpeg(args, inner.config.job_timeout, stop, sender), report);
         drop(slot);
         run?;
         let encode_ms = millis(encode_clock);

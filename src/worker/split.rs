@@ -28,9 +28,9 @@ use crate::domain::preset::Preset;
 use crate::domain::probe::MediaInfo;
 use crate::domain::split::{
     Piece, Rendition, SPLIT_VERSION, SegmentDone, SegmentFailed, SegmentMessage, SegmentTask, SplitRecord, audio_args,
-    cut_times, done_key, failed_key, first_video_pts, is_stitched, parse_pieces, piece_file, piece_key,
-    playlist_segments, record_key, retime_playlist, segment_file_key, set_bandwidths, split_args, split_dir,
-    stitch_args,
+    cut_times, done_key, failed_key, first_video_pts, is_stitched, job_progress, parse_pieces, piece_file, piece_key,
+    playlist_segments, progress_key, record_key, retime_playlist, segment_file_key, set_bandwidths, split_args,
+    split_dir, stitch_args,
 };
 use crate::domain::status::{SegmentTiming, SplitSummary, Stage};
 use crate::jobs::Attempt;
@@ -110,7 +110,7 @@ pub(super) async fn produce(
 
     permit.release();
     let clock = Instant::now();
-    let done = wait_for_segments(inner, &job.output_dir, tracker, count, stop).await?;
+    let done = wait_for_segments(inner, &job.output_dir, tracker, &record.pieces, stop).await?;
     let segments_ms = millis(clock);
 
     tracker.stage(Stage::Stitching).await?;
@@ -218,15 +218,16 @@ pub(super) async fn read_record(inner: &Inner, output_dir: &str) -> Result<Optio
         .map_err(|e| JobError::retryable("internal", format!("unreadable split record: {e}")))
 }
 
-/// The segments with a checkpoint, and those that failed for good.
+/// The segments with a checkpoint, those that failed for good, and those reporting progress.
 struct Checkpoints {
     done: BTreeMap<u32, SegmentDone>,
     failed: Vec<u32>,
+    running: Vec<u32>,
 }
 
 async fn checkpoints(inner: &Inner, output_dir: &str) -> Result<Checkpoints, JobError> {
     let folder = split_dir(output_dir);
-    let mut found = Checkpoints { done: BTreeMap::new(), failed: Vec::new() };
+    let mut found = Checkpoints { done: BTreeMap::new(), failed: Vec::new(), running: Vec::new() };
     for key in inner.storage.list(&folder).await? {
         let Some(name) = key.strip_prefix(&folder) else { continue };
         let index = |suffix: &str| name.strip_prefix("segment-")?.strip_suffix(suffix)?.parse::<u32>().ok();
@@ -238,6 +239,8 @@ async fn checkpoints(inner: &Inner, output_dir: &str) -> Result<Checkpoints, Job
             }
         } else if let Some(i) = index(".failed.json") {
             found.failed.push(i);
+        } else if let Some(i) = index(".progress") {
+            found.running.push(i);
         }
     }
     Ok(found)
@@ -292,15 +295,19 @@ async fn alongside(
     Ok(planned)
 }
 
-/// Waits until every segment has its checkpoint, reporting progress; a segment that failed for
-/// good fails the job, naming it.
+/// Waits until every segment has its checkpoint, reporting the job's progress (finished
+/// segments, and running ones by what they last reported); a segment that failed for good
+/// fails the job, naming it.
 async fn wait_for_segments(
     inner: &Inner,
     output_dir: &str,
     tracker: &Attempt,
-    count: u32,
+    pieces: &[Piece],
     stop: &CancellationToken,
 ) -> Result<BTreeMap<u32, SegmentDone>, JobError> {
+    let count = pieces.len();
+    let mut running: BTreeMap<u32, f64> = BTreeMap::new();
+    let mut progress_read = Instant::now().checked_sub(inner.config.heartbeat_interval).unwrap_or_else(Instant::now);
     loop {
         let found = checkpoints(inner, output_dir).await?;
         if let Some(&index) = found.failed.first() {
@@ -315,11 +322,21 @@ async fn wait_for_segments(
                 format!("segment {} of {count} could not be encoded: {reason}", index + 1),
             ));
         }
-        let done = u32::try_from(found.done.len()).unwrap_or(u32::MAX);
-        tracker.set_progress(f64::from(done) / f64::from(count.max(1)) * 100.0);
-        if done >= count {
+        if found.done.len() >= count {
             return Ok(found.done);
         }
+        // Running segments refresh their progress once per heartbeat; read it as often.
+        if progress_read.elapsed() >= inner.config.heartbeat_interval {
+            progress_read = Instant::now();
+            for &index in &found.running {
+                if let Some(bytes) = inner.storage.get_bytes(&progress_key(output_dir, index)).await?
+                    && let Some(fraction) = std::str::from_utf8(&bytes).ok().and_then(|t| t.trim().parse::<f64>().ok())
+                {
+                    running.insert(index, fraction);
+                }
+            }
+        }
+        tracker.set_progress(job_progress(pieces, &|i| found.done.contains_key(&i), &|i| running.get(&i).copied()));
         tokio::select! {
             () = tokio::time::sleep(CHECKPOINT_POLL) => {}
             () = stop.cancelled() => return Err(JobError::Interrupted),
@@ -432,7 +449,7 @@ pub(super) async fn clean_up(inner: &Inner, output_dir: &str) {
     }
 }
 
-/// Whether `key` is a segment checkpoint that exists.
+/// Whether segment `index` has its checkpoint.
 pub(super) async fn is_done(inner: &Inner, output_dir: &str, index: u32) -> Result<bool, JobError> {
     Ok(inner.storage.head(&done_key(output_dir, index)).await?.is_some())
 }
