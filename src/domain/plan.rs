@@ -341,19 +341,28 @@ pub fn rung_name(height: u32) -> String {
     format!("{height}p")
 }
 
+/// A filter graph feeding one decode of the first video stream to several scales: output `i`
+/// (labelled `[<out>i]`) fits the short side to `caps[i]`. `split` names the intermediate pads.
+pub(crate) fn fan_out(caps: &[Option<u32>], split: &str, out: &str) -> String {
+    let n = caps.len();
+    let mut graph = if n == 1 {
+        format!("[0:v:0]null[{split}0];")
+    } else {
+        format!("[0:v:0]split={n}{};", (0..n).map(|i| format!("[{split}{i}]")).collect::<String>())
+    };
+    let chains: Vec<String> =
+        caps.iter().enumerate().map(|(i, cap)| format!("[{split}{i}]{}[{out}{i}]", fit(*cap))).collect();
+    graph.push_str(&chains.join(";"));
+    graph
+}
+
 /// The HLS ladder: a filter graph splitting one decode into the rungs, and the output block.
 fn hls(output: &OutputRequest, media: &MediaInfo, out_dir: &Path) -> (String, Vec<OsString>, Vec<String>) {
     let rungs = hls_rungs(output, media);
     let names: Vec<String> = rungs.iter().map(|(h, _)| rung_name(*h)).collect();
     let n = rungs.len();
-    let mut graph = if n == 1 {
-        "[0:v:0]null[hs0];".to_string()
-    } else {
-        format!("[0:v:0]split={n}{};", (0..n).map(|i| format!("[hs{i}]")).collect::<String>())
-    };
-    let chains: Vec<String> =
-        rungs.iter().enumerate().map(|(i, (h, _))| format!("[hs{i}]{}[hv{i}]", fit(Some(*h)))).collect();
-    graph.push_str(&chains.join(";"));
+    let caps: Vec<Option<u32>> = rungs.iter().map(|(h, _)| Some(*h)).collect();
+    let graph = fan_out(&caps, "hs", "hv");
 
     let audio = media.audio.is_some();
     let mut block = Vec::new();

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::job::{MESSAGE_VERSION, OutputRequest};
 use crate::domain::plan::{
-    KEYFRAME_INTERVAL, VideoEncode, aac, fit, hls_muxer, hls_rungs, mp4_video, rung_name, strings, x264,
+    KEYFRAME_INTERVAL, VideoEncode, aac, fan_out, hls_muxer, hls_rungs, mp4_video, rung_name, strings, x264,
 };
 use crate::domain::preset::Preset;
 use crate::domain::probe::MediaInfo;
@@ -226,16 +226,8 @@ fn keyframe_times(piece: &Piece) -> String {
 pub fn segment_args(piece_path: &Path, piece: &Piece, renditions: &[Rendition], out_dir: &Path) -> Vec<OsString> {
     let mut args = strings(&["-hide_banner", "-nostdin", "-y", "-protocol_whitelist", "file", "-copyts", "-i"]);
     args.push(piece_path.as_os_str().to_owned());
-    let n = renditions.len();
-    let mut graph = if n == 1 {
-        "[0:v:0]null[s0];".to_string()
-    } else {
-        format!("[0:v:0]split={n}{};", (0..n).map(|i| format!("[s{i}]")).collect::<String>())
-    };
-    let chains: Vec<String> =
-        renditions.iter().enumerate().map(|(i, r)| format!("[s{i}]{}[r{i}]", fit(r.encode().cap))).collect();
-    graph.push_str(&chains.join(";"));
-    args.extend(strings(&["-filter_complex", &graph]));
+    let caps: Vec<Option<u32>> = renditions.iter().map(|r| r.cap).collect();
+    args.extend(strings(&["-filter_complex", &fan_out(&caps, "s", "r")]));
     let keyframes = keyframe_times(piece);
     for (i, rendition) in renditions.iter().enumerate() {
         args.extend(strings(&["-map", &format!("[r{i}]")]));

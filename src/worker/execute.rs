@@ -365,12 +365,7 @@ pub(super) async fn transcode(
 
     // Only `MEDIA_CONCURRENCY` ffmpeg processes at once; a prefetched job waits here, its
     // source already local, and starts the moment a slot frees.
-    let slot = inner
-        .transcode_slots
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| JobError::retryable("internal", "the transcode slots were closed"))?;
+    let slot = inner.transcode_slot().await?;
     tracker.stage(Stage::Transcoding).await?;
     let (sender, mut receiver) = watch::channel(FfmpegProgress::default());
     let run = run_ffmpeg(plan.args.clone(), inner.config.job_timeout, stop, sender);

@@ -482,6 +482,15 @@ impl Inner {
         }
     }
 
+    /// One of the `MEDIA_CONCURRENCY` slots for an ffmpeg run: held while it runs.
+    async fn transcode_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, JobError> {
+        self.transcode_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| JobError::retryable("internal", "the transcode slots were closed"))
+    }
+
     fn max_receives(&self) -> u32 {
         self.max_receives.load(Ordering::Relaxed)
     }

@@ -151,12 +151,7 @@ async fn encode(
         inner.storage.get_to_file(&piece_key(&task.output_dir, task.index), &piece_path).await?;
         let out = scratch.path().join("out");
         tokio::fs::create_dir_all(&out).await.map_err(|e| JobError::scratch("create the segment folder", &e))?;
-        let slot = inner
-            .transcode_slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| JobError::retryable("internal", "the transcode slots were closed"))?;
+        let slot = inner.transcode_slot().await?;
         tracing::info!("Segment encode started.");
         let encode_clock = Instant::now();
         let (sender, mut receiver) = watch::channel(FfmpegProgress::default());

@@ -276,12 +276,7 @@ async fn alongside(
         (false, Some(audio)) => args.extend(audio.into_iter().skip_while(|a| a.as_os_str() != "-map")),
         (false, None) => {}
     }
-    let slot = inner
-        .transcode_slots
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| JobError::retryable("internal", "the transcode slots were closed"))?;
+    let slot = inner.transcode_slot().await?;
     tracker.stage(Stage::Transcoding).await?;
     let (sender, _receiver) = watch::channel(FfmpegProgress::default());
     let result = run_ffmpeg(args, inner.config.job_timeout, stop, sender).await;
