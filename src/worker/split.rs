@@ -104,9 +104,8 @@ pub(super) async fn produce(
             .map_err(|e| JobError::retryable("queue", format!("offer a segment: {e:#}")))?;
     }
 
-    let clock = Instant::now();
-    let mut planned = alongside(inner, message, tracker, whole, dir, out_dir, stop).await?;
-    let alongside_ms = millis(clock);
+    tracker.stage(Stage::Transcoding).await?;
+    let (mut planned, alongside_ms) = alongside(inner, message, whole, dir, out_dir, stop).await?;
 
     permit.release();
     let clock = Instant::now();
@@ -246,48 +245,51 @@ async fn checkpoints(inner: &Inner, output_dir: &str) -> Result<Checkpoints, Job
     Ok(found)
 }
 
-/// The whole source's audio, and the outputs made whole, in one ffmpeg run on this worker.
+/// The whole source's audio, and the outputs made whole, on this worker; with the time the
+/// runs took once they had a transcode slot (a segment may hold it first).
 async fn alongside(
     inner: &Inner,
     message: &JobMessage,
-    tracker: &Attempt,
     whole: &Whole<'_>,
     dir: &Path,
     out_dir: &Path,
     stop: &CancellationToken,
-) -> Result<Vec<PlannedOutput>, JobError> {
+) -> Result<(Vec<PlannedOutput>, u64), JobError> {
     let job = &message.job;
     let rest: Vec<_> = job.outputs.iter().filter(|o| !is_stitched(o.preset)).cloned().collect();
     let audio_dir = dir.join("split");
     tokio::fs::create_dir_all(&audio_dir).await.map_err(|e| JobError::scratch("create the split folder", &e))?;
     tokio::fs::create_dir_all(out_dir).await.map_err(|e| JobError::scratch("create the output folder", &e))?;
-    let audio = whole.media.audio.is_some().then(|| audio_args(whole.path, &audio_dir.join("audio.m4a")));
-    let (mut args, planned, sidecars) = if rest.is_empty() {
-        (Vec::new(), Vec::new(), Vec::new())
+    // Two runs, not one: the audio alone never decodes the video, and the other outputs then
+    // end as soon as they have their frames (a thumbnail does not wait for the source's end).
+    let mut runs = Vec::new();
+    if whole.media.audio.is_some() {
+        runs.push(audio_args(whole.path, &audio_dir.join("audio.m4a")));
+    }
+    let (planned, sidecars) = if rest.is_empty() {
+        (Vec::new(), Vec::new())
     } else {
         let plan =
             plan(&rest, whole.media, whole.path, out_dir).map_err(|e| JobError::permanent(e.code(), e.to_string()))?;
-        (plan.args, plan.outputs, plan.sidecars)
+        runs.push(plan.args);
+        (plan.outputs, plan.sidecars)
     };
-    match (args.is_empty(), audio) {
-        (true, None) => return Ok(planned),
-        (true, Some(audio)) => args = audio,
-        // One decode of the source for both: the audio block goes after the others.
-        (false, Some(audio)) => args.extend(audio.into_iter().skip_while(|a| a.as_os_str() != "-map")),
-        (false, None) => {}
+    if runs.is_empty() {
+        return Ok((planned, 0));
     }
     let slot = inner.transcode_slot().await?;
-    tracker.stage(Stage::Transcoding).await?;
-    let (sender, _receiver) = watch::channel(FfmpegProgress::default());
-    let result = run_ffmpeg(args, inner.config.job_timeout, stop, sender).await;
+    let clock = Instant::now();
+    for args in runs {
+        let (sender, _receiver) = watch::channel(FfmpegProgress::default());
+        run_ffmpeg(args, inner.config.job_timeout, stop, sender).await?;
+    }
     drop(slot);
-    result?;
     for (file, content) in &sidecars {
         tokio::fs::write(out_dir.join(file), content)
             .await
             .map_err(|e| JobError::scratch(&format!("write {file}"), &e))?;
     }
-    Ok(planned)
+    Ok((planned, millis(clock)))
 }
 
 /// Waits until every segment has its checkpoint, reporting the job's progress (finished
