@@ -35,20 +35,15 @@ impl JobError {
         JobError::Retryable { code, message: message.into() }
     }
 
-    /// The error as recorded in the job status.
+    /// The error as recorded in the job status: its code's public sentence. The cause (this
+    /// error's `Display`) goes to the worker's log only.
     pub fn info(&self) -> ErrorInfo {
         match self {
-            JobError::Permanent { code, message } => {
-                ErrorInfo { code: code.to_string(), message: message.clone(), retryable: false }
-            }
-            JobError::Retryable { code, message } => {
-                ErrorInfo { code: code.to_string(), message: message.clone(), retryable: true }
-            }
-            JobError::Cancelled => ErrorInfo { code: "cancelled".into(), message: self.to_string(), retryable: false },
-            JobError::Superseded => ErrorInfo { code: "superseded".into(), message: self.to_string(), retryable: true },
-            JobError::Interrupted => {
-                ErrorInfo { code: "interrupted".into(), message: self.to_string(), retryable: true }
-            }
+            JobError::Permanent { code, .. } => ErrorInfo::public(code, false),
+            JobError::Retryable { code, .. } => ErrorInfo::public(code, true),
+            JobError::Cancelled => ErrorInfo::public("cancelled", false),
+            JobError::Superseded => ErrorInfo::public("superseded", true),
+            JobError::Interrupted => ErrorInfo::public("interrupted", true),
         }
     }
 
