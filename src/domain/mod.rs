@@ -9,3 +9,4 @@ pub mod plan;
 pub mod preset;
 pub mod probe;
 pub mod status;
+pub mod tenant;

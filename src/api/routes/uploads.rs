@@ -9,10 +9,11 @@
 //! when it takes the upload (null until then).
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use chrono::Utc;
 use futures_util::StreamExt;
@@ -20,7 +21,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::{SignatureQuery, key_under, status_path, upload_path};
 use crate::api::ApiState;
-use crate::api::auth::{Signed, unix_now};
+use crate::api::auth::{Caller, Signed, unix_now};
+use crate::api::config::UPLOAD_RATE_GRACE;
 use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorResponse, clip};
 use crate::api::model::{CreateUploadRequest, MAX_CONTENT_TYPE, MAX_FILE_NAME, UploadInfo, UploadTicket};
 use crate::domain::job::job_id_for_object;
@@ -57,6 +59,7 @@ fn valid_content_type(value: &str) -> bool {
     ))]
 pub async fn create(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(request): ApiJson<CreateUploadRequest>,
 ) -> ApiResult<(StatusCode, Json<UploadTicket>)> {
     let name_chars = request.filename.chars().count();
@@ -79,7 +82,7 @@ pub async fn create(
         return Err(ApiError::unprocessable("too_large", format!("uploads are limited to {limit} bytes")));
     }
     let folder = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
-    let key = state.config.layout.upload_key(&folder, &request.filename);
+    let key = caller.scope.upload_key(&state.config.layout, &folder, &request.filename);
     validate_key(&key).map_err(|e| ApiError::unprocessable("invalid_filename", e.to_string()))?;
 
     let expiry = state.api.presign_expiry;
@@ -121,8 +124,10 @@ fn max_upload(state: &ApiState) -> u64 {
         (status = 401, description = "No signature", body = ErrorResponse),
         (status = 403, description = "Wrong or expired signature, or another content type", body = ErrorResponse),
         (status = 404, description = "Not the local backend (uploads go straight to S3)", body = ErrorResponse),
+        (status = 408, description = "The body was silent too long, or slower than the minimum rate", body = ErrorResponse),
         (status = 413, description = "Above MEDIA_API_MAX_UPLOAD", body = ErrorResponse),
         (status = 422, description = "A key outside the upload prefix or failing the key checks", body = ErrorResponse),
+        (status = 429, description = "Too many uploads are being received on this instance", body = ErrorResponse),
     ))]
 pub async fn put(
     State(state): State<ApiState>,
@@ -181,10 +186,20 @@ async fn receive_to_temp_file(state: &ApiState, body: Body, limit: u64) -> ApiRe
     let mut writer = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, tokio::fs::File::from_std(file));
     let mut received = 0u64;
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
+    let (idle, min_rate) = (state.api.upload_idle_timeout, state.api.upload_min_rate);
+    let started = Instant::now();
+    loop {
+        let chunk = match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(_) => return Err(too_slow(format!("the upload sent nothing for {idle:?}"))),
+        };
         let chunk =
             chunk.map_err(|e| ApiError::bad_request("upload_interrupted", format!("the upload broke off: {e}")))?;
         received += chunk.len() as u64;
+        if below_rate(received, started.elapsed(), min_rate) {
+            return Err(too_slow(format!("the upload is slower than {min_rate} bytes per second")));
+        }
         if received > limit {
             return Err(ApiError::too_large(format!("uploads are limited to {limit} bytes")));
         }
@@ -195,6 +210,20 @@ async fn receive_to_temp_file(state: &ApiState, body: Body, limit: u64) -> ApiRe
     }
     writer.flush().await.map_err(|e| ApiError::Unavailable(anyhow::Error::new(e).context("writing the upload")))?;
     Ok(path)
+}
+
+/// Whether `received` bytes after `elapsed` fall short of `min_rate` per second, counted from
+/// the end of the grace period.
+fn below_rate(received: u64, elapsed: Duration, min_rate: u64) -> bool {
+    match elapsed.checked_sub(UPLOAD_RATE_GRACE) {
+        Some(held) => (received as f64) < min_rate as f64 * held.as_secs_f64(),
+        None => false,
+    }
+}
+
+/// A client too slow to keep an upload permit: 408, and the connection closes.
+fn too_slow(message: String) -> ApiError {
+    ApiError::new(StatusCode::REQUEST_TIMEOUT, "upload_too_slow", message)
 }
 
 /// An uploaded file and the id of the job its arrival made (on S3: once a worker has taken
@@ -208,10 +237,19 @@ async fn receive_to_temp_file(state: &ApiState, body: Body, limit: u64) -> ApiRe
         (status = 404, description = "Nothing was uploaded at this key", body = ErrorResponse),
         (status = 422, description = "A key outside the upload prefix or failing the key checks", body = ErrorResponse),
     ))]
-pub async fn info(State(state): State<ApiState>, ApiPath(key): ApiPath<String>) -> ApiResult<Json<UploadInfo>> {
+pub async fn info(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(key): ApiPath<String>,
+) -> ApiResult<Json<UploadInfo>> {
     key_under(&key, state.config.layout.upload_prefix())?;
+    let missing = || ApiError::not_found("upload_not_found", format!("nothing is stored at `{}`", clip(&key)));
+    // Another tenant's upload is as absent as a missing one.
+    if !caller.scope.owns(&state.config.layout, &key) {
+        return Err(missing());
+    }
     let Some(object) = state.backend.storage.head(&key).await? else {
-        return Err(ApiError::not_found("upload_not_found", format!("nothing is stored at `{}`", clip(&key))));
+        return Err(missing());
     };
     let etag = object.etag.clone().unwrap_or_default();
     let job_id = if state.is_local() {
@@ -225,7 +263,17 @@ pub async fn info(State(state): State<ApiState>, ApiPath(key): ApiPath<String>) 
 
 #[cfg(test)]
 mod tests {
-    use super::valid_content_type;
+    use super::*;
+
+    #[test]
+    fn uploads_are_held_to_the_rate_after_the_grace_period() {
+        let rate = 1000;
+        assert!(!below_rate(0, UPLOAD_RATE_GRACE, rate), "nothing is asked during the grace period");
+        assert!(!below_rate(1, Duration::from_secs(1), rate));
+        let later = UPLOAD_RATE_GRACE + Duration::from_secs(4);
+        assert!(below_rate(3999, later, rate));
+        assert!(!below_rate(4000, later, rate));
+    }
 
     #[test]
     fn content_types_are_plain_media_types() {
