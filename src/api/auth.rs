@@ -123,6 +123,8 @@ pub struct Signed<'a> {
     pub expires: u64,
     /// Uploads only: the content type the client must send.
     pub content_type: Option<&'a str>,
+    /// Multipart parts: the exact length of the body.
+    pub length: Option<u64>,
 }
 
 impl UrlSigner {
@@ -172,6 +174,11 @@ impl UrlSigner {
         let content_type = what.content_type.unwrap_or("");
         for part in [what.method, what.key, &what.expires.to_string(), content_type] {
             mac.update(part.as_bytes());
+            mac.update(&[0]);
+        }
+        // Only when set, so the URLs signed before lengths existed stay valid.
+        if let Some(length) = what.length {
+            mac.update(length.to_string().as_bytes());
             mac.update(&[0]);
         }
         Ok(mac)
@@ -256,7 +263,8 @@ mod tests {
     fn signatures_bind_every_part_and_expire() {
         let signer = UrlSigner::new(b"0123456789abcdef0123456789abcdef".to_vec());
         let expires = unix_now() + 60;
-        let what = Signed { method: "PUT", key: "uploads/a/b.mp4", expires, content_type: Some("video/mp4") };
+        let what =
+            Signed { method: "PUT", key: "uploads/a/b.mp4", expires, content_type: Some("video/mp4"), length: None };
         let signature = signer.sign(&what).unwrap();
         assert!(signer.verify(&what, &signature).is_ok());
         let others = [
@@ -264,6 +272,7 @@ mod tests {
             Signed { key: "uploads/a/c.mp4", ..what },
             Signed { expires: expires + 1, ..what },
             Signed { content_type: Some("text/html"), ..what },
+            Signed { length: Some(10), ..what },
         ];
         for other in others {
             assert!(signer.verify(&other, &signature).is_err());

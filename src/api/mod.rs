@@ -179,7 +179,7 @@ async fn upload_slot(State(state): State<ApiState>, request: Request, next: Next
 ///   `MEDIA_API_MAX_UPLOADS` permits, and the body is read under an idle timeout and a
 ///   minimum rate.
 pub fn router(state: ApiState) -> Router {
-    use routes::{files, health, jobs, uploads};
+    use routes::{files, health, jobs, multipart, uploads};
     let requests = GlobalConcurrencyLimitLayer::with_semaphore(state.requests.clone());
     let public = Router::new()
         .route("/healthz", get(health::healthz))
@@ -189,6 +189,13 @@ pub fn router(state: ApiState) -> Router {
     let calls = Router::new()
         .route("/v1/uploads", post(uploads::create))
         .route("/v1/uploads/{*key}", get(uploads::info))
+        .route("/v1/multipart-uploads", post(multipart::create))
+        .route("/v1/multipart-uploads/{upload_id}", get(multipart::list).delete(multipart::abort))
+        .route("/v1/multipart-uploads/{upload_id}/parts/{part_number}", post(multipart::sign_part))
+        .route(
+            "/v1/multipart-uploads/{upload_id}/complete",
+            post(multipart::complete).layer(DefaultBodyLimit::max(multipart::COMPLETE_LIMIT)),
+        )
         .route("/v1/jobs", post(jobs::create))
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::delete))
         .route_layer(middleware::from_fn_with_state(state.clone(), time_limit))
@@ -203,6 +210,7 @@ pub fn router(state: ApiState) -> Router {
         .route_layer(requests);
     let upload_bodies = Router::new()
         .route("/v1/uploads/{*key}", put(uploads::put))
+        .route("/v1/multipart-uploads/{upload_id}/parts/{part_number}", put(multipart::put_part))
         .route_layer(middleware::from_fn_with_state(state.clone(), upload_slot));
     let mut app = Router::new()
         .merge(public)

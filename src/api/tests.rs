@@ -561,7 +561,7 @@ async fn the_openapi_document_is_served_as_json_with_every_path() {
     let doc = answer.json();
     assert_eq!(doc["openapi"], "3.1.0");
     let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
-    assert_eq!(paths.len(), 9, "{paths:?}");
+    assert_eq!(paths.len(), 13, "{paths:?}");
     let operations: Vec<String> = doc["paths"]
         .as_object()
         .unwrap()
@@ -855,4 +855,54 @@ async fn cors_answers_the_configured_origins_only() {
     let plain = api().await;
     let plain = plain.send(preflight("https://app.example.com")).await;
     assert!(!plain.headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+}
+
+#[tokio::test]
+async fn multipart_uploads_are_their_tenant_s_and_abandoned_ones_are_swept() {
+    let (api, _dir, _path) = tenants_api().await;
+    let request = json!({"filename": "big.mp4", "content_type": "video/mp4", "size": 1000});
+    let created = api.call_as(Some(ACME), Method::POST, "/v1/multipart-uploads", Some(request), &[]).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.json());
+    let created = created.json();
+    let key = created["key"].as_str().unwrap();
+    assert!(key.starts_with("uploads/tenants/acme/"), "{key}");
+    let id = created["upload_id"].as_str().unwrap();
+    let base = format!("/v1/multipart-uploads/{id}");
+    let query = format!("?key={}", key.replace(' ', "%20"));
+    let calls = [
+        (Method::GET, format!("{base}{query}"), None),
+        (Method::POST, format!("{base}/parts/1{query}"), Some(json!({"size": 10}))),
+        (Method::POST, format!("{base}/complete{query}"), Some(json!({"parts": [{"part_number": 1, "etag": "x"}]}))),
+        (Method::DELETE, format!("{base}{query}"), None),
+    ];
+    for (method, uri, body) in calls {
+        let answer = api.call_as(Some(GLOBEX), method.clone(), &uri, body, &[]).await;
+        answer.assert_error(StatusCode::NOT_FOUND, "upload_not_found");
+    }
+
+    // A part through the API's own signed URL: its length is the signed one, no more, no less.
+    let signed =
+        api.call_as(Some(ACME), Method::POST, &format!("{base}/parts/1{query}"), Some(json!({"size": 10})), &[]).await;
+    assert_eq!(signed.status, StatusCode::OK, "{}", signed.json());
+    let url = signed.json()["url"].as_str().unwrap().strip_prefix("http://127.0.0.1:8080").unwrap().to_string();
+    let put =
+        |body: &'static [u8]| Request::builder().method(Method::PUT).uri(url.clone()).body(Body::from(body)).unwrap();
+    api.send(put(b"0123456789a")).await.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    api.send(put(b"012345678")).await.assert_error(StatusCode::BAD_REQUEST, "part_size_mismatch");
+    let stored = api.send(put(b"0123456789")).await;
+    assert_eq!(stored.status, StatusCode::OK);
+    assert!(stored.headers[header::ETAG].to_str().unwrap().starts_with('"'));
+    let tampered = url.replace("size=10", "size=11");
+    let forged = Request::builder().method(Method::PUT).uri(tampered).body(Body::from("0123456789a")).unwrap();
+    api.send(forged).await.assert_error(StatusCode::FORBIDDEN, "bad_signature");
+    let listed = api.call_as(Some(ACME), Method::GET, &format!("{base}{query}"), None, &[]).await.json();
+    assert_eq!(listed["parts"][0]["size"], 10);
+
+    // An upload left alone for the abandonment age is removed by the sweep.
+    let storage = api.state.backend.storage.as_ref();
+    assert_eq!(storage.sweep_multipart(super::routes::multipart::ABANDONED_AFTER).await.unwrap(), 0);
+    assert_eq!(storage.sweep_multipart(Duration::ZERO).await.unwrap(), 1);
+    api.call_as(Some(ACME), Method::GET, &format!("{base}{query}"), None, &[])
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "upload_not_found");
 }

@@ -82,7 +82,11 @@ impl ApiServer {
     /// Returns the key and the id of the job the upload made.
     async fn upload(&self, path: &std::path::Path, name: &str) -> (String, String) {
         let (status, ticket) = self
-            .json(reqwest::Method::POST, "/v1/uploads", Some(json!({"filename": name, "content_type": "video/mp4"})))
+            .json(
+                reqwest::Method::POST,
+                "/v1/uploads",
+                Some(json!({"filename": name, "content_type": "video/mp4", "size": std::fs::metadata(path).unwrap().len()})),
+            )
             .await;
         assert_eq!(status, 201, "{ticket}");
         let key = ticket["key"].as_str().unwrap().to_string();

@@ -64,7 +64,9 @@ pub async fn get(
     key_under(&key, state.config.layout.output_prefix())?;
     match (query.expires, query.signature.as_deref()) {
         (Some(expires), Some(signature)) => {
-            state.signer.verify(&Signed { method: "GET", key: &key, expires, content_type: None }, signature)?;
+            state
+                .signer
+                .verify(&Signed { method: "GET", key: &key, expires, content_type: None, length: None }, signature)?;
         }
         // A token sees its own scope's outputs only; another's are as absent as missing ones.
         _ if let Some(Extension(caller)) = &caller => {

@@ -335,7 +335,7 @@ const MAX_FILES_PER_OUTPUT: usize = 8;
 
 fn signed_download_url(state: &ApiState, key: &str, expiry: Duration) -> ApiResult<String> {
     let expires = unix_now() + expiry.as_secs();
-    let signature = state.signer.sign(&Signed { method: "GET", key, expires, content_type: None })?;
+    let signature = state.signer.sign(&Signed { method: "GET", key, expires, content_type: None, length: None })?;
     Ok(format!("{}?expires={expires}&signature={signature}", state.key_url("files", key)))
 }
 

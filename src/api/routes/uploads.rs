@@ -55,39 +55,38 @@ fn valid_content_type(value: &str) -> bool {
         (status = 401, description = "Missing or wrong token", body = ErrorResponse),
         (status = 413, description = "Body too large", body = ErrorResponse),
         (status = 415, description = "Not JSON", body = ErrorResponse),
-        (status = 422, description = "Invalid fields, or a file above the size limit", body = ErrorResponse),
+        (status = 422, description = "Invalid fields, a file above the size limit, or (on S3) no size", body = ErrorResponse),
     ))]
 pub async fn create(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     ApiJson(request): ApiJson<CreateUploadRequest>,
 ) -> ApiResult<(StatusCode, Json<UploadTicket>)> {
-    let name_chars = request.filename.chars().count();
-    if name_chars == 0 || name_chars > MAX_FILE_NAME {
-        return Err(ApiError::unprocessable(
-            "invalid_filename",
-            format!("filename must be 1 to {MAX_FILE_NAME} characters"),
-        ));
-    }
-    if !valid_content_type(&request.content_type) {
-        return Err(ApiError::unprocessable(
-            "invalid_content_type",
-            format!("content_type must look like `video/mp4`, got `{}`", clip(&request.content_type)),
-        ));
-    }
+    checked_file(&request.filename, &request.content_type)?;
     let limit = max_upload(&state);
     if let Some(size) = request.size
         && size > limit
     {
         return Err(ApiError::unprocessable("too_large", format!("uploads are limited to {limit} bytes")));
     }
-    let folder = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
-    let key = caller.scope.upload_key(&state.config.layout, &folder, &request.filename);
-    validate_key(&key).map_err(|e| ApiError::unprocessable("invalid_filename", e.to_string()))?;
+    // On S3 the size is what bounds an upload: it is signed into the URL, so S3 refuses any
+    // other length. The local backend counts the bytes it receives itself.
+    if request.size.is_none() && !state.is_local() {
+        return Err(ApiError::unprocessable(
+            "size_required",
+            "send the file's size: it is signed into the upload URL (the store refuses any other length)",
+        ));
+    }
+    let key = new_upload_key(&state, &caller, &request.filename)?;
 
     let expiry = state.api.presign_expiry;
     let expires_at = Utc::now() + chrono::Duration::from_std(expiry).unwrap_or_else(|_| chrono::Duration::minutes(15));
-    let (method, url, headers) = match state.backend.storage.presign_put(&key, &request.content_type, expiry).await? {
+    let (method, url, headers) = match state
+        .backend
+        .storage
+        .presign_put(&key, &request.content_type, request.size, expiry)
+        .await?
+    {
         Some(presigned) => {
             let headers =
                 presigned.headers.into_iter().map(|(name, value)| (name.to_ascii_lowercase(), value)).collect();
@@ -95,7 +94,8 @@ pub async fn create(
         }
         None => {
             let expires = unix_now() + expiry.as_secs();
-            let signed = Signed { method: "PUT", key: &key, expires, content_type: Some(&request.content_type) };
+            let signed =
+                Signed { method: "PUT", key: &key, expires, content_type: Some(&request.content_type), length: None };
             let signature = state.signer.sign(&signed)?;
             let url = format!("{}?expires={expires}&signature={signature}", state.key_url("uploads", &key));
             let headers = BTreeMap::from([("content-type".to_string(), request.content_type.clone())]);
@@ -107,9 +107,46 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(ticket)))
 }
 
-/// The largest upload this deployment takes.
+/// The largest single-PUT upload this deployment takes.
 fn max_upload(state: &ApiState) -> u64 {
     if state.is_local() { state.api.max_upload } else { state.api.max_upload.min(S3_MAX_PUT) }
+}
+
+/// A user's file name and content type, as uploads take them.
+pub(super) fn checked_file(filename: &str, content_type: &str) -> ApiResult<()> {
+    let name_chars = filename.chars().count();
+    if name_chars == 0 || name_chars > MAX_FILE_NAME {
+        return Err(ApiError::unprocessable(
+            "invalid_filename",
+            format!("filename must be 1 to {MAX_FILE_NAME} characters"),
+        ));
+    }
+    if !valid_content_type(content_type) {
+        return Err(ApiError::unprocessable(
+            "invalid_content_type",
+            format!("content_type must look like `video/mp4`, got `{}`", clip(content_type)),
+        ));
+    }
+    Ok(())
+}
+
+/// A fresh key for the caller's upload of `filename`, in a folder of its own.
+pub(super) fn new_upload_key(state: &ApiState, caller: &Caller, filename: &str) -> ApiResult<String> {
+    let folder = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
+    let key = caller.scope.upload_key(&state.config.layout, &folder, filename);
+    validate_key(&key).map_err(|e| ApiError::unprocessable("invalid_filename", e.to_string()))?;
+    Ok(key)
+}
+
+/// The headers of a presigned request a client must send itself. `Host` and `Content-Length`
+/// are left out: every HTTP client sets them from the URL and the body, and browsers refuse to
+/// have them set.
+pub(super) fn headers_to_send(headers: Vec<(String, String)>) -> BTreeMap<String, String> {
+    headers
+        .into_iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), value))
+        .filter(|(name, _)| name != "host" && name != "content-length")
+        .collect()
 }
 
 /// Local backend: receives the file of a signed upload URL, streaming it to storage.
@@ -146,7 +183,10 @@ pub async fn put(
         ));
     };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    state.signer.verify(&Signed { method: "PUT", key: &key, expires, content_type: Some(content_type) }, signature)?;
+    state.signer.verify(
+        &Signed { method: "PUT", key: &key, expires, content_type: Some(content_type), length: None },
+        signature,
+    )?;
 
     let limit = state.api.max_upload;
     let declared =
@@ -171,7 +211,7 @@ pub async fn put(
 
 /// Streams a request body into a temp file (removed when the returned path is dropped, also
 /// when the client gives up half-way), refusing more than `limit` bytes.
-async fn receive_to_temp_file(state: &ApiState, body: Body, limit: u64) -> ApiResult<tempfile::TempPath> {
+pub(super) async fn receive_to_temp_file(state: &ApiState, body: Body, limit: u64) -> ApiResult<tempfile::TempPath> {
     let dir = state.config.work_dir.join("media-api");
     let temp = async {
         tokio::fs::create_dir_all(&dir).await?;
@@ -251,6 +291,12 @@ pub async fn info(
     let Some(object) = state.backend.storage.head(&key).await? else {
         return Err(missing());
     };
+    Ok(Json(describe_upload(&state, key, object).await?))
+}
+
+/// An upload and the job its arrival made (on S3 found through the source index, so null
+/// until a worker has taken it).
+pub(super) async fn describe_upload(state: &ApiState, key: String, object: ObjectInfo) -> ApiResult<UploadInfo> {
     let etag = object.etag.clone().unwrap_or_default();
     let job_id = if state.is_local() {
         Some(job_id_for_object(&state.backend.bucket, &key, &etag))
@@ -258,7 +304,7 @@ pub async fn info(
         jobs::job_of_write(&state.store, &key, &etag).await.map_err(ApiError::Unavailable)?.map(|s| s.job_id)
     };
     let status_url = job_id.as_deref().map(status_path);
-    Ok(Json(UploadInfo { status_url, key, size: object.size, etag: object.etag, job_id }))
+    Ok(UploadInfo { status_url, key, size: object.size, etag: object.etag, job_id })
 }
 
 #[cfg(test)]
