@@ -59,7 +59,8 @@ pub const API_VARIABLES: &[Variable] = &[
     Variable {
         name: "MEDIA_API_MAX_UPLOAD",
         default: "5GiB",
-        help: "largest upload accepted (local backend: streamed through the API; S3: its 5 GiB PUT limit applies)",
+        help: "largest upload accepted (local backend: streamed through the API; S3: at most 5 GiB in one PUT, \
+               5 TiB in a multipart upload)",
     },
     Variable {
         name: "MEDIA_API_REQUEST_TIMEOUT",
