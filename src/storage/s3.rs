@@ -48,16 +48,7 @@ impl S3Storage {
     }
 
     async fn put_multipart(&self, key: &str, path: &Path, size: u64, content_type: &str) -> StorageResult<ObjectInfo> {
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type)
-            .send()
-            .await
-            .map_err(|e| sdk_error("create multipart upload", key, e))?;
-        let upload_id = created.upload_id.ok_or_else(|| anyhow::anyhow!("S3 returned no upload id for {key}"))?;
+        let upload_id = self.create_multipart(key, content_type).await?;
         // From here on every way out (error, failed completion, this future being dropped)
         // aborts the upload, unless it completed.
         let pending = PendingUpload::new(&self.client, &self.bucket, key, &upload_id);
@@ -109,6 +100,32 @@ impl S3Storage {
             .await
     }
 
+    /// UploadPart of `length` bytes; the part's ETag as S3 gives it (quoted).
+    async fn send_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: ByteStream,
+        length: u64,
+    ) -> StorageResult<Option<String>> {
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .content_length(as_i64(length))
+            .body(body)
+            .customize()
+            .config_override(transfer_config(length))
+            .send()
+            .await
+            .map_err(|e| upload_error("upload part", key, e))?;
+        Ok(out.e_tag)
+    }
+
     /// Streams each part straight from the file: memory stays at one part's buffers.
     async fn upload_parts(
         &self,
@@ -130,21 +147,8 @@ impl S3Storage {
                 .build()
                 .await
                 .map_err(StorageError::other)?;
-            let out = self
-                .client
-                .upload_part()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .part_number(number)
-                .content_length(i64::try_from(length).unwrap_or(i64::MAX))
-                .body(body)
-                .customize()
-                .config_override(transfer_config(length))
-                .send()
-                .await
-                .map_err(|e| sdk_error("upload part", key, e))?;
-            parts.push(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag).build());
+            let etag = self.send_part(key, upload_id, number, body, length).await?;
+            parts.push(CompletedPart::builder().part_number(number).set_e_tag(etag).build());
             offset += length;
             number += 1;
         }
@@ -615,21 +619,8 @@ impl Storage for S3Storage {
         checked(key)?;
         let size = tokio::fs::metadata(path).await.map_err(StorageError::other)?.len();
         let body = ByteStream::from_path(path).await.map_err(StorageError::other)?;
-        let out = self
-            .client
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .part_number(i32::try_from(number).unwrap_or(i32::MAX))
-            .content_length(as_i64(size))
-            .body(body)
-            .customize()
-            .config_override(transfer_config(size))
-            .send()
-            .await
-            .map_err(|e| upload_error("upload part", key, e))?;
-        Ok(PartInfo { number, size, etag: out.e_tag.map(unquote).unwrap_or_default() })
+        let etag = self.send_part(key, upload_id, i32::try_from(number).unwrap_or(i32::MAX), body, size).await?;
+        Ok(PartInfo { number, size, etag: etag.map(unquote).unwrap_or_default() })
     }
 
     async fn list_parts(&self, key: &str, upload_id: &str) -> StorageResult<Vec<PartInfo>> {
