@@ -81,6 +81,16 @@ fn no_upload() -> ApiError {
     ApiError::not_found("upload_not_found", "there is no such multipart upload (completed, aborted or expired?)")
 }
 
+/// Upload ids are the store's own (S3's are opaque); one outside the documented shape names no
+/// upload, whatever the store would make of it.
+fn checked_upload_id(upload_id: &str) -> ApiResult<()> {
+    if (1..=1024).contains(&upload_id.len()) && !upload_id.chars().any(char::is_control) {
+        Ok(())
+    } else {
+        Err(no_upload())
+    }
+}
+
 fn checked_part_number(number: u32) -> ApiResult<()> {
     if (1..=MAX_PARTS).contains(&number) {
         Ok(())
@@ -164,6 +174,7 @@ pub async fn sign_part(
     ApiJson(request): ApiJson<SignPartRequest>,
 ) -> ApiResult<Json<SignedPart>> {
     owned_key(&state, &caller, &query.key)?;
+    checked_upload_id(&upload_id)?;
     checked_part_number(part_number)?;
     let size = request.size;
     if size == 0 || size > MAX_PART_SIZE.min(max_size(&state)) {
@@ -230,6 +241,7 @@ pub async fn put_part(
         return Err(ApiError::not_found("not_found", "on this deployment parts go straight to S3"));
     }
     key_under(&query.key, state.config.layout.upload_prefix())?;
+    checked_upload_id(&upload_id)?;
     checked_part_number(part_number)?;
     let (Some(size), Some(expires), Some(signature)) = (query.size, query.expires, query.signature.as_deref()) else {
         return Err(ApiError::unauthorized(
@@ -284,6 +296,7 @@ pub async fn list(
     ApiQuery(query): ApiQuery<UploadKey>,
 ) -> ApiResult<Json<PartList>> {
     owned_key(&state, &caller, &query.key)?;
+    checked_upload_id(&upload_id)?;
     let parts = state.backend.storage.list_parts(&query.key, &upload_id).await.map_err(upload_error)?;
     Ok(Json(PartList { key: query.key, upload_id, parts: parts.into_iter().map(uploaded).collect() }))
 }
@@ -310,6 +323,7 @@ pub async fn complete(
     ApiJson(request): ApiJson<CompleteMultipartRequest>,
 ) -> ApiResult<(StatusCode, Json<UploadInfo>)> {
     owned_key(&state, &caller, &query.key)?;
+    checked_upload_id(&upload_id)?;
     let storage = state.backend.storage.as_ref();
     let stored = storage.list_parts(&query.key, &upload_id).await.map_err(upload_error)?;
     let parts = chosen_parts(&request, &stored)?;
@@ -364,7 +378,7 @@ fn chosen_parts(request: &CompleteMultipartRequest, stored: &[PartInfo]) -> ApiR
         (status = 204, description = "Aborted (or already gone)"),
         (status = 400, description = "Malformed path or query", body = ErrorResponse),
         (status = 401, description = "Missing or wrong token", body = ErrorResponse),
-        (status = 404, description = "Another tenant's upload", body = ErrorResponse),
+        (status = 404, description = "Another tenant's upload, or an id no upload can have", body = ErrorResponse),
         (status = 422, description = "A bad key", body = ErrorResponse),
     ))]
 pub async fn abort(
@@ -374,6 +388,7 @@ pub async fn abort(
     ApiQuery(query): ApiQuery<UploadKey>,
 ) -> ApiResult<StatusCode> {
     owned_key(&state, &caller, &query.key)?;
+    checked_upload_id(&upload_id)?;
     state.backend.storage.abort_multipart(&query.key, &upload_id).await?;
     tracing::info!(key = query.key, "Multipart upload aborted.");
     Ok(StatusCode::NO_CONTENT)
