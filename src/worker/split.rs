@@ -92,8 +92,9 @@ pub(super) async fn produce(
     let count = u32::try_from(record.pieces.len()).unwrap_or(u32::MAX);
     tracing::info!(segments = count, split_ms, "Source split into segments.");
 
-    let finished = checkpoints(inner, &job.output_dir).await?;
-    for piece in record.pieces.iter().filter(|p| !finished.done.contains_key(&p.index)) {
+    let mut done = BTreeMap::new();
+    checkpoints(inner, &job.output_dir, &mut done).await?;
+    for piece in record.pieces.iter().filter(|p| !done.contains_key(&p.index)) {
         let task =
             SegmentTask { job_id: job.job_id.clone(), output_dir: job.output_dir.clone(), index: piece.index, count };
         inner
@@ -109,7 +110,7 @@ pub(super) async fn produce(
 
     permit.release();
     let clock = Instant::now();
-    let done = wait_for_segments(inner, &job.output_dir, tracker, &record.pieces, stop).await?;
+    wait_for_segments(inner, &job.output_dir, tracker, &record.pieces, &mut done, stop).await?;
     let segments_ms = millis(clock);
 
     tracker.stage(Stage::Stitching).await?;
@@ -217,24 +218,30 @@ pub(super) async fn read_record(inner: &Inner, output_dir: &str) -> Result<Optio
         .map_err(|e| JobError::retryable("internal", format!("unreadable split record: {e}")))
 }
 
-/// The segments with a checkpoint, those that failed for good, and those reporting progress.
+/// The segments that failed for good, and those reporting progress.
 struct Checkpoints {
-    done: BTreeMap<u32, SegmentDone>,
     failed: Vec<u32>,
     running: Vec<u32>,
 }
 
-async fn checkpoints(inner: &Inner, output_dir: &str) -> Result<Checkpoints, JobError> {
+/// Lists `split/` once. Checkpoints not yet in `done` are read into it; a checkpoint is
+/// create-only, so one read is enough for the whole wait.
+async fn checkpoints(
+    inner: &Inner,
+    output_dir: &str,
+    done: &mut BTreeMap<u32, SegmentDone>,
+) -> Result<Checkpoints, JobError> {
     let folder = split_dir(output_dir);
-    let mut found = Checkpoints { done: BTreeMap::new(), failed: Vec::new(), running: Vec::new() };
+    let mut found = Checkpoints { failed: Vec::new(), running: Vec::new() };
     for key in inner.storage.list(&folder).await? {
         let Some(name) = key.strip_prefix(&folder) else { continue };
         let index = |suffix: &str| name.strip_prefix("segment-")?.strip_suffix(suffix)?.parse::<u32>().ok();
         if let Some(i) = index(".done.json") {
-            if let Some(bytes) = inner.storage.get_bytes(&key).await?
-                && let Ok(done) = serde_json::from_slice::<SegmentDone>(&bytes)
+            if !done.contains_key(&i)
+                && let Some(bytes) = inner.storage.get_bytes(&key).await?
+                && let Ok(record) = serde_json::from_slice::<SegmentDone>(&bytes)
             {
-                found.done.insert(i, done);
+                done.insert(i, record);
             }
         } else if let Some(i) = index(".failed.json") {
             found.failed.push(i);
@@ -300,13 +307,14 @@ async fn wait_for_segments(
     output_dir: &str,
     tracker: &Attempt,
     pieces: &[Piece],
+    done: &mut BTreeMap<u32, SegmentDone>,
     stop: &CancellationToken,
-) -> Result<BTreeMap<u32, SegmentDone>, JobError> {
+) -> Result<(), JobError> {
     let count = pieces.len();
     let mut running: BTreeMap<u32, f64> = BTreeMap::new();
     let mut progress_read = Instant::now().checked_sub(inner.config.heartbeat_interval).unwrap_or_else(Instant::now);
     loop {
-        let found = checkpoints(inner, output_dir).await?;
+        let found = checkpoints(inner, output_dir, done).await?;
         if let Some(&index) = found.failed.first() {
             let reason = match inner.storage.get_bytes(&failed_key(output_dir, index)).await? {
                 Some(bytes) => {
@@ -320,8 +328,8 @@ async fn wait_for_segments(
                 format!("segment {} of {count} could not be encoded: {reason}", index + 1),
             ));
         }
-        if found.done.len() >= count {
-            return Ok(found.done);
+        if done.len() >= count {
+            return Ok(());
         }
         // Running segments refresh their progress once per heartbeat; read it as often.
         if progress_read.elapsed() >= inner.config.heartbeat_interval {
@@ -334,7 +342,7 @@ async fn wait_for_segments(
                 }
             }
         }
-        tracker.set_progress(job_progress(pieces, &|i| found.done.contains_key(&i), &|i| running.get(&i).copied()));
+        tracker.set_progress(job_progress(pieces, &|i| done.contains_key(&i), &|i| running.get(&i).copied()));
         tokio::select! {
             () = tokio::time::sleep(CHECKPOINT_POLL) => {}
             () = stop.cancelled() => return Err(JobError::Interrupted),
