@@ -9,7 +9,9 @@ Starts moto's server on 127.0.0.1 (a free port), then:
    checks the queues it made (redrive policy, retention), uploads a generated 2 s clip under the
    upload prefix, runs `media-worker run --drain` with the stack's outputs as its environment,
    and checks the outputs (ffprobe: h264 + aac, 2 s), the manifest, the job status and that
-   all three queues are empty;
+   all three queues are empty; then a browser-style upload: a preflight and a PUT with
+   `Origin` to a presigned URL pass from the allowed origin (ETag exposed), and a preflight
+   from another origin is refused;
 2. service stack on the storage stack: creates infra/service.yaml (API on) against the first
    stack's exports, and checks the task definitions (the storage outputs as environment,
    commands, stopTimeout above MEDIA_SHUTDOWN_GRACE, the scratch volume, the token secret) and
@@ -24,7 +26,7 @@ and Application Auto Scaling resources, and creates AWS::S3::Bucket without its 
 lifecycle, public access block and ownership settings. When the bucket comes up without a
 notification, test 1 reads the bucket's NotificationConfiguration from the template, resolves
 it against the stack and applies it through the S3 API, so the upload event still follows the
-template's own filter.
+template's own filter; the bucket's CORS rules are applied from the template the same way.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ HERE = Path(__file__).resolve().parent
 STORAGE_TEMPLATE = HERE.parent / "storage.yaml"
 SERVICE_TEMPLATE = HERE.parent / "service.yaml"
 STORAGE_STACK = "media-ci"
-STORAGE_PARAMETERS = {"NamePrefix": "media-ci"}
+BROWSER_ORIGIN = "https://app.example.com"
+STORAGE_PARAMETERS = {"NamePrefix": "media-ci", "CorsAllowedOrigins": BROWSER_ORIGIN}
 SERVICE_STACK = "media-ci-service"
 REGION = "us-east-1"
 CLIP_SECONDS = 2.0
@@ -243,6 +246,80 @@ def ensure_notification(emu: Emulator, template: dict, bucket: str) -> None:
     log("bucket notification: applied from the template through the S3 API (the emulator's CloudFormation skips it)")
 
 
+def ensure_cors(emu: Emulator, template: dict, bucket: str) -> None:
+    """The template's CORS rules on the bucket, with the origins the stack was given."""
+    try:
+        if emu.s3.get_bucket_cors(Bucket=bucket).get("CORSRules"):
+            log("bucket CORS: created by the stack")
+            return
+    except emu.s3.exceptions.ClientError:
+        pass
+    condition, rules, _ = template["Resources"]["Bucket"]["Properties"]["CorsConfiguration"]["Fn::If"]
+    if condition != "HasCorsOrigins":
+        raise Failure(f"the bucket's CORS rules hang on {condition}, not HasCorsOrigins")
+    origins = STORAGE_PARAMETERS["CorsAllowedOrigins"].split(",")
+    cors_rules = []
+    for rule in rules["CorsRules"]:
+        if rule["AllowedOrigins"] != {"Ref": "CorsAllowedOrigins"}:
+            raise Failure(f"a CORS rule's origins are not the CorsAllowedOrigins parameter: {rule['AllowedOrigins']}")
+        cors_rules.append(
+            {
+                "AllowedOrigins": origins,
+                "AllowedMethods": rule["AllowedMethods"],
+                "AllowedHeaders": rule["AllowedHeaders"],
+                "ExposeHeaders": rule["ExposedHeaders"],
+                "MaxAgeSeconds": int(rule["MaxAge"]),
+            }
+        )
+    emu.s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": cors_rules})
+    log("bucket CORS: applied from the template through the S3 API (the emulator's CloudFormation skips it)")
+
+
+def http(method: str, url: str, headers: dict[str, str], body: bytes | None = None) -> tuple[int, dict[str, str]]:
+    """One request to the emulator on 127.0.0.1; the status and headers (lowercase names)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - the emulator on 127.0.0.1
+            return response.status, {k.lower(): v for k, v in response.headers.items()}
+    except urllib.error.HTTPError as err:
+        return err.code, {k.lower(): v for k, v in err.headers.items()}
+
+
+def check_browser_upload(emu: Emulator, bucket: str) -> None:
+    """A page on the allowed origin PUTs to a presigned URL as a browser does: a preflight,
+    then the PUT with `Origin`, reading the ETag. Another origin's preflight is refused."""
+    key = "browser-check/part.bin"
+    url = emu.s3.generate_presigned_url(
+        "put_object", Params={"Bucket": bucket, "Key": key, "ContentType": "video/mp4"}, ExpiresIn=300
+    )
+    asks = {"Access-Control-Request-Method": "PUT", "Access-Control-Request-Headers": "content-type"}
+    # S3 answers a preflight from the bucket's CORS rules alone; the emulator also checks the
+    # presigned query's headers on OPTIONS, which a preflight never carries, so the preflight
+    # goes to the object's URL without the query.
+    object_url = url.split("?", 1)[0]
+    status, headers = http("OPTIONS", object_url, {"Origin": BROWSER_ORIGIN, **asks})
+    if status != 200 or headers.get("access-control-allow-origin") != BROWSER_ORIGIN:
+        raise Failure(f"preflight from {BROWSER_ORIGIN}: {status} {headers}")
+    if "PUT" not in headers.get("access-control-allow-methods", ""):
+        raise Failure(f"preflight from {BROWSER_ORIGIN} does not allow PUT: {headers}")
+    status, headers = http("PUT", url, {"Origin": BROWSER_ORIGIN, "Content-Type": "video/mp4"}, b"x" * 1024)
+    if status != 200 or headers.get("access-control-allow-origin") != BROWSER_ORIGIN:
+        raise Failure(f"PUT from {BROWSER_ORIGIN}: {status} {headers}")
+    if "etag" not in headers.get("access-control-expose-headers", "").lower() or not headers.get("etag"):
+        raise Failure(f"PUT from {BROWSER_ORIGIN} does not expose its ETag: {headers}")
+    stored = emu.s3.head_object(Bucket=bucket, Key=key)
+    if stored["ContentLength"] != 1024:
+        raise Failure(f"the browser's PUT stored {stored['ContentLength']} bytes")
+    emu.s3.delete_object(Bucket=bucket, Key=key)
+    status, headers = http("OPTIONS", object_url, {"Origin": "https://elsewhere.example.net", **asks})
+    if status == 200 and "access-control-allow-origin" in headers:
+        raise Failure(f"preflight from another origin was allowed: {status} {headers}")
+    log(f"browser upload: preflight and PUT from {BROWSER_ORIGIN} pass, ETag exposed; another origin refused")
+
+
 def make_clip(path: Path) -> None:
     seconds = f"{CLIP_SECONDS:g}"
     subprocess.run(
@@ -378,6 +455,8 @@ def test_storage_stack_runs_a_job(emu: Emulator, worker: Path) -> dict[str, str]
     env = environment_from_outputs(outputs)
     check_queues(emu, template, env)
     ensure_notification(emu, template, env["MEDIA_S3_BUCKET"])
+    ensure_cors(emu, template, env["MEDIA_S3_BUCKET"])
+    check_browser_upload(emu, env["MEDIA_S3_BUCKET"])
 
     with tempfile.TemporaryDirectory(prefix="deploy-on-emulator-") as tmp:
         scratch = Path(tmp)

@@ -20,32 +20,40 @@ use subtle::ConstantTimeEq;
 
 use super::ApiState;
 use super::error::ApiError;
+use super::tokens::TokensFile;
+use crate::domain::tenant::Scope;
 
 /// The caller of a request, as far as the API needs to know.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// Hex SHA-256 of the token, or `anonymous` when the API runs without tokens.
     pub id: String,
+    /// The keys and jobs it may see: the shared scope for `MEDIA_API_TOKENS` (and anonymous
+    /// callers), its tenant's folders for a token of the tokens file.
+    pub scope: Scope,
 }
 
 pub struct Auth {
+    /// `MEDIA_API_TOKENS`: the shared scope.
     digests: Vec<[u8; 32]>,
+    /// `MEDIA_API_TOKENS_FILE`: one tenant per token.
+    file: Option<TokensFile>,
 }
 
 impl Auth {
-    pub fn new(digests: Vec<[u8; 32]>) -> Self {
-        Self { digests }
+    pub fn new(digests: Vec<[u8; 32]>, file: Option<TokensFile>) -> Self {
+        Self { digests, file }
     }
 
     /// Without tokens every request is anonymous (the configuration check allowed it).
     pub fn is_anonymous(&self) -> bool {
-        self.digests.is_empty()
+        self.digests.is_empty() && self.file.is_none()
     }
 
     /// The caller a request's `Authorization: Bearer` header identifies.
     pub fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         if self.is_anonymous() {
-            return Ok(Caller { id: "anonymous".into() });
+            return Ok(Caller { id: "anonymous".into(), scope: Scope::Shared });
         }
         let value = headers
             .get(header::AUTHORIZATION)
@@ -58,12 +66,18 @@ impl Auth {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let id = hex::encode(digest);
         // Every digest is compared, so the time taken says nothing about which one matched.
         let matched = self.digests.iter().fold(subtle::Choice::from(0), |acc, known| acc | known.ct_eq(&digest));
         if bool::from(matched) {
-            Ok(Caller { id: hex::encode(digest) })
-        } else {
-            Err(ApiError::unauthorized("the token is not valid"))
+            return Ok(Caller { id, scope: Scope::Shared });
+        }
+        match self.file.as_ref().and_then(|file| file.find(&digest)) {
+            Some(entry) if entry.expires_at.is_some_and(|at| at <= chrono::Utc::now()) => {
+                Err(ApiError::unauthorized("the token has expired"))
+            }
+            Some(entry) => Ok(Caller { id, scope: Scope::Tenant(entry.tenant) }),
+            None => Err(ApiError::unauthorized("the token is not valid")),
         }
     }
 }
@@ -78,6 +92,16 @@ pub async fn require_token(
     let caller = state.auth.caller(request.headers())?;
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
+}
+
+/// Middleware of the routes whose URLs carry their own permission (a signature): a valid
+/// token still makes its [`Caller`] known to the handler; anything else is the handler's to
+/// judge.
+pub async fn accept_token(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
+    if let Ok(caller) = state.auth.caller(request.headers()) {
+        request.extensions_mut().insert(caller);
+    }
+    next.run(request).await
 }
 
 type HmacSha256 = Hmac<Sha256>;
@@ -99,6 +123,8 @@ pub struct Signed<'a> {
     pub expires: u64,
     /// Uploads only: the content type the client must send.
     pub content_type: Option<&'a str>,
+    /// Multipart parts: the exact length of the body.
+    pub length: Option<u64>,
 }
 
 impl UrlSigner {
@@ -150,6 +176,11 @@ impl UrlSigner {
             mac.update(part.as_bytes());
             mac.update(&[0]);
         }
+        // Only when set, so the URLs signed before lengths existed stay valid.
+        if let Some(length) = what.length {
+            mac.update(length.to_string().as_bytes());
+            mac.update(&[0]);
+        }
         Ok(mac)
     }
 
@@ -181,7 +212,9 @@ mod tests {
     use super::*;
 
     fn auth() -> Auth {
-        Auth::new(vec![Sha256::digest(b"token-one-0123456789").into(), Sha256::digest(b"token-two-0123456789").into()])
+        let digests =
+            vec![Sha256::digest(b"token-one-0123456789").into(), Sha256::digest(b"token-two-0123456789").into()];
+        Auth::new(digests, None)
     }
 
     fn bearer(value: &str) -> HeaderMap {
@@ -201,14 +234,37 @@ mod tests {
             assert!(auth().caller(&bearer(bad)).is_err(), "{bad}");
         }
         assert!(auth().caller(&HeaderMap::new()).is_err());
-        assert_eq!(Auth::new(Vec::new()).caller(&HeaderMap::new()).unwrap().id, "anonymous");
+        assert_eq!(one.scope, Scope::Shared);
+        assert_eq!(Auth::new(Vec::new(), None).caller(&HeaderMap::new()).unwrap().id, "anonymous");
+    }
+
+    #[test]
+    fn file_tokens_name_their_tenant_until_they_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        let hash = |token: &str| hex::encode(Sha256::digest(token.as_bytes()));
+        let text = format!(
+            "[[token]]\nsha256 = \"{}\"\ntenant = \"acme\"\n[[token]]\nsha256 = \"{}\"\ntenant = \"acme\"\nexpires_at = 2020-01-01T00:00:00Z\n",
+            hash("acme-token-0123456789"),
+            hash("old-token-0123456789")
+        );
+        std::fs::write(&path, text).unwrap();
+        let digests = vec![Sha256::digest(b"token-one-0123456789").into()];
+        let auth = Auth::new(digests, Some(TokensFile::open(&path).unwrap()));
+        let acme = auth.caller(&bearer("Bearer acme-token-0123456789")).unwrap();
+        assert_eq!(acme.scope, Scope::Tenant("acme".into()));
+        assert_eq!(auth.caller(&bearer("Bearer token-one-0123456789")).unwrap().scope, Scope::Shared);
+        let expired = auth.caller(&bearer("Bearer old-token-0123456789")).unwrap_err();
+        assert!(expired.to_string().contains("expired"), "{expired}");
+        assert!(auth.caller(&HeaderMap::new()).is_err());
     }
 
     #[test]
     fn signatures_bind_every_part_and_expire() {
         let signer = UrlSigner::new(b"0123456789abcdef0123456789abcdef".to_vec());
         let expires = unix_now() + 60;
-        let what = Signed { method: "PUT", key: "uploads/a/b.mp4", expires, content_type: Some("video/mp4") };
+        let what =
+            Signed { method: "PUT", key: "uploads/a/b.mp4", expires, content_type: Some("video/mp4"), length: None };
         let signature = signer.sign(&what).unwrap();
         assert!(signer.verify(&what, &signature).is_ok());
         let others = [
@@ -216,6 +272,7 @@ mod tests {
             Signed { key: "uploads/a/c.mp4", ..what },
             Signed { expires: expires + 1, ..what },
             Signed { content_type: Some("text/html"), ..what },
+            Signed { length: Some(10), ..what },
         ];
         for other in others {
             assert!(signer.verify(&other, &signature).is_err());

@@ -5,6 +5,7 @@
 //! Tokens are hashed as they are read: the process keeps their SHA-256 digests only.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -13,6 +14,9 @@ use crate::config::{ConfigError, Variable, parse_size, parse_socket_addr};
 
 /// Presigned S3 URLs cannot outlive a week; local URLs keep to the same limit.
 pub const MAX_PRESIGN_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Uploads are held to `MEDIA_API_UPLOAD_MIN_RATE` once they have run this long (a slow start,
+/// a TLS handshake, a congested first second are forgiven).
+pub const UPLOAD_RATE_GRACE: Duration = Duration::from_secs(10);
 /// Tokens shorter than this are refused: they would be guessable.
 const MIN_TOKEN_CHARS: usize = 16;
 
@@ -23,6 +27,18 @@ pub const API_VARIABLES: &[Variable] = &[
         default: "",
         help: "comma-separated bearer tokens (16+ characters each); required unless the API listens on \
                loopback or MEDIA_API_ALLOW_ANONYMOUS=true",
+    },
+    Variable {
+        name: "MEDIA_API_TOKENS_FILE",
+        default: "",
+        help: "TOML file of tenants' tokens (SHA-256 digests, tenant, optional expiry; see docs/api.md); \
+               reloaded when it changes. Each tenant sees only its own uploads, jobs and outputs",
+    },
+    Variable {
+        name: "MEDIA_API_CORS_ORIGINS",
+        default: "",
+        help: "comma-separated browser origins allowed to call the API (e.g. https://app.example.com); \
+               empty: no CORS headers. No wildcard",
     },
     Variable {
         name: "MEDIA_API_ALLOW_ANONYMOUS",
@@ -43,7 +59,8 @@ pub const API_VARIABLES: &[Variable] = &[
     Variable {
         name: "MEDIA_API_MAX_UPLOAD",
         default: "5GiB",
-        help: "largest upload accepted (local backend: streamed through the API; S3: its 5 GiB PUT limit applies)",
+        help: "largest upload accepted (local backend: streamed through the API; S3: at most 5 GiB in one PUT, \
+               5 TiB in a multipart upload)",
     },
     Variable {
         name: "MEDIA_API_REQUEST_TIMEOUT",
@@ -54,6 +71,22 @@ pub const API_VARIABLES: &[Variable] = &[
         name: "MEDIA_API_CONCURRENCY",
         default: "256",
         help: "requests handled at once per instance; more wait their turn",
+    },
+    Variable {
+        name: "MEDIA_API_MAX_UPLOADS",
+        default: "32",
+        help: "upload bodies received at once per instance (local backend); more get 429. \
+               Health checks and other requests never wait behind them",
+    },
+    Variable {
+        name: "MEDIA_API_UPLOAD_IDLE_TIMEOUT",
+        default: "30s",
+        help: "an upload body that sends nothing for this long is refused (408)",
+    },
+    Variable {
+        name: "MEDIA_API_UPLOAD_MIN_RATE",
+        default: "16KiB",
+        help: "bytes per second an upload body must average after its first 10 seconds, or be refused (408)",
     },
     Variable {
         name: "MEDIA_API_MAX_STREAMS",
@@ -77,8 +110,12 @@ pub const API_VARIABLES: &[Variable] = &[
 #[derive(Clone)]
 pub struct ApiConfig {
     pub addr: SocketAddr,
-    /// SHA-256 of each accepted token.
+    /// SHA-256 of each token of `MEDIA_API_TOKENS` (the shared scope).
     pub token_digests: Vec<[u8; 32]>,
+    /// Tenants' tokens, read (and re-read) by [`super::tokens::TokensFile`].
+    pub tokens_file: Option<PathBuf>,
+    /// Origins a browser may call the API from; empty means no CORS layer.
+    pub cors_origins: Vec<String>,
     pub allow_anonymous: bool,
     /// Without a trailing `/`; `None` means `http://<the bound address>`.
     pub public_url: Option<String>,
@@ -87,6 +124,12 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     pub concurrency: usize,
     pub max_streams: usize,
+    /// Upload bodies received at once: their own permits, apart from other requests'.
+    pub max_uploads: usize,
+    /// Longest silence of an upload body.
+    pub upload_idle_timeout: Duration,
+    /// Bytes per second an upload body must average after [`UPLOAD_RATE_GRACE`].
+    pub upload_min_rate: u64,
     pub shutdown_grace: Duration,
     pub signing_key: Option<Vec<u8>>,
 }
@@ -119,7 +162,15 @@ impl ApiConfig {
             "false" | "0" | "no" => false,
             other => return Err(error("MEDIA_API_ALLOW_ANONYMOUS", format!("expected true or false, got `{other}`"))),
         };
-        if token_digests.is_empty() && !allow_anonymous && !addr.ip().is_loopback() {
+        let tokens_file = get("MEDIA_API_TOKENS_FILE").map(PathBuf::from);
+        if let Some(path) = &tokens_file {
+            super::tokens::TokensFile::open(path).map_err(|m| error("MEDIA_API_TOKENS_FILE", m))?;
+        }
+        let cors_origins = match get("MEDIA_API_CORS_ORIGINS") {
+            None => Vec::new(),
+            Some(raw) => parse_origins(&raw).map_err(|m| error("MEDIA_API_CORS_ORIGINS", m))?,
+        };
+        if token_digests.is_empty() && tokens_file.is_none() && !allow_anonymous && !addr.ip().is_loopback() {
             return Err(error(
                 "MEDIA_API_TOKENS",
                 format!(
@@ -161,6 +212,13 @@ impl ApiConfig {
         };
         let concurrency = count("MEDIA_API_CONCURRENCY")?;
         let max_streams = count("MEDIA_API_MAX_STREAMS")?;
+        let max_uploads = count("MEDIA_API_MAX_UPLOADS")?;
+        let upload_idle_timeout = duration("MEDIA_API_UPLOAD_IDLE_TIMEOUT")?;
+        if upload_idle_timeout.is_zero() {
+            return Err(error("MEDIA_API_UPLOAD_IDLE_TIMEOUT", "must be positive".into()));
+        }
+        let upload_min_rate =
+            parse_size(&value("MEDIA_API_UPLOAD_MIN_RATE")).map_err(|m| error("MEDIA_API_UPLOAD_MIN_RATE", m))?;
         let shutdown_grace = duration("MEDIA_API_SHUTDOWN_GRACE")?;
         let signing_key = match get("MEDIA_API_SIGNING_KEY") {
             Some(key) if key.chars().count() < 32 => {
@@ -172,6 +230,8 @@ impl ApiConfig {
         Ok(ApiConfig {
             addr,
             token_digests,
+            tokens_file,
+            cors_origins,
             allow_anonymous,
             public_url,
             presign_expiry,
@@ -179,10 +239,29 @@ impl ApiConfig {
             request_timeout,
             concurrency,
             max_streams,
+            max_uploads,
+            upload_idle_timeout,
+            upload_min_rate,
             shutdown_grace,
             signing_key,
         })
     }
+}
+
+/// Browser origins as a browser sends them: `scheme://host[:port]`, nothing else. A wildcard is
+/// refused: the API's answers are per caller.
+fn parse_origins(raw: &str) -> Result<Vec<String>, String> {
+    let mut origins = Vec::new();
+    for origin in raw.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let parsed = url::Url::parse(origin)
+            .map_err(|_| format!("`{origin}` is not an origin such as https://app.example.com"))?;
+        let exact = parsed.origin().ascii_serialization();
+        if !matches!(parsed.scheme(), "http" | "https") || exact != origin.trim_end_matches('/') {
+            return Err(format!("`{origin}` is not an origin such as https://app.example.com (no path, no wildcard)"));
+        }
+        origins.push(exact);
+    }
+    Ok(origins)
 }
 
 fn default_of(name: &str) -> &'static str {
@@ -251,11 +330,20 @@ mod tests {
             ("MEDIA_API_CONCURRENCY", "0"),
             ("MEDIA_API_MAX_STREAMS", "many"),
             ("MEDIA_API_SIGNING_KEY", "too-short"),
+            ("MEDIA_API_TOKENS_FILE", "/nonexistent/tokens.toml"),
+            ("MEDIA_API_CORS_ORIGINS", "*"),
+            ("MEDIA_API_CORS_ORIGINS", "https://app.example.com/path"),
+            ("MEDIA_API_CORS_ORIGINS", "app.example.com"),
+            ("MEDIA_API_MAX_UPLOADS", "0"),
+            ("MEDIA_API_UPLOAD_IDLE_TIMEOUT", "0s"),
+            ("MEDIA_API_UPLOAD_MIN_RATE", "fast"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).err().unwrap_or_else(|| panic!("{var}={value} was accepted"));
             assert_eq!(err.var, var, "{value}");
         }
+        let origins = config(&[("MEDIA_API_CORS_ORIGINS", "https://app.example.com, http://localhost:5173/")]).unwrap();
+        assert_eq!(origins.cors_origins, ["https://app.example.com", "http://localhost:5173"]);
         assert_eq!(
             config(&[("MEDIA_API_PUBLIC_URL", "https://media.example.com/")]).unwrap().public_url.as_deref(),
             Some("https://media.example.com")

@@ -11,19 +11,24 @@
 //! - [`config`]: the API's settings table (`media-api --help`).
 //! - [`routes`]: one file per resource; [`openapi`] gathers their annotations into
 //!   `/openapi.json`.
-//! - [`error`]: the one JSON error shape; [`auth`]: bearer tokens and signed URLs.
+//! - [`error`]: the one JSON error shape; [`auth`]: bearer tokens and signed URLs;
+//!   [`tokens`]: the tenants' tokens file; [`cors`]: browser origins.
 //!
 //! # Request handling
-//! Outermost first: tracing, the JSON error shape, a concurrency limit, authentication, and a
-//! timeout for everything but streams (uploads, downloads, events). JSON bodies are limited to
-//! [`JSON_LIMIT`]; uploads stream to a temp file under their own limit.
+//! Outermost first: tracing, CORS (when origins are configured), the JSON error shape; then
+//! each group of routes has its own layers (see [`router`]): health checks take no token and
+//! wait for no permit; calls need a token and share a concurrency limit and a timeout; event
+//! streams, downloads and uploads run as long as they need under their own limits. JSON
+//! bodies are limited to [`JSON_LIMIT`]; uploads stream to a temp file under their own limit.
 
 pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod model;
 pub mod openapi;
 pub mod routes;
+pub mod tokens;
 
 use crate::jobs::JobStore;
 use std::future::Future;
@@ -35,15 +40,14 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tower::limit::ConcurrencyLimitLayer;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::backend::{self, Backend};
@@ -51,6 +55,7 @@ use crate::config::{BackendKind, Config};
 use auth::{Auth, UrlSigner};
 use config::ApiConfig;
 use error::{ApiError, json_errors};
+use tokens::TokensFile;
 
 /// Largest JSON body accepted.
 pub const JSON_LIMIT: usize = 64 << 10;
@@ -72,6 +77,10 @@ pub struct Shared {
     pub signer: UrlSigner,
     /// Base of the absolute URLs handed out, without a trailing `/`.
     pub public_url: String,
+    /// `MEDIA_API_CONCURRENCY`: calls and downloads.
+    pub requests: Arc<Semaphore>,
+    /// `MEDIA_API_MAX_UPLOADS`: upload bodies being received.
+    pub uploads: Arc<Semaphore>,
     /// One permit per open event stream.
     pub streams: Arc<Semaphore>,
     /// Cancelled on shutdown: event streams end so the server can drain.
@@ -98,9 +107,15 @@ impl ApiState {
             })),
         };
         let public_url = api.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
+        let tokens_file = match &api.tokens_file {
+            Some(path) => Some(TokensFile::open(path).map_err(|m| anyhow::anyhow!("MEDIA_API_TOKENS_FILE: {m}"))?),
+            None => None,
+        };
         let store = crate::notify::job_store(&config, backend.storage.clone(), &backend.queues);
         Ok(ApiState(Arc::new(Shared {
-            auth: Auth::new(api.token_digests.clone()),
+            auth: Auth::new(api.token_digests.clone(), tokens_file),
+            requests: Arc::new(Semaphore::new(api.concurrency)),
+            uploads: Arc::new(Semaphore::new(api.max_uploads)),
             streams: Arc::new(Semaphore::new(api.max_streams)),
             shutdown: CancellationToken::new(),
             signer,
@@ -124,41 +139,8 @@ impl ApiState {
     }
 }
 
-/// Requests that carry their own permission (a signed URL) or none at all.
-fn is_public(method: &Method, path: &str) -> bool {
-    (matches!(path, "/healthz" | "/readyz" | "/openapi.json") && method == Method::GET) || signs_itself(method, path)
-}
-
-/// The local backend's upload and download URLs: a signature in the query, or (downloads) a token.
-fn signs_itself(method: &Method, path: &str) -> bool {
-    (method == Method::PUT && path.starts_with("/v1/uploads/"))
-        || (method == Method::GET && path.starts_with("/v1/files/"))
-}
-
-/// Requests that stream for as long as they need: uploads, downloads, event streams.
-fn is_streaming(method: &Method, path: &str) -> bool {
-    signs_itself(method, path) || (method == Method::GET && path.starts_with("/v1/jobs/") && path.ends_with("/events"))
-}
-
-/// Authenticates every request except the public ones; those that sign themselves still get
-/// their caller when a valid token comes along.
-async fn authenticate(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
-    let (method, path) = (request.method().clone(), request.uri().path().to_string());
-    match state.auth.caller(request.headers()) {
-        Ok(caller) => {
-            request.extensions_mut().insert(caller);
-        }
-        Err(err) if !is_public(&method, &path) => return err.into_response(),
-        Err(_) => {}
-    }
-    next.run(request).await
-}
-
-/// Bounds the time of every request but the streaming ones.
+/// Bounds the time of a request; on the routes that do not stream.
 async fn time_limit(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    if is_streaming(request.method(), request.uri().path()) {
-        return next.run(request).await;
-    }
     let limit = state.api.request_timeout;
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
@@ -171,28 +153,79 @@ async fn time_limit(State(state): State<ApiState>, request: Request, next: Next)
     }
 }
 
-/// Every route, with authentication, limits and the JSON error shape.
+/// One of `MEDIA_API_MAX_UPLOADS` permits for the time an upload body is received; 429 when
+/// all are taken, rather than a queue of slow bodies.
+async fn upload_slot(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    match state.uploads.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too_many_uploads",
+            "too many uploads are being received; try again soon",
+        )
+        .into_response(),
+    }
+}
+
+/// Every route, each group with its own authentication and limits, and the JSON error shape.
+///
+/// - Health and the API's description: no token and no shared permit, so they answer while
+///   uploads, downloads and event streams hold every other permit.
+/// - Calls: a token, `MEDIA_API_REQUEST_TIMEOUT`, and `MEDIA_API_CONCURRENCY` permits shared
+///   with downloads.
+/// - Event streams: a token, no time limit; `MEDIA_API_MAX_STREAMS` bounds them (429).
+/// - Downloads (local backend): a signature or a token; streamed for as long as they need.
+/// - Upload bodies (local backend): the URL's signature is the permission; their own
+///   `MEDIA_API_MAX_UPLOADS` permits, and the body is read under an idle timeout and a
+///   minimum rate.
 pub fn router(state: ApiState) -> Router {
-    use routes::{files, health, jobs, uploads};
-    Router::new()
+    use routes::{files, health, jobs, multipart, uploads};
+    let requests = GlobalConcurrencyLimitLayer::with_semaphore(state.requests.clone());
+    let public = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(health::openapi_json))
+        .route_layer(middleware::from_fn_with_state(state.clone(), time_limit));
+    let calls = Router::new()
         .route("/v1/uploads", post(uploads::create))
-        .route("/v1/uploads/{*key}", get(uploads::info).put(uploads::put))
+        .route("/v1/uploads/{*key}", get(uploads::info))
+        .route("/v1/multipart-uploads", post(multipart::create))
+        .route("/v1/multipart-uploads/{upload_id}", get(multipart::list).delete(multipart::abort))
+        .route("/v1/multipart-uploads/{upload_id}/parts/{part_number}", post(multipart::sign_part))
+        .route(
+            "/v1/multipart-uploads/{upload_id}/complete",
+            post(multipart::complete).layer(DefaultBodyLimit::max(multipart::COMPLETE_LIMIT)),
+        )
         .route("/v1/jobs", post(jobs::create))
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::delete))
+        .route_layer(middleware::from_fn_with_state(state.clone(), time_limit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .route_layer(requests.clone());
+    let streams = Router::new()
         .route("/v1/jobs/{id}/events", get(jobs::events))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+    let downloads = Router::new()
         .route("/v1/files/{*key}", get(files::get))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::accept_token))
+        .route_layer(requests);
+    let upload_bodies = Router::new()
+        .route("/v1/uploads/{*key}", put(uploads::put))
+        .route("/v1/multipart-uploads/{upload_id}/parts/{part_number}", put(multipart::put_part))
+        .route_layer(middleware::from_fn_with_state(state.clone(), upload_slot));
+    let mut app = Router::new()
+        .merge(public)
+        .merge(calls)
+        .merge(streams)
+        .merge(downloads)
+        .merge(upload_bodies)
         .fallback(error::not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
-        .layer(middleware::from_fn_with_state(state.clone(), time_limit))
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .layer(ConcurrencyLimitLayer::new(state.api.concurrency))
-        .layer(middleware::from_fn(json_errors))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .layer(middleware::from_fn(json_errors));
+    if let Some(cors) = cors::layer(&state.api.cors_origins) {
+        app = app.layer(cors);
+    }
+    app.layer(TraceLayer::new_for_http()).with_state(state)
 }
 
 async fn method_not_allowed() -> ApiError {
@@ -236,7 +269,7 @@ pub async fn run(config: Config, api: ApiConfig) -> anyhow::Result<()> {
     let listener =
         TcpListener::bind(api.addr).await.with_context(|| format!("MEDIA_API_ADDR: cannot listen on {}", api.addr))?;
     let bound = listener.local_addr()?;
-    if api.token_digests.is_empty() {
+    if api.token_digests.is_empty() && api.tokens_file.is_none() {
         tracing::warn!(
             addr = %bound,
             "No MEDIA_API_TOKENS: EVERY REQUEST IS ACCEPTED WITHOUT AUTHENTICATION. Set tokens before exposing this API."
@@ -248,6 +281,8 @@ pub async fn run(config: Config, api: ApiConfig) -> anyhow::Result<()> {
         backend = ?state.config.backend,
         public_url = %state.public_url,
         tokens = state.api.token_digests.len(),
+        tokens_file = state.api.tokens_file.as_ref().map(|p| p.display().to_string()),
+        cors_origins = state.api.cors_origins.len(),
         "API listening."
     );
     serve(listener, state, crate::telemetry::shutdown_signal()).await

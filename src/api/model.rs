@@ -169,3 +169,92 @@ pub struct JobEvent {
     #[schema(content_media_type = "application/json")]
     pub data: String,
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateMultipartRequest {
+    /// The user's file name; only a sanitised last segment of it is kept in the key.
+    #[schema(min_length = 1, max_length = 1024, example = "cat video.mov")]
+    pub filename: String,
+    /// The object's content type.
+    #[schema(
+        min_length = 3,
+        max_length = 255,
+        pattern = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+        example = "video/quicktime"
+    )]
+    pub content_type: String,
+    /// The file's size in bytes: refused early when above the limit; the parts' total is
+    /// checked again on completion.
+    #[schema(minimum = 1)]
+    pub size: u64,
+}
+
+/// A multipart upload: PUT its parts to the URLs `POST .../parts/{n}` signs, then complete it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MultipartUpload {
+    /// The key the file will have; pass it as `?key=` to every call of this upload.
+    pub key: String,
+    pub upload_id: String,
+    /// A part size that fits the file in the allowed number of parts.
+    pub part_size: u64,
+    /// Every part but the last is at least this large.
+    pub min_part_size: u64,
+    pub max_part_size: u64,
+    pub max_parts: u32,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignPartRequest {
+    /// The part's exact length: it is signed, so the store refuses a body of any other length.
+    #[schema(minimum = 1, maximum = 5368709120_u64)]
+    pub size: u64,
+}
+
+/// Where and how to upload one part.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignedPart {
+    pub part_number: u32,
+    /// Always `PUT`.
+    pub method: String,
+    pub url: String,
+    /// Headers to send with the part exactly as given (besides `Content-Length`).
+    pub headers: BTreeMap<String, String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// One stored part.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadedPart {
+    pub part_number: u32,
+    pub size: u64,
+    /// As the part's PUT answered it (without quotes).
+    pub etag: String,
+}
+
+/// The parts stored so far: after a dropped connection, upload the missing ones.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PartList {
+    pub key: String,
+    pub upload_id: String,
+    pub parts: Vec<UploadedPart>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteMultipartRequest {
+    /// Every part of the file, in ascending order of number.
+    #[schema(min_items = 1, max_items = 10000)]
+    pub parts: Vec<PartRef>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PartRef {
+    #[schema(minimum = 1, maximum = 10000)]
+    pub part_number: u32,
+    /// The part's ETag, quoted or not.
+    #[schema(min_length = 1, max_length = 128)]
+    pub etag: String,
+}

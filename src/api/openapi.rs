@@ -103,6 +103,12 @@ impl Modify for BearerAuth {
         routes::uploads::create,
         routes::uploads::put,
         routes::uploads::info,
+        routes::multipart::create,
+        routes::multipart::sign_part,
+        routes::multipart::put_part,
+        routes::multipart::list,
+        routes::multipart::complete,
+        routes::multipart::abort,
         routes::jobs::create,
         routes::jobs::get,
         routes::jobs::events,
@@ -152,6 +158,10 @@ mod tests {
             "/v1/jobs/{id}",
             "/v1/jobs/{id}/events",
             "/v1/files/{key}",
+            "/v1/multipart-uploads",
+            "/v1/multipart-uploads/{upload_id}",
+            "/v1/multipart-uploads/{upload_id}/parts/{part_number}",
+            "/v1/multipart-uploads/{upload_id}/complete",
         ] {
             assert!(paths.contains_key(path), "{path} is missing");
         }

@@ -152,13 +152,16 @@ async fn tokens_are_required_except_on_health_endpoints() {
             (Method::GET, "/v1/uploads/uploads/a/b.mp4"),
             (Method::GET, "/v1/jobs/job-1/events"),
             (Method::GET, "/v1/files/outputs/a/b.mp4"),
-            (Method::GET, "/v1/nothing-here"),
         ] {
             let answer = api.call_as(token, method.clone(), uri, Some(job_request("uploads/a.mp4")), &[]).await;
             answer.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
             assert_eq!(answer.headers[header::WWW_AUTHENTICATE], "Bearer", "{what} token, {method} {uri}");
         }
     }
+    // Unknown routes are unknown to everyone: the OpenAPI document lists the known ones anyway.
+    api.call_as(None, Method::GET, "/v1/nothing-here", None, &[])
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
     for uri in ["/healthz", "/readyz", "/openapi.json"] {
         let answer = api.call_as(None, Method::GET, uri, None, &[]).await;
         assert_eq!(answer.status, StatusCode::OK, "{uri}");
@@ -558,7 +561,7 @@ async fn the_openapi_document_is_served_as_json_with_every_path() {
     let doc = answer.json();
     assert_eq!(doc["openapi"], "3.1.0");
     let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
-    assert_eq!(paths.len(), 9, "{paths:?}");
+    assert_eq!(paths.len(), 13, "{paths:?}");
     let operations: Vec<String> = doc["paths"]
         .as_object()
         .unwrap()
@@ -637,4 +640,269 @@ async fn notify_urls_are_checked_at_submit() {
     let envelope: crate::notify::deliver::Envelope = serde_json::from_str(&messages[0].body).unwrap();
     assert_eq!(envelope.event_type, crate::notify::event::EventType::Queued);
     assert_eq!(envelope.job_id, job_id);
+}
+
+#[tokio::test]
+async fn a_failed_job_shows_its_code_public_sentence_not_the_cause() {
+    let api = api().await;
+    let job: JobSpec = serde_json::from_value(json!({
+        "job_id": "job-failed", "source_key": "uploads/a/clip.mp4", "outputs": [{"preset": "mp4-h264"}],
+        "output_dir": "outputs/a/clip.mp4/job-failed/"
+    }))
+    .unwrap();
+    let attempt = Attempt::start(&api.state.store, &job, 1, "run-1", "w", 3).await.unwrap().unwrap();
+    // A document written with a raw cause (as older workers did) is redacted on the way out.
+    let cause =
+        "dispatch failure: AccessDenied for arn:aws:iam::123456789012:role/media-worker at /var/scratch/j/in.mp4";
+    let raw = crate::domain::status::ErrorInfo { code: "storage".into(), message: cause.into(), retryable: false };
+    attempt.fail(raw).await.unwrap();
+    let view = api.call(Method::GET, "/v1/jobs/job-failed", None).await.json();
+    assert_eq!(view["state"], "failed");
+    assert_eq!(view["error"]["code"], "storage");
+    assert_eq!(view["error"]["message"], crate::domain::status::public_message("storage"));
+    let text = view.to_string();
+    assert!(!text.contains("123456789012") && !text.contains("/var/scratch"), "{text}");
+}
+
+const ACME: &str = "acme-token-0123456789abcdef";
+const GLOBEX: &str = "globex-token-0123456789abcdef";
+const EXPIRED: &str = "expired-token-0123456789abcdef";
+
+/// A tokens file entry, as docs/api.md has operators write it.
+fn token_entry(token: &str, tenant: &str, expires_at: Option<&str>) -> String {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    let expiry = expires_at.map(|at| format!("expires_at = {at}\n")).unwrap_or_default();
+    format!("[[token]]\nsha256 = \"{digest}\"\ntenant = \"{tenant}\"\n{expiry}\n")
+}
+
+/// An API with the shared tokens and a tokens file for the tenants `acme` and `globex`.
+async fn tenants_api() -> (Api, TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.toml");
+    let text = token_entry(ACME, "acme", None)
+        + &token_entry(GLOBEX, "globex", Some("2099-01-01T00:00:00Z"))
+        + &token_entry(EXPIRED, "globex", Some("2020-01-01T00:00:00Z"));
+    std::fs::write(&path, text).unwrap();
+    let api = api_with(&[("MEDIA_API_TOKENS_FILE", path.to_str().unwrap())]).await;
+    (api, dir, path)
+}
+
+impl Api {
+    /// Uploads a file through the API as `token` and returns its key.
+    async fn upload_as(&self, token: &str) -> String {
+        let request = json!({"filename": "clip.mp4", "content_type": "video/mp4"});
+        let ticket = self.call_as(Some(token), Method::POST, "/v1/uploads", Some(request), &[]).await.json();
+        let key = ticket["key"].as_str().unwrap().to_string();
+        let path = ticket["url"].as_str().unwrap().strip_prefix("http://127.0.0.1:8080").unwrap().to_string();
+        let put = Request::builder()
+            .method(Method::PUT)
+            .uri(path)
+            .header(header::CONTENT_TYPE, "video/mp4")
+            .body(Body::from("not really a video"))
+            .unwrap();
+        assert_eq!(self.send(put).await.status, StatusCode::CREATED);
+        self.drain_ready().await;
+        key
+    }
+}
+
+#[tokio::test]
+async fn tenants_see_only_their_own_uploads_jobs_and_outputs() {
+    let (api, _dir, _path) = tenants_api().await;
+    let acme_key = api.upload_as(ACME).await;
+    assert!(acme_key.starts_with("uploads/tenants/acme/"), "{acme_key}");
+    let globex_key = api.upload_as(GLOBEX).await;
+    let shared_key = api.upload_as(TOKEN).await;
+    assert!(!shared_key.starts_with("uploads/tenants/"), "{shared_key}");
+
+    let api = &api;
+    let submit = |token: &'static str, body: Value| async move {
+        api.call_as(Some(token), Method::POST, "/v1/jobs", Some(body), &[]).await
+    };
+    let acme_job = submit(ACME, job_request(&acme_key)).await;
+    assert_eq!(acme_job.status, StatusCode::ACCEPTED, "{}", acme_job.json());
+    let acme_job = acme_job.json();
+    let acme_id = acme_job["job_id"].as_str().unwrap().to_string();
+    assert!(acme_job["output_dir"].as_str().unwrap().starts_with("outputs/tenants/acme/"), "{acme_job}");
+
+    // Another tenant's (or the shared scope's) source is as absent as a missing one.
+    for (token, key) in [(GLOBEX, &acme_key), (TOKEN, &acme_key), (ACME, &globex_key), (ACME, &shared_key)] {
+        submit(token, job_request(key)).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "source_not_found");
+        let info = format!("/v1/uploads/{key}");
+        api.call_as(Some(token), Method::GET, &info, None, &[])
+            .await
+            .assert_error(StatusCode::NOT_FOUND, "upload_not_found");
+    }
+    // Every read, follow, cancel and delete of another tenant's job: 404, and nothing changes.
+    for token in [GLOBEX, TOKEN] {
+        for (method, uri) in [
+            (Method::GET, format!("/v1/jobs/{acme_id}")),
+            (Method::GET, format!("/v1/jobs/{acme_id}/events")),
+            (Method::DELETE, format!("/v1/jobs/{acme_id}")),
+        ] {
+            api.call_as(Some(token), method, &uri, None, &[])
+                .await
+                .assert_error(StatusCode::NOT_FOUND, "job_not_found");
+        }
+    }
+    assert_eq!(api.status(&acme_id).await.state, JobState::Queued);
+    assert_eq!(
+        api.call_as(Some(ACME), Method::GET, &format!("/v1/jobs/{acme_id}"), None, &[]).await.status,
+        StatusCode::OK
+    );
+
+    // Output folders: only under the caller's own root, and never inside any job's folder.
+    let acme_dir = acme_job["output_dir"].as_str().unwrap().to_string();
+    let with_prefix = |key: &str, prefix: &str| json!({"input": {"key": key}, "outputs": [{"preset": "mp4-h264"}], "output_prefix": prefix});
+    let refused = [
+        (GLOBEX, with_prefix(&globex_key, "outputs/tenants/acme/campaign/")),
+        (GLOBEX, with_prefix(&globex_key, "outputs/campaign/")),
+        (TOKEN, with_prefix(&shared_key, "outputs/tenants/acme/campaign/")),
+        (TOKEN, with_prefix(&shared_key, "outputs/tenants/")),
+        (ACME, with_prefix(&acme_key, &acme_dir)),
+        (ACME, with_prefix(&acme_key, &format!("{acme_dir}attempt-1/"))),
+    ];
+    for (token, body) in refused {
+        submit(token, body.clone()).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_output_prefix");
+    }
+    let own = submit(ACME, with_prefix(&acme_key, "outputs/tenants/acme/campaign/")).await;
+    assert_eq!(own.status, StatusCode::ACCEPTED, "{}", own.json());
+    // The shared scope cannot nest in a job's folder either.
+    let shared = submit(TOKEN, job_request(&shared_key)).await.json();
+    let shared_dir = shared["output_dir"].as_str().unwrap().to_string();
+    submit(TOKEN, with_prefix(&shared_key, &shared_dir))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_output_prefix");
+
+    // Downloads with a token: the caller's own outputs only.
+    let acme_file = format!("{acme_dir}attempt-1/mp4-h264.mp4");
+    api.state.backend.storage.put_bytes(&acme_file, b"mp4".to_vec(), "video/mp4").await.unwrap();
+    let file_uri = format!("/v1/files/{acme_file}");
+    assert_eq!(api.call_as(Some(ACME), Method::GET, &file_uri, None, &[]).await.status, StatusCode::OK);
+    for token in [GLOBEX, TOKEN] {
+        api.call_as(Some(token), Method::GET, &file_uri, None, &[])
+            .await
+            .assert_error(StatusCode::NOT_FOUND, "file_not_found");
+    }
+}
+
+#[tokio::test]
+async fn expired_tokens_are_refused_and_the_tokens_file_reloads() {
+    let (api, _dir, path) = tenants_api().await;
+    let expired = api.call_as(Some(EXPIRED), Method::GET, "/v1/jobs/job-1", None, &[]).await;
+    expired.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(expired.json()["error"]["message"].as_str().unwrap().contains("expired"));
+
+    // Revoke acme, move globex's token to a new tenant, give the expired token a new lease.
+    let text = token_entry(GLOBEX, "initech", None) + &token_entry(EXPIRED, "globex", Some("2099-01-01T00:00:00Z"));
+    std::fs::write(&path, text).unwrap();
+    api.call_as(Some(ACME), Method::GET, "/v1/jobs/job-1", None, &[])
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    api.call_as(Some(EXPIRED), Method::GET, "/v1/jobs/job-1", None, &[])
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "job_not_found");
+    let key = api.upload_as(GLOBEX).await;
+    assert!(key.starts_with("uploads/tenants/initech/"), "{key}");
+    // The shared tokens are unaffected.
+    assert_eq!(api.call(Method::GET, "/healthz", None).await.status, StatusCode::OK);
+    api.call(Method::GET, "/v1/jobs/job-1", None).await.assert_error(StatusCode::NOT_FOUND, "job_not_found");
+}
+
+#[tokio::test]
+async fn cors_answers_the_configured_origins_only() {
+    let cors = api_with(&[("MEDIA_API_CORS_ORIGINS", "https://app.example.com,http://localhost:5173")]).await;
+    let preflight = |origin: &str| {
+        Request::builder()
+            .method(Method::OPTIONS)
+            .uri("/v1/jobs")
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization,content-type,idempotency-key")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let allowed = cors.send(preflight("https://app.example.com")).await;
+    assert!(allowed.status.is_success(), "{:?}", allowed.status);
+    assert_eq!(allowed.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example.com");
+    let methods = allowed.headers[header::ACCESS_CONTROL_ALLOW_METHODS].to_str().unwrap().to_string();
+    assert!(methods.contains("POST") && methods.contains("PUT"), "{methods}");
+    let headers = allowed.headers[header::ACCESS_CONTROL_ALLOW_HEADERS].to_str().unwrap().to_ascii_lowercase();
+    assert!(headers.contains("authorization") && headers.contains("idempotency-key"), "{headers}");
+    assert!(!allowed.headers.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS));
+
+    let denied = cors.send(preflight("https://evil.example.net")).await;
+    assert!(!denied.headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN), "{:?}", denied.headers);
+
+    let actual = |origin: &str| {
+        Request::builder()
+            .uri("/v1/jobs/job-1")
+            .header(header::ORIGIN, origin)
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let answer = cors.send(actual("http://localhost:5173")).await;
+    answer.assert_error(StatusCode::NOT_FOUND, "job_not_found");
+    assert_eq!(answer.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "http://localhost:5173");
+    let exposed = answer.headers[header::ACCESS_CONTROL_EXPOSE_HEADERS].to_str().unwrap().to_ascii_lowercase();
+    assert!(exposed.contains("etag") && exposed.contains("location"), "{exposed}");
+    let other = cors.send(actual("https://evil.example.net")).await;
+    assert!(!other.headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+
+    // Without configured origins there are no CORS headers at all.
+    let plain = api().await;
+    let plain = plain.send(preflight("https://app.example.com")).await;
+    assert!(!plain.headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+}
+
+#[tokio::test]
+async fn multipart_uploads_are_their_tenant_s_and_abandoned_ones_are_swept() {
+    let (api, _dir, _path) = tenants_api().await;
+    let request = json!({"filename": "big.mp4", "content_type": "video/mp4", "size": 1000});
+    let created = api.call_as(Some(ACME), Method::POST, "/v1/multipart-uploads", Some(request), &[]).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.json());
+    let created = created.json();
+    let key = created["key"].as_str().unwrap();
+    assert!(key.starts_with("uploads/tenants/acme/"), "{key}");
+    let id = created["upload_id"].as_str().unwrap();
+    let base = format!("/v1/multipart-uploads/{id}");
+    let query = format!("?key={}", key.replace(' ', "%20"));
+    let calls = [
+        (Method::GET, format!("{base}{query}"), None),
+        (Method::POST, format!("{base}/parts/1{query}"), Some(json!({"size": 10}))),
+        (Method::POST, format!("{base}/complete{query}"), Some(json!({"parts": [{"part_number": 1, "etag": "x"}]}))),
+        (Method::DELETE, format!("{base}{query}"), None),
+    ];
+    for (method, uri, body) in calls {
+        let answer = api.call_as(Some(GLOBEX), method.clone(), &uri, body, &[]).await;
+        answer.assert_error(StatusCode::NOT_FOUND, "upload_not_found");
+    }
+
+    // A part through the API's own signed URL: its length is the signed one, no more, no less.
+    let signed =
+        api.call_as(Some(ACME), Method::POST, &format!("{base}/parts/1{query}"), Some(json!({"size": 10})), &[]).await;
+    assert_eq!(signed.status, StatusCode::OK, "{}", signed.json());
+    let url = signed.json()["url"].as_str().unwrap().strip_prefix("http://127.0.0.1:8080").unwrap().to_string();
+    let put =
+        |body: &'static [u8]| Request::builder().method(Method::PUT).uri(url.clone()).body(Body::from(body)).unwrap();
+    api.send(put(b"0123456789a")).await.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    api.send(put(b"012345678")).await.assert_error(StatusCode::BAD_REQUEST, "part_size_mismatch");
+    let stored = api.send(put(b"0123456789")).await;
+    assert_eq!(stored.status, StatusCode::OK);
+    assert!(stored.headers[header::ETAG].to_str().unwrap().starts_with('"'));
+    let tampered = url.replace("size=10", "size=11");
+    let forged = Request::builder().method(Method::PUT).uri(tampered).body(Body::from("0123456789a")).unwrap();
+    api.send(forged).await.assert_error(StatusCode::FORBIDDEN, "bad_signature");
+    let listed = api.call_as(Some(ACME), Method::GET, &format!("{base}{query}"), None, &[]).await.json();
+    assert_eq!(listed["parts"][0]["size"], 10);
+
+    // An upload left alone for the abandonment age is removed by the sweep.
+    let storage = api.state.backend.storage.as_ref();
+    assert_eq!(storage.sweep_multipart(super::routes::multipart::ABANDONED_AFTER).await.unwrap(), 0);
+    assert_eq!(storage.sweep_multipart(Duration::ZERO).await.unwrap(), 1);
+    api.call_as(Some(ACME), Method::GET, &format!("{base}{query}"), None, &[])
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "upload_not_found");
 }

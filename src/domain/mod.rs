@@ -10,3 +10,4 @@ pub mod preset;
 pub mod probe;
 pub mod split;
 pub mod status;
+pub mod tenant;

@@ -49,11 +49,67 @@ pub enum Stage {
 }
 
 /// A failure as users see it: a stable code, a sentence, and whether it was retried.
+///
+/// The sentence is the code's public one ([`public_message`]), never the cause itself: causes
+/// carry SDK texts (account ids, role ARNs), scratch paths and ffmpeg log lines, and go to the
+/// worker's log only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorInfo {
     pub code: String,
     pub message: String,
     pub retryable: bool,
+}
+
+impl ErrorInfo {
+    /// The error recorded for `code`: its public sentence and nothing else.
+    pub fn public(code: &str, retryable: bool) -> Self {
+        ErrorInfo { code: code.to_string(), message: public_message(code).to_string(), retryable }
+    }
+
+    /// The error as clients may see it. A message that starts with its code's public sentence
+    /// is kept (the lifecycle appends facts of its own, such as the attempt count); any other
+    /// is replaced by that sentence, so documents written with a raw cause never leak it.
+    pub fn redacted(&self) -> Self {
+        let public = public_message(&self.code);
+        let message = if self.message.starts_with(public) { self.message.clone() } else { public.to_string() };
+        ErrorInfo { code: self.code.clone(), message, retryable: self.retryable }
+    }
+}
+
+/// The one sentence clients see for each error code. Codes not listed get a generic sentence;
+/// the code itself stays exact.
+pub fn public_message(code: &str) -> &'static str {
+    match code {
+        "source_not_found" => "the source file does not exist",
+        "source_changed" => "the source was replaced or deleted after this job was made; the new write has its own job",
+        "source_too_large" => "the source is larger than this deployment accepts",
+        "duration_too_long" => "the source lasts longer than this deployment accepts",
+        "resolution_too_large" => "the source has more pixels per frame than this deployment accepts",
+        "not_media" => "the source is not a media file ffmpeg can read",
+        "unsupported_input" => "the source is a playlist or reference file; upload the media itself",
+        "no_video_stream" => "the source has no video stream, which a requested preset needs",
+        "no_audio_stream" => "the source has no audio stream, which a requested preset needs",
+        "invalid_option" => "an output option does not fit this source",
+        "invalid_key" => "a key of the job is not valid",
+        "transcode_failed" => "ffmpeg could not transcode the source",
+        "output_conflict" => "the job's output folder holds another job's manifest",
+        "segment_failed" => "a segment of the split job could not be encoded",
+        "split_failed" => "the source could not be cut into segments; the job is retried",
+        "fetch_failed" => "the source URL could not be fetched; it will be tried again",
+        "fetch_refused" => "the source URL was refused (address not allowed, client error, or too large)",
+        "storage" => "storage did not answer; the job is retried",
+        "scratch" | "scratch_full" => "the worker's scratch disk failed; the job is retried",
+        "resources" => "the worker ran out of memory; the job is retried",
+        "timeout" => "the job took longer than this deployment allows",
+        "ffmpeg_unavailable" | "ffprobe_unavailable" => "the worker could not start ffmpeg; the job is retried",
+        "ffmpeg_killed" => "ffmpeg was stopped from outside; the job is retried",
+        "worker_lost" => "the worker stopped responding",
+        "delivery_exhausted" => "the job's message was delivered too often without the job starting",
+        "cancelled" => "the job was cancelled",
+        "superseded" => "a later attempt took over the job",
+        "interrupted" => "the worker shut down; the job is requeued",
+        _ => "the job failed; the operator's logs hold the cause",
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -293,6 +349,23 @@ mod tests {
         status.heartbeat_at = Some(now - chrono::Duration::seconds(30));
         assert!(status.heartbeat_is_fresh(now, Duration::from_secs(60)));
         assert!(!status.heartbeat_is_fresh(now, Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn errors_show_their_code_public_sentence_only() {
+        let raw = ErrorInfo {
+            code: "storage".into(),
+            message: "service error: AccessDenied arn:aws:iam::123456789012:role/worker /var/scratch/j1".into(),
+            retryable: true,
+        };
+        let shown = raw.redacted();
+        assert_eq!(shown.message, public_message("storage"));
+        assert!(!shown.message.contains("arn:") && !shown.message.contains("/var/"), "{shown:?}");
+        assert_eq!(ErrorInfo::public("storage", true), shown);
+        let counted = ErrorInfo { message: format!("{} (after 3 attempts)", public_message("timeout")), ..raw.clone() };
+        let counted = ErrorInfo { code: "timeout".into(), ..counted };
+        assert_eq!(counted.redacted(), counted, "the lifecycle's own suffix is kept");
+        assert_eq!(ErrorInfo { code: "new_code".into(), ..raw }.redacted().message, public_message("anything"));
     }
 
     #[test]

@@ -207,7 +207,7 @@ pub fn build(kind: EventType, status: &JobStatus, manifest: Option<&Manifest>) -
             max_attempts: status.max_attempts,
             source_key: status.job.source_key.clone(),
             output_dir: status.job.output_dir.clone(),
-            error: status.error.clone(),
+            error: status.error.as_ref().map(ErrorInfo::redacted),
             manifest_key: status.manifest_key.clone().filter(|_| kind == EventType::Completed),
             outputs,
         },

@@ -25,8 +25,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use super::local_parts;
 use super::{
-    CasOutcome, ObjectInfo, Pin, Precondition, PresignedRequest, Storage, StorageError, StorageResult, Versioned,
+    CasOutcome, ObjectInfo, PartInfo, Pin, Precondition, PresignedRequest, Storage, StorageError, StorageResult,
+    Versioned,
 };
 use crate::domain::event::object_created_event;
 use crate::domain::keys::{KeyError, validate_key, validate_prefix};
@@ -191,7 +193,7 @@ fn is_missing(err: &io::Error) -> bool {
 /// A cheap content identity from metadata alone: every write is a new file with a fresh, precise
 /// mtime. The inode number tells apart two same-size writes stamped alike (a coarse file-system
 /// clock): the new file is created while the object it replaces still holds its inode.
-fn object_info(meta: &Metadata) -> ObjectInfo {
+pub(super) fn object_info(meta: &Metadata) -> ObjectInfo {
     let mtime_nanos = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
     ObjectInfo { size: meta.len(), etag: Some(format!("{:x}-{:x}-{:x}", meta.len(), mtime_nanos, inode(meta))) }
 }
@@ -496,7 +498,13 @@ impl Storage for LocalStorage {
     }
 
     /// Files on disk have no URLs of their own: the API serves uploads and downloads itself.
-    async fn presign_put(&self, key: &str, _: &str, _: Duration) -> StorageResult<Option<PresignedRequest>> {
+    async fn presign_put(
+        &self,
+        key: &str,
+        _: &str,
+        _: Option<u64>,
+        _: Duration,
+    ) -> StorageResult<Option<PresignedRequest>> {
         checked(key)?;
         Ok(None)
     }
@@ -504,6 +512,95 @@ impl Storage for LocalStorage {
     async fn presign_get(&self, key: &str, _: Duration) -> StorageResult<Option<String>> {
         checked(key)?;
         Ok(None)
+    }
+
+    async fn create_multipart(&self, key: &str, content_type: &str) -> StorageResult<String> {
+        checked(key)?;
+        let (tmp_dir, key, content_type) = (self.root.join(TMP_DIR), key.to_string(), content_type.to_string());
+        blocking(move || {
+            local_parts::create(&tmp_dir, &key, &content_type).map_err(|e| io_error("create upload", &key, e))
+        })
+        .await
+    }
+
+    /// The API receives the parts itself (see [`Self::put_part`]).
+    async fn presign_part(
+        &self,
+        key: &str,
+        _: &str,
+        _: u32,
+        _: u64,
+        _: Duration,
+    ) -> StorageResult<Option<PresignedRequest>> {
+        checked(key)?;
+        Ok(None)
+    }
+
+    async fn put_part(&self, key: &str, upload_id: &str, number: u32, path: &Path) -> StorageResult<PartInfo> {
+        checked(key)?;
+        let (tmp_dir, key, upload_id, path) =
+            (self.root.join(TMP_DIR), key.to_string(), upload_id.to_string(), path.to_path_buf());
+        blocking(move || {
+            let dir = local_parts::folder(&tmp_dir, &key, &upload_id)?;
+            local_parts::put(&dir, number, &path).map_err(|e| io_error("store part", &key, e))
+        })
+        .await
+    }
+
+    async fn list_parts(&self, key: &str, upload_id: &str) -> StorageResult<Vec<PartInfo>> {
+        checked(key)?;
+        let (tmp_dir, key, upload_id) = (self.root.join(TMP_DIR), key.to_string(), upload_id.to_string());
+        blocking(move || {
+            let dir = local_parts::folder(&tmp_dir, &key, &upload_id)?;
+            local_parts::list(&dir).map_err(|e| io_error("list parts", &key, e))
+        })
+        .await
+    }
+
+    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[PartInfo]) -> StorageResult<ObjectInfo> {
+        checked(key)?;
+        let tmp_dir = self.root.join(TMP_DIR);
+        let assembled = tmp_dir.join(format!("assembled-{}", uuid::Uuid::new_v4().simple()));
+        let dir = {
+            let (tmp_dir, key, upload_id, parts, assembled) =
+                (tmp_dir.clone(), key.to_string(), upload_id.to_string(), parts.to_vec(), assembled.clone());
+            blocking(move || {
+                let dir = local_parts::folder(&tmp_dir, &key, &upload_id)?;
+                local_parts::assemble(&dir, &key, &parts, &assembled)?;
+                Ok(dir)
+            })
+            .await
+        };
+        let dir = match dir {
+            Ok(dir) => dir,
+            Err(err) => {
+                let _ = std::fs::remove_file(&assembled);
+                return Err(err);
+            }
+        };
+        let written = self.put(key, Source::File(assembled.clone())).await;
+        let _ = std::fs::remove_file(&assembled);
+        let info = written?;
+        // The object and its event are out: the parts are no longer needed.
+        let key = key.to_string();
+        blocking(move || local_parts::remove(&dir).map_err(|e| io_error("remove parts", &key, e))).await?;
+        Ok(info)
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> StorageResult<()> {
+        checked(key)?;
+        let (tmp_dir, key, upload_id) = (self.root.join(TMP_DIR), key.to_string(), upload_id.to_string());
+        blocking(move || match local_parts::folder(&tmp_dir, &key, &upload_id) {
+            Ok(dir) => local_parts::remove(&dir).map_err(|e| io_error("abort upload", &key, e)),
+            Err(StorageError::NotFound(_)) => Ok(()),
+            Err(err) => Err(err),
+        })
+        .await
+    }
+
+    async fn sweep_multipart(&self, age: Duration) -> StorageResult<usize> {
+        let tmp_dir = self.root.join(TMP_DIR);
+        blocking(move || local_parts::sweep(&tmp_dir, age).map_err(|e| io_error("sweep uploads", "multipart", e))).await
     }
 }
 

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use crate::domain::keys::KeyError;
 
 pub mod local;
+mod local_parts;
 pub mod s3;
 
 /// What a store says of an object.
@@ -87,6 +88,28 @@ pub struct PresignedRequest {
     pub headers: Vec<(String, String)>,
 }
 
+/// One part of a client's multipart upload, as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartInfo {
+    /// 1 to 10 000.
+    pub number: u32,
+    pub size: u64,
+    /// Without quotes.
+    pub etag: String,
+}
+
+/// S3's limits on a multipart upload, kept on both backends so a client behaves the same.
+pub mod multipart {
+    /// Parts per upload.
+    pub const MAX_PARTS: u32 = 10_000;
+    /// Every part but the last is at least this large.
+    pub const MIN_PART_SIZE: u64 = 5 << 20;
+    /// No part is larger.
+    pub const MAX_PART_SIZE: u64 = 5 << 30;
+    /// The largest object a multipart upload makes.
+    pub const MAX_OBJECT_SIZE: u64 = 5 << 40;
+}
+
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     /// Streams a local file into the store.
@@ -133,13 +156,50 @@ pub trait Storage: Send + Sync + 'static {
 
     /// A URL a client can PUT one object to directly, with `content_type` bound into the
     /// signature; `None` when the store has no such URLs (the API then serves the upload).
+    /// With `size`, the length is signed too: the store refuses a body of any other length.
     async fn presign_put(
         &self,
         key: &str,
         content_type: &str,
+        size: Option<u64>,
         expires: Duration,
     ) -> StorageResult<Option<PresignedRequest>>;
 
     /// A URL a client can download an object from directly; `None` as for [`Self::presign_put`].
     async fn presign_get(&self, key: &str, expires: Duration) -> StorageResult<Option<String>>;
+
+    /// Starts a client's multipart upload of `key`; the store's upload id.
+    async fn create_multipart(&self, key: &str, content_type: &str) -> StorageResult<String>;
+
+    /// A URL a client can PUT part `number` to, `length` bound into its signature; `None` when
+    /// the store has no such URLs (the API then receives the part: [`Self::put_part`]).
+    async fn presign_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        length: u64,
+        expires: Duration,
+    ) -> StorageResult<Option<PresignedRequest>>;
+
+    /// Stores part `number` from a local file, replacing an earlier one of that number.
+    async fn put_part(&self, key: &str, upload_id: &str, number: u32, path: &Path) -> StorageResult<PartInfo>;
+
+    /// The parts stored so far, by number; [`StorageError::NotFound`] when the upload does not
+    /// exist (completed, aborted, or cleaned up).
+    async fn list_parts(&self, key: &str, upload_id: &str) -> StorageResult<Vec<PartInfo>>;
+
+    /// Assembles these parts, in order, into the object; its upload event follows as for any
+    /// write.
+    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[PartInfo]) -> StorageResult<ObjectInfo>;
+
+    /// Removes an upload and its parts; a missing upload is not an error.
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> StorageResult<()>;
+
+    /// Removes multipart uploads started more than `age` ago; how many. On S3 the bucket's
+    /// lifecycle rule does this, and this does nothing.
+    async fn sweep_multipart(&self, age: Duration) -> StorageResult<usize> {
+        let _ = age;
+        Ok(0)
+    }
 }

@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::abort_multipart_upload::builders::AbortMultipartUploadFluentBuilder;
+use aws_sdk_s3::operation::complete_multipart_upload::{CompleteMultipartUploadError, CompleteMultipartUploadOutput};
 use aws_sdk_s3::operation::get_object::{GetObjectError, GetObjectOutput};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
@@ -16,7 +18,8 @@ use aws_smithy_types::byte_stream::Length;
 use tokio::io::AsyncWriteExt;
 
 use super::{
-    CasOutcome, ObjectInfo, Pin, Precondition, PresignedRequest, Storage, StorageError, StorageResult, Versioned,
+    CasOutcome, ObjectInfo, PartInfo, Pin, Precondition, PresignedRequest, Storage, StorageError, StorageResult,
+    Versioned,
 };
 use crate::domain::keys::validate_key;
 
@@ -45,16 +48,7 @@ impl S3Storage {
     }
 
     async fn put_multipart(&self, key: &str, path: &Path, size: u64, content_type: &str) -> StorageResult<ObjectInfo> {
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type)
-            .send()
-            .await
-            .map_err(|e| sdk_error("create multipart upload", key, e))?;
-        let upload_id = created.upload_id.ok_or_else(|| anyhow::anyhow!("S3 returned no upload id for {key}"))?;
+        let upload_id = self.create_multipart(key, content_type).await?;
         // From here on every way out (error, failed completion, this future being dropped)
         // aborts the upload, unless it completed.
         let pending = PendingUpload::new(&self.client, &self.bucket, key, &upload_id);
@@ -65,12 +59,31 @@ impl S3Storage {
                 return Err(err);
             }
         };
-        let completed = self
-            .client
+        match self.complete_upload(key, &upload_id, parts).await {
+            Ok(out) => {
+                pending.completed();
+                Ok(ObjectInfo { size, etag: out.e_tag.map(unquote) })
+            }
+            Err(e) => {
+                // Aborting an upload that did complete after all fails harmlessly (NoSuchUpload).
+                pending.abort().await;
+                Err(sdk_error("complete multipart upload", key, e))
+            }
+        }
+    }
+
+    /// CompleteMultipartUpload of these parts.
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> Result<CompleteMultipartUploadOutput, SdkError<CompleteMultipartUploadError, HttpResponse>> {
+        self.client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
-            .upload_id(&upload_id)
+            .upload_id(upload_id)
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
             .customize()
             // S3 may take minutes to assemble a large object; a small call's timeout would
@@ -84,18 +97,33 @@ impl S3Storage {
                 ),
             )
             .send()
-            .await;
-        match completed {
-            Ok(out) => {
-                pending.completed();
-                Ok(ObjectInfo { size, etag: out.e_tag.map(unquote) })
-            }
-            Err(e) => {
-                // Aborting an upload that did complete after all fails harmlessly (NoSuchUpload).
-                pending.abort().await;
-                Err(sdk_error("complete multipart upload", key, e))
-            }
-        }
+            .await
+    }
+
+    /// UploadPart of `length` bytes; the part's ETag as S3 gives it (quoted).
+    async fn send_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: ByteStream,
+        length: u64,
+    ) -> StorageResult<Option<String>> {
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .content_length(as_i64(length))
+            .body(body)
+            .customize()
+            .config_override(transfer_config(length))
+            .send()
+            .await
+            .map_err(|e| upload_error("upload part", key, e))?;
+        Ok(out.e_tag)
     }
 
     /// Streams each part straight from the file: memory stays at one part's buffers.
@@ -119,21 +147,8 @@ impl S3Storage {
                 .build()
                 .await
                 .map_err(StorageError::other)?;
-            let out = self
-                .client
-                .upload_part()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .part_number(number)
-                .content_length(i64::try_from(length).unwrap_or(i64::MAX))
-                .body(body)
-                .customize()
-                .config_override(transfer_config(length))
-                .send()
-                .await
-                .map_err(|e| sdk_error("upload part", key, e))?;
-            parts.push(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag).build());
+            let etag = self.send_part(key, upload_id, number, body, length).await?;
+            parts.push(CompletedPart::builder().part_number(number).set_e_tag(etag).build());
             offset += length;
             number += 1;
         }
@@ -336,6 +351,23 @@ fn presigning(expires: Duration) -> StorageResult<PresigningConfig> {
     PresigningConfig::expires_in(expires).map_err(|e| StorageError::other(anyhow::anyhow!("presigning: {e}")))
 }
 
+fn as_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// S3 says the multipart upload is gone (completed, aborted, expired) or never was.
+fn no_such_upload<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
+    err.as_service_error().and_then(ProvideErrorMetadata::code) == Some("NoSuchUpload") || status(err) == Some(404)
+}
+
+/// A failed call on a multipart upload: [`StorageError::NotFound`] when the upload is gone.
+fn upload_error<E>(action: &str, key: &str, err: SdkError<E, HttpResponse>) -> StorageError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    if no_such_upload(&err) { StorageError::NotFound(key.to_string()) } else { sdk_error(action, key, err) }
+}
+
 fn sdk_error<E>(action: &str, key: &str, err: E) -> StorageError
 where
     E: std::error::Error + Send + Sync + 'static,
@@ -509,6 +541,7 @@ impl Storage for S3Storage {
         &self,
         key: &str,
         content_type: &str,
+        size: Option<u64>,
         expires: Duration,
     ) -> StorageResult<Option<PresignedRequest>> {
         checked(key)?;
@@ -518,6 +551,7 @@ impl Storage for S3Storage {
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
+            .set_content_length(size.map(as_i64))
             .presigned(presigning(expires)?)
             .await
             .map_err(|e| sdk_error("presign put", key, e))?;
@@ -541,6 +575,110 @@ impl Storage for S3Storage {
             .await
             .map_err(|e| sdk_error("presign get", key, e))?;
         Ok(Some(presigned.uri().to_string()))
+    }
+
+    async fn create_multipart(&self, key: &str, content_type: &str) -> StorageResult<String> {
+        checked(key)?;
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .send()
+            .await
+            .map_err(|e| sdk_error("create multipart upload", key, e))?;
+        Ok(created.upload_id.ok_or_else(|| anyhow::anyhow!("S3 returned no upload id for {key}"))?)
+    }
+
+    async fn presign_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        length: u64,
+        expires: Duration,
+    ) -> StorageResult<Option<PresignedRequest>> {
+        checked(key)?;
+        let presigned = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(i32::try_from(number).unwrap_or(i32::MAX))
+            .content_length(as_i64(length))
+            .presigned(presigning(expires)?)
+            .await
+            .map_err(|e| sdk_error("presign upload part", key, e))?;
+        let headers = presigned.headers().map(|(name, value)| (name.to_string(), value.to_string())).collect();
+        Ok(Some(PresignedRequest { method: presigned.method().to_string(), url: presigned.uri().to_string(), headers }))
+    }
+
+    async fn put_part(&self, key: &str, upload_id: &str, number: u32, path: &Path) -> StorageResult<PartInfo> {
+        checked(key)?;
+        let size = tokio::fs::metadata(path).await.map_err(StorageError::other)?.len();
+        let body = ByteStream::from_path(path).await.map_err(StorageError::other)?;
+        let etag = self.send_part(key, upload_id, i32::try_from(number).unwrap_or(i32::MAX), body, size).await?;
+        Ok(PartInfo { number, size, etag: etag.map(unquote).unwrap_or_default() })
+    }
+
+    async fn list_parts(&self, key: &str, upload_id: &str) -> StorageResult<Vec<PartInfo>> {
+        checked(key)?;
+        let mut parts = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_parts()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| upload_error("list parts", key, e))?;
+            for part in page.parts() {
+                parts.push(PartInfo {
+                    number: part.part_number().and_then(|n| u32::try_from(n).ok()).unwrap_or_default(),
+                    size: part.size().and_then(|n| u64::try_from(n).ok()).unwrap_or_default(),
+                    etag: part.e_tag().map(|e| unquote(e.to_string())).unwrap_or_default(),
+                });
+            }
+            match (page.is_truncated(), page.next_part_number_marker()) {
+                (Some(true), Some(next)) => marker = Some(next.to_string()),
+                _ => break,
+            }
+        }
+        parts.sort_by_key(|p| p.number);
+        Ok(parts)
+    }
+
+    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[PartInfo]) -> StorageResult<ObjectInfo> {
+        checked(key)?;
+        let completed: Vec<CompletedPart> = parts
+            .iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(i32::try_from(p.number).unwrap_or(i32::MAX))
+                    .e_tag(quote(&p.etag))
+                    .build()
+            })
+            .collect();
+        let out = self
+            .complete_upload(key, upload_id, completed)
+            .await
+            .map_err(|e| upload_error("complete multipart upload", key, e))?;
+        Ok(ObjectInfo { size: parts.iter().map(|p| p.size).sum(), etag: out.e_tag.map(unquote) })
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> StorageResult<()> {
+        checked(key)?;
+        match self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(upload_id).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if no_such_upload(&e) => Ok(()),
+            Err(e) => Err(sdk_error("abort multipart upload", key, e)),
+        }
     }
 }
 

@@ -11,7 +11,12 @@ use crate::storage::StorageError;
 pub enum JobError {
     /// Cannot succeed however often it is tried: failed and dead-lettered at once.
     #[error("{code}: {message}")]
-    Permanent { code: &'static str, message: String },
+    Permanent {
+        code: &'static str,
+        message: String,
+        /// A fact clients may see after the code's public sentence (which segment failed).
+        detail: Option<String>,
+    },
     /// May succeed later: retried with back-off while attempts remain.
     #[error("{code}: {message}")]
     Retryable { code: &'static str, message: String },
@@ -28,27 +33,33 @@ pub enum JobError {
 
 impl JobError {
     pub fn permanent(code: &'static str, message: impl Into<String>) -> Self {
-        JobError::Permanent { code, message: message.into() }
+        JobError::Permanent { code, message: message.into(), detail: None }
+    }
+
+    /// A permanent failure whose public sentence is followed by `detail` (no internals in it).
+    pub fn permanent_naming(code: &'static str, detail: impl Into<String>, message: impl Into<String>) -> Self {
+        JobError::Permanent { code, message: message.into(), detail: Some(detail.into()) }
     }
 
     pub fn retryable(code: &'static str, message: impl Into<String>) -> Self {
         JobError::Retryable { code, message: message.into() }
     }
 
-    /// The error as recorded in the job status.
+    /// The error as recorded in the job status: its code's public sentence. The cause (this
+    /// error's `Display`) goes to the worker's log only.
     pub fn info(&self) -> ErrorInfo {
         match self {
-            JobError::Permanent { code, message } => {
-                ErrorInfo { code: code.to_string(), message: message.clone(), retryable: false }
+            JobError::Permanent { code, detail, .. } => {
+                let mut info = ErrorInfo::public(code, false);
+                if let Some(detail) = detail {
+                    info.message = format!("{}: {detail}", info.message);
+                }
+                info
             }
-            JobError::Retryable { code, message } => {
-                ErrorInfo { code: code.to_string(), message: message.clone(), retryable: true }
-            }
-            JobError::Cancelled => ErrorInfo { code: "cancelled".into(), message: self.to_string(), retryable: false },
-            JobError::Superseded => ErrorInfo { code: "superseded".into(), message: self.to_string(), retryable: true },
-            JobError::Interrupted => {
-                ErrorInfo { code: "interrupted".into(), message: self.to_string(), retryable: true }
-            }
+            JobError::Retryable { code, .. } => ErrorInfo::public(code, true),
+            JobError::Cancelled => ErrorInfo::public("cancelled", false),
+            JobError::Superseded => ErrorInfo::public("superseded", true),
+            JobError::Interrupted => ErrorInfo::public("interrupted", true),
         }
     }
 

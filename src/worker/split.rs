@@ -322,8 +322,9 @@ async fn wait_for_segments(
                 }
                 None => String::new(),
             };
-            return Err(JobError::permanent(
+            return Err(JobError::permanent_naming(
                 "segment_failed",
+                format!("segment {} of {count}", index + 1),
                 format!("segment {} of {count} could not be encoded: {reason}", index + 1),
             ));
         }

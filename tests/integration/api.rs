@@ -16,23 +16,29 @@ use tokio::sync::oneshot;
 use crate::require;
 use crate::support::{Clip, Deployment, Kind, duration, emulator, ffprobe, media_tools, stream};
 
-const TOKEN: &str = "e2e-token-0123456789abcdef";
+pub(crate) const TOKEN: &str = "e2e-token-0123456789abcdef";
 
 fn tools(kind: Kind) -> bool {
     media_tools() && (kind == Kind::Local || emulator())
 }
 
 /// The API, serving a deployment on a free port until dropped.
-struct ApiServer {
-    base: String,
-    client: reqwest::Client,
+pub(crate) struct ApiServer {
+    pub(crate) base: String,
+    pub(crate) client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
 }
 
 impl ApiServer {
     async fn start(d: &Deployment) -> Self {
+        Self::start_with(d, &[]).await
+    }
+
+    /// The API with `MEDIA_API_TOKENS=`[`TOKEN`] and these settings besides the deployment's.
+    pub(crate) async fn start_with(d: &Deployment, extra: &[(&str, &str)]) -> Self {
         let mut vars = d.vars.clone();
         vars.insert("MEDIA_API_TOKENS".into(), TOKEN.into());
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("config");
         let api_config = ApiConfig::from_lookup(|name| vars.get(name).cloned()).expect("api config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -58,11 +64,11 @@ impl ApiServer {
             .unwrap()
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    async fn json(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn json(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut request = self.client.request(method, self.url(path)).bearer_auth(TOKEN);
         if let Some(body) = body {
             request = request.json(&body);
@@ -76,7 +82,11 @@ impl ApiServer {
     /// Returns the key and the id of the job the upload made.
     async fn upload(&self, path: &std::path::Path, name: &str) -> (String, String) {
         let (status, ticket) = self
-            .json(reqwest::Method::POST, "/v1/uploads", Some(json!({"filename": name, "content_type": "video/mp4"})))
+            .json(
+                reqwest::Method::POST,
+                "/v1/uploads",
+                Some(json!({"filename": name, "content_type": "video/mp4", "size": std::fs::metadata(path).unwrap().len()})),
+            )
             .await;
         assert_eq!(status, 201, "{ticket}");
         let key = ticket["key"].as_str().unwrap().to_string();

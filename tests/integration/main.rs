@@ -8,6 +8,7 @@ mod cli;
 mod conformance;
 mod faults;
 mod faults_support;
+mod ingest;
 mod lifecycle;
 mod media;
 mod notifications;

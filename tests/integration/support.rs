@@ -109,8 +109,18 @@ pub fn moto_endpoint() -> String {
         .get_or_init(|| {
             let port =
                 TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
+            // The emulator names ListParts' answer `ListPartsResponse` where S3 (and the SDK's
+            // parser) say `ListPartsResult`; renamed here, as the only gap the tests meet.
             let script = format!(
                 "import os, time\n\
+                 from moto.core import serialize\n\
+                 answer = serialize.S3Serializer._serialized_result_to_response\n\
+                 def renamed(self, resp, *args):\n    \
+                     resp = answer(self, resp, *args)\n    \
+                     if self.operation_model.name == 'ListParts' and isinstance(resp.get('body'), str):\n        \
+                         resp['body'] = resp['body'].replace('ListPartsResponse>', 'ListPartsResult>').replace('<ListPartsResponse ', '<ListPartsResult ')\n    \
+                     return resp\n\
+                 serialize.S3Serializer._serialized_result_to_response = renamed\n\
                  from moto.server import ThreadedMotoServer\n\
                  parent = os.getppid()\n\
                  server = ThreadedMotoServer(ip_address='127.0.0.1', port={port}, verbose=False)\n\

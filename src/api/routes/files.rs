@@ -64,9 +64,16 @@ pub async fn get(
     key_under(&key, state.config.layout.output_prefix())?;
     match (query.expires, query.signature.as_deref()) {
         (Some(expires), Some(signature)) => {
-            state.signer.verify(&Signed { method: "GET", key: &key, expires, content_type: None }, signature)?;
+            state
+                .signer
+                .verify(&Signed { method: "GET", key: &key, expires, content_type: None, length: None }, signature)?;
         }
-        _ if caller.is_some() => {}
+        // A token sees its own scope's outputs only; another's are as absent as missing ones.
+        _ if let Some(Extension(caller)) = &caller => {
+            if !caller.scope.owns(&state.config.layout, &key) {
+                return Err(ApiError::not_found("file_not_found", format!("nothing is stored at `{}`", clip(&key))));
+            }
+        }
         _ => {
             return Err(ApiError::unauthorized(
                 "send `Authorization: Bearer <token>`, or use a signed URL from GET /v1/jobs/{id}",

@@ -25,7 +25,7 @@ use crate::api::model::{CreateJobRequest, DeleteOutcome, Download, JobEvent, Job
 use crate::api::{ApiState, EVENTS_POLL};
 use crate::domain::job::{JobMessage, JobSpec, NotifyTarget, SourcePin, new_job_id};
 use crate::domain::keys::{validate_job_id, validate_prefix};
-use crate::domain::status::{JobState, JobStatus, Manifest};
+use crate::domain::status::{ErrorInfo, JobState, JobStatus, Manifest};
 use crate::jobs::{self, Applied, Refused};
 use crate::queue::SendOptions;
 
@@ -68,19 +68,40 @@ fn checked_job_id(id: &str) -> ApiResult<()> {
     validate_job_id(id).map_err(|e| ApiError::bad_request("invalid_job_id", e.to_string()))
 }
 
-async fn stored_status(state: &ApiState, id: &str) -> ApiResult<JobStatus> {
+/// The caller's job: another scope's job is as absent as a missing one.
+async fn stored_status(state: &ApiState, caller: &Caller, id: &str) -> ApiResult<JobStatus> {
     checked_job_id(id)?;
-    state.store.read(id).await?.ok_or_else(|| ApiError::not_found("job_not_found", format!("there is no job `{id}`")))
+    let missing = || ApiError::not_found("job_not_found", format!("there is no job `{id}`"));
+    let status = state.store.read(id).await?.ok_or_else(missing)?;
+    if !caller.scope.owns_job(&state.config.layout, &status.job) {
+        return Err(missing());
+    }
+    Ok(status)
 }
 
-/// An output folder a client asked for: a folder strictly under the output prefix.
-fn output_folder(state: &ApiState, prefix: &str) -> ApiResult<String> {
-    let output_prefix = state.config.layout.output_prefix();
+/// An output folder a client asked for: a folder strictly under the caller's output root, and
+/// inside no job's folder. The job's own folder is `<prefix><new job id>/`, so it can neither
+/// hold another job's files nor be deleted with another job's: a job's folder always ends in
+/// its id, so any folder inside one has a job id among its segments, and each segment that
+/// could be a job id is looked up.
+async fn output_folder(state: &ApiState, caller: &Caller, prefix: &str) -> ApiResult<String> {
+    let layout = &state.config.layout;
+    let root = caller.scope.output_root(layout);
     let refuse = |why: String| ApiError::unprocessable("invalid_output_prefix", why);
-    if !prefix.ends_with('/') || !prefix.starts_with(output_prefix) || prefix.len() == output_prefix.len() {
-        return Err(refuse(format!("output_prefix must be a folder under `{output_prefix}`, ending in `/`")));
+    let under_root = prefix.starts_with(&root) && prefix.len() > root.len() && caller.scope.owns(layout, prefix);
+    if !prefix.ends_with('/') || !under_root {
+        return Err(refuse(format!("output_prefix must be a folder under `{root}`, ending in `/`")));
     }
     validate_prefix(prefix).map_err(|e| refuse(format!("output_prefix `{}` refused: {e}", clip(prefix))))?;
+    let relative = prefix.strip_prefix(layout.output_prefix()).unwrap_or(prefix);
+    for segment in relative.split('/').filter(|s| validate_job_id(s).is_ok()) {
+        if state.store.read(segment).await?.is_some() {
+            return Err(refuse(format!(
+                "output_prefix `{}` is inside the folder of job `{segment}`; choose a folder of your own",
+                clip(prefix)
+            )));
+        }
+    }
     Ok(prefix.to_string())
 }
 
@@ -110,6 +131,16 @@ pub async fn create(
     let idempotency = idempotency_key(&headers)?;
     let source_key = request.input.key;
     key_under(&source_key, state.config.layout.upload_prefix())?;
+    let source_missing = || {
+        ApiError::unprocessable(
+            "source_not_found",
+            format!("nothing is stored at `{}`; upload it first", clip(&source_key)),
+        )
+    };
+    // Another tenant's upload is as absent as a missing one.
+    if !caller.scope.owns(&state.config.layout, &source_key) {
+        return Err(source_missing());
+    }
     let notify = match request.notify {
         Some(target) => Some(notify_target(&state, target).await?),
         None => None,
@@ -121,7 +152,7 @@ pub async fn create(
     // The job's own folder, under the folder the client named, or beside the source's other
     // jobs: never shared with another job.
     let output_dir = match request.output_prefix.as_deref() {
-        Some(prefix) => format!("{}{job_id}/", output_folder(&state, prefix)?),
+        Some(prefix) => format!("{}{job_id}/", output_folder(&state, &caller, prefix).await?),
         None => state.config.layout.job_dir(&source_key, &job_id),
     };
     let storage = state.backend.storage.as_ref();
@@ -149,10 +180,7 @@ pub async fn create(
     }
 
     let Some(source) = storage.head(&source_key).await? else {
-        return Err(ApiError::unprocessable(
-            "source_not_found",
-            format!("nothing is stored at `{}`; upload it first", clip(&source_key)),
-        ));
+        return Err(source_missing());
     };
     // Pinned to what is stored now: a source replaced before the job runs ends it with
     // `source_changed` instead of transcoding bytes the client never submitted.
@@ -210,8 +238,12 @@ async fn accepted(state: &ApiState, status: JobStatus) -> ApiResult<Response> {
         (status = 401, description = "Missing or wrong token", body = ErrorResponse),
         (status = 404, description = "No such job", body = ErrorResponse),
     ))]
-pub async fn get(State(state): State<ApiState>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<JobView>> {
-    let status = stored_status(&state, &id).await?;
+pub async fn get(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<JobView>> {
+    let status = stored_status(&state, &caller, &id).await?;
     let mut view = job_view(&state, status).await?;
     // Only here (not in every event of a stream): one more small read.
     if view.notify.is_some() || !state.config.notify.endpoints.is_empty() {
@@ -248,7 +280,7 @@ pub async fn job_view(state: &ApiState, status: JobStatus) -> ApiResult<JobView>
         heartbeat_at: status.heartbeat_at,
         created_at: status.created_at,
         updated_at: status.updated_at,
-        error: status.error,
+        error: status.error.as_ref().map(ErrorInfo::redacted),
         timeline: status.timeline,
         manifest,
         downloads,
@@ -304,7 +336,7 @@ const MAX_FILES_PER_OUTPUT: usize = 8;
 
 fn signed_download_url(state: &ApiState, key: &str, expiry: Duration) -> ApiResult<String> {
     let expires = unix_now() + expiry.as_secs();
-    let signature = state.signer.sign(&Signed { method: "GET", key, expires, content_type: None })?;
+    let signature = state.signer.sign(&Signed { method: "GET", key, expires, content_type: None, length: None })?;
     Ok(format!("{}?expires={expires}&signature={signature}", state.key_url("files", key)))
 }
 
@@ -323,8 +355,12 @@ fn signed_download_url(state: &ApiState, key: &str, expiry: Duration) -> ApiResu
         (status = 404, description = "No such job", body = ErrorResponse),
         (status = 429, description = "Too many streams open on this instance", body = ErrorResponse),
     ))]
-pub async fn events(State(state): State<ApiState>, ApiPath(id): ApiPath<String>) -> ApiResult<Response> {
-    let first = stored_status(&state, &id).await?;
+pub async fn events(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    let first = stored_status(&state, &caller, &id).await?;
     let permit = state.streams.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -448,9 +484,10 @@ fn event_stream(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>>
     ))]
 pub async fn delete(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<(StatusCode, Json<DeleteOutcome>)> {
-    let status = stored_status(&state, &id).await?;
+    let status = stored_status(&state, &caller, &id).await?;
     if !status.state.is_terminal() {
         let cancel = jobs::Event::Cancel { note: CANCEL_NOTE.into() };
         return match state.store.apply(&id, &cancel).await? {
@@ -504,10 +541,12 @@ async fn delete_outputs(state: &ApiState, status: &JobStatus) -> ApiResult<Vec<S
 mod tests {
     use super::*;
 
+    use crate::domain::tenant::Scope;
+
     #[test]
     fn idempotent_ids_depend_on_caller_and_key_only() {
-        let alice = Caller { id: "a".repeat(64) };
-        let bob = Caller { id: "b".repeat(64) };
+        let alice = Caller { id: "a".repeat(64), scope: Scope::Shared };
+        let bob = Caller { id: "b".repeat(64), scope: Scope::Shared };
         let id = idempotent_job_id(&alice, "order-17");
         assert_eq!(id, idempotent_job_id(&alice, "order-17"));
         assert_ne!(id, idempotent_job_id(&alice, "order-18"));

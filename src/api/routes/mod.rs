@@ -3,6 +3,7 @@
 pub mod files;
 pub mod health;
 pub mod jobs;
+pub mod multipart;
 pub mod uploads;
 
 use crate::api::ApiState;
