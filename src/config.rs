@@ -175,6 +175,21 @@ pub const VARIABLES: &[Variable] = &[
         help: "sources with more pixels per frame (default 8192x4320) fail with `resolution_too_large`",
     },
     Variable {
+        name: "MEDIA_IMPORT_TIMEOUT",
+        default: "1h",
+        help: "time limit of fetching a source from a URL (`input.url`), body included; a fetch cut short fails with `fetch_failed` and is retried",
+    },
+    Variable {
+        name: "MEDIA_IMPORT_IDLE_TIMEOUT",
+        default: "30s",
+        help: "a URL import whose server sends nothing for this long fails with `fetch_failed` and is retried",
+    },
+    Variable {
+        name: "MEDIA_IMPORT_ALLOW_LOOPBACK",
+        default: "false",
+        help: "DEVELOPMENT ONLY: allow importing sources over plain http:// from loopback addresses (127.0.0.0/8, ::1); private, link-local and metadata addresses stay refused",
+    },
+    Variable {
         name: "MEDIA_WORK_DIR",
         default: "",
         help: "scratch folder for sources and outputs; default: the system temp dir",
@@ -222,6 +237,30 @@ pub struct SourceLimits {
     pub max_size: u64,
     pub max_duration: Duration,
     pub max_pixels: u64,
+}
+
+/// How sources named by URL are fetched: through the SSRF guard of [`crate::outbound`], with at
+/// most [`MEDIA_MAX_SOURCE_SIZE`](SourceLimits::max_size) bytes read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportSettings {
+    pub policy: crate::outbound::Policy,
+    /// The whole fetch, body included.
+    pub total_timeout: Duration,
+    /// Longest silence of the server while the body streams.
+    pub idle_timeout: Duration,
+}
+
+impl ImportSettings {
+    /// Connecting gets at most this much of the fetch's time.
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+    pub fn guard(&self) -> crate::outbound::Guard {
+        crate::outbound::Guard::new(self.policy)
+    }
+
+    pub fn limits(&self) -> crate::outbound::Limits {
+        crate::outbound::Limits { connect: self.total_timeout.min(Self::CONNECT_TIMEOUT), total: self.total_timeout }
+    }
 }
 
 /// Where the AWS backend finds its resources.
@@ -272,6 +311,8 @@ pub struct Config {
     pub notify: crate::notify::NotifySettings,
     /// Which jobs are split into segments, and how long those are.
     pub split: SplitSettings,
+    /// Sources fetched from a URL.
+    pub import: ImportSettings,
 }
 
 impl Config {
@@ -420,9 +461,25 @@ impl Config {
             segment_duration,
         };
 
+        let import = ImportSettings {
+            policy: crate::outbound::Policy {
+                allow_loopback: env.parse_with("MEDIA_IMPORT_ALLOW_LOOPBACK", parse_bool)?,
+            },
+            total_timeout: env.parse_with("MEDIA_IMPORT_TIMEOUT", parse_duration)?,
+            idle_timeout: env.parse_with("MEDIA_IMPORT_IDLE_TIMEOUT", parse_duration)?,
+        };
+        for (var, value) in
+            [("MEDIA_IMPORT_TIMEOUT", import.total_timeout), ("MEDIA_IMPORT_IDLE_TIMEOUT", import.idle_timeout)]
+        {
+            if value.is_zero() {
+                return Err(ConfigError::new(var, "must be longer than 0s"));
+            }
+        }
+
         Ok(Config {
             notify,
             split,
+            import,
             backend,
             aws,
             data_dir: PathBuf::from(env.or_default("MEDIA_DATA_DIR")),

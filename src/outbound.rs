@@ -1,5 +1,5 @@
-//! Outbound HTTP to URLs that users supply (webhooks today, URL imports later), safe against
-//! server-side request forgery by default.
+//! Outbound HTTP to URLs that users supply (webhooks, and sources imported from a URL), safe
+//! against server-side request forgery by default.
 //!
 //! The rules, checked twice:
 //! - at submit time, [`Guard::check_url`] and [`Guard::check_resolved`]: `https` only (plain
@@ -12,10 +12,11 @@
 //! Refused: unspecified, loopback (unless allowed), private (10/8, 172.16/12, 192.168/16,
 //! fc00::/7, 100.64/10), link-local (169.254/16 with the metadata service 169.254.169.254,
 //! fe80::/10, and AWS's fd00:ec2::254), multicast, broadcast and reserved ranges, and the IPv4
-//! addresses hidden in IPv4-mapped and NAT64 IPv6 addresses. The client follows no redirects
-//! (a redirect could lead anywhere), ignores proxy settings (a proxy would resolve the name
-//! itself), has connect and total timeouts, and [`read_capped`] reads at most a few bytes of an
-//! answer.
+//! addresses hidden in IPv4-mapped and NAT64 IPv6 addresses. The client follows no redirects by
+//! itself (a redirect could lead anywhere): [`SafeClient::get`] follows at most
+//! [`MAX_REDIRECTS`], each checked like the first URL, and a POST follows none. It ignores proxy
+//! settings (a proxy would resolve the name itself), has connect and total timeouts, and
+//! [`read_capped`] reads at most a few bytes of an answer.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -273,12 +274,17 @@ pub struct SafeClient {
     http: Option<reqwest::Client>,
 }
 
+/// Redirects a GET follows at most.
+pub const MAX_REDIRECTS: usize = 5;
+
 /// Why a request did not get an answer.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// The URL or an address it resolved to is not allowed (at connect time).
+    /// The URL, a redirect's target, or an address one resolved to is not allowed.
     #[error("refused: {0}")]
     Refused(Refusal),
+    #[error("more than {MAX_REDIRECTS} redirects")]
+    Redirects,
     #[error("timed out")]
     Timeout,
     #[error("connection failed")]
@@ -301,12 +307,34 @@ impl SafeClient {
         body: Vec<u8>,
     ) -> Result<reqwest::Response, SendError> {
         let url = self.guard.check_url(url).map_err(SendError::Refused)?;
-        let client = match (url.scheme(), &self.http) {
-            ("http", Some(http)) => http,
-            ("http", None) => return Err(SendError::Refused(Refusal::Scheme)),
-            _ => &self.https,
-        };
-        client.post(url).headers(headers).body(body).send().await.map_err(classify_error)
+        self.client_for(&url)?.post(url).headers(headers).body(body).send().await.map_err(classify_error)
+    }
+
+    /// Sends a GET to `url`, following at most [`MAX_REDIRECTS`] redirects, each target checked
+    /// as the URL itself was (scheme, credentials, address literals here; names by the
+    /// resolver at connect time). Returns the first answer that is not a redirect, whatever its
+    /// status, and the URL that gave it.
+    pub async fn get(&self, url: &str) -> Result<(Url, reqwest::Response), SendError> {
+        let mut url = self.guard.check_url(url).map_err(SendError::Refused)?;
+        for _ in 0..=MAX_REDIRECTS {
+            let response = self.client_for(&url)?.get(url.clone()).send().await.map_err(classify_error)?;
+            let location = response.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok());
+            let next = match location {
+                Some(location) if response.status().is_redirection() => location,
+                _ => return Ok((url, response)),
+            };
+            let next = url.join(next).map_err(|_| SendError::Refused(Refusal::Malformed))?;
+            url = self.guard.check_url(next.as_str()).map_err(SendError::Refused)?;
+        }
+        Err(SendError::Redirects)
+    }
+
+    fn client_for(&self, url: &Url) -> Result<&reqwest::Client, SendError> {
+        match (url.scheme(), &self.http) {
+            ("http", Some(http)) => Ok(http),
+            ("http", None) => Err(SendError::Refused(Refusal::Scheme)),
+            _ => Ok(&self.https),
+        }
     }
 }
 
@@ -446,6 +474,75 @@ pub(crate) mod tests {
         let client = guard.client(limits).unwrap();
         let sent = client.post("https://rebind.example/hook", Default::default(), b"{}".to_vec()).await;
         assert!(matches!(sent, Err(SendError::Refused(Refusal::Address("loopback")))), "{sent:?}");
+    }
+
+    /// A loopback server: `/r/<n>` redirects to `/r/<n-1>` (and `/r/0` to the body), `/to?url`
+    /// redirects to the URL given.
+    async fn redirecting_server() -> String {
+        use axum::extract::{Path, RawQuery};
+        use axum::http::{StatusCode, header};
+        let app = axum::Router::new()
+            .route("/body", axum::routing::get(|| async { "the body" }))
+            .route(
+                "/r/{n}",
+                axum::routing::get(|Path(n): Path<u32>| async move {
+                    let to = if n == 0 { "/body".to_string() } else { format!("/r/{}", n - 1) };
+                    (StatusCode::FOUND, [(header::LOCATION, to)])
+                }),
+            )
+            .route(
+                "/to",
+                axum::routing::get(|RawQuery(to): RawQuery| async move {
+                    (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, to.unwrap_or_default())])
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn redirects_are_followed_a_few_times_and_each_target_checked() {
+        let lookup = TableLookup::new(&[
+            ("localhost", vec!["127.0.0.1"]),
+            ("private.example", vec!["10.0.0.7"]),
+            ("meta.example", vec!["169.254.169.254"]),
+        ]);
+        let client = Guard::with_lookup(DEV, lookup)
+            .client(Limits { connect: Duration::from_secs(2), total: Duration::from_secs(5) })
+            .unwrap();
+        let base = redirecting_server().await;
+
+        // `/r/<n>` is n + 1 redirects away from the body.
+        let (url, response) = client.get(&format!("{base}/r/{}", MAX_REDIRECTS - 1)).await.unwrap();
+        assert_eq!((url.path(), response.status().as_u16()), ("/body", 200));
+        assert_eq!(response.text().await.unwrap(), "the body");
+        let too_many = client.get(&format!("{base}/r/{MAX_REDIRECTS}")).await;
+        assert!(matches!(too_many, Err(SendError::Redirects)), "{too_many:?}");
+
+        // A redirect's target is refused like a URL given directly: literals, names resolving
+        // to private or metadata addresses (at connect time), other schemes, credentials.
+        let refused = [
+            ("http://10.0.0.1/", Refusal::Address("private")),
+            ("http://169.254.169.254/latest/meta-data/", Refusal::Address("metadata")),
+            ("https://private.example/x", Refusal::Address("private")),
+            ("https://meta.example/x", Refusal::Address("metadata")),
+            ("file:///etc/passwd", Refusal::Scheme),
+            ("https://u:p@localhost/", Refusal::Credentials),
+        ];
+        for (target, refusal) in refused {
+            let got = client.get(&format!("{base}/to?{target}")).await;
+            match got {
+                Err(SendError::Refused(r)) => assert_eq!(r, refusal, "{target}"),
+                other => panic!("{target}: {other:?}"),
+            }
+        }
+        // Without the development setting the same loopback server is out of reach.
+        let strict =
+            Guard::new(STRICT).client(Limits { connect: Duration::from_secs(2), total: Duration::from_secs(5) });
+        let got = strict.unwrap().get(&format!("{base}/body")).await;
+        assert!(matches!(got, Err(SendError::Refused(Refusal::Scheme))), "{got:?}");
     }
 
     #[tokio::test]

@@ -66,12 +66,24 @@ pub struct UploadInfo {
     pub status_url: Option<String>,
 }
 
+/// The source: exactly one of `key` and `url`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1, max_properties = 1)]
 pub struct JobInput {
     /// A key under the upload prefix, as returned by `POST /v1/uploads`.
-    #[schema(min_length = 1, max_length = 1024, example = "uploads/3f2a9c1b/cat video.mov")]
-    pub key: String,
+    #[serde(default)]
+    #[schema(nullable = false, min_length = 1, max_length = 1024, example = "uploads/3f2a9c1b/cat video.mov")]
+    pub key: Option<String>,
+    /// A file to fetch: a worker streams it into the caller's uploads
+    /// (`<upload prefix>imports/<job id>/<name>`), then transcodes it. `https` only; refused
+    /// (422 `fetch_refused`) when the host resolves to a private, loopback, link-local or
+    /// metadata address. The worker checks again at every connection and redirect (at most 5)
+    /// and reads at most `MEDIA_MAX_SOURCE_SIZE` bytes; failures are `fetch_failed` (retried:
+    /// 5xx, timeouts, resets) or `fetch_refused` (final: 4xx, a refused address, too large).
+    #[serde(default)]
+    #[schema(nullable = false, min_length = 9, max_length = 2048, example = "https://media.example.com/cat.mp4")]
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

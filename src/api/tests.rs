@@ -678,13 +678,19 @@ fn token_entry(token: &str, tenant: &str, expires_at: Option<&str>) -> String {
 
 /// An API with the shared tokens and a tokens file for the tenants `acme` and `globex`.
 async fn tenants_api() -> (Api, TempDir, std::path::PathBuf) {
+    tenants_api_with(&[]).await
+}
+
+async fn tenants_api_with(extra: &[(&str, &str)]) -> (Api, TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tokens.toml");
     let text = token_entry(ACME, "acme", None)
         + &token_entry(GLOBEX, "globex", Some("2099-01-01T00:00:00Z"))
         + &token_entry(EXPIRED, "globex", Some("2020-01-01T00:00:00Z"));
     std::fs::write(&path, text).unwrap();
-    let api = api_with(&[("MEDIA_API_TOKENS_FILE", path.to_str().unwrap())]).await;
+    let mut vars = vec![("MEDIA_API_TOKENS_FILE", path.to_str().unwrap())];
+    vars.extend_from_slice(extra);
+    let api = api_with(&vars).await;
     (api, dir, path)
 }
 
@@ -905,4 +911,53 @@ async fn multipart_uploads_are_their_tenant_s_and_abandoned_ones_are_swept() {
     api.call_as(Some(ACME), Method::GET, &format!("{base}{query}"), None, &[])
         .await
         .assert_error(StatusCode::NOT_FOUND, "upload_not_found");
+}
+
+#[tokio::test]
+async fn url_inputs_are_checked_at_submit_and_land_in_the_callers_imports_folder() {
+    let with_url = |url: &str| json!({"input": {"url": url}, "outputs": [{"preset": "mp4-h264"}]});
+    let strict = api().await;
+    for url in [
+        "http://127.0.0.1:9/clip.mp4",
+        "https://127.0.0.1/clip.mp4",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://10.0.0.1/clip.mp4",
+        "https://[::ffff:10.0.0.1]/clip.mp4",
+        "http://93.184.216.34/clip.mp4",
+        "file:///etc/passwd",
+        "not a url",
+    ] {
+        let answer = strict.call(Method::POST, "/v1/jobs", Some(with_url(url))).await;
+        answer.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "fetch_refused");
+    }
+    // Exactly one of key and url.
+    for input in [json!({}), json!({"key": "uploads/a/clip.mp4", "url": "https://example.com/a.mp4"})] {
+        let body = json!({"input": input, "outputs": [{"preset": "mp4-h264"}]});
+        strict
+            .call(Method::POST, "/v1/jobs", Some(body))
+            .await
+            .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
+    }
+    assert!(strict.drain_ready().await.is_empty(), "no refused job reached the queue");
+
+    // Allowed (development setting, loopback): queued with the URL, nothing fetched yet.
+    let (api, _dir, _path) = tenants_api_with(&[("MEDIA_IMPORT_ALLOW_LOOPBACK", "true")]).await;
+    for (token, root) in [(TOKEN, "uploads/imports/"), (ACME, "uploads/tenants/acme/imports/")] {
+        let url = "http://127.0.0.1:9/media/cat%20video.mov?sig=abc";
+        let answer = api.call_as(Some(token), Method::POST, "/v1/jobs", Some(with_url(url)), &[]).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.json());
+        let job_id = answer.json()["job_id"].as_str().unwrap().to_string();
+        let status = api.status(&job_id).await;
+        assert_eq!(status.job.source_key, format!("{root}{job_id}/cat video.mov"));
+        assert_eq!(status.job.import.as_ref().map(|i| i.url.as_str()), Some(url));
+        assert!(status.job.source.is_empty(), "nothing to pin before the fetch");
+        assert!(api.state.backend.storage.head(&status.job.source_key).await.unwrap().is_none());
+        let queued = api.drain_ready().await;
+        assert_eq!(queued.len(), 1, "{queued:?}");
+        assert!(queued[0].contains(r#""import":{"url":"#), "{}", queued[0]);
+    }
+    // A URL without a file name is stored as `source`.
+    let answer = api.call(Method::POST, "/v1/jobs", Some(with_url("http://127.0.0.1:9/"))).await;
+    let job_id = answer.json()["job_id"].as_str().unwrap().to_string();
+    assert!(api.status(&job_id).await.job.source_key.ends_with(&format!("/{job_id}/source")));
 }

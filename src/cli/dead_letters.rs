@@ -416,21 +416,25 @@ async fn resend(cx: &Deps<'_>, letter: &Letter) -> anyhow::Result<()> {
 /// Submits a failed job again as a new job: a new id, the same source and outputs, pinned to
 /// the source as it is stored now, in a folder of its own next to the old job's.
 async fn resubmit(cx: &Deps<'_>, old: &JobSpec) -> anyhow::Result<String> {
-    let head = cx
-        .backend
-        .storage
-        .head(&old.source_key)
-        .await?
-        .ok_or_else(|| CliError::NotFound(format!("the source `{}` no longer exists", old.source_key)))?;
+    let head = cx.backend.storage.head(&old.source_key).await?;
+    // An imported source that never got stored is fetched again by the new job.
+    let pin = match (head, &old.import) {
+        (Some(head), _) => SourcePin { etag: head.etag, version_id: None, size: Some(head.size) },
+        (None, Some(_)) => SourcePin::default(),
+        (None, None) => {
+            return Err(CliError::NotFound(format!("the source `{}` no longer exists", old.source_key)).into());
+        }
+    };
     let job_id = new_job_id();
     let job = JobSpec {
         output_dir: next_output_dir(cx.config, old, &job_id),
         job_id,
         source_key: old.source_key.clone(),
         outputs: old.outputs.clone(),
-        source: SourcePin { etag: head.etag, version_id: None, size: Some(head.size) },
+        source: pin,
         notify: old.notify.clone(),
         split: old.split.clone(),
+        import: old.import.clone(),
     };
     job.validate()?;
     let store = crate::notify::job_store(cx.config, cx.backend.storage.clone(), &cx.backend.queues);
@@ -496,6 +500,7 @@ mod tests {
             source: Default::default(),
             notify: None,
             split: None,
+            import: None,
         }
     }
 

@@ -169,6 +169,7 @@ mod tests {
                 source: Default::default(),
                 notify: None,
                 split: None,
+                import: None,
             };
             // Written as documents directly: this test is about reading them back.
             let mut status = JobStatus::queued(&job, 1, 3, now - chrono::Duration::minutes(minutes_ago));

@@ -386,6 +386,7 @@ async fn submit(config: &Config, backend: &Backend, source: &str, presets: Vec<P
         source: SourcePin { etag: head.etag, version_id: None, size: Some(head.size) },
         notify: None,
         split: None,
+        import: None,
     };
     job.validate()?;
     let store = crate::notify::job_store(config, backend.storage.clone(), &backend.queues);

@@ -162,6 +162,7 @@ fn stage_name(s: &JobStatus) -> &'static str {
     match s.stage {
         Stage::Queued => "queued",
         Stage::Downloading => "downloading",
+        Stage::Importing => "importing",
         Stage::Probing => "probing",
         Stage::Splitting => "splitting",
         Stage::Stitching => "stitching",
@@ -238,6 +239,7 @@ mod tests {
             source: Default::default(),
             notify: None,
             split: None,
+            import: None,
         };
         let mut s = JobStatus::queued(&job, attempt, 5, chrono::Utc::now());
         s.state = state;

@@ -339,6 +339,7 @@ fn object_to_job(
         source_key: key,
         notify: None,
         split: None,
+        import: None,
     };
     Ok(Some(JobMessage::new(job, 1)))
 }

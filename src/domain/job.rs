@@ -41,7 +41,24 @@ pub struct JobSpec {
     /// deployment's `MEDIA_SPLIT_MIN_DURATION` and `MEDIA_SEGMENT_DURATION`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<SplitRequest>,
+    /// Where the source comes from when it was not uploaded: the worker fetches it into
+    /// `source_key` (an [`IMPORTS_FOLDER`](crate::domain::keys::IMPORTS_FOLDER) key) before
+    /// anything else, unless an earlier attempt already stored it there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import: Option<ImportSource>,
 }
+
+/// A source to fetch from a URL (`input.url` in `POST /v1/jobs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportSource {
+    /// Checked when the job is submitted, and again (with every address and redirect) when a
+    /// worker fetches it.
+    pub url: String,
+}
+
+/// Longest URL a job may name (as a source or a webhook).
+pub const MAX_URL_LENGTH: usize = 2048;
 
 /// Where a job's notifications go (`notify` in `POST /v1/jobs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -144,6 +161,8 @@ pub enum SpecError {
     Outputs,
     #[error("invalid output options: {0}")]
     Options(String),
+    #[error("an imported source needs a URL of at most {MAX_URL_LENGTH} bytes and a key in an imports folder")]
+    Import,
 }
 
 impl JobSpec {
@@ -165,6 +184,13 @@ impl JobSpec {
         }
         if let Some(split) = &self.split {
             split.validate().map_err(SpecError::Options)?;
+        }
+        if let Some(import) = &self.import {
+            // The key is checked by the worker against its layout; here only its shape.
+            let in_imports = self.source_key.contains(&format!("/{}", crate::domain::keys::IMPORTS_FOLDER));
+            if import.url.is_empty() || import.url.len() > MAX_URL_LENGTH || !in_imports {
+                return Err(SpecError::Import);
+            }
         }
         Ok(())
     }
@@ -263,6 +289,7 @@ pub(crate) fn sample_job() -> JobSpec {
         source: SourcePin::default(),
         notify: None,
         split: None,
+        import: None,
     }
 }
 

@@ -94,6 +94,10 @@ pub fn source_index_key(source_key: &str, job_id: &str) -> String {
     format!("{}{job_id}", source_index_prefix(source_key))
 }
 
+/// The folder, under a scope's upload root, where imported sources are stored (one folder per
+/// job: `imports/<job id>/<file name>`).
+pub const IMPORTS_FOLDER: &str = "imports/";
+
 /// Where uploads arrive and where outputs go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyLayout {
@@ -131,9 +135,23 @@ impl KeyLayout {
         key.starts_with(&self.upload_prefix)
     }
 
-    /// Keys the worker writes itself: outputs and status. Events for these are never jobs.
+    /// Keys the worker writes itself: outputs, status, and sources it imported from a URL.
+    /// Events for these are never jobs.
     pub fn is_own_write(&self, key: &str) -> bool {
-        key.starts_with(&self.output_prefix) || key.starts_with(JOBS_PREFIX)
+        key.starts_with(&self.output_prefix) || key.starts_with(JOBS_PREFIX) || self.is_import(key)
+    }
+
+    /// A source a worker fetched from a URL: `<upload prefix>imports/...`, or the same folder
+    /// under a tenant's (`<upload prefix>tenants/<name>/imports/...`). Its job exists before the
+    /// file does, so the file's upload event must not make a second one. Client uploads never
+    /// land here: their keys start with a random folder.
+    pub fn is_import(&self, key: &str) -> bool {
+        let Some(relative) = key.strip_prefix(&self.upload_prefix) else { return false };
+        let relative = match relative.strip_prefix(crate::domain::tenant::TENANTS_FOLDER) {
+            Some(in_tenant) => in_tenant.split_once('/').map_or("", |(_, rest)| rest),
+            None => relative,
+        };
+        relative.starts_with(IMPORTS_FOLDER)
     }
 
     /// The folder a job writes into: `uploads/a/b/clip.mov` -> `outputs/a/b/clip.mov/<job_id>/`.
@@ -247,6 +265,14 @@ mod tests {
         assert!(layout().is_own_write("outputs/clip/mp4-h264.mp4"));
         assert!(layout().is_own_write("jobs/x.json"));
         assert!(!layout().is_own_write("uploads/x.mp4"));
+        for import in ["uploads/imports/job-1/clip.mp4", "uploads/tenants/acme/imports/job-1/clip.mp4"] {
+            assert!(layout().is_import(import) && layout().is_own_write(import), "{import}");
+        }
+        for upload in
+            ["uploads/3f2a/imports", "uploads/importsx/a.mp4", "uploads/tenants/imports/a.mp4", "imports/a.mp4"]
+        {
+            assert!(!layout().is_import(upload), "{upload}");
+        }
     }
 
     #[test]

@@ -36,6 +36,9 @@ impl JobState {
 pub enum Stage {
     Queued,
     Downloading,
+    /// The source is fetched from the job's URL (`input.url`) into storage; an attempt starts in
+    /// `downloading` and moves here only when the file is not stored yet.
+    Importing,
     Probing,
     /// A long source is cut into pieces that any worker can encode ([`crate::domain::split`]).
     Splitting,
@@ -96,7 +99,7 @@ pub fn public_message(code: &str) -> &'static str {
         "segment_failed" => "a segment of the split job could not be encoded",
         "split_failed" => "the source could not be cut into segments; the job is retried",
         "fetch_failed" => "the source URL could not be fetched; it will be tried again",
-        "fetch_refused" => "the source URL was refused (address not allowed, client error, or too large)",
+        "fetch_refused" => "the source URL was refused",
         "storage" => "storage did not answer; the job is retried",
         "scratch" | "scratch_full" => "the worker's scratch disk failed; the job is retried",
         "resources" => "the worker ran out of memory; the job is retried",

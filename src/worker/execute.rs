@@ -1,5 +1,5 @@
-//! One attempt of one job: download, probe, transcode, upload, manifest; raced against the
-//! heartbeat, the job timeout and shutdown; then the outcome is recorded exactly once.
+//! One attempt of one job: download (or import), probe, transcode, upload, manifest; raced
+//! against the heartbeat, the job timeout and shutdown; then the outcome is recorded exactly once.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -138,6 +138,38 @@ async fn source_head(inner: &Inner, job: &JobSpec) -> Result<ObjectInfo, JobErro
     Ok(head)
 }
 
+/// Downloads the job's source into `path`, pinned to the write the job is for (or, for a job
+/// made without one, to what HEAD saw), so the outputs and the manifest describe exactly these
+/// bytes.
+async fn download_source(inner: &Inner, job: &JobSpec, path: &Path) -> Result<ObjectInfo, JobError> {
+    let limits = &inner.config.limits;
+    // Refuse oversized or replaced sources before paying for the download. A job pinned to a
+    // version id, or to the ETag and size its S3 event carried, trusts the pin: the pinned GET
+    // below fails if the write is gone, and a HEAD is paid only then, to tell which.
+    let pinned = job.source.version_id.is_some() || (job.source.etag.is_some() && job.source.size.is_some());
+    let head = if pinned {
+        ObjectInfo { size: job.source.size.unwrap_or_default(), etag: job.source.etag.clone() }
+    } else {
+        source_head(inner, job).await?
+    };
+    if head.size > limits.max_size {
+        return Err(too_large(head.size, limits.max_size));
+    }
+    let pin = Pin { etag: job.source.etag.clone().or(head.etag.clone()), version_id: job.source.version_id.clone() };
+    let object = match inner.storage.get_pinned_to_file(&job.source_key, path, &pin).await {
+        Ok(object) => object,
+        Err(StorageError::Changed(_) | StorageError::NotFound(_)) if pinned && job.source.version_id.is_none() => {
+            source_head(inner, job).await?;
+            return Err(JobError::from_source(StorageError::Changed(job.source_key.clone())));
+        }
+        Err(err) => return Err(JobError::from_source(err)),
+    };
+    if object.size > limits.max_size {
+        return Err(too_large(object.size, limits.max_size));
+    }
+    Ok(object)
+}
+
 fn too_large(size: u64, limit: u64) -> JobError {
     JobError::permanent(
         "source_too_large",
@@ -159,35 +191,18 @@ async fn attempt(
     let started = Instant::now();
     let mut timings = Timings::default();
 
-    // Refuse oversized or replaced sources before paying for the download. A job pinned to a
-    // version id, or to the ETag and size its S3 event carried, trusts the pin: the pinned GET
-    // below fails if the write is gone, and a HEAD is paid only then, to tell which.
-    let pinned = job.source.version_id.is_some() || (job.source.etag.is_some() && job.source.size.is_some());
-    let head = if pinned {
-        ObjectInfo { size: job.source.size.unwrap_or_default(), etag: job.source.etag.clone() }
-    } else {
-        source_head(inner, job).await?
-    };
-    if head.size > limits.max_size {
-        return Err(too_large(head.size, limits.max_size));
-    }
-
-    // Pinned to the write the job is for (or, for a job made without one, to what HEAD saw), so
-    // the outputs and the manifest describe exactly these bytes.
-    let pin = Pin { etag: job.source.etag.clone().or(head.etag.clone()), version_id: job.source.version_id.clone() };
     let source_path = dir.join("source");
     let clock = Instant::now();
-    let source_object = match inner.storage.get_pinned_to_file(&job.source_key, &source_path, &pin).await {
-        Ok(object) => object,
-        Err(StorageError::Changed(_) | StorageError::NotFound(_)) if pinned && job.source.version_id.is_none() => {
-            source_head(inner, job).await?;
-            return Err(JobError::from_source(StorageError::Changed(job.source_key.clone())));
-        }
-        Err(err) => return Err(JobError::from_source(err)),
+    // A source named by URL is fetched first (straight into the scratch folder, and stored),
+    // unless an earlier attempt stored it: then it is read like any other.
+    let imported = match &job.import {
+        Some(import) => super::import::fetch_source(inner, job, import, tracker, &source_path).await?,
+        None => None,
     };
-    if source_object.size > limits.max_size {
-        return Err(too_large(source_object.size, limits.max_size));
-    }
+    let source_object = match imported {
+        Some(object) => object,
+        None => download_source(inner, job, &source_path).await?,
+    };
     timings.download_ms = millis(clock);
 
     tracker.stage(Stage::Probing).await?;

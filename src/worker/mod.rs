@@ -16,6 +16,7 @@
 mod dead_letters;
 mod error;
 mod execute;
+mod import;
 mod intake;
 mod metrics;
 pub mod protection;

@@ -1,5 +1,6 @@
 //! Ingest as browsers and other slow, distant clients use it: real sockets on 127.0.0.1 in front
-//! of the API, on the local backend where upload bodies stream through the API.
+//! of the API, on the local backend where upload bodies stream through the API; resumable
+//! multipart uploads; sources imported from a URL, served by a web server on 127.0.0.1.
 
 use std::time::{Duration, Instant};
 
@@ -7,11 +8,15 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use axum::response::IntoResponse;
+use media_worker::domain::job::{ImportSource, JobSpec, OutputRequest};
 use media_worker::domain::keys::source_index_prefix;
+use media_worker::domain::preset::Preset;
+use media_worker::domain::status::{JobState, Stage};
 
 use crate::api::{ApiServer, TOKEN};
 use crate::require;
-use crate::support::{Deployment, Kind, emulator, media_tools};
+use crate::support::{Clip, Deployment, Kind, duration, emulator, ffprobe, media_tools, stream};
 
 /// Asks the API for a local upload URL; returns the request line's target and content type.
 async fn upload_target(api: &ApiServer) -> String {
@@ -262,3 +267,174 @@ async fn multipart_upload_resumes_and_makes_one_job(kind: Kind) {
 }
 
 crate::on_both_backends!(multipart_upload_resumes_and_makes_one_job);
+
+/// A web server on 127.0.0.1 for URL imports: `/media/clip.mp4` is the clip; `/hop` redirects
+/// to it; `/flaky.mp4` sends 1000 bytes and falls silent the first time, the clip after that;
+/// `/stall` always falls silent; `/to-private` redirects to a private address; `/big` streams
+/// 2 MiB without announcing a length; `/missing` is 404.
+async fn origin(clip: Vec<u8>) -> String {
+    use axum::body::{Body, Bytes};
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+    use futures_util::StreamExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let clip = Bytes::from(clip);
+    let flaky_requests = Arc::new(AtomicUsize::new(0));
+    let silent_after = |head: Bytes| {
+        let first = futures_util::stream::iter([Ok::<Bytes, std::io::Error>(head)]);
+        Body::from_stream(first.chain(futures_util::stream::pending()))
+    };
+    let video = |bytes: Bytes| ([(header::CONTENT_TYPE, "video/mp4")], bytes);
+    let app = axum::Router::new()
+        .route(
+            "/media/clip.mp4",
+            get({
+                let clip = clip.clone();
+                move || async move { video(clip) }
+            }),
+        )
+        .route("/hop", get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/media/clip.mp4")]) }))
+        .route(
+            "/flaky.mp4",
+            get({
+                let clip = clip.clone();
+                move || async move {
+                    if flaky_requests.fetch_add(1, Ordering::SeqCst) == 0 {
+                        silent_after(clip.slice(..1000)).into_response()
+                    } else {
+                        video(clip).into_response()
+                    }
+                }
+            }),
+        )
+        .route(
+            "/stall",
+            get({
+                let clip = clip.clone();
+                move || async move { silent_after(clip.slice(..1000)) }
+            }),
+        )
+        .route("/to-private", get(|| async { (StatusCode::FOUND, [(header::LOCATION, "http://10.0.0.1/clip.mp4")]) }))
+        .route(
+            "/big",
+            get(|| async {
+                let chunks = (0..32).map(|_| Ok::<Bytes, std::io::Error>(Bytes::from(vec![0u8; 64 * 1024])));
+                Body::from_stream(futures_util::stream::iter(chunks))
+            }),
+        )
+        .route("/missing", get(|| async { StatusCode::NOT_FOUND }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+async fn url_imports_are_fetched_by_the_worker_and_refused_when_unsafe(kind: Kind) {
+    require!(media_tools() && (kind == Kind::Local || emulator()));
+    let mut d = Deployment::new(kind).await;
+    let clip_path = d.path("clip.mp4");
+    Clip::default().make(&clip_path);
+    let clip = std::fs::read(&clip_path).expect("the clip");
+    let base = origin(clip.clone()).await;
+    for (name, value) in [
+        ("MEDIA_IMPORT_ALLOW_LOOPBACK", "true"),
+        ("MEDIA_IMPORT_IDLE_TIMEOUT", "1s"),
+        ("MEDIA_MAX_SOURCE_SIZE", "1MiB"),
+        ("MEDIA_MAX_ATTEMPTS", "2"),
+        ("MEDIA_RETRY_BASE_DELAY", "1s"),
+    ] {
+        d.vars.insert(name.into(), value.into());
+    }
+    let with_url = |url: &str| json!({"input": {"url": url}, "outputs": [{"preset": "mp4-h264"}]});
+
+    // Refused when submitted: loopback without the development setting, metadata, private.
+    let strict = ApiServer::start_with(&d, &[("MEDIA_IMPORT_ALLOW_LOOPBACK", "false")]).await;
+    let refused_now = [
+        format!("{base}/media/clip.mp4"),
+        "https://169.254.169.254/latest/meta-data/".into(),
+        "https://10.0.0.1/clip.mp4".into(),
+    ];
+    for url in &refused_now {
+        let (status, body) = strict.json(reqwest::Method::POST, "/v1/jobs", Some(with_url(url))).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (422, Some("fetch_refused")), "{url}: {body}");
+    }
+
+    let api = ApiServer::start_with(&d, &[]).await;
+    let mut jobs = std::collections::BTreeMap::new();
+    for path in ["/hop", "/flaky.mp4", "/stall", "/to-private", "/big", "/missing"] {
+        let (status, body) =
+            api.json(reqwest::Method::POST, "/v1/jobs", Some(with_url(&format!("{base}{path}")))).await;
+        assert_eq!(status, 202, "{path}: {body}");
+        jobs.insert(path, body["job_id"].as_str().expect("job id").to_string());
+    }
+    let logs = d.drain().await;
+    // A name resolving to a loopback address, straight to the queue (the API refuses it as
+    // above): the worker's own check, at connect time, refuses it too.
+    let port = base.rsplit(':').next().expect("port");
+    let named = JobSpec {
+        job_id: "import-by-name".into(),
+        source_key: "uploads/imports/import-by-name/clip.mp4".into(),
+        outputs: vec![OutputRequest::new(Preset::Mp4H264)],
+        output_dir: "outputs/imports/import-by-name/".into(),
+        source: Default::default(),
+        notify: None,
+        split: None,
+        import: Some(ImportSource { url: format!("https://localhost:{port}/media/clip.mp4") }),
+    };
+    media_worker::jobs::submit(&d.store(), d.queues().ready.as_ref(), &named, 2).await.expect("submit");
+    let named_logs = d.drain_with(&[("MEDIA_IMPORT_ALLOW_LOOPBACK", "false")]).await;
+    let status = |id: &str| {
+        let store = d.store();
+        let id = id.to_string();
+        async move { store.read(&id).await.expect("read").expect("a status") }
+    };
+
+    // Followed the redirect, stored the source like an upload, made exactly one job of it.
+    let done = status(&jobs["/hop"]).await;
+    assert_eq!(done.state, JobState::Completed, "{:?}\n{logs}", done.error);
+    assert!(done.job.source_key.starts_with(&format!("uploads/imports/{}/", done.job_id)), "{}", done.job.source_key);
+    let stored = d.download(&done.job.source_key).await;
+    assert!(std::fs::read(&stored).expect("stored source") == clip, "the stored source is the served file");
+    assert!(done.timeline.iter().any(|e| e.stage == Stage::Importing), "{:?}", done.timeline);
+    let index = d.storage().list(&source_index_prefix(&done.job.source_key)).await.expect("source index");
+    // Jobs made from upload events are indexed by their source: the import's event made none.
+    assert!(index.is_empty(), "the stored source's upload event made a second job: {index:?}");
+    let manifest = d.json(done.manifest_key.as_deref().expect("manifest")).await;
+    let output = d.download(manifest["outputs"][0]["key"].as_str().expect("output key")).await;
+    let probe = ffprobe(&output);
+    assert_eq!(stream(&probe, "video").expect("video")["codec_name"], "h264");
+    assert!((duration(&probe) - 2.0).abs() < 0.1, "{}", duration(&probe));
+
+    // A server that fell silent once: retried, then imported.
+    let flaky = status(&jobs["/flaky.mp4"]).await;
+    assert_eq!((flaky.state, flaky.attempt), (JobState::Completed, 2), "{:?}", flaky.timeline);
+    assert!(flaky.timeline.iter().any(|e| e.state == JobState::Retrying), "{:?}", flaky.timeline);
+
+    // Failures, typed: silent for good is retried then failed; the rest are final at once.
+    let expected = [
+        ("/stall", "fetch_failed", true, "could not be fetched"),
+        ("/to-private", "fetch_refused", false, "private address"),
+        ("/big", "fetch_refused", false, "larger than 1048576 bytes"),
+        ("/missing", "fetch_refused", false, "404 Not Found"),
+    ];
+    for (path, code, retryable, words) in expected {
+        let failed = status(&jobs[path]).await;
+        let error = failed.error.clone().expect("an error");
+        assert_eq!(
+            (failed.state, error.code.as_str(), error.retryable),
+            (JobState::Failed, code, retryable),
+            "{path}: {error:?}"
+        );
+        assert!(error.message.contains(words), "{path}: {}", error.message);
+        assert_eq!(failed.attempt, if retryable { 2 } else { 1 }, "{path}");
+        assert!(d.storage().head(&failed.job.source_key).await.expect("head").is_none(), "{path}: nothing stored");
+    }
+    let by_name = status("import-by-name").await;
+    let error = by_name.error.expect("an error");
+    assert_eq!((by_name.state, error.code.as_str()), (JobState::Failed, "fetch_refused"), "{named_logs}");
+    assert!(error.message.contains("loopback address"), "{}", error.message);
+}
+
+crate::on_both_backends!(url_imports_are_fetched_by_the_worker_and_refused_when_unsafe);

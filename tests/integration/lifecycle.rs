@@ -25,6 +25,7 @@ fn spec(job_id: &str) -> JobSpec {
         source: Default::default(),
         notify: None,
         split: None,
+        import: None,
     }
 }
 
@@ -169,6 +170,7 @@ async fn two_workers_one_message_one_transcode(kind: Kind) {
         source: Default::default(),
         notify: None,
         split: None,
+        import: None,
     };
     let message = JobMessage::new(job, 1).to_json();
     for _ in 0..2 {

@@ -228,6 +228,7 @@ async fn corpus_through_the_worker() {
             source: Default::default(),
             notify: None,
             split: None,
+            import: None,
         };
         job.validate().unwrap();
         d.queues().ready.send(&JobMessage::new(job, 1).to_json(), SendOptions::default()).await.unwrap();

@@ -153,6 +153,7 @@ fn spec(job_id: &str, source_key: &str) -> JobSpec {
         source: Default::default(),
         notify: None,
         split: None,
+        import: None,
     }
 }
 

@@ -23,8 +23,8 @@ use crate::api::auth::{Caller, Signed, unix_now};
 use crate::api::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorResponse, clip};
 use crate::api::model::{CreateJobRequest, DeleteOutcome, Download, JobEvent, JobView};
 use crate::api::{ApiState, EVENTS_POLL};
-use crate::domain::job::{JobMessage, JobSpec, NotifyTarget, SourcePin, new_job_id};
-use crate::domain::keys::{validate_job_id, validate_prefix};
+use crate::domain::job::{ImportSource, JobMessage, JobSpec, MAX_URL_LENGTH, NotifyTarget, SourcePin, new_job_id};
+use crate::domain::keys::{IMPORTS_FOLDER, sanitize_file_name, validate_job_id, validate_prefix};
 use crate::domain::status::{ErrorInfo, JobState, JobStatus, Manifest};
 use crate::jobs::{self, Applied, Refused};
 use crate::queue::SendOptions;
@@ -35,8 +35,6 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const REPLAYED: &str = "idempotent-replayed";
 /// Longest idempotency key accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
-/// Longest `notify.url` accepted.
-const MAX_NOTIFY_URL: usize = 2048;
 /// The note a cancellation leaves in the job's timeline.
 const CANCEL_NOTE: &str = "cancel requested through the API";
 
@@ -105,7 +103,7 @@ async fn output_folder(state: &ApiState, caller: &Caller, prefix: &str) -> ApiRe
     Ok(prefix.to_string())
 }
 
-/// Submits a job for an uploaded file.
+/// Submits a job for an uploaded file, or for a file a worker fetches from a URL.
 ///
 /// With an `Idempotency-Key`, a retry of the same request returns the same job (and
 /// republishes it if it is still waiting, in case the first attempt never got that far); the
@@ -129,7 +127,25 @@ pub async fn create(
     ApiJson(request): ApiJson<CreateJobRequest>,
 ) -> ApiResult<Response> {
     let idempotency = idempotency_key(&headers)?;
-    let source_key = request.input.key;
+    let job_id = match &idempotency {
+        Some(key) => idempotent_job_id(&caller, key),
+        None => new_job_id(),
+    };
+    let (source_key, import) = match (request.input.key, request.input.url) {
+        (Some(key), None) => (key, None),
+        // Fetched by a worker into a folder of the job's own, under the caller's uploads.
+        (None, Some(url)) => {
+            let url = import_url(&state, url).await?;
+            let folder = format!("{IMPORTS_FOLDER}{job_id}");
+            (caller.scope.upload_key(&state.config.layout, &folder, &file_name_of(&url)), Some(ImportSource { url }))
+        }
+        _ => {
+            return Err(ApiError::unprocessable(
+                "invalid_input",
+                "`input` takes exactly one of `key` (an upload) and `url` (a source to fetch)",
+            ));
+        }
+    };
     key_under(&source_key, state.config.layout.upload_prefix())?;
     let source_missing = || {
         ApiError::unprocessable(
@@ -145,10 +161,6 @@ pub async fn create(
         Some(target) => Some(notify_target(&state, target).await?),
         None => None,
     };
-    let job_id = match &idempotency {
-        Some(key) => idempotent_job_id(&caller, key),
-        None => new_job_id(),
-    };
     // The job's own folder, under the folder the client named, or beside the source's other
     // jobs: never shared with another job.
     let output_dir = match request.output_prefix.as_deref() {
@@ -163,7 +175,8 @@ pub async fn create(
         let same = existing.job.source_key == source_key
             && existing.job.outputs == request.outputs
             && existing.job.output_dir == output_dir
-            && existing.job.notify == notify;
+            && existing.job.notify == notify
+            && existing.job.import == import;
         if !same {
             return Err(ApiError::unprocessable(
                 "idempotency_key_reused",
@@ -179,20 +192,60 @@ pub async fn create(
         return Ok(response);
     }
 
-    let Some(source) = storage.head(&source_key).await? else {
-        return Err(source_missing());
-    };
     // Pinned to what is stored now: a source replaced before the job runs ends it with
-    // `source_changed` instead of transcoding bytes the client never submitted.
-    let pin = SourcePin { etag: source.etag, version_id: None, size: Some(source.size) };
-    let job =
-        JobSpec { job_id, source_key, outputs: request.outputs, output_dir, source: pin, notify, split: request.split };
+    // `source_changed` instead of transcoding bytes the client never submitted. An import has
+    // nothing stored yet, and its folder is the job's alone.
+    let pin = match &import {
+        Some(_) => SourcePin::default(),
+        None => {
+            let Some(source) = storage.head(&source_key).await? else {
+                return Err(source_missing());
+            };
+            SourcePin { etag: source.etag, version_id: None, size: Some(source.size) }
+        }
+    };
+    let job = JobSpec {
+        job_id,
+        source_key,
+        outputs: request.outputs,
+        output_dir,
+        source: pin,
+        notify,
+        split: request.split,
+        import,
+    };
     job.validate().map_err(|e| ApiError::unprocessable("invalid_job", e.to_string()))?;
     let status = jobs::submit(&state.store, state.backend.queues.ready.as_ref(), &job, state.config.max_attempts)
         .await
         .map_err(ApiError::Unavailable)?;
     tracing::info!(job_id = %job.job_id, source = %job.source_key, outputs = job.outputs.len(), "Job submitted.");
     accepted(&state, status).await
+}
+
+/// A source URL, checked now as a worker checks it again when it fetches: `https` (plain `http`
+/// to loopback only with `MEDIA_IMPORT_ALLOW_LOOPBACK`), and every address the host resolves
+/// to allowed.
+async fn import_url(state: &ApiState, url: String) -> ApiResult<String> {
+    if url.len() > MAX_URL_LENGTH {
+        return Err(ApiError::unprocessable("fetch_refused", format!("input.url is longer than {MAX_URL_LENGTH}")));
+    }
+    match state.config.import.guard().check_resolved(&url).await {
+        Ok(_) => Ok(url),
+        Err(refusal) => Err(ApiError::unprocessable("fetch_refused", format!("input.url refused: {refusal}"))),
+    }
+}
+
+/// The file name an imported source is stored under: the URL's last path segment, decoded and
+/// made safe, or `source` when the path has none.
+fn file_name_of(url: &str) -> String {
+    let last = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.path_segments().and_then(|mut s| s.rfind(|seg| !seg.is_empty()).map(str::to_string)));
+    let decoded = last.map(|seg| percent_encoding::percent_decode_str(&seg).decode_utf8_lossy().into_owned());
+    match decoded {
+        Some(name) if !name.trim().is_empty() => sanitize_file_name(&name),
+        _ => "source".to_string(),
+    }
 }
 
 /// A job's own webhook: only when the deployment signs webhooks, and only to a URL whose host
@@ -204,10 +257,10 @@ async fn notify_target(state: &ApiState, target: NotifyTarget) -> ApiResult<Noti
             "this deployment sends no webhooks (MEDIA_WEBHOOK_SECRET is not set)",
         ));
     }
-    if target.url.len() > MAX_NOTIFY_URL {
+    if target.url.len() > MAX_URL_LENGTH {
         return Err(ApiError::unprocessable(
             "invalid_notify_url",
-            format!("notify.url is longer than {MAX_NOTIFY_URL}"),
+            format!("notify.url is longer than {MAX_URL_LENGTH}"),
         ));
     }
     let guard = state.config.notify.guard();
