@@ -26,6 +26,18 @@ ensure_ffmpeg() {
   fi
 }
 
+# Chromium and chromedriver, for the console's browser test (Debian's packages).
+ensure_browser() {
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then return 0; fi
+  echo "Chromium is missing: installing chromium and chromium-driver from the system's packages..." >&2
+  if command -v apt-get >/dev/null 2>&1; then
+    as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  fi
+  if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    echo "warning: chromium and chromedriver could not be installed; the console's browser test is skipped (and fails under CI=true)." >&2
+  fi
+}
+
 # The S3/SQS emulator the integration tests run on 127.0.0.1 (pinned for reproducible runs).
 MOTO_REQUIREMENT='moto[server]==5.2.5'
 

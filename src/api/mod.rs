@@ -169,8 +169,8 @@ async fn upload_slot(State(state): State<ApiState>, request: Request, next: Next
 
 /// Every route, each group with its own authentication and limits, and the JSON error shape.
 ///
-/// - Health and the API's description: no token and no shared permit, so they answer while
-///   uploads, downloads and event streams hold every other permit.
+/// - Health, the API's description and the console's files: no token and no shared permit, so
+///   they answer while uploads, downloads and event streams hold every other permit.
 /// - Calls: a token, `MEDIA_API_REQUEST_TIMEOUT`, and `MEDIA_API_CONCURRENCY` permits shared
 ///   with downloads.
 /// - Event streams: a token, no time limit; `MEDIA_API_MAX_STREAMS` bounds them (429).
@@ -179,12 +179,14 @@ async fn upload_slot(State(state): State<ApiState>, request: Request, next: Next
 ///   `MEDIA_API_MAX_UPLOADS` permits, and the body is read under an idle timeout and a
 ///   minimum rate.
 pub fn router(state: ApiState) -> Router {
-    use routes::{files, health, jobs, multipart, uploads};
+    use routes::{console, files, health, jobs, multipart, presets, uploads};
     let requests = GlobalConcurrencyLimitLayer::with_semaphore(state.requests.clone());
     let public = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(health::openapi_json))
+        .route("/", get(console::index))
+        .route("/console/{*file}", get(console::asset))
         .route_layer(middleware::from_fn_with_state(state.clone(), time_limit));
     let calls = Router::new()
         .route("/v1/uploads", post(uploads::create))
@@ -196,7 +198,8 @@ pub fn router(state: ApiState) -> Router {
             "/v1/multipart-uploads/{upload_id}/complete",
             post(multipart::complete).layer(DefaultBodyLimit::max(multipart::COMPLETE_LIMIT)),
         )
-        .route("/v1/jobs", post(jobs::create))
+        .route("/v1/jobs", post(jobs::create).get(jobs::list))
+        .route("/v1/presets", get(presets::list))
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::delete))
         .route_layer(middleware::from_fn_with_state(state.clone(), time_limit))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))

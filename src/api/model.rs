@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::domain::job::{NotifyTarget, OutputRequest};
 use crate::domain::status::{ErrorInfo, JobState, Manifest, Stage, TimelineEntry};
@@ -109,9 +109,9 @@ pub struct CreateJobRequest {
     pub split: Option<crate::domain::split::SplitRequest>,
 }
 
-/// A job: its status document, with links, and download URLs once it completed.
+/// One job of a list: its status without the timeline and downloads.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct JobView {
+pub struct JobSummary {
     pub job_id: String,
     pub state: JobState,
     pub stage: Stage,
@@ -121,8 +121,63 @@ pub struct JobView {
     pub attempt: u32,
     pub max_attempts: u32,
     pub source_key: String,
-    pub output_dir: String,
     pub outputs: Vec<OutputRequest>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub error: Option<ErrorInfo>,
+    /// Path of the job, relative to the API.
+    pub status_url: String,
+}
+
+/// A page of the caller's jobs, the most recently created first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobSummary>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /v1/jobs`: which page, and which jobs.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListJobsQuery {
+    /// Jobs per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the page before.
+    #[param(min_length = 3, max_length = 100)]
+    pub cursor: Option<String>,
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+}
+
+/// One preset of the catalogue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PresetInfo {
+    pub name: String,
+    pub description: String,
+    /// The per-output options it takes: `start`, `duration`, `max_height`, `time`.
+    pub options: Vec<String>,
+    /// Its main file, relative to the attempt's folder (`hls/master.m3u8`).
+    pub file: String,
+    pub needs_video: bool,
+    pub needs_audio: bool,
+}
+
+/// The presets jobs may ask for on this deployment.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PresetList {
+    pub presets: Vec<PresetInfo>,
+}
+
+/// A job: its status document, with links, and download URLs once it completed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    /// What a list shows of the job.
+    #[serde(flatten)]
+    pub summary: JobSummary,
+    pub output_dir: String,
     /// The job's own webhook, if it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notify: Option<NotifyTarget>,
@@ -131,12 +186,8 @@ pub struct JobView {
     pub deliveries: Option<Deliveries>,
     pub worker: Option<String>,
     pub heartbeat_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub error: Option<ErrorInfo>,
     pub timeline: Vec<TimelineEntry>,
-    /// Paths relative to the API.
-    pub status_url: String,
+    /// Path relative to the API.
     pub events_url: String,
     /// When completed: the manifest as the worker wrote it.
     pub manifest: Option<Manifest>,

@@ -110,6 +110,8 @@ impl Modify for BearerAuth {
         routes::multipart::complete,
         routes::multipart::abort,
         routes::jobs::create,
+        routes::jobs::list,
+        routes::presets::list,
         routes::jobs::get,
         routes::jobs::events,
         routes::jobs::delete,

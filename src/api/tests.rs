@@ -561,7 +561,7 @@ async fn the_openapi_document_is_served_as_json_with_every_path() {
     let doc = answer.json();
     assert_eq!(doc["openapi"], "3.1.0");
     let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
-    assert_eq!(paths.len(), 13, "{paths:?}");
+    assert_eq!(paths.len(), 14, "{paths:?}");
     let operations: Vec<String> = doc["paths"]
         .as_object()
         .unwrap()
@@ -960,4 +960,120 @@ async fn url_inputs_are_checked_at_submit_and_land_in_the_callers_imports_folder
     let answer = api.call(Method::POST, "/v1/jobs", Some(with_url("http://127.0.0.1:9/"))).await;
     let job_id = answer.json()["job_id"].as_str().unwrap().to_string();
     assert!(api.status(&job_id).await.job.source_key.ends_with(&format!("/{job_id}/source")));
+}
+
+#[tokio::test]
+async fn jobs_are_listed_newest_first_a_page_at_a_time_and_per_scope() {
+    let (api, _dir, _path) = tenants_api().await;
+    let shared_key = api.upload_as(TOKEN).await;
+    let acme_key = api.upload_as(ACME).await;
+    let submit = |token: &'static str, key: String| {
+        let api = &api;
+        async move {
+            let answer = api.call_as(Some(token), Method::POST, "/v1/jobs", Some(job_request(&key)), &[]).await;
+            assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.json());
+            answer.json()["job_id"].as_str().unwrap().to_string()
+        }
+    };
+    let mut shared = Vec::new();
+    for _ in 0..5 {
+        shared.push(submit(TOKEN, shared_key.clone()).await);
+    }
+    let acme = [submit(ACME, acme_key.clone()).await, submit(ACME, acme_key.clone()).await];
+
+    // Pages of two, following the cursor: every job once, newest first.
+    let mut seen: Vec<Value> = Vec::new();
+    let mut uri = "/v1/jobs?limit=2".to_string();
+    loop {
+        let page = api.call(Method::GET, &uri, None).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.json());
+        let page = page.json();
+        let jobs = page["jobs"].as_array().unwrap().clone();
+        assert!(jobs.len() <= 2);
+        seen.extend(jobs);
+        match page["next_cursor"].as_str() {
+            Some(cursor) => uri = format!("/v1/jobs?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let ids: Vec<&str> = seen.iter().map(|j| j["job_id"].as_str().unwrap()).collect();
+    let mut expected: Vec<&str> = shared.iter().map(String::as_str).collect();
+    expected.sort();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(sorted, expected, "the shared scope sees its five jobs, once each");
+    let created: Vec<&str> = seen.iter().map(|j| j["created_at"].as_str().unwrap()).collect();
+    assert!(created.windows(2).all(|w| w[0] >= w[1]), "newest first: {created:?}");
+    assert_eq!(seen[0]["status_url"], format!("/v1/jobs/{}", ids[0]));
+    assert_eq!(seen[0]["outputs"], json!([{"preset": "mp4-h264"}]));
+
+    // A tenant sees its own only; a state filters.
+    let mine = api.call_as(Some(ACME), Method::GET, "/v1/jobs", None, &[]).await.json();
+    let mut mine: Vec<&str> = mine["jobs"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap()).collect();
+    mine.sort();
+    let mut acme_ids: Vec<&str> = acme.iter().map(String::as_str).collect();
+    acme_ids.sort();
+    assert_eq!(mine, acme_ids);
+    let queued = api.call(Method::GET, "/v1/jobs?state=queued&limit=100", None).await.json();
+    assert_eq!(queued["jobs"].as_array().unwrap().len(), 5);
+    let failed = api.call(Method::GET, "/v1/jobs?state=failed", None).await.json();
+    assert_eq!(failed, json!({"jobs": [], "next_cursor": null}));
+
+    for (uri, code) in [
+        ("/v1/jobs?cursor=nonsense", "invalid_cursor"),
+        ("/v1/jobs?cursor=12.a%2Fb", "invalid_cursor"),
+        ("/v1/jobs?limit=0", "invalid_query"),
+        ("/v1/jobs?limit=101", "invalid_query"),
+        ("/v1/jobs?state=lost", "invalid_query"),
+    ] {
+        api.call(Method::GET, uri, None).await.assert_error(StatusCode::BAD_REQUEST, code);
+    }
+    api.call_as(None, Method::GET, "/v1/jobs", None, &[]).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+#[tokio::test]
+async fn the_preset_catalogue_says_what_each_preset_takes() {
+    let api = api().await;
+    let catalogue = api.call(Method::GET, "/v1/presets", None).await;
+    assert_eq!(catalogue.status, StatusCode::OK);
+    let presets = catalogue.json()["presets"].as_array().unwrap().clone();
+    let named = |name: &str| presets.iter().find(|p| p["name"] == name).cloned().unwrap();
+    assert_eq!(named("gif")["options"], json!(["start", "duration"]));
+    assert_eq!(named("thumbnail")["options"], json!(["time"]));
+    assert_eq!(named("hls")["file"], "hls/master.m3u8");
+    assert_eq!(named("mp3")["needs_audio"], true);
+    assert!(presets.iter().all(|p| !p["description"].as_str().unwrap().is_empty()));
+}
+
+#[tokio::test]
+async fn the_console_is_served_under_a_strict_content_security_policy() {
+    let api = api().await;
+    let page = api.call_as(None, Method::GET, "/", None, &[]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+    let policy = page.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    for directive in
+        ["default-src 'self'", "script-src 'self';", "style-src 'self';", "object-src 'none'", "frame-ancestors 'none'"]
+    {
+        assert!(policy.contains(directive), "{directive} in {policy}");
+    }
+    assert!(!policy.contains("unsafe"), "{policy}");
+    assert_eq!(page.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    for (path, content_type) in [
+        ("/console/app.js", "text/javascript; charset=utf-8"),
+        ("/console/app.css", "text/css; charset=utf-8"),
+        ("/console/vendor/hls.min.js", "text/javascript; charset=utf-8"),
+    ] {
+        let asset = api.call_as(None, Method::GET, path, None, &[]).await;
+        assert_eq!(
+            (asset.status, asset.headers[header::CONTENT_TYPE].to_str().unwrap()),
+            (StatusCode::OK, content_type)
+        );
+    }
+    api.call_as(None, Method::GET, "/console/../Cargo.toml", None, &[])
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    api.call_as(None, Method::GET, "/console/nothing.js", None, &[])
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
 }

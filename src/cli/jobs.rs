@@ -5,15 +5,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use clap::Args;
 use clap::builder::TypedValueParser as _;
-use futures_util::{StreamExt, TryStreamExt};
 
 use super::output::{self, Table};
-use crate::domain::keys::{JOBS_PREFIX, job_id_of_status_key};
 use crate::domain::status::{JobState, JobStatus};
 use crate::jobs::JobStore;
-
-/// Status documents read at once.
-const READS_AT_ONCE: usize = 16;
 
 #[derive(Args, Debug)]
 pub struct JobsArgs {
@@ -44,21 +39,13 @@ fn state_parser() -> impl clap::builder::TypedValueParser<Value = JobState> {
 
 /// The jobs `args` asks for, the most recently created first.
 pub async fn select(store: &JobStore, args: &JobsArgs, now: DateTime<Utc>) -> anyhow::Result<Vec<JobStatus>> {
-    let keys = store.storage().list(JOBS_PREFIX).await?;
-    let ids: Vec<String> = keys.iter().filter_map(|k| job_id_of_status_key(k)).map(str::to_string).collect();
-    let statuses: Vec<Option<JobStatus>> = futures_util::stream::iter(ids)
-        // An unreadable document reads as none (the store logs it): it does not hide the others.
-        .map(|id| async move { store.read(&id).await })
-        .buffer_unordered(READS_AT_ONCE)
-        .try_collect()
-        .await?;
+    let statuses = store.read_all().await?;
     let cutoff = match args.since {
         Some(since) => Some(now - chrono::Duration::from_std(since)?),
         None => None,
     };
     let mut selected: Vec<JobStatus> = statuses
         .into_iter()
-        .flatten()
         .filter(|s| args.states.is_empty() || args.states.contains(&s.state))
         .filter(|s| cutoff.is_none_or(|c| s.updated_at >= c))
         .collect();

@@ -123,6 +123,24 @@ impl Preset {
         content_type_of(self.file_name())
     }
 
+    /// What the output is, in a few words, for catalogues (`GET /v1/presets`, the console).
+    pub fn description(self) -> &'static str {
+        match self {
+            Preset::Mp4H264 => "MP4 (H.264, AAC) at the source's size",
+            Preset::Mp4H264_1080 => "MP4 (H.264, AAC) fitted to 1080 lines",
+            Preset::Mp4H264_720 => "MP4 (H.264, AAC) fitted to 720 lines",
+            Preset::Mp4H264_480 => "MP4 (H.264, AAC) fitted to 480 lines",
+            Preset::Hls => "HLS ladder for adaptive streaming, 1080 to 360 lines",
+            Preset::Thumbnail => "JPEG poster frame",
+            Preset::Storyboard => "sprite sheet with WebVTT cues, for scrubbing previews",
+            Preset::Gif => "animated GIF, 1 to 6 seconds",
+            Preset::Mp3 => "the audio as MP3",
+            Preset::RemuxMp4 => "the source's streams copied into MP4 where they fit",
+            Preset::WebmVp9 => "WebM (VP9, Opus)",
+            Preset::Custom(_) => "a preset of this deployment",
+        }
+    }
+
     /// Whether a source without a video stream must be refused for this preset.
     pub fn needs_video(self) -> bool {
         match self.custom() {
@@ -158,16 +176,27 @@ impl Preset {
     }
 }
 
-/// The content type stored with an output file, from its extension.
+/// The content type of a media file from its extension (any case): stored with every output,
+/// and sent with local downloads.
 pub fn content_type_of(file: &str) -> &'static str {
-    match file.rsplit('.').next().unwrap_or_default() {
-        "mp4" => "video/mp4",
+    let name = file.rsplit('/').next().unwrap_or(file);
+    let extension = name.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()).unwrap_or_default();
+    match extension.as_str() {
+        "mp4" | "m4v" => "video/mp4",
+        "m4a" => "audio/mp4",
         "webm" => "video/webm",
+        "mkv" => "video/x-matroska",
+        "mov" => "video/quicktime",
+        "mp3" => "audio/mpeg",
+        "ogg" | "oga" => "audio/ogg",
         "m3u8" => "application/vnd.apple.mpegurl",
         "ts" => "video/mp2t",
-        "jpg" => "image/jpeg",
+        "m4s" => "video/iso.segment",
+        "mpd" => "application/dash+xml",
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "webp" => "image/webp",
         "gif" => "image/gif",
-        "mp3" => "audio/mpeg",
         "vtt" => "text/vtt",
         "json" => "application/json",
         _ => "application/octet-stream",

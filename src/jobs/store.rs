@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::machine::{Event, Refused, apply};
-use crate::domain::keys::status_key;
+use crate::domain::keys::{JOBS_PREFIX, job_id_of_status_key, status_key};
 use crate::domain::status::JobStatus;
 use crate::storage::{CasOutcome, Precondition, Storage, StorageError, StorageResult};
 
@@ -131,6 +131,22 @@ impl JobStore {
 
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
+    }
+
+    /// Every readable status document, in no particular order: one listing of `jobs/`, then a
+    /// few reads at once. An unreadable document reads as none (the read logs it), so it does
+    /// not hide the others. Cost grows with the number of jobs kept.
+    pub async fn read_all(&self) -> StorageResult<Vec<JobStatus>> {
+        use futures_util::{StreamExt, TryStreamExt};
+        const READS_AT_ONCE: usize = 16;
+        let keys = self.storage.list(JOBS_PREFIX).await?;
+        let ids: Vec<String> = keys.iter().filter_map(|k| job_id_of_status_key(k)).map(str::to_string).collect();
+        let statuses: Vec<Option<JobStatus>> = futures_util::stream::iter(ids)
+            .map(|id| async move { self.read(&id).await })
+            .buffer_unordered(READS_AT_ONCE)
+            .try_collect()
+            .await?;
+        Ok(statuses.into_iter().flatten().collect())
     }
 
     /// The stored status of a job, if it has a readable one.

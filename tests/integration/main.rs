@@ -6,6 +6,7 @@
 mod api;
 mod cli;
 mod conformance;
+mod console;
 mod faults;
 mod faults_support;
 mod ingest;

@@ -11,33 +11,10 @@ use super::{SignatureQuery, key_under};
 use crate::api::ApiState;
 use crate::api::auth::{Caller, Signed};
 use crate::api::error::{ApiError, ApiPath, ApiQuery, ApiResult, ErrorResponse, clip};
+use crate::domain::preset::content_type_of;
 
 /// Files are read from disk in chunks this large.
 const READ_CHUNK: usize = 256 << 10;
-
-/// The content type of an output, from its extension.
-fn content_type_of(key: &str) -> &'static str {
-    let extension = key.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()).unwrap_or_default();
-    match extension.as_str() {
-        "mp4" | "m4v" => "video/mp4",
-        "m4a" => "audio/mp4",
-        "webm" => "video/webm",
-        "mkv" => "video/x-matroska",
-        "mov" => "video/quicktime",
-        "mp3" => "audio/mpeg",
-        "ogg" | "oga" => "audio/ogg",
-        "m3u8" => "application/vnd.apple.mpegurl",
-        "ts" => "video/mp2t",
-        "m4s" => "video/iso.segment",
-        "mpd" => "application/dash+xml",
-        "jpg" | "jpeg" => "image/jpeg",
-        "png" => "image/png",
-        "webp" => "image/webp",
-        "vtt" => "text/vtt",
-        "json" => "application/json",
-        _ => "application/octet-stream",
-    }
-}
 
 /// Downloads an output (local backend): with the `expires` and `signature` of the URL the job
 /// gave, or with a token.
@@ -108,7 +85,7 @@ pub async fn get(
 
 #[cfg(test)]
 mod tests {
-    use super::content_type_of;
+    use crate::domain::preset::content_type_of;
 
     #[test]
     fn content_types_follow_extensions() {
@@ -116,5 +93,7 @@ mod tests {
         assert_eq!(content_type_of("outputs/a/manifest.json"), "application/json");
         assert_eq!(content_type_of("outputs/a/clip.WEBM"), "video/webm");
         assert_eq!(content_type_of("outputs/a/noext"), "application/octet-stream");
+        assert_eq!(content_type_of("outputs/a.b/noext"), "application/octet-stream");
+        assert_eq!(content_type_of("outputs/a/animation.gif"), "image/gif");
     }
 }

@@ -20,8 +20,10 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::{key_under, status_path};
 use crate::api::auth::{Caller, Signed, unix_now};
-use crate::api::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorResponse, clip};
-use crate::api::model::{CreateJobRequest, DeleteOutcome, Download, JobEvent, JobView};
+use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorResponse, clip};
+use crate::api::model::{
+    CreateJobRequest, DeleteOutcome, Download, JobEvent, JobList, JobSummary, JobView, ListJobsQuery,
+};
 use crate::api::{ApiState, EVENTS_POLL};
 use crate::domain::job::{ImportSource, JobMessage, JobSpec, MAX_URL_LENGTH, NotifyTarget, SourcePin, new_job_id};
 use crate::domain::keys::{IMPORTS_FOLDER, sanitize_file_name, validate_job_id, validate_prefix};
@@ -282,6 +284,71 @@ async fn accepted(state: &ApiState, status: JobStatus) -> ApiResult<Response> {
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(view)).into_response())
 }
 
+/// Jobs per page of `GET /v1/jobs` unless the client asks otherwise, and at most.
+const PAGE: (u32, u32) = (20, 100);
+
+/// Where a page starts: after the job created at `millis` with id `job_id`, in the list's order
+/// (newest first, ties by id). Written `<millis>.<job id>`.
+fn parse_cursor(cursor: &str) -> ApiResult<(i64, String)> {
+    let parsed = cursor
+        .split_once('.')
+        .and_then(|(millis, id)| Some((millis.parse::<i64>().ok()?, id)))
+        .filter(|(_, id)| validate_job_id(id).is_ok());
+    parsed
+        .map(|(millis, id)| (millis, id.to_string()))
+        .ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor must be the next_cursor of an earlier page"))
+}
+
+/// The caller's jobs, the most recently created first, a page at a time.
+///
+/// Read from the status documents: each call lists them all, so it suits consoles and
+/// operators rather than a hot path.
+#[utoipa::path(get, operation_id = "list_jobs", path = "/v1/jobs", tag = "jobs", params(ListJobsQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobList),
+        (status = 400, description = "Malformed query or cursor", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong token", body = ErrorResponse),
+    ))]
+pub async fn list(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(query): ApiQuery<ListJobsQuery>,
+) -> ApiResult<Json<JobList>> {
+    let limit = query.limit.unwrap_or(PAGE.0);
+    if !(1..=PAGE.1).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_query", format!("limit must be between 1 and {}", PAGE.1)));
+    }
+    let after = query.cursor.as_deref().map(parse_cursor).transpose()?;
+    let layout = &state.config.layout;
+    let mut jobs: Vec<JobStatus> = state
+        .store
+        .read_all()
+        .await?
+        .into_iter()
+        .filter(|s| caller.scope.owns_job(layout, &s.job))
+        .filter(|s| query.state.is_none_or(|wanted| s.state == wanted))
+        .collect();
+    jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.job_id.cmp(&b.job_id)));
+    let start = match &after {
+        Some((millis, id)) => jobs
+            .iter()
+            .position(|s| {
+                let created = s.created_at.timestamp_millis();
+                created < *millis || (created == *millis && s.job_id.as_str() > id.as_str())
+            })
+            .unwrap_or(jobs.len()),
+        None => 0,
+    };
+    let page: Vec<JobStatus> = jobs.into_iter().skip(start).take(limit as usize + 1).collect();
+    let more = page.len() > limit as usize;
+    let page = &page[..page.len().min(limit as usize)];
+    let next_cursor = match page.last() {
+        Some(last) if more => Some(format!("{}.{}", last.created_at.timestamp_millis(), last.job_id)),
+        _ => None,
+    };
+    Ok(Json(JobList { jobs: page.iter().map(summary).collect(), next_cursor }))
+}
+
 /// A job's status, and when it completed its manifest with a download URL per output.
 #[utoipa::path(get, operation_id = "get_job", path = "/v1/jobs/{id}", tag = "jobs",
     params(("id" = String, Path, description = "Job id", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")),
@@ -314,30 +381,37 @@ pub async fn job_view(state: &ApiState, status: JobStatus) -> ApiResult<JobView>
         (JobState::Completed, Some(key)) => completed_outputs(state, &status.job_id, key).await?,
         _ => (None, Vec::new()),
     };
-    let status_url = status_path(&status.job_id);
+    let summary = summary(&status);
     Ok(JobView {
-        events_url: format!("{status_url}/events"),
-        status_url,
-        job_id: status.job_id,
+        events_url: format!("{}/events", summary.status_url),
+        summary,
+        output_dir: status.job.output_dir,
+        notify: status.job.notify,
+        deliveries: None,
+        worker: status.worker,
+        heartbeat_at: status.heartbeat_at,
+        timeline: status.timeline,
+        manifest,
+        downloads,
+    })
+}
+
+/// What `GET /v1/jobs` shows of a job, and `GET /v1/jobs/{id}` with more.
+fn summary(status: &JobStatus) -> JobSummary {
+    JobSummary {
+        job_id: status.job_id.clone(),
         state: status.state,
         stage: status.stage,
         progress: status.progress,
         attempt: status.attempt,
         max_attempts: status.max_attempts,
-        source_key: status.job.source_key,
-        output_dir: status.job.output_dir,
-        outputs: status.job.outputs,
-        notify: status.job.notify,
-        deliveries: None,
-        worker: status.worker,
-        heartbeat_at: status.heartbeat_at,
+        source_key: status.job.source_key.clone(),
+        outputs: status.job.outputs.clone(),
         created_at: status.created_at,
         updated_at: status.updated_at,
         error: status.error.as_ref().map(ErrorInfo::redacted),
-        timeline: status.timeline,
-        manifest,
-        downloads,
-    })
+        status_url: status_path(&status.job_id),
+    }
 }
 
 /// The manifest and a download per output plus the manifest itself; nothing when the manifest

@@ -1,9 +1,11 @@
 //! Handlers, one file per resource, each annotated for `/openapi.json`.
 
+pub mod console;
 pub mod files;
 pub mod health;
 pub mod jobs;
 pub mod multipart;
+pub mod presets;
 pub mod uploads;
 
 use crate::api::ApiState;

@@ -1,0 +1,113 @@
+//! The web console: HTML, CSS and JavaScript compiled into the binary (no build step, no CDN;
+//! hls.js is vendored, see `scripts/refresh-hls-js`), served at `/` on the API's own origin so
+//! it needs no CORS. It signs in with a token kept in the tab's sessionStorage and calls the
+//! same API as any client.
+//!
+//! Every page goes out under a Content-Security-Policy that allows scripts, styles and
+//! connections from this origin only (plus the store's origin on AWS, where uploads, downloads
+//! and players talk to S3 directly): no inline script or style, no eval, no workers, no frames.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::api::ApiState;
+use crate::api::error::ApiError;
+
+const INDEX_HTML: &str = include_str!("../console/index.html");
+const APP_JS: &str = include_str!("../console/app.js");
+const APP_CSS: &str = include_str!("../console/app.css");
+const HLS_JS: &str = include_str!("../console/vendor/hls.min.js");
+
+/// The console's page.
+pub async fn index(State(state): State<ApiState>) -> Response {
+    let policy = content_security_policy(&state).await;
+    let mut response = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML).into_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&policy) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    secure(headers);
+    response
+}
+
+/// The console's scripts and styles.
+pub async fn asset(Path(file): Path<String>) -> Response {
+    let (content_type, body) = match file.as_str() {
+        "app.js" => ("text/javascript; charset=utf-8", APP_JS),
+        "app.css" => ("text/css; charset=utf-8", APP_CSS),
+        "vendor/hls.min.js" => ("text/javascript; charset=utf-8", HLS_JS),
+        _ => return ApiError::not_found("not_found", "the console has no such file").into_response(),
+    };
+    let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+    secure(response.headers_mut());
+    response
+}
+
+fn secure(headers: &mut axum::http::HeaderMap) {
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // A new build brings new files: the browser asks again (a cheap revalidation) each time.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+}
+
+/// The page's policy. Besides this origin: where the URLs the API hands out point (the store
+/// on AWS; on the local backend `MEDIA_API_PUBLIC_URL`, when clients reach the API by another
+/// name), found by making such a URL.
+async fn content_security_policy(state: &ApiState) -> String {
+    let mut origins: Vec<String> = Vec::new();
+    let presigned = state.backend.storage.presign_get("outputs/console", std::time::Duration::from_secs(60)).await;
+    let sample = match presigned {
+        Ok(Some(url)) => url,
+        _ => state.key_url("files", "console"),
+    };
+    if let Some(origin) = origin_of(&sample) {
+        origins.push(origin);
+    }
+    let extra = origins.iter().map(|o| format!(" {o}")).collect::<String>();
+    format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:{extra}; \
+         media-src 'self' blob:{extra}; connect-src 'self'{extra}; worker-src 'none'; object-src 'none'; \
+         base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
+    )
+}
+
+/// `scheme://host[:port]` of a URL, if it is one.
+fn origin_of(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    match parsed.origin() {
+        origin @ url::Origin::Tuple(..) => Some(origin.ascii_serialization()),
+        url::Origin::Opaque(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_of_urls() {
+        assert_eq!(
+            origin_of("https://bucket.s3.eu-west-1.amazonaws.com/outputs/x?X-Amz-Signature=1").as_deref(),
+            Some("https://bucket.s3.eu-west-1.amazonaws.com")
+        );
+        assert_eq!(origin_of("http://127.0.0.1:5000/b/k").as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(origin_of("not a url"), None);
+    }
+
+    #[test]
+    fn the_pages_have_no_inline_script_or_style() {
+        let page = INDEX_HTML.to_ascii_lowercase();
+        for forbidden in ["<style", " style=", " onclick=", " onload=", " onerror=", "javascript:"] {
+            assert!(!page.contains(forbidden), "index.html contains `{forbidden}`");
+        }
+        for script in page.split("<script").skip(1) {
+            let tag = script.split('>').next().unwrap_or_default();
+            assert!(tag.contains("src="), "an inline <script>: <script{tag}>");
+        }
+        for sink in ["innerhtml", "outerhtml", "insertadjacenthtml", "document.write", "eval("] {
+            assert!(!APP_JS.to_ascii_lowercase().contains(sink), "app.js uses `{sink}`");
+        }
+    }
+}

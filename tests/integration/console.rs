@@ -1,0 +1,310 @@
+//! The web console in a real browser: Debian's Chromium, driven through chromedriver over
+//! WebDriver, against the API and a worker on the local backend, all on 127.0.0.1.
+//!
+//! Screenshots of the job page at each stage are saved under
+//! `<target>/tmp/console-screenshots/` (printed by the test), for CI to keep as artifacts.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::api::{ApiServer, TOKEN};
+use crate::require;
+use crate::support::{Clip, Deployment, ffprobe, in_ci, media_tools, stream};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// A file name that would run a script if the console ever rendered names as HTML.
+const HOSTILE_NAME: &str = "<img src=x onerror=alert(1)>.mp4";
+
+/// Whether Chromium and chromedriver are installed; in CI their absence is a failure.
+fn browser() -> bool {
+    let ok = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
+    assert!(ok || !in_ci(), "chromium and chromium-driver are not installed, and CI=true forbids skipping");
+    if !ok {
+        eprintln!("skipped: chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)");
+    }
+    ok
+}
+
+/// chromedriver on a free port, and a headless Chromium session through it; both end on drop.
+struct Browser {
+    client: Client,
+    _driver: tokio::process::Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let driver = tokio::process::Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start chromedriver");
+        let profile = tempfile::tempdir().expect("profile folder");
+        // Flags as the machine's notes advise: headless, no sandbox as root, and nothing that
+        // reaches out to the network on its own.
+        let args = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--autoplay-policy=no-user-gesture-required",
+            "--window-size=1280,1000",
+            &format!("--user-data-dir={}", profile.path().display()),
+        ];
+        let capabilities = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
+            "unhandledPromptBehavior": "ignore",
+        });
+        let serde_json::Value::Object(capabilities) = capabilities else { unreachable!() };
+        let url = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        let client = loop {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector).capabilities(capabilities.clone()).connect(&url).await {
+                Ok(client) => break client,
+                Err(err) if started.elapsed() < Duration::from_secs(30) => {
+                    let _ = err;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(err) => panic!("no WebDriver session: {err}"),
+            }
+        };
+        Browser { client, _driver: driver, _profile: profile }
+    }
+
+    /// Runs `script` (a function body; `arguments` as usual) until it returns true.
+    async fn until(&self, what: &str, timeout: Duration, script: &str, args: Vec<Value>) {
+        let started = Instant::now();
+        loop {
+            let value = self.client.execute(script, args.clone()).await.expect("run a script");
+            if value == Value::Bool(true) {
+                return;
+            }
+            if started.elapsed() > timeout {
+                let page = self.text("body").await;
+                panic!("waited {timeout:?} for {what}; the page says:\n{page}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn text(&self, css: &str) -> String {
+        match self.client.find(Locator::Css(css)).await {
+            Ok(element) => element.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    async fn click(&self, css: &str) {
+        self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.expect(css);
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let element = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
+        element.clear().await.expect("clear");
+        element.send_keys(text).await.expect("type");
+    }
+
+    async fn screenshot(&self, folder: &Path, name: &str) {
+        let png = self.client.screenshot().await.expect("screenshot");
+        std::fs::write(folder.join(format!("{name}.png")), png).expect("save the screenshot");
+    }
+
+    /// Whether an alert is open (a script ran that should not have).
+    async fn alert_open(&self) -> bool {
+        self.client.get_alert_text().await.is_ok()
+    }
+}
+
+fn screenshot_folder() -> PathBuf {
+    let folder = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    let _ = std::fs::remove_dir_all(&folder);
+    std::fs::create_dir_all(&folder).expect("screenshot folder");
+    folder
+}
+
+/// A `media-worker run` daemon; killed when dropped.
+fn start_worker(d: &Deployment) -> tokio::process::Child {
+    let log = std::fs::File::create(d.path("worker.log")).expect("worker log");
+    let mut cmd = d.command(&["run"]);
+    cmd.stdout(Stdio::null()).stderr(log);
+    cmd.spawn().expect("start worker")
+}
+
+/// Chooses presets on the new-job form and submits `file`; returns the job id from the URL.
+async fn submit_file(b: &Browser, file: &Path, presets: &[&str]) -> String {
+    for preset in presets {
+        b.click(&format!("input[name=preset][value='{preset}']")).await;
+    }
+    let input = b.client.find(Locator::Css("#file")).await.expect("file input");
+    input.send_keys(&file.display().to_string()).await.expect("choose the file");
+    b.click("#submit-job").await;
+    b.until("the job page", Duration::from_secs(60), "return location.hash.startsWith('#/jobs/')", vec![]).await;
+    let hash = b.client.execute("return location.hash", vec![]).await.expect("hash");
+    hash.as_str().and_then(|h| h.strip_prefix("#/jobs/")).expect("a job id").to_string()
+}
+
+#[tokio::test]
+async fn the_console_uploads_follows_plays_and_deletes() {
+    require!(media_tools(), browser());
+    let d = Deployment::local().await;
+    let api = ApiServer::start_with(&d, &[]).await;
+    let _worker = start_worker(&d);
+    let shots = screenshot_folder();
+    eprintln!("console screenshots: {}", shots.display());
+
+    let clip = d.dir.path().join(HOSTILE_NAME);
+    Clip { seconds: 6.0, width: 640, height: 360, ..Clip::default() }.make(&clip);
+    let not_video = d.dir.path().join("notes.txt");
+    std::fs::write(&not_video, "these are notes, not a video\n".repeat(100)).expect("a text file");
+
+    let b = Browser::start().await;
+    b.client.goto(&api.url("/")).await.expect("open the console");
+
+    // A wrong token: a sign-in error in words, nothing stored.
+    b.type_into("#token", "not-the-token-0123456789").await;
+    b.click("#sign-in").await;
+    let error = "const e = document.getElementById('sign-in-error'); return !!e && e.textContent.trim().length > 0";
+    b.until("the sign-in error", Duration::from_secs(10), error, vec![]).await;
+    let stored = b.client.execute("return sessionStorage.length", vec![]).await.expect("storage");
+    assert_eq!(stored, json!(0), "a refused token is not kept");
+    b.screenshot(&shots, "01-sign-in-refused").await;
+
+    b.type_into("#token", TOKEN).await;
+    b.click("#sign-in").await;
+    b.until("the new-job form", Duration::from_secs(10), "return !!document.getElementById('new-job-form')", vec![])
+        .await;
+    let in_url = b.client.current_url().await.expect("url");
+    assert!(!in_url.as_str().contains(TOKEN), "the token never goes into a URL: {in_url}");
+
+    // A clip with a hostile name, four outputs.
+    b.click("input[name=preset][value='gif']").await;
+    b.type_into("#gif-duration", "2").await;
+    let job_id = submit_file(&b, &clip, &["mp4-h264", "hls", "thumbnail"]).await;
+    assert!(!b.alert_open().await, "a file name ran as HTML");
+    let planted = b.client.execute("return document.querySelectorAll('img[src=\"x\"]').length", vec![]).await;
+    assert_eq!(planted.expect("count"), json!(0), "a file name became an element");
+    b.screenshot(&shots, "02-job-submitted").await;
+
+    // Running, then completed: progress and the timeline on the page.
+    let running =
+        "const s = document.getElementById('job-state'); return !!s && /running|completed/.test(s.textContent)";
+    b.until("the job to run", Duration::from_secs(60), running, vec![]).await;
+    b.screenshot(&shots, "03-job-running").await;
+    let completed = "const s = document.getElementById('job-state'); return !!s && /completed/.test(s.textContent)";
+    b.until("the job to complete", Duration::from_secs(180), completed, vec![]).await;
+    let progress = b.client.execute("return document.getElementById('job-progress').value", vec![]).await;
+    assert_eq!(progress.expect("progress").as_f64(), Some(100.0));
+    let stages = b
+        .client
+        .execute("return Array.from(document.querySelectorAll('#timeline li')).map(li => li.textContent)", vec![])
+        .await
+        .expect("timeline");
+    let stages = stages.as_array().cloned().unwrap_or_default();
+    assert!(stages.len() >= 5, "the timeline lists the stages: {stages:?}");
+    for stage in ["queued", "transcoding", "done"] {
+        assert!(stages.iter().any(|s| s.as_str().is_some_and(|s| s.contains(stage))), "{stage} in {stages:?}");
+    }
+    let status = d.store().read(&job_id).await.expect("read").expect("the job");
+    let source = b.text("#job-source").await;
+    assert!(!source.is_empty() && status.job.source_key.ends_with(&source), "{source} / {}", status.job.source_key);
+
+    // The players play: currentTime advances and no media error, for the MP4 and the HLS ladder.
+    let play = r#"
+        const [id, done] = arguments;
+        const v = document.getElementById(id);
+        if (!v) { done({error: 'no element ' + id}); return; }
+        v.muted = true;
+        const started = Date.now();
+        const check = () => {
+            if (v.error) { done({error: 'media error ' + v.error.code}); return; }
+            if (v.currentTime > 1.0) { done({time: v.currentTime}); return; }
+            if (Date.now() - started > 20000) { done({error: 'stuck at ' + v.currentTime + ', readyState ' + v.readyState}); return; }
+            setTimeout(check, 200);
+        };
+        v.play().then(check, e => done({error: 'play() refused: ' + e}));
+    "#;
+    for player in ["player-mp4", "player-hls"] {
+        let played = b.client.execute_async(play, vec![json!(player)]).await.expect("play");
+        assert!(played["time"].as_f64().is_some_and(|t| t > 1.0), "{player}: {played}");
+    }
+    b.screenshot(&shots, "04-job-completed-players").await;
+
+    // The GIF has the size the manifest says; the thumbnail loaded.
+    let manifest = d.json(status.manifest_key.as_deref().expect("manifest")).await;
+    let gif = manifest["outputs"].as_array().and_then(|o| o.iter().find(|o| o["preset"] == "gif")).cloned();
+    let gif = gif.expect("a gif output");
+    let gif_file = d.download(gif["key"].as_str().expect("gif key")).await;
+    let probed = ffprobe(&gif_file);
+    let gif_stream = stream(&probed, "video").expect("gif stream");
+    let size = "const i = document.getElementById(arguments[0]); return i && i.complete ? [i.naturalWidth, i.naturalHeight] : null";
+    let loaded = "const i = document.getElementById(arguments[0]); return !!i && i.complete && i.naturalWidth > 0";
+    for image in ["output-gif", "output-thumbnail"] {
+        b.until(image, Duration::from_secs(20), loaded, vec![json!(image)]).await;
+    }
+    let shown = b.client.execute(size, vec![json!("output-gif")]).await.expect("gif size");
+    assert_eq!(shown, json!([gif_stream["width"], gif_stream["height"]]), "the GIF as the page shows it");
+    let rows =
+        b.client.execute("return document.querySelectorAll('#outputs tbody tr, #outputs tr').length", vec![]).await;
+    assert!(rows.expect("rows").as_u64().is_some_and(|n| n >= 4), "a row per output");
+
+    // Delete: the outputs go, from storage too.
+    let deleted = "const s = document.getElementById('outputs-status'); return !!s && /deleted/i.test(s.textContent)";
+    b.click("#delete-outputs").await;
+    let started = Instant::now();
+    loop {
+        let done = b.client.execute(deleted, vec![]).await.expect("status");
+        if done == Value::Bool(true) {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(2) {
+            // A confirm-by-second-click button.
+            if let Ok(button) = b.client.find(Locator::Css("#delete-outputs")).await {
+                let _ = button.click().await;
+            }
+            b.until("the outputs to be deleted", Duration::from_secs(20), deleted, vec![]).await;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    b.screenshot(&shots, "05-outputs-deleted").await;
+    let manifest_key = status.manifest_key.as_deref().expect("manifest");
+    assert!(d.storage().head(manifest_key).await.expect("head").is_none(), "the manifest is gone");
+
+    // The jobs list shows the job; a text file fails with a clear error.
+    b.click("#back").await;
+    let listed = format!("return !!document.querySelector('#jobs li[data-job-id=\"{job_id}\"]')");
+    b.until("the job in the list", Duration::from_secs(10), &listed, vec![]).await;
+    b.client.execute("document.getElementById('jobs').scrollIntoView()", vec![]).await.expect("scroll");
+    b.screenshot(&shots, "06-job-list").await;
+    let failed_job = submit_file(&b, &not_video, &["mp4-h264"]).await;
+    let failed = "const e = document.getElementById('job-error'); return !!e && e.textContent.trim().length > 0";
+    b.until("the job's error", Duration::from_secs(120), failed, vec![]).await;
+    let error = b.text("#job-error").await;
+    assert!(error.contains("not a media file"), "{error}");
+    let status = d.store().read(&failed_job).await.expect("read").expect("the failed job");
+    assert_eq!(status.error.map(|e| e.code).as_deref(), Some("not_media"));
+    b.screenshot(&shots, "07-job-failed").await;
+
+    // Phone width: the page fits without scrolling sideways.
+    b.client.set_window_size(360, 800).await.expect("resize");
+    let fits = "return document.documentElement.scrollWidth <= window.innerWidth + 1";
+    b.until("the page to fit 360 px", Duration::from_secs(5), fits, vec![]).await;
+    b.screenshot(&shots, "08-phone-width").await;
+    assert!(!b.alert_open().await, "no alert ever fired");
+    b.client.clone().close().await.expect("close the browser");
+}
