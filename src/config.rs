@@ -259,7 +259,11 @@ impl ImportSettings {
     }
 
     pub fn limits(&self) -> crate::outbound::Limits {
-        crate::outbound::Limits { connect: self.total_timeout.min(Self::CONNECT_TIMEOUT), total: self.total_timeout }
+        crate::outbound::Limits {
+            connect: self.total_timeout.min(Self::CONNECT_TIMEOUT),
+            total: self.total_timeout,
+            read: Some(self.idle_timeout),
+        }
     }
 }
 

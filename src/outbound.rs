@@ -42,6 +42,17 @@ pub enum Refusal {
     Address(&'static str),
 }
 
+impl Refusal {
+    /// What the user who gave the URL is told: which address a name resolves to, or whether it
+    /// resolves at all, stays in the log, so the refusals cannot map a private network's names.
+    pub fn public(&self) -> String {
+        match self {
+            Refusal::Unresolved | Refusal::Address(_) => "the host does not resolve to public addresses".to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// Resolves host names; swapped in tests to play DNS tricks.
 pub trait Lookup: Send + Sync + 'static {
     fn lookup(&self, host: String) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>>;
@@ -71,8 +82,10 @@ pub struct Policy {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub connect: Duration,
-    /// The whole request, answer included.
+    /// The whole request, answer included (each redirect is a request of its own).
     pub total: Duration,
+    /// Longest silence while waiting for the answer's head or body, when set.
+    pub read: Option<Duration>,
 }
 
 /// The rules, with the resolver they check.
@@ -144,7 +157,12 @@ impl Guard {
     /// development setting, a second one for `http` URLs that connects to loopback only.
     pub fn client(&self, limits: Limits) -> anyhow::Result<SafeClient> {
         let build = |loopback_only: bool| {
-            reqwest::Client::builder()
+            let builder = reqwest::Client::builder();
+            let builder = match limits.read {
+                Some(read) => builder.read_timeout(read),
+                None => builder,
+            };
+            builder
                 .dns_resolver(Arc::new(CheckingResolver {
                     lookup: self.lookup.clone(),
                     policy: self.policy,
@@ -173,19 +191,29 @@ pub fn check_ip(ip: IpAddr, policy: Policy) -> Result<(), Refusal> {
     }
 }
 
-/// The IPv4 address an IPv6 address stands for (IPv4-mapped `::ffff:a.b.c.d`, NAT64
-/// `64:ff9b::a.b.c.d`), or the address itself.
+/// The IPv4 address an IPv6 address stands for (IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible
+/// `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`, 6to4 `2002:aabb:ccdd::`), or the address itself.
 fn canonical(ip: IpAddr) -> IpAddr {
+    let v4 = |hi: u16, lo: u16| {
+        let [a, b] = hi.to_be_bytes();
+        let [c, d] = lo.to_be_bytes();
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    };
     match ip {
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return IpAddr::V4(v4);
+            if let Some(mapped) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(mapped);
             }
             let s = v6.segments();
+            // `::` and `::1` are IPv6's own unspecified and loopback addresses, not IPv4's.
+            if s[..6] == [0; 6] && !(v6.is_unspecified() || v6.is_loopback()) {
+                return v4(s[6], s[7]);
+            }
             if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                let [a, b] = s[6].to_be_bytes();
-                let [c, d] = s[7].to_be_bytes();
-                return IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+                return v4(s[6], s[7]);
+            }
+            if s[0] == 0x2002 {
+                return v4(s[1], s[2]);
             }
             IpAddr::V6(v6)
         }
@@ -224,8 +252,12 @@ fn classify(ip: IpAddr) -> Option<&'static str> {
                 Some("unspecified")
             } else if v6.is_loopback() {
                 Some("loopback")
-            } else if first & 0xfe00 == 0xfc00 {
+            } else if first & 0xfe00 == 0xfc00 || first & 0xffc0 == 0xfec0 {
+                // Unique local, and the deprecated site-local range.
                 Some("private")
+            } else if (first == 0x2001 && v6.segments()[1] == 0) || v6.segments()[..3] == [0x64, 0xff9b, 1] {
+                // Teredo tunnels and local-use NAT64 hide an address that cannot be checked.
+                Some("reserved")
             } else if first & 0xffc0 == 0xfe80 {
                 Some("link-local")
             } else if v6.is_multicast() {
@@ -424,11 +456,18 @@ pub(crate) mod tests {
             "::ffff:10.0.0.1",
             "::ffff:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
+            "::10.0.0.1",
+            "::127.0.0.1",
+            "2002:a00:1::1",
+            "2002:a9fe:a9fe::1",
+            "2001:0:4136:e378::1",
+            "64:ff9b:1::a00:1",
+            "fec0::1",
         ];
         for ip in refused {
             assert!(check_ip(ip.parse().unwrap(), STRICT).is_err(), "{ip} should be refused");
         }
-        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "172.32.0.1"] {
+        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "172.32.0.1", "2002:5db8:d822::1", "2001:db9::1"] {
             assert_eq!(check_ip(ip.parse().unwrap(), STRICT), Ok(()), "{ip}");
         }
         // The development setting opens loopback only.
@@ -470,7 +509,7 @@ pub(crate) mod tests {
         assert_eq!(guard.check_resolved("https://mixed.example/").await.unwrap_err(), Refusal::Address("private"));
         assert_eq!(guard.check_resolved("https://nowhere.example/").await.unwrap_err(), Refusal::Unresolved);
 
-        let limits = Limits { connect: Duration::from_secs(2), total: Duration::from_secs(5) };
+        let limits = Limits { connect: Duration::from_secs(2), total: Duration::from_secs(5), read: None };
         let client = guard.client(limits).unwrap();
         let sent = client.post("https://rebind.example/hook", Default::default(), b"{}".to_vec()).await;
         assert!(matches!(sent, Err(SendError::Refused(Refusal::Address("loopback")))), "{sent:?}");
@@ -510,7 +549,7 @@ pub(crate) mod tests {
             ("meta.example", vec!["169.254.169.254"]),
         ]);
         let client = Guard::with_lookup(DEV, lookup)
-            .client(Limits { connect: Duration::from_secs(2), total: Duration::from_secs(5) })
+            .client(Limits { connect: Duration::from_secs(2), total: Duration::from_secs(5), read: None })
             .unwrap();
         let base = redirecting_server().await;
 
@@ -539,8 +578,11 @@ pub(crate) mod tests {
             }
         }
         // Without the development setting the same loopback server is out of reach.
-        let strict =
-            Guard::new(STRICT).client(Limits { connect: Duration::from_secs(2), total: Duration::from_secs(5) });
+        let strict = Guard::new(STRICT).client(Limits {
+            connect: Duration::from_secs(2),
+            total: Duration::from_secs(5),
+            read: None,
+        });
         let got = strict.unwrap().get(&format!("{base}/body")).await;
         assert!(matches!(got, Err(SendError::Refused(Refusal::Scheme))), "{got:?}");
     }
@@ -549,7 +591,7 @@ pub(crate) mod tests {
     async fn plain_http_reaches_loopback_only() {
         let lookup = TableLookup::new(&[("local.test", vec!["127.0.0.1"]), ("far.test", vec!["93.184.216.34"])]);
         let client = Guard::with_lookup(DEV, lookup)
-            .client(Limits { connect: Duration::from_secs(2), total: Duration::from_secs(5) })
+            .client(Limits { connect: Duration::from_secs(2), total: Duration::from_secs(5), read: None })
             .unwrap();
         let sent = client.post("http://far.test/", Default::default(), Vec::new()).await;
         assert!(matches!(sent, Err(SendError::Refused(Refusal::Scheme))), "{sent:?}");

@@ -1002,7 +1002,11 @@ async fn jobs_are_listed_newest_first_a_page_at_a_time_and_per_scope() {
     let mut sorted = ids.clone();
     sorted.sort();
     assert_eq!(sorted, expected, "the shared scope sees its five jobs, once each");
-    let created: Vec<&str> = seen.iter().map(|j| j["created_at"].as_str().unwrap()).collect();
+    // Newest first, to the millisecond (jobs of one millisecond by id).
+    let created: Vec<i64> = seen
+        .iter()
+        .map(|j| j["created_at"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap().timestamp_millis())
+        .collect();
     assert!(created.windows(2).all(|w| w[0] >= w[1]), "newest first: {created:?}");
     assert_eq!(seen[0]["status_url"], format!("/v1/jobs/{}", ids[0]));
     assert_eq!(seen[0]["outputs"], json!([{"preset": "mp4-h264"}]));

@@ -186,8 +186,12 @@ impl JobSpec {
             split.validate().map_err(SpecError::Options)?;
         }
         if let Some(import) = &self.import {
-            // The key is checked by the worker against its layout; here only its shape.
-            let in_imports = self.source_key.contains(&format!("/{}", crate::domain::keys::IMPORTS_FOLDER));
+            // Some folder of the key is an imports folder (where it lies under the upload prefix
+            // is the layout's business): the file's own upload event must make no job.
+            let in_imports = self
+                .source_key
+                .match_indices('/')
+                .any(|(at, _)| crate::domain::keys::starts_with_import_folder(&self.source_key[at + 1..]));
             if import.url.is_empty() || import.url.len() > MAX_URL_LENGTH || !in_imports {
                 return Err(SpecError::Import);
             }

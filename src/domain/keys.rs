@@ -98,6 +98,20 @@ pub fn source_index_key(source_key: &str, job_id: &str) -> String {
 /// job: `imports/<job id>/<file name>`).
 pub const IMPORTS_FOLDER: &str = "imports/";
 
+/// Whether a path starts with `imports/<API job id>/`: the folder of one imported source.
+pub fn starts_with_import_folder(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix(IMPORTS_FOLDER) else { return false };
+    let Some((folder, _)) = rest.split_once('/') else { return false };
+    is_api_job_id(folder)
+}
+
+/// Whether a job id is one the API or the CLI makes: `job-` and 32 to 48 lowercase hex digits.
+pub fn is_api_job_id(id: &str) -> bool {
+    id.strip_prefix("job-").is_some_and(|hex| {
+        (32..=48).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 /// Where uploads arrive and where outputs go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyLayout {
@@ -141,17 +155,18 @@ impl KeyLayout {
         key.starts_with(&self.output_prefix) || key.starts_with(JOBS_PREFIX) || self.is_import(key)
     }
 
-    /// A source a worker fetched from a URL: `<upload prefix>imports/...`, or the same folder
-    /// under a tenant's (`<upload prefix>tenants/<name>/imports/...`). Its job exists before the
-    /// file does, so the file's upload event must not make a second one. Client uploads never
-    /// land here: their keys start with a random folder.
+    /// A source a worker fetched from a URL: `<upload prefix>imports/job-<hex>/<name>`, or the
+    /// same under a tenant's folder (`<upload prefix>tenants/<name>/imports/job-<hex>/...`). Its
+    /// job exists before the file does, so the file's upload event must not make a second one.
+    /// Client uploads never land here (their keys start with a random folder), and a folder a
+    /// user names `imports` keeps making jobs unless its next folder is an API job id.
     pub fn is_import(&self, key: &str) -> bool {
         let Some(relative) = key.strip_prefix(&self.upload_prefix) else { return false };
         let relative = match relative.strip_prefix(crate::domain::tenant::TENANTS_FOLDER) {
             Some(in_tenant) => in_tenant.split_once('/').map_or("", |(_, rest)| rest),
             None => relative,
         };
-        relative.starts_with(IMPORTS_FOLDER)
+        starts_with_import_folder(relative)
     }
 
     /// The folder a job writes into: `uploads/a/b/clip.mov` -> `outputs/a/b/clip.mov/<job_id>/`.
@@ -265,12 +280,22 @@ mod tests {
         assert!(layout().is_own_write("outputs/clip/mp4-h264.mp4"));
         assert!(layout().is_own_write("jobs/x.json"));
         assert!(!layout().is_own_write("uploads/x.mp4"));
-        for import in ["uploads/imports/job-1/clip.mp4", "uploads/tenants/acme/imports/job-1/clip.mp4"] {
-            assert!(layout().is_import(import) && layout().is_own_write(import), "{import}");
-        }
-        for upload in
-            ["uploads/3f2a/imports", "uploads/importsx/a.mp4", "uploads/tenants/imports/a.mp4", "imports/a.mp4"]
+        let job = "job-5f0c1e0a9b8d4c2fa7e6d5c4b3a29180";
+        for import in
+            [format!("uploads/imports/{job}/clip.mp4"), format!("uploads/tenants/acme/imports/{job}/clip.mp4")]
         {
+            assert!(layout().is_import(&import) && layout().is_own_write(&import), "{import}");
+        }
+        let uploads = [
+            "uploads/3f2a/imports",
+            "uploads/importsx/a.mp4",
+            "uploads/tenants/imports/a.mp4",
+            "imports/job-5f0c1e0a9b8d4c2fa7e6d5c4b3a29180/a.mp4",
+            "uploads/imports/2024/a.mp4",
+            "uploads/imports/job-1/a.mp4",
+            "uploads/imports/JOB-5F0C1E0A9B8D4C2FA7E6D5C4B3A29180/a.mp4",
+        ];
+        for upload in uploads {
             assert!(!layout().is_import(upload), "{upload}");
         }
     }

@@ -321,7 +321,7 @@ impl Dispatcher {
 }
 
 pub fn limits(settings: &NotifySettings) -> Limits {
-    Limits { connect: settings.timeout.min(Duration::from_secs(5)), total: settings.timeout }
+    Limits { connect: settings.timeout.min(Duration::from_secs(5)), total: settings.timeout, read: None }
 }
 
 /// The delay before attempt `attempt + 1` after attempt `attempt` failed, `None` when the

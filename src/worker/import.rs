@@ -41,7 +41,12 @@ pub(super) async fn fetch_source(
         .guard()
         .client(settings.limits())
         .map_err(|e| JobError::retryable("fetch_failed", format!("building the HTTP client: {e:#}")))?;
-    let fetched = fetch_to_file(&client, &import.url, path, inner.config.limits.max_size, settings.idle_timeout).await;
+    // One deadline for the whole fetch, redirects included (reqwest's applies per request).
+    let fetch = fetch_to_file(&client, &import.url, path, inner.config.limits.max_size, settings.idle_timeout);
+    let fetched = match tokio::time::timeout(settings.total_timeout, fetch).await {
+        Ok(fetched) => fetched,
+        Err(_) => Err(failed("the fetch exceeded MEDIA_IMPORT_TIMEOUT".into())),
+    };
     let content_type = fetched.map_err(|err| {
         tracing::warn!(url = %without_query(&import.url), error = %err, "The source URL could not be imported.");
         err
@@ -110,6 +115,11 @@ fn refused(detail: impl Into<String>) -> JobError {
     JobError::permanent_naming("fetch_refused", detail.clone(), detail)
 }
 
+/// A refused address: the kind goes to the log, the public detail does not name it.
+fn refused_address(refusal: &crate::outbound::Refusal) -> JobError {
+    JobError::permanent_naming("fetch_refused", refusal.public(), refusal.to_string())
+}
+
 fn too_large(cap: u64) -> JobError {
     refused(format!("the file is larger than {cap} bytes, the most this deployment accepts"))
 }
@@ -127,7 +137,7 @@ fn status_error(status: StatusCode) -> JobError {
 
 fn send_error(err: SendError) -> JobError {
     match err {
-        SendError::Refused(refusal) => refused(refusal.to_string()),
+        SendError::Refused(refusal) => refused_address(&refusal),
         SendError::Redirects => refused(err.to_string()),
         SendError::Timeout => failed("the server did not answer in time".into()),
         SendError::Connect => failed("the connection failed".into()),

@@ -270,8 +270,8 @@ crate::on_both_backends!(multipart_upload_resumes_and_makes_one_job);
 
 /// A web server on 127.0.0.1 for URL imports: `/media/clip.mp4` is the clip; `/hop` redirects
 /// to it; `/flaky.mp4` sends 1000 bytes and falls silent the first time, the clip after that;
-/// `/stall` always falls silent; `/to-private` redirects to a private address; `/big` streams
-/// 2 MiB without announcing a length; `/missing` is 404.
+/// `/stall` always falls silent; `/silent` never even answers; `/to-private` redirects to a
+/// private address; `/big` streams 2 MiB without announcing a length; `/missing` is 404.
 async fn origin(clip: Vec<u8>) -> String {
     use axum::body::{Body, Bytes};
     use axum::http::{StatusCode, header};
@@ -324,7 +324,8 @@ async fn origin(clip: Vec<u8>) -> String {
                 Body::from_stream(futures_util::stream::iter(chunks))
             }),
         )
-        .route("/missing", get(|| async { StatusCode::NOT_FOUND }));
+        .route("/missing", get(|| async { StatusCode::NOT_FOUND }))
+        .route("/silent", get(|| futures_util::future::pending::<StatusCode>()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -363,7 +364,7 @@ async fn url_imports_are_fetched_by_the_worker_and_refused_when_unsafe(kind: Kin
 
     let api = ApiServer::start_with(&d, &[]).await;
     let mut jobs = std::collections::BTreeMap::new();
-    for path in ["/hop", "/flaky.mp4", "/stall", "/to-private", "/big", "/missing"] {
+    for path in ["/hop", "/flaky.mp4", "/stall", "/silent", "/to-private", "/big", "/missing"] {
         let (status, body) =
             api.json(reqwest::Method::POST, "/v1/jobs", Some(with_url(&format!("{base}{path}")))).await;
         assert_eq!(status, 202, "{path}: {body}");
@@ -374,10 +375,10 @@ async fn url_imports_are_fetched_by_the_worker_and_refused_when_unsafe(kind: Kin
     // above): the worker's own check, at connect time, refuses it too.
     let port = base.rsplit(':').next().expect("port");
     let named = JobSpec {
-        job_id: "import-by-name".into(),
-        source_key: "uploads/imports/import-by-name/clip.mp4".into(),
+        job_id: "job-00000000000000000000000000000001".into(),
+        source_key: "uploads/imports/job-00000000000000000000000000000001/clip.mp4".into(),
         outputs: vec![OutputRequest::new(Preset::Mp4H264)],
-        output_dir: "outputs/imports/import-by-name/".into(),
+        output_dir: "outputs/imports/job-00000000000000000000000000000001/".into(),
         source: Default::default(),
         notify: None,
         split: None,
@@ -415,7 +416,8 @@ async fn url_imports_are_fetched_by_the_worker_and_refused_when_unsafe(kind: Kin
     // Failures, typed: silent for good is retried then failed; the rest are final at once.
     let expected = [
         ("/stall", "fetch_failed", true, "could not be fetched"),
-        ("/to-private", "fetch_refused", false, "private address"),
+        ("/silent", "fetch_failed", true, "could not be fetched"),
+        ("/to-private", "fetch_refused", false, "does not resolve to public addresses"),
         ("/big", "fetch_refused", false, "larger than 1048576 bytes"),
         ("/missing", "fetch_refused", false, "404 Not Found"),
     ];
@@ -431,10 +433,13 @@ async fn url_imports_are_fetched_by_the_worker_and_refused_when_unsafe(kind: Kin
         assert_eq!(failed.attempt, if retryable { 2 } else { 1 }, "{path}");
         assert!(d.storage().head(&failed.job.source_key).await.expect("head").is_none(), "{path}: nothing stored");
     }
-    let by_name = status("import-by-name").await;
+    let by_name = status("job-00000000000000000000000000000001").await;
     let error = by_name.error.expect("an error");
     assert_eq!((by_name.state, error.code.as_str()), (JobState::Failed, "fetch_refused"), "{named_logs}");
-    assert!(error.message.contains("loopback address"), "{}", error.message);
+    assert!(error.message.contains("does not resolve to public addresses"), "{}", error.message);
+    // Which kind of address it was is in the worker's log only.
+    assert!(named_logs.contains("loopback address"), "{named_logs}");
+    assert!(logs.contains("private address"), "{logs}");
 }
 
 crate::on_both_backends!(url_imports_are_fetched_by_the_worker_and_refused_when_unsafe);

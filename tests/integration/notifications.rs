@@ -396,7 +396,8 @@ async fn a_rebound_name_is_refused_at_connect() {
     let config = d.config();
     let store = media_worker::notify::job_store(&config, d.backend.storage.clone(), d.queues());
     let queue = d.queues().notifications.clone().unwrap();
-    let client = guard.client(Limits { connect: Duration::from_secs(5), total: Duration::from_secs(10) }).unwrap();
+    let client =
+        guard.client(Limits { connect: Duration::from_secs(5), total: Duration::from_secs(10), read: None }).unwrap();
     let dispatcher =
         Dispatcher::with_client(queue.clone(), d.backend.storage.clone(), config.notify.clone(), client).unwrap();
     let mut job = spec("job-rebind", "sources/x.mp4");

@@ -296,6 +296,10 @@
   function signOut(message) {
     try {
       sessionStorage.removeItem(TOKEN_KEY);
+      // Uploads to resume name files and keys: the next person on this browser needs neither.
+      for (const key of Object.keys(localStorage)) {
+        if (key.startsWith(RESUME_PREFIX)) localStorage.removeItem(key);
+      }
     } catch (_) {
       // Nothing was stored.
     }

@@ -19,14 +19,19 @@ const APP_JS: &str = include_str!("../console/app.js");
 const APP_CSS: &str = include_str!("../console/app.css");
 const HLS_JS: &str = include_str!("../console/vendor/hls.min.js");
 
+/// The policy without any other origin.
+const STRICTEST: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; \
+    media-src 'self' blob:; connect-src 'self'; worker-src 'none'; object-src 'none'; base-uri 'none'; \
+    frame-ancestors 'none'; form-action 'none'";
+
 /// The console's page.
 pub async fn index(State(state): State<ApiState>) -> Response {
     let policy = content_security_policy(&state).await;
     let mut response = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML).into_response();
     let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&policy) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, value);
-    }
+    // An origin that cannot go into a header leaves the strictest policy, never none.
+    let policy = HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static(STRICTEST));
+    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
     secure(headers);
     response
 }

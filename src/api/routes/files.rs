@@ -79,6 +79,8 @@ pub async fn get(
         (header::CONTENT_TYPE, content_type_of(&key).to_string()),
         (header::CONTENT_LENGTH, meta.len().to_string()),
         (header::CACHE_CONTROL, "private, max-age=0".to_string()),
+        // Served on the console's origin: a file is never taken for a page or a script.
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
     ];
     Ok((StatusCode::OK, headers, body).into_response())
 }

@@ -233,7 +233,10 @@ async fn import_url(state: &ApiState, url: String) -> ApiResult<String> {
     }
     match state.config.import.guard().check_resolved(&url).await {
         Ok(_) => Ok(url),
-        Err(refusal) => Err(ApiError::unprocessable("fetch_refused", format!("input.url refused: {refusal}"))),
+        Err(refusal) => {
+            tracing::info!(reason = %refusal, "A source URL was refused.");
+            Err(ApiError::unprocessable("fetch_refused", format!("input.url refused: {}", refusal.public())))
+        }
     }
 }
 
@@ -268,7 +271,10 @@ async fn notify_target(state: &ApiState, target: NotifyTarget) -> ApiResult<Noti
     let guard = state.config.notify.guard();
     match guard.check_resolved(&target.url).await {
         Ok(_) => Ok(target),
-        Err(refusal) => Err(ApiError::unprocessable("invalid_notify_url", format!("notify.url refused: {refusal}"))),
+        Err(refusal) => {
+            tracing::info!(reason = %refusal, "A webhook URL was refused.");
+            Err(ApiError::unprocessable("invalid_notify_url", format!("notify.url refused: {}", refusal.public())))
+        }
     }
 }
 
@@ -328,15 +334,15 @@ pub async fn list(
         .filter(|s| caller.scope.owns_job(layout, &s.job))
         .filter(|s| query.state.is_none_or(|wanted| s.state == wanted))
         .collect();
-    jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.job_id.cmp(&b.job_id)));
-    let start = match &after {
-        Some((millis, id)) => jobs
-            .iter()
-            .position(|s| {
-                let created = s.created_at.timestamp_millis();
-                created < *millis || (created == *millis && s.job_id.as_str() > id.as_str())
-            })
-            .unwrap_or(jobs.len()),
+    // In the cursor's own terms (milliseconds, then id), so a page ends exactly where the next
+    // one starts even when jobs share a millisecond.
+    let order = |s: &JobStatus| (std::cmp::Reverse(s.created_at.timestamp_millis()), s.job_id.clone());
+    jobs.sort_by_cached_key(order);
+    let start = match after {
+        Some((millis, id)) => {
+            let cursor = (std::cmp::Reverse(millis), id);
+            jobs.iter().position(|s| order(s) > cursor).unwrap_or(jobs.len())
+        }
         None => 0,
     };
     let page: Vec<JobStatus> = jobs.into_iter().skip(start).take(limit as usize + 1).collect();
