@@ -325,7 +325,7 @@ async fn origin(clip: Vec<u8>) -> String {
             }),
         )
         .route("/missing", get(|| async { StatusCode::NOT_FOUND }))
-        .route("/silent", get(|| futures_util::future::pending::<StatusCode>()));
+        .route("/silent", get(futures_util::future::pending::<StatusCode>));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, app).await });
