@@ -275,7 +275,8 @@
     button.disabled = true;
     showMessage('sign-in-error', '');
     try {
-      await api('GET', `/v1/jobs?limit=${JOBS_PAGE}`, { bearer: candidate });
+      // The cheapest call that needs a token (the jobs list reads every status document).
+      await api('GET', '/v1/presets', { bearer: candidate });
     } catch (err) {
       showMessage('sign-in-error', err.status === 401 ? 'That token was not accepted. Check it and try again.' : describe(err));
       input.focus();
