@@ -3,7 +3,6 @@
 //! presigned S3 URL, or the API's own signed URL), submits a job, follows its events to the end
 //! and downloads an output; another job is cancelled mid-transcode.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -177,17 +176,7 @@ fn free_port() -> u16 {
 
 /// A `media-worker run` daemon with its metrics endpoint; killed when dropped.
 fn start_worker(d: &Deployment, name: &str, metrics_port: u16) -> tokio::process::Child {
-    let log = std::fs::File::create(d.path(&format!("{name}.log"))).unwrap();
-    let mut cmd = d.command(&["run"]);
-    cmd.env("MEDIA_WORKER_ID", name)
-        .env("MEDIA_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
-        .stdout(Stdio::null())
-        .stderr(log);
-    cmd.spawn().expect("start worker")
-}
-
-fn worker_log(d: &Deployment, name: &str) -> String {
-    std::fs::read_to_string(d.path(&format!("{name}.log"))).unwrap_or_default()
+    d.spawn_worker(name, &[("MEDIA_METRICS_ADDR", &format!("127.0.0.1:{metrics_port}"))])
 }
 
 async fn upload_submit_follow_download(kind: Kind) {
@@ -211,7 +200,7 @@ async fn upload_submit_follow_download(kind: Kind) {
 
     let events = api.follow(&job_id, Duration::from_secs(180)).await;
     let states: Vec<&str> = events.iter().map(|e| e["state"].as_str().unwrap()).collect();
-    assert_eq!(states.last(), Some(&"completed"), "{states:?}\n{}", worker_log(&d, "api-worker"));
+    assert_eq!(states.last(), Some(&"completed"), "{states:?}\n{}", d.worker_log("api-worker"));
     assert_eq!(states.iter().filter(|s| **s == "completed").count(), 1, "{states:?}");
     let stages: Vec<&str> = events.iter().map(|e| e["stage"].as_str().unwrap()).collect();
     assert!(stages.contains(&"transcoding") || stages.len() >= 2, "changes were pushed: {stages:?}");
@@ -275,8 +264,8 @@ async fn cancel_mid_transcode(kind: Kind) {
 
     // The worker notices at its next heartbeat and stops ffmpeg; the cancellation is final.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !worker_log(&d, "cancel-worker").contains("Job cancelled.") {
-        assert!(Instant::now() < deadline, "the worker never stopped: {}", worker_log(&d, "cancel-worker"));
+    while !d.worker_log("cancel-worker").contains("Job cancelled.") {
+        assert!(Instant::now() < deadline, "the worker never stopped: {}", d.worker_log("cancel-worker"));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (_, ended) = api.json(reqwest::Method::GET, &format!("/v1/jobs/{job_id}"), None).await;
@@ -291,7 +280,7 @@ async fn cancel_mid_transcode(kind: Kind) {
     assert!(left.is_empty(), "outputs of a cancelled job: {left:?}");
     let (_, after) = api.json(reqwest::Method::GET, &format!("/v1/jobs/{job_id}"), None).await;
     assert_eq!(after["state"], "cancelled");
-    let log = worker_log(&d, "cancel-worker");
+    let log = d.worker_log("cancel-worker");
     assert!(log.contains("Job cancelled."), "{log}");
 }
 

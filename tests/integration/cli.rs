@@ -58,14 +58,6 @@ async fn run(d: &Deployment, args: &[&str]) -> Ran {
     }
 }
 
-/// A `media-worker run` daemon logging to a file of the deployment; killed when dropped.
-fn start_worker(d: &Deployment) -> tokio::process::Child {
-    let log = std::fs::File::create(d.path("worker.log")).expect("worker log");
-    let mut cmd = d.command(&["run"]);
-    cmd.stdout(Stdio::null()).stderr(log);
-    cmd.spawn().expect("start worker")
-}
-
 /// A file no ffprobe reads as media, stored at `key` (outside the upload prefix, so only a
 /// submitted job uses it).
 async fn put_garbage(d: &Deployment, key: &str) {
@@ -83,7 +75,7 @@ async fn submit_wait_and_exit_codes(kind: Kind) {
     let timed_out = run(&d, &["submit", &clip, "--wait", "--timeout", "2s"]).await.expect(3, "timed out");
     assert!(timed_out.stdout.is_empty(), "{}", timed_out.stdout);
 
-    let _worker = start_worker(&d);
+    let _worker = d.spawn_worker("worker", &[]);
     let done = run(&d, &["submit", &clip, "--wait", "--timeout", "240s"]).await.expect(0, "completed");
     let manifest = done.json();
     let outputs = manifest["outputs"].as_array().expect("outputs");

@@ -137,14 +137,6 @@ fn screenshot_folder() -> PathBuf {
     folder
 }
 
-/// A `media-worker run` daemon; killed when dropped.
-fn start_worker(d: &Deployment) -> tokio::process::Child {
-    let log = std::fs::File::create(d.path("worker.log")).expect("worker log");
-    let mut cmd = d.command(&["run"]);
-    cmd.stdout(Stdio::null()).stderr(log);
-    cmd.spawn().expect("start worker")
-}
-
 /// Chooses presets on the new-job form and submits `file`; returns the job id from the URL.
 async fn submit_file(b: &Browser, file: &Path, presets: &[&str]) -> String {
     for preset in presets {
@@ -163,7 +155,7 @@ async fn the_console_uploads_follows_plays_and_deletes() {
     require!(media_tools(), browser());
     let d = Deployment::local().await;
     let api = ApiServer::start_with(&d, &[]).await;
-    let _worker = start_worker(&d);
+    let _worker = d.spawn_worker("worker", &[]);
     let shots = screenshot_folder();
     eprintln!("console screenshots: {}", shots.display());
 

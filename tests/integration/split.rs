@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use media_worker::domain::split::{failed_key, piece_key, record_key, split_dir};
@@ -243,19 +243,16 @@ async fn a_variable_frame_rate_source() {
     assert_eq!(pts(&stitched), pts(&whole));
 }
 
-/// Starts a worker daemon logging to `<name>.log`.
+/// Starts a split-ready worker daemon logging to `<name>.log`.
 fn start_worker(d: &Deployment, name: &str, extra: &[(&str, &str)]) -> tokio::process::Child {
-    let log = std::fs::File::create(d.path(&format!("{name}.log"))).unwrap();
-    let mut cmd = d.command(&["run"]);
-    cmd.envs(SPLIT).envs(extra.iter().copied()).env("MEDIA_WORKER_ID", name).stdout(Stdio::null()).stderr(log);
-    cmd.spawn().expect("start worker")
+    d.spawn_worker(name, &[SPLIT.as_slice(), extra].concat())
 }
 
 /// Segment encodes each worker log shows starting, by segment.
 fn encodes_started(d: &Deployment, logs: &[&str]) -> BTreeMap<u32, usize> {
     let mut counts = BTreeMap::new();
     for name in logs {
-        let log = std::fs::read_to_string(d.path(&format!("{name}.log"))).unwrap_or_default();
+        let log = d.worker_log(name);
         for line in log.lines().filter(|l| l.contains("Segment encode started.")) {
             let index = line
                 .split("segment=")
@@ -336,7 +333,7 @@ async fn segments_survive_kill_and_sigterm(kind: Kind) {
     let pid = stopped.id().expect("pid").to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let exit = tokio::time::timeout(Duration::from_secs(60), stopped.wait_with_output()).await.expect("exit").unwrap();
-    assert!(exit.status.success(), "SIGTERM: {}", std::fs::read_to_string(d.path("stopped.log")).unwrap_or_default());
+    assert!(exit.status.success(), "SIGTERM: {}", d.worker_log("stopped"));
     let done_before_stop = checkpointed(&d, &dir).await;
 
     let finisher = d.drain_with(&[SPLIT.as_slice(), &[("MEDIA_WORKER_ID", "finisher")]].concat()).await;

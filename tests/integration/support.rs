@@ -324,6 +324,20 @@ impl Deployment {
         cmd
     }
 
+    /// A `media-worker run` daemon named `name` (its worker id), with these settings besides the
+    /// deployment's, logging to `<name>.log` in the deployment's folder; killed when dropped.
+    pub fn spawn_worker(&self, name: &str, extra: &[(&str, &str)]) -> tokio::process::Child {
+        let log = std::fs::File::create(self.path(&format!("{name}.log"))).expect("worker log");
+        let mut cmd = self.command(&["run"]);
+        cmd.envs(extra.iter().copied()).env("MEDIA_WORKER_ID", name).stdout(Stdio::null()).stderr(log);
+        cmd.spawn().expect("start worker")
+    }
+
+    /// What the daemon `name` has logged so far.
+    pub fn worker_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
+    }
+
     /// Runs `media-worker run --drain` to completion; panics with its logs if it fails or hangs.
     pub async fn drain(&self) -> String {
         self.drain_with(&[]).await

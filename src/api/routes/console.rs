@@ -19,19 +19,16 @@ const APP_JS: &str = include_str!("../console/app.js");
 const APP_CSS: &str = include_str!("../console/app.css");
 const HLS_JS: &str = include_str!("../console/vendor/hls.min.js");
 
-/// The policy without any other origin.
-const STRICTEST: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; \
-    media-src 'self' blob:; connect-src 'self'; worker-src 'none'; object-src 'none'; base-uri 'none'; \
-    frame-ancestors 'none'; form-action 'none'";
-
 /// The console's page.
 pub async fn index(State(state): State<ApiState>) -> Response {
-    let policy = content_security_policy(&state).await;
+    let extra = other_origins(&state).await;
     let mut response = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML).into_response();
     let headers = response.headers_mut();
-    // An origin that cannot go into a header leaves the strictest policy, never none.
-    let policy = HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static(STRICTEST));
-    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    // An origin that cannot go into a header leaves the policy without it, never none.
+    let policy = HeaderValue::from_str(&policy(&extra)).or_else(|_| HeaderValue::from_str(&policy("")));
+    if let Ok(policy) = policy {
+        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    }
     secure(headers);
     response
 }
@@ -57,25 +54,26 @@ fn secure(headers: &mut axum::http::HeaderMap) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
 }
 
-/// The page's policy. Besides this origin: where the URLs the API hands out point (the store
-/// on AWS; on the local backend `MEDIA_API_PUBLIC_URL`, when clients reach the API by another
-/// name), found by making such a URL.
-async fn content_security_policy(state: &ApiState) -> String {
-    let mut origins: Vec<String> = Vec::new();
-    let presigned = state.backend.storage.presign_get("outputs/console", std::time::Duration::from_secs(60)).await;
-    let sample = match presigned {
-        Ok(Some(url)) => url,
-        _ => state.key_url("files", "console"),
-    };
-    if let Some(origin) = origin_of(&sample) {
-        origins.push(origin);
-    }
-    let extra = origins.iter().map(|o| format!(" {o}")).collect::<String>();
+/// The page's policy; `extra` is a space-led list of origins beyond this one that images,
+/// media and connections may use.
+fn policy(extra: &str) -> String {
     format!(
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:{extra}; \
          media-src 'self' blob:{extra}; connect-src 'self'{extra}; worker-src 'none'; object-src 'none'; \
          base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
     )
+}
+
+/// Where the URLs the API hands out point besides this origin (the store on AWS; on the local
+/// backend `MEDIA_API_PUBLIC_URL`, when clients reach the API by another name), found by making
+/// such a URL: ` <origin>`, or nothing.
+async fn other_origins(state: &ApiState) -> String {
+    let presigned = state.backend.storage.presign_get("outputs/console", std::time::Duration::from_secs(60)).await;
+    let sample = match presigned {
+        Ok(Some(url)) => url,
+        _ => state.key_url("files", "console"),
+    };
+    origin_of(&sample).map(|origin| format!(" {origin}")).unwrap_or_default()
 }
 
 /// `scheme://host[:port]` of a URL, if it is one.
