@@ -122,7 +122,8 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "MEDIA_RETRY_BASE_DELAY",
         default: "10s",
-        help: "first retry delay; doubles per attempt, capped at 15 minutes",
+        help: "first retry delay; doubles per attempt, capped at 15 minutes. Also the wait before a job \
+               declined for scratch space is offered again",
     },
     Variable {
         name: "MEDIA_VISIBILITY_TIMEOUT",
@@ -197,7 +198,8 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "MEDIA_WORKER_ID",
         default: "",
-        help: "name of this worker in status and ledger; default: host name and process id",
+        help: "name of this worker in status, manifests and the ledger, which API clients see: no host \
+               names or addresses. Default: an opaque `w-` id drawn at start (logged with the host name)",
     },
     Variable {
         name: "MEDIA_LOG_FORMAT",
@@ -601,10 +603,16 @@ fn default_concurrency() -> usize {
     (cpus / 2).max(1)
 }
 
+/// An opaque id, new at every start. Not the host name: on EC2 and ECS that is an internal
+/// address, and worker ids reach API clients (status, timeline, manifest). The worker logs
+/// its id with its host name at start, for operators.
 fn default_worker_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-    let host = if host.is_empty() { "worker".to_string() } else { host };
-    format!("{host}-{}", std::process::id())
+    format!("w-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// This machine's name, for operators' logs only.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
 
 /// Drift check for a table of variables: each is in `.env.example` as `# NAME=default` (a line

@@ -1,7 +1,12 @@
 //! Readiness: whether the object store and the ready queue answer. Shared by the API's
 //! `/readyz` and the worker's, so a load balancer or ECS health check asks both the same way.
+//!
+//! `/readyz` takes no token, so anyone who reaches it can call it as often as they like: its
+//! answer is shared for [`FRESH_FOR`] ([`Readiness::cached`]), and calls made while a check is
+//! in flight wait for that one, so the store and the queue see at most one check a second
+//! whatever the rate of calls.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -21,6 +26,28 @@ pub struct Readiness {
     pub storage: String,
     /// `ok` or `unavailable`.
     pub queue: String,
+}
+
+/// How long one check's answer is shared.
+pub const FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// The last answer and when it was made; the lock is held while a check runs.
+#[derive(Default)]
+pub struct Cached(tokio::sync::Mutex<Option<(Instant, Readiness)>>);
+
+impl Readiness {
+    /// The answer of a check at most [`FRESH_FOR`] old, or of a new one (one at a time).
+    pub async fn cached(cache: &Cached, storage: &dyn Storage, ready: &dyn Queue) -> Readiness {
+        let mut last = cache.0.lock().await;
+        if let Some((at, readiness)) = last.as_ref()
+            && at.elapsed() < FRESH_FOR
+        {
+            return readiness.clone();
+        }
+        let readiness = check(storage, ready).await;
+        *last = Some((Instant::now(), readiness.clone()));
+        readiness
+    }
 }
 
 /// HEADs a status key that need not exist (a missing object is a fine answer) and reads the

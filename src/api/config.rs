@@ -25,8 +25,8 @@ pub const API_VARIABLES: &[Variable] = &[
     Variable {
         name: "MEDIA_API_TOKENS",
         default: "",
-        help: "comma-separated bearer tokens (16+ characters each); required unless the API listens on \
-               loopback or MEDIA_API_ALLOW_ANONYMOUS=true",
+        help: "comma-separated bearer tokens (16+ characters each); these, MEDIA_API_TOKENS_FILE or \
+               MEDIA_API_ALLOW_ANONYMOUS=true is required",
     },
     Variable {
         name: "MEDIA_API_TOKENS_FILE",
@@ -43,7 +43,8 @@ pub const API_VARIABLES: &[Variable] = &[
     Variable {
         name: "MEDIA_API_ALLOW_ANONYMOUS",
         default: "false",
-        help: "serve without tokens on a non-loopback address (every request is then anonymous)",
+        help: "serve without tokens: every request is then anonymous and sees everything. Needed even on \
+               loopback, where a reverse proxy on the same host would otherwise publish the whole API",
     },
     Variable {
         name: "MEDIA_API_PUBLIC_URL",
@@ -170,13 +171,13 @@ impl ApiConfig {
             None => Vec::new(),
             Some(raw) => parse_origins(&raw).map_err(|m| error("MEDIA_API_CORS_ORIGINS", m))?,
         };
-        if token_digests.is_empty() && tokens_file.is_none() && !allow_anonymous && !addr.ip().is_loopback() {
+        // Not even on loopback: a reverse proxy on the same host turns loopback into public.
+        if token_digests.is_empty() && tokens_file.is_none() && !allow_anonymous {
             return Err(error(
                 "MEDIA_API_TOKENS",
-                format!(
-                    "no tokens, and {addr} is reachable from other hosts: set tokens, listen on 127.0.0.1, \
-                     or set MEDIA_API_ALLOW_ANONYMOUS=true"
-                ),
+                "no tokens: set MEDIA_API_TOKENS or MEDIA_API_TOKENS_FILE, or MEDIA_API_ALLOW_ANONYMOUS=true \
+                 to accept every request without one"
+                    .into(),
             ));
         }
         let public_url = match get("MEDIA_API_PUBLIC_URL") {
@@ -286,26 +287,35 @@ mod tests {
 
     use super::*;
 
+    const TOKENS: (&str, &str) = ("MEDIA_API_TOKENS", "a-token-of-the-tests-0123456789");
+
+    /// The settings `pairs` give, with a token unless they name tokens or anonymous mode.
     fn config(pairs: &[(&str, &str)]) -> Result<ApiConfig, ConfigError> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        if !pairs.iter().any(|(k, _)| k.starts_with("MEDIA_API_TOKENS") || *k == "MEDIA_API_ALLOW_ANONYMOUS") {
+            map.insert(TOKENS.0.into(), TOKENS.1.into());
+        }
         ApiConfig::from_lookup(|name| map.get(name).cloned())
     }
 
     #[test]
-    fn defaults_listen_on_loopback_without_tokens() {
+    fn defaults_listen_on_loopback() {
         let cfg = config(&[]).unwrap();
         assert_eq!(cfg.addr, "127.0.0.1:8080".parse().unwrap());
-        assert!(cfg.token_digests.is_empty());
         assert_eq!(cfg.presign_expiry, Duration::from_secs(900));
         assert_eq!(cfg.max_upload, 5 << 30);
         assert_eq!(cfg.public_url, None);
     }
 
     #[test]
-    fn a_public_address_needs_tokens_or_an_explicit_anonymous_mode() {
-        let err = config(&[("MEDIA_API_ADDR", "0.0.0.0:8080")]).err().unwrap();
-        assert_eq!(err.var, "MEDIA_API_TOKENS");
-        assert!(config(&[("MEDIA_API_ADDR", "0.0.0.0:8080"), ("MEDIA_API_ALLOW_ANONYMOUS", "true")]).is_ok());
+    fn any_address_needs_tokens_or_an_explicit_anonymous_mode() {
+        for addr in ["127.0.0.1:8080", "[::1]:8080", "0.0.0.0:8080"] {
+            let err = config(&[("MEDIA_API_ADDR", addr), ("MEDIA_API_TOKENS", "")]).err().unwrap();
+            assert_eq!(err.var, "MEDIA_API_TOKENS", "{addr}");
+            assert!(config(&[("MEDIA_API_ADDR", addr), ("MEDIA_API_ALLOW_ANONYMOUS", "true")]).is_ok());
+            let refused = config(&[("MEDIA_API_ADDR", addr), ("MEDIA_API_ALLOW_ANONYMOUS", "false")]);
+            assert!(refused.is_err(), "{addr}: anonymous mode is never the default");
+        }
         let cfg = config(&[
             ("MEDIA_API_ADDR", "0.0.0.0:8080"),
             ("MEDIA_API_TOKENS", " first-token-0123456, second-token-abcdef ,"),

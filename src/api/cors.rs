@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::routes::jobs::{IDEMPOTENCY_KEY, REPLAYED};
+use super::idempotency::{IDEMPOTENCY_KEY, REPLAYED};
 
 /// How long a browser may cache a preflight's answer.
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);

@@ -12,7 +12,9 @@
 //! - [`routes`]: one file per resource; [`openapi`] gathers their annotations into
 //!   `/openapi.json`.
 //! - [`error`]: the one JSON error shape; [`auth`]: bearer tokens and signed URLs;
-//!   [`tokens`]: the tenants' tokens file; [`cors`]: browser origins.
+//!   [`tokens`]: the tenants' tokens file; [`cors`]: browser origins; [`idempotency`]: the
+//!   `Idempotency-Key` of submissions; [`signed_parts`]: the running total of a multipart
+//!   upload.
 //!
 //! # Request handling
 //! Outermost first: tracing, CORS (when origins are configured), the JSON error shape; then
@@ -25,9 +27,11 @@ pub mod auth;
 pub mod config;
 pub mod cors;
 pub mod error;
+pub mod idempotency;
 pub mod model;
 pub mod openapi;
 pub mod routes;
+pub mod signed_parts;
 pub mod tokens;
 
 use crate::jobs::JobStore;
@@ -83,6 +87,8 @@ pub struct Shared {
     pub uploads: Arc<Semaphore>,
     /// One permit per open event stream.
     pub streams: Arc<Semaphore>,
+    /// `/readyz`'s last answer, shared for a second.
+    pub readiness: crate::health::Cached,
     /// Cancelled on shutdown: event streams end so the server can drain.
     pub shutdown: CancellationToken,
 }
@@ -117,6 +123,7 @@ impl ApiState {
             requests: Arc::new(Semaphore::new(api.concurrency)),
             uploads: Arc::new(Semaphore::new(api.max_uploads)),
             streams: Arc::new(Semaphore::new(api.max_streams)),
+            readiness: Default::default(),
             shutdown: CancellationToken::new(),
             signer,
             public_url,
@@ -179,7 +186,7 @@ async fn upload_slot(State(state): State<ApiState>, request: Request, next: Next
 ///   `MEDIA_API_MAX_UPLOADS` permits, and the body is read under an idle timeout and a
 ///   minimum rate.
 pub fn router(state: ApiState) -> Router {
-    use routes::{console, files, health, jobs, multipart, presets, uploads};
+    use routes::{console, events, files, health, jobs, multipart, presets, uploads};
     let requests = GlobalConcurrencyLimitLayer::with_semaphore(state.requests.clone());
     let public = Router::new()
         .route("/healthz", get(health::healthz))
@@ -205,7 +212,7 @@ pub fn router(state: ApiState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
         .route_layer(requests.clone());
     let streams = Router::new()
-        .route("/v1/jobs/{id}/events", get(jobs::events))
+        .route("/v1/jobs/{id}/events", get(events::events))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     let downloads = Router::new()
         .route("/v1/files/{*key}", get(files::get))
@@ -262,6 +269,7 @@ pub async fn serve(
         result = server => result.context("serving the API")?,
         () = overdue => tracing::warn!(grace = ?grace, "Requests were still running after the grace period; stopping anyway."),
     }
+    crate::notify::settle(grace).await;
     tracing::info!("API stopped.");
     Ok(())
 }

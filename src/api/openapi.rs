@@ -113,7 +113,7 @@ impl Modify for BearerAuth {
         routes::jobs::list,
         routes::presets::list,
         routes::jobs::get,
-        routes::jobs::events,
+        routes::events::events,
         routes::jobs::delete,
         routes::files::get,
     ),

@@ -18,7 +18,7 @@ use super::output::{self, CliError, Table};
 use crate::backend::Backend;
 use crate::config::Config;
 use crate::domain::event::{EventContext, parse_ready_message};
-use crate::domain::job::{JobSpec, SourcePin, new_job_id};
+use crate::domain::job::{JobSpec, SourcePin, redriven_job_id};
 use crate::domain::status::{JobState, JobStatus};
 use crate::jobs;
 use crate::queue::{MAX_BATCH, Queue, SendOptions};
@@ -310,6 +310,7 @@ async fn redrive(
     let missing: Vec<&String> = message_ids.iter().filter(|id| !chosen.iter().any(|l| &l.message_id == *id)).collect();
     let mut outcomes = Vec::new();
     let mut failed = false;
+    let mut deleted = Vec::new();
     for letter in &chosen {
         let letter_outcomes = match redrive_one(cx, letter).await {
             Ok(o) => o,
@@ -323,12 +324,14 @@ async fn redrive(
         };
         if letter_outcomes.iter().all(Outcome::done) {
             cx.queue.delete(&letter.receipt).await?;
+            deleted.push(letter.message_id.clone());
         } else {
             failed |= letter_outcomes.iter().any(|o| o.action == "error");
             reveal(cx, [letter]).await;
         }
         outcomes.extend(letter_outcomes);
     }
+    failed |= !verify_deleted(cx, &deleted).await?;
     if json {
         output::emit_json(&serde_json::to_value(&outcomes)?)?;
     } else {
@@ -351,6 +354,41 @@ async fn redrive(
         return Ok(ExitCode::from(output::NOT_FOUND));
     }
     Ok(if failed { ExitCode::from(output::ERROR) } else { ExitCode::SUCCESS })
+}
+
+/// Checks that the letters redriven are gone. A delete with a receipt that went stale (the
+/// letter was received again meanwhile, by the worker's sweep or another command) deletes
+/// nothing, and says nothing: a letter still there is deleted again with its new receipt,
+/// which is safe because its job was made already (its id is derived, [`redriven_job_id`]).
+/// `false` when one could not be deleted (hidden by another reader): running the redrive
+/// again finishes it, making no second job.
+async fn verify_deleted(cx: &Deps<'_>, deleted: &[String]) -> anyhow::Result<bool> {
+    if deleted.is_empty() {
+        return Ok(true);
+    }
+    let left = scan(cx).await?;
+    let (again, others): (Vec<Letter>, Vec<Letter>) = left.into_iter().partition(|l| deleted.contains(&l.message_id));
+    reveal(cx, &others).await;
+    for letter in &again {
+        tracing::info!(message_id = %letter.message_id, "A redriven dead letter was still there; deleting it again.");
+        cx.queue.delete(&letter.receipt).await?;
+    }
+    let still: Vec<String> = scan_ids(cx).await?.into_iter().filter(|id| deleted.contains(id)).collect();
+    if !still.is_empty() {
+        eprintln!(
+            "error: dead letters {} were redriven but are still on the queue (read elsewhere meanwhile); \
+             run the redrive again: it makes no second job",
+            still.join(", ")
+        );
+    }
+    Ok(still.is_empty())
+}
+
+/// The ids of the letters a scan sees, every one revealed again at once.
+async fn scan_ids(cx: &Deps<'_>) -> anyhow::Result<Vec<String>> {
+    let letters = scan(cx).await?;
+    reveal(cx, &letters).await;
+    Ok(letters.into_iter().map(|l| l.message_id).collect())
 }
 
 /// Redrives one dead letter. A failed job is final, so it is submitted again as a new job; a
@@ -385,11 +423,15 @@ async fn redrive_one(cx: &Deps<'_>, letter: &Letter) -> anyhow::Result<Vec<Outco
                 ));
             }
             Some(status) if status.state == JobState::Failed => match resubmit(cx, &status.job).await {
-                Ok(new_id) => outcomes.push(outcome(
+                Ok((new_id, made)) => outcomes.push(outcome(
                     "resubmitted",
                     Some(new_id),
                     Some(job.job_id.clone()),
-                    format!("failed job {} submitted again as a new job", job.job_id),
+                    if made {
+                        format!("failed job {} submitted again as a new job", job.job_id)
+                    } else {
+                        format!("failed job {} was already submitted again as this job", job.job_id)
+                    },
                 )),
                 Err(err) => outcomes.push(outcome("error", Some(job.job_id.clone()), None, format!("{err:#}"))),
             },
@@ -413,9 +455,16 @@ async fn resend(cx: &Deps<'_>, letter: &Letter) -> anyhow::Result<()> {
     cx.backend.queues.ready.send(&letter.body, SendOptions::default()).await.context("send to the ready queue")
 }
 
-/// Submits a failed job again as a new job: a new id, the same source and outputs, pinned to
-/// the source as it is stored now, in a folder of its own next to the old job's.
-async fn resubmit(cx: &Deps<'_>, old: &JobSpec) -> anyhow::Result<String> {
+/// Submits a failed job again as a new job: an id derived from the old one, the same source
+/// and outputs, pinned to the source as it is stored now, in a folder of its own next to the
+/// old job's. `false` when that job exists already (an earlier redrive made it): nothing is
+/// sent.
+async fn resubmit(cx: &Deps<'_>, old: &JobSpec) -> anyhow::Result<(String, bool)> {
+    let job_id = redriven_job_id(&old.job_id);
+    let store = crate::notify::job_store(cx.config, cx.backend.storage.clone(), &cx.backend.queues);
+    if store.read(&job_id).await?.is_some() {
+        return Ok((job_id, false));
+    }
     let head = cx.backend.storage.head(&old.source_key).await?;
     // An imported source that never got stored is fetched again by the new job.
     let pin = match (head, &old.import) {
@@ -425,7 +474,6 @@ async fn resubmit(cx: &Deps<'_>, old: &JobSpec) -> anyhow::Result<String> {
             return Err(CliError::NotFound(format!("the source `{}` no longer exists", old.source_key)).into());
         }
     };
-    let job_id = new_job_id();
     let job = JobSpec {
         output_dir: next_output_dir(cx.config, old, &job_id),
         job_id,
@@ -437,9 +485,8 @@ async fn resubmit(cx: &Deps<'_>, old: &JobSpec) -> anyhow::Result<String> {
         import: old.import.clone(),
     };
     job.validate()?;
-    let store = crate::notify::job_store(cx.config, cx.backend.storage.clone(), &cx.backend.queues);
     jobs::submit(&store, cx.backend.queues.ready.as_ref(), &job, cx.config.max_attempts).await?;
-    Ok(job.job_id)
+    Ok((job.job_id, true))
 }
 
 /// The new job's folder: where the old job's was, with the new id (so a job submitted with an

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use clap::builder::TypedValueParser as _;
 
-use super::output::{self, Table};
+use super::output::{self, CliError, Table};
 use crate::domain::status::{JobState, JobStatus};
 use crate::jobs::JobStore;
 
@@ -108,6 +108,34 @@ pub fn json_name<T: serde::Serialize>(value: &T) -> String {
         Ok(serde_json::Value::String(name)) => name,
         _ => "-".to_string(),
     }
+}
+
+/// `media-worker deliveries JOB_ID`: the job's whole delivery record, for operators.
+pub async fn deliveries(store: &JobStore, job_id: &str, json: bool) -> anyhow::Result<()> {
+    if store.read(job_id).await?.is_none() {
+        return Err(CliError::NotFound(format!("no job `{job_id}`")).into());
+    }
+    let record = crate::notify::record::read(store.storage().as_ref(), job_id).await?;
+    if json {
+        return output::emit_json(&serde_json::to_value(&record)?);
+    }
+    let mut table = Table::new(&["EVENT", "ENDPOINT", "AUDIENCE", "ATTEMPT", "AT", "OUTCOME", "STATUS"]);
+    for a in &record.attempts {
+        table.push(vec![
+            a.event_id.clone(),
+            a.endpoint.clone(),
+            json_name(&a.audience),
+            a.attempt.to_string(),
+            a.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            a.outcome.clone(),
+            a.status.map_or_else(|| "-".to_string(), |s| s.to_string()),
+        ]);
+    }
+    table.emit()?;
+    for endpoint in &record.stopped {
+        eprintln!("stopped (410 Gone): {endpoint}");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -100,6 +100,14 @@ enum Command {
     },
     /// List recent jobs from their status documents, the most recently created first.
     Jobs(JobsArgs),
+    /// Every webhook delivery attempt of a job, to its own URL and the deployment's, with the
+    /// endpoints that answered 410 Gone (the API shows a job's submitter only its own URL's).
+    Deliveries {
+        job_id: String,
+        /// The delivery record as JSON instead of one line per attempt.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect the dead-letter queue, redrive or purge it.
     #[command(subcommand)]
     DeadLetters(DeadLetterCommand),
@@ -151,7 +159,10 @@ pub async fn main() -> ExitCode {
         }
     };
     telemetry::init(config.json_logs);
-    match dispatch(cli, config).await {
+    let result = dispatch(cli, config).await;
+    // The events of what the command changed (a submission, a redrive) go out before exit.
+    crate::notify::settle(Duration::from_secs(10)).await;
+    match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -266,6 +277,10 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Jobs(args) => {
             jobs::run(&JobStore::new(backend.storage.clone()), &args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Deliveries { job_id, json } => {
+            jobs::deliveries(&JobStore::new(backend.storage.clone()), &job_id, json).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::DeadLetters(command) => {

@@ -275,6 +275,17 @@ pub fn new_job_id() -> String {
     format!("job-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// The id of the job a redrive makes of the failed job `failed_job_id`: derived, not drawn, so
+/// redriving the same failed job again (a rerun after an interrupted redrive, a second dead
+/// letter of the same job, a copy the dead-letter sweep made) finds the job already made and
+/// makes no second one. A redriven job that fails in turn is redriven under an id of its own.
+pub fn redriven_job_id(failed_job_id: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"redrive\0");
+    hasher.update(failed_job_id.as_bytes());
+    format!("job-{}", hex::encode(&hasher.finalize()[..16]))
+}
+
 /// Exponential back-off before attempt `next_attempt`: base, 2 x base, 4 x base, ... capped at
 /// SQS's longest delivery delay (15 minutes).
 pub fn retry_delay(base: Duration, next_attempt: u32) -> Duration {
@@ -315,6 +326,15 @@ mod tests {
         assert_ne!(job_id_for_object("ab", "c", "x"), job_id_for_object("a", "bc", "x"));
         assert!(validate_job_id(&a).is_ok());
         assert!(validate_job_id(&new_job_id()).is_ok());
+    }
+
+    #[test]
+    fn a_redrive_names_its_job_after_the_failed_one() {
+        let id = redriven_job_id("s3-1b43ae7c81fbc2e11d6017c5");
+        assert_eq!(id, redriven_job_id("s3-1b43ae7c81fbc2e11d6017c5"));
+        assert_ne!(id, redriven_job_id("s3-1b43ae7c81fbc2e11d6017c6"));
+        assert_ne!(redriven_job_id(&id), id, "a redriven job's own redrive is another job");
+        assert!(crate::domain::keys::validate_job_id(&id).is_ok(), "{id}");
     }
 
     #[test]

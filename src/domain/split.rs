@@ -533,10 +533,19 @@ pub struct SegmentMessage {
 #[serde(deny_unknown_fields)]
 pub struct SegmentTask {
     pub job_id: String,
-    /// The job's folder, where its `split/` records are.
+    /// The job's folder, where its `split/` records are. Checked against the job's status
+    /// before anything is read or written there: a message is no authority on where to write.
     pub output_dir: String,
     pub index: u32,
     pub count: u32,
+    /// Tries of this segment that failed for a passing reason, within the job's attempt;
+    /// each is offered again after a back-off, until `MEDIA_MAX_ATTEMPTS` tries.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tries: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl SegmentMessage {

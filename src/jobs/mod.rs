@@ -6,6 +6,7 @@
 //!   an [`Observer`] about every transition it won (`on_transition`; final states also reach
 //!   `on_terminal`): notifications hang off this one point.
 //! - [`attempt`]: [`Attempt`], the fenced handle a running attempt writes through.
+//! - [`tidy`]: what an ended job leaves in its folder, cleared by whoever learns it ended.
 //!
 //! The worker (intake, attempts, reaper, dead-letter sweep), the API and the CLI change a job's
 //! status only through these; nothing else writes status documents.
@@ -13,6 +14,7 @@
 pub mod attempt;
 pub mod machine;
 pub mod store;
+pub mod tidy;
 
 pub use attempt::{Attempt, AttemptError};
 pub use machine::{Event, Refused};

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
 use crate::domain::isobmff;
@@ -16,6 +17,10 @@ pub enum ProbeFailure {
     Spawn(std::io::Error),
     #[error("ffprobe did not finish within {0:?}")]
     Timeout(Duration),
+    /// ffprobe's description of the file passed [`MAX_PROBE_OUTPUT`]: a file built to flood
+    /// whoever reads it (huge tags), stopped before it costs the worker its memory.
+    #[error("ffprobe's description of the file passed {0} bytes")]
+    Flooded(usize),
     /// ffprobe ran and could not read the file: it is not media it can decode.
     #[error("not a readable media file: {0}")]
     Unreadable(String),
@@ -98,28 +103,137 @@ fn read_moov(path: &Path) -> Option<Vec<u8>> {
     None
 }
 
-/// Runs ffprobe on `path`.
+/// The fields [`MediaInfo`] reads, and no others: no tags but `rotate`, so a file's metadata
+/// (titles, comments, cover text; any size the container allows) never reaches the worker.
+const ENTRIES: &str = "format=format_name,duration\
+    :stream=index,codec_type,codec_name,width,height,pix_fmt,avg_frame_rate,channels,sample_rate,duration\
+    :stream_disposition=attached_pic:stream_tags=rotate:stream_side_data=rotation";
+
+/// ffprobe's JSON of [`ENTRIES`] is a few hundred bytes per stream; past this much output the
+/// file is built to flood its reader, and ffprobe is stopped.
+pub const MAX_PROBE_OUTPUT: usize = 4 << 20;
+
+/// Bytes of ffprobe's error output kept (its last line is the reason given).
+const MAX_PROBE_ERRORS: usize = 64 << 10;
+
+/// Runs ffprobe on `path`, reading at most [`MAX_PROBE_OUTPUT`] bytes of what it prints.
 pub async fn ffprobe(path: &Path, timeout: Duration, kind: Probed) -> Result<MediaInfo, ProbeFailure> {
-    let mut command = Command::new("ffprobe");
+    probe_with("ffprobe", path, timeout, kind).await
+}
+
+/// [`ffprobe`], with the program named (tests stand in for ffprobe).
+async fn probe_with(program: &str, path: &Path, timeout: Duration, kind: Probed) -> Result<MediaInfo, ProbeFailure> {
+    let mut command = Command::new(program);
     command
-        .args(["-v", "error", "-protocol_whitelist", "file", "-print_format", "json", "-show_format", "-show_streams"])
+        .args(["-v", "error", "-protocol_whitelist", "file", "-print_format", "json", "-show_entries", ENTRIES])
         .arg(path)
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let output = tokio::time::timeout(timeout, command.output())
-        .await
-        .map_err(|_| ProbeFailure::Timeout(timeout))?
-        .map_err(ProbeFailure::Spawn)?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut child = command.spawn().map_err(ProbeFailure::Spawn)?;
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(ProbeFailure::Spawn(std::io::Error::other("ffprobe's output pipes are missing")));
+    };
+    let run = async {
+        // Both pipes at once: a child blocked on a full pipe never finishes. Past the cap of
+        // its output, ffprobe is killed at once (it would block, and stderr never end).
+        let out = async {
+            let out = read_capped(stdout, MAX_PROBE_OUTPUT).await;
+            if matches!(out, Ok(Capped::Cut(_))) {
+                let _ = child.start_kill();
+            }
+            out
+        };
+        let (out, errors) = tokio::join!(out, read_tail(stderr, MAX_PROBE_ERRORS));
+        let out = out.map_err(ProbeFailure::Spawn)?;
+        let errors = errors.map_err(ProbeFailure::Spawn)?;
+        let Capped::Whole(stdout) = out else { return Err(ProbeFailure::Flooded(MAX_PROBE_OUTPUT)) };
+        let status = child.wait().await.map_err(ProbeFailure::Spawn)?;
+        Ok((status, stdout, errors))
+    };
+    // On any early return (timeout, flood) the child is dropped, which kills it.
+    let (status, stdout, stderr) =
+        tokio::time::timeout(timeout, run).await.map_err(|_| ProbeFailure::Timeout(timeout))??;
+    if !status.success() {
+        let stderr = String::from_utf8_lossy(&stderr);
         let reason = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("ffprobe failed").trim();
         // ffprobe echoes the path in its errors; the scratch path means nothing to users.
         let reason = reason.replace(&path.display().to_string(), "source");
         return Err(ProbeFailure::Unreadable(reason));
     }
-    let json = String::from_utf8_lossy(&output.stdout);
+    let json = String::from_utf8_lossy(&stdout);
     Ok(match kind {
         Probed::Source => MediaInfo::from_ffprobe_json(&json)?,
         Probed::Output => MediaInfo::describe(&json)?,
     })
+}
+
+/// What [`read_capped`] read.
+#[derive(Debug, PartialEq, Eq)]
+enum Capped {
+    /// Everything, up to the end.
+    Whole(Vec<u8>),
+    /// The first `cap` bytes: there was more, left unread.
+    Cut(Vec<u8>),
+}
+
+/// Reads `reader` to its end, or until it has given more than `cap` bytes.
+async fn read_capped(reader: impl AsyncRead + Unpin, cap: usize) -> std::io::Result<Capped> {
+    let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
+    let mut bytes = Vec::new();
+    reader.take(limit).read_to_end(&mut bytes).await?;
+    if bytes.len() > cap {
+        bytes.truncate(cap);
+        return Ok(Capped::Cut(bytes));
+    }
+    Ok(Capped::Whole(bytes))
+}
+
+/// Reads `reader` to its end, keeping only its last `cap` bytes.
+async fn read_tail(mut reader: impl AsyncRead + Unpin, cap: usize) -> std::io::Result<Vec<u8>> {
+    let mut tail = Vec::new();
+    let mut chunk = vec![0u8; 16 << 10];
+    loop {
+        let n = reader.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(tail);
+        }
+        tail.extend_from_slice(&chunk[..n]);
+        if tail.len() > cap {
+            tail.drain(..tail.len() - cap);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reading_stops_past_the_cap() {
+        let small = read_capped(&b"hello"[..], 5).await.unwrap();
+        assert_eq!(small, Capped::Whole(b"hello".to_vec()));
+        let big = vec![b'x'; 1 << 20];
+        let cut = read_capped(&big[..], 1000).await.unwrap();
+        assert_eq!(cut, Capped::Cut(vec![b'x'; 1000]));
+        let mut long = vec![b'a'; 100_000];
+        long.extend_from_slice(b"last line");
+        assert_eq!(read_tail(&long[..], 9).await.unwrap(), b"last line");
+    }
+
+    /// A prober that never stops talking is stopped at the cap, at once, not at the timeout.
+    #[tokio::test]
+    async fn a_flood_of_output_stops_the_prober() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let flood = dir.path().join("flood");
+        std::fs::write(&flood, "#!/bin/sh\nexec yes '{\"format\": {\"tags\": \"flood\"}}'\n").unwrap();
+        std::fs::set_permissions(&flood, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let started = std::time::Instant::now();
+        let program = flood.to_str().unwrap();
+        let result = probe_with(program, Path::new("source"), Duration::from_secs(60), Probed::Source).await;
+        assert!(matches!(result, Err(ProbeFailure::Flooded(MAX_PROBE_OUTPUT))), "{result:?}");
+        assert!(started.elapsed() < Duration::from_secs(30), "stopped by the cap, not the timeout");
+    }
 }

@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use super::aws::AwsFanOut;
 use super::config::NotifySettings;
 use super::event::EventType;
-use super::record::{self, DeliveryAttempt, endpoint_label};
+use super::record::{self, Audience, DeliveryAttempt, endpoint_label};
 use crate::outbound::{Limits, SafeClient, SendError, read_capped};
 use crate::queue::{MAX_BATCH, MAX_DELAY, MAX_WAIT, Queue, Received, SendOptions};
 use crate::storage::Storage;
@@ -54,8 +54,14 @@ pub struct Envelope {
 pub enum Target {
     /// First attempts everywhere; `job_url` is the job's own endpoint, if any.
     FanOut { job_url: Option<String> },
-    /// Attempt `attempt` (2, 3, ...) at `url`, due at `due`.
-    Retry { url: String, attempt: u32, due: DateTime<Utc> },
+    /// Attempt `attempt` (2, 3, ...) at `url`, due at `due`; `audience` says whose URL it is.
+    Retry {
+        url: String,
+        attempt: u32,
+        due: DateTime<Utc>,
+        #[serde(default)]
+        audience: Audience,
+    },
 }
 
 impl Envelope {
@@ -216,28 +222,28 @@ impl Dispatcher {
                     );
                     return;
                 }
-                let urls: Vec<String> = self
+                let urls: Vec<(String, Audience)> = self
                     .settings
                     .endpoints
                     .iter()
                     .filter(|e| e.wants(envelope.event_type))
-                    .map(|e| e.url.clone())
-                    .chain(job_url.clone())
+                    .map(|e| (e.url.clone(), Audience::Deployment))
+                    .chain(job_url.clone().map(|url| (url, Audience::Job)))
                     .collect();
-                let attempts = urls.iter().map(|url| self.attempt(&envelope, url, 1));
+                let attempts = urls.iter().map(|(url, audience)| self.attempt(&envelope, url, *audience, 1));
                 futures_util::future::join_all(attempts)
                     .await
                     .into_iter()
                     .collect::<anyhow::Result<Vec<()>>>()
                     .map(|_| ())
             }
-            Target::Retry { url, attempt, due } => {
+            Target::Retry { url, attempt, due, audience } => {
                 let early = (*due - Utc::now()).to_std().unwrap_or_default();
                 if early > Duration::from_millis(5) {
                     // Not due yet: on again with what remains (SQS delays 15 minutes at most).
                     self.queue.send(&message.body, SendOptions::delayed(early.min(MAX_DELAY))).await
                 } else {
-                    self.attempt(&envelope, url, *attempt).await
+                    self.attempt(&envelope, url, *audience, *attempt).await
                 }
             }
         };
@@ -257,7 +263,7 @@ impl Dispatcher {
 
     /// One attempt at one endpoint, its retry scheduled and its record written. `Err` only
     /// when the retry could not be queued (the message is then redelivered).
-    async fn attempt(&self, envelope: &Envelope, url: &str, attempt: u32) -> anyhow::Result<()> {
+    async fn attempt(&self, envelope: &Envelope, url: &str, audience: Audience, attempt: u32) -> anyhow::Result<()> {
         let endpoint = endpoint_label(url);
         let job_id = envelope.job_id.as_str();
         match record::read(self.storage.as_ref(), job_id).await {
@@ -280,7 +286,7 @@ impl Dispatcher {
                     Some(delay) => {
                         let due = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
                         let retry = Envelope {
-                            target: Target::Retry { url: url.to_string(), attempt: attempt + 1, due },
+                            target: Target::Retry { url: url.to_string(), attempt: attempt + 1, due, audience },
                             ..envelope.clone()
                         };
                         self.queue.send(&retry.to_json(), SendOptions::delayed(delay.min(MAX_DELAY))).await?;
@@ -305,6 +311,7 @@ impl Dispatcher {
             event_id: envelope.event_id.clone(),
             event_type: envelope.event_type,
             endpoint,
+            audience,
             attempt,
             at,
             status,
@@ -397,7 +404,12 @@ mod tests {
             event_id: "msg_1".into(),
             event_type: EventType::Completed,
             body: "{\"a\": 1}".into(),
-            target: Target::Retry { url: "https://a.example/".into(), attempt: 2, due: Utc::now() },
+            target: Target::Retry {
+                url: "https://a.example/".into(),
+                attempt: 2,
+                due: Utc::now(),
+                audience: Audience::Job,
+            },
         };
         let back: Envelope = serde_json::from_str(&e.to_json()).unwrap();
         assert_eq!(back, e);

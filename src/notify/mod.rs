@@ -3,8 +3,11 @@
 //!
 //! - [`event`]: the event contract (types, payload), and which transition makes which event.
 //! - [`Notifier`]: the lifecycle's observer. Told only about transitions that won their
-//!   compare-and-swap, it puts one message per event on the notifications queue (SQS, or the
-//!   local queue) and returns: nothing is delivered on the job's path.
+//!   compare-and-swap, it hands one message per event to a task of its own, which puts it on
+//!   the notifications queue (SQS, or the local queue), and returns at once: neither the send
+//!   nor a delivery is on the job's path, so a slow queue never holds a fenced commit open
+//!   (where a timeout or shutdown could cut it off). [`settle`] waits for the sends still in
+//!   flight; every binary calls it before it exits.
 //! - [`deliver`]: the worker's dispatcher, which takes those messages and makes the signed
 //!   requests ([`sign`]) through the SSRF-guarded client ([`crate::outbound`]), retrying on
 //!   the configured schedule and recording every attempt ([`record`]).
@@ -20,10 +23,11 @@ pub mod sign;
 pub mod verify;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use tokio_util::task::TaskTracker;
 
 pub use config::{NOTIFY_VARIABLES, NotifySettings};
 use deliver::{ENVELOPE_VERSION, Envelope, Target};
@@ -38,6 +42,22 @@ use crate::storage::Storage;
 
 /// Bound on the one queue send (and the manifest read, on completion) a transition costs.
 const EMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The event sends in flight in this process, whichever store started them.
+static SENDS: LazyLock<TaskTracker> = LazyLock::new(TaskTracker::new);
+
+/// Waits (at most `within`) for the events still being put on the notifications queue. A
+/// process that exits without it may lose the events of its last transitions.
+pub async fn settle(within: Duration) {
+    if SENDS.is_empty() {
+        return;
+    }
+    SENDS.close();
+    if tokio::time::timeout(within, SENDS.wait()).await.is_err() {
+        tracing::warn!(pending = SENDS.len(), "Events were still being queued at exit; they are lost.");
+    }
+    SENDS.reopen();
+}
 
 /// The job store every binary uses: with a [`Notifier`] when notifications are configured
 /// and the deployment has a notifications queue, else logging final states only.
@@ -98,26 +118,28 @@ impl Notifier {
             }
         }
     }
+}
 
-    async fn manifest(&self, status: &JobStatus) -> Option<Manifest> {
-        let key = status.manifest_key.as_deref()?;
-        let bytes = self.storage.get_bytes(key).await.ok()??;
-        serde_json::from_slice(&bytes).ok()
-    }
+/// Reads the manifest a completed status names, for the `job.completed` event.
+async fn manifest(storage: &dyn Storage, status: &JobStatus) -> Option<Manifest> {
+    let key = status.manifest_key.as_deref()?;
+    let bytes = storage.get_bytes(key).await.ok()??;
+    serde_json::from_slice(&bytes).ok()
+}
 
-    async fn emit(&self, kind: EventType, status: &JobStatus) -> anyhow::Result<()> {
-        let manifest = if kind == EventType::Completed { self.manifest(status).await } else { None };
-        let event = build(kind, status, manifest.as_ref());
-        let envelope = Envelope {
-            v: ENVELOPE_VERSION,
-            job_id: status.job_id.clone(),
-            event_id: event.id.clone(),
-            event_type: kind,
-            body: serde_json::to_string(&event)?,
-            target: Target::FanOut { job_url: status.job.notify.as_ref().map(|n| n.url.clone()) },
-        };
-        self.queue.send(&envelope.to_json(), SendOptions::default()).await
-    }
+/// Builds the event and puts it on the queue.
+async fn emit(queue: &dyn Queue, storage: &dyn Storage, kind: EventType, status: &JobStatus) -> anyhow::Result<()> {
+    let manifest = if kind == EventType::Completed { manifest(storage, status).await } else { None };
+    let event = build(kind, status, manifest.as_ref());
+    let envelope = Envelope {
+        v: ENVELOPE_VERSION,
+        job_id: status.job_id.clone(),
+        event_id: event.id.clone(),
+        event_type: kind,
+        body: serde_json::to_string(&event)?,
+        target: Target::FanOut { job_url: status.job.notify.as_ref().map(|n| n.url.clone()) },
+    };
+    queue.send(&envelope.to_json(), SendOptions::default()).await
 }
 
 #[async_trait]
@@ -132,14 +154,18 @@ impl Observer for Notifier {
             return;
         }
         // The transition is stored whatever happens here: a lost event is logged, never an
-        // error of the job. (A process killed between the two loses the event.)
-        match tokio::time::timeout(EMIT_TIMEOUT, self.emit(kind, status)).await {
-            Ok(Ok(())) => tracing::debug!(job_id = %status.job_id, event = %kind, "Notification queued."),
-            Ok(Err(err)) => {
-                tracing::warn!(job_id = %status.job_id, event = %kind, error = format!("{err:#}"), "Could not queue a notification.")
+        // error of the job. (A process killed before the send loses the event.)
+        let (queue, storage, status) = (self.queue.clone(), self.storage.clone(), status.clone());
+        SENDS.spawn(async move {
+            let job_id = status.job_id.as_str();
+            match tokio::time::timeout(EMIT_TIMEOUT, emit(queue.as_ref(), storage.as_ref(), kind, &status)).await {
+                Ok(Ok(())) => tracing::debug!(job_id, event = %kind, "Notification queued."),
+                Ok(Err(err)) => {
+                    tracing::warn!(job_id, event = %kind, error = format!("{err:#}"), "Could not queue a notification.")
+                }
+                Err(_) => tracing::warn!(job_id, event = %kind, "Queueing a notification timed out."),
             }
-            Err(_) => tracing::warn!(job_id = %status.job_id, event = %kind, "Queueing a notification timed out."),
-        }
+        });
     }
 
     fn on_terminal(&self, status: &JobStatus) {

@@ -1,5 +1,10 @@
-//! `jobs/notifications/<job_id>.json`: the delivery attempts of a job's webhooks (shown by
-//! `GET /v1/jobs/{id}`) and the endpoints that answered 410 Gone for it.
+//! `jobs/notifications/<job_id>.json`: the delivery attempts of a job's webhooks and the
+//! endpoints that answered 410 Gone for it.
+//!
+//! Each attempt says whose endpoint it went to ([`Audience`]). `GET /v1/jobs/{id}` shows the
+//! job's submitter only the attempts to the job's own `notify` URL ([`Deliveries::of_job`]):
+//! the deployment's `MEDIA_WEBHOOK_URLS` often carry a credential in their path (chat and
+//! automation hooks), and only operators see them (`media-worker deliveries`, the logs).
 //!
 //! Several deliveries of one job may finish at once (different events, different endpoints,
 //! different workers), so the document is changed by compare-and-swap like a job status: a
@@ -32,6 +37,35 @@ pub struct Deliveries {
     pub attempts: Vec<DeliveryAttempt>,
 }
 
+impl Deliveries {
+    /// What the job's submitter may see: the attempts to the job's own endpoint, and whether
+    /// that endpoint stopped. `job_url` is the job's `notify` URL, if it has one.
+    pub fn of_job(&self, job_url: Option<&str>) -> Deliveries {
+        let Some(label) = job_url.map(endpoint_label) else { return Deliveries::default() };
+        Deliveries {
+            stopped: self.stopped.iter().filter(|e| **e == label).cloned().collect(),
+            attempts: self
+                .attempts
+                .iter()
+                .filter(|a| a.audience == Audience::Job && a.endpoint == label)
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// Whose endpoint a delivery went to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Audience {
+    /// The job's own `notify` URL, which its submitter gave.
+    Job,
+    /// One of the deployment's `MEDIA_WEBHOOK_URLS`: for operators only. Records that predate
+    /// this field read as this, so nothing old is shown to a job's submitter.
+    #[default]
+    Deployment,
+}
+
 /// One webhook request and how it went.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DeliveryAttempt {
@@ -39,6 +73,9 @@ pub struct DeliveryAttempt {
     pub event_type: EventType,
     /// The endpoint, without its query string (which may hold a token).
     pub endpoint: String,
+    /// Whose endpoint it is.
+    #[serde(default)]
+    pub audience: Audience,
     /// 1 for the first try of this event at this endpoint.
     pub attempt: u32,
     pub at: DateTime<Utc>,
@@ -123,6 +160,44 @@ mod tests {
         assert_eq!(endpoint_label("http://127.0.0.1:9/x"), "http://127.0.0.1:9/x");
     }
 
+    #[test]
+    fn a_job_sees_only_its_own_endpoint() {
+        let at = Utc::now();
+        let attempt = |endpoint: &str, audience| DeliveryAttempt {
+            event_id: "msg_1".into(),
+            event_type: EventType::Completed,
+            endpoint: endpoint.into(),
+            audience,
+            attempt: 1,
+            at,
+            status: Some(410),
+            outcome: "gone".into(),
+            error: None,
+            next_attempt_at: None,
+        };
+        let operator = "https://hooks.example/services/T0/B0/s3cret";
+        let mine = "https://app.example/hook";
+        let doc = Deliveries {
+            stopped: vec![operator.into(), mine.into()],
+            attempts: vec![
+                attempt(operator, Audience::Deployment),
+                attempt(mine, Audience::Job),
+                // The same address as an operator's: still the operator's attempt.
+                attempt(mine, Audience::Deployment),
+            ],
+        };
+        let shown = doc.of_job(Some("https://app.example/hook?token=t"));
+        assert_eq!(shown.stopped, vec![mine.to_string()]);
+        assert_eq!(shown.attempts, vec![attempt(mine, Audience::Job)]);
+        assert_eq!(doc.of_job(None), Deliveries::default(), "no notify URL: nothing to show");
+        let old: DeliveryAttempt = serde_json::from_value(serde_json::json!({
+            "event_id": "m", "event_type": "job.completed", "endpoint": mine, "attempt": 1,
+            "at": "2026-01-01T00:00:00Z", "outcome": "delivered"
+        }))
+        .unwrap();
+        assert_eq!(old.audience, Audience::Deployment, "records without an audience are the operator's");
+    }
+
     #[tokio::test]
     async fn concurrent_appends_are_all_kept_and_gone_stops() {
         let dir = tempfile::tempdir().unwrap();
@@ -132,6 +207,7 @@ mod tests {
             event_id: format!("msg_{n}"),
             event_type: EventType::Queued,
             endpoint: "https://a.example/h".into(),
+            audience: Audience::Deployment,
             attempt: 1,
             at: Utc::now(),
             status: Some(500),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::Inner;
 use crate::domain::event::{EventContext, parse_ready_message};
 use crate::domain::status::ErrorInfo;
-use crate::jobs::{Applied, Event};
+use crate::jobs::{Applied, Event, tidy};
 use crate::queue::{MAX_BATCH, Received};
 
 /// Attribute of a dead letter naming a job: whether the job's status records its end.
@@ -82,7 +82,8 @@ async fn finish(inner: &Inner, message: &Received) -> anyhow::Result<bool> {
             for job in &parsed.jobs {
                 let event = Event::Exhausted { job: job.job.clone(), attempt: job.attempt, error: error.clone() };
                 match inner.store.apply(&job.job.job_id, &event).await? {
-                    Applied::Done { .. } => {
+                    Applied::Done { status, .. } => {
+                        tidy::after_end(inner.storage.as_ref(), &status).await;
                         tracing::warn!(job_id = %job.job.job_id, "Failed a job whose message was dead-lettered.")
                     }
                     Applied::Refused { reason, .. } => {
@@ -92,14 +93,19 @@ async fn finish(inner: &Inner, message: &Received) -> anyhow::Result<bool> {
                 named = Some(job.job.job_id.clone());
             }
             for task in &parsed.segments {
-                // A split job's segment: its job fails through the segment's failure record.
-                let message = format!(
-                    "its message was delivered {} times without it being encoded",
-                    message.receive_count.max(1)
-                );
-                let error = ErrorInfo { message, ..error.clone() };
-                super::segment::record_failure(inner, task, error).await?;
-                tracing::warn!(job_id = %task.job_id, segment = task.index, "Failed a segment whose message was dead-lettered.");
+                // A split job's segment that kept taking its workers down: the job's attempt
+                // fails through the segment's failure record, and its attempts decide. Only
+                // in the folder the job's status names.
+                let live = inner.store.read(&task.job_id).await?.filter(|s| !s.state.is_terminal());
+                if live.is_some_and(|s| s.job.output_dir == task.output_dir) {
+                    let message = format!(
+                        "its message was delivered {} times without it being encoded",
+                        message.receive_count.max(1)
+                    );
+                    let error = ErrorInfo { code: "segment_failed".into(), message, retryable: true };
+                    super::segment::record_failure(inner, task, error).await?;
+                    tracing::warn!(job_id = %task.job_id, segment = task.index, "Failed a segment whose message was dead-lettered.");
+                }
                 named = Some(task.job_id.clone());
             }
             let reason = message.attributes.get("reason").cloned().unwrap_or(error.code);

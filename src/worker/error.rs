@@ -19,7 +19,12 @@ pub enum JobError {
     },
     /// May succeed later: retried with back-off while attempts remain.
     #[error("{code}: {message}")]
-    Retryable { code: &'static str, message: String },
+    Retryable {
+        code: &'static str,
+        message: String,
+        /// As for `Permanent`.
+        detail: Option<String>,
+    },
     /// A user cancelled the job.
     #[error("the job was cancelled")]
     Cancelled,
@@ -42,21 +47,26 @@ impl JobError {
     }
 
     pub fn retryable(code: &'static str, message: impl Into<String>) -> Self {
-        JobError::Retryable { code, message: message.into() }
+        JobError::Retryable { code, message: message.into(), detail: None }
+    }
+
+    /// A retryable failure whose public sentence is followed by `detail`, as for
+    /// [`JobError::permanent_naming`].
+    pub fn retryable_naming(code: &'static str, detail: impl Into<String>, message: impl Into<String>) -> Self {
+        JobError::Retryable { code, message: message.into(), detail: Some(detail.into()) }
     }
 
     /// The error as recorded in the job status: its code's public sentence. The cause (this
     /// error's `Display`) goes to the worker's log only.
     pub fn info(&self) -> ErrorInfo {
         match self {
-            JobError::Permanent { code, detail, .. } => {
-                let mut info = ErrorInfo::public(code, false);
+            JobError::Permanent { code, detail, .. } | JobError::Retryable { code, detail, .. } => {
+                let mut info = ErrorInfo::public(code, matches!(self, JobError::Retryable { .. }));
                 if let Some(detail) = detail {
                     info.message = format!("{}: {detail}", info.message);
                 }
                 info
             }
-            JobError::Retryable { code, .. } => ErrorInfo::public(code, true),
             JobError::Cancelled => ErrorInfo::public("cancelled", false),
             JobError::Superseded => ErrorInfo::public("superseded", true),
             JobError::Interrupted => ErrorInfo::public("interrupted", true),
@@ -142,6 +152,7 @@ impl From<ProbeFailure> for JobError {
             ProbeFailure::Invalid(ProbeError::ReferenceFormat(_)) => {
                 JobError::permanent("unsupported_input", err.to_string())
             }
+            ProbeFailure::Flooded(_) => JobError::permanent("metadata_too_large", err.to_string()),
         }
     }
 }
@@ -154,6 +165,9 @@ impl From<FfmpegError> for JobError {
             FfmpegError::Spawn(_) => JobError::retryable("ffmpeg_unavailable", err.to_string()),
             FfmpegError::Timeout(_) => JobError::retryable("timeout", err.to_string()),
             FfmpegError::Signal(_) => JobError::retryable("ffmpeg_killed", err.to_string()),
+            // The length bound is the deployment's limit unless the caller knows better.
+            FfmpegError::Overran(_) => JobError::permanent("duration_too_long", err.to_string()),
+            FfmpegError::ScratchFull => JobError::retryable("scratch_full", err.to_string()),
             FfmpegError::Failed { ref log, .. } => match resource_failure(log) {
                 Some((code, why)) => JobError::retryable(code, format!("{why}: {err}")),
                 None => JobError::permanent("transcode_failed", err.to_string()),

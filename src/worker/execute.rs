@@ -1,8 +1,7 @@
 //! One attempt of one job: download (or import), probe, transcode, upload, manifest; raced
-//! against the heartbeat, the job timeout and shutdown; then the outcome is recorded exactly once.
+//! against the heartbeat, the job timeout and shutdown; then [`super::settle`] records the outcome once.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use super::scratch::ScratchDir;
 use super::split::JobPermit;
 use super::{Inner, JobError};
 use crate::config::SourceLimits;
-use crate::domain::job::{JobMessage, JobSpec, retry_delay};
+use crate::domain::job::{JobMessage, JobSpec};
 use crate::domain::keys::{attempt_dir, manifest_key};
 use crate::domain::plan::{PlannedOutput, expected_duration, is_truncated, plan};
 use crate::domain::preset::content_type_of;
@@ -24,7 +23,7 @@ use crate::domain::probe::{MediaInfo, sniff_reference_format};
 use crate::domain::split::split_plan;
 use crate::domain::status::{JobState, Manifest, OutputRecord, SourceRecord, SplitSummary, Stage, Timings};
 use crate::jobs::{Attempt, AttemptError};
-use crate::media::ffmpeg::{FfmpegProgress, run_ffmpeg};
+use crate::media::ffmpeg::{Bounds, FfmpegError, FfmpegProgress, run_ffmpeg};
 use crate::media::probe::{Probed, probe};
 use crate::storage::{CasOutcome, ObjectInfo, Pin, Precondition, StorageError};
 
@@ -50,7 +49,8 @@ pub(super) async fn run(inner: Arc<Inner>, message: JobMessage, tracker: Attempt
         let scratch = match ScratchDir::create(&inner.config, &message).await {
             Ok(dir) => dir,
             Err(err) => {
-                finish(&inner, &message, &tracker, Err(JobError::retryable("scratch", format!("{err:#}")))).await;
+                let failed = Err(JobError::retryable("scratch", format!("{err:#}")));
+                super::settle::finish(&inner, &message, &tracker, failed).await;
                 return;
             }
         };
@@ -75,21 +75,7 @@ pub(super) async fn run(inner: Arc<Inner>, message: JobMessage, tracker: Attempt
         // The attempt future is dropped by now: ffmpeg is killed and reaped, streams closed,
         // unfinished multipart uploads aborted.
         scratch.remove().await;
-        // Tidying a completed job's folder happens here, after the race: once the job is
-        // completed the heartbeat is refused, and that must not turn the run into a loser.
-        let outcome = match outcome {
-            Ok(completed) => {
-                if let Some(ours) = &completed.other_attempts {
-                    remove_other_attempts(&inner, &message.job.output_dir, ours).await;
-                }
-                if completed.split {
-                    super::split::clean_up(&inner, &message.job.output_dir).await;
-                }
-                Ok(())
-            }
-            Err(err) => Err(err),
-        };
-        finish(&inner, &message, &tracker, outcome).await;
+        super::settle::finish(&inner, &message, &tracker, outcome).await;
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "Job attempt ended.");
     }
     .instrument(span)
@@ -341,15 +327,14 @@ async fn attempt(
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| JobError::retryable("internal", e.to_string()))?;
     write_manifest(inner, &key, &job.job_id, message.attempt, body).await?;
     tracker.complete(&key).await?;
-    Ok(Completed { other_attempts: (!first_run).then_some(folder), split: manifest_split })
+    Ok(Completed { tidy: !first_run || manifest_split })
 }
 
-/// What is left to tidy once an attempt completed its job.
-struct Completed {
-    /// This attempt's folder, when earlier attempts may have left files beside it.
-    other_attempts: Option<String>,
-    /// A split job, whose `split/` folder goes.
-    split: bool,
+/// An attempt that completed its job.
+pub(super) struct Completed {
+    /// Whether the folder may hold more than the result (an earlier run's files, a split job's
+    /// `split/` folder), to clear; a first run of a whole job leaves nothing else.
+    pub(super) tidy: bool,
 }
 
 /// What the transcode left in the output folder: the outputs in the job's order, ffmpeg's
@@ -383,7 +368,8 @@ pub(super) async fn transcode(
     let slot = inner.transcode_slot().await?;
     tracker.stage(Stage::Transcoding).await?;
     let (sender, mut receiver) = watch::channel(FfmpegProgress::default());
-    let run = run_ffmpeg(plan.args.clone(), inner.config.job_timeout, stop, sender);
+    let bounds = source_bounds(&inner.config.limits, source_media, out_dir);
+    let run = run_ffmpeg(plan.args.clone(), inner.config.job_timeout, stop, sender, &bounds);
     let report = async {
         while receiver.changed().await.is_ok() {
             let done = receiver.borrow().out_time;
@@ -393,13 +379,37 @@ pub(super) async fn transcode(
     };
     let (result, ()) = tokio::join!(run, report);
     drop(slot);
-    let run = result?;
+    let run = result.map_err(|e| ran_over(e, &inner.config.limits, source_media))?;
     for (file, content) in &plan.sidecars {
         tokio::fs::write(out_dir.join(file), content)
             .await
             .map_err(|e| JobError::scratch(&format!("write {file}"), &e))?;
     }
     Ok(Produced { outputs: plan.outputs, speed: run.speed, split: None })
+}
+
+/// The bounds of a run over the whole source: no more output than the source says it lasts
+/// (when it says nothing, or more than the deployment accepts: `MEDIA_MAX_DURATION`), and
+/// never the last of the scratch disk.
+pub(super) fn source_bounds(limits: &SourceLimits, media: &MediaInfo, folder: &Path) -> Bounds {
+    let most = limits.max_duration.as_secs_f64();
+    Bounds::on_scratch(folder).lasting(media.duration_seconds.map_or(most, |d| d.min(most)))
+}
+
+/// The job's error for a run over the whole source that failed: one stopped at its length
+/// bound names what was passed, the deployment's limit or the source's own header.
+pub(super) fn ran_over(err: FfmpegError, limits: &SourceLimits, media: &MediaInfo) -> JobError {
+    let FfmpegError::Overran(at) = err else { return err.into() };
+    match media.duration_seconds {
+        Some(said) if said < limits.max_duration.as_secs_f64() => JobError::permanent(
+            "duration_understated",
+            format!("the source played past {at:.1} s, though its header says it lasts {said:.1} s"),
+        ),
+        _ => JobError::permanent(
+            "duration_too_long",
+            format!("the source played past {at:.1} s; the limit is {:?} (MEDIA_MAX_DURATION)", limits.max_duration),
+        ),
+    }
 }
 
 /// Writes the manifest, the commit record of the outputs, last. Create-only, except over the
@@ -438,46 +448,9 @@ async fn write_manifest(inner: &Inner, key: &str, job_id: &str, attempt: u32, bo
     Err(JobError::retryable("storage", format!("`{key}` kept changing while the manifest was written")))
 }
 
-/// Deletes the job's manifest if this run wrote it: a run that ends without completing (the
-/// status write failed, the timeout or shutdown came in between, the job was taken over) must
-/// not leave a record of outputs the job does not have.
-async fn withdraw_manifest(inner: &Inner, output_dir: &str, run: &str) {
-    let key = manifest_key(output_dir);
-    let ours = match inner.storage.get_versioned(&key).await {
-        Ok(Some(found)) => {
-            serde_json::from_slice::<Manifest>(&found.bytes).is_ok_and(|m| m.run.as_deref() == Some(run))
-        }
-        Ok(None) => false,
-        Err(err) => {
-            tracing::warn!(key, error = %err, "Could not check for this run's manifest.");
-            false
-        }
-    };
-    if ours && let Err(err) = inner.storage.delete(&key).await {
-        tracing::warn!(key, error = %err, "Could not withdraw the manifest of a run that did not complete.");
-    }
-}
-
 /// How many runs of the job have started (each start records `running` at `downloading`).
 fn runs_started(status: &crate::domain::status::JobStatus) -> usize {
     status.timeline.iter().filter(|e| e.state == JobState::Running && e.stage == Stage::Downloading).count()
-}
-
-/// Deletes what earlier attempts of the job left in its folder (best effort: the manifest
-/// names only this attempt's files either way).
-async fn remove_other_attempts(inner: &Inner, output_dir: &str, ours: &str) {
-    let mine = manifest_key(output_dir);
-    remove_files(inner, output_dir, |key| !key.starts_with(ours) && *key != mine).await;
-}
-
-/// Deletes the files under `folder` that `doomed` picks (best effort, logged).
-async fn remove_files(inner: &Inner, folder: &str, doomed: impl Fn(&str) -> bool) {
-    let Ok(keys) = inner.storage.list(folder).await else { return };
-    for key in keys.iter().filter(|k| doomed(k)) {
-        if let Err(err) = inner.storage.delete(key).await {
-            tracing::debug!(key, error = %err, "Could not delete a file of the job.");
-        }
-    }
 }
 
 /// Playlists and reference files name other files or URLs; they are refused from their first
@@ -540,117 +513,6 @@ async fn list_files(root: &Path) -> std::io::Result<Vec<String>> {
     }
     files.sort();
     Ok(files)
-}
-
-/// Records the attempt's outcome: completed (already recorded), retried, failed and
-/// dead-lettered, or requeued on shutdown; a cancelled or superseded run records nothing (the
-/// canceller or the reaper already did). The status changes first, then the message is
-/// published, so a message never arrives before the status that lets it start; the status's
-/// `handover_pending` mark covers a crash in between.
-async fn finish(inner: &Inner, message: &JobMessage, tracker: &Attempt, outcome: Result<(), JobError>) {
-    let result = match outcome {
-        Ok(()) => {
-            inner.counters.completed.fetch_add(1, Ordering::Relaxed);
-            tracing::info!("Job completed.");
-            Ok(())
-        }
-        Err(err) => {
-            withdraw_manifest(inner, &message.job.output_dir, tracker.run_id()).await;
-            record_failure(inner, message, tracker, err).await
-        }
-    };
-    match result {
-        Ok(()) => {}
-        Err(FinishError::Lost(err)) => {
-            tracing::info!(reason = %err, "The job moved on while this attempt ended; nothing to record.");
-        }
-        Err(FinishError::Other(err)) => {
-            // The ledger entry is still there: the reaper will see the stale heartbeat and retry.
-            tracing::error!(
-                error = format!("{err:#}"),
-                "Could not record the outcome of the attempt; the reaper will recover the job."
-            );
-        }
-    }
-}
-
-enum FinishError {
-    Lost(AttemptError),
-    Other(anyhow::Error),
-}
-
-impl From<AttemptError> for FinishError {
-    fn from(err: AttemptError) -> Self {
-        match err {
-            AttemptError::Lost(_) => FinishError::Lost(err),
-            AttemptError::Storage(e) => FinishError::Other(e.into()),
-        }
-    }
-}
-
-impl From<anyhow::Error> for FinishError {
-    fn from(err: anyhow::Error) -> Self {
-        FinishError::Other(err)
-    }
-}
-
-async fn record_failure(
-    inner: &Inner,
-    message: &JobMessage,
-    tracker: &Attempt,
-    err: JobError,
-) -> Result<(), FinishError> {
-    let job_id = message.job.job_id.as_str();
-    match &err {
-        JobError::Superseded => {
-            tracing::warn!("Another attempt took over this job; this one stops without recording anything.");
-            Ok(())
-        }
-        JobError::Cancelled => {
-            // What this run (or an earlier one) uploaded before it noticed: a cancelled job
-            // keeps no outputs. Its folder is its own, and no run can complete it any more.
-            remove_files(inner, &message.job.output_dir, |_| true).await;
-            tracing::info!("Job cancelled.");
-            Ok(())
-        }
-        JobError::Interrupted => {
-            // Shutting down is not the job's fault: the same attempt, at once, for another worker.
-            tracker.interrupt("requeued: the worker shut down").await?;
-            let handover = tracker.last_version().await;
-            let next = JobMessage::new(message.job.clone(), message.attempt);
-            inner.publish_handover(&next, Duration::ZERO, &handover).await?;
-            tracing::info!("Job requeued for another worker.");
-            Ok(())
-        }
-        JobError::Retryable { .. } => {
-            let delay = retry_delay(inner.config.retry_base_delay, message.attempt + 1);
-            let status = tracker.retry(err.info(), delay).await?;
-            if status.state == JobState::Retrying {
-                let next = JobMessage::new(message.job.clone(), status.attempt);
-                inner.publish_handover(&next, delay, &tracker.last_version().await).await?;
-                inner.counters.retried.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %err, next_attempt = status.attempt, delay = ?delay, "Attempt failed; retrying.");
-            } else {
-                super::split::clean_up(inner, &message.job.output_dir).await;
-                let info = status.error.clone().unwrap_or_else(|| err.info());
-                inner
-                    .dead_letter(&message.to_json(), &info.code, &info.message, "worker", Some((job_id, true)))
-                    .await?;
-                inner.counters.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %err, "Job failed: no attempts left.");
-            }
-            Ok(())
-        }
-        JobError::Permanent { .. } => {
-            let info = err.info();
-            tracker.fail(info.clone()).await?;
-            super::split::clean_up(inner, &message.job.output_dir).await;
-            inner.dead_letter(&message.to_json(), &info.code, &info.message, "worker", Some((job_id, true))).await?;
-            inner.counters.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %err, "Job failed.");
-            Ok(())
-        }
-    }
 }
 
 pub(super) fn millis(since: Instant) -> u64 {

@@ -16,19 +16,17 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{Inner, scratch};
+use super::Inner;
+use super::scratch::{self, Room};
 use crate::domain::event::{EventContext, parse_ready_message};
 use crate::domain::job::{JobMessage, LedgerEntry, MESSAGE_VERSION, is_event_job};
 use crate::domain::keys::source_index_key;
 use crate::domain::status::ErrorInfo;
-use crate::jobs::{Applied, Attempt, Event, Refused};
+use crate::jobs::{Applied, Attempt, Event, Refused, tidy};
 use crate::queue::{Received, SendOptions};
 
 /// Longest a start (read and compare-and-swap of the status) may take.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A job declined for lack of scratch space is offered to other workers again after this.
-const DECLINED_VISIBILITY: Duration = Duration::from_secs(15);
 
 pub(super) async fn handle(inner: &Arc<Inner>, message: Received, permit: OwnedSemaphorePermit) {
     let message_id = message.message_id.clone();
@@ -85,14 +83,28 @@ async fn try_handle(inner: &Arc<Inner>, message: Received, permit: OwnedSemaphor
     if message.receive_count >= inner.max_receives() {
         return exhaust(inner, &message, &job).await;
     }
-    if !scratch::fits(&inner.config, job.job.source.size) {
-        tracing::info!(
-            job_id = %job.job.job_id,
-            source_bytes = job.job.source.size,
-            free_bytes = scratch::free_space(&inner.config),
-            "Not enough scratch space for this job; leaving it for another worker."
-        );
-        return ready.change_visibility(&message.receipt, DECLINED_VISIBILITY).await;
+    match scratch::room(&inner.config, job.job.source.size) {
+        Room::Now => {}
+        Room::Later { need, free } => {
+            tracing::info!(
+                job_id = %job.job.job_id,
+                need_bytes = need,
+                free_bytes = free,
+                "Not enough scratch space for this job now; offering it again shortly."
+            );
+            return decline(inner, &message, &job).await;
+        }
+        Room::Never { need, capacity } => {
+            let error = ErrorInfo {
+                code: "source_too_large".into(),
+                message: format!(
+                    "the job needs about {need} bytes of scratch space; a worker's scratch disk \
+                     (MEDIA_WORK_DIR) holds {capacity} bytes in all"
+                ),
+                retryable: false,
+            };
+            return fail_unstarted(inner, &message, &job, error).await;
+        }
     }
 
     // The run's fencing token: every status write of this run carries it.
@@ -154,21 +166,40 @@ async fn try_handle(inner: &Arc<Inner>, message: Received, permit: OwnedSemaphor
     Ok(())
 }
 
+/// Offers a job that does not fit the scratch disk now to the workers again after
+/// `MEDIA_RETRY_BASE_DELAY`, as a new message: a decline is no delivery of the job, so it must not
+/// spend the receives after which the job would fail (`MEDIA_MAX_RECEIVES`). The copy is sent
+/// before the delivery is deleted, so a crash in between leaves a duplicate, never nothing.
+async fn decline(inner: &Inner, message: &Received, job: &JobMessage) -> anyhow::Result<()> {
+    let ready = &inner.queues.ready;
+    ready.send(&job.to_json(), SendOptions::delayed(inner.config.retry_base_delay)).await?;
+    ready.delete(&message.receipt).await
+}
+
 /// A message delivered `MEDIA_MAX_RECEIVES` times without being started (the store or the
 /// ledger kept failing): its job is failed with `delivery_exhausted` and the message
-/// dead-lettered with that reason, before SQS's redrive would move it without one. When the
-/// status cannot be written now, the dead letter says so, and the dead-letter sweep records it
-/// later. A message of a job that is running elsewhere, or ended, is only a duplicate.
+/// dead-lettered with that reason, before SQS's redrive would move it without one.
 async fn exhaust(inner: &Inner, message: &Received, job: &JobMessage) -> anyhow::Result<()> {
-    let job_id = job.job.job_id.as_str();
     let error = ErrorInfo {
         code: "delivery_exhausted".into(),
         message: format!("the job's message was delivered {} times without the job starting", message.receive_count),
         retryable: false,
     };
+    fail_unstarted(inner, message, job, error).await
+}
+
+/// Fails a job that cannot start, with `error`, and dead-letters its message with that reason.
+/// When the status cannot be written now, the dead letter says so, and the dead-letter sweep
+/// records it later. A message of a job that is running elsewhere, or ended, is only a
+/// duplicate.
+async fn fail_unstarted(inner: &Inner, message: &Received, job: &JobMessage, error: ErrorInfo) -> anyhow::Result<()> {
+    let job_id = job.job.job_id.as_str();
     let event = Event::Exhausted { job: job.job.clone(), attempt: job.attempt, error: error.clone() };
     let recorded = match inner.store.apply(job_id, &event).await {
-        Ok(Applied::Done { .. }) => true,
+        Ok(Applied::Done { status, .. }) => {
+            tidy::after_end(inner.storage.as_ref(), &status).await;
+            true
+        }
         Ok(Applied::Refused { reason: Refused::InProgress | Refused::Superseded | Refused::Ended(_), .. }) => {
             tracing::info!(job_id, "Dropping an exhausted duplicate of a job that lives on or ended.");
             return inner.queues.ready.delete(&message.receipt).await;
@@ -182,7 +213,7 @@ async fn exhaust(inner: &Inner, message: &Received, job: &JobMessage) -> anyhow:
             false
         }
     };
-    tracing::warn!(job_id, receives = message.receive_count, recorded, "Dead-lettering a message delivered too often.");
+    tracing::warn!(job_id, code = %error.code, receives = message.receive_count, recorded, "Dead-lettering a job that cannot start.");
     inner.dead_letter(&message.body, &error.code, &error.message, "ready", Some((job_id, recorded))).await?;
     inner.queues.ready.delete(&message.receipt).await
 }

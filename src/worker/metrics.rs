@@ -32,7 +32,7 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 pub(super) async fn serve(listener: TcpListener, worker: Worker, stop: CancellationToken) {
     let mut registry = Registry::with_prefix("media_worker");
     registry.register_collector(Box::new(WorkerCollector { worker: worker.clone() }));
-    let state = std::sync::Arc::new(Endpoint { worker, registry });
+    let state = std::sync::Arc::new(Endpoint { worker, registry, readiness: Default::default() });
     let app = Router::new()
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
@@ -47,11 +47,13 @@ pub(super) async fn serve(listener: TcpListener, worker: Worker, stop: Cancellat
 struct Endpoint {
     worker: Worker,
     registry: Registry,
+    readiness: health::Cached,
 }
 
 async fn readyz(State(endpoint): State<std::sync::Arc<Endpoint>>) -> Response {
     let inner = &endpoint.worker.inner;
-    let mut readiness = health::check(inner.storage.as_ref(), inner.queues.ready.as_ref()).await;
+    let mut readiness =
+        health::Readiness::cached(&endpoint.readiness, inner.storage.as_ref(), inner.queues.ready.as_ref()).await;
     // A worker that is shutting down takes no new work: let health checks see it.
     if inner.stop_receiving.is_cancelled() {
         readiness.ready = false;

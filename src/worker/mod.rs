@@ -23,6 +23,7 @@ pub mod protection;
 mod reaper;
 mod scratch;
 mod segment;
+mod settle;
 mod split;
 
 use std::future::Future;
@@ -45,6 +46,9 @@ use crate::domain::job::JobMessage;
 use crate::jobs::{JobStore, Stored};
 use crate::queue::{MAX_BATCH, MAX_WAIT, Queues, SendOptions};
 use crate::storage::Storage;
+
+/// How long a stopping worker waits for its last events to reach the notifications queue.
+const SETTLE_EVENTS: Duration = Duration::from_secs(10);
 
 /// How [`Worker::run`] ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,6 +323,7 @@ impl Worker {
         self.inner.protection.start();
         self.inner.resolve_max_receives().await;
         scratch::sweep_stale(&self.inner.config).await;
+        scratch::check_capacity(&self.inner.config);
         let mut scheduler = JobScheduler::new().await.context("starting the scheduler")?;
         let waker = self.clone();
         scheduler
@@ -353,6 +358,8 @@ impl Worker {
         scheduler.start().await.context("starting the scheduler")?;
         tracing::info!(
             worker = %self.inner.config.worker_id,
+            host = %crate::config::host_name(),
+            pid = std::process::id(),
             concurrency = self.inner.config.concurrency,
             mode = ?mode,
             "Worker started."
@@ -377,6 +384,7 @@ impl Worker {
             tracing::warn!(error = %err, "The scheduler did not stop cleanly.");
         }
         self.stop_jobs().await;
+        crate::notify::settle(SETTLE_EVENTS).await;
         // After the jobs: their last events are queued by now, and delivered if there is time.
         stop_notifications.cancel();
         if let Some(notifications) = notifications {

@@ -24,7 +24,7 @@ use chrono::Utc;
 use super::Inner;
 use crate::domain::job::{JobMessage, LedgerEntry};
 use crate::domain::status::{ErrorInfo, JobState};
-use crate::jobs::{Applied, Event, Refused, Stored};
+use crate::jobs::{Applied, Event, Refused, Stored, tidy};
 use crate::queue::{MAX_BATCH, Received};
 
 /// At most this many batches per sweep, so one sweep of a huge ledger cannot run forever.
@@ -106,6 +106,9 @@ async fn reap_entry(inner: &Inner, received: &Received, outcome: &mut ReapOutcom
         return processing.delete(&received.receipt).await;
     };
     if status.state.is_terminal() {
+        // Whoever ended it cleared its folder, unless that was a canceller while its run was
+        // dead, or the ending's clean-up was cut short: once more, from here.
+        tidy::after_end(inner.storage.as_ref(), status).await;
         outcome.cleared += 1;
         return processing.delete(&received.receipt).await;
     }
@@ -155,6 +158,7 @@ async fn reap_entry(inner: &Inner, received: &Received, outcome: &mut ReapOutcom
     let event = Event::Recover { run, heartbeat_timeout: timeout };
     match inner.store.apply_to(job_id, stored.clone(), &event).await? {
         Applied::Done { status, .. } if status.state == JobState::Failed => {
+            tidy::after_end(inner.storage.as_ref(), &status).await;
             let info = status.error.clone().unwrap_or_else(|| ErrorInfo {
                 code: "worker_lost".into(),
                 message: "the worker stopped responding".into(),

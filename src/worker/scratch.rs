@@ -20,22 +20,65 @@ pub(super) fn estimated_need(source_size: u64) -> u64 {
     source_size.saturating_mul(2).saturating_add(HEADROOM)
 }
 
-/// Free bytes for an unprivileged writer in the file system holding the work dir (`None`
-/// when the system cannot say).
-pub(super) fn free_space(config: &Config) -> Option<u64> {
+/// Room for a job on this worker's scratch disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Room {
+    /// It fits now (or its size or the disk's is unknown).
+    Now,
+    /// Not now, but the disk is large enough once other jobs free their space.
+    Later { need: u64, free: u64 },
+    /// Larger than the whole disk: it can never run here, nor, the workers of a deployment
+    /// being alike, on any other worker.
+    Never { need: u64, capacity: u64 },
+}
+
+/// Whether a job whose source has `source_size` bytes fits the scratch disk.
+pub(super) fn room(config: &Config, source_size: Option<u64>) -> Room {
+    let Some(size) = source_size else { return Room::Now };
+    let Some(disk) = disk(config) else { return Room::Now };
+    room_on(disk, estimated_need(size))
+}
+
+fn room_on(disk: Disk, need: u64) -> Room {
+    if need > disk.capacity {
+        Room::Never { need, capacity: disk.capacity }
+    } else if need > disk.free {
+        Room::Later { need, free: disk.free }
+    } else {
+        Room::Now
+    }
+}
+
+/// Warns, at start, when this worker's scratch disk cannot hold the job of a source as large
+/// as `MEDIA_MAX_SOURCE_SIZE` allows: such jobs fail as `source_too_large` at intake.
+pub(super) fn check_capacity(config: &Config) {
+    let largest = config.limits.max_size;
+    if let Room::Never { need, capacity } = room(config, Some(largest)) {
+        tracing::warn!(
+            max_source_bytes = largest,
+            need_bytes = need,
+            scratch_bytes = capacity,
+            "The scratch disk is smaller than the jobs MEDIA_MAX_SOURCE_SIZE allows need; \
+             sources above about half the disk fail as source_too_large."
+        );
+    }
+}
+
+/// The scratch file system's size and free bytes, for an unprivileged writer.
+#[derive(Debug, Clone, Copy)]
+struct Disk {
+    capacity: u64,
+    free: u64,
+}
+
+fn disk(config: &Config) -> Option<Disk> {
     let root = config.work_dir.join(SCRATCH);
     let probe = if root.exists() { root } else { config.work_dir.clone() };
     let stats = rustix::fs::statvfs(&probe).ok()?;
-    Some(stats.f_bavail.saturating_mul(stats.f_frsize))
-}
-
-/// Whether a job whose source has `source_size` bytes fits the scratch disk now; `true` when
-/// either is unknown.
-pub(super) fn fits(config: &Config, source_size: Option<u64>) -> bool {
-    match (source_size, free_space(config)) {
-        (Some(size), Some(free)) => free >= estimated_need(size),
-        _ => true,
-    }
+    Some(Disk {
+        capacity: stats.f_blocks.saturating_mul(stats.f_frsize),
+        free: stats.f_bavail.saturating_mul(stats.f_frsize),
+    })
 }
 
 /// A job's scratch folder, removed when the attempt ends (and, as a backstop, when dropped).
@@ -96,5 +139,19 @@ pub(super) async fn sweep_stale(config: &Config) {
             tracing::info!(path = %entry.path().display(), "Removing a stale scratch folder.");
             let _ = tokio::fs::remove_dir_all(entry.path()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_fits_now_later_or_never() {
+        let disk = Disk { capacity: 1000, free: 300 };
+        assert_eq!(room_on(disk, 300), Room::Now);
+        assert_eq!(room_on(disk, 301), Room::Later { need: 301, free: 300 });
+        assert_eq!(room_on(disk, 1000), Room::Later { need: 1000, free: 300 });
+        assert_eq!(room_on(disk, 1001), Room::Never { need: 1001, capacity: 1000 });
     }
 }

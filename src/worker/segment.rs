@@ -5,8 +5,16 @@
 //! the encode runs, and is deleted only once the checkpoint is stored. A worker killed mid-encode
 //! leaves it to reappear after `MEDIA_VISIBILITY_TIMEOUT`; one shutting down reveals it at
 //! once. A segment with a checkpoint is never encoded again, and two copies encoding at once
-//! both store the same files, the first checkpoint winning. A segment that cannot be encoded
-//! (bad input, or `MEDIA_MAX_RECEIVES` deliveries) gets a failure record, which fails the job.
+//! both store the same files, the first checkpoint winning.
+//!
+//! A segment that failed for a passing reason (storage, a killed ffmpeg) is offered again as a
+//! new message after a back-off, up to `MEDIA_MAX_ATTEMPTS` tries; after that, or after
+//! `MEDIA_MAX_RECEIVES` deliveries without an outcome (it keeps taking its workers down), it
+//! gets a retryable failure record: the coordinator then fails the job's attempt as retryable,
+//! and the job's own attempts decide, with their back-off, as for a job that is not split. A
+//! segment that cannot be encoded (bad input) gets a permanent failure record, which fails the
+//! job. Every message is checked against its job's status first: one naming a folder that is
+//! not its job's is dead-lettered (`segment_mismatch`) without reading or writing there.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,21 +25,21 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use anyhow::Context;
+
 use super::execute::millis;
 use super::scratch::ScratchDir;
 use super::split::{is_done, read_record};
 use super::{Inner, JobError};
+use crate::domain::job::retry_delay;
 use crate::domain::split::{
-    SPLIT_VERSION, SegmentDone, SegmentFailed, SegmentTask, describe, done_key, failed_key, piece_fraction, piece_key,
-    progress_key, segment_args, segment_file_key,
+    SPLIT_VERSION, SegmentDone, SegmentFailed, SegmentMessage, SegmentTask, describe, done_key, failed_key,
+    piece_fraction, piece_key, progress_key, segment_args, segment_file_key,
 };
 use crate::domain::status::ErrorInfo;
-use crate::media::ffmpeg::{FfmpegProgress, run_ffmpeg};
-use crate::queue::Received;
+use crate::media::ffmpeg::{Bounds, FfmpegProgress, run_ffmpeg};
+use crate::queue::{Received, SendOptions};
 use crate::storage::Precondition;
-
-/// A segment that failed for a passing reason is offered again after this.
-const RETRY_VISIBILITY: Duration = Duration::from_secs(5);
 
 enum Outcome {
     Encoded,
@@ -39,43 +47,36 @@ enum Outcome {
     NotNeeded(&'static str),
 }
 
+/// Whether a delivered segment may be encoded.
+enum Admitted {
+    Yes,
+    /// The job ended, or has no such segment any more: the message goes.
+    NotNeeded(&'static str),
+    /// The message names a folder that is not its job's: it is dead-lettered, and nothing is
+    /// read or written where it points.
+    Mismatch,
+}
+
 pub(super) async fn run(inner: Arc<Inner>, message: Received, task: SegmentTask, permit: OwnedSemaphorePermit) {
-    let span = tracing::info_span!("segment", job_id = %task.job_id, segment = task.index);
+    let span = tracing::info_span!("segment", job_id = %task.job_id, segment = task.index, tries = task.tries);
     async move {
         let _permit = permit;
-        let stop = inner.stop_jobs.child_token();
-        let job_ended = AtomicBool::new(false);
-        let (progress, watched) = watch::channel(0.0_f64);
-        let outcome = tokio::select! {
-            outcome = encode(&inner, &task, &stop, progress) => outcome,
-            () = keep_lease(&inner, &message, &task, &stop, &job_ended, watched) => Err(JobError::Interrupted),
-        };
-        let queue = &inner.queues.ready;
-        let settled = match outcome {
-            Ok(Outcome::Encoded) => queue.delete(&message.receipt).await,
-            Ok(Outcome::NotNeeded(why)) => {
+        let settled = match admit(&inner, &task).await {
+            Ok(Admitted::Yes) => work(&inner, &message, &task).await,
+            Ok(Admitted::NotNeeded(why)) => {
                 tracing::info!(why, "Segment not needed.");
-                queue.delete(&message.receipt).await
+                inner.queues.ready.delete(&message.receipt).await
             }
-            Err(_) if job_ended.load(Ordering::Relaxed) => {
-                tracing::info!("The job ended; segment dropped.");
-                queue.delete(&message.receipt).await
-            }
-            Err(JobError::Interrupted) => {
-                tracing::info!("Shutting down; the segment is offered to other workers at once.");
-                queue.change_visibility(&message.receipt, Duration::ZERO).await
-            }
-            Err(err @ JobError::Retryable { .. }) if message.receive_count < inner.max_receives() => {
-                tracing::warn!(error = %err, receives = message.receive_count, "Segment failed; it will be retried.");
-                queue.change_visibility(&message.receipt, RETRY_VISIBILITY).await
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "Segment failed for good; its job fails.");
-                match record_failure(&inner, &task, err.info()).await {
-                    Ok(()) => queue.delete(&message.receipt).await,
-                    Err(record) => Err(anyhow::anyhow!("record the segment's failure: {record}")),
+            Ok(Admitted::Mismatch) => {
+                let reason = "the segment message names a folder that is not its job's";
+                tracing::warn!(folder = %task.output_dir, "Dead-lettering a segment message: {reason}.");
+                match inner.dead_letter(&message.body, "segment_mismatch", reason, "ready", None).await {
+                    Ok(()) => inner.queues.ready.delete(&message.receipt).await,
+                    Err(err) => Err(err),
                 }
             }
+            // Left on the queue: it reappears after its visibility timeout.
+            Err(err) => Err(anyhow::anyhow!("check the segment's job: {err}")),
         };
         if let Err(err) = settled {
             tracing::warn!(error = format!("{err:#}"), "Could not settle a segment message; it will be redelivered.");
@@ -83,6 +84,71 @@ pub(super) async fn run(inner: Arc<Inner>, message: Received, task: SegmentTask,
     }
     .instrument(span)
     .await
+}
+
+/// Checks a segment against its job's status before anything is read or written for it.
+async fn admit(inner: &Inner, task: &SegmentTask) -> Result<Admitted, JobError> {
+    let Some(status) = inner.store.read(&task.job_id).await? else {
+        return Ok(Admitted::NotNeeded("the job has no status"));
+    };
+    if status.job.output_dir != task.output_dir {
+        return Ok(Admitted::Mismatch);
+    }
+    if status.state.is_terminal() {
+        return Ok(Admitted::NotNeeded("the job ended"));
+    }
+    Ok(Admitted::Yes)
+}
+
+/// Encodes an admitted segment and settles its message: deleted once done, offered again
+/// after a back-off on a passing failure, or a failure record for the job's coordinator.
+async fn work(inner: &Inner, message: &Received, task: &SegmentTask) -> anyhow::Result<()> {
+    let queue = &inner.queues.ready;
+    if message.receive_count > inner.max_receives() {
+        // Delivered again and again without an outcome: it takes down the workers that run it
+        // (killed for memory, crashed). A passing cause, maybe: the job's attempts decide.
+        let why = format!("{} was delivered {} times without finishing", describe(task), message.receive_count);
+        tracing::warn!(receives = message.receive_count, "Segment never finishes; its job's attempt fails.");
+        let err = JobError::retryable("segment_failed", why);
+        record_failure(inner, task, err.info()).await.context("record the segment's failure")?;
+        return queue.delete(&message.receipt).await;
+    }
+    let stop = inner.stop_jobs.child_token();
+    let job_ended = AtomicBool::new(false);
+    let (progress, watched) = watch::channel(0.0_f64);
+    let outcome = tokio::select! {
+        outcome = encode(inner, task, &stop, progress) => outcome,
+        () = keep_lease(inner, message, task, &stop, &job_ended, watched) => Err(JobError::Interrupted),
+    };
+    match outcome {
+        Ok(Outcome::Encoded) => queue.delete(&message.receipt).await,
+        Ok(Outcome::NotNeeded(why)) => {
+            tracing::info!(why, "Segment not needed.");
+            queue.delete(&message.receipt).await
+        }
+        Err(_) if job_ended.load(Ordering::Relaxed) => {
+            tracing::info!("The job ended; segment dropped.");
+            queue.delete(&message.receipt).await
+        }
+        Err(JobError::Interrupted) => {
+            tracing::info!("Shutting down; the segment is offered to other workers at once.");
+            queue.change_visibility(&message.receipt, Duration::ZERO).await
+        }
+        Err(err @ JobError::Retryable { .. }) if task.tries + 1 < inner.config.max_attempts => {
+            // Offered again as a new message, so crash redeliveries and these tries are
+            // counted apart; the copy goes out before this delivery is deleted.
+            let delay = retry_delay(inner.config.retry_base_delay, task.tries + 2);
+            tracing::warn!(error = %err, delay = ?delay, "Segment failed; it will be tried again.");
+            let next = SegmentTask { tries: task.tries + 1, ..task.clone() };
+            queue.send(&SegmentMessage::new(next).to_json(), SendOptions::delayed(delay)).await?;
+            queue.delete(&message.receipt).await
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "Segment failed; its job's attempt fails.");
+            record_failure(inner, task, err.info()).await.context("record the segment's failure")?;
+            queue.delete(&message.receipt).await
+        }
+    }
 }
 
 /// Keeps the message hidden while the encode runs, tells the job's coordinator how far it is,
@@ -105,15 +171,18 @@ async fn keep_lease(
             tracing::warn!(error = format!("{err:#}"), "Could not extend a segment's lease.");
         }
         let fraction = *progress.borrow();
-        if fraction > reported {
-            let key = progress_key(&task.output_dir, task.index);
-            if inner.storage.put_bytes(&key, format!("{fraction:.4}").into_bytes(), "text/plain").await.is_ok() {
-                reported = fraction;
-            }
+        let key = progress_key(&task.output_dir, task.index);
+        if fraction > reported
+            && inner.storage.put_bytes(&key, format!("{fraction:.4}").into_bytes(), "text/plain").await.is_ok()
+        {
+            reported = fraction;
         }
+        // Read after the write: a job that ended before it was read as ended here, so a write
+        // that landed after the job's clean-up is taken back.
         if let Ok(Some(status)) = inner.store.read(&task.job_id).await
             && status.state.is_terminal()
         {
+            let _ = inner.storage.delete(&key).await;
             job_ended.store(true, Ordering::Relaxed);
             stop.cancel();
             std::future::pending::<()>().await;
@@ -127,10 +196,6 @@ async fn encode(
     stop: &CancellationToken,
     progress: watch::Sender<f64>,
 ) -> Result<Outcome, JobError> {
-    let status = inner.store.read(&task.job_id).await?;
-    if status.is_none_or(|s| s.state.is_terminal()) {
-        return Ok(Outcome::NotNeeded("the job ended"));
-    }
     if is_done(inner, &task.output_dir, task.index).await? {
         return Ok(Outcome::NotNeeded("already encoded"));
     }
@@ -162,7 +227,10 @@ async fn encode(
                 progress.send_replace(piece_fraction(piece, out_time));
             }
         };
-        let (run, ()) = tokio::join!(run_ffmpeg(args, inner.config.job_timeout, stop, sender), report);
+        // A piece is as long as the split record says: its encode is bounded by that (its
+        // timestamps are the source's).
+        let bounds = Bounds::on_scratch(&out).lasting(piece.end - piece.start).from(piece.start);
+        let (run, ()) = tokio::join!(run_ffmpeg(args, inner.config.job_timeout, stop, sender, &bounds), report);
         drop(slot);
         run?;
         let encode_ms = millis(encode_clock);
@@ -200,6 +268,7 @@ async fn encode(
             let _ = inner.storage.delete(&segment_file_key(&task.output_dir, task.index, &rendition.name)).await;
         }
         let _ = inner.storage.delete(&done_key(&task.output_dir, task.index)).await;
+        let _ = inner.storage.delete(&progress_key(&task.output_dir, task.index)).await;
         return Ok(Outcome::NotNeeded("the job ended while the segment was encoded"));
     }
     tracing::info!(encode_ms, total_ms = millis(clock), bytes, "Segment encoded.");

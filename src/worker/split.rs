@@ -34,7 +34,7 @@ use crate::domain::split::{
 };
 use crate::domain::status::{SegmentTiming, SplitSummary, Stage};
 use crate::jobs::Attempt;
-use crate::media::ffmpeg::{FfmpegProgress, run_ffmpeg};
+use crate::media::ffmpeg::{Bounds, FfmpegProgress, run_ffmpeg};
 use crate::queue::SendOptions;
 use crate::storage::{CasOutcome, Precondition};
 
@@ -93,10 +93,16 @@ pub(super) async fn produce(
     tracing::info!(segments = count, split_ms, "Source split into segments.");
 
     let mut done = BTreeMap::new();
-    checkpoints(inner, &job.output_dir, &mut done).await?;
+    let found = checkpoints(inner, &job.output_dir, &mut done).await?;
+    clear_passing_failures(inner, &job.output_dir, &found.failed).await?;
     for piece in record.pieces.iter().filter(|p| !done.contains_key(&p.index)) {
-        let task =
-            SegmentTask { job_id: job.job_id.clone(), output_dir: job.output_dir.clone(), index: piece.index, count };
+        let task = SegmentTask {
+            job_id: job.job_id.clone(),
+            output_dir: job.output_dir.clone(),
+            index: piece.index,
+            count,
+            tries: 0,
+        };
         inner
             .queues
             .ready
@@ -177,7 +183,8 @@ async fn cut(
     tokio::fs::create_dir_all(&pieces_dir).await.map_err(|e| JobError::scratch("create the pieces folder", &e))?;
     let cuts = cut_times(whole.media.duration_seconds.unwrap_or_default(), segment_duration);
     let (sender, _receiver) = watch::channel(FfmpegProgress::default());
-    run_ffmpeg(split_args(whole.path, &pieces_dir, &cuts), inner.config.job_timeout, stop, sender).await?;
+    let bounds = Bounds::on_scratch(&pieces_dir);
+    run_ffmpeg(split_args(whole.path, &pieces_dir, &cuts), inner.config.job_timeout, stop, sender, &bounds).await?;
     let list = tokio::fs::read_to_string(pieces_dir.join("pieces.csv"))
         .await
         .map_err(|e| JobError::scratch("read the piece list", &e))?;
@@ -252,6 +259,23 @@ async fn checkpoints(
     Ok(found)
 }
 
+/// Deletes the failure records an earlier attempt's segments left for a passing reason: this
+/// attempt offers those segments again. A permanent one stays (and fails this attempt too).
+async fn clear_passing_failures(inner: &Inner, output_dir: &str, failed: &[u32]) -> Result<(), JobError> {
+    for &index in failed {
+        let key = failed_key(output_dir, index);
+        let passing = match inner.storage.get_bytes(&key).await? {
+            Some(bytes) => serde_json::from_slice::<SegmentFailed>(&bytes).is_ok_and(|f| f.error.retryable),
+            None => false,
+        };
+        if passing {
+            inner.storage.delete(&key).await?;
+            tracing::info!(segment = index, "Offering again a segment that failed for a passing reason.");
+        }
+    }
+    Ok(())
+}
+
 /// The whole source's audio, and the outputs made whole, on this worker; with the time the
 /// runs took once they had a transcode slot (a segment may hold it first).
 async fn alongside(
@@ -286,9 +310,13 @@ async fn alongside(
     }
     let slot = inner.transcode_slot().await?;
     let clock = Instant::now();
+    let limits = &inner.config.limits;
+    let bounds = super::execute::source_bounds(limits, whole.media, out_dir);
     for args in runs {
         let (sender, _receiver) = watch::channel(FfmpegProgress::default());
-        run_ffmpeg(args, inner.config.job_timeout, stop, sender).await?;
+        run_ffmpeg(args, inner.config.job_timeout, stop, sender, &bounds)
+            .await
+            .map_err(|e| super::execute::ran_over(e, limits, whole.media))?;
     }
     drop(slot);
     for (file, content) in &sidecars {
@@ -316,17 +344,19 @@ async fn wait_for_segments(
     loop {
         let found = checkpoints(inner, output_dir, done).await?;
         if let Some(&index) = found.failed.first() {
-            let reason = match inner.storage.get_bytes(&failed_key(output_dir, index)).await? {
-                Some(bytes) => {
-                    serde_json::from_slice::<SegmentFailed>(&bytes).map(|f| f.error.message).unwrap_or_default()
-                }
-                None => String::new(),
+            let failed = match inner.storage.get_bytes(&failed_key(output_dir, index)).await? {
+                Some(bytes) => serde_json::from_slice::<SegmentFailed>(&bytes).ok(),
+                None => None,
             };
-            return Err(JobError::permanent_naming(
-                "segment_failed",
-                format!("segment {} of {count}", index + 1),
-                format!("segment {} of {count} could not be encoded: {reason}", index + 1),
-            ));
+            let (reason, retryable) = failed.map_or((String::new(), false), |f| (f.error.message, f.error.retryable));
+            let named = format!("segment {} of {count}", index + 1);
+            let message = format!("segment {} of {count} could not be encoded: {reason}", index + 1);
+            // A passing fault of a segment is one of the job's attempt: its retries decide.
+            return Err(if retryable {
+                JobError::retryable_naming("segment_failed", named, message)
+            } else {
+                JobError::permanent_naming("segment_failed", named, message)
+            });
         }
         if done.len() >= count {
             return Ok(());
@@ -386,7 +416,7 @@ async fn stitch(
     }
     let args = stitch_args(&job.outputs, &record.renditions, &joined, audio, out_dir);
     let (sender, _receiver) = watch::channel(FfmpegProgress::default());
-    run_ffmpeg(args, inner.config.job_timeout, stop, sender).await?;
+    run_ffmpeg(args, inner.config.job_timeout, stop, sender, &Bounds::on_scratch(out_dir)).await?;
     if !rungs.is_empty() {
         let length = match (record.pieces.first(), record.pieces.last()) {
             (Some(first), Some(last)) => last.end - first.start,
@@ -442,17 +472,6 @@ async fn finish_playlists(hls: &Path, rungs: &[String], length: f64) -> Result<(
     tokio::fs::write(&master, set_bandwidths(&text, &measured))
         .await
         .map_err(|e| JobError::scratch("write the master playlist", &e))
-}
-
-/// Deletes the job's `split/` folder (best effort): once the job completed, or failed for good.
-pub(super) async fn clean_up(inner: &Inner, output_dir: &str) {
-    let folder = split_dir(output_dir);
-    let Ok(keys) = inner.storage.list(&folder).await else { return };
-    for key in keys {
-        if let Err(err) = inner.storage.delete(&key).await {
-            tracing::debug!(key, error = %err, "Could not delete a split file.");
-        }
-    }
 }
 
 /// Whether segment `index` has its checkpoint.

@@ -109,12 +109,19 @@ impl Browser {
         }
     }
 
+    /// The element `css` names, once the page has it (parts of the page render after a fetch).
+    async fn element(&self, css: &str) -> fantoccini::elements::Element {
+        let script = "return !!document.querySelector(arguments[0])";
+        self.until(&format!("`{css}`"), Duration::from_secs(15), script, vec![json!(css)]).await;
+        self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"))
+    }
+
     async fn click(&self, css: &str) {
-        self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.expect(css);
+        self.element(css).await.click().await.expect(css);
     }
 
     async fn type_into(&self, css: &str, text: &str) {
-        let element = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
+        let element = self.element(css).await;
         element.clear().await.expect("clear");
         element.send_keys(text).await.expect("type");
     }

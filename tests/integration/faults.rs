@@ -34,11 +34,7 @@ async fn jobs_for_source(d: &Deployment, source_key: &str) -> Vec<JobStatus> {
 }
 
 async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    crate::support::wait_until(what, limit, async || done().await.then_some(())).await
 }
 
 fn dims(path: &std::path::Path) -> (u64, u64) {
@@ -266,9 +262,11 @@ async fn a_black_hole_between_worker_and_emulator(kind: Kind) {
     );
 }
 
-/// A scratch disk too small for a job: with the source's size known, the worker declines the
-/// job and leaves it for another worker; with it unknown, the transcode runs out of space,
-/// which is a retryable `scratch_full`, never a permanent `transcode_failed`.
+/// A scratch disk too small for a job: with the source's size known, the job can never fit
+/// this worker (the workers of a deployment being alike, nor any other) and fails at once as
+/// `source_too_large` without spending an attempt; with it unknown, the transcode runs out of
+/// space, which is a retryable `scratch_full`, never a permanent `transcode_failed`. (A job that
+/// fits the disk but not its free space *now* waits: `hardening::declines_for_scratch_space`.)
 async fn a_tiny_scratch_disk(kind: Kind) {
     require!(tools(kind));
     let Some(tiny) = TinyScratch::mount(1) else { return };
@@ -277,25 +275,16 @@ async fn a_tiny_scratch_disk(kind: Kind) {
     Clip { seconds: 6.0, audio: false, ..Clip::default() }.make(&clip);
     let scratch = tiny.path().display().to_string();
 
-    // Known size (the upload's event carries it): declined, then done by a roomier worker.
+    // Known size (the upload's event carries it): larger than the whole disk.
     d.upload("uploads/tiny/clip.mp4", &clip).await;
-    let mut cramped = d
-        .command(&["run"])
-        .env("MEDIA_WORK_DIR", &scratch)
-        .env("MEDIA_WORKER_ID", "cramped")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(d.path("cramped.log")).unwrap())
-        .spawn()
-        .unwrap();
-    wait_until("the worker to decline the job", Duration::from_secs(30), async || {
-        std::fs::read_to_string(d.path("cramped.log")).unwrap_or_default().contains("Not enough scratch space")
-    })
-    .await;
-    cramped.start_kill().ok();
-    cramped.wait().await.ok();
-    assert!(d.status_for_source("uploads/tiny/clip.mp4").await.is_none(), "declined jobs are not started");
-    d.drain().await;
-    assert_eq!(d.status_for_source("uploads/tiny/clip.mp4").await.map(|s| s.state), Some(JobState::Completed));
+    d.drain_with(&[("MEDIA_WORK_DIR", scratch.as_str())]).await;
+    let status = d.status_for_source("uploads/tiny/clip.mp4").await.expect("the job's status");
+    let error = status.error.clone().expect("an error");
+    assert_eq!((status.state, error.code.as_str()), (JobState::Failed, "source_too_large"), "{}", error.message);
+    assert!(status.timeline.iter().all(|e| e.state != JobState::Running), "it never started");
+    let letters = d.dead_letters().await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].attributes.get("reason").map(String::as_str), Some("source_too_large"));
 
     // Unknown size: a GIF larger than the disk.
     d.upload("elsewhere/clip.mp4", &clip).await;

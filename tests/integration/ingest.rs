@@ -232,17 +232,22 @@ async fn multipart_upload_resumes_and_makes_one_job(kind: Kind) {
     let job = d.status_for_source(&upload.key).await.expect("the upload's job");
     assert_eq!(job.error.as_ref().map(|e| e.code.as_str()), Some("not_media"));
 
-    // Completion over the limit is refused, and the upload is gone with its parts.
+    // Parts are counted as they are signed: one that would take the upload past the limit is
+    // refused before any byte of it is sent (a part signed again replaces its own length).
     let over = Multipart::create(&api, 10 * MIB as u64).await;
-    let mut named = Vec::new();
-    for number in 1..=3u32 {
-        let etag = over.upload_part(number, bytes(5 * MIB, number as u8)).await;
-        named.push(json!({"part_number": number, "etag": etag}));
+    for number in 1..=2u32 {
+        over.upload_part(number, bytes(5 * MIB, number as u8)).await;
     }
-    let (status, body) = over.complete(Value::Array(named)).await;
+    let path = over.path("/parts/3");
+    let (status, body) = api.json(reqwest::Method::POST, &path, Some(json!({"size": 5 * MIB}))).await;
     assert_eq!((status, body["error"]["code"].as_str()), (422, Some("too_large")), "{body}");
+    over.sign(2, 2 * MIB as u64).await;
+    over.sign(3, 2 * MIB as u64).await;
+    let response = api.client.delete(api.url(&over.path(""))).bearer_auth(TOKEN).send().await.expect("abort");
+    assert_eq!(response.status(), 204);
     assert_eq!(over.list().await.0, 404);
     assert!(d.storage().head(&over.key).await.expect("head").is_none());
+    assert!(d.storage().list("jobs/multipart/").await.unwrap().is_empty(), "no record of signed parts is left");
 
     // Abort removes everything.
     let aborted = Multipart::create(&api, 6 * MIB as u64).await;

@@ -9,6 +9,7 @@ mod conformance;
 mod console;
 mod faults;
 mod faults_support;
+mod hardening;
 mod ingest;
 mod lifecycle;
 mod media;

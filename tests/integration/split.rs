@@ -14,7 +14,7 @@ use media_worker::jobs::Event;
 use media_worker::worker::Worker;
 use serde_json::Value;
 
-use crate::support::{Clip, Deployment, Kind, emulator, media_tools};
+use crate::support::{Clip, Deployment, Kind, emulator, media_tools, wait_until};
 
 fn tools(kind: Kind) -> bool {
     media_tools() && (kind == Kind::Local || emulator())
@@ -276,17 +276,6 @@ async fn checkpointed(d: &Deployment, output_dir: &str) -> BTreeSet<u32> {
         .iter()
         .filter_map(|k| k.strip_prefix(&folder)?.strip_prefix("segment-")?.strip_suffix(".done.json")?.parse().ok())
         .collect()
-}
-
-async fn wait_until<T>(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(found) = check().await {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A segment `worker` is encoding right now (its encode started, no checkpoint yet).

@@ -416,6 +416,19 @@ impl Deployment {
     }
 }
 
+/// Waits until `check` finds something (polling every 50 ms), and returns it; panics after
+/// `limit`, naming `what` it waited for.
+pub async fn wait_until<T>(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn receive_all(queue: &dyn Queue) -> Vec<Received> {
     let mut all = Vec::new();
     loop {

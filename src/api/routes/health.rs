@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::api::ApiState;
 use crate::api::model::Health;
-use crate::health::{self as readiness, Readiness};
+use crate::health::Readiness;
 
 /// The process is up (nothing else is checked: restarts cure nothing else).
 #[utoipa::path(get, operation_id = "healthz", path = "/healthz", tag = "health", security(()),
@@ -19,13 +19,15 @@ pub async fn healthz() -> Json<Health> {
 }
 
 /// Storage and the ready queue answer; 503 otherwise, so a load balancer stops sending traffic.
+/// The answer is at most a second old (one check a second, however often this is called).
 #[utoipa::path(get, operation_id = "readyz", path = "/readyz", tag = "health", security(()),
     responses(
         (status = 200, description = "Ready", body = Readiness),
         (status = 503, description = "Storage or the queue is unavailable", body = Readiness),
     ))]
 pub async fn readyz(State(state): State<ApiState>) -> Response {
-    let ready = readiness::check(state.backend.storage.as_ref(), state.backend.queues.ready.as_ref()).await;
+    let ready =
+        Readiness::cached(&state.readiness, state.backend.storage.as_ref(), state.backend.queues.ready.as_ref()).await;
     let code = if ready.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(ready)).into_response()
 }

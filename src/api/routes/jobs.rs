@@ -1,75 +1,38 @@
-//! Jobs: submit, read, follow, cancel, and delete outputs.
+//! Jobs: submit, list, read, cancel, and delete outputs; following a job is [`super::events`],
+//! what a job looks like to its caller [`super::view`].
 //!
 //! Submission is [`jobs::submit`], as for `media-worker submit`: the message on the ready queue,
 //! then the `queued` status. Cancellation is the lifecycle's cancel transition (a
 //! compare-and-swap: it cannot overwrite a completion); the worker sees it at its next
 //! heartbeat, and a queued message is dropped when it is delivered, its job having ended.
 
-use std::convert::Infallible;
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
-use futures_util::Stream;
-use sha2::{Digest, Sha256};
-use tokio::sync::OwnedSemaphorePermit;
 
+use super::view::{job_view, summary};
 use super::{key_under, status_path};
-use crate::api::auth::{Caller, Signed, unix_now};
+use crate::api::ApiState;
+use crate::api::auth::Caller;
 use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorResponse, clip};
-use crate::api::model::{
-    CreateJobRequest, DeleteOutcome, Download, JobEvent, JobList, JobSummary, JobView, ListJobsQuery,
-};
-use crate::api::{ApiState, EVENTS_POLL};
+use crate::api::idempotency::{self, Claim, REPLAYED};
+use crate::api::model::{CreateJobRequest, DeleteOutcome, JobList, JobView, ListJobsQuery};
 use crate::domain::job::{ImportSource, JobMessage, JobSpec, MAX_URL_LENGTH, NotifyTarget, SourcePin, new_job_id};
 use crate::domain::keys::{IMPORTS_FOLDER, sanitize_file_name, validate_job_id, validate_prefix};
-use crate::domain::status::{ErrorInfo, JobState, JobStatus, Manifest};
+use crate::domain::status::{JobState, JobStatus};
 use crate::jobs::{self, Applied, Refused};
 use crate::queue::SendOptions;
 
-/// The header making submissions idempotent.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-/// Set on the answer to a retried submission.
-pub const REPLAYED: &str = "idempotent-replayed";
-/// Longest idempotency key accepted.
-const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// The note a cancellation leaves in the job's timeline.
 const CANCEL_NOTE: &str = "cancel requested through the API";
-
-/// The job id of an idempotent submission: the same caller and key always name the same job,
-/// on any instance, without anything remembered. The token itself never enters it.
-pub fn idempotent_job_id(caller: &Caller, key: &str) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(caller.id.as_bytes());
-    hasher.update([0u8]);
-    hasher.update(key.as_bytes());
-    format!("job-{}", hex::encode(&hasher.finalize()[..24]))
-}
-
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
-    let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
-    let key = value.to_str().ok().filter(|k| {
-        (1..=MAX_IDEMPOTENCY_KEY).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
-    });
-    match key {
-        Some(key) => Ok(Some(key.to_string())),
-        None => Err(ApiError::bad_request(
-            "invalid_idempotency_key",
-            format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"),
-        )),
-    }
-}
 
 fn checked_job_id(id: &str) -> ApiResult<()> {
     validate_job_id(id).map_err(|e| ApiError::bad_request("invalid_job_id", e.to_string()))
 }
 
 /// The caller's job: another scope's job is as absent as a missing one.
-async fn stored_status(state: &ApiState, caller: &Caller, id: &str) -> ApiResult<JobStatus> {
+pub(super) async fn stored_status(state: &ApiState, caller: &Caller, id: &str) -> ApiResult<JobStatus> {
     checked_job_id(id)?;
     let missing = || ApiError::not_found("job_not_found", format!("there is no job `{id}`"));
     let status = state.store.read(id).await?.ok_or_else(missing)?;
@@ -128,9 +91,9 @@ pub async fn create(
     headers: HeaderMap,
     ApiJson(request): ApiJson<CreateJobRequest>,
 ) -> ApiResult<Response> {
-    let idempotency = idempotency_key(&headers)?;
+    let idempotency = idempotency::key_of(&headers)?;
     let job_id = match &idempotency {
-        Some(key) => idempotent_job_id(&caller, key),
+        Some(key) => idempotency::job_id(&caller, key),
         None => new_job_id(),
     };
     let (source_key, import) = match (request.input.key, request.input.url) {
@@ -170,28 +133,39 @@ pub async fn create(
         None => state.config.layout.job_dir(&source_key, &job_id),
     };
     let storage = state.backend.storage.as_ref();
-    if idempotency.is_some()
-        && let Some(existing) = state.store.read(&job_id).await?
-    {
-        // The same request again: the same job (the source pin is the job's, not the request's).
-        let same = existing.job.source_key == source_key
-            && existing.job.outputs == request.outputs
-            && existing.job.output_dir == output_dir
-            && existing.job.notify == notify
-            && existing.job.import == import;
-        if !same {
-            return Err(ApiError::unprocessable(
-                "idempotency_key_reused",
-                "this Idempotency-Key was used for a different request",
-            ));
+    if idempotency.is_some() {
+        let asked = idempotency::Request {
+            source_key: &source_key,
+            outputs: &request.outputs,
+            output_dir: &output_dir,
+            notify: notify.as_ref(),
+            import: import.as_ref(),
+            split: request.split.as_ref(),
+        };
+        // Claimed before anything is sent: a racing request with another body is refused here.
+        if idempotency::claim(storage, &job_id, &asked).await? == Claim::Other {
+            return Err(idempotency::reused());
         }
-        if existing.state == JobState::Queued && existing.attempt == 1 {
-            // A duplicate message is refused at start; a missing one would strand the job.
-            publish(&state, &existing.job).await?;
+        if let Some(existing) = state.store.read(&job_id).await? {
+            // The same request again: the same job (the source pin is the job's, not the
+            // request's). Compared here too for jobs made before claims were recorded.
+            let same = existing.job.source_key == source_key
+                && existing.job.outputs == request.outputs
+                && existing.job.output_dir == output_dir
+                && existing.job.notify == notify
+                && existing.job.import == import
+                && existing.job.split == request.split;
+            if !same {
+                return Err(idempotency::reused());
+            }
+            if existing.state == JobState::Queued && existing.attempt == 1 {
+                // A duplicate message is refused at start; a missing one would strand the job.
+                publish(&state, &existing.job).await?;
+            }
+            let mut response = accepted(&state, existing).await?;
+            response.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
+            return Ok(response);
         }
-        let mut response = accepted(&state, existing).await?;
-        response.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
-        return Ok(response);
     }
 
     // Pinned to what is stored now: a source replaced before the job runs ends it with
@@ -371,231 +345,15 @@ pub async fn get(
 ) -> ApiResult<Json<JobView>> {
     let status = stored_status(&state, &caller, &id).await?;
     let mut view = job_view(&state, status).await?;
-    // Only here (not in every event of a stream): one more small read.
-    if view.notify.is_some() || !state.config.notify.endpoints.is_empty() {
+    // Only here (not in every event of a stream): one more small read. The caller sees the
+    // attempts to the job's own endpoint only: the deployment's are the operator's.
+    if let Some(notify) = &view.notify {
         match crate::notify::record::read(state.backend.storage.as_ref(), &id).await {
-            Ok(deliveries) => view.deliveries = Some(deliveries),
+            Ok(deliveries) => view.deliveries = Some(deliveries.of_job(Some(&notify.url))),
             Err(err) => tracing::warn!(job_id = %id, error = format!("{err:#}"), "Could not read webhook deliveries."),
         }
     }
     Ok(Json(view))
-}
-
-/// The API's view of a status: links, and for a completed job its manifest and downloads.
-pub async fn job_view(state: &ApiState, status: JobStatus) -> ApiResult<JobView> {
-    let (manifest, downloads) = match (status.state, status.manifest_key.as_deref()) {
-        (JobState::Completed, Some(key)) => completed_outputs(state, &status.job_id, key).await?,
-        _ => (None, Vec::new()),
-    };
-    let summary = summary(&status);
-    Ok(JobView {
-        events_url: format!("{}/events", summary.status_url),
-        summary,
-        output_dir: status.job.output_dir,
-        notify: status.job.notify,
-        deliveries: None,
-        worker: status.worker,
-        heartbeat_at: status.heartbeat_at,
-        timeline: status.timeline,
-        manifest,
-        downloads,
-    })
-}
-
-/// What `GET /v1/jobs` shows of a job, and `GET /v1/jobs/{id}` with more.
-fn summary(status: &JobStatus) -> JobSummary {
-    JobSummary {
-        job_id: status.job_id.clone(),
-        state: status.state,
-        stage: status.stage,
-        progress: status.progress,
-        attempt: status.attempt,
-        max_attempts: status.max_attempts,
-        source_key: status.job.source_key.clone(),
-        outputs: status.job.outputs.clone(),
-        created_at: status.created_at,
-        updated_at: status.updated_at,
-        error: status.error.as_ref().map(ErrorInfo::redacted),
-        status_url: status_path(&status.job_id),
-    }
-}
-
-/// The manifest and a download per output plus the manifest itself; nothing when the manifest
-/// is gone (its outputs were deleted) or belongs to a later job of the same folder.
-async fn completed_outputs(state: &ApiState, job_id: &str, key: &str) -> ApiResult<(Option<Manifest>, Vec<Download>)> {
-    let Some(bytes) = state.backend.storage.get_bytes(key).await? else { return Ok((None, Vec::new())) };
-    let manifest: Manifest = match serde_json::from_slice(&bytes) {
-        Ok(manifest) => manifest,
-        Err(err) => {
-            tracing::warn!(job_id, key, error = %err, "A manifest is unreadable.");
-            return Ok((None, Vec::new()));
-        }
-    };
-    if manifest.job_id != job_id {
-        return Ok((None, Vec::new()));
-    }
-    let expiry = state.api.presign_expiry;
-    let expires_at = Utc::now() + chrono::Duration::from_std(expiry).unwrap_or_else(|_| chrono::Duration::minutes(15));
-    let mut downloads = Vec::new();
-    // Small multi-file outputs (a storyboard's sprite) get a URL per file; an HLS ladder gets
-    // its master playlist only: players resolve segments relative to it, so serve HLS from a
-    // CDN or a public path (see docs/api.md).
-    let keys = manifest
-        .outputs
-        .iter()
-        .flat_map(|o| {
-            let files: Vec<&str> = if o.files.len() <= MAX_FILES_PER_OUTPUT {
-                o.files.iter().map(String::as_str).filter(|f| *f != o.key).collect()
-            } else {
-                Vec::new()
-            };
-            std::iter::once(o.key.as_str()).chain(files)
-        })
-        .chain(std::iter::once(key))
-        .map(str::to_string)
-        .collect::<Vec<String>>();
-    for output_key in &keys {
-        let url = match state.backend.storage.presign_get(output_key, expiry).await? {
-            Some(url) => url,
-            None => signed_download_url(state, output_key, expiry)?,
-        };
-        downloads.push(Download { key: output_key.to_string(), url, expires_at });
-    }
-    Ok((Some(manifest), downloads))
-}
-
-/// Outputs with more files than this (HLS) list only their main file among the downloads.
-const MAX_FILES_PER_OUTPUT: usize = 8;
-
-fn signed_download_url(state: &ApiState, key: &str, expiry: Duration) -> ApiResult<String> {
-    let expires = unix_now() + expiry.as_secs();
-    let signature = state.signer.sign(&Signed { method: "GET", key, expires, content_type: None, length: None })?;
-    Ok(format!("{}?expires={expires}&signature={signature}", state.key_url("files", key)))
-}
-
-/// Server-Sent Events: the job as each change of state, stage, progress or attempt happens,
-/// ending after the terminal state.
-///
-/// Each event is `event: status` with the job (as `GET /v1/jobs/{id}` returns it) as `data`;
-/// comments keep the connection alive. The stream also ends when the instance shuts down:
-/// reconnect, and the current state comes first.
-#[utoipa::path(get, operation_id = "job_events", path = "/v1/jobs/{id}/events", tag = "jobs",
-    params(("id" = String, Path, description = "Job id", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")),
-    responses(
-        (status = 200, description = "A stream of `status` events, each carrying a JobView as JSON", content_type = "text/event-stream", body = JobEvent),
-        (status = 400, description = "Not a job id", body = ErrorResponse),
-        (status = 401, description = "Missing or wrong token", body = ErrorResponse),
-        (status = 404, description = "No such job", body = ErrorResponse),
-        (status = 429, description = "Too many streams open on this instance", body = ErrorResponse),
-    ))]
-pub async fn events(
-    State(state): State<ApiState>,
-    Extension(caller): Extension<Caller>,
-    ApiPath(id): ApiPath<String>,
-) -> ApiResult<Response> {
-    let first = stored_status(&state, &caller, &id).await?;
-    let permit = state.streams.clone().try_acquire_owned().map_err(|_| {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_streams",
-            "too many event streams are open; try again soon",
-        )
-    })?;
-    let follow =
-        Follow { state, job_id: id, first: Some(first), last: None, done: false, sequence: 0, _permit: permit };
-    Ok(Sse::new(event_stream(follow)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
-}
-
-/// What an event stream remembers between reads.
-struct Follow {
-    state: ApiState,
-    job_id: String,
-    /// Read by the handler (which answered 404 without one); sent first.
-    first: Option<JobStatus>,
-    last: Option<Fingerprint>,
-    done: bool,
-    sequence: u64,
-    _permit: OwnedSemaphorePermit,
-}
-
-/// The parts of a status whose change is worth an event (not heartbeats).
-#[derive(PartialEq)]
-struct Fingerprint {
-    state: JobState,
-    stage: crate::domain::status::Stage,
-    progress_tenths: i64,
-    attempt: u32,
-    error: Option<String>,
-    manifest_key: Option<String>,
-}
-
-impl Fingerprint {
-    fn of(status: &JobStatus) -> Self {
-        Fingerprint {
-            state: status.state,
-            stage: status.stage,
-            progress_tenths: (status.progress * 10.0).round() as i64,
-            attempt: status.attempt,
-            error: status.error.as_ref().map(|e| e.code.clone()),
-            manifest_key: status.manifest_key.clone(),
-        }
-    }
-}
-
-fn event_stream(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures_util::stream::unfold(follow, |mut follow| async move {
-        if follow.done {
-            return None;
-        }
-        loop {
-            let status = match follow.first.take() {
-                Some(status) => status,
-                None => {
-                    tokio::select! {
-                        () = tokio::time::sleep(EVENTS_POLL) => {}
-                        () = follow.state.shutdown.cancelled() => return None,
-                    }
-                    match follow.state.store.read(&follow.job_id).await {
-                        Ok(Some(status)) => status,
-                        Ok(None) => {
-                            // Status documents are never deleted by the system; say so and end.
-                            follow.done = true;
-                            let event =
-                                Event::default().event("gone").data(format!("job {} no longer exists", follow.job_id));
-                            return Some((Ok(event), follow));
-                        }
-                        Err(err) => {
-                            tracing::warn!(job_id = %follow.job_id, error = %err, "Reading a followed job failed; retrying.");
-                            continue;
-                        }
-                    }
-                }
-            };
-            let fingerprint = Fingerprint::of(&status);
-            if follow.last.as_ref() == Some(&fingerprint) {
-                continue;
-            }
-            let terminal = status.state.is_terminal();
-            let view = match job_view(&follow.state, status).await {
-                Ok(view) => view,
-                Err(err) => {
-                    tracing::warn!(job_id = %follow.job_id, error = %err, "Describing a followed job failed; retrying.");
-                    continue;
-                }
-            };
-            follow.last = Some(fingerprint);
-            follow.done = terminal;
-            follow.sequence += 1;
-            let event = match Event::default().event("status").id(follow.sequence.to_string()).json_data(&view) {
-                Ok(event) => event,
-                Err(err) => {
-                    tracing::warn!(job_id = %follow.job_id, error = %err, "Encoding an event failed.");
-                    continue;
-                }
-            };
-            return Some((Ok(event), follow));
-        }
-    })
 }
 
 /// Cancels a queued or running job; for a job that ended, deletes its outputs.
@@ -624,7 +382,13 @@ pub async fn delete(
     if !status.state.is_terminal() {
         let cancel = jobs::Event::Cancel { note: CANCEL_NOTE.into() };
         return match state.store.apply(&id, &cancel).await? {
-            Applied::Done { status, .. } => {
+            Applied::Done { status: cancelled, .. } => {
+                // A running attempt clears its job's folder when it stops; a job waiting for its
+                // next attempt has no run to do it (a split job's pieces, an earlier manifest).
+                if status.state != JobState::Running {
+                    jobs::tidy::after_end(state.backend.storage.as_ref(), &cancelled).await;
+                }
+                let status = cancelled;
                 tracing::info!(job_id = %id, "Job cancelled.");
                 let outcome =
                     DeleteOutcome { job_id: id, action: "cancelled".into(), state: status.state, deleted: Vec::new() };
@@ -668,36 +432,4 @@ async fn delete_outputs(state: &ApiState, status: &JobStatus) -> ApiResult<Vec<S
         tracing::info!(job_id = %status.job_id, deleted = keys.len(), "Job outputs deleted.");
     }
     Ok(keys)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    use crate::domain::tenant::Scope;
-
-    #[test]
-    fn idempotent_ids_depend_on_caller_and_key_only() {
-        let alice = Caller { id: "a".repeat(64), scope: Scope::Shared };
-        let bob = Caller { id: "b".repeat(64), scope: Scope::Shared };
-        let id = idempotent_job_id(&alice, "order-17");
-        assert_eq!(id, idempotent_job_id(&alice, "order-17"));
-        assert_ne!(id, idempotent_job_id(&alice, "order-18"));
-        assert_ne!(id, idempotent_job_id(&bob, "order-17"));
-        assert!(validate_job_id(&id).is_ok(), "{id}");
-    }
-
-    #[test]
-    fn idempotency_keys_are_printable_ascii() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(idempotency_key(&headers).unwrap(), None);
-        headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_static("order 17/a"));
-        assert_eq!(idempotency_key(&headers).unwrap().as_deref(), Some("order 17/a"));
-        headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_static(""));
-        assert!(idempotency_key(&headers).is_err());
-        headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_str(&"k".repeat(256)).unwrap());
-        assert!(idempotency_key(&headers).is_err());
-        headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
-        assert!(idempotency_key(&headers).is_err());
-    }
 }

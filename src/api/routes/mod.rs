@@ -1,12 +1,14 @@
 //! Handlers, one file per resource, each annotated for `/openapi.json`.
 
 pub mod console;
+pub mod events;
 pub mod files;
 pub mod health;
 pub mod jobs;
 pub mod multipart;
 pub mod presets;
 pub mod uploads;
+pub mod view;
 
 use crate::api::ApiState;
 use crate::api::error::{ApiError, ApiResult, clip};

@@ -20,6 +20,8 @@ use crate::domain::job::JobSpec;
 use crate::domain::status::{JobState, JobStatus, Stage};
 use crate::jobs::{Attempt, Event};
 
+mod hardening;
+
 const TOKEN: &str = "test-token-0123456789";
 const OTHER_TOKEN: &str = "other-token-0123456789";
 
@@ -578,7 +580,7 @@ async fn the_openapi_document_is_served_as_json_with_every_path() {
 
 #[tokio::test]
 async fn anonymous_mode_accepts_requests_without_tokens() {
-    let api = api_with(&[("MEDIA_API_TOKENS", "")]).await;
+    let api = api_with(&[("MEDIA_API_TOKENS", ""), ("MEDIA_API_ALLOW_ANONYMOUS", "true")]).await;
     api.call_as(None, Method::GET, "/v1/jobs/job-1", None, &[])
         .await
         .assert_error(StatusCode::NOT_FOUND, "job_not_found");
@@ -634,6 +636,7 @@ async fn notify_urls_are_checked_at_submit() {
     assert_eq!(view["notify"]["url"], "http://127.0.0.1:9/hook");
     assert_eq!(view["deliveries"]["attempts"], json!([]));
     // Its queued event waits on the notifications queue for a worker to deliver.
+    crate::notify::settle(Duration::from_secs(10)).await;
     let queue = api.state.backend.queues.notifications.clone().unwrap();
     let messages = queue.receive(10, Duration::ZERO, Duration::from_secs(60)).await.unwrap();
     assert_eq!(messages.len(), 1);

@@ -1,0 +1,161 @@
+//! How an attempt ends, recorded once: completed (already stored by the attempt), retried with
+//! back-off, failed and dead-lettered, or requeued on shutdown; and what its job's folder keeps.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::execute::Completed;
+use super::{Inner, JobError};
+use crate::domain::job::{JobMessage, retry_delay};
+use crate::domain::keys::manifest_key;
+use crate::domain::status::JobState;
+use crate::jobs::{Attempt, AttemptError, tidy};
+
+/// Records the attempt's outcome: completed (already recorded), retried, failed and
+/// dead-lettered, or requeued on shutdown; a cancelled or superseded run records nothing (the
+/// canceller or the reaper already did). The status changes first, then the message is
+/// published, so a message never arrives before the status that lets it start; the status's
+/// `handover_pending` mark covers a crash in between.
+///
+/// Nothing here deletes a manifest that a `completed` status names: a manifest goes only once
+/// this run has moved the job on by a fenced write (retrying, requeued, failed), before the
+/// next attempt's message exists, or once the job has ended other than completed. A run whose
+/// completion was stored but whose answer was lost (the job timeout or the shutdown cut it off)
+/// learns it here, from the refusal of its next write, and counts the job completed.
+pub(super) async fn finish(
+    inner: &Inner,
+    message: &JobMessage,
+    tracker: &Attempt,
+    outcome: Result<Completed, JobError>,
+) {
+    let result = match outcome {
+        Ok(completed) => {
+            if completed.tidy
+                && let Some(status) = tracker.status().await
+            {
+                tidy::after_end(inner.storage.as_ref(), &status).await;
+            }
+            inner.counters.completed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("Job completed.");
+            Ok(())
+        }
+        Err(err) => record_failure(inner, message, tracker, err).await,
+    };
+    match result {
+        Ok(()) => {}
+        Err(FinishError::Lost(err)) => match tracker.status().await {
+            Some(status) if status.state == JobState::Completed && status.run.as_deref() == Some(tracker.run_id()) => {
+                tidy::after_end(inner.storage.as_ref(), &status).await;
+                inner.counters.completed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("Job completed (its completion was stored as the attempt was stopped).");
+            }
+            Some(status) if status.state.is_terminal() => {
+                tidy::after_end(inner.storage.as_ref(), &status).await;
+                tracing::info!(reason = %err, "The job ended while this attempt ended; nothing to record.");
+            }
+            _ => tracing::info!(reason = %err, "The job moved on while this attempt ended; nothing to record."),
+        },
+        Err(FinishError::Other(err)) => {
+            // The ledger entry is still there: the reaper will see the stale heartbeat and retry.
+            tracing::error!(
+                error = format!("{err:#}"),
+                "Could not record the outcome of the attempt; the reaper will recover the job."
+            );
+        }
+    }
+}
+
+enum FinishError {
+    Lost(AttemptError),
+    Other(anyhow::Error),
+}
+
+impl From<AttemptError> for FinishError {
+    fn from(err: AttemptError) -> Self {
+        match err {
+            AttemptError::Lost(_) => FinishError::Lost(err),
+            AttemptError::Storage(e) => FinishError::Other(e.into()),
+        }
+    }
+}
+
+impl From<anyhow::Error> for FinishError {
+    fn from(err: anyhow::Error) -> Self {
+        FinishError::Other(err)
+    }
+}
+
+/// Deletes the job's manifest, which no status names: called by the run that holds the job,
+/// right after it moved the job on (retrying, requeued) and before the next attempt's message
+/// exists, so no later run can have written it. A manifest left by a run that lost the job
+/// is replaced by the next attempt's, or cleared when the job fails.
+async fn drop_stale_manifest(inner: &Inner, output_dir: &str) {
+    let key = manifest_key(output_dir);
+    if let Err(err) = inner.storage.delete(&key).await {
+        tracing::warn!(key, error = %err, "Could not delete the manifest of a run that did not complete.");
+    }
+}
+
+async fn record_failure(
+    inner: &Inner,
+    message: &JobMessage,
+    tracker: &Attempt,
+    err: JobError,
+) -> Result<(), FinishError> {
+    let job_id = message.job.job_id.as_str();
+    let output_dir = message.job.output_dir.as_str();
+    match &err {
+        JobError::Superseded => {
+            tracing::warn!("Another attempt took over this job; this one stops without recording anything.");
+            Ok(())
+        }
+        JobError::Cancelled => {
+            // What this run (or an earlier one) uploaded before it noticed: a cancelled job
+            // keeps no outputs. Its folder is its own, and no run can complete it any more.
+            if let Some(status) = tracker.status().await.filter(|s| s.state == JobState::Cancelled) {
+                tidy::after_end(inner.storage.as_ref(), &status).await;
+            }
+            tracing::info!("Job cancelled.");
+            Ok(())
+        }
+        JobError::Interrupted => {
+            // Shutting down is not the job's fault: the same attempt, at once, for another worker.
+            tracker.interrupt("requeued: the worker shut down").await?;
+            drop_stale_manifest(inner, output_dir).await;
+            let handover = tracker.last_version().await;
+            let next = JobMessage::new(message.job.clone(), message.attempt);
+            inner.publish_handover(&next, Duration::ZERO, &handover).await?;
+            tracing::info!("Job requeued for another worker.");
+            Ok(())
+        }
+        JobError::Retryable { .. } => {
+            let delay = retry_delay(inner.config.retry_base_delay, message.attempt + 1);
+            let status = tracker.retry(err.info(), delay).await?;
+            if status.state == JobState::Retrying {
+                drop_stale_manifest(inner, output_dir).await;
+                let next = JobMessage::new(message.job.clone(), status.attempt);
+                inner.publish_handover(&next, delay, &tracker.last_version().await).await?;
+                inner.counters.retried.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %err, next_attempt = status.attempt, delay = ?delay, "Attempt failed; retrying.");
+            } else {
+                tidy::after_end(inner.storage.as_ref(), &status).await;
+                let info = status.error.clone().unwrap_or_else(|| err.info());
+                inner
+                    .dead_letter(&message.to_json(), &info.code, &info.message, "worker", Some((job_id, true)))
+                    .await?;
+                inner.counters.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %err, "Job failed: no attempts left.");
+            }
+            Ok(())
+        }
+        JobError::Permanent { .. } => {
+            let info = err.info();
+            let status = tracker.fail(info.clone()).await?;
+            tidy::after_end(inner.storage.as_ref(), &status).await;
+            inner.dead_letter(&message.to_json(), &info.code, &info.message, "worker", Some((job_id, true))).await?;
+            inner.counters.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %err, "Job failed.");
+            Ok(())
+        }
+    }
+}
