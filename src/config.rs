@@ -58,6 +58,11 @@ pub const VARIABLES: &[Variable] = &[
         default: "",
         help: "aws backend: SQS queue for messages and jobs that cannot succeed",
     },
+    Variable {
+        name: "MEDIA_JOBS_TABLE",
+        default: "",
+        help: "aws backend: DynamoDB table of the job ledger (status records, their events, indexes)",
+    },
     Variable { name: "MEDIA_UPLOAD_PREFIX", default: "uploads/", help: "key prefix whose new objects become jobs" },
     Variable {
         name: "MEDIA_OUTPUT_PREFIX",
@@ -103,6 +108,11 @@ pub const VARIABLES: &[Variable] = &[
         name: "MEDIA_JOB_TIMEOUT",
         default: "2h",
         help: "wall-clock limit of one attempt (humantime: 90s, 30m, 2h)",
+    },
+    Variable {
+        name: "MEDIA_JOB_RETENTION",
+        default: "90days",
+        help: "how long a job's record is kept after it ended (its outputs are the bucket's to keep)",
     },
     Variable {
         name: "MEDIA_SHUTDOWN_GRACE",
@@ -277,6 +287,8 @@ pub struct AwsSettings {
     pub ready_queue_url: String,
     pub processing_queue_url: String,
     pub dead_letter_queue_url: String,
+    /// The job ledger's DynamoDB table.
+    pub jobs_table: String,
 }
 
 #[derive(Debug, Clone)]
@@ -294,6 +306,8 @@ pub struct Config {
     pub reaper_schedule: String,
     pub max_attempts: u32,
     pub job_timeout: Duration,
+    /// How long a job's ledger record stays after the job ended.
+    pub job_retention: Duration,
     pub shutdown_grace: Duration,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
@@ -361,6 +375,7 @@ impl Config {
                 ready_queue_url: env.required("MEDIA_READY_QUEUE_URL")?,
                 processing_queue_url: env.required("MEDIA_PROCESSING_QUEUE_URL")?,
                 dead_letter_queue_url: env.required("MEDIA_DEAD_LETTER_QUEUE_URL")?,
+                jobs_table: env.required("MEDIA_JOBS_TABLE")?,
             }),
         };
 
@@ -412,6 +427,10 @@ impl Config {
             _ => Err(format!("expected a whole number from 1 to 100, got `{raw}`")),
         })?;
         let job_timeout = env.parse_with("MEDIA_JOB_TIMEOUT", parse_duration)?;
+        let job_retention = env.parse_with("MEDIA_JOB_RETENTION", parse_duration)?;
+        if job_retention < Duration::from_secs(3600) {
+            return Err(ConfigError::new("MEDIA_JOB_RETENTION", "must be at least 1h"));
+        }
         let shutdown_grace = env.parse_with("MEDIA_SHUTDOWN_GRACE", parse_duration)?;
         let heartbeat_interval = env.parse_with("MEDIA_HEARTBEAT_INTERVAL", parse_duration)?;
         let heartbeat_timeout = env.parse_with("MEDIA_HEARTBEAT_TIMEOUT", parse_duration)?;
@@ -497,6 +516,7 @@ impl Config {
             reaper_schedule,
             max_attempts,
             job_timeout,
+            job_retention,
             shutdown_grace,
             heartbeat_interval,
             heartbeat_timeout,
@@ -664,6 +684,7 @@ mod tests {
             ("MEDIA_READY_QUEUE_URL", "r"),
             ("MEDIA_PROCESSING_QUEUE_URL", "p"),
             ("MEDIA_DEAD_LETTER_QUEUE_URL", "d"),
+            ("MEDIA_JOBS_TABLE", "t"),
             ("MEDIA_S3_FORCE_PATH_STYLE", "true"),
         ])
         .unwrap();
@@ -677,6 +698,7 @@ mod tests {
             ("MEDIA_CONCURRENCY", "zero"),
             ("MEDIA_CONCURRENCY", "0"),
             ("MEDIA_JOB_TIMEOUT", "soon"),
+            ("MEDIA_JOB_RETENTION", "5m"),
             ("MEDIA_POLL_SCHEDULE", "* * *"),
             ("MEDIA_MAX_ATTEMPTS", "-1"),
             ("MEDIA_DEFAULT_PRESETS", "mp4-h264,nonsense"),

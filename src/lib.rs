@@ -8,6 +8,8 @@
 //!   documents (compare-and-swap on the object store), used by worker, API and CLI alike.
 //! - [`queue`] and [`storage`]: the narrow interfaces the worker needs, each with an AWS
 //!   implementation (SQS, S3) and an embedded local one (SQLite, files on disk).
+//! - [`ledger`]: the job ledger, every job's status record and the events of its transitions,
+//!   on DynamoDB or SQLite, queried in O(page).
 //! - [`backend`]: picks and connects those implementations once, at start-up.
 //! - [`media`]: ffprobe and ffmpeg as subprocesses, with timeouts and typed errors.
 //! - [`worker`]: the poll loop, job execution, heartbeat, reaper and graceful shutdown.
@@ -24,6 +26,7 @@ pub mod config;
 pub mod domain;
 pub mod health;
 pub mod jobs;
+pub mod ledger;
 pub mod media;
 pub mod notify;
 pub mod outbound;

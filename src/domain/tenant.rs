@@ -36,7 +36,24 @@ pub fn validate_tenant_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// The tenant whose folder holds `key`, under either prefix, if any.
+pub fn tenant_of(layout: &KeyLayout, key: &str) -> Option<String> {
+    [layout.upload_prefix(), layout.output_prefix()].iter().find_map(|prefix| {
+        let rest = key.strip_prefix(prefix)?.strip_prefix(TENANTS_FOLDER)?;
+        let (name, _) = rest.split_once('/')?;
+        validate_tenant_name(name).is_ok().then(|| name.to_string())
+    })
+}
+
 impl Scope {
+    /// The scope's name in the job ledger's index: `shared`, or `tenant:<name>`.
+    pub fn label(&self) -> String {
+        match self {
+            Scope::Shared => "shared".to_string(),
+            Scope::Tenant(name) => format!("tenant:{name}"),
+        }
+    }
+
     /// The folder new uploads of this scope go under (a subfolder of the upload prefix).
     pub fn upload_root(&self, layout: &KeyLayout) -> String {
         self.root(layout.upload_prefix())

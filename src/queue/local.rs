@@ -149,7 +149,7 @@ fn watch_writes(bell: &Path, doorbell: Arc<tokio::sync::Notify>) -> Option<notif
 ///
 /// While another process is creating or switching the same file, SQLite can answer BUSY here
 /// at once, without consulting the busy handler, so this waits and retries by itself.
-fn enable_wal(conn: &Connection) -> rusqlite::Result<String> {
+pub(crate) fn enable_wal(conn: &Connection) -> rusqlite::Result<String> {
     let started = Instant::now();
     loop {
         match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)) {

@@ -11,6 +11,7 @@ mod faults;
 mod faults_support;
 mod hardening;
 mod ingest;
+mod ledger;
 mod lifecycle;
 mod media;
 mod notifications;
