@@ -1,4 +1,4 @@
-//! Chooses and connects the storage and queue implementations, once, at start-up.
+//! Chooses and connects the storage, queue and ledger implementations, once, at start-up.
 
 use std::sync::Arc;
 
@@ -10,6 +10,9 @@ use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 
 use crate::config::{BackendKind, Config};
+use crate::ledger::Ledger;
+use crate::ledger::dynamo::DynamoLedger;
+use crate::ledger::sqlite::SqliteLedger;
 use crate::queue::Queues;
 use crate::queue::local::LocalQueue;
 use crate::queue::sqs::SqsQueue;
@@ -19,6 +22,8 @@ use crate::storage::s3::S3Storage;
 
 /// The bucket name local events carry.
 pub const LOCAL_BUCKET: &str = "local";
+/// The local backend's job ledger, in the data folder.
+pub const LEDGER_FILE: &str = "ledger.db";
 
 /// Every S3 and SQS call is bounded, so a connection that silently stopped answering (a NAT
 /// that forgot its mapping: no reset, no data) is dropped and the call retried on a fresh one
@@ -48,6 +53,8 @@ pub fn timeouts() -> TimeoutConfig {
 pub struct Backend {
     pub storage: Arc<dyn Storage>,
     pub queues: Queues,
+    /// Job records, their events, and the documents beside them.
+    pub ledger: Arc<dyn Ledger>,
     /// The bucket (or `local`), as S3 events name it; part of event-derived job ids.
     pub bucket: String,
 }
@@ -64,8 +71,10 @@ pub async fn connect(config: &Config) -> anyhow::Result<Backend> {
             let s3_config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(aws.force_path_style).build();
             let s3 = aws_sdk_s3::Client::from_conf(s3_config);
             let sqs = aws_sdk_sqs::Client::new(&shared);
+            let dynamodb = aws_sdk_dynamodb::Client::new(&shared);
             Ok(Backend {
                 storage: Arc::new(S3Storage::new(s3, &aws.bucket, config.multipart_threshold)),
+                ledger: Arc::new(DynamoLedger::new(dynamodb, &aws.jobs_table)),
                 queues: Queues {
                     ready: Arc::new(SqsQueue::new(sqs.clone(), &aws.ready_queue_url)),
                     processing: Arc::new(SqsQueue::new(sqs.clone(), &aws.processing_queue_url)),
@@ -99,7 +108,15 @@ pub async fn connect(config: &Config) -> anyhow::Result<Backend> {
             let root = config.data_dir.join("storage");
             let storage = LocalStorage::new(root.clone(), Some(sink))
                 .with_context(|| format!("opening the local object store {}", root.display()))?;
-            Ok(Backend { storage: Arc::new(storage), queues, bucket: LOCAL_BUCKET.to_string() })
+            let path = config.data_dir.join(LEDGER_FILE);
+            let ledger =
+                SqliteLedger::open(&path).with_context(|| format!("opening the job ledger {}", path.display()))?;
+            Ok(Backend {
+                storage: Arc::new(storage),
+                queues,
+                ledger: Arc::new(ledger),
+                bucket: LOCAL_BUCKET.to_string(),
+            })
         }
     }
 }

@@ -99,6 +99,12 @@ impl From<StorageError> for ApiError {
     }
 }
 
+impl From<crate::ledger::LedgerError> for ApiError {
+    fn from(err: crate::ledger::LedgerError) -> Self {
+        ApiError::Unavailable(err.into())
+    }
+}
+
 /// Echoes of user input are kept short.
 pub fn clip(text: &str) -> String {
     let mut out: String = text.chars().take(200).collect();

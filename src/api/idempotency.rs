@@ -2,8 +2,9 @@
 //!
 //! The same caller and key always name the same job ([`job_id`]), on any instance, without
 //! anything remembered. What a key was first used for is remembered once, before anything is
-//! sent: a *claim*, `jobs/idempotency/<job id>.json`, holding a digest of the request, created
-//! only if absent. Of two requests racing with one key, exactly one creates it: with different
+//! sent: a *claim* (a document of the job ledger, [`DocKind::Claim`], by job id), holding a
+//! digest of the request, created only if absent, and kept as long as the job's record. Of two
+//! requests racing with one key, exactly one creates it: with different
 //! bodies the other is refused (422 `idempotency_key_reused`) having sent nothing; with the
 //! same body both lead to the same job. A retry finds the claim and replays; a request that
 //! died between its claim and its job is finished by its retry.
@@ -15,9 +16,8 @@ use sha2::{Digest, Sha256};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use crate::domain::job::{ImportSource, NotifyTarget, OutputRequest};
-use crate::domain::keys::JOBS_PREFIX;
 use crate::domain::split::SplitRequest;
-use crate::storage::{CasOutcome, Precondition, Storage};
+use crate::ledger::{DocKind, Ledger};
 
 /// The header making submissions idempotent.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -87,20 +87,23 @@ struct Stored {
     request: String,
 }
 
-fn claim_key(job_id: &str) -> String {
-    format!("{JOBS_PREFIX}idempotency/{job_id}.json")
-}
-
-/// Claims `job_id` for `request`, or tells what it was claimed for.
-pub async fn claim(storage: &dyn Storage, job_id: &str, request: &Request<'_>) -> ApiResult<Claim> {
+/// Claims `job_id` for `request`, or tells what it was claimed for; the claim is kept `keep`
+/// (the job's retention).
+pub async fn claim(
+    ledger: &dyn Ledger,
+    job_id: &str,
+    request: &Request<'_>,
+    keep: std::time::Duration,
+) -> ApiResult<Claim> {
     let digest = request.digest()?;
     let body = serde_json::to_vec(&Stored { version: 1, request: digest.clone() })
         .map_err(|e| ApiError::Internal(e.into()))?;
-    let key = claim_key(job_id);
-    if let CasOutcome::Written { .. } = storage.put_if(&key, body, "application/json", Precondition::Absent).await? {
+    let expires = chrono::Utc::now() + chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+    if ledger.doc_put(DocKind::Claim, job_id, &body, None, Some(expires)).await? {
         return Ok(Claim::First);
     }
-    let stored = storage.get_bytes(&key).await?.and_then(|bytes| serde_json::from_slice::<Stored>(&bytes).ok());
+    let stored =
+        ledger.doc_get(DocKind::Claim, job_id).await?.and_then(|doc| serde_json::from_slice::<Stored>(&doc.body).ok());
     Ok(match stored {
         Some(stored) if stored.request == digest => Claim::Same,
         Some(_) => Claim::Other,
@@ -150,7 +153,8 @@ mod tests {
     #[tokio::test]
     async fn racing_claims_with_other_bodies_make_one_winner() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = crate::storage::local::LocalStorage::new(dir.path().to_path_buf(), None).unwrap();
+        let storage = crate::ledger::sqlite::SqliteLedger::open(&dir.path().join("ledger.db")).unwrap();
+        let keep = std::time::Duration::from_secs(3600);
         let outputs = [OutputRequest::new(Preset::Mp4H264)];
         let whole = SplitRequest { enabled: false, segment_duration: None };
         let request = |split| Request {
@@ -162,12 +166,12 @@ mod tests {
             split,
         };
         let (plain, unsplit) = (request(None), request(Some(&whole)));
-        let (a, b) = tokio::join!(claim(&storage, "job-x", &plain), claim(&storage, "job-x", &unsplit));
+        let (a, b) = tokio::join!(claim(&storage, "job-x", &plain, keep), claim(&storage, "job-x", &unsplit, keep));
         let mut claims = [a.unwrap(), b.unwrap()];
         claims.sort_by_key(|c| *c as u8);
         assert_eq!(claims, [Claim::First, Claim::Other], "one makes the job, the other is refused");
-        let again = claim(&storage, "job-x", &plain).await.unwrap();
-        let other = claim(&storage, "job-x", &unsplit).await.unwrap();
+        let again = claim(&storage, "job-x", &plain, keep).await.unwrap();
+        let other = claim(&storage, "job-x", &unsplit, keep).await.unwrap();
         assert!(
             matches!((again, other), (Claim::Same, Claim::Other) | (Claim::Other, Claim::Same)),
             "{again:?} {other:?}"

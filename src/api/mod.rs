@@ -117,7 +117,7 @@ impl ApiState {
             Some(path) => Some(TokensFile::open(path).map_err(|m| anyhow::anyhow!("MEDIA_API_TOKENS_FILE: {m}"))?),
             None => None,
         };
-        let store = crate::notify::job_store(&config, backend.storage.clone(), &backend.queues);
+        let store = crate::notify::job_store(&config, &backend);
         Ok(ApiState(Arc::new(Shared {
             auth: Auth::new(api.token_digests.clone(), tokens_file),
             requests: Arc::new(Semaphore::new(api.concurrency)),
@@ -269,7 +269,6 @@ pub async fn serve(
         result = server => result.context("serving the API")?,
         () = overdue => tracing::warn!(grace = ?grace, "Requests were still running after the grace period; stopping anyway."),
     }
-    crate::notify::settle(grace).await;
     tracing::info!("API stopped.");
     Ok(())
 }

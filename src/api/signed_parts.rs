@@ -1,12 +1,13 @@
 //! The running total of a multipart upload: every part URL the API signs is recorded, with
-//! its length, in `jobs/multipart/<digest of the upload id>.json`, and a part that would take
-//! the upload's signed total past `MEDIA_API_MAX_UPLOAD` is refused before it is signed. A part
-//! signed again (a retry) replaces its own length. Without this, an upload could take 10,000
-//! parts of 5 GiB each before its completion checks any total.
+//! its length, in a document of the job ledger ([`DocKind::SignedParts`], by a digest of the
+//! upload id), and a part that would take the upload's signed total past
+//! `MEDIA_API_MAX_UPLOAD` is refused before it is signed. A part signed again (a retry)
+//! replaces its own length. Without this, an upload could take 10,000 parts of 5 GiB each
+//! before its completion checks any total.
 //!
 //! Changed by compare-and-swap, so parts signed at once are all counted. The record goes when
-//! the upload completes or is aborted; abandoned ones expire with the bucket's lifecycle rule
-//! (S3) or the local sweep of abandoned uploads.
+//! the upload completes or is aborted; an abandoned one expires [`KEPT`] after its first part
+//! was signed (longer than the bucket keeps an incomplete upload).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,19 +17,16 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::error::{ApiError, ApiResult};
-use crate::domain::keys::JOBS_PREFIX;
-use crate::storage::{CasOutcome, Precondition, Storage};
+use crate::ledger::{DocKind, Ledger};
+
+/// How long a record stays when its upload is abandoned.
+pub const KEPT: Duration = Duration::from_secs(3 * 24 * 3600);
 
 /// Lost races in a row before giving up (each is another part signed at the same moment).
 const MAX_CONFLICTS: u32 = 50;
 
-/// Where the records live.
-pub fn folder() -> String {
-    format!("{JOBS_PREFIX}multipart/")
-}
-
-fn record_key(upload_id: &str) -> String {
-    format!("{}{}.json", folder(), hex::encode(&Sha256::digest(upload_id.as_bytes())[..16]))
+fn record_id(upload_id: &str) -> String {
+    hex::encode(&Sha256::digest(upload_id.as_bytes())[..16])
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -55,18 +53,18 @@ impl Signed {
 /// Records part `number` of `size` bytes of the upload, or refuses it (422 `too_large`) when
 /// the upload's parts would add up to more than `limit`.
 pub async fn record(
-    storage: &dyn Storage,
+    ledger: &dyn Ledger,
     key: &str,
     upload_id: &str,
     number: u32,
     size: u64,
     limit: u64,
 ) -> ApiResult<()> {
-    let record = record_key(upload_id);
+    let record = record_id(upload_id);
     for _ in 0..MAX_CONFLICTS {
-        let current = storage.get_versioned(&record).await?;
+        let current = ledger.doc_get(DocKind::SignedParts, &record).await?;
         let mut signed = match &current {
-            Some(found) => serde_json::from_slice::<Signed>(&found.bytes).unwrap_or_default(),
+            Some(found) => serde_json::from_slice::<Signed>(&found.body).unwrap_or_default(),
             None => Signed::new(key),
         };
         if signed.key != key {
@@ -85,11 +83,10 @@ pub async fn record(
         }
         signed.parts.insert(number, size);
         let body = serde_json::to_vec(&signed).map_err(|e| ApiError::Internal(e.into()))?;
-        let condition = match &current {
-            Some(found) => Precondition::Matches(&found.etag),
-            None => Precondition::Absent,
-        };
-        if let CasOutcome::Written { .. } = storage.put_if(&record, body, "application/json", condition).await? {
+        let started = signed.started_at.unwrap_or_else(Utc::now);
+        let expires = started + chrono::Duration::from_std(KEPT).unwrap_or(chrono::Duration::MAX);
+        let version = current.map(|c| c.version);
+        if ledger.doc_put(DocKind::SignedParts, &record, &body, version, Some(expires)).await? {
             return Ok(());
         }
     }
@@ -97,29 +94,10 @@ pub async fn record(
 }
 
 /// Forgets an upload's record (it completed or was aborted); best effort.
-pub async fn forget(storage: &dyn Storage, upload_id: &str) {
-    if let Err(err) = storage.delete(&record_key(upload_id)).await {
+pub async fn forget(ledger: &dyn Ledger, upload_id: &str) {
+    if let Err(err) = ledger.doc_delete(DocKind::SignedParts, &record_id(upload_id)).await {
         tracing::debug!(error = %err, "Could not delete a multipart upload's record of signed parts.");
     }
-}
-
-/// Deletes the records of uploads started longer than `age` ago (the local backend's own sweep
-/// of abandoned uploads; on S3 the bucket's lifecycle rule expires them).
-pub async fn sweep(storage: &dyn Storage, age: Duration) -> anyhow::Result<usize> {
-    let cutoff = Utc::now() - chrono::Duration::from_std(age)?;
-    let mut swept = 0;
-    for key in storage.list(&folder()).await? {
-        let started = storage
-            .get_bytes(&key)
-            .await?
-            .and_then(|bytes| serde_json::from_slice::<Signed>(&bytes).ok())
-            .and_then(|signed| signed.started_at);
-        if started.is_none_or(|at| at < cutoff) {
-            storage.delete(&key).await?;
-            swept += 1;
-        }
-    }
-    Ok(swept)
 }
 
 #[cfg(test)]
@@ -129,7 +107,7 @@ mod tests {
     #[tokio::test]
     async fn parts_past_the_limit_are_refused_and_retries_replace_their_length() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = crate::storage::local::LocalStorage::new(dir.path().to_path_buf(), None).unwrap();
+        let storage = crate::ledger::sqlite::SqliteLedger::open(&dir.path().join("ledger.db")).unwrap();
         let key = "uploads/a/big.mov";
         for n in 1..=3 {
             record(&storage, key, "u1", n, 30, 100).await.unwrap();
@@ -148,7 +126,7 @@ mod tests {
     async fn parts_signed_at_once_are_all_counted() {
         let dir = tempfile::tempdir().unwrap();
         let storage =
-            std::sync::Arc::new(crate::storage::local::LocalStorage::new(dir.path().to_path_buf(), None).unwrap());
+            std::sync::Arc::new(crate::ledger::sqlite::SqliteLedger::open(&dir.path().join("ledger.db")).unwrap());
         let tasks: Vec<_> = (1..=20)
             .map(|n| {
                 let storage = storage.clone();

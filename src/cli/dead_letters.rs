@@ -256,7 +256,7 @@ async fn show(cx: &Deps<'_>, letters: &[Letter], message_id: &str) -> anyhow::Re
         .ok_or_else(|| CliError::NotFound(format!("no dead letter `{message_id}`")))?;
     let about = about(letter, cx.config);
     let mut doc = summary(letter, &about, Utc::now());
-    let store = crate::notify::job_store(cx.config, cx.backend.storage.clone(), &cx.backend.queues);
+    let store = crate::notify::job_store(cx.config, cx.backend);
     let job = match about.job_ids.first() {
         Some(id) => store.read(id).await?.map(|s| job_summary(&s)),
         None => None,
@@ -408,7 +408,7 @@ async fn redrive_one(cx: &Deps<'_>, letter: &Letter) -> anyhow::Result<Vec<Outco
         let why = letter.attribute("reason").unwrap_or("no job in it");
         return Ok(vec![outcome("resent", None, None, format!("sent back to the ready queue as it is ({why})"))]);
     }
-    let store = crate::notify::job_store(cx.config, cx.backend.storage.clone(), &cx.backend.queues);
+    let store = crate::notify::job_store(cx.config, cx.backend);
     let mut outcomes = Vec::new();
     let mut resend_body = false;
     for job in &about.jobs {
@@ -461,7 +461,7 @@ async fn resend(cx: &Deps<'_>, letter: &Letter) -> anyhow::Result<()> {
 /// sent.
 async fn resubmit(cx: &Deps<'_>, old: &JobSpec) -> anyhow::Result<(String, bool)> {
     let job_id = redriven_job_id(&old.job_id);
-    let store = crate::notify::job_store(cx.config, cx.backend.storage.clone(), &cx.backend.queues);
+    let store = crate::notify::job_store(cx.config, cx.backend);
     if store.read(&job_id).await?.is_some() {
         return Ok((job_id, false));
     }

@@ -9,6 +9,7 @@ use clap::builder::TypedValueParser as _;
 use super::output::{self, CliError, Table};
 use crate::domain::status::{JobState, JobStatus};
 use crate::jobs::JobStore;
+use crate::ledger::{JobQuery, Ledger, Listed, MAX_PAGE};
 
 #[derive(Args, Debug)]
 pub struct JobsArgs {
@@ -37,23 +38,50 @@ fn state_parser() -> impl clap::builder::TypedValueParser<Value = JobState> {
     })
 }
 
-/// The jobs `args` asks for, the most recently created first.
+/// Changes (of state or stage) looked at for `--since`, at most.
+const MAX_CHANGES: u32 = 10_000;
+
+/// The jobs `args` asks for, the most recently created first: a page at a time from the
+/// ledger's indexes (one query per state asked for), never a read of every job.
 pub async fn select(store: &JobStore, args: &JobsArgs, now: DateTime<Utc>) -> anyhow::Result<Vec<JobStatus>> {
-    let statuses = store.read_all().await?;
-    let cutoff = match args.since {
-        Some(since) => Some(now - chrono::Duration::from_std(since)?),
-        None => None,
+    let ledger = store.ledger();
+    let limit = if args.limit == 0 { usize::MAX } else { args.limit };
+    let mut selected = match args.since {
+        Some(since) => {
+            let cutoff = now - chrono::Duration::from_std(since)?;
+            let mut changed = ledger.changed_since(cutoff, MAX_CHANGES).await?;
+            changed.retain(|s| args.states.is_empty() || args.states.contains(&s.state));
+            changed
+        }
+        None => {
+            let states: Vec<Option<JobState>> =
+                if args.states.is_empty() { vec![None] } else { args.states.iter().copied().map(Some).collect() };
+            let mut all = Vec::new();
+            for state in states {
+                all.extend(newest(ledger.as_ref(), state, limit).await?);
+            }
+            all
+        }
     };
-    let mut selected: Vec<JobStatus> = statuses
-        .into_iter()
-        .filter(|s| args.states.is_empty() || args.states.contains(&s.state))
-        .filter(|s| cutoff.is_none_or(|c| s.updated_at >= c))
-        .collect();
-    selected.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.job_id.cmp(&b.job_id)));
-    if args.limit > 0 {
-        selected.truncate(args.limit);
-    }
+    selected.sort_by(|a, b| (b.created_at, &b.job_id).cmp(&(a.created_at, &a.job_id)));
+    selected.truncate(limit);
     Ok(selected)
+}
+
+/// Up to `limit` jobs (of `state`), newest first, paging through the ledger.
+async fn newest(ledger: &dyn Ledger, state: Option<JobState>, limit: usize) -> anyhow::Result<Vec<JobStatus>> {
+    let mut found = Vec::new();
+    let mut after = None;
+    while found.len() < limit {
+        let wanted = u32::try_from(limit - found.len()).unwrap_or(MAX_PAGE).min(MAX_PAGE);
+        let page = ledger.list(&JobQuery { listed: Listed::All, state, after, limit: wanted }).await?;
+        found.extend(page.jobs);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    Ok(found)
 }
 
 pub async fn run(store: &JobStore, args: &JobsArgs) -> anyhow::Result<()> {
@@ -115,7 +143,7 @@ pub async fn deliveries(store: &JobStore, job_id: &str, json: bool) -> anyhow::R
     if store.read(job_id).await?.is_none() {
         return Err(CliError::NotFound(format!("no job `{job_id}`")).into());
     }
-    let record = crate::notify::record::read(store.storage().as_ref(), job_id).await?;
+    let record = crate::notify::record::read(store.ledger().as_ref(), job_id).await?;
     if json {
         return output::emit_json(&serde_json::to_value(&record)?);
     }
@@ -143,8 +171,7 @@ mod tests {
     use super::*;
     use crate::domain::job::{JobSpec, OutputRequest};
     use crate::domain::preset::Preset;
-    use crate::storage::Storage as _;
-    use crate::storage::local::LocalStorage;
+    use crate::ledger::sqlite::SqliteLedger;
     use clap::Parser;
 
     #[derive(Parser)]
@@ -168,8 +195,9 @@ mod tests {
     #[tokio::test]
     async fn select_filters_by_state_and_age_newest_first() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = std::sync::Arc::new(LocalStorage::new(dir.path().to_path_buf(), None).unwrap());
-        let store = JobStore::new(storage.clone());
+        let ledger = std::sync::Arc::new(SqliteLedger::open(&dir.path().join("ledger.db")).unwrap());
+        let layout = crate::domain::keys::KeyLayout::new("uploads/", "outputs/").unwrap();
+        let store = JobStore::new(ledger.clone(), layout.clone(), Duration::from_secs(86_400));
         let now = Utc::now();
         for (i, (id, state, minutes_ago)) in
             [("job-a", JobState::Failed, 5), ("job-b", JobState::Completed, 10), ("job-c", JobState::Failed, 180)]
@@ -186,19 +214,18 @@ mod tests {
                 split: None,
                 import: None,
             };
-            // Written as documents directly: this test is about reading them back.
+            // Written as records directly: this test is about reading them back.
             let mut status = JobStatus::queued(&job, 1, 3, now - chrono::Duration::minutes(minutes_ago));
             status.state = state;
-            storage
-                .put_bytes(&crate::domain::keys::status_key(id), status.to_json(), "application/json")
-                .await
-                .unwrap();
+            let row = crate::ledger::Row::new(status, &layout, Duration::from_secs(86_400));
+            assert!(ledger.put(&row, None, &[]).await.unwrap());
         }
-        storage.put_bytes("jobs/by-source/0123/job-a", Vec::new(), "application/octet-stream").await.unwrap();
         let ids = |jobs: Vec<JobStatus>| jobs.into_iter().map(|s| s.job_id).collect::<Vec<_>>();
         assert_eq!(ids(select(&store, &args(&[]), now).await.unwrap()), ["job-a", "job-b", "job-c"]);
         assert_eq!(ids(select(&store, &args(&["--state", "failed"]), now).await.unwrap()), ["job-a", "job-c"]);
         assert_eq!(ids(select(&store, &args(&["--state", "failed", "--since", "1h"]), now).await.unwrap()), ["job-a"]);
         assert_eq!(ids(select(&store, &args(&["--limit", "2"]), now).await.unwrap()), ["job-a", "job-b"]);
+        let both = args(&["--state", "failed", "--state", "completed", "--limit", "2"]);
+        assert_eq!(ids(select(&store, &both, now).await.unwrap()), ["job-a", "job-b"]);
     }
 }

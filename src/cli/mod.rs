@@ -8,6 +8,7 @@
 
 mod dead_letters;
 mod jobs;
+mod ledger;
 mod output;
 mod progress;
 mod webhook;
@@ -21,6 +22,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use self::dead_letters::DeadLetterCommand;
 use self::jobs::JobsArgs;
+use self::ledger::LedgerCommand;
 use self::output::CliError;
 use self::progress::Followed;
 use self::webhook::WebhookCommand;
@@ -32,7 +34,7 @@ use crate::domain::plan::plan;
 use crate::domain::preset::Preset;
 use crate::domain::probe::{AudioStream, MediaInfo, VideoStream};
 use crate::domain::status::{JobState, JobStatus, Manifest};
-use crate::jobs::{self as lifecycle, JobStore};
+use crate::jobs as lifecycle;
 use crate::media::probe::{Probed, probe};
 use crate::telemetry;
 use crate::worker::{RunMode, Worker};
@@ -111,6 +113,9 @@ enum Command {
     /// Inspect the dead-letter queue, redrive or purge it.
     #[command(subcommand)]
     DeadLetters(DeadLetterCommand),
+    /// The job ledger: import what earlier versions kept under `jobs/` in the bucket.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     /// Webhooks: check a captured request's signature, or make a secret.
     #[command(subcommand)]
     Webhook(WebhookCommand),
@@ -159,10 +164,7 @@ pub async fn main() -> ExitCode {
         }
     };
     telemetry::init(config.json_logs);
-    let result = dispatch(cli, config).await;
-    // The events of what the command changed (a submission, a redrive) go out before exit.
-    crate::notify::settle(Duration::from_secs(10)).await;
-    match result {
+    match dispatch(cli, config).await {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -204,7 +206,7 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { drain, json } => {
-            let worker = Worker::new(config, backend.storage, backend.queues);
+            let worker = Worker::new(config, backend);
             let mode = if drain { RunMode::Drain } else { RunMode::Daemon };
             let summary = worker.run(mode, telemetry::shutdown_signal()).await?;
             if drain && json {
@@ -245,20 +247,22 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
                     eprintln!("the upload's job id is assigned when a worker takes it; add --wait to follow it");
                     return Ok(ExitCode::SUCCESS);
                 }
-                Submitted::Upload { key, etag } => match find_job_of_write(&backend, &key, &etag, deadline).await? {
-                    Some(job_id) => job_id,
-                    None => return Ok(ExitCode::from(output::TIMEOUT)),
-                },
+                Submitted::Upload { key, etag } => {
+                    match find_job_of_write(&config, &backend, &key, &etag, deadline).await? {
+                        Some(job_id) => job_id,
+                        None => return Ok(ExitCode::from(output::TIMEOUT)),
+                    }
+                }
             };
             eprintln!("job {job_id}");
-            let store = JobStore::new(backend.storage.clone());
+            let store = crate::notify::job_store(&config, &backend);
             match progress::follow(&store, &job_id, deadline, source_seconds).await? {
                 Followed::Ended(status) => report(&config, &backend, &status).await,
                 Followed::TimedOut => Ok(timed_out(&job_id, timeout)),
             }
         }
         Command::Status { job_id, follow, timeout } => {
-            let store = JobStore::new(backend.storage.clone());
+            let store = crate::notify::job_store(&config, &backend);
             let Some(status) = store.read(&job_id).await? else {
                 return Err(CliError::NotFound(format!("no job `{job_id}`")).into());
             };
@@ -276,13 +280,14 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Jobs(args) => {
-            jobs::run(&JobStore::new(backend.storage.clone()), &args).await?;
+            jobs::run(&crate::notify::job_store(&config, &backend), &args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Deliveries { job_id, json } => {
-            jobs::deliveries(&JobStore::new(backend.storage.clone()), &job_id, json).await?;
+            jobs::deliveries(&crate::notify::job_store(&config, &backend), &job_id, json).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Ledger(command) => ledger::run(&command, &config, &backend).await,
         Command::DeadLetters(command) => {
             // SQS answers a short receive with a sample of the queue: wait a second for a fuller one.
             let wait = if config.backend == BackendKind::Aws { Duration::from_secs(1) } else { Duration::ZERO };
@@ -404,7 +409,7 @@ async fn submit(config: &Config, backend: &Backend, source: &str, presets: Vec<P
         import: None,
     };
     job.validate()?;
-    let store = crate::notify::job_store(config, backend.storage.clone(), &backend.queues);
+    let store = crate::notify::job_store(config, backend);
     lifecycle::submit(&store, backend.queues.ready.as_ref(), &job, config.max_attempts).await?;
     Ok(Submitted::Job { job_id: job.job_id, from_file: false })
 }
@@ -432,12 +437,13 @@ const TAKE_UPLOAD_TIMEOUT: Duration = Duration::from_secs(600);
 /// The job a worker made from one write of `key` (matched by its ETag), waiting for it; `None`
 /// when no worker took the upload in time (said on stderr).
 async fn find_job_of_write(
+    config: &Config,
     backend: &Backend,
     key: &str,
     etag: &str,
     deadline: Option<Instant>,
 ) -> anyhow::Result<Option<String>> {
-    let store = JobStore::new(backend.storage.clone());
+    let store = crate::notify::job_store(config, backend);
     let started = Instant::now();
     let deadline = deadline.unwrap_or(started + TAKE_UPLOAD_TIMEOUT);
     eprintln!("waiting for a worker to take the upload...");

@@ -265,11 +265,6 @@ pub fn job_id_for_object(bucket: &str, key: &str, write_tag: &str) -> String {
 /// Job ids made from storage events start with this; ids of submitted jobs never do.
 const EVENT_JOB_PREFIX: &str = "s3-";
 
-/// Whether a job was made from a storage event (rather than submitted through the API or CLI).
-pub fn is_event_job(job_id: &str) -> bool {
-    job_id.starts_with(EVENT_JOB_PREFIX)
-}
-
 /// A fresh random id for jobs published on request (CLI, API).
 pub fn new_job_id() -> String {
     format!("job-{}", uuid::Uuid::new_v4().simple())

@@ -2,9 +2,10 @@
 //!
 //! A source `uploads/<path>/<name>` produces its outputs in the job's own folder
 //! `outputs/<path>/<name>/<job_id>/`: each attempt's files under `attempt-<n>/`, then
-//! `manifest.json` last. Job status lives at `jobs/<job_id>.json`.
+//! `manifest.json` last. Job status lives in the job ledger ([`crate::ledger`]), not here.
 
-/// Prefix of the job status documents.
+/// Prefix of the job status documents of versions before the job ledger: reserved, so no
+/// layout puts uploads or outputs there, and read once by `media-worker ledger import`.
 pub const JOBS_PREFIX: &str = "jobs/";
 
 /// The longest key S3 accepts, in bytes.
@@ -64,34 +65,22 @@ pub fn validate_prefix(prefix: &str) -> Result<(), KeyError> {
     }
 }
 
-/// Job ids become keys (`jobs/<id>.json`), so they are kept to a safe alphabet.
+/// Job ids become keys (a job's folder ends in its id), so they are kept to a safe alphabet.
 pub fn validate_job_id(id: &str) -> Result<(), KeyError> {
     let ok = (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok { Ok(()) } else { Err(KeyError::BadJobId) }
 }
 
-/// Key of a job's status document.
+/// Key of a job's status document in the bucket, where versions before the job ledger kept
+/// them (read once more by `media-worker ledger import`).
 pub fn status_key(job_id: &str) -> String {
     format!("{JOBS_PREFIX}{job_id}.json")
 }
 
 /// The job id of a status document's key (`jobs/<id>.json`); `None` for anything else under
-/// `jobs/` (the source index).
+/// `jobs/` (the old source index, delivery records, claims).
 pub fn job_id_of_status_key(key: &str) -> Option<&str> {
     key.strip_prefix(JOBS_PREFIX)?.strip_suffix(".json").filter(|id| validate_job_id(id).is_ok())
-}
-
-/// The folder listing the jobs made from one source key: `jobs/by-source/<digest>/`, holding
-/// one empty object per job (`<job_id>`). It lets an uploader find the job of its write on S3,
-/// where the job id derives from the event's sequencer, which only the event carries.
-pub fn source_index_prefix(source_key: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(source_key.as_bytes());
-    format!("{JOBS_PREFIX}by-source/{}/", hex::encode(&digest[..16]))
-}
-
-pub fn source_index_key(source_key: &str, job_id: &str) -> String {
-    format!("{}{job_id}", source_index_prefix(source_key))
 }
 
 /// The folder, under a scope's upload root, where imported sources are stored (one folder per
@@ -234,11 +223,8 @@ mod tests {
         assert_ne!(layout().job_dir("uploads/clip.mp4", "j1"), layout().job_dir("uploads/clip.mp4", "j2"));
         assert_eq!(manifest_key("outputs/clip.mp4/j1/"), "outputs/clip.mp4/j1/manifest.json");
         assert_eq!(attempt_dir("outputs/clip.mp4/j1/", 2), "outputs/clip.mp4/j1/attempt-2/");
-        let index = source_index_key("uploads/clip.mp4", "s3-1");
-        assert!(index.starts_with(&source_index_prefix("uploads/clip.mp4")) && index.ends_with("/s3-1"), "{index}");
-        assert_ne!(source_index_prefix("uploads/clip.mp4"), source_index_prefix("uploads/clip.mov"));
         assert_eq!(job_id_of_status_key("jobs/s3-1.json"), Some("s3-1"));
-        assert_eq!(job_id_of_status_key(&index), None);
+        assert_eq!(job_id_of_status_key("jobs/by-source/0123/s3-1"), None);
     }
 
     #[test]

@@ -103,6 +103,7 @@ pub fn public_message(code: &str) -> &'static str {
         "fetch_failed" => "the source URL could not be fetched; it will be tried again",
         "fetch_refused" => "the source URL was refused",
         "storage" => "storage did not answer; the job is retried",
+        "ledger" => "the job ledger did not answer; the job is retried",
         "scratch" | "scratch_full" => "the worker's scratch disk failed; the job is retried",
         "resources" => "the worker ran out of memory; the job is retried",
         "timeout" => "the job took longer than this deployment allows",

@@ -18,7 +18,7 @@ use super::machine::{Event, Refused, StageMark};
 use super::store::{Applied, JobStore, Stored};
 use crate::domain::job::JobSpec;
 use crate::domain::status::{ErrorInfo, JobState, JobStatus, Stage};
-use crate::storage::StorageError;
+use crate::ledger::LedgerError;
 
 /// How long a stage must last to be written on its own (see the module).
 pub const STAGE_WRITE_DELAY: Duration = Duration::from_millis(250);
@@ -30,7 +30,7 @@ pub enum AttemptError {
     #[error("the run lost the job: {0}")]
     Lost(Refused),
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Ledger(#[from] LedgerError),
 }
 
 impl AttemptError {
@@ -48,8 +48,6 @@ pub struct Attempt {
     last: Mutex<Stored>,
     /// Percent done, kept in memory; the next heartbeat or stage change stores it.
     progress: SyncMutex<f64>,
-    /// Whether starting made the job's status (a job from an S3 event, seen for the first time).
-    created: bool,
     /// Stages entered and not yet written, in order.
     pending: SyncMutex<Vec<StageMark>>,
     /// Rung when a stage is entered, for [`Attempt::stage_settled`].
@@ -67,29 +65,22 @@ impl Attempt {
         run: &str,
         worker: &str,
         max_attempts: u32,
-    ) -> Result<Result<Attempt, Refused>, StorageError> {
+    ) -> Result<Result<Attempt, Refused>, LedgerError> {
         let event =
             Event::Start { job: job.clone(), attempt, run: run.to_string(), worker: worker.to_string(), max_attempts };
         let current = store.read_versioned(&job.job_id).await?;
-        let created = current.etag.is_none();
         match store.apply_to(&job.job_id, current, &event).await? {
-            Applied::Done { status, etag } => Ok(Ok(Attempt {
-                created,
+            Applied::Done { status } => Ok(Ok(Attempt {
                 store: store.clone(),
                 job_id: job.job_id.clone(),
                 run: run.to_string(),
-                last: Mutex::new(Stored { status: Some(status), etag: Some(etag) }),
+                last: Mutex::new(Stored { status: Some(status) }),
                 progress: SyncMutex::new(0.0),
                 pending: SyncMutex::new(Vec::new()),
                 stage_entered: tokio::sync::Notify::new(),
             })),
             Applied::Refused { reason, .. } => Ok(Err(reason)),
         }
-    }
-
-    /// Whether this start created the job's status.
-    pub fn created_job(&self) -> bool {
-        self.created
     }
 
     pub fn run_id(&self) -> &str {
@@ -114,8 +105,8 @@ impl Attempt {
     async fn write(&self, event: Event) -> Result<JobStatus, AttemptError> {
         let mut last = self.last.lock().await;
         match self.store.apply_to(&self.job_id, last.clone(), &event).await? {
-            Applied::Done { status, etag } => {
-                *last = Stored { status: Some(status.clone()), etag: Some(etag) };
+            Applied::Done { status } => {
+                *last = Stored { status: Some(status.clone()) };
                 Ok(status)
             }
             Applied::Refused { reason, current } => {
@@ -162,11 +153,11 @@ impl Attempt {
         }
         let event = Event::Stage { run: self.run.clone(), stages: stages.clone(), progress: self.progress() };
         match self.write(event).await {
-            Err(AttemptError::Storage(err)) => {
+            Err(AttemptError::Ledger(err)) => {
                 // Not written: kept for the next write, ahead of any stage entered since.
                 let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
                 pending.splice(0..0, stages);
-                Err(AttemptError::Storage(err))
+                Err(AttemptError::Ledger(err))
             }
             other => other.map(|_| ()),
         }

@@ -2,9 +2,9 @@
 //!
 //! - [`machine`]: the state machine, pure: `(status, event) -> status | refused`, with the table
 //!   of every transition.
-//! - [`store`]: [`JobStore`] applies events by compare-and-swap on the object store, and tells
-//!   an [`Observer`] about every transition it won (`on_transition`; final states also reach
-//!   `on_terminal`): notifications hang off this one point.
+//! - [`store`]: [`JobStore`] applies events by compare-and-swap on the job's record in the
+//!   ledger ([`crate::ledger`]), each with the notification event it makes ([`Events`]),
+//!   stored together: notifications hang off this one point.
 //! - [`attempt`]: [`Attempt`], the fenced handle a running attempt writes through.
 //! - [`tidy`]: what an ended job leaves in its folder, cleared by whoever learns it ended.
 //!
@@ -18,10 +18,9 @@ pub mod tidy;
 
 pub use attempt::{Attempt, AttemptError};
 pub use machine::{Event, Refused};
-pub use store::{Applied, JobStore, Observer, Stored, Transition};
+pub use store::{Applied, Events, JobStore, NoEvents, Stored, Transition};
 
 use crate::domain::job::{JobMessage, JobSpec};
-use crate::domain::keys::source_index_prefix;
 use crate::domain::status::JobStatus;
 use crate::queue::{Queue, SendOptions};
 
@@ -48,19 +47,8 @@ pub async fn submit(
 }
 
 /// The job made from the write of `source_key` whose ETag is `etag`, once a worker has taken
-/// it (found through the source index the worker writes when it creates a job from an event).
+/// it (the newest, should there be several).
 pub async fn job_of_write(store: &JobStore, source_key: &str, etag: &str) -> anyhow::Result<Option<JobStatus>> {
-    let prefix = source_index_prefix(source_key);
-    let mut found: Option<JobStatus> = None;
-    for key in store.storage().list(&prefix).await? {
-        let Some(job_id) = key.strip_prefix(&prefix) else { continue };
-        if let Some(status) = store.read(job_id).await?
-            && status.job.source_key == source_key
-            && status.job.source.etag.as_deref() == Some(etag)
-            && found.as_ref().is_none_or(|f| f.created_at < status.created_at)
-        {
-            found = Some(status);
-        }
-    }
-    Ok(found)
+    let jobs = store.ledger().of_write(source_key, etag).await?;
+    Ok(jobs.into_iter().find(|s| s.job.source_key == source_key && s.job.source.etag.as_deref() == Some(etag)))
 }

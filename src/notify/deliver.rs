@@ -27,12 +27,14 @@ use super::aws::AwsFanOut;
 use super::config::NotifySettings;
 use super::event::EventType;
 use super::record::{self, Audience, DeliveryAttempt, endpoint_label};
+use crate::ledger::Ledger;
 use crate::outbound::{Limits, SafeClient, SendError, read_capped};
 use crate::queue::{MAX_BATCH, MAX_DELAY, MAX_WAIT, Queue, Received, SendOptions};
-use crate::storage::Storage;
 
 /// Bytes of a receiver's answer read at most (it is only logged).
 const ANSWER_CAP: usize = 1024;
+/// How long delivery records are kept unless told (the default `MEDIA_JOB_RETENTION`).
+const RECORDS_KEPT: Duration = Duration::from_secs(90 * 24 * 3600);
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 pub const ENVELOPE_VERSION: u32 = 1;
@@ -89,8 +91,10 @@ pub enum Outcome {
 /// The webhook side of a worker: its own receive loop, a bounded number of requests in flight.
 pub struct Dispatcher {
     queue: Arc<dyn Queue>,
-    storage: Arc<dyn Storage>,
+    ledger: Arc<dyn Ledger>,
     settings: NotifySettings,
+    /// How long a job's delivery record is kept: its job's retention.
+    retention: Duration,
     client: SafeClient,
     permits: Arc<Semaphore>,
     tasks: TaskTracker,
@@ -99,31 +103,37 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(queue: Arc<dyn Queue>, storage: Arc<dyn Storage>, settings: NotifySettings) -> anyhow::Result<Self> {
+    pub fn new(queue: Arc<dyn Queue>, ledger: Arc<dyn Ledger>, settings: NotifySettings) -> anyhow::Result<Self> {
         let guard = settings.guard();
-        Self::with_client(queue, storage, settings.clone(), guard.client(limits(&settings))?)
+        Self::with_client(queue, ledger, settings.clone(), guard.client(limits(&settings))?)
     }
 
     /// With a given client (tests inject one whose resolver plays DNS tricks).
     pub fn with_client(
         queue: Arc<dyn Queue>,
-        storage: Arc<dyn Storage>,
+        ledger: Arc<dyn Ledger>,
         settings: NotifySettings,
         client: SafeClient,
     ) -> anyhow::Result<Self> {
         let permits = Arc::new(Semaphore::new(settings.concurrency));
-        Ok(Self { queue, storage, settings, client, permits, tasks: TaskTracker::new(), aws: Default::default() })
+        let retention = RECORDS_KEPT;
+        Ok(Self {
+            queue,
+            ledger,
+            settings,
+            retention,
+            client,
+            permits,
+            tasks: TaskTracker::new(),
+            aws: Default::default(),
+        })
     }
 
     /// The worker's dispatcher, when it has webhooks to deliver and a queue to take them from.
-    pub fn for_worker(
-        config: &crate::config::Config,
-        storage: &Arc<dyn Storage>,
-        queues: &crate::queue::Queues,
-    ) -> Option<Arc<Self>> {
-        let queue = queues.notifications.clone().filter(|_| config.notify.enabled())?;
-        match Self::new(queue, storage.clone(), config.notify.clone()) {
-            Ok(dispatcher) => Some(Arc::new(dispatcher)),
+    pub fn for_worker(config: &crate::config::Config, backend: &crate::backend::Backend) -> Option<Arc<Self>> {
+        let queue = backend.queues.notifications.clone().filter(|_| config.notify.enabled())?;
+        match Self::new(queue, backend.ledger.clone(), config.notify.clone()) {
+            Ok(dispatcher) => Some(Arc::new(Self { retention: config.job_retention, ..dispatcher })),
             Err(err) => {
                 tracing::error!(
                     error = format!("{err:#}"),
@@ -266,7 +276,7 @@ impl Dispatcher {
     async fn attempt(&self, envelope: &Envelope, url: &str, audience: Audience, attempt: u32) -> anyhow::Result<()> {
         let endpoint = endpoint_label(url);
         let job_id = envelope.job_id.as_str();
-        match record::read(self.storage.as_ref(), job_id).await {
+        match record::read(self.ledger.as_ref(), job_id).await {
             Ok(doc) if doc.stopped.contains(&endpoint) => {
                 tracing::debug!(job_id, endpoint, "Endpoint answered 410 for this job; not sending.");
                 return Ok(());
@@ -320,7 +330,7 @@ impl Dispatcher {
             next_attempt_at,
         };
         // The record is for people; a failure to write it never repeats a delivery.
-        if let Err(err) = record::append(self.storage.as_ref(), job_id, entry).await {
+        if let Err(err) = record::append(self.ledger.as_ref(), job_id, entry, self.retention).await {
             tracing::warn!(job_id, error = format!("{err:#}"), "Could not record a delivery attempt.");
         }
         Ok(())

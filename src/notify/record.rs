@@ -1,5 +1,6 @@
-//! `jobs/notifications/<job_id>.json`: the delivery attempts of a job's webhooks and the
-//! endpoints that answered 410 Gone for it.
+//! A job's delivery record (a document of the job ledger, [`DocKind::Deliveries`]): the
+//! delivery attempts of its webhooks and the endpoints that answered 410 Gone for it. It
+//! expires with the job's record (`MEDIA_JOB_RETENTION` after its last attempt).
 //!
 //! Each attempt says whose endpoint it went to ([`Audience`]). `GET /v1/jobs/{id}` shows the
 //! job's submitter only the attempts to the job's own `notify` URL ([`Deliveries::of_job`]):
@@ -16,15 +17,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::event::EventType;
-use crate::storage::{CasOutcome, Precondition, Storage};
+use crate::ledger::{DocKind, Ledger};
 
 /// The most attempts kept per job: the latest ones.
 const MAX_ATTEMPTS_KEPT: usize = 100;
 const MAX_CONFLICTS: u32 = 20;
-
-pub fn deliveries_key(job_id: &str) -> String {
-    format!("{}notifications/{job_id}.json", crate::domain::keys::JOBS_PREFIX)
-}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Deliveries {
@@ -105,20 +102,25 @@ pub fn endpoint_label(url: &str) -> String {
     }
 }
 
-pub async fn read(storage: &dyn Storage, job_id: &str) -> anyhow::Result<Deliveries> {
-    match storage.get_bytes(&deliveries_key(job_id)).await? {
-        Some(bytes) => Ok(serde_json::from_slice(&bytes).unwrap_or_default()),
+pub async fn read(ledger: &dyn Ledger, job_id: &str) -> anyhow::Result<Deliveries> {
+    match ledger.doc_get(DocKind::Deliveries, job_id).await? {
+        Some(doc) => Ok(serde_json::from_slice(&doc.body).unwrap_or_default()),
         None => Ok(Deliveries::default()),
     }
 }
 
-/// Adds an attempt (and, for 410, stops its endpoint), by compare-and-swap.
-pub async fn append(storage: &dyn Storage, job_id: &str, attempt: DeliveryAttempt) -> anyhow::Result<()> {
-    let key = deliveries_key(job_id);
+/// Adds an attempt (and, for 410, stops its endpoint), by compare-and-swap; the record is kept
+/// `keep` (the job's retention) after its last attempt.
+pub async fn append(
+    ledger: &dyn Ledger,
+    job_id: &str,
+    attempt: DeliveryAttempt,
+    keep: std::time::Duration,
+) -> anyhow::Result<()> {
     for conflicts in 0..MAX_CONFLICTS {
-        let current = storage.get_versioned(&key).await?;
+        let current = ledger.doc_get(DocKind::Deliveries, job_id).await?;
         let mut doc: Deliveries =
-            current.as_ref().and_then(|c| serde_json::from_slice(&c.bytes).ok()).unwrap_or_default();
+            current.as_ref().and_then(|c| serde_json::from_slice(&c.body).ok()).unwrap_or_default();
         // A redelivered queue message may record the same attempt twice: once is enough.
         if doc
             .attempts
@@ -135,17 +137,13 @@ pub async fn append(storage: &dyn Storage, job_id: &str, attempt: DeliveryAttemp
             let excess = doc.attempts.len() - MAX_ATTEMPTS_KEPT;
             doc.attempts.drain(..excess);
         }
-        let condition = match &current {
-            Some(c) => Precondition::Matches(&c.etag),
-            None => Precondition::Absent,
-        };
-        let bytes = serde_json::to_vec_pretty(&doc)?;
-        match storage.put_if(&key, bytes, "application/json", condition).await? {
-            CasOutcome::Written { .. } => return Ok(()),
-            CasOutcome::Conflict => {
-                tokio::time::sleep(std::time::Duration::from_millis(u64::from(conflicts) * 5)).await;
-            }
+        let bytes = serde_json::to_vec(&doc)?;
+        let expires = Utc::now() + chrono::Duration::from_std(keep)?;
+        let version = current.map(|c| c.version);
+        if ledger.doc_put(DocKind::Deliveries, job_id, &bytes, version, Some(expires)).await? {
+            return Ok(());
         }
+        tokio::time::sleep(std::time::Duration::from_millis(u64::from(conflicts) * 5)).await;
     }
     anyhow::bail!("job {job_id}: the delivery record kept changing ({MAX_CONFLICTS} lost races)")
 }
@@ -153,6 +151,8 @@ pub async fn append(storage: &dyn Storage, job_id: &str, attempt: DeliveryAttemp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
 
     #[test]
     fn labels_drop_the_query() {
@@ -201,8 +201,8 @@ mod tests {
     #[tokio::test]
     async fn concurrent_appends_are_all_kept_and_gone_stops() {
         let dir = tempfile::tempdir().unwrap();
-        let storage: std::sync::Arc<dyn Storage> =
-            std::sync::Arc::new(crate::storage::local::LocalStorage::new(dir.path().to_path_buf(), None).unwrap());
+        let storage: std::sync::Arc<dyn Ledger> =
+            std::sync::Arc::new(crate::ledger::sqlite::SqliteLedger::open(&dir.path().join("ledger.db")).unwrap());
         let attempt = |n: u32, outcome: &str| DeliveryAttempt {
             event_id: format!("msg_{n}"),
             event_type: EventType::Queued,
@@ -218,14 +218,14 @@ mod tests {
         let tasks: Vec<_> = (0..8)
             .map(|n| {
                 let storage = storage.clone();
-                tokio::spawn(async move { append(storage.as_ref(), "job-1", attempt(n, "retrying")).await })
+                tokio::spawn(async move { append(storage.as_ref(), "job-1", attempt(n, "retrying"), DAY).await })
             })
             .collect();
         for task in tasks {
             task.await.unwrap().unwrap();
         }
-        append(storage.as_ref(), "job-1", attempt(3, "retrying")).await.unwrap();
-        append(storage.as_ref(), "job-1", attempt(9, "gone")).await.unwrap();
+        append(storage.as_ref(), "job-1", attempt(3, "retrying"), DAY).await.unwrap();
+        append(storage.as_ref(), "job-1", attempt(9, "gone"), DAY).await.unwrap();
         let doc = read(storage.as_ref(), "job-1").await.unwrap();
         assert_eq!(doc.attempts.len(), 9, "every attempt once");
         assert_eq!(doc.stopped, vec!["https://a.example/h".to_string()]);

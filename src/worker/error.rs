@@ -129,13 +129,19 @@ impl From<StorageError> for JobError {
     }
 }
 
+impl From<crate::ledger::LedgerError> for JobError {
+    fn from(err: crate::ledger::LedgerError) -> Self {
+        JobError::retryable("ledger", err.to_string())
+    }
+}
+
 impl From<AttemptError> for JobError {
     /// A run that lost its job stops: cancelled by a user, or superseded by a later attempt.
     fn from(err: AttemptError) -> Self {
         match err {
             AttemptError::Lost(_) if err.is_cancelled() => JobError::Cancelled,
             AttemptError::Lost(_) => JobError::Superseded,
-            AttemptError::Storage(e) => JobError::from(e),
+            AttemptError::Ledger(e) => JobError::from(e),
         }
     }
 }

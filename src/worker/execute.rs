@@ -98,7 +98,7 @@ async fn heartbeat(inner: &Inner, tracker: &Attempt, stop: &CancellationToken, r
             Ok(()) => continue,
             Err(err @ AttemptError::Lost(_)) if err.is_cancelled() => StopReason::Cancelled,
             Err(AttemptError::Lost(_)) => StopReason::Superseded,
-            Err(AttemptError::Storage(err)) => {
+            Err(AttemptError::Ledger(err)) => {
                 // A missed heartbeat is not fatal: the timeout is several intervals long.
                 tracing::warn!(error = %err, "Heartbeat failed.");
                 continue;

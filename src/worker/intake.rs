@@ -19,8 +19,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::Inner;
 use super::scratch::{self, Room};
 use crate::domain::event::{EventContext, parse_ready_message};
-use crate::domain::job::{JobMessage, LedgerEntry, MESSAGE_VERSION, is_event_job};
-use crate::domain::keys::source_index_key;
+use crate::domain::job::{JobMessage, LedgerEntry, MESSAGE_VERSION};
 use crate::domain::status::ErrorInfo;
 use crate::jobs::{Applied, Attempt, Event, Refused, tidy};
 use crate::queue::{Received, SendOptions};
@@ -140,13 +139,6 @@ async fn try_handle(inner: &Arc<Inner>, message: Received, permit: OwnedSemaphor
             return ready.delete(&message.receipt).await;
         }
     };
-    if attempt.created_job() && is_event_job(&job.job.job_id) {
-        // A job first seen in an S3 event: let uploaders find it by its source.
-        let index = source_index_key(&job.job.source_key, &job.job.job_id);
-        if let Err(err) = inner.storage.put_bytes(&index, Vec::new(), "application/octet-stream").await {
-            tracing::warn!(job_id = %job.job.job_id, error = %err, "Could not index the job by its source.");
-        }
-    }
     if let Err(err) = ready.delete(&message.receipt).await {
         // The job is ours whatever happens to the message: its redelivery is refused at start.
         tracing::warn!(job_id = %job.job.job_id, error = format!("{err:#}"), "Could not delete a started message.");

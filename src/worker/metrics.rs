@@ -52,8 +52,13 @@ struct Endpoint {
 
 async fn readyz(State(endpoint): State<std::sync::Arc<Endpoint>>) -> Response {
     let inner = &endpoint.worker.inner;
-    let mut readiness =
-        health::Readiness::cached(&endpoint.readiness, inner.storage.as_ref(), inner.queues.ready.as_ref()).await;
+    let deps = health::Deps {
+        storage: inner.storage.as_ref(),
+        ready: inner.queues.ready.as_ref(),
+        ledger: inner.store.ledger().as_ref(),
+        layout: &inner.config.layout,
+    };
+    let mut readiness = health::Readiness::cached(&endpoint.readiness, deps).await;
     // A worker that is shutting down takes no new work: let health checks see it.
     if inner.stop_receiving.is_cancelled() {
         readiness.ready = false;

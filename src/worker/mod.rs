@@ -41,14 +41,19 @@ pub use error::JobError;
 pub use protection::TaskProtection;
 pub use reaper::ReapOutcome;
 
+use crate::backend::Backend;
 use crate::config::Config;
 use crate::domain::job::JobMessage;
 use crate::jobs::{JobStore, Stored};
 use crate::queue::{MAX_BATCH, MAX_WAIT, Queues, SendOptions};
 use crate::storage::Storage;
 
-/// How long a stopping worker waits for its last events to reach the notifications queue.
+/// How long a stopping worker's relay may take to send its last events.
 const SETTLE_EVENTS: Duration = Duration::from_secs(10);
+
+/// How often the ledger is swept of records past their retention (the local engine; DynamoDB's
+/// TTL needs nothing).
+const LEDGER_SWEEP: Duration = Duration::from_secs(60);
 
 /// How [`Worker::run`] ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +106,8 @@ pub(crate) struct Inner {
     started: std::time::Instant,
     /// When the dead-letter queue was last swept, in milliseconds since `started`.
     last_dead_letter_sweep_ms: AtomicU64,
+    /// When the ledger was last swept of expired records, in milliseconds since `started`.
+    last_ledger_sweep_ms: AtomicU64,
     /// One permit per job in flight (`concurrency + prefetch`); taken before a message is
     /// received, held until the job ends.
     permits: Arc<Semaphore>,
@@ -133,19 +140,20 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(config: Config, storage: Arc<dyn Storage>, queues: Queues) -> Self {
+    pub fn new(config: Config, backend: Backend) -> Self {
         let permits = Arc::new(Semaphore::new(config.concurrency + config.prefetch));
         let transcode_slots = Arc::new(Semaphore::new(config.concurrency));
         let protection = TaskProtection::from_env(config.job_timeout);
         let max_receives = std::sync::atomic::AtomicU32::new(config.max_receives);
-        let store = crate::notify::job_store(&config, storage.clone(), &queues);
-        let notifications = crate::notify::deliver::Dispatcher::for_worker(&config, &storage, &queues);
+        let store = crate::notify::job_store(&config, &backend);
+        let notifications = crate::notify::deliver::Dispatcher::for_worker(&config, &backend);
         Worker {
             inner: Arc::new(Inner {
                 config,
                 store,
-                storage,
-                queues,
+                storage: backend.storage,
+                queues: backend.queues,
+                last_ledger_sweep_ms: AtomicU64::new(0),
                 transcode_slots,
                 wake: tokio::sync::Notify::new(),
                 max_receives,
@@ -272,6 +280,15 @@ impl Worker {
                 tracing::warn!(error = format!("{err:#}"), "Sweeping the dead-letter queue failed.");
             }
         }
+        let last = inner.last_ledger_sweep_ms.load(Ordering::Relaxed);
+        if last == 0 || now.saturating_sub(last) >= u64::try_from(LEDGER_SWEEP.as_millis()).unwrap_or(u64::MAX) {
+            inner.last_ledger_sweep_ms.store(now.max(1), Ordering::Relaxed);
+            match inner.store.ledger().sweep(chrono::Utc::now()).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "Removed job records past their retention."),
+                Err(err) => tracing::warn!(error = %err, "Sweeping the job ledger failed."),
+            }
+        }
         Ok(outcome)
     }
 
@@ -294,7 +311,7 @@ impl Worker {
             return Ok(false);
         }
         if let Some(notifications) = &self.inner.notifications
-            && !notifications.is_idle().await?
+            && (!notifications.is_idle().await? || self.inner.store.ledger().outbox_len().await? > 0)
         {
             return Ok(false);
         }
@@ -341,6 +358,13 @@ impl Worker {
         });
         let stop_notifications = CancellationToken::new();
         let notifications = self.inner.notifications.clone().map(|d| tokio::spawn(d.run(stop_notifications.clone())));
+        let stop_relay = CancellationToken::new();
+        let relay =
+            self.inner.queues.notifications.clone().filter(|_| self.inner.config.notify.enabled()).map(|queue| {
+                let relay =
+                    crate::notify::relay::Relay::new(self.inner.store.clone(), self.inner.storage.clone(), queue);
+                tokio::spawn(relay.run(stop_relay.clone()))
+            });
         let reaper = self.clone();
         scheduler
             .add(
@@ -384,8 +408,11 @@ impl Worker {
             tracing::warn!(error = %err, "The scheduler did not stop cleanly.");
         }
         self.stop_jobs().await;
-        crate::notify::settle(SETTLE_EVENTS).await;
-        // After the jobs: their last events are queued by now, and delivered if there is time.
+        // After the jobs: the relay sends their last events, then deliveries get what time is left.
+        stop_relay.cancel();
+        if let Some(relay) = relay {
+            let _ = tokio::time::timeout(SETTLE_EVENTS, relay).await;
+        }
         stop_notifications.cancel();
         if let Some(notifications) = notifications {
             let _ = notifications.await;

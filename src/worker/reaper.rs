@@ -170,8 +170,8 @@ async fn reap_entry(inner: &Inner, received: &Received, outcome: &mut ReapOutcom
             outcome.failed += 1;
             tracing::warn!(job_id, worker, "Job of a dead worker failed: no attempts left.");
         }
-        Applied::Done { status, etag } => {
-            let handover = Stored { status: Some(status.clone()), etag: Some(etag) };
+        Applied::Done { status } => {
+            let handover = Stored { status: Some(status.clone()) };
             let message = JobMessage::new(status.job.clone(), status.attempt);
             inner.publish_handover(&message, Duration::ZERO, &handover).await?;
             outcome.recovered += 1;

@@ -74,7 +74,7 @@ impl From<AttemptError> for FinishError {
     fn from(err: AttemptError) -> Self {
         match err {
             AttemptError::Lost(_) => FinishError::Lost(err),
-            AttemptError::Storage(e) => FinishError::Other(e.into()),
+            AttemptError::Ledger(e) => FinishError::Other(e.into()),
         }
     }
 }

@@ -19,18 +19,7 @@ use crate::worker::{assert_mp4_h264, start_worker_until_transcoding, tools, uplo
 
 /// Every job made from `source_key`, oldest first.
 async fn jobs_for_source(d: &Deployment, source_key: &str) -> Vec<JobStatus> {
-    let store = d.store();
-    let mut found = Vec::new();
-    for key in d.storage().list("jobs/").await.unwrap() {
-        let Some(id) = media_worker::domain::keys::job_id_of_status_key(&key) else { continue };
-        if let Some(status) = store.read(id).await.unwrap()
-            && status.job.source_key == source_key
-        {
-            found.push(status);
-        }
-    }
-    found.sort_by_key(|s| s.created_at);
-    found
+    d.jobs_for_source(source_key).await
 }
 
 async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {

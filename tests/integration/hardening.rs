@@ -45,16 +45,7 @@ async fn cli(d: &Deployment, args: &[&str]) -> (String, bool) {
 
 /// The status of every job whose source is `source_key`.
 async fn jobs_of(d: &Deployment, source_key: &str) -> Vec<JobStatus> {
-    let mut found = Vec::new();
-    for key in d.storage().list("jobs/").await.unwrap() {
-        let Some(id) = media_worker::domain::keys::job_id_of_status_key(&key) else { continue };
-        if let Some(status) = d.store().read(id).await.unwrap()
-            && status.job.source_key == source_key
-        {
-            found.push(status);
-        }
-    }
-    found
+    d.jobs_for_source(source_key).await
 }
 
 fn job(job_id: &str, source_key: &str, outputs: Vec<OutputRequest>) -> JobSpec {

@@ -10,7 +10,6 @@ use tokio::net::TcpStream;
 
 use axum::response::IntoResponse;
 use media_worker::domain::job::{ImportSource, JobSpec, OutputRequest};
-use media_worker::domain::keys::source_index_prefix;
 use media_worker::domain::preset::Preset;
 use media_worker::domain::status::{JobState, Stage};
 
@@ -227,8 +226,8 @@ async fn multipart_upload_resumes_and_makes_one_job(kind: Kind) {
 
     // The upload makes exactly one job, as any upload does (a bag of bytes, so it fails as not media).
     d.drain().await;
-    let index = d.storage().list(&source_index_prefix(&upload.key)).await.expect("source index");
-    assert_eq!(index.len(), 1, "{index:?}");
+    let jobs: Vec<_> = d.all_jobs().await.into_iter().filter(|s| s.job.source_key == upload.key).collect();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
     let job = d.status_for_source(&upload.key).await.expect("the upload's job");
     assert_eq!(job.error.as_ref().map(|e| e.code.as_str()), Some("not_media"));
 
@@ -404,9 +403,10 @@ async fn url_imports_are_fetched_by_the_worker_and_refused_when_unsafe(kind: Kin
     let stored = d.download(&done.job.source_key).await;
     assert!(std::fs::read(&stored).expect("stored source") == clip, "the stored source is the served file");
     assert!(done.timeline.iter().any(|e| e.stage == Stage::Importing), "{:?}", done.timeline);
-    let index = d.storage().list(&source_index_prefix(&done.job.source_key)).await.expect("source index");
-    // Jobs made from upload events are indexed by their source: the import's event made none.
-    assert!(index.is_empty(), "the stored source's upload event made a second job: {index:?}");
+    let same_source: Vec<String> =
+        d.all_jobs().await.into_iter().filter(|s| s.job.source_key == done.job.source_key).map(|s| s.job_id).collect();
+    // The stored source's upload event made no second job.
+    assert_eq!(same_source, vec![done.job_id.clone()], "the stored source's upload event made a second job");
     let manifest = d.json(done.manifest_key.as_deref().expect("manifest")).await;
     let output = d.download(manifest["outputs"][0]["key"].as_str().expect("output key")).await;
     let probe = ffprobe(&output);

@@ -182,8 +182,8 @@ async fn two_workers_one_message_one_transcode(kind: Kind) {
         config.concurrency = 1;
         config
     };
-    let first = Worker::new(config("first"), d.backend.storage.clone(), d.queues().clone());
-    let second = Worker::new(config("second"), d.backend.storage.clone(), d.queues().clone());
+    let first = Worker::new(config("first"), d.backend.clone());
+    let second = Worker::new(config("second"), d.backend.clone());
     let (a, b) = tokio::join!(first.poll_once(), second.poll_once());
     // (On S3 the bucket's s3:TestEvent is received too.)
     assert!(a.unwrap() + b.unwrap() >= 2, "both copies were received");
@@ -250,7 +250,7 @@ async fn a_stalled_poll_loop_is_reported() {
     let d = Deployment::new(Kind::Local).await;
     let mut config = d.config();
     config.poll_stall_timeout = Duration::from_millis(300);
-    let worker = Worker::new(config, d.backend.storage.clone(), d.queues().clone());
+    let worker = Worker::new(config, d.backend.clone());
     assert!(worker.poll_loop_is_live(), "a worker that just started counts as live");
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(!worker.poll_loop_is_live());

@@ -425,8 +425,15 @@ args = ["-map", "0:v:0", "-map", "0:a:0?", "-vf", "{scale}", "-c:v", "libx264", 
     let presets_file = presets.display().to_string();
     d.drain_with(&[("MEDIA_PRESETS_FILE", presets_file.as_str())]).await;
 
-    // This test process does not know the operator's preset, so it reads the status as JSON.
-    let status = d.json("jobs/custom-preset.json").await;
+    // This test process does not know the operator's preset: the CLI, told of it, reads it.
+    let output = d
+        .command(&["status", "custom-preset"])
+        .env("MEDIA_PRESETS_FILE", &presets_file)
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .await
+        .expect("media-worker status");
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("a status document");
     assert_eq!(status["state"], "completed", "{status}");
     let probe = ffprobe(&d.download("outputs/corpus/custom/wide/attempt-1/baseline.mp4").await);
     assert_eq!(dims(&probe), (426, 240));

@@ -19,6 +19,7 @@ use media_worker::jobs::{self, Event};
 use media_worker::notify::deliver::Dispatcher;
 use media_worker::notify::event::{EventType, NotificationEvent};
 use media_worker::notify::record;
+use media_worker::notify::relay::Relay;
 use media_worker::notify::sign::{Secret, Secrets};
 use media_worker::outbound::{Guard, Limits, Lookup, Policy};
 use media_worker::queue::Queue;
@@ -179,9 +180,11 @@ fn secret() -> (String, Secrets) {
     (secret, secrets)
 }
 
-/// Takes notifications off the queue and hands them to `dispatcher` one by one, until the
-/// queue is empty (delayed retries included).
-async fn pump(dispatcher: &Dispatcher, queue: &Arc<dyn Queue>) {
+/// Relays the outbox of `store` to the queue and hands the messages to `dispatcher` one by one,
+/// until both are empty (delayed retries included).
+async fn pump(store: &jobs::JobStore, d: &Deployment, dispatcher: &Dispatcher, queue: &Arc<dyn Queue>) {
+    let relay = Relay::new(store.clone(), d.backend.storage.clone(), queue.clone());
+    relay.relay_once().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         assert!(tokio::time::Instant::now() < deadline, "the notifications queue never emptied");
@@ -206,7 +209,7 @@ async fn every_ending_makes_its_events_in_order(kind: Kind) {
     let mut d = Deployment::new(kind).await;
     configure(&mut d, &secret, &format!("{}/hooks", receiver.url), &[]);
     let config = d.config();
-    let store = media_worker::notify::job_store(&config, d.backend.storage.clone(), d.queues());
+    let store = media_worker::notify::job_store(&config, &d.backend);
 
     let clip = d.path("clip.mp4");
     Clip::default().make(&clip);
@@ -244,12 +247,50 @@ async fn every_ending_makes_its_events_in_order(kind: Kind) {
     assert_eq!((error.code.as_str(), error.retryable), ("not_media", false));
 
     // Every attempt is on record for GET /v1/jobs/{id}.
-    let deliveries = record::read(d.storage(), &done).await.unwrap();
+    let deliveries = record::read(d.ledger(), &done).await.unwrap();
     let outcomes: Vec<(&str, u32, Option<u16>)> =
         deliveries.attempts.iter().map(|a| (a.outcome.as_str(), a.attempt, a.status)).collect();
     assert_eq!(outcomes, vec![("delivered", 1, Some(204)); 3]);
     let queue = d.queues().notifications.clone().unwrap();
     assert_eq!(queue.counts().await.unwrap().total(), 0);
+}
+
+/// A worker killed after it stored a job's completion, before its relay could queue the
+/// event (the queue's database held locked): the event waited in the ledger's outbox, stored
+/// with the completion, and the next worker sends it, once, under the id of that revision.
+#[tokio::test]
+async fn an_event_outlives_the_worker_killed_before_sending_it() {
+    require!(media_tools());
+    let (secret, secrets) = secret();
+    let receiver = Receiver::start(secrets, Arc::new(|_: &str, _| Answer::Status(204))).await;
+    let mut d = Deployment::new(Kind::Local).await;
+    configure(&mut d, &secret, &format!("{}/hooks", receiver.url), &[]);
+    let clip = d.path("clip.mp4");
+    Clip { seconds: 3.0, ..Clip::default() }.make(&clip);
+    let mut doomed = d.spawn_worker("doomed", &[]);
+    d.upload("uploads/outbox/clip.mp4", &clip).await;
+    let running = crate::support::wait_until("the job runs", Duration::from_secs(60), async || {
+        d.status_for_source("uploads/outbox/clip.mp4").await.filter(|s| s.state == JobState::Running)
+    })
+    .await;
+    let db = rusqlite::Connection::open(std::path::Path::new(&d.vars["MEDIA_DATA_DIR"]).join("queue.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let completed = crate::support::wait_until("the job completes", Duration::from_secs(120), async || {
+        d.store().read(&running.job_id).await.unwrap().filter(|s| s.state == JobState::Completed)
+    })
+    .await;
+    doomed.start_kill().unwrap();
+    doomed.wait().await.unwrap();
+    db.execute_batch("ROLLBACK").unwrap();
+    assert!(d.ledger().outbox_len().await.unwrap() > 0, "the completion's event waits in the outbox");
+
+    d.drain().await;
+    let by_job = receiver.events_by_job();
+    let events = &by_job[&running.job_id];
+    let done: Vec<_> = events.iter().filter(|e| e.kind == EventType::Completed).collect();
+    assert_eq!(done.len(), 1, "sent once: {events:#?}");
+    assert_eq!(done[0].id, media_worker::notify::event::event_id(&completed.job_id, completed.revision));
+    assert_eq!(d.ledger().outbox_len().await.unwrap(), 0);
 }
 
 /// Retries keep the webhook id and body, Retry-After is honoured, 410 stops the endpoint for
@@ -268,14 +309,14 @@ async fn retries_keep_the_id_and_gone_stops() {
     let url = &receiver.url;
     configure(&mut d, &secret, &format!("{url}/flaky; {url}/busy job.queued; {url}/gone"), &[]);
     let config = d.config();
-    let store = media_worker::notify::job_store(&config, d.backend.storage.clone(), d.queues());
+    let store = media_worker::notify::job_store(&config, &d.backend);
     let queue = d.queues().notifications.clone().unwrap();
-    let dispatcher = Dispatcher::new(queue.clone(), d.backend.storage.clone(), config.notify.clone()).unwrap();
+    let dispatcher = Dispatcher::new(queue.clone(), d.backend.ledger.clone(), config.notify.clone()).unwrap();
 
     jobs::submit(&store, d.queues().ready.as_ref(), &spec("job-r", "sources/x.mp4"), 3).await.unwrap();
-    pump(&dispatcher, &queue).await;
+    pump(&store, &d, &dispatcher, &queue).await;
     store.apply("job-r", &Event::Cancel { note: "test".into() }).await.unwrap();
-    pump(&dispatcher, &queue).await;
+    pump(&store, &d, &dispatcher, &queue).await;
 
     let deliveries = receiver.deliveries();
     assert!(deliveries.iter().all(|d| d.valid), "{deliveries:#?}");
@@ -301,7 +342,7 @@ async fn retries_keep_the_id_and_gone_stops() {
     assert_eq!(gone.len(), 1);
     assert_eq!(gone[0].event().kind, EventType::Queued);
 
-    let doc = record::read(d.storage(), "job-r").await.unwrap();
+    let doc = record::read(d.ledger(), "job-r").await.unwrap();
     assert_eq!(doc.stopped, vec![format!("{url}/gone")]);
     let outcomes = |endpoint: &str| -> Vec<(String, u32, Option<u16>)> {
         doc.attempts
@@ -333,7 +374,7 @@ async fn a_slow_receiver_never_delays_the_job() {
     let mut d = Deployment::local().await;
     configure(&mut d, &secret, &format!("{}/slow", receiver.url), &[("MEDIA_WEBHOOK_TIMEOUT", "5m")]);
     let config = d.config();
-    let store = media_worker::notify::job_store(&config, d.backend.storage.clone(), d.queues());
+    let store = media_worker::notify::job_store(&config, &d.backend);
     let clip = d.path("clip.mp4");
     Clip::default().make(&clip);
     d.upload("sources/slow.mp4", &clip).await;
@@ -394,19 +435,19 @@ async fn a_rebound_name_is_refused_at_connect() {
     let mut d = Deployment::local().await;
     configure(&mut d, &secret, "", &[("MEDIA_WEBHOOK_ALLOW_LOOPBACK", "false")]);
     let config = d.config();
-    let store = media_worker::notify::job_store(&config, d.backend.storage.clone(), d.queues());
+    let store = media_worker::notify::job_store(&config, &d.backend);
     let queue = d.queues().notifications.clone().unwrap();
     let client =
         guard.client(Limits { connect: Duration::from_secs(5), total: Duration::from_secs(10), read: None }).unwrap();
     let dispatcher =
-        Dispatcher::with_client(queue.clone(), d.backend.storage.clone(), config.notify.clone(), client).unwrap();
+        Dispatcher::with_client(queue.clone(), d.backend.ledger.clone(), config.notify.clone(), client).unwrap();
     let mut job = spec("job-rebind", "sources/x.mp4");
     job.notify = Some(NotifyTarget { url: url.clone() });
     jobs::submit(&store, d.queues().ready.as_ref(), &job, 3).await.unwrap();
-    pump(&dispatcher, &queue).await;
+    pump(&store, &d, &dispatcher, &queue).await;
 
     assert!(receiver.deliveries().is_empty(), "{:#?}", receiver.deliveries());
-    let doc = record::read(d.storage(), "job-rebind").await.unwrap();
+    let doc = record::read(d.ledger(), "job-rebind").await.unwrap();
     assert_eq!(doc.attempts.len(), 1, "refusals are not retried: {doc:#?}");
     assert_eq!(doc.attempts[0].outcome, "refused");
     assert!(doc.attempts[0].error.as_deref().is_some_and(|e| e.contains("loopback")), "{doc:#?}");
@@ -464,7 +505,7 @@ async fn events_land_on_eventbridge_and_sns_with_the_webhook_payload() {
         ],
     );
     let config = d.config();
-    let store = media_worker::notify::job_store(&config, d.backend.storage.clone(), d.queues());
+    let store = media_worker::notify::job_store(&config, &d.backend);
     let job_id = format!("job-aws-{suffix}");
     jobs::submit(&store, d.queues().ready.as_ref(), &spec(&job_id, "sources/x.mp4"), 3).await.unwrap();
     store.apply(&job_id, &Event::Cancel { note: "test".into() }).await.unwrap();

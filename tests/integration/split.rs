@@ -352,7 +352,7 @@ fn stepped_worker(d: &Deployment) -> Worker {
     config.split = media_worker::domain::split::SplitSettings { min_duration: 10.0, segment_duration: 4.0 };
     config.concurrency = 1;
     config.prefetch = 1;
-    Worker::new(config, d.backend.storage.clone(), d.queues().clone())
+    Worker::new(config, d.backend.clone())
 }
 
 /// Polls until `done` holds.

@@ -22,6 +22,8 @@ use media_worker::backend::{self, Backend};
 use media_worker::config::Config;
 use media_worker::domain::status::JobStatus;
 use media_worker::jobs::JobStore;
+use media_worker::ledger::dynamo::DynamoLedger;
+use media_worker::ledger::{JobQuery, Ledger, Listed, MAX_PAGE};
 use media_worker::queue::sqs::SqsQueue;
 use media_worker::queue::{Queue, Queues, Received};
 use media_worker::storage::Storage;
@@ -275,8 +277,13 @@ impl Deployment {
         ] {
             vars.insert(k.to_string(), v.to_string());
         }
+        let dynamodb = crate::ledger::dynamo_client();
+        let table = unique("jobs");
+        DynamoLedger::create_table(&dynamodb, &table).await.expect("create the jobs table");
+        vars.insert("MEDIA_JOBS_TABLE".into(), table.clone());
         let backend = Backend {
             storage: Arc::new(S3Storage::new(s3.clone(), &bucket, 64 << 20)),
+            ledger: Arc::new(DynamoLedger::new(dynamodb, &table)),
             queues: Queues {
                 ready: Arc::new(SqsQueue::new(sqs.clone(), &urls[0])),
                 processing: Arc::new(SqsQueue::new(sqs.clone(), &urls[1])),
@@ -296,9 +303,29 @@ impl Deployment {
         Config::from_lookup(|name| self.vars.get(name).cloned()).expect("config")
     }
 
-    /// A job store on this deployment's storage.
+    /// A job store on this deployment's ledger (storing no events).
     pub fn store(&self) -> JobStore {
-        JobStore::new(self.backend.storage.clone())
+        let config = self.config();
+        JobStore::new(self.backend.ledger.clone(), config.layout, config.job_retention)
+    }
+
+    pub fn ledger(&self) -> &dyn Ledger {
+        self.backend.ledger.as_ref()
+    }
+
+    /// Every job's status, newest first (a test's handful: paged through the ledger).
+    pub async fn all_jobs(&self) -> Vec<JobStatus> {
+        let mut jobs = Vec::new();
+        let mut after = None;
+        loop {
+            let query = JobQuery { listed: Listed::All, state: None, after, limit: MAX_PAGE };
+            let page = self.ledger().list(&query).await.expect("list jobs");
+            jobs.extend(page.jobs);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return jobs,
+            }
+        }
     }
 
     pub fn storage(&self) -> &dyn Storage {
@@ -361,17 +388,17 @@ impl Deployment {
         self.storage().put_file(key, path, "application/octet-stream").await.expect("upload");
     }
 
-    /// The status of the job made from `source_key`, found by listing `jobs/`.
+    /// Every job made from `source_key`, oldest first.
+    pub async fn jobs_for_source(&self, source_key: &str) -> Vec<JobStatus> {
+        let mut found: Vec<JobStatus> =
+            self.all_jobs().await.into_iter().filter(|s| s.job.source_key == source_key).collect();
+        found.reverse();
+        found
+    }
+
+    /// The status of the (newest) job made from `source_key`.
     pub async fn status_for_source(&self, source_key: &str) -> Option<JobStatus> {
-        for key in self.storage().list("jobs/").await.expect("list jobs") {
-            let Some(id) = media_worker::domain::keys::job_id_of_status_key(&key) else { continue };
-            if let Some(status) = JobStore::new(self.backend.storage.clone()).read(id).await.expect("read status")
-                && status.job.source_key == source_key
-            {
-                return Some(status);
-            }
-        }
-        None
+        self.all_jobs().await.into_iter().find(|s| s.job.source_key == source_key)
     }
 
     /// The key of `file` among the outputs of the job made from `source_key` (in the folder of

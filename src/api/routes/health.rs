@@ -18,7 +18,7 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok".into() })
 }
 
-/// Storage and the ready queue answer; 503 otherwise, so a load balancer stops sending traffic.
+/// Storage, the ready queue and the job ledger answer; 503 otherwise, so a load balancer stops sending traffic.
 /// The answer is at most a second old (one check a second, however often this is called).
 #[utoipa::path(get, operation_id = "readyz", path = "/readyz", tag = "health", security(()),
     responses(
@@ -26,8 +26,13 @@ pub async fn healthz() -> Json<Health> {
         (status = 503, description = "Storage or the queue is unavailable", body = Readiness),
     ))]
 pub async fn readyz(State(state): State<ApiState>) -> Response {
-    let ready =
-        Readiness::cached(&state.readiness, state.backend.storage.as_ref(), state.backend.queues.ready.as_ref()).await;
+    let deps = crate::health::Deps {
+        storage: state.backend.storage.as_ref(),
+        ready: state.backend.queues.ready.as_ref(),
+        ledger: state.backend.ledger.as_ref(),
+        layout: &state.config.layout,
+    };
+    let ready = Readiness::cached(&state.readiness, deps).await;
     let code = if ready.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(ready)).into_response()
 }

@@ -22,6 +22,7 @@ use crate::domain::job::{ImportSource, JobMessage, JobSpec, MAX_URL_LENGTH, Noti
 use crate::domain::keys::{IMPORTS_FOLDER, sanitize_file_name, validate_job_id, validate_prefix};
 use crate::domain::status::{JobState, JobStatus};
 use crate::jobs::{self, Applied, Refused};
+use crate::ledger::{Cursor, JobQuery, Listed};
 use crate::queue::SendOptions;
 
 /// The note a cancellation leaves in the job's timeline.
@@ -143,7 +144,8 @@ pub async fn create(
             split: request.split.as_ref(),
         };
         // Claimed before anything is sent: a racing request with another body is refused here.
-        if idempotency::claim(storage, &job_id, &asked).await? == Claim::Other {
+        let claimed = idempotency::claim(state.store.ledger().as_ref(), &job_id, &asked, state.config.job_retention);
+        if claimed.await? == Claim::Other {
             return Err(idempotency::reused());
         }
         if let Some(existing) = state.store.read(&job_id).await? {
@@ -267,22 +269,11 @@ async fn accepted(state: &ApiState, status: JobStatus) -> ApiResult<Response> {
 /// Jobs per page of `GET /v1/jobs` unless the client asks otherwise, and at most.
 const PAGE: (u32, u32) = (20, 100);
 
-/// Where a page starts: after the job created at `millis` with id `job_id`, in the list's order
-/// (newest first, ties by id). Written `<millis>.<job id>`.
-fn parse_cursor(cursor: &str) -> ApiResult<(i64, String)> {
-    let parsed = cursor
-        .split_once('.')
-        .and_then(|(millis, id)| Some((millis.parse::<i64>().ok()?, id)))
-        .filter(|(_, id)| validate_job_id(id).is_ok());
-    parsed
-        .map(|(millis, id)| (millis, id.to_string()))
-        .ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor must be the next_cursor of an earlier page"))
-}
-
-/// The caller's jobs, the most recently created first, a page at a time.
+/// The caller's jobs, the most recently created first (ties by id, highest first), a page at a
+/// time.
 ///
-/// Read from the status documents: each call lists them all, so it suits consoles and
-/// operators rather than a hot path.
+/// One query of the job ledger's index of the caller's scope (of one state, with `state`): the
+/// same time whatever the number of jobs ever run.
 #[utoipa::path(get, operation_id = "list_jobs", path = "/v1/jobs", tag = "jobs", params(ListJobsQuery),
     responses(
         (status = 200, description = "A page of jobs", body = JobList),
@@ -298,35 +289,18 @@ pub async fn list(
     if !(1..=PAGE.1).contains(&limit) {
         return Err(ApiError::bad_request("invalid_query", format!("limit must be between 1 and {}", PAGE.1)));
     }
-    let after = query.cursor.as_deref().map(parse_cursor).transpose()?;
+    let after = match query.cursor.as_deref() {
+        Some(text) => Some(Cursor::parse(text).ok_or_else(|| {
+            ApiError::bad_request("invalid_cursor", "cursor must be the next_cursor of an earlier page")
+        })?),
+        None => None,
+    };
+    let listed = Listed::Scope(caller.scope.label());
+    let page = state.store.ledger().list(&JobQuery { listed, state: query.state, after, limit }).await?;
+    // The index answers by scope; the keys are checked again, as for a single job.
     let layout = &state.config.layout;
-    let mut jobs: Vec<JobStatus> = state
-        .store
-        .read_all()
-        .await?
-        .into_iter()
-        .filter(|s| caller.scope.owns_job(layout, &s.job))
-        .filter(|s| query.state.is_none_or(|wanted| s.state == wanted))
-        .collect();
-    // In the cursor's own terms (milliseconds, then id), so a page ends exactly where the next
-    // one starts even when jobs share a millisecond.
-    let order = |s: &JobStatus| (std::cmp::Reverse(s.created_at.timestamp_millis()), s.job_id.clone());
-    jobs.sort_by_cached_key(order);
-    let start = match after {
-        Some((millis, id)) => {
-            let cursor = (std::cmp::Reverse(millis), id);
-            jobs.iter().position(|s| order(s) > cursor).unwrap_or(jobs.len())
-        }
-        None => 0,
-    };
-    let page: Vec<JobStatus> = jobs.into_iter().skip(start).take(limit as usize + 1).collect();
-    let more = page.len() > limit as usize;
-    let page = &page[..page.len().min(limit as usize)];
-    let next_cursor = match page.last() {
-        Some(last) if more => Some(format!("{}.{}", last.created_at.timestamp_millis(), last.job_id)),
-        _ => None,
-    };
-    Ok(Json(JobList { jobs: page.iter().map(summary).collect(), next_cursor }))
+    let jobs = page.jobs.iter().filter(|s| caller.scope.owns_job(layout, &s.job)).map(summary).collect();
+    Ok(Json(JobList { jobs, next_cursor: page.next.map(|c| c.to_string()) }))
 }
 
 /// A job's status, and when it completed its manifest with a download URL per output.
@@ -348,7 +322,7 @@ pub async fn get(
     // Only here (not in every event of a stream): one more small read. The caller sees the
     // attempts to the job's own endpoint only: the deployment's are the operator's.
     if let Some(notify) = &view.notify {
-        match crate::notify::record::read(state.backend.storage.as_ref(), &id).await {
+        match crate::notify::record::read(state.store.ledger().as_ref(), &id).await {
             Ok(deliveries) => view.deliveries = Some(deliveries.of_job(Some(&notify.url))),
             Err(err) => tracing::warn!(job_id = %id, error = format!("{err:#}"), "Could not read webhook deliveries."),
         }

@@ -139,11 +139,7 @@ pub async fn create(
         Ok(swept) => tracing::info!(swept, "Removed abandoned multipart uploads."),
         Err(err) => tracing::warn!(error = %err, "Sweeping abandoned multipart uploads failed."),
     }
-    if state.is_local()
-        && let Err(err) = signed_parts::sweep(state.backend.storage.as_ref(), ABANDONED_AFTER).await
-    {
-        tracing::warn!(error = format!("{err:#}"), "Sweeping the records of abandoned multipart uploads failed.");
-    }
+
     let upload_id = state.backend.storage.create_multipart(&key, &request.content_type).await?;
     // The smallest whole MiB that fits the file in MAX_PARTS parts, and at least the minimum.
     let part_size = request.size.div_ceil(u64::from(MAX_PARTS)).max(MIN_PART_SIZE).next_multiple_of(1 << 20);
@@ -194,7 +190,8 @@ pub async fn sign_part(
     let expires_at = Utc::now() + chrono::Duration::from_std(expiry).unwrap_or_else(|_| chrono::Duration::minutes(15));
     let storage = state.backend.storage.as_ref();
     // Counted before it is signed: no upload can be signed past the limit in all.
-    signed_parts::record(storage, &query.key, &upload_id, part_number, size, max_size(&state)).await?;
+    let ledger = state.store.ledger().as_ref();
+    signed_parts::record(ledger, &query.key, &upload_id, part_number, size, max_size(&state)).await?;
     let (method, url, headers) = match storage.presign_part(&query.key, &upload_id, part_number, size, expiry).await? {
         Some(presigned) => (presigned.method, presigned.url, headers_to_send(presigned.headers)),
         None => {
@@ -341,14 +338,14 @@ pub async fn complete(
     if total > limit {
         // Nothing this upload holds can become a file: free it now.
         storage.abort_multipart(&query.key, &upload_id).await?;
-        signed_parts::forget(storage, &upload_id).await;
+        signed_parts::forget(state.store.ledger().as_ref(), &upload_id).await;
         return Err(ApiError::unprocessable(
             "too_large",
             format!("the parts add up to {total} bytes; uploads are limited to {limit} (the upload was aborted)"),
         ));
     }
     let object = storage.complete_multipart(&query.key, &upload_id, &parts).await.map_err(upload_error)?;
-    signed_parts::forget(storage, &upload_id).await;
+    signed_parts::forget(state.store.ledger().as_ref(), &upload_id).await;
     tracing::info!(key = query.key, size = object.size, parts = parts.len(), "Multipart upload completed.");
     Ok((StatusCode::CREATED, Json(describe_upload(&state, query.key, object).await?)))
 }
@@ -401,7 +398,7 @@ pub async fn abort(
     owned_key(&state, &caller, &query.key)?;
     checked_upload_id(&upload_id)?;
     state.backend.storage.abort_multipart(&query.key, &upload_id).await?;
-    signed_parts::forget(state.backend.storage.as_ref(), &upload_id).await;
+    signed_parts::forget(state.store.ledger().as_ref(), &upload_id).await;
     tracing::info!(key = query.key, "Multipart upload aborted.");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -441,11 +441,7 @@ async fn a_queued_job_is_cancelled_and_its_message_skipped() {
     assert!(status.timeline.iter().any(|e| e.note.as_deref() == Some("cancel requested through the API")));
 
     // The worker drops the queued message: the job ended.
-    let worker = crate::worker::Worker::new(
-        api.state.config.clone(),
-        api.state.backend.storage.clone(),
-        api.state.backend.queues.clone(),
-    );
+    let worker = crate::worker::Worker::new(api.state.config.clone(), api.state.backend.clone());
     assert_eq!(worker.poll_once().await.unwrap(), 1);
     assert_eq!(worker.summary().skipped, 1);
     assert_eq!(worker.running(), 0);
@@ -635,14 +631,11 @@ async fn notify_urls_are_checked_at_submit() {
     let view = api.call(Method::GET, &format!("/v1/jobs/{job_id}"), None).await.json();
     assert_eq!(view["notify"]["url"], "http://127.0.0.1:9/hook");
     assert_eq!(view["deliveries"]["attempts"], json!([]));
-    // Its queued event waits on the notifications queue for a worker to deliver.
-    crate::notify::settle(Duration::from_secs(10)).await;
-    let queue = api.state.backend.queues.notifications.clone().unwrap();
-    let messages = queue.receive(10, Duration::ZERO, Duration::from_secs(60)).await.unwrap();
-    assert_eq!(messages.len(), 1);
-    let envelope: crate::notify::deliver::Envelope = serde_json::from_str(&messages[0].body).unwrap();
-    assert_eq!(envelope.event_type, crate::notify::event::EventType::Queued);
-    assert_eq!(envelope.job_id, job_id);
+    // Its queued event waits in the ledger's outbox, stored with the job, for a worker's relay.
+    let outbox = api.state.backend.ledger.outbox_take(10, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].event.kind, "job.queued");
+    assert_eq!(outbox[0].event.status.job_id, job_id);
 }
 
 #[tokio::test]
