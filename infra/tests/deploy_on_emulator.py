@@ -6,10 +6,12 @@
 Starts moto's server on 127.0.0.1 (a free port), then:
 
 1. storage stack runs a job: creates infra/storage.yaml through the emulator's CloudFormation,
-   checks the queues it made (redrive policy, retention), uploads a generated 2 s clip under the
-   upload prefix, runs `media-worker run --drain` with the stack's outputs as its environment,
-   and checks the outputs (ffprobe: h264 + aac, 2 s), the manifest, the job status and that
-   all three queues are empty; then a browser-style upload: a preflight and a PUT with
+   checks the queues it made (redrive policy, retention) and the job ledger table (its key and
+   indexes as the template defines them), uploads a generated 2 s clip under the upload prefix,
+   runs `media-worker run --drain` with the stack's outputs as its environment, and checks the
+   outputs (ffprobe: h264 + aac, 2 s), the manifest, the job status (from the table; from the
+   bucket while the worker still keeps it there), an empty outbox and that all four queues
+   are empty; then a browser-style upload: a preflight and a PUT with
    `Origin` to a presigned URL pass from the allowed origin (ETag exposed), and a preflight
    from another origin is refused;
 2. service stack on the storage stack: creates infra/service.yaml (API on) against the first
@@ -22,8 +24,9 @@ Needs moto[server] (which brings boto3 and PyYAML), ffmpeg and ffprobe. Ends wit
 
 Emulator gaps, named in the output as "not modelled": moto's CloudFormation skips
 AWS::S3::BucketPolicy, AWS::SQS::QueuePolicy, AWS::CloudWatch::Alarm, AWS::EC2::SecurityGroupEgress
-and Application Auto Scaling resources, and creates AWS::S3::Bucket without its notification,
-lifecycle, public access block and ownership settings. When the bucket comes up without a
+and Application Auto Scaling resources, creates AWS::S3::Bucket without its notification,
+lifecycle, public access block and ownership settings, and AWS::DynamoDB::Table without its TTL
+and point-in-time recovery (the worker needs neither: TTL only removes old records). When the bucket comes up without a
 notification, test 1 reads the bucket's NotificationConfiguration from the template, resolves
 it against the stack and applies it through the S3 API, so the upload event still follows the
 template's own filter; the bucket's CORS rules are applied from the template the same way.
@@ -108,6 +111,7 @@ class Emulator:
         self.cfn = boto3.client("cloudformation", **common)
         self.sqs = boto3.client("sqs", **common)
         self.s3 = boto3.client("s3", config=Config(s3={"addressing_style": "path"}), **common)
+        self.dynamodb = boto3.client("dynamodb", **common)
 
     def queue_attributes(self, url: str) -> dict:
         return self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
@@ -172,6 +176,7 @@ def environment_from_outputs(outputs: dict) -> dict[str, str]:
         "MEDIA_PROCESSING_QUEUE_URL",
         "MEDIA_DEAD_LETTER_QUEUE_URL",
         "MEDIA_NOTIFY_QUEUE_URL",
+        "MEDIA_JOBS_TABLE",
     ]
     missing = [name for name in required if not env.get(name)]
     if missing:
@@ -197,6 +202,57 @@ def check_queues(emu: Emulator, template: dict, env: dict[str, str]) -> None:
         if days < 4:
             raise Failure(f"the {name} queue keeps messages only {days:.1f} days")
     log("queues: redrive policy and retention as in the template")
+
+
+def check_table(emu: Emulator, template: dict, env: dict[str, str]) -> None:
+    """The job ledger table has the template's key, indexes (keys and projections) and billing:
+    the ones the engine queries (src/ledger/dynamo/items.rs)."""
+    props = template["Resources"]["JobsTable"]["Properties"]
+    table = emu.dynamodb.describe_table(TableName=env["MEDIA_JOBS_TABLE"])["Table"]
+    if table["KeySchema"] != props["KeySchema"]:
+        raise Failure(f"the table's key is {table['KeySchema']}, the template says {props['KeySchema']}")
+    billing = table.get("BillingModeSummary", {}).get("BillingMode")
+    if billing != props["BillingMode"]:
+        raise Failure(f"the table bills {billing}, the template says {props['BillingMode']}")
+
+    def shape(index: dict) -> tuple:
+        projection = index["Projection"]
+        included = tuple(sorted(projection.get("NonKeyAttributes", [])))
+        keys = tuple((k["AttributeName"], k["KeyType"]) for k in index["KeySchema"])
+        return keys, projection["ProjectionType"], included
+
+    deployed = {i["IndexName"]: shape(i) for i in table.get("GlobalSecondaryIndexes", [])}
+    wanted = {i["IndexName"]: shape(i) for i in props["GlobalSecondaryIndexes"]}
+    if deployed != wanted:
+        raise Failure(f"the table's indexes are {deployed}, the template says {wanted}")
+    ttl = emu.dynamodb.describe_time_to_live(TableName=env["MEDIA_JOBS_TABLE"])["TimeToLiveDescription"]
+    if ttl.get("TimeToLiveStatus") != "ENABLED":
+        log("job ledger table: TTL not modelled by the emulator's CloudFormation, so not checked here")
+    log(f"job ledger table: key, {len(wanted)} indexes and on-demand billing as in the template")
+
+
+def ledger_status(emu: Emulator, table: str) -> dict | None:
+    """The one job's status from the job ledger table, or None when the table holds no job (a
+    worker that still keeps status in the bucket). Fails if events are left in the outbox.
+    A Scan is fine here: the table holds this test's one job."""
+    items = []
+    scan: dict = {"TableName": table}
+    while True:
+        page = emu.dynamodb.scan(**scan)
+        items += page.get("Items", [])
+        if "LastEvaluatedKey" not in page:
+            break
+        scan["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    keys = [item["pk"]["S"] for item in items]
+    jobs = [item for item in items if item["pk"]["S"].startswith("job#")]
+    if not jobs:
+        return None
+    if len(jobs) != 1:
+        raise Failure(f"expected one job record in the table, found {[j['pk']['S'] for j in jobs]}")
+    unsent = [key for key in keys if key.startswith("outbox#")]
+    if unsent:
+        raise Failure(f"events left unsent in the outbox after the drain: {unsent}")
+    return json.loads(jobs[0]["doc"]["S"])
 
 
 def resolve(node, emu: Emulator, template: dict):
@@ -392,15 +448,19 @@ def tail(path: Path, lines: int = 40) -> str:
 
 def check_results(emu: Emulator, env: dict[str, str], scratch: Path) -> None:
     bucket = env["MEDIA_S3_BUCKET"]
-    # jobs/ holds the status documents (jobs/<id>.json) and the source index (jobs/by-source/...).
-    listed = emu.s3.list_objects_v2(Bucket=bucket, Prefix="jobs/").get("Contents", [])
-    statuses = [o["Key"] for o in listed if o["Key"].endswith(".json") and o["Key"].count("/") == 1]
-    if len(statuses) != 1:
-        raise Failure(f"expected one job status document, found {statuses}")
-    status = json.loads(emu.s3.get_object(Bucket=bucket, Key=statuses[0])["Body"].read())
+    status = ledger_status(emu, env["MEDIA_JOBS_TABLE"])
+    where = "the job ledger table"
+    if status is None:
+        # A worker that keeps status in the bucket: jobs/<id>.json (and jobs/by-source/...).
+        listed = emu.s3.list_objects_v2(Bucket=bucket, Prefix="jobs/").get("Contents", [])
+        statuses = [o["Key"] for o in listed if o["Key"].endswith(".json") and o["Key"].count("/") == 1]
+        if len(statuses) != 1:
+            raise Failure(f"expected one job status, in the table or the bucket; found {statuses} in the bucket")
+        status = json.loads(emu.s3.get_object(Bucket=bucket, Key=statuses[0])["Body"].read())
+        where = "the bucket"
     if status.get("state") != "completed":
         raise Failure(f"the job ended {status.get('state')}: {status.get('error')}")
-    log(f"job {status['job_id']}: completed")
+    log(f"job {status['job_id']}: completed (status read from {where})")
 
     # The job's own folder: outputs/<path>/<file name>/<job id>/, the attempt's files in attempt-<n>/.
     out_dir = status["job"]["output_dir"]
@@ -454,6 +514,7 @@ def test_storage_stack_runs_a_job(emu: Emulator, worker: Path) -> dict[str, str]
     report_skipped(emu, STORAGE_STACK, template)
     env = environment_from_outputs(outputs)
     check_queues(emu, template, env)
+    check_table(emu, template, env)
     ensure_notification(emu, template, env["MEDIA_S3_BUCKET"])
     ensure_cors(emu, template, env["MEDIA_S3_BUCKET"])
     check_browser_upload(emu, env["MEDIA_S3_BUCKET"])
