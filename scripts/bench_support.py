@@ -80,9 +80,10 @@ def start_moto():
     sys.exit("moto did not start")
 
 
-def emulator_env(endpoint: str) -> dict:
-    """A bucket `bench` notifying a ready queue of uploads, the three queues, and the settings
-    that point a worker at them."""
+def emulator_env(endpoint: str, binary: Path | None = None) -> dict:
+    """A bucket `bench` notifying a ready queue of uploads, the three queues, the job ledger's
+    table (made by `binary`: `media-worker ledger create-table`), and the settings that point a
+    worker at them."""
     import boto3  # installed with moto
 
     kw = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
@@ -93,18 +94,24 @@ def emulator_env(endpoint: str) -> dict:
     s3.put_bucket_notification_configuration(Bucket="bench", NotificationConfiguration={"QueueConfigurations": [{
         "QueueArn": arn, "Events": ["s3:ObjectCreated:*"],
         "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "uploads/"}]}}}]})
-    return {
+    env = {
         "MEDIA_BACKEND": "aws", "MEDIA_S3_BUCKET": "bench", "MEDIA_S3_FORCE_PATH_STYLE": "true",
         "MEDIA_READY_QUEUE_URL": urls[0], "MEDIA_PROCESSING_QUEUE_URL": urls[1], "MEDIA_DEAD_LETTER_QUEUE_URL": urls[2],
+        "MEDIA_JOBS_TABLE": "bench-jobs",
         "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test", "AWS_EC2_METADATA_DISABLED": "true",
     }
+    binary = binary or build(False)
+    subprocess.run([str(binary), "ledger", "create-table"], env=dict(env, PATH=os.environ["PATH"]), check=True,
+                   stdout=subprocess.DEVNULL)
+    return env
 
 
 class Backend:
     """A fresh deployment: a local data folder, or buckets and queues on a fresh moto."""
 
-    def __init__(self, kind: str, work: Path):
+    def __init__(self, kind: str, work: Path, binary: Path | None = None):
+        """`binary` makes the emulator's job ledger table (any build will do)."""
         self.kind, self.work, self.moto = kind, work, None
         work.mkdir(parents=True)
         self.env = {
@@ -116,7 +123,7 @@ class Backend:
             self.env.update({"MEDIA_BACKEND": "local", "MEDIA_DATA_DIR": str(work / "data")})
         else:
             self.moto, endpoint = start_moto()
-            self.env.update(emulator_env(endpoint))
+            self.env.update(emulator_env(endpoint, binary))
 
     def close(self):
         if self.moto:
@@ -166,14 +173,6 @@ def cli(binary: Path, backend: Backend, *args: str) -> str:
 
 
 def status_docs(binary: Path, backend: Backend) -> list[dict]:
-    """Every job status (read through the store the backend uses)."""
-    if backend.kind == "local":
-        folder = backend.work / "data" / "storage" / "jobs"
-        return [json.loads(p.read_text()) for p in folder.glob("*.json")]
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=backend.env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                      aws_access_key_id="test", aws_secret_access_key="test")
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="bench", Prefix="jobs/").get("Contents", [])]
-    return [json.loads(s3.get_object(Bucket="bench", Key=k)["Body"].read())
-            for k in keys if k.endswith(".json") and k.count("/") == 1]
+    """Every job status (read through the ledger the backend uses, by the CLI)."""
+    ids = cli(binary, backend, "jobs", "--limit", "0", "-q").split()
+    return [json.loads(cli(binary, backend, "status", job_id)) for job_id in ids]

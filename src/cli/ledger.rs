@@ -31,6 +31,10 @@ pub enum LedgerCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Create the DynamoDB table `MEDIA_JOBS_TABLE` as `infra/storage.yaml` defines it, for
+    /// emulators and development (a deployment's table comes from its stack). Nothing to do on
+    /// the local backend, whose ledger file is made when first opened.
+    CreateTable,
 }
 
 /// What an import did.
@@ -49,7 +53,10 @@ struct Imported {
 }
 
 pub async fn run(command: &LedgerCommand, config: &Config, backend: &Backend) -> anyhow::Result<ExitCode> {
-    let LedgerCommand::Import { json } = command;
+    let json = match command {
+        LedgerCommand::Import { json } => *json,
+        LedgerCommand::CreateTable => return create_table(config).await,
+    };
     let mut imported = Imported::default();
     for key in backend.storage.list(JOBS_PREFIX).await? {
         if let Err(err) = import_one(config, backend, &key, &mut imported).await {
@@ -57,7 +64,7 @@ pub async fn run(command: &LedgerCommand, config: &Config, backend: &Backend) ->
             imported.failed += 1;
         }
     }
-    if *json {
+    if json {
         output::emit_json(&serde_json::to_value(&imported)?)?;
     } else {
         output::emit(&format!(
@@ -71,6 +78,21 @@ pub async fn run(command: &LedgerCommand, config: &Config, backend: &Backend) ->
         ))?;
     }
     Ok(if imported.failed > 0 { ExitCode::from(output::ERROR) } else { ExitCode::SUCCESS })
+}
+
+async fn create_table(config: &Config) -> anyhow::Result<ExitCode> {
+    let Some(aws) = &config.aws else {
+        eprintln!("the local backend's ledger needs no table");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(crate::backend::timeouts())
+        .load()
+        .await;
+    let client = aws_sdk_dynamodb::Client::new(&shared);
+    crate::ledger::dynamo::DynamoLedger::create_table(&client, &aws.jobs_table).await?;
+    eprintln!("table {} is ready", aws.jobs_table);
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn import_one(config: &Config, backend: &Backend, key: &str, imported: &mut Imported) -> anyhow::Result<()> {

@@ -123,11 +123,12 @@ async fn an_identical_reupload_is_a_new_job(kind: Kind) {
     assert_mp4_h264(&output, 320, 240, 2.0, true);
 }
 
-/// S3 is unreachable while SQS keeps redelivering the upload's event: the worker dead-letters
-/// it with `delivery_exhausted` before the queue's own redrive would (and cannot record the job
-/// yet); once S3 is back, the dead-letter sweep fails the job with that reason. A message SQS's
-/// redrive moved by itself (no reason at all) gets the same treatment.
-async fn redrive_under_an_s3_outage(kind: Kind) {
+/// The job ledger (DynamoDB) is unreachable while SQS keeps redelivering the upload's event:
+/// the worker dead-letters it with `delivery_exhausted` before the queue's own redrive would
+/// (and cannot record the job yet); once the ledger is back, the dead-letter sweep fails the
+/// job with that reason. A message SQS's redrive moved by itself (no reason at all) gets the
+/// same treatment.
+async fn redrive_under_a_ledger_outage(kind: Kind) {
     require!(tools(kind));
     let d = Deployment::new(kind).await;
     let sqs = d.sqs.clone().expect("sqs client");
@@ -145,11 +146,11 @@ async fn redrive_under_an_s3_outage(kind: Kind) {
     Clip::default().make(&clip);
     let key = "uploads/outage/clip.mp4";
     d.upload(key, &clip).await;
-    let s3_down = closed_port_url();
+    let ledger_down = closed_port_url();
     let log = std::fs::File::create(d.path("outage.log")).unwrap();
     let mut outage = d
         .command(&["run"])
-        .env("AWS_ENDPOINT_URL_S3", &s3_down)
+        .env("AWS_ENDPOINT_URL_DYNAMODB", &ledger_down)
         .env("MEDIA_VISIBILITY_TIMEOUT", "1s")
         .env("MEDIA_WORKER_ID", "outage")
         .stdout(Stdio::null())
@@ -169,7 +170,7 @@ async fn redrive_under_an_s3_outage(kind: Kind) {
     assert_eq!(letters[0].attributes.get("reason").map(String::as_str), Some("delivery_exhausted"), "{log}");
     assert_eq!(letters[0].attributes.get("job_state").map(String::as_str), Some("unrecorded"));
     dead_letter.change_visibility(&letters[0].receipt, Duration::ZERO).await.unwrap();
-    assert!(d.status_for_source(key).await.is_none(), "S3 was down: nothing could be recorded");
+    assert!(d.status_for_source(key).await.is_none(), "the ledger was down: nothing could be recorded");
 
     // A message the queue's redrive moved on its own: no attributes at all.
     let moved_key = "uploads/outage/moved.mp4";
@@ -306,8 +307,8 @@ mod aws_only {
     use crate::support::Kind;
 
     #[tokio::test]
-    async fn redrive_under_an_s3_outage() {
-        super::redrive_under_an_s3_outage(Kind::Aws).await;
+    async fn redrive_under_a_ledger_outage() {
+        super::redrive_under_a_ledger_outage(Kind::Aws).await;
     }
 
     #[tokio::test]

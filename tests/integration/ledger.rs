@@ -269,3 +269,65 @@ async fn the_local_sweep_keeps_to_the_retention() {
     assert!(ledger.doc_get(DocKind::SignedParts, "u1").await.unwrap().is_some());
     assert_eq!(ledger.sweep(soon + chrono::Duration::seconds(1)).await.unwrap(), 1);
 }
+
+/// `media-worker ledger import` copies what an earlier version kept under `jobs/` in the
+/// bucket into the ledger: statuses (never over a newer record), delivery records and claims;
+/// run again, it changes nothing.
+async fn import_copies_the_bucket_s_job_documents_once(kind: Kind) {
+    if kind == Kind::Aws && !emulator() {
+        return;
+    }
+    let d = crate::support::Deployment::new(kind).await;
+    let old = status("job-old", None, 0);
+    let newer = moved(&status("job-newer", None, 1), JobState::Running);
+    let storage = d.storage();
+    for job in [&old, &moved(&status("job-newer", None, 1), JobState::Queued)] {
+        let key = media_worker::domain::keys::status_key(&job.job_id);
+        storage.put_bytes(&key, serde_json::to_vec(job).unwrap(), "application/json").await.unwrap();
+    }
+    // The ledger already has job-newer at a later revision: the import leaves it.
+    let mut ahead = newer.clone();
+    ahead.revision += 5;
+    d.ledger().put(&Row::new(ahead.clone(), &layout(), RETENTION), None, &[]).await.unwrap();
+    storage
+        .put_bytes("jobs/notifications/job-old.json", b"{\"attempts\": []}".to_vec(), "application/json")
+        .await
+        .unwrap();
+    storage
+        .put_bytes(
+            "jobs/idempotency/job-old.json",
+            b"{\"version\": 1, \"request\": \"ab\"}".to_vec(),
+            "application/json",
+        )
+        .await
+        .unwrap();
+    storage.put_bytes("jobs/by-source/0123/job-old", Vec::new(), "application/octet-stream").await.unwrap();
+
+    let import = async || {
+        let output =
+            d.command(&["ledger", "import", "--json"]).stdout(std::process::Stdio::piped()).output().await.unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    let first = import().await;
+    assert_eq!(
+        (
+            first["jobs"].as_u64(),
+            first["jobs_current"].as_u64(),
+            first["deliveries"].as_u64(),
+            first["claims"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1), Some(1)),
+        "{first}"
+    );
+    assert_eq!(first["failed"].as_u64(), Some(0), "{first}");
+    assert_eq!(d.ledger().get("job-old").await.unwrap(), Some(old.clone()));
+    assert_eq!(d.ledger().get("job-newer").await.unwrap(), Some(ahead), "a newer record is never turned back");
+    assert!(d.ledger().doc_get(DocKind::Deliveries, "job-old").await.unwrap().is_some());
+    assert!(d.ledger().doc_get(DocKind::Claim, "job-old").await.unwrap().is_some());
+    let again = import().await;
+    assert_eq!((again["jobs"].as_u64(), again["jobs_current"].as_u64()), (Some(0), Some(2)), "{again}");
+    assert_eq!((again["deliveries"].as_u64(), again["claims"].as_u64()), (Some(0), Some(0)), "{again}");
+}
+
+crate::on_both_backends!(import_copies_the_bucket_s_job_documents_once);
