@@ -1,6 +1,7 @@
-"""What the benchmark scripts (scripts/bench, scripts/bench-throughput, scripts/bench-split)
-share: building the binary, making clips with lavfi, the exact argv of a plan, an S3/SQS
-emulator on 127.0.0.1, fresh deployments and worker daemons."""
+"""What the benchmark scripts (scripts/bench, scripts/bench-throughput, scripts/bench-split,
+scripts/bench-ledger) share: building the binaries, making clips with lavfi, the exact argv of a
+plan, an S3/SQS emulator on 127.0.0.1 (with the job ledger's table), fresh deployments and
+worker daemons."""
 
 import json
 import os
@@ -20,6 +21,14 @@ def build(release: bool) -> Path:
     subprocess.run(args, cwd=ROOT, check=True)
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     return target / ("release" if release else "debug") / "media-worker"
+
+
+def build_api(release: bool) -> Path:
+    """`media-api`, built as build() builds `media-worker`, beside it in the same target folder."""
+    binary = build(release)
+    args = ["cargo", "build", "--quiet", "--bin", "media-api"] + (["--release"] if release else [])
+    subprocess.run(args, cwd=ROOT, check=True)
+    return binary.parent / "media-api"
 
 
 def make_clip(path: Path, seconds: float, size: str = "1280x720", rate: int = 30, gop: int | None = None) -> None:

@@ -80,8 +80,9 @@ impl DynamoLedger {
         Ok(out.item)
     }
 
-    /// Stores the job item alone, on its condition; `Ok(false)` when it does not hold.
-    async fn put_job(&self, item: Item, guard: Guard, write_id: &str) -> LedgerResult<bool> {
+    /// Stores one item (a job's record alone, or a document) on its condition; `Ok(false)` when
+    /// it does not hold (unless the item found is this very write's, its answer lost).
+    async fn put_guarded(&self, item: Item, guard: Guard, write_id: &str) -> LedgerResult<bool> {
         let put = self
             .client
             .put_item()
@@ -219,7 +220,7 @@ impl Ledger for DynamoLedger {
         let guard = Guard::new(REV, expected);
         if events.is_empty() {
             // A plain conditional put: half the cost of a transaction (heartbeats come here).
-            return self.put_job(item, guard, &write_id).await;
+            return self.put_guarded(item, guard, &write_id).await;
         }
         self.put_job_with_events(item, guard, &write_id, events).await
     }
@@ -355,26 +356,7 @@ impl Ledger for DynamoLedger {
         let doc = Doc { body: body.to_vec(), version: expected.map_or(1, |v| v.saturating_add(1)) };
         let write_id = uuid::Uuid::new_v4().to_string();
         let guard = Guard::new(items::VER, expected);
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(items::doc_item(kind, id, &doc, expires_at, &write_id)))
-            .condition_expression(guard.condition)
-            .set_expression_attribute_names(Some(guard.names))
-            .set_expression_attribute_values(guard.values)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(true),
-            Err(err) => match err.as_service_error() {
-                Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(e)) => {
-                    Ok(items::written_by(e.item.as_ref(), &write_id))
-                }
-                _ => Err(self.failed("PutItem", err)),
-            },
-        }
+        self.put_guarded(items::doc_item(kind, id, &doc, expires_at, &write_id), guard, &write_id).await
     }
 
     async fn doc_delete(&self, kind: DocKind, id: &str) -> LedgerResult<()> {

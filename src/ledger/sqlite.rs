@@ -153,42 +153,33 @@ impl Ledger for SqliteLedger {
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let status = &row.status;
-            let values = params![
-                status.job_id,
-                status.revision as i64,
-                doc,
-                row.scope,
-                state_name(status.state),
-                millis(status.created_at),
-                millis(row.changed_at),
-                row.source_write,
-                row.expires_at.map(millis),
+            let (revision, state, created, changed) =
+                (status.revision as i64, state_name(status.state), millis(status.created_at), millis(row.changed_at));
+            let expires = row.expires_at.map(millis);
+            let expected = expected.map(|r| r as i64);
+            let mut values: Vec<&dyn rusqlite::ToSql> = vec![
+                &status.job_id,
+                &revision,
+                &doc,
+                &row.scope,
+                &state,
+                &created,
+                &changed,
+                &row.source_write,
+                &expires,
             ];
-            let written = match expected {
-                None => tx
-                    .prepare_cached(
-                        "INSERT INTO jobs (job_id, revision, doc, scope, state, created_ms, changed_ms, source_write, \
-                         expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (job_id) DO NOTHING",
-                    )?
-                    .execute(values)?,
-                Some(revision) => tx
-                    .prepare_cached(
-                        "UPDATE jobs SET revision = ?2, doc = ?3, scope = ?4, state = ?5, created_ms = ?6, \
-                         changed_ms = ?7, source_write = ?8, expires_ms = ?9 WHERE job_id = ?1 AND revision = ?10",
-                    )?
-                    .execute(params![
-                        status.job_id,
-                        status.revision as i64,
-                        doc,
-                        row.scope,
-                        state_name(status.state),
-                        millis(status.created_at),
-                        millis(row.changed_at),
-                        row.source_write,
-                        row.expires_at.map(millis),
-                        revision as i64,
-                    ])?,
+            let sql = match &expected {
+                None => {
+                    "INSERT INTO jobs (job_id, revision, doc, scope, state, created_ms, changed_ms, source_write, \
+                     expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (job_id) DO NOTHING"
+                }
+                Some(expected) => {
+                    values.push(expected);
+                    "UPDATE jobs SET revision = ?2, doc = ?3, scope = ?4, state = ?5, created_ms = ?6, \
+                     changed_ms = ?7, source_write = ?8, expires_ms = ?9 WHERE job_id = ?1 AND revision = ?10"
+                }
             };
+            let written = tx.prepare_cached(sql)?.execute(values.as_slice())?;
             if written == 0 {
                 return Ok(false);
             }
