@@ -331,3 +331,61 @@ async fn import_copies_the_bucket_s_job_documents_once(kind: Kind) {
 }
 
 crate::on_both_backends!(import_copies_the_bucket_s_job_documents_once);
+
+/// Counts the DynamoDB calls a client makes.
+#[derive(Debug, Default)]
+struct Calls(std::sync::atomic::AtomicUsize);
+
+#[derive(Debug)]
+struct Counting(Arc<Calls>);
+
+impl aws_sdk_dynamodb::config::Intercept for Counting {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        self.0.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A page costs DynamoDB the same calls whatever the history: one Query of an index and one
+/// BatchGetItem of its records (a filter that matches nothing, the Query alone). (The emulator's
+/// own Query time grows with its table, as it does not index; the number of calls is ours.)
+#[tokio::test]
+async fn a_page_costs_the_same_dynamodb_calls_at_any_size() {
+    if !emulator() {
+        return;
+    }
+    let calls = Arc::new(Calls::default());
+    let config = dynamo_client().config().to_builder().interceptor(Counting(calls.clone())).build();
+    let client = aws_sdk_dynamodb::Client::from_conf(config);
+    let table = format!("jobs-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    DynamoLedger::create_table(&client, &table).await.unwrap();
+    let ledger = DynamoLedger::new(client, &table);
+    let count = || calls.0.load(std::sync::atomic::Ordering::SeqCst);
+    let mut seeded = 0;
+    let mut per_page = Vec::new();
+    for size in [30, 300] {
+        while seeded < size {
+            let job = status(&format!("job-{seeded:04}"), None, seeded);
+            ledger.put(&row(&job), None, &[]).await.unwrap();
+            seeded += 1;
+        }
+        let mut costs = Vec::new();
+        for state in [None, Some(JobState::Failed)] {
+            let query = JobQuery { listed: Listed::Scope("shared".into()), state, after: None, limit: 20 };
+            let before = count();
+            let page = ledger.list(&query).await.unwrap();
+            costs.push((count() - before, page.jobs.len()));
+        }
+        per_page.push(costs);
+    }
+    assert_eq!(per_page[0], vec![(2, 20), (1, 0)], "a Query and a BatchGetItem; the Query alone for nothing");
+    assert_eq!(per_page[0], per_page[1], "the same at ten times the jobs");
+}
