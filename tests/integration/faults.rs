@@ -165,11 +165,16 @@ async fn redrive_under_a_ledger_outage(kind: Kind) {
     outage.start_kill().ok();
     outage.wait().await.ok();
     let log = std::fs::read_to_string(d.path("outage.log")).unwrap_or_default();
+    // At least once: a redelivery (1 s visibility) that overtakes the worker's slow failing
+    // ledger calls is dead-lettered again, as the same job.
     let letters = dead_letter.receive(10, Duration::ZERO, Duration::from_secs(1)).await.unwrap();
-    assert_eq!(letters.len(), 1, "{log}");
-    assert_eq!(letters[0].attributes.get("reason").map(String::as_str), Some("delivery_exhausted"), "{log}");
-    assert_eq!(letters[0].attributes.get("job_state").map(String::as_str), Some("unrecorded"));
-    dead_letter.change_visibility(&letters[0].receipt, Duration::ZERO).await.unwrap();
+    assert!(!letters.is_empty(), "{log}");
+    for letter in &letters {
+        assert!(letter.body.contains("clip.mp4"), "{}", letter.body);
+        assert_eq!(letter.attributes.get("reason").map(String::as_str), Some("delivery_exhausted"), "{log}");
+        assert_eq!(letter.attributes.get("job_state").map(String::as_str), Some("unrecorded"));
+        dead_letter.change_visibility(&letter.receipt, Duration::ZERO).await.unwrap();
+    }
     assert!(d.status_for_source(key).await.is_none(), "the ledger was down: nothing could be recorded");
 
     // A message the queue's redrive moved on its own: no attributes at all.
@@ -186,7 +191,9 @@ async fn redrive_under_a_ledger_outage(kind: Kind) {
         assert_eq!(status.error.as_ref().map(|e| e.code.as_str()), Some("delivery_exhausted"));
     }
     let letters = crate::support::receive_all(dead_letter.as_ref()).await;
-    assert_eq!(letters.len(), 2);
+    for file in ["clip.mp4", "moved.mp4"] {
+        assert!(letters.iter().any(|l| l.body.contains(file)), "no dead letter for {file}");
+    }
     for letter in &letters {
         assert_eq!(letter.attributes.get("reason").map(String::as_str), Some("delivery_exhausted"));
         assert_eq!(letter.attributes.get("job_state").map(String::as_str), Some("recorded"));

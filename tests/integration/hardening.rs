@@ -209,7 +209,9 @@ async fn declines_for_scratch_space_spend_no_deliveries() {
 }
 
 /// The pids of the ffmpeg processes encoding segment `index` of a split job now.
-fn segment_encoders(index: u32) -> Vec<u32> {
+fn segment_encoders(d: &Deployment, index: u32) -> Vec<u32> {
+    // The deployment's own scratch folder: tests running beside this one have segments too.
+    let scratch = d.dir.path().to_string_lossy().into_owned();
     let marker = format!("-s{index}-");
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -217,7 +219,8 @@ fn segment_encoders(index: u32) -> Vec<u32> {
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
         let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
         let is_ffmpeg = args.first().is_some_and(|a| a.ends_with("ffmpeg"));
-        if is_ffmpeg && args.iter().any(|a| a.contains(&marker) && a.ends_with("piece.nut")) {
+        if is_ffmpeg && args.iter().any(|a| a.starts_with(&scratch) && a.contains(&marker) && a.ends_with("piece.nut"))
+        {
             pids.push(pid);
         }
     }
@@ -244,14 +247,14 @@ async fn a_passing_fault_in_one_segment_does_not_fail_the_job() {
     d.upload(key, &source).await;
     for kill in 1..=3 {
         let pids = wait_until(&format!("segment 3's encode, try {kill}"), Duration::from_secs(180), async || {
-            Some(segment_encoders(2)).filter(|p| !p.is_empty())
+            Some(segment_encoders(&d, 2)).filter(|p| !p.is_empty())
         })
         .await;
         for pid in pids {
             let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
         }
         wait_until("the killed encode to end", Duration::from_secs(30), async || {
-            segment_encoders(2).is_empty().then_some(())
+            segment_encoders(&d, 2).is_empty().then_some(())
         })
         .await;
     }
