@@ -316,6 +316,10 @@ pub struct SplitSummary {
     /// Joining the segments and muxing the audio, by stream copy.
     pub stitch_ms: u64,
     pub segment_timings: Vec<SegmentTiming>,
+    /// The job's other tasks (`split`, `audio`, `whole`, `stitch`): where and when each ran,
+    /// so the head and the tail of the job can be read, and a fleet modelled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskTiming>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -326,6 +330,23 @@ pub struct SegmentTiming {
     pub end: f64,
     pub worker: String,
     pub encode_ms: u64,
+    /// When its encode began (after its piece was downloaded and a transcode slot was free).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When its checkpoint was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One task of a split job other than its segments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskTiming {
+    /// `split` (the pass that cuts the source), `audio` (the whole source's audio), `whole`
+    /// (the outputs made from the whole source) or `stitch`.
+    pub task: String,
+    pub worker: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
 }
 
 #[cfg(test)]

@@ -59,9 +59,12 @@ async fn try_handle(inner: &Arc<Inner>, message: Received, permit: OwnedSemaphor
     if let Some(task) = parsed.segments.into_iter().next() {
         let segment_inner = inner.clone();
         let protected = inner.protection.job_started();
+        // Counted, with the slot it can start in now if any, before the intake's next receive.
+        let in_hand = inner.segment_in_hand();
+        let slot = inner.try_transcode_slot();
         inner.jobs.spawn(async move {
-            let _protected = protected;
-            super::segment::run(segment_inner, message, task, permit).await;
+            let (_protected, _in_hand) = (protected, in_hand);
+            super::segment::run(segment_inner, message, task, permit, slot).await;
         });
         return Ok(());
     }

@@ -113,6 +113,11 @@ pub(crate) struct Inner {
     permits: Arc<Semaphore>,
     /// One slot per ffmpeg allowed to run at once (`concurrency`); held only while transcoding.
     transcode_slots: Arc<Semaphore>,
+    /// Told whenever a transcode slot is given back.
+    slot_freed: Arc<tokio::sync::Notify>,
+    /// Segments this worker has taken and not settled. While it holds any, it takes no
+    /// message ahead of its free transcode slots (see [`Inner::takes_ahead`]).
+    segments_in_hand: Arc<std::sync::atomic::AtomicUsize>,
     /// Woken by the poll schedule: the intake loop waits for it after a failed receive.
     wake: tokio::sync::Notify,
     /// Every running job, so shutdown can wait for them.
@@ -155,6 +160,8 @@ impl Worker {
                 queues: backend.queues,
                 last_ledger_sweep_ms: AtomicU64::new(0),
                 transcode_slots,
+                slot_freed: Arc::default(),
+                segments_in_hand: Arc::default(),
                 wake: tokio::sync::Notify::new(),
                 max_receives,
                 last_poll_ms: AtomicU64::new(0),
@@ -211,7 +218,7 @@ impl Worker {
             if inner.stop_receiving.is_cancelled() {
                 break;
             }
-            let free = inner.permits.available_permits().min(MAX_BATCH);
+            let free = inner.permits.available_permits().min(inner.batch_limit());
             if free == 0 {
                 break;
             }
@@ -253,7 +260,16 @@ impl Worker {
                 self.poll_cycle().await
             };
             match result {
-                Ok(_) => inner.mark_poll_cycle(),
+                Ok(_) => {
+                    inner.mark_poll_cycle();
+                    if !inner.takes_ahead() && inner.transcode_slots.available_permits() == 0 {
+                        // Permits to spare, but a segment in hand: wait for a slot to free.
+                        tokio::select! {
+                            () = inner.slot_freed.notified() => {}
+                            () = inner.stop_receiving.cancelled() => return,
+                        }
+                    }
+                }
                 Err(err) => {
                     tracing::warn!(error = format!("{err:#}"), "Polling the ready queue failed.");
                     tokio::select! {
@@ -519,12 +535,52 @@ impl Inner {
     }
 
     /// One of the `MEDIA_CONCURRENCY` slots for an ffmpeg run: held while it runs.
-    async fn transcode_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, JobError> {
-        self.transcode_slots
+    async fn transcode_slot(&self) -> Result<TranscodeSlot, JobError> {
+        let permit = self
+            .transcode_slots
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| JobError::retryable("internal", "the transcode slots were closed"))
+            .map_err(|_| JobError::retryable("internal", "the transcode slots were closed"))?;
+        Ok(TranscodeSlot { _permit: permit, freed: self.slot_freed.clone() })
+    }
+
+    /// A transcode slot if one is free now.
+    fn try_transcode_slot(&self) -> Option<TranscodeSlot> {
+        let permit = self.transcode_slots.clone().try_acquire_owned().ok()?;
+        Some(TranscodeSlot { _permit: permit, freed: self.slot_freed.clone() })
+    }
+
+    /// Whether the worker takes messages ahead of its free transcode slots (`MEDIA_PREFETCH`).
+    /// Not while it holds a segment: segments of one job are the same work for every worker,
+    /// and one taken ahead waits here while another worker runs out of them at the job's end.
+    fn takes_ahead(&self) -> bool {
+        self.segments_in_hand.load(Ordering::Relaxed) == 0
+    }
+
+    /// How many messages one receive may take: no more than the transcode slots free now (at
+    /// least one, taken ahead, when none is and the worker takes ahead at all), so a batch never
+    /// takes segments no slot is free for.
+    fn batch_limit(&self) -> usize {
+        let slots = self.transcode_slots.available_permits();
+        let ahead = usize::from(slots == 0 && self.takes_ahead());
+        slots.max(ahead).min(MAX_BATCH)
+    }
+
+    /// Counts a segment taken from the ready queue until the guard is dropped.
+    fn segment_in_hand(&self) -> SegmentInHand {
+        self.segments_in_hand.fetch_add(1, Ordering::Relaxed);
+        SegmentInHand { count: self.segments_in_hand.clone(), slot_freed: self.slot_freed.clone() }
+    }
+
+    /// A split job's task that ran on this worker from `started_at` until now.
+    fn task_timing(&self, task: &str, started_at: chrono::DateTime<chrono::Utc>) -> crate::domain::status::TaskTiming {
+        crate::domain::status::TaskTiming {
+            task: task.to_string(),
+            worker: self.config.worker_id.clone(),
+            started_at,
+            finished_at: chrono::Utc::now(),
+        }
     }
 
     fn max_receives(&self) -> u32 {
@@ -604,5 +660,31 @@ impl Drop for RunningGuard {
         if let Ok(mut set) = self.inner.running_here.lock() {
             set.remove(&self.key);
         }
+    }
+}
+
+/// A transcode slot; giving it back wakes an intake loop that waits for one.
+pub(super) struct TranscodeSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    freed: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for TranscodeSlot {
+    fn drop(&mut self) {
+        self.freed.notify_one();
+    }
+}
+
+/// A segment the worker holds, counted while it lives.
+pub(super) struct SegmentInHand {
+    count: Arc<std::sync::atomic::AtomicUsize>,
+    slot_freed: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for SegmentInHand {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        // The intake may wait for a slot only because this segment was in hand.
+        self.slot_freed.notify_one();
     }
 }

@@ -30,7 +30,7 @@ use anyhow::Context;
 use super::execute::millis;
 use super::scratch::ScratchDir;
 use super::split::{is_done, read_record};
-use super::{Inner, JobError};
+use super::{Inner, JobError, TranscodeSlot};
 use crate::domain::job::retry_delay;
 use crate::domain::split::{
     SPLIT_VERSION, SegmentDone, SegmentFailed, SegmentMessage, SegmentTask, describe, done_key, failed_key,
@@ -57,12 +57,20 @@ enum Admitted {
     Mismatch,
 }
 
-pub(super) async fn run(inner: Arc<Inner>, message: Received, task: SegmentTask, permit: OwnedSemaphorePermit) {
+/// Settles one segment message. `slot`: the transcode slot taken for it on receipt, if one was
+/// free (else it waits for one).
+pub(super) async fn run(
+    inner: Arc<Inner>,
+    message: Received,
+    task: SegmentTask,
+    permit: OwnedSemaphorePermit,
+    slot: Option<TranscodeSlot>,
+) {
     let span = tracing::info_span!("segment", job_id = %task.job_id, segment = task.index, tries = task.tries);
     async move {
         let _permit = permit;
         let settled = match admit(&inner, &task).await {
-            Ok(Admitted::Yes) => work(&inner, &message, &task).await,
+            Ok(Admitted::Yes) => work(&inner, &message, &task, slot).await,
             Ok(Admitted::NotNeeded(why)) => {
                 tracing::info!(why, "Segment not needed.");
                 inner.queues.ready.delete(&message.receipt).await
@@ -102,7 +110,12 @@ async fn admit(inner: &Inner, task: &SegmentTask) -> Result<Admitted, JobError> 
 
 /// Encodes an admitted segment and settles its message: deleted once done, offered again
 /// after a back-off on a passing failure, or a failure record for the job's coordinator.
-async fn work(inner: &Inner, message: &Received, task: &SegmentTask) -> anyhow::Result<()> {
+async fn work(
+    inner: &Inner,
+    message: &Received,
+    task: &SegmentTask,
+    slot: Option<TranscodeSlot>,
+) -> anyhow::Result<()> {
     let queue = &inner.queues.ready;
     if message.receive_count > inner.max_receives() {
         // Delivered again and again without an outcome: it takes down the workers that run it
@@ -117,7 +130,7 @@ async fn work(inner: &Inner, message: &Received, task: &SegmentTask) -> anyhow::
     let job_ended = AtomicBool::new(false);
     let (progress, watched) = watch::channel(0.0_f64);
     let outcome = tokio::select! {
-        outcome = encode(inner, task, &stop, progress) => outcome,
+        outcome = encode(inner, task, slot, &stop, progress) => outcome,
         () = keep_lease(inner, message, task, &stop, &job_ended, watched) => Err(JobError::Interrupted),
     };
     match outcome {
@@ -193,6 +206,7 @@ async fn keep_lease(
 async fn encode(
     inner: &Inner,
     task: &SegmentTask,
+    slot: Option<TranscodeSlot>,
     stop: &CancellationToken,
     progress: watch::Sender<f64>,
 ) -> Result<Outcome, JobError> {
@@ -213,11 +227,24 @@ async fn encode(
         .map_err(|e| JobError::retryable("scratch", format!("{e:#}")))?;
     let result = async {
         let piece_path = scratch.path().join("piece.nut");
-        inner.storage.get_to_file(&piece_key(&task.output_dir, task.index), &piece_path).await?;
         let out = scratch.path().join("out");
-        tokio::fs::create_dir_all(&out).await.map_err(|e| JobError::scratch("create the segment folder", &e))?;
-        let slot = inner.transcode_slot().await?;
+        let fetch = async {
+            inner.storage.get_to_file(&piece_key(&task.output_dir, task.index), &piece_path).await?;
+            tokio::fs::create_dir_all(&out).await.map_err(|e| JobError::scratch("create the segment folder", &e))
+        };
+        // In line for a transcode slot while the piece downloads: slots go in the order segments
+        // were taken, so one taken ahead never overtakes an earlier one whose piece is larger.
+        let wait = async {
+            match slot {
+                Some(slot) => Ok(slot),
+                None => inner.transcode_slot().await,
+            }
+        };
+        let (fetched, slot) = tokio::join!(fetch, wait);
+        fetched?;
+        let slot = slot?;
         tracing::info!("Segment encode started.");
+        let encode_started_at = Utc::now();
         let encode_clock = Instant::now();
         let (sender, mut receiver) = watch::channel(FfmpegProgress::default());
         let args = segment_args(&piece_path, piece, &record.renditions, &out);
@@ -240,11 +267,11 @@ async fn encode(
             bytes +=
                 inner.storage.put_file(&key, &out.join(format!("{}.ts", rendition.name)), "video/mp2t").await?.size;
         }
-        Ok::<(u64, u64), JobError>((encode_ms, bytes))
+        Ok::<_, JobError>((encode_started_at, encode_ms, bytes))
     }
     .await;
     scratch.remove().await;
-    let (encode_ms, bytes) = result?;
+    let (encode_started_at, encode_ms, bytes) = result?;
 
     let done = SegmentDone {
         version: SPLIT_VERSION,
@@ -252,6 +279,7 @@ async fn encode(
         worker: inner.config.worker_id.clone(),
         started_at,
         finished_at: Utc::now(),
+        encode_started_at: Some(encode_started_at),
         encode_ms,
         bytes,
     };

@@ -3,6 +3,15 @@
 //! waits for the segments' checkpoints, and stitches. Segments themselves are encoded by
 //! [`super::segment`], on any worker.
 //!
+//! No serial head: once the segments are offered, the coordinator's own worker takes them at
+//! once like every other. The audio is encoded meanwhile beside them, without a transcode
+//! slot: one AAC encoder is a single thread, a small share of one video encode, and holding a
+//! slot for it would put it before the worker's first segment (a serial head) or after its
+//! last (a serial tail). A worker holding a segment takes no message ahead of its free
+//! transcode slots (`MEDIA_PREFETCH` is for jobs): a segment taken ahead would wait there
+//! while other workers run out of them at the job's end. The outputs made whole (thumbnail, storyboard, GIF, MP3) decode video, so they queue for a
+//! transcode slot like a segment.
+//!
 //! Resuming is by records, not by memory: `split/split.json` (create-only) fixes the pieces
 //! for every attempt of the job, and `split/segment-<n>.done.json` (create-only, written after
 //! the segment's files) marks a segment finished for good. A later attempt, after a crash or a
@@ -15,6 +24,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +42,7 @@ use crate::domain::split::{
     playlist_segments, progress_key, record_key, retime_playlist, segment_file_key, set_bandwidths, split_args,
     split_dir, stitch_args,
 };
-use crate::domain::status::{SegmentTiming, SplitSummary, Stage};
+use crate::domain::status::{SegmentTiming, SplitSummary, Stage, TaskTiming};
 use crate::jobs::Attempt;
 use crate::media::ffmpeg::{Bounds, FfmpegProgress, run_ffmpeg};
 use crate::queue::SendOptions;
@@ -41,8 +51,8 @@ use crate::storage::{CasOutcome, Precondition};
 /// How often the coordinator looks for segment checkpoints.
 const CHECKPOINT_POLL: Duration = Duration::from_millis(500);
 
-/// The job permit a run holds; a coordinator gives it back while it only waits for segments,
-/// so the worker can take segments (its own job's among them) with it.
+/// The job permit a run holds; a coordinator gives it back once its segments are offered, so
+/// the worker can take segments (its own job's among them) with it.
 pub(super) struct JobPermit(Mutex<Option<OwnedSemaphorePermit>>);
 
 impl JobPermit {
@@ -82,12 +92,19 @@ pub(super) async fn produce(
     let job = &message.job;
     tracker.stage(Stage::Splitting).await?;
     let clock = Instant::now();
+    let mut tasks = Vec::new();
     let (record, split_ms) = match read_record(inner, &job.output_dir).await? {
         Some(record) if record.source_etag == whole.etag => (record, 0),
-        _ => match cut(inner, job, whole, segment_duration, renditions, dir, stop).await? {
-            Some(record) => (record, millis(clock)),
-            None => return Ok(None),
-        },
+        _ => {
+            let started_at = Utc::now();
+            match cut(inner, job, whole, segment_duration, renditions, dir, stop).await? {
+                Some(record) => {
+                    tasks.push(inner.task_timing("split", started_at));
+                    (record, millis(clock))
+                }
+                None => return Ok(None),
+            }
+        }
     };
     let count = u32::try_from(record.pieces.len()).unwrap_or(u32::MAX);
     tracing::info!(segments = count, split_ms, "Source split into segments.");
@@ -95,32 +112,23 @@ pub(super) async fn produce(
     let mut done = BTreeMap::new();
     let found = checkpoints(inner, &job.output_dir, &mut done).await?;
     clear_passing_failures(inner, &job.output_dir, &found.failed).await?;
-    for piece in record.pieces.iter().filter(|p| !done.contains_key(&p.index)) {
-        let task = SegmentTask {
-            job_id: job.job_id.clone(),
-            output_dir: job.output_dir.clone(),
-            index: piece.index,
-            count,
-            tries: 0,
-        };
-        inner
-            .queues
-            .ready
-            .send(&SegmentMessage::new(task).to_json(), SendOptions::default())
-            .await
-            .map_err(|e| JobError::retryable("queue", format!("offer a segment: {e:#}")))?;
-    }
-
+    offer(inner, job, &record, &done).await?;
     tracker.stage(Stage::Transcoding).await?;
-    let (mut planned, alongside_ms) = alongside(inner, message, whole, dir, out_dir, stop).await?;
-
+    // From here this worker encodes segments like any other; the audio runs beside them.
     permit.release();
+
     let clock = Instant::now();
-    wait_for_segments(inner, &job.output_dir, tracker, &record.pieces, &mut done, stop).await?;
-    let segments_ms = millis(clock);
+    let waited = async {
+        wait_for_segments(inner, &job.output_dir, tracker, &record.pieces, &mut done, stop).await?;
+        Ok(millis(clock))
+    };
+    let (made, segments_ms) = tokio::try_join!(alongside(inner, message, whole, dir, out_dir, stop), waited)?;
+    let (mut planned, alongside_ms) = (made.planned, made.ms);
+    tasks.extend(made.tasks);
 
     tracker.stage(Stage::Stitching).await?;
     let clock = Instant::now();
+    let started_at = Utc::now();
     let audio = dir.join("split/audio.m4a");
     let audio = tokio::fs::try_exists(&audio).await.unwrap_or(false).then_some(audio);
     stitch(inner, message, &record, audio.as_deref(), dir, out_dir, stop).await?;
@@ -135,6 +143,7 @@ pub(super) async fn produce(
         planned.push(PlannedOutput { preset: output.preset, main_file: file.clone(), probe_file: file, folder, note });
     }
     let stitch_ms = millis(clock);
+    tasks.push(inner.task_timing("stitch", started_at));
 
     // In the job's order, as the manifest lists them.
     let outputs = job
@@ -153,6 +162,8 @@ pub(super) async fn produce(
                 end: p.end,
                 worker: done.map(|d| d.worker.clone()).unwrap_or_default(),
                 encode_ms: done.map_or(0, |d| d.encode_ms),
+                started_at: done.and_then(|d| d.encode_started_at),
+                finished_at: done.map(|d| d.finished_at),
             }
         })
         .collect();
@@ -164,6 +175,7 @@ pub(super) async fn produce(
         segments_ms,
         stitch_ms,
         segment_timings,
+        tasks,
     };
     Ok(Some(Produced { outputs, speed: None, split: Some(split) }))
 }
@@ -276,8 +288,43 @@ async fn clear_passing_failures(inner: &Inner, output_dir: &str, failed: &[u32])
     Ok(())
 }
 
-/// The whole source's audio, and the outputs made whole, on this worker; with the time the
-/// runs took once they had a transcode slot (a segment may hold it first).
+/// Offers every segment without a checkpoint on the ready queue, in order: the pieces are cut
+/// shortest last, so the last ones taken balance the workers' ends.
+async fn offer(
+    inner: &Inner,
+    job: &crate::domain::job::JobSpec,
+    record: &SplitRecord,
+    done: &BTreeMap<u32, SegmentDone>,
+) -> Result<(), JobError> {
+    let count = u32::try_from(record.pieces.len()).unwrap_or(u32::MAX);
+    for piece in record.pieces.iter().filter(|p| !done.contains_key(&p.index)) {
+        let task = SegmentTask {
+            job_id: job.job_id.clone(),
+            output_dir: job.output_dir.clone(),
+            index: piece.index,
+            count,
+            tries: 0,
+        };
+        inner
+            .queues
+            .ready
+            .send(&SegmentMessage::new(task).to_json(), SendOptions::default())
+            .await
+            .map_err(|e| JobError::retryable("queue", format!("offer a segment: {e:#}")))?;
+    }
+    Ok(())
+}
+
+/// What the coordinator made from the whole source.
+struct Alongside {
+    planned: Vec<PlannedOutput>,
+    /// From the start until both the audio and the outputs made whole were done.
+    ms: u64,
+    tasks: Vec<TaskTiming>,
+}
+
+/// The whole source's audio (beside the segments, without a transcode slot) and the outputs
+/// made whole (with a slot, as a segment takes one), at the same time.
 async fn alongside(
     inner: &Inner,
     message: &JobMessage,
@@ -285,46 +332,59 @@ async fn alongside(
     dir: &Path,
     out_dir: &Path,
     stop: &CancellationToken,
-) -> Result<(Vec<PlannedOutput>, u64), JobError> {
+) -> Result<Alongside, JobError> {
     let job = &message.job;
     let rest: Vec<_> = job.outputs.iter().filter(|o| !is_stitched(o.preset)).cloned().collect();
     let audio_dir = dir.join("split");
     tokio::fs::create_dir_all(&audio_dir).await.map_err(|e| JobError::scratch("create the split folder", &e))?;
     tokio::fs::create_dir_all(out_dir).await.map_err(|e| JobError::scratch("create the output folder", &e))?;
+    let clock = Instant::now();
     // Two runs, not one: the audio alone never decodes the video, and the other outputs then
     // end as soon as they have their frames (a thumbnail does not wait for the source's end).
-    let mut runs = Vec::new();
-    if whole.media.audio.is_some() {
-        runs.push(audio_args(whole.path, &audio_dir.join("audio.m4a")));
-    }
-    let (planned, sidecars) = if rest.is_empty() {
-        (Vec::new(), Vec::new())
-    } else {
+    let audio = async {
+        if whole.media.audio.is_none() {
+            return Ok(None);
+        }
+        let started_at = Utc::now();
+        run_whole(inner, whole, audio_args(whole.path, &audio_dir.join("audio.m4a")), out_dir, stop).await?;
+        Ok::<_, JobError>(Some(inner.task_timing("audio", started_at)))
+    };
+    let outputs = async {
+        if rest.is_empty() {
+            return Ok((Vec::new(), None));
+        }
         let plan =
             plan(&rest, whole.media, whole.path, out_dir).map_err(|e| JobError::permanent(e.code(), e.to_string()))?;
-        runs.push(plan.args);
-        (plan.outputs, plan.sidecars)
+        let slot = inner.transcode_slot().await?;
+        let started_at = Utc::now();
+        run_whole(inner, whole, plan.args, out_dir, stop).await?;
+        drop(slot);
+        for (file, content) in &plan.sidecars {
+            tokio::fs::write(out_dir.join(file), content)
+                .await
+                .map_err(|e| JobError::scratch(&format!("write {file}"), &e))?;
+        }
+        Ok((plan.outputs, Some(inner.task_timing("whole", started_at))))
     };
-    if runs.is_empty() {
-        return Ok((planned, 0));
-    }
-    let slot = inner.transcode_slot().await?;
-    let clock = Instant::now();
+    let (audio, (planned, made)) = tokio::try_join!(audio, outputs)?;
+    Ok(Alongside { planned, ms: millis(clock), tasks: audio.into_iter().chain(made).collect() })
+}
+
+/// One ffmpeg run over the whole source, bounded by its length.
+async fn run_whole(
+    inner: &Inner,
+    whole: &Whole<'_>,
+    args: Vec<std::ffi::OsString>,
+    out_dir: &Path,
+    stop: &CancellationToken,
+) -> Result<(), JobError> {
     let limits = &inner.config.limits;
     let bounds = super::execute::source_bounds(limits, whole.media, out_dir);
-    for args in runs {
-        let (sender, _receiver) = watch::channel(FfmpegProgress::default());
-        run_ffmpeg(args, inner.config.job_timeout, stop, sender, &bounds)
-            .await
-            .map_err(|e| super::execute::ran_over(e, limits, whole.media))?;
-    }
-    drop(slot);
-    for (file, content) in &sidecars {
-        tokio::fs::write(out_dir.join(file), content)
-            .await
-            .map_err(|e| JobError::scratch(&format!("write {file}"), &e))?;
-    }
-    Ok((planned, millis(clock)))
+    let (sender, _receiver) = watch::channel(FfmpegProgress::default());
+    run_ffmpeg(args, inner.config.job_timeout, stop, sender, &bounds)
+        .await
+        .map_err(|e| super::execute::ran_over(e, limits, whole.media))?;
+    Ok(())
 }
 
 /// Waits until every segment has its checkpoint, reporting the job's progress (finished

@@ -412,3 +412,52 @@ async fn a_bad_segment_fails_the_job_and_cancel_stops_every_segment() {
     assert!(left.is_empty(), "a cancelled job keeps nothing: {left:?}");
     d.assert_queues_empty(false).await;
 }
+
+/// No serial head, a short tail: with one worker running one encode at a time, the worker
+/// encodes its own job's first segment while the coordinator's audio is still running (the
+/// audio holds no transcode slot); the last segment's worth of source is cut in a half and two
+/// quarters; the manifest says where and when every task ran.
+#[tokio::test]
+async fn segments_start_beside_the_audio_and_the_tail_is_cut_finer() {
+    crate::require!(tools(Kind::Local));
+    let d = Deployment::new(Kind::Local).await;
+    let source = d.path("long.mp4");
+    Clip { seconds: 60.0, width: 320, height: 180, keyframe_interval: Some(25), ..Clip::default() }.make(&source);
+    d.upload("uploads/split/long.mp4", &source).await;
+    let settings = [
+        ("MEDIA_SPLIT_MIN_DURATION", "10s"),
+        ("MEDIA_SEGMENT_DURATION", "20s"),
+        ("MEDIA_DEFAULT_PRESETS", "mp4-h264"),
+        ("MEDIA_CONCURRENCY", "1"),
+    ];
+    let logs = d.drain_with(&settings).await;
+    let (_, manifest) = completed(&d, "uploads/split/long.mp4").await;
+    let split = &manifest["split"];
+    let timings = split["segment_timings"].as_array().expect("segment timings");
+    let starts: Vec<f64> = timings.iter().map(|t| t["start"].as_f64().expect("start")).collect();
+    let expected = [0.0, 20.0, 40.0, 50.0, 55.0];
+    assert_eq!(starts.len(), expected.len(), "{split:#}");
+    for (start, want) in starts.iter().zip(expected) {
+        // Cuts land on the first keyframe at or after each time: one every second here.
+        assert!((start - want).abs() <= 1.0 + 1e-6, "pieces start at {starts:?}, asked for {expected:?}");
+    }
+
+    let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().expect("a time")).expect("RFC 3339");
+    let tasks = split["tasks"].as_array().expect("tasks");
+    let task =
+        |name: &str| tasks.iter().find(|t| t["task"] == name).unwrap_or_else(|| panic!("no {name} in {split:#}"));
+    let coordinator = task("split")["worker"].as_str().expect("worker");
+    for name in ["audio", "stitch"] {
+        assert_eq!(task(name)["worker"].as_str(), Some(coordinator), "{split:#}");
+        assert!(at(&task(name)["started_at"]) <= at(&task(name)["finished_at"]));
+    }
+    assert!(tasks.iter().all(|t| t["task"] != "whole"), "no output is made whole: {split:#}");
+    let first_encode = timings.iter().map(|t| at(&t["started_at"])).min().expect("an encode");
+    let last_checkpoint = timings.iter().map(|t| at(&t["finished_at"])).max().expect("a checkpoint");
+    assert!(timings.iter().all(|t| t["worker"].as_str() == Some(coordinator)), "{split:#}");
+    assert!(
+        first_encode < at(&task("audio")["finished_at"]),
+        "the first segment waited for the audio: {split:#}\n{logs}"
+    );
+    assert!(at(&task("stitch")["started_at"]) >= last_checkpoint, "{split:#}");
+}

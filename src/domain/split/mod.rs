@@ -33,6 +33,9 @@ use crate::domain::preset::Preset;
 use crate::domain::probe::MediaInfo;
 use crate::domain::status::ErrorInfo;
 
+mod cuts;
+pub use cuts::{MIN_TAIL_PIECE, cut_times, piece_lengths};
+
 /// Seconds added to every segment timestamp (see the module's invariants).
 const TS_OFFSET: u32 = 10;
 /// Bounds of a job's own `segment_duration`, in seconds.
@@ -148,18 +151,6 @@ pub fn split_plan(
 /// Whether an output is made by the stitch (else it runs whole, alongside).
 pub fn is_stitched(preset: Preset) -> bool {
     matches!(preset, Preset::Mp4H264 | Preset::Mp4H264_1080 | Preset::Mp4H264_720 | Preset::Mp4H264_480 | Preset::Hls)
-}
-
-/// Where to ask the split pass to cut: every `segment` seconds, without a last piece shorter
-/// than half a segment. The cut lands on the first source keyframe at or after each time.
-pub fn cut_times(duration: f64, segment: f64) -> Vec<f64> {
-    let mut times = Vec::new();
-    let mut t = segment;
-    while t + segment / 2.0 < duration {
-        times.push(t);
-        t += segment;
-    }
-    times
 }
 
 /// The split pass: video only, stream copy, into `dir/piece-%05d.nut` (NUT keeps the source's
@@ -508,6 +499,9 @@ pub struct SegmentDone {
     pub worker: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
+    /// When the encode itself began (after the download and the wait for a transcode slot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encode_started_at: Option<DateTime<Utc>>,
     pub encode_ms: u64,
     /// Bytes of every rendition of the segment.
     pub bytes: u64,
@@ -644,14 +638,6 @@ mod tests {
         assert_eq!(piece_fraction(&pieces[1], 12.5), 0.5);
         assert_eq!(piece_fraction(&pieces[1], 2.5), 0.5);
         assert_eq!(piece_fraction(&pieces[1], 99.0), 1.0);
-    }
-
-    #[test]
-    fn cuts_leave_no_tiny_last_piece() {
-        assert_eq!(cut_times(60.0, 20.0), vec![20.0, 40.0]);
-        assert_eq!(cut_times(69.0, 20.0), vec![20.0, 40.0]);
-        assert_eq!(cut_times(71.0, 20.0), vec![20.0, 40.0, 60.0]);
-        assert!(cut_times(25.0, 20.0).is_empty());
     }
 
     #[test]
