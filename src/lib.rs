@@ -5,14 +5,15 @@
 //! - [`domain`]: pure logic with no I/O: message parsing, job ids, key layout, presets and the
 //!   ffmpeg argv they produce, job status and manifest documents.
 //! - [`jobs`]: the job lifecycle: the state machine, and the only writer of job status
-//!   documents (compare-and-swap on the object store), used by worker, API and CLI alike.
+//!   records (compare-and-swap on the job ledger), used by worker, API and CLI alike.
 //! - [`queue`] and [`storage`]: the narrow interfaces the worker needs, each with an AWS
 //!   implementation (SQS, S3) and an embedded local one (SQLite, files on disk).
 //! - [`ledger`]: the job ledger, every job's status record and the events of its transitions,
 //!   on DynamoDB or SQLite, queried in O(page).
 //! - [`backend`]: picks and connects those implementations once, at start-up.
 //! - [`media`]: ffprobe and ffmpeg as subprocesses, with timeouts and typed errors.
-//! - [`worker`]: the poll loop, job execution, heartbeat, reaper and graceful shutdown.
+//! - [`worker`]: the poll loop, job execution, split jobs' segments, heartbeat, reaper and
+//!   graceful shutdown.
 //! - [`cli`] and [`telemetry`]: the command line, logging and signals; `src/main.rs` only
 //!   calls [`cli::main`].
 //! - [`api`]: the HTTP API (`media-api`, `src/bin/media-api.rs`), stateless, on either backend.

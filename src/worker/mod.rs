@@ -13,6 +13,7 @@
 //! shutdown, and serves health and metrics ([`metrics`]) and ECS scale-in protection
 //! ([`protection`]) while it runs.
 
+mod batch;
 mod dead_letters;
 mod error;
 mod execute;
@@ -45,7 +46,7 @@ use crate::backend::Backend;
 use crate::config::Config;
 use crate::domain::job::JobMessage;
 use crate::jobs::{JobStore, Stored};
-use crate::queue::{MAX_BATCH, MAX_WAIT, Queues, SendOptions};
+use crate::queue::{MAX_WAIT, Queues, SendOptions};
 use crate::storage::Storage;
 
 /// How long a stopping worker's relay may take to send its last events.
@@ -116,7 +117,7 @@ pub(crate) struct Inner {
     /// Told whenever a transcode slot is given back.
     slot_freed: Arc<tokio::sync::Notify>,
     /// Segments this worker has taken and not settled. While it holds any, it takes no
-    /// message ahead of its free transcode slots (see [`Inner::takes_ahead`]).
+    /// message ahead of its free transcode slots (see [`batch`]).
     segments_in_hand: Arc<std::sync::atomic::AtomicUsize>,
     /// Woken by the poll schedule: the intake loop waits for it after a failed receive.
     wake: tokio::sync::Notify,
@@ -218,7 +219,11 @@ impl Worker {
             if inner.stop_receiving.is_cancelled() {
                 break;
             }
-            let free = inner.permits.available_permits().min(inner.batch_limit());
+            let free = batch::receive_limit(
+                inner.permits.available_permits(),
+                inner.transcode_slots.available_permits(),
+                inner.segments_in_hand.load(Ordering::Relaxed),
+            );
             if free == 0 {
                 break;
             }
@@ -262,7 +267,10 @@ impl Worker {
             match result {
                 Ok(_) => {
                     inner.mark_poll_cycle();
-                    if !inner.takes_ahead() && inner.transcode_slots.available_permits() == 0 {
+                    if batch::waits_for_slot(
+                        inner.transcode_slots.available_permits(),
+                        inner.segments_in_hand.load(Ordering::Relaxed),
+                    ) {
                         // Permits to spare, but a segment in hand: wait for a slot to free.
                         tokio::select! {
                             () = inner.slot_freed.notified() => {}
@@ -549,22 +557,6 @@ impl Inner {
     fn try_transcode_slot(&self) -> Option<TranscodeSlot> {
         let permit = self.transcode_slots.clone().try_acquire_owned().ok()?;
         Some(TranscodeSlot { _permit: permit, freed: self.slot_freed.clone() })
-    }
-
-    /// Whether the worker takes messages ahead of its free transcode slots (`MEDIA_PREFETCH`).
-    /// Not while it holds a segment: segments of one job are the same work for every worker,
-    /// and one taken ahead waits here while another worker runs out of them at the job's end.
-    fn takes_ahead(&self) -> bool {
-        self.segments_in_hand.load(Ordering::Relaxed) == 0
-    }
-
-    /// How many messages one receive may take: no more than the transcode slots free now (at
-    /// least one, taken ahead, when none is and the worker takes ahead at all), so a batch never
-    /// takes segments no slot is free for.
-    fn batch_limit(&self) -> usize {
-        let slots = self.transcode_slots.available_permits();
-        let ahead = usize::from(slots == 0 && self.takes_ahead());
-        slots.max(ahead).min(MAX_BATCH)
     }
 
     /// Counts a segment taken from the ready queue until the guard is dropped.
