@@ -550,13 +550,16 @@ impl Inner {
             .acquire_owned()
             .await
             .map_err(|_| JobError::retryable("internal", "the transcode slots were closed"))?;
-        Ok(TranscodeSlot { _permit: permit, freed: self.slot_freed.clone() })
+        Ok(self.slot(permit))
     }
 
     /// A transcode slot if one is free now.
     fn try_transcode_slot(&self) -> Option<TranscodeSlot> {
-        let permit = self.transcode_slots.clone().try_acquire_owned().ok()?;
-        Some(TranscodeSlot { _permit: permit, freed: self.slot_freed.clone() })
+        self.transcode_slots.clone().try_acquire_owned().ok().map(|permit| self.slot(permit))
+    }
+
+    fn slot(&self, permit: tokio::sync::OwnedSemaphorePermit) -> TranscodeSlot {
+        TranscodeSlot { _permit: permit, freed: self.slot_freed.clone() }
     }
 
     /// Counts a segment taken from the ready queue until the guard is dropped.
