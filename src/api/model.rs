@@ -152,25 +152,6 @@ pub struct ListJobsQuery {
     pub state: Option<JobState>,
 }
 
-/// One preset of the catalogue.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PresetInfo {
-    pub name: String,
-    pub description: String,
-    /// The per-output options it takes: `start`, `duration`, `max_height`, `time`.
-    pub options: Vec<String>,
-    /// Its main file, relative to the attempt's folder (`hls/master.m3u8`).
-    pub file: String,
-    pub needs_video: bool,
-    pub needs_audio: bool,
-}
-
-/// The presets jobs may ask for on this deployment.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PresetList {
-    pub presets: Vec<PresetInfo>,
-}
-
 /// A job: its status document, with links, and download URLs once it completed.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobView {

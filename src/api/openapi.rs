@@ -14,7 +14,7 @@ use utoipa::openapi::{RefOr, Server};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::routes;
-use crate::domain::job::OutputRequest;
+use crate::domain::job::{OutputRequest, option_range};
 use crate::domain::preset::Preset;
 
 impl PartialSchema for Preset {
@@ -35,24 +35,27 @@ impl ToSchema for Preset {
 
 impl PartialSchema for OutputRequest {
     fn schema() -> RefOr<Schema> {
+        let gif_duration = match option_range(Preset::Gif, "duration") {
+            Some(gif) => format!("Seconds of source the output covers (gif: {} to {}; default 3).", gif.min, gif.max),
+            None => "Seconds of source the output covers.".to_string(),
+        };
         ObjectBuilder::new()
             .schema_type(Type::Object)
             .property("preset", utoipa::openapi::Ref::from_schema_name("Preset"))
             .required("preset")
             .property(
                 "start",
-                seconds("Seconds into the source where the output starts (mp4-h264*, webm-vp9, gif, mp3)."),
+                bounded("start", "Seconds into the source where the output starts (mp4-h264*, webm-vp9, gif, mp3)."),
             )
-            .property("duration", seconds("Seconds of source the output covers (gif: 1 to 6; default 3)."))
+            .property("duration", bounded("duration", &gif_duration))
             .property(
                 "max_height",
-                ObjectBuilder::new()
-                    .schema_type(Type::Integer)
-                    .minimum(Some(144))
-                    .maximum(Some(4320))
-                    .description(Some("Cap on the short side in pixels (mp4-h264*, webm-vp9, hls).")),
+                bounded("max_height", "Cap on the short side in pixels (mp4-h264*, webm-vp9, hls)."),
             )
-            .property("time", seconds("Seconds into the source of a thumbnail (default: 10 % of the duration)."))
+            .property(
+                "time",
+                bounded("time", "Seconds into the source of a thumbnail (default: 10 % of the duration)."),
+            )
             .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)))
             .description(Some("One output of a job."))
             .into()
@@ -69,12 +72,13 @@ impl ToSchema for OutputRequest {
     }
 }
 
-fn seconds(description: &str) -> ObjectBuilder {
-    ObjectBuilder::new()
-        .schema_type(Type::Number)
-        .minimum(Some(0))
-        .maximum(Some(86_400))
-        .description(Some(description.to_string()))
+/// An option's schema with the widest range jobs accept for it ([`option_range`]; some presets
+/// narrow it, as `GET /v1/presets` tells).
+fn bounded(option: &str, description: &str) -> ObjectBuilder {
+    let schema = ObjectBuilder::new().description(Some(description.to_string()));
+    let Some(range) = option_range(Preset::Mp4H264, option) else { return schema };
+    let kind = if range.integer { Type::Integer } else { Type::Number };
+    schema.schema_type(kind).minimum(Some(range.min)).maximum(Some(range.max))
 }
 
 /// The bearer scheme every operation uses unless it says otherwise.
@@ -168,6 +172,10 @@ mod tests {
             assert!(paths.contains_key(path), "{path} is missing");
         }
         assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        let catalogue = &doc["components"]["schemas"];
+        assert!(catalogue["PresetInfo"]["properties"]["ranges"].is_object(), "the presets' ranges");
+        assert!(catalogue["PresetList"]["properties"]["states"].is_object(), "the job states");
+        assert!(catalogue["OptionBounds"]["properties"]["integer"].is_object());
         let presets = &doc["components"]["schemas"]["Preset"]["enum"];
         assert_eq!(presets.as_array().unwrap().len(), Preset::ALL.len());
     }

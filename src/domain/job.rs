@@ -115,34 +115,57 @@ pub struct OutputRequest {
 /// The longest source position an option may name: a day.
 const MAX_SECONDS: f64 = 86_400.0;
 
+/// The values one output option may take: the table [`OutputRequest::validate`] checks, which
+/// `GET /v1/presets` publishes so that clients need no copy of it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OptionRange {
+    pub min: f64,
+    pub max: f64,
+    /// Whole numbers only (pixels).
+    pub integer: bool,
+}
+
+/// The range of `option` (`start`, `duration`, `max_height`, `time`) for `preset`.
+pub fn option_range(preset: Preset, option: &str) -> Option<OptionRange> {
+    let seconds = |min, max| Some(OptionRange { min, max, integer: false });
+    match option {
+        "start" | "time" => seconds(0.0, MAX_SECONDS),
+        "duration" if preset == Preset::Gif => seconds(1.0, 6.0),
+        "duration" => seconds(0.1, MAX_SECONDS),
+        "max_height" => Some(OptionRange { min: 144.0, max: 4320.0, integer: true }),
+        _ => None,
+    }
+}
+
 impl OutputRequest {
     /// An output with the preset's defaults.
     pub fn new(preset: Preset) -> Self {
         Self { preset, start: None, duration: None, max_height: None, time: None }
     }
 
-    /// Checks that every option is one the preset accepts, and in range.
+    /// Checks that every option is one the preset accepts, and in range ([`option_range`]).
     pub fn validate(&self) -> Result<(), String> {
         let accepted = self.preset.accepted_options();
         let preset = self.preset;
-        let seconds = |name: &str, value: Option<f64>, allowed: bool, min: f64, max: f64| match value {
-            None => Ok(()),
-            Some(_) if !allowed => Err(format!("preset `{preset}` does not take the option `{name}`")),
-            Some(v) if !v.is_finite() || v < min || v > max => {
-                Err(format!("`{name}` for `{preset}` must be between {min} and {max} seconds, got {v}"))
+        let check = |name: &str, value: Option<f64>, allowed: bool| -> Result<(), String> {
+            let Some(v) = value else { return Ok(()) };
+            if !allowed {
+                return Err(format!("preset `{preset}` does not take the option `{name}`"));
             }
-            Some(_) => Ok(()),
+            match option_range(preset, name) {
+                Some(OptionRange { min, max, integer: false }) if !v.is_finite() || v < min || v > max => {
+                    Err(format!("`{name}` for `{preset}` must be between {min} and {max} seconds, got {v}"))
+                }
+                Some(OptionRange { min, max, integer: true }) if v < min || v > max => {
+                    Err(format!("`{name}` must be between {min} and {max}, got {v}"))
+                }
+                _ => Ok(()),
+            }
         };
-        seconds("start", self.start, accepted.start, 0.0, MAX_SECONDS)?;
-        let (min_duration, max_duration) = if preset == Preset::Gif { (1.0, 6.0) } else { (0.1, MAX_SECONDS) };
-        seconds("duration", self.duration, accepted.duration, min_duration, max_duration)?;
-        seconds("time", self.time, accepted.time, 0.0, MAX_SECONDS)?;
-        match self.max_height {
-            None => Ok(()),
-            Some(_) if !accepted.max_height => Err(format!("preset `{preset}` does not take the option `max_height`")),
-            Some(h) if !(144..=4320).contains(&h) => Err(format!("`max_height` must be between 144 and 4320, got {h}")),
-            Some(_) => Ok(()),
-        }
+        check("start", self.start, accepted.start)?;
+        check("duration", self.duration, accepted.duration)?;
+        check("time", self.time, accepted.time)?;
+        check("max_height", self.max_height.map(f64::from), accepted.max_height)
     }
 }
 

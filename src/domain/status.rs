@@ -26,6 +26,16 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// Every state, for catalogues (`GET /v1/presets` tells clients which ones are terminal).
+    pub const ALL: [JobState; 6] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Retrying,
+        JobState::Completed,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
     pub fn is_terminal(self) -> bool {
         matches!(self, JobState::Completed | JobState::Failed | JobState::Cancelled)
     }

@@ -1,12 +1,69 @@
-//! The preset catalogue: what jobs may ask for on this deployment, with the options each takes.
+//! The preset catalogue: what jobs may ask for on this deployment, with the options each takes,
+//! the values each option may take, and which job states are still moving.
+//!
+//! Clients (the console among them) read these rules here rather than keeping copies: the ranges
+//! come from the table jobs are validated with ([`option_range`]), the states from the job state
+//! machine's own type ([`JobState::is_terminal`]).
+
+use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::api::ApiState;
 use crate::api::error::ErrorResponse;
-use crate::api::model::{PresetInfo, PresetList};
+use crate::domain::job::{OptionRange, option_range};
 use crate::domain::preset::Preset;
+use crate::domain::status::JobState;
+
+/// The presets jobs may ask for on this deployment.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PresetList {
+    pub presets: Vec<PresetInfo>,
+    /// The job states, as clients need them to know whether a job may still change.
+    pub states: JobStates,
+}
+
+/// One preset of the catalogue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PresetInfo {
+    pub name: String,
+    pub description: String,
+    /// The per-output options it takes: `start`, `duration`, `max_height`, `time`.
+    pub options: Vec<String>,
+    /// The values each of `options` may take, by option: a job outside them is refused (422).
+    pub ranges: BTreeMap<String, OptionBounds>,
+    /// Its main file, relative to the attempt's folder (`hls/master.m3u8`).
+    pub file: String,
+    pub needs_video: bool,
+    pub needs_audio: bool,
+}
+
+/// The values one option may take, bounds included.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
+pub struct OptionBounds {
+    pub min: f64,
+    pub max: f64,
+    /// Whole numbers only (pixels); otherwise any number (seconds).
+    pub integer: bool,
+}
+
+impl From<OptionRange> for OptionBounds {
+    fn from(range: OptionRange) -> Self {
+        OptionBounds { min: range.min, max: range.max, integer: range.integer }
+    }
+}
+
+/// Every job state, split by whether a job in it may still change.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobStates {
+    /// A job in one of these may still run, progress and be cancelled.
+    pub active: Vec<JobState>,
+    /// A job in one of these has ended for good.
+    pub terminal: Vec<JobState>,
+}
 
 /// Every preset, built-in and the operator's own (`MEDIA_PRESETS_FILE`).
 #[utoipa::path(get, operation_id = "list_presets", path = "/v1/presets", tag = "jobs",
@@ -15,25 +72,69 @@ use crate::domain::preset::Preset;
         (status = 401, description = "Missing or wrong token", body = ErrorResponse),
     ))]
 pub async fn list(State(_state): State<ApiState>) -> Json<PresetList> {
-    let presets = Preset::all()
-        .into_iter()
-        .map(|preset| {
-            let accepted = preset.accepted_options();
-            let options = [
-                ("start", accepted.start),
-                ("duration", accepted.duration),
-                ("max_height", accepted.max_height),
-                ("time", accepted.time),
-            ];
-            PresetInfo {
-                name: preset.name().to_string(),
-                description: preset.description().to_string(),
-                options: options.iter().filter(|(_, yes)| *yes).map(|(name, _)| name.to_string()).collect(),
-                file: preset.file_name().to_string(),
-                needs_video: preset.needs_video(),
-                needs_audio: preset.needs_audio(),
-            }
-        })
+    Json(catalogue())
+}
+
+/// The catalogue as this process knows it.
+fn catalogue() -> PresetList {
+    let (terminal, active) = JobState::ALL.into_iter().partition(|state| state.is_terminal());
+    PresetList { presets: Preset::all().into_iter().map(info).collect(), states: JobStates { active, terminal } }
+}
+
+fn info(preset: Preset) -> PresetInfo {
+    let accepted = preset.accepted_options();
+    let options = [
+        ("start", accepted.start),
+        ("duration", accepted.duration),
+        ("max_height", accepted.max_height),
+        ("time", accepted.time),
+    ];
+    let options: Vec<String> = options.iter().filter(|(_, yes)| *yes).map(|(name, _)| name.to_string()).collect();
+    let ranges = options
+        .iter()
+        .filter_map(|option| option_range(preset, option).map(|range| (option.clone(), range.into())))
         .collect();
-    Json(PresetList { presets })
+    PresetInfo {
+        name: preset.name().to_string(),
+        description: preset.description().to_string(),
+        options,
+        ranges,
+        file: preset.file_name().to_string(),
+        needs_video: preset.needs_video(),
+        needs_audio: preset.needs_audio(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ranges_are_the_validation_table() {
+        let list = catalogue();
+        assert_eq!(list.presets.len(), Preset::all().len());
+        for (preset, info) in Preset::all().into_iter().zip(&list.presets) {
+            assert_eq!(info.name, preset.name());
+            let named: Vec<&String> = info.ranges.keys().collect();
+            let mut options: Vec<&String> = info.options.iter().collect();
+            options.sort();
+            assert_eq!(named, options, "{preset}: a range for every option");
+            for (option, bounds) in &info.ranges {
+                let range = option_range(preset, option).expect("a range");
+                assert_eq!(*bounds, OptionBounds::from(range), "{preset} {option}");
+            }
+        }
+        assert!(list.presets.iter().any(|p| !p.ranges.is_empty()));
+    }
+
+    #[test]
+    fn the_states_are_the_state_machine_s() {
+        let states = catalogue().states;
+        assert_eq!(states.active.len() + states.terminal.len(), JobState::ALL.len());
+        assert!(states.active.iter().all(|s| !s.is_terminal()));
+        assert!(states.terminal.iter().all(|s| s.is_terminal()));
+        let json = serde_json::to_value(&states).expect("json");
+        assert_eq!(json["active"], serde_json::json!(["queued", "running", "retrying"]));
+        assert_eq!(json["terminal"], serde_json::json!(["completed", "failed", "cancelled"]));
+    }
 }
