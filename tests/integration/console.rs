@@ -9,6 +9,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use media_worker::domain::job::option_range;
+use media_worker::domain::preset::Preset;
 use serde_json::{Value, json};
 
 use crate::api::{ApiServer, TOKEN};
@@ -193,6 +195,11 @@ async fn the_console_uploads_follows_plays_and_deletes() {
     // A clip with a hostile name, four outputs.
     b.click("input[name=preset][value='gif']").await;
     b.type_into("#gif-duration", "2").await;
+    // The form's range is the one jobs are validated with, as GET /v1/presets publishes it.
+    let range = option_range(Preset::Gif, "duration").expect("the GIF's duration has a range");
+    let script = "const i = document.getElementById('gif-duration'); return [Number(i.min), Number(i.max)]";
+    let bounds = b.client.execute(script, vec![]).await.expect("the input's bounds");
+    assert_eq!((bounds[0].as_f64(), bounds[1].as_f64()), (Some(range.min), Some(range.max)), "{bounds}");
     let job_id = submit_file(&b, &clip, &["mp4-h264", "hls", "thumbnail"]).await;
     assert!(!b.alert_open().await, "a file name ran as HTML");
     let planted = b.client.execute("return document.querySelectorAll('img[src=\"x\"]').length", vec![]).await;

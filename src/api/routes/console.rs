@@ -15,9 +15,27 @@ use crate::api::ApiState;
 use crate::api::error::ApiError;
 
 const INDEX_HTML: &str = include_str!("../console/index.html");
-const APP_JS: &str = include_str!("../console/app.js");
-const APP_CSS: &str = include_str!("../console/app.css");
-const HLS_JS: &str = include_str!("../console/vendor/hls.min.js");
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// Every file of the console but its page: path under `/console/`, content type, body. `app.js`
+/// is the module the page loads; it imports the others from `js/`.
+const FILES: &[(&str, &str, &str)] = &[
+    ("app.js", JS, include_str!("../console/app.js")),
+    ("app.css", "text/css; charset=utf-8", include_str!("../console/app.css")),
+    ("vendor/hls.min.js", JS, include_str!("../console/vendor/hls.min.js")),
+    ("js/api.js", JS, include_str!("../console/js/api.js")),
+    ("js/catalogue.js", JS, include_str!("../console/js/catalogue.js")),
+    ("js/confirm.js", JS, include_str!("../console/js/confirm.js")),
+    ("js/dom.js", JS, include_str!("../console/js/dom.js")),
+    ("js/events.js", JS, include_str!("../console/js/events.js")),
+    ("js/format.js", JS, include_str!("../console/js/format.js")),
+    ("js/home.js", JS, include_str!("../console/js/home.js")),
+    ("js/job.js", JS, include_str!("../console/js/job.js")),
+    ("js/outputs.js", JS, include_str!("../console/js/outputs.js")),
+    ("js/presets.js", JS, include_str!("../console/js/presets.js")),
+    ("js/session.js", JS, include_str!("../console/js/session.js")),
+    ("js/uploads.js", JS, include_str!("../console/js/uploads.js")),
+];
 
 /// The console's page.
 pub async fn index(State(state): State<ApiState>) -> Response {
@@ -33,13 +51,10 @@ pub async fn index(State(state): State<ApiState>) -> Response {
     response
 }
 
-/// The console's scripts and styles.
+/// The console's scripts (ES modules) and styles.
 pub async fn asset(Path(file): Path<String>) -> Response {
-    let (content_type, body) = match file.as_str() {
-        "app.js" => ("text/javascript; charset=utf-8", APP_JS),
-        "app.css" => ("text/css; charset=utf-8", APP_CSS),
-        "vendor/hls.min.js" => ("text/javascript; charset=utf-8", HLS_JS),
-        _ => return ApiError::not_found("not_found", "the console has no such file").into_response(),
+    let Some(&(_, content_type, body)) = FILES.iter().find(|(path, _, _)| *path == file) else {
+        return ApiError::not_found("not_found", "the console has no such file").into_response();
     };
     let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
     secure(response.headers_mut());
@@ -109,8 +124,27 @@ mod tests {
             let tag = script.split('>').next().unwrap_or_default();
             assert!(tag.contains("src="), "an inline <script>: <script{tag}>");
         }
-        for sink in ["innerhtml", "outerhtml", "insertadjacenthtml", "document.write", "eval("] {
-            assert!(!APP_JS.to_ascii_lowercase().contains(sink), "app.js uses `{sink}`");
+        let scripts = FILES.iter().filter(|(path, _, _)| !path.starts_with("vendor/") && path.ends_with(".js"));
+        for (path, _, body) in scripts {
+            for sink in ["innerhtml", "outerhtml", "insertadjacenthtml", "document.write", "eval(", "new function"] {
+                assert!(!body.to_ascii_lowercase().contains(sink), "{path} uses `{sink}`");
+            }
         }
+    }
+
+    #[test]
+    fn every_module_an_import_names_is_served() {
+        let served: Vec<&str> = FILES.iter().map(|(path, _, _)| *path).collect();
+        for (path, _, body) in FILES.iter().filter(|(path, _, _)| path.ends_with(".js") && !path.starts_with("vendor/"))
+        {
+            let folder = path.rsplit_once('/').map_or("", |(folder, _)| folder);
+            for import in body.split(" from '").skip(1) {
+                let target = import.split('\'').next().unwrap_or_default();
+                let target = target.strip_prefix("./").expect("imports are relative");
+                let resolved = if folder.is_empty() { target.to_string() } else { format!("{folder}/{target}") };
+                assert!(served.contains(&resolved.as_str()), "{path} imports {target}, which is not served");
+            }
+        }
+        assert!(INDEX_HTML.contains(r#"<script type="module" src="/console/app.js">"#));
     }
 }
