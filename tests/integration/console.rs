@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use media_worker::domain::job::option_range;
 use media_worker::domain::preset::Preset;
+use media_worker::domain::status::JobState;
 use serde_json::{Value, json};
 
 use crate::api::{ApiServer, TOKEN};
@@ -200,6 +201,12 @@ async fn the_console_uploads_follows_plays_and_deletes() {
     let script = "const i = document.getElementById('gif-duration'); return [Number(i.min), Number(i.max)]";
     let bounds = b.client.execute(script, vec![]).await.expect("the input's bounds");
     assert_eq!((bounds[0].as_f64(), bounds[1].as_f64()), (Some(range.min), Some(range.max)), "{bounds}");
+    // The jobs list's filter offers the server's job states.
+    let script = "return Array.from(document.querySelectorAll('#state-filter option')).map(o => o.value)";
+    let offered = b.client.execute(script, vec![]).await.expect("the filter's states");
+    let mut expected = vec![json!("")];
+    expected.extend(JobState::ALL.iter().map(|s| serde_json::to_value(s).expect("a state")));
+    assert_eq!(offered, Value::Array(expected), "the state filter");
     let job_id = submit_file(&b, &clip, &["mp4-h264", "hls", "thumbnail"]).await;
     assert!(!b.alert_open().await, "a file name ran as HTML");
     let planted = b.client.execute("return document.querySelectorAll('img[src=\"x\"]').length", vec![]).await;

@@ -1,7 +1,7 @@
 /*
  * The server's rules, as GET /v1/presets publishes them: the presets with the range of each
  * option (the table jobs are validated with), and which job states are still active. The page
- * keeps no copy of them; it reads them once per sign-in.
+ * keeps no copy of them; it reads them once per page load (signing in brings them along).
  */
 
 import { api } from './api.js';
@@ -21,9 +21,12 @@ function adopt(data) {
 export function loadCatalogue() {
   if (!loading) {
     // No signal: pages that stop waiting leave it to the next one that asks.
-    loading = api('GET', '/v1/presets').then(adopt);
-    // A failed or stopped load is asked again next time.
-    loading.catch(() => { loading = null; });
+    const pending = api('GET', '/v1/presets').then(adopt);
+    // A failed load is asked again next time.
+    pending.catch(() => {
+      if (loading === pending) loading = null;
+    });
+    loading = pending;
   }
   return loading;
 }
