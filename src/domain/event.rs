@@ -267,11 +267,13 @@ pub fn encode_event_key(key: &str) -> String {
 }
 
 /// The `ObjectCreated:Put` notification S3 sends for one write (the local store sends it for
-/// its uploads). `sequencer` names the write: the job id derives from it.
+/// its uploads) of `size` bytes with ETag `etag` (unquoted). `sequencer` names the write: the
+/// job id derives from it.
 pub fn object_created_event(
     bucket: &str,
     key: &str,
-    info: &crate::storage::ObjectInfo,
+    size: u64,
+    etag: Option<&str>,
     sequencer: &str,
     at: std::time::SystemTime,
 ) -> String {
@@ -288,8 +290,8 @@ pub fn object_created_event(
                 "bucket": { "name": bucket },
                 "object": {
                     "key": encode_event_key(key),
-                    "size": info.size,
-                    "eTag": info.etag.as_deref().unwrap_or_default(),
+                    "size": size,
+                    "eTag": etag.unwrap_or_default(),
                     "sequencer": sequencer,
                 }
             }
@@ -397,8 +399,8 @@ mod tests {
 
     #[test]
     fn an_encoded_event_is_parsed_back_into_its_job() {
-        let info = crate::storage::ObjectInfo { size: 7, etag: Some("7-abc-1".into()) };
-        let body = object_created_event("local", "uploads/a b+c.mp4", &info, "7-abc-1", std::time::SystemTime::now());
+        let at = std::time::SystemTime::now();
+        let body = object_created_event("local", "uploads/a b+c.mp4", 7, Some("7-abc-1"), "7-abc-1", at);
         let job = parse(&body).unwrap().jobs.remove(0).job;
         assert_eq!(job.source_key, "uploads/a b+c.mp4");
         assert_eq!(job.job_id, job_id_for_object("local", "uploads/a b+c.mp4", "7-abc-1"));
