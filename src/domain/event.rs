@@ -13,6 +13,7 @@ use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::domain::error_code::ErrorCode;
 use crate::domain::job::{
     JobMessage, JobSpec, MESSAGE_VERSION, OutputRequest, SourcePin, SpecError, job_id_for_object,
 };
@@ -42,21 +43,27 @@ pub enum PoisonError {
 }
 
 impl PoisonError {
-    /// A short machine-readable code for dead-letter attributes and logs.
-    pub fn code(&self) -> &'static str {
+    /// The code for dead-letter attributes and logs.
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            PoisonError::NotJson(_) => "not_json",
-            PoisonError::UnknownShape => "unknown_message",
-            PoisonError::UnsupportedVersion(_) => "unsupported_version",
-            PoisonError::MalformedJob(_) => "malformed_job",
-            PoisonError::InvalidJob(_) => "invalid_job",
+            PoisonError::NotJson(_) => ErrorCode::NotJson,
+            PoisonError::UnknownShape => ErrorCode::UnknownMessage,
+            PoisonError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            PoisonError::MalformedJob(_) => ErrorCode::MalformedJob,
+            PoisonError::InvalidJob(_) => ErrorCode::InvalidJob,
         }
+    }
+
+    /// [`PoisonError::error_code`]'s name.
+    pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
     }
 }
 
 /// One S3 record that cannot become a job (the rest of its message still can).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidRecord {
+    /// An [`ErrorCode`]'s name.
     pub code: &'static str,
     pub reason: String,
     /// The record's own JSON, kept for the dead-letter queue.
@@ -188,11 +195,12 @@ fn parse_records(records: &[Value], ctx: &EventContext<'_>) -> Parsed {
         parsed.ignored.push("an event with no records".into());
     }
     for raw in records {
-        let invalid = |code: &'static str, reason: String| InvalidRecord { code, reason, record: raw.to_string() };
+        let invalid =
+            |code: ErrorCode, reason: String| InvalidRecord { code: code.as_str(), reason, record: raw.to_string() };
         let record: S3Record = match serde_json::from_value(raw.clone()) {
             Ok(r) => r,
             Err(e) => {
-                parsed.invalid.push(invalid("malformed_record", format!("malformed S3 record: {e}")));
+                parsed.invalid.push(invalid(ErrorCode::MalformedRecord, format!("malformed S3 record: {e}")));
                 continue;
             }
         };
@@ -205,13 +213,13 @@ fn parse_records(records: &[Value], ctx: &EventContext<'_>) -> Parsed {
             continue;
         }
         let Some(key) = decode_event_key(&record.s3.object.key) else {
-            parsed.invalid.push(invalid("invalid_key", "the key is not valid URL-encoded UTF-8".into()));
+            parsed.invalid.push(invalid(ErrorCode::InvalidKey, "the key is not valid URL-encoded UTF-8".into()));
             continue;
         };
         match object_to_job(&record.s3.bucket.name, key, &record.s3.object, record.event_time.as_deref(), ctx) {
             Ok(Some(job)) => parsed.jobs.push(job),
             Ok(None) => parsed.ignored.push("a key outside the upload prefix, or the worker's own write".into()),
-            Err(e) => parsed.invalid.push(invalid("invalid_key", format!("invalid key: {e}"))),
+            Err(e) => parsed.invalid.push(invalid(ErrorCode::InvalidKey, format!("invalid key: {e}"))),
         }
     }
     parsed
@@ -232,13 +240,13 @@ fn parse_eventbridge(value: &Value, ctx: &EventContext<'_>) -> Parsed {
             Ok(Some(job)) => parsed.jobs.push(job),
             Ok(None) => parsed.ignored.push("a key outside the upload prefix, or the worker's own write".into()),
             Err(e) => parsed.invalid.push(InvalidRecord {
-                code: "invalid_key",
+                code: ErrorCode::InvalidKey.as_str(),
                 reason: format!("invalid key: {e}"),
                 record: value.to_string(),
             }),
         },
         _ => parsed.invalid.push(InvalidRecord {
-            code: "malformed_record",
+            code: ErrorCode::MalformedRecord.as_str(),
             reason: "EventBridge event without bucket name or object key".into(),
             record: value.to_string(),
         }),

@@ -2,6 +2,7 @@
 //! documents. Nothing here does I/O, so all of it is covered by table tests.
 
 pub mod args;
+pub mod error_code;
 pub mod event;
 pub mod isobmff;
 pub mod job;

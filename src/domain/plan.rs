@@ -9,6 +9,7 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use crate::domain::args::{KEYFRAME_INTERVAL, aac, fan_out, finish_block, fit, hls_muxer, seconds, strings, x264};
+use crate::domain::error_code::ErrorCode;
 use crate::domain::job::OutputRequest;
 use crate::domain::preset::Preset;
 use crate::domain::probe::MediaInfo;
@@ -62,12 +63,17 @@ pub enum PlanError {
 }
 
 impl PlanError {
-    pub fn code(&self) -> &'static str {
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            PlanError::NoVideo(_) => "no_video_stream",
-            PlanError::NoAudio(_) => "no_audio_stream",
-            PlanError::Option(_) => "invalid_option",
+            PlanError::NoVideo(_) => ErrorCode::NoVideoStream,
+            PlanError::NoAudio(_) => ErrorCode::NoAudioStream,
+            PlanError::Option(_) => ErrorCode::InvalidOption,
         }
+    }
+
+    /// [`PlanError::error_code`]'s name.
+    pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
     }
 }
 
