@@ -13,6 +13,7 @@ use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::domain::error_code::ErrorCode;
 use crate::domain::job::{
     JobMessage, JobSpec, MESSAGE_VERSION, OutputRequest, SourcePin, SpecError, job_id_for_object,
 };
@@ -42,21 +43,27 @@ pub enum PoisonError {
 }
 
 impl PoisonError {
-    /// A short machine-readable code for dead-letter attributes and logs.
-    pub fn code(&self) -> &'static str {
+    /// The code for dead-letter attributes and logs.
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            PoisonError::NotJson(_) => "not_json",
-            PoisonError::UnknownShape => "unknown_message",
-            PoisonError::UnsupportedVersion(_) => "unsupported_version",
-            PoisonError::MalformedJob(_) => "malformed_job",
-            PoisonError::InvalidJob(_) => "invalid_job",
+            PoisonError::NotJson(_) => ErrorCode::NotJson,
+            PoisonError::UnknownShape => ErrorCode::UnknownMessage,
+            PoisonError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            PoisonError::MalformedJob(_) => ErrorCode::MalformedJob,
+            PoisonError::InvalidJob(_) => ErrorCode::InvalidJob,
         }
+    }
+
+    /// [`PoisonError::error_code`]'s name.
+    pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
     }
 }
 
 /// One S3 record that cannot become a job (the rest of its message still can).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidRecord {
+    /// An [`ErrorCode`]'s name.
     pub code: &'static str,
     pub reason: String,
     /// The record's own JSON, kept for the dead-letter queue.
@@ -188,11 +195,12 @@ fn parse_records(records: &[Value], ctx: &EventContext<'_>) -> Parsed {
         parsed.ignored.push("an event with no records".into());
     }
     for raw in records {
-        let invalid = |code: &'static str, reason: String| InvalidRecord { code, reason, record: raw.to_string() };
+        let invalid =
+            |code: ErrorCode, reason: String| InvalidRecord { code: code.as_str(), reason, record: raw.to_string() };
         let record: S3Record = match serde_json::from_value(raw.clone()) {
             Ok(r) => r,
             Err(e) => {
-                parsed.invalid.push(invalid("malformed_record", format!("malformed S3 record: {e}")));
+                parsed.invalid.push(invalid(ErrorCode::MalformedRecord, format!("malformed S3 record: {e}")));
                 continue;
             }
         };
@@ -205,13 +213,13 @@ fn parse_records(records: &[Value], ctx: &EventContext<'_>) -> Parsed {
             continue;
         }
         let Some(key) = decode_event_key(&record.s3.object.key) else {
-            parsed.invalid.push(invalid("invalid_key", "the key is not valid URL-encoded UTF-8".into()));
+            parsed.invalid.push(invalid(ErrorCode::InvalidKey, "the key is not valid URL-encoded UTF-8".into()));
             continue;
         };
         match object_to_job(&record.s3.bucket.name, key, &record.s3.object, record.event_time.as_deref(), ctx) {
             Ok(Some(job)) => parsed.jobs.push(job),
             Ok(None) => parsed.ignored.push("a key outside the upload prefix, or the worker's own write".into()),
-            Err(e) => parsed.invalid.push(invalid("invalid_key", format!("invalid key: {e}"))),
+            Err(e) => parsed.invalid.push(invalid(ErrorCode::InvalidKey, format!("invalid key: {e}"))),
         }
     }
     parsed
@@ -232,13 +240,13 @@ fn parse_eventbridge(value: &Value, ctx: &EventContext<'_>) -> Parsed {
             Ok(Some(job)) => parsed.jobs.push(job),
             Ok(None) => parsed.ignored.push("a key outside the upload prefix, or the worker's own write".into()),
             Err(e) => parsed.invalid.push(InvalidRecord {
-                code: "invalid_key",
+                code: ErrorCode::InvalidKey.as_str(),
                 reason: format!("invalid key: {e}"),
                 record: value.to_string(),
             }),
         },
         _ => parsed.invalid.push(InvalidRecord {
-            code: "malformed_record",
+            code: ErrorCode::MalformedRecord.as_str(),
             reason: "EventBridge event without bucket name or object key".into(),
             record: value.to_string(),
         }),
@@ -267,11 +275,13 @@ pub fn encode_event_key(key: &str) -> String {
 }
 
 /// The `ObjectCreated:Put` notification S3 sends for one write (the local store sends it for
-/// its uploads). `sequencer` names the write: the job id derives from it.
+/// its uploads) of `size` bytes with ETag `etag` (unquoted). `sequencer` names the write: the
+/// job id derives from it.
 pub fn object_created_event(
     bucket: &str,
     key: &str,
-    info: &crate::storage::ObjectInfo,
+    size: u64,
+    etag: Option<&str>,
     sequencer: &str,
     at: std::time::SystemTime,
 ) -> String {
@@ -288,8 +298,8 @@ pub fn object_created_event(
                 "bucket": { "name": bucket },
                 "object": {
                     "key": encode_event_key(key),
-                    "size": info.size,
-                    "eTag": info.etag.as_deref().unwrap_or_default(),
+                    "size": size,
+                    "eTag": etag.unwrap_or_default(),
                     "sequencer": sequencer,
                 }
             }
@@ -397,8 +407,8 @@ mod tests {
 
     #[test]
     fn an_encoded_event_is_parsed_back_into_its_job() {
-        let info = crate::storage::ObjectInfo { size: 7, etag: Some("7-abc-1".into()) };
-        let body = object_created_event("local", "uploads/a b+c.mp4", &info, "7-abc-1", std::time::SystemTime::now());
+        let at = std::time::SystemTime::now();
+        let body = object_created_event("local", "uploads/a b+c.mp4", 7, Some("7-abc-1"), "7-abc-1", at);
         let job = parse(&body).unwrap().jobs.remove(0).job;
         assert_eq!(job.source_key, "uploads/a b+c.mp4");
         assert_eq!(job.job_id, job_id_for_object("local", "uploads/a b+c.mp4", "7-abc-1"));

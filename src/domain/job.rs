@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::keys::{KeyError, validate_job_id, validate_key, validate_prefix};
 use crate::domain::preset::Preset;
-use crate::domain::split::SplitRequest;
+use crate::domain::split::request::SplitRequest;
 
 /// Version written into every message; readers refuse versions they do not know.
 pub const MESSAGE_VERSION: u32 = 1;

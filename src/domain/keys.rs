@@ -2,7 +2,8 @@
 //!
 //! A source `uploads/<path>/<name>` produces its outputs in the job's own folder
 //! `outputs/<path>/<name>/<job_id>/`: each attempt's files under `attempt-<n>/`, then
-//! `manifest.json` last. Job status lives in the job ledger ([`crate::ledger`]), not here.
+//! `manifest.json` last; a split job keeps its pieces, segments and records under `split/`.
+//! Job status lives in the job ledger, not here. Every key the worker composes is made here.
 
 /// Prefix of the job status documents of versions before the job ledger: reserved, so no
 /// layout puts uploads or outputs there, and read once by `media-worker ledger import`.
@@ -83,6 +84,10 @@ pub fn job_id_of_status_key(key: &str) -> Option<&str> {
     key.strip_prefix(JOBS_PREFIX)?.strip_suffix(".json").filter(|id| validate_job_id(id).is_ok())
 }
 
+/// The folder, under both prefixes, holding one folder per tenant
+/// ([`crate::domain::tenant`]).
+pub const TENANTS_FOLDER: &str = "tenants/";
+
 /// The folder, under a scope's upload root, where imported sources are stored (one folder per
 /// job: `imports/<job id>/<file name>`).
 pub const IMPORTS_FOLDER: &str = "imports/";
@@ -151,7 +156,7 @@ impl KeyLayout {
     /// user names `imports` keeps making jobs unless its next folder is an API job id.
     pub fn is_import(&self, key: &str) -> bool {
         let Some(relative) = key.strip_prefix(&self.upload_prefix) else { return false };
-        let relative = match relative.strip_prefix(crate::domain::tenant::TENANTS_FOLDER) {
+        let relative = match relative.strip_prefix(TENANTS_FOLDER) {
             Some(in_tenant) => in_tenant.split_once('/').map_or("", |(_, rest)| rest),
             None => relative,
         };
@@ -182,6 +187,53 @@ pub fn manifest_key(output_dir: &str) -> String {
 /// the files of an earlier (or a stale, still running) attempt never mix with a later one's.
 pub fn attempt_dir(output_dir: &str, attempt: u32) -> String {
     format!("{output_dir}attempt-{attempt}/")
+}
+
+/// `<output_dir>split/`: what a split job keeps between workers and attempts (deleted once the
+/// job completes).
+pub fn split_dir(output_dir: &str) -> String {
+    format!("{output_dir}split/")
+}
+
+/// `split/split.json`: the split record, written once per job.
+pub fn record_key(output_dir: &str) -> String {
+    format!("{}split.json", split_dir(output_dir))
+}
+
+/// The file name of piece `index` (in scratch, and under the job's `split/` folder).
+pub fn piece_file(index: u32) -> String {
+    format!("piece-{index:05}.nut")
+}
+
+/// Piece `index` of the source, as the split pass cut it.
+pub fn piece_key(output_dir: &str, index: u32) -> String {
+    format!("{}{}", split_dir(output_dir), piece_file(index))
+}
+
+/// The whole source's audio, encoded once for the stitch.
+pub fn audio_key(output_dir: &str) -> String {
+    format!("{}audio.m4a", split_dir(output_dir))
+}
+
+/// Segment `index`'s encoded rendition.
+pub fn segment_file_key(output_dir: &str, index: u32, rendition: &str) -> String {
+    format!("{}segment-{index:05}/{rendition}.ts", split_dir(output_dir))
+}
+
+/// The checkpoint: present once every rendition of segment `index` is stored.
+pub fn done_key(output_dir: &str, index: u32) -> String {
+    format!("{}segment-{index:05}.done.json", split_dir(output_dir))
+}
+
+/// How far the encode of segment `index` is, as a fraction written as text (`0.42`), refreshed
+/// at every heartbeat while it runs.
+pub fn progress_key(output_dir: &str, index: u32) -> String {
+    format!("{}segment-{index:05}.progress", split_dir(output_dir))
+}
+
+/// Present when segment `index` failed for good.
+pub fn failed_key(output_dir: &str, index: u32) -> String {
+    format!("{}segment-{index:05}.failed.json", split_dir(output_dir))
 }
 
 /// Keeps a user's file name readable but safe as the last segment of a key: letters, digits,
@@ -225,6 +277,19 @@ mod tests {
         assert_eq!(attempt_dir("outputs/clip.mp4/j1/", 2), "outputs/clip.mp4/j1/attempt-2/");
         assert_eq!(job_id_of_status_key("jobs/s3-1.json"), Some("s3-1"));
         assert_eq!(job_id_of_status_key("jobs/by-source/0123/s3-1"), None);
+    }
+
+    #[test]
+    fn a_split_job_keeps_its_records_in_its_folder() {
+        let dir = "outputs/clip.mp4/j1/";
+        assert_eq!(split_dir(dir), "outputs/clip.mp4/j1/split/");
+        assert_eq!(record_key(dir), "outputs/clip.mp4/j1/split/split.json");
+        assert_eq!(piece_key(dir, 3), "outputs/clip.mp4/j1/split/piece-00003.nut");
+        assert_eq!(audio_key(dir), "outputs/clip.mp4/j1/split/audio.m4a");
+        assert_eq!(segment_file_key(dir, 3, "hls-360p"), "outputs/clip.mp4/j1/split/segment-00003/hls-360p.ts");
+        assert_eq!(done_key(dir, 3), "outputs/clip.mp4/j1/split/segment-00003.done.json");
+        assert_eq!(progress_key(dir, 3), "outputs/clip.mp4/j1/split/segment-00003.progress");
+        assert_eq!(failed_key(dir, 3), "outputs/clip.mp4/j1/split/segment-00003.failed.json");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Pure domain: job specs, message parsing, key layout, presets and their argv, status
 //! documents. Nothing here does I/O, so all of it is covered by table tests.
 
+pub mod args;
+pub mod error_code;
 pub mod event;
 pub mod isobmff;
 pub mod job;

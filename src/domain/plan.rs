@@ -8,6 +8,8 @@
 use std::ffi::OsString;
 use std::path::Path;
 
+use crate::domain::args::{KEYFRAME_INTERVAL, aac, fan_out, finish_block, fit, hls_muxer, seconds, strings, x264};
+use crate::domain::error_code::ErrorCode;
 use crate::domain::job::OutputRequest;
 use crate::domain::preset::Preset;
 use crate::domain::probe::MediaInfo;
@@ -16,8 +18,6 @@ use crate::domain::probe::MediaInfo;
 const HLS_LADDER: &[(u32, u32)] = &[(1080, 5000), (720, 2800), (480, 1400), (360, 800)];
 /// Storyboard thumbnails: width in pixels, at most this many per sprite sheet, ten per row.
 const STORYBOARD_WIDTH: u32 = 160;
-/// Seconds between forced keyframes of HLS video: segments cut on this clock in every rung.
-pub const KEYFRAME_INTERVAL: u32 = 2;
 const STORYBOARD_MAX_THUMBS: u32 = 100;
 const STORYBOARD_COLUMNS: u32 = 10;
 /// Codecs an MP4 can carry as they are (and that players handle), for `remux-mp4`.
@@ -63,12 +63,17 @@ pub enum PlanError {
 }
 
 impl PlanError {
-    pub fn code(&self) -> &'static str {
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            PlanError::NoVideo(_) => "no_video_stream",
-            PlanError::NoAudio(_) => "no_audio_stream",
-            PlanError::Option(_) => "invalid_option",
+            PlanError::NoVideo(_) => ErrorCode::NoVideoStream,
+            PlanError::NoAudio(_) => ErrorCode::NoAudioStream,
+            PlanError::Option(_) => ErrorCode::InvalidOption,
         }
+    }
+
+    /// [`PlanError::error_code`]'s name.
+    pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
     }
 }
 
@@ -78,8 +83,6 @@ pub fn plan(outputs: &[OutputRequest], media: &MediaInfo, input: &Path, out_dir:
     args.push(input.as_os_str().to_owned());
     let mut plan = Plan { args: Vec::new(), outputs: Vec::new(), folders: Vec::new(), sidecars: Vec::new() };
     let mut blocks: Vec<Vec<OsString>> = Vec::new();
-    let path = |rel: &str| out_dir.join(rel).into_os_string();
-
     for output in outputs {
         let preset = output.preset;
         if preset.needs_video() && media.video.is_none() {
@@ -89,117 +92,7 @@ pub fn plan(outputs: &[OutputRequest], media: &MediaInfo, input: &Path, out_dir:
             return Err(PlanError::NoAudio(preset));
         }
         check_window(output, media)?;
-        let main = preset.file_name().to_string();
-        let mut planned =
-            PlannedOutput { preset, main_file: main.clone(), probe_file: main.clone(), folder: None, note: None };
-        let mut block = strings(&["-map_metadata", "-1", "-map_chapters", "-1"]);
-        match preset {
-            Preset::Mp4H264 | Preset::Mp4H264_1080 | Preset::Mp4H264_720 | Preset::Mp4H264_480 => {
-                let video = mp4_video(output);
-                block.extend(strings(&["-map", "0:v:0", "-map", "0:a:0?"]));
-                block.extend(trim(output));
-                block.extend(strings(&["-vf", &fit(video.cap)]));
-                block.extend(x264(video.crf, video.maxrate_kbps));
-                // The source's own frame times: a variable-rate source (phones) is not padded
-                // with repeated frames, and a split job's segments time frames the same way.
-                block.extend(strings(&["-fps_mode", "vfr"]));
-                block.extend(aac());
-                block.extend(strings(&["-movflags", "+faststart", "-f", "mp4"]));
-            }
-            Preset::WebmVp9 => {
-                block.extend(strings(&["-map", "0:v:0", "-map", "0:a:0?"]));
-                block.extend(trim(output));
-                block.extend(strings(&["-vf", &fit(output.max_height)]));
-                block.extend(strings(&[
-                    "-c:v",
-                    "libvpx-vp9",
-                    "-crf",
-                    "32",
-                    "-b:v",
-                    "0",
-                    "-deadline",
-                    "good",
-                    "-cpu-used",
-                    "4",
-                    "-row-mt",
-                    "1",
-                    "-pix_fmt",
-                    "yuv420p",
-                    "-c:a",
-                    "libopus",
-                    "-b:a",
-                    "96k",
-                    "-ac",
-                    "2",
-                    "-f",
-                    "webm",
-                ]));
-            }
-            Preset::Hls => {
-                let (graph, hls_block, rungs) = hls(output, media, out_dir);
-                plan.args.extend(strings(&["-filter_complex", &graph]));
-                // The block ends with the variant playlists' path; the master playlist is named by
-                // `-master_pl_name` and lands beside their folders, at `hls/master.m3u8`.
-                block.extend(hls_block);
-                blocks.push(block);
-                plan.folders.extend(rungs.iter().map(|name| format!("hls/{name}")));
-                planned.folder = Some("hls/".into());
-                planned.note = Some(format!("rungs: {}", rungs.join(", ")));
-                plan.outputs.push(planned);
-                continue;
-            }
-            Preset::Thumbnail => {
-                let duration = media.duration_seconds.unwrap_or(0.0);
-                let time = output.time.unwrap_or(duration * 0.1);
-                let filter = format!("select='gte(t,{})',{}", seconds(time), fit(Some(720)));
-                block.extend(strings(&["-map", "0:v:0", "-vf", &filter, "-frames:v", "1", "-q:v", "3"]));
-                block.extend(strings(&["-update", "1", "-f", "image2"]));
-            }
-            Preset::Storyboard => {
-                let (filter, vtt) = storyboard(media);
-                block.extend(strings(&["-map", "0:v:0", "-vf", &filter, "-frames:v", "1", "-q:v", "4"]));
-                block.extend(strings(&["-update", "1", "-f", "image2"]));
-                blocks.push(finish_block(block, path("storyboard.jpg")));
-                plan.sidecars.push((main, vtt));
-                planned.probe_file = "storyboard.jpg".into();
-                plan.outputs.push(planned);
-                continue;
-            }
-            Preset::Gif => {
-                let duration = media.duration_seconds.unwrap_or(0.0);
-                let start = output.start.unwrap_or(0.0);
-                let length = output.duration.unwrap_or_else(|| (duration - start).clamp(1.0, 3.0));
-                let filter = format!(
-                    "trim=start={}:duration={},setpts=PTS-STARTPTS,fps=12,scale=w='min(iw,480)':h=-2:flags=lanczos,\
-                     split[g0][g1];[g0]palettegen=stats_mode=diff[gp];[g1][gp]paletteuse=dither=bayer",
-                    seconds(start),
-                    seconds(length)
-                );
-                block.extend(strings(&["-map", "0:v:0", "-vf", &filter, "-loop", "0", "-f", "gif"]));
-            }
-            Preset::Mp3 => {
-                block.extend(strings(&["-map", "0:a:0", "-vn"]));
-                block.extend(trim(output));
-                block.extend(strings(&["-c:a", "libmp3lame", "-b:a", "192k", "-f", "mp3"]));
-            }
-            Preset::RemuxMp4 => {
-                let (remux, note) = remux(media);
-                block.extend(remux);
-                planned.note = Some(note);
-            }
-            Preset::Custom(_) => {
-                let Some(custom) = preset.custom() else {
-                    return Err(PlanError::Option(format!("preset `{preset}` is not installed")));
-                };
-                block.extend(trim(output));
-                let scale = fit(output.max_height);
-                block.extend(
-                    custom.args.iter().map(|a| OsString::from(if a == "{scale}" { scale.as_str() } else { a })),
-                );
-            }
-        }
-        blocks.push(finish_block(block, path(&main)));
-        plan.outputs.push(planned);
+        blocks.push(output_block(output, media, out_dir, &mut plan)?);
     }
 
     // Global options (the HLS filter graph) go after the input, before the output blocks.
@@ -209,6 +102,140 @@ pub fn plan(outputs: &[OutputRequest], media: &MediaInfo, input: &Path, out_dir:
     }
     plan.args = args;
     Ok(plan)
+}
+
+/// One output's block of the command, ending with its file; records the output in `plan` (and
+/// any global option, folder or sidecar file it needs).
+fn output_block(
+    output: &OutputRequest,
+    media: &MediaInfo,
+    out_dir: &Path,
+    plan: &mut Plan,
+) -> Result<Vec<OsString>, PlanError> {
+    let preset = output.preset;
+    let main = preset.file_name().to_string();
+    let mut planned =
+        PlannedOutput { preset, main_file: main.clone(), probe_file: main.clone(), folder: None, note: None };
+    let mut block = strings(&["-map_metadata", "-1", "-map_chapters", "-1"]);
+    let mut file = out_dir.join(&main).into_os_string();
+    match preset {
+        Preset::Mp4H264 | Preset::Mp4H264_1080 | Preset::Mp4H264_720 | Preset::Mp4H264_480 => {
+            block.extend(h264_mp4(output));
+        }
+        Preset::WebmVp9 => {
+            block.extend(strings(&["-map", "0:v:0", "-map", "0:a:0?"]));
+            block.extend(trim(output));
+            block.extend(strings(&["-vf", &fit(output.max_height)]));
+            block.extend(vp9_opus());
+        }
+        Preset::Hls => {
+            let (graph, hls_block, rungs) = hls(output, media, out_dir);
+            plan.args.extend(strings(&["-filter_complex", &graph]));
+            // The block ends with the variant playlists' path; the master playlist is named by
+            // `-master_pl_name` and lands beside their folders, at `hls/master.m3u8`.
+            block.extend(hls_block);
+            plan.folders.extend(rungs.iter().map(|name| format!("hls/{name}")));
+            planned.folder = Some("hls/".into());
+            planned.note = Some(format!("rungs: {}", rungs.join(", ")));
+            plan.outputs.push(planned);
+            return Ok(block);
+        }
+        Preset::Thumbnail => {
+            let duration = media.duration_seconds.unwrap_or(0.0);
+            let time = output.time.unwrap_or(duration * 0.1);
+            let filter = format!("select='gte(t,{})',{}", seconds(time), fit(Some(720)));
+            block.extend(strings(&["-map", "0:v:0", "-vf", &filter, "-frames:v", "1", "-q:v", "3"]));
+            block.extend(strings(&["-update", "1", "-f", "image2"]));
+        }
+        Preset::Storyboard => {
+            let (filter, vtt) = storyboard(media);
+            block.extend(strings(&["-map", "0:v:0", "-vf", &filter, "-frames:v", "1", "-q:v", "4"]));
+            block.extend(strings(&["-update", "1", "-f", "image2"]));
+            file = out_dir.join("storyboard.jpg").into_os_string();
+            plan.sidecars.push((main, vtt));
+            planned.probe_file = "storyboard.jpg".into();
+        }
+        Preset::Gif => {
+            block.extend(strings(&["-map", "0:v:0", "-vf", &gif_filter(output, media), "-loop", "0", "-f", "gif"]));
+        }
+        Preset::Mp3 => {
+            block.extend(strings(&["-map", "0:a:0", "-vn"]));
+            block.extend(trim(output));
+            block.extend(strings(&["-c:a", "libmp3lame", "-b:a", "192k", "-f", "mp3"]));
+        }
+        Preset::RemuxMp4 => {
+            let (remux, note) = remux(media);
+            block.extend(remux);
+            planned.note = Some(note);
+        }
+        Preset::Custom(_) => {
+            let Some(custom) = preset.custom() else {
+                return Err(PlanError::Option(format!("preset `{preset}` is not installed")));
+            };
+            block.extend(trim(output));
+            let scale = fit(output.max_height);
+            block.extend(custom.args.iter().map(|a| OsString::from(if a == "{scale}" { scale.as_str() } else { a })));
+        }
+    }
+    plan.outputs.push(planned);
+    Ok(finish_block(block, file))
+}
+
+/// An H.264 MP4 output's streams, encoders and muxer.
+fn h264_mp4(output: &OutputRequest) -> Vec<OsString> {
+    let video = mp4_video(output);
+    let mut block = strings(&["-map", "0:v:0", "-map", "0:a:0?"]);
+    block.extend(trim(output));
+    block.extend(strings(&["-vf", &fit(video.cap)]));
+    block.extend(x264(video.crf, video.maxrate_kbps));
+    // The source's own frame times: a variable-rate source (phones) is not padded with
+    // repeated frames, and a split job's segments time frames the same way.
+    block.extend(strings(&["-fps_mode", "vfr"]));
+    block.extend(aac());
+    block.extend(strings(&["-movflags", "+faststart", "-f", "mp4"]));
+    block
+}
+
+/// VP9 video and Opus audio, in WebM.
+fn vp9_opus() -> Vec<OsString> {
+    strings(&[
+        "-c:v",
+        "libvpx-vp9",
+        "-crf",
+        "32",
+        "-b:v",
+        "0",
+        "-deadline",
+        "good",
+        "-cpu-used",
+        "4",
+        "-row-mt",
+        "1",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "libopus",
+        "-b:a",
+        "96k",
+        "-ac",
+        "2",
+        "-f",
+        "webm",
+    ])
+}
+
+/// The GIF's filter: its clip (from `start`, 1 to 3 s unless `duration` says), at 12 fps and at
+/// most 480 px wide, with a palette made for it.
+fn gif_filter(output: &OutputRequest, media: &MediaInfo) -> String {
+    let duration = media.duration_seconds.unwrap_or(0.0);
+    let start = output.start.unwrap_or(0.0);
+    let length = output.duration.unwrap_or_else(|| (duration - start).clamp(1.0, 3.0));
+    format!(
+        "trim=start={}:duration={},setpts=PTS-STARTPTS,fps=12,scale=w='min(iw,480)':h=-2:flags=lanczos,\
+         split[g0][g1];[g0]palettegen=stats_mode=diff[gp];[g1][gp]paletteuse=dither=bayer",
+        seconds(start),
+        seconds(length)
+    )
 }
 
 /// How long an output should last, in seconds, when the plan fixes it: the source from the
@@ -234,47 +261,11 @@ pub fn is_truncated(expected: f64, actual: Option<f64>, frame_rate: Option<f64>)
     actual.is_none_or(|actual| actual + tolerance < expected)
 }
 
-fn finish_block(mut block: Vec<OsString>, output: OsString) -> Vec<OsString> {
-    block.push(output);
-    block
-}
-
-pub(crate) fn strings(items: &[&str]) -> Vec<OsString> {
-    items.iter().map(OsString::from).collect()
-}
-
-/// Seconds as ffmpeg reads them, to the millisecond.
-pub(crate) fn seconds(value: f64) -> String {
-    format!("{:.3}", value.max(0.0))
-}
-
 fn min_cap(rung: Option<u32>, max_height: Option<u32>) -> Option<u32> {
     match (rung, max_height) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
-}
-
-/// A scale filter that fits the short side to `cap` (never upscaling) and keeps both
-/// dimensions even, as H.264 in 4:2:0 needs. Rotation is already applied by ffmpeg's autorotate.
-pub(crate) fn fit(cap: Option<u32>) -> String {
-    match cap {
-        None => "scale=trunc(iw/2)*2:trunc(ih/2)*2".to_string(),
-        Some(h) => {
-            format!("scale=w='if(gte(iw,ih),-2,trunc(min(iw,{h})/2)*2)':h='if(gte(iw,ih),trunc(min(ih,{h})/2)*2,-2)'")
-        }
-    }
-}
-
-pub(crate) fn x264(crf: u32, maxrate_kbps: u32) -> Vec<OsString> {
-    let mut args = strings(&["-c:v", "libx264", "-preset", "fast", "-profile:v", "high", "-pix_fmt", "yuv420p"]);
-    args.extend(strings(&["-crf", &crf.to_string()]));
-    args.extend(strings(&["-maxrate", &format!("{maxrate_kbps}k"), "-bufsize", &format!("{}k", maxrate_kbps * 2)]));
-    args
-}
-
-pub(crate) fn aac() -> Vec<OsString> {
-    strings(&["-c:a", "aac", "-b:a", "128k", "-ac", "2"])
 }
 
 /// Output-side trimming: `-ss` and `-t` before the output, so other outputs are unaffected.
@@ -341,21 +332,6 @@ pub fn rung_name(height: u32) -> String {
     format!("{height}p")
 }
 
-/// A filter graph feeding one decode of the first video stream to several scales: output `i`
-/// (labelled `[<out>i]`) fits the short side to `caps[i]`. `split` names the intermediate pads.
-pub(crate) fn fan_out(caps: &[Option<u32>], split: &str, out: &str) -> String {
-    let n = caps.len();
-    let mut graph = if n == 1 {
-        format!("[0:v:0]null[{split}0];")
-    } else {
-        format!("[0:v:0]split={n}{};", (0..n).map(|i| format!("[{split}{i}]")).collect::<String>())
-    };
-    let chains: Vec<String> =
-        caps.iter().enumerate().map(|(i, cap)| format!("[{split}{i}]{}[{out}{i}]", fit(*cap))).collect();
-    graph.push_str(&chains.join(";"));
-    graph
-}
-
 /// The HLS ladder: a filter graph splitting one decode into the rungs, and the output block.
 fn hls(output: &OutputRequest, media: &MediaInfo, out_dir: &Path) -> (String, Vec<OsString>, Vec<String>) {
     let rungs = hls_rungs(output, media);
@@ -401,31 +377,6 @@ fn hls(output: &OutputRequest, media: &MediaInfo, out_dir: &Path) -> (String, Ve
     }
     block.extend(hls_muxer(&names, audio, out_dir));
     (graph, block, names)
-}
-
-/// The HLS muxer's part of an output block: variant playlists `hls/<rung>/index.m3u8` with
-/// their segments and `hls/master.m3u8`; video stream `i` (and audio stream `i`) is rung `i`.
-pub fn hls_muxer(names: &[String], audio: bool, out_dir: &Path) -> Vec<OsString> {
-    let mut block = Vec::new();
-    let map: Vec<String> = names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| if audio { format!("v:{i},a:{i},name:{name}") } else { format!("v:{i},name:{name}") })
-        .collect();
-    block.extend(strings(&[
-        "-f",
-        "hls",
-        "-hls_time",
-        "6",
-        "-hls_playlist_type",
-        "vod",
-        "-hls_flags",
-        "independent_segments",
-    ]));
-    block.extend(strings(&["-hls_segment_type", "mpegts", "-hls_segment_filename"]));
-    block.push(out_dir.join("hls/%v/segment_%05d.ts").into_os_string());
-    block.extend(strings(&["-master_pl_name", "master.m3u8", "-var_stream_map", &map.join(" ")]));
-    finish_block(block, out_dir.join("hls/%v/index.m3u8").into_os_string())
 }
 
 /// The sprite sheet filter and its WebVTT cues.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::error_code::{ErrorCode, UNKNOWN_CODE_MESSAGE};
 use crate::domain::job::JobSpec;
 use crate::domain::preset::Preset;
 use crate::domain::probe::MediaInfo;
@@ -68,15 +69,24 @@ pub enum Stage {
 /// worker's log only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorInfo {
+    /// An [`ErrorCode`]'s name; kept as text so a document written by a newer version, with a
+    /// code this one does not know, still reads.
     pub code: String,
     pub message: String,
     pub retryable: bool,
 }
 
 impl ErrorInfo {
-    /// The error recorded for `code`: its public sentence and nothing else.
-    pub fn public(code: &str, retryable: bool) -> Self {
+    /// The error recorded for `code` (an [`ErrorCode`], or its name): its public sentence and
+    /// nothing else.
+    pub fn public(code: impl AsRef<str>, retryable: bool) -> Self {
+        let code = code.as_ref();
         ErrorInfo { code: code.to_string(), message: public_message(code).to_string(), retryable }
+    }
+
+    /// The recorded code, if this worker knows it.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        ErrorCode::parse(&self.code)
     }
 
     /// The error as clients may see it. A message that starts with its code's public sentence
@@ -89,43 +99,10 @@ impl ErrorInfo {
     }
 }
 
-/// The one sentence clients see for each error code. Codes not listed get a generic sentence;
-/// the code itself stays exact.
+/// The one sentence clients see for a recorded code ([`ErrorCode::public_message`]). A code
+/// this worker does not know gets a generic sentence; the code itself stays exact.
 pub fn public_message(code: &str) -> &'static str {
-    match code {
-        "source_not_found" => "the source file does not exist",
-        "source_changed" => "the source was replaced or deleted after this job was made; the new write has its own job",
-        "source_too_large" => "the source is larger than this deployment accepts",
-        "duration_too_long" => "the source lasts longer than this deployment accepts",
-        "duration_understated" => "the source plays longer than its header says it lasts",
-        "resolution_too_large" => "the source has more pixels per frame than this deployment accepts",
-        "not_media" => "the source is not a media file ffmpeg can read",
-        "unsupported_input" => "the source is a playlist or reference file; upload the media itself",
-        "metadata_too_large" => "the source carries more metadata than this deployment reads",
-        "no_video_stream" => "the source has no video stream, which a requested preset needs",
-        "no_audio_stream" => "the source has no audio stream, which a requested preset needs",
-        "invalid_option" => "an output option does not fit this source",
-        "invalid_key" => "a key of the job is not valid",
-        "transcode_failed" => "ffmpeg could not transcode the source",
-        "output_conflict" => "the job's output folder holds another job's manifest",
-        "segment_failed" => "a segment of the split job could not be encoded",
-        "split_failed" => "the source could not be cut into segments; the job is retried",
-        "fetch_failed" => "the source URL could not be fetched; it will be tried again",
-        "fetch_refused" => "the source URL was refused",
-        "storage" => "storage did not answer; the job is retried",
-        "ledger" => "the job ledger did not answer; the job is retried",
-        "scratch" | "scratch_full" => "the worker's scratch disk failed; the job is retried",
-        "resources" => "the worker ran out of memory; the job is retried",
-        "timeout" => "the job took longer than this deployment allows",
-        "ffmpeg_unavailable" | "ffprobe_unavailable" => "the worker could not start ffmpeg; the job is retried",
-        "ffmpeg_killed" => "ffmpeg was stopped from outside; the job is retried",
-        "worker_lost" => "the worker stopped responding",
-        "delivery_exhausted" => "the job's message was delivered too often without the job starting",
-        "cancelled" => "the job was cancelled",
-        "superseded" => "a later attempt took over the job",
-        "interrupted" => "the worker shut down; the job is requeued",
-        _ => "the job failed; the operator's logs hold the cause",
-    }
+    ErrorCode::parse(code).map_or(UNKNOWN_CODE_MESSAGE, ErrorCode::public_message)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

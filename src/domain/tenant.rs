@@ -7,10 +7,7 @@
 //! outside the tenants' folders, so a deployment that names no tenant keeps its layout.
 
 use crate::domain::job::JobSpec;
-use crate::domain::keys::KeyLayout;
-
-/// The folder, under both prefixes, holding one folder per tenant.
-pub const TENANTS_FOLDER: &str = "tenants/";
+use crate::domain::keys::{KeyLayout, TENANTS_FOLDER};
 /// Longest tenant name.
 const MAX_TENANT_NAME: usize = 48;
 

@@ -12,8 +12,8 @@
 //!   its outputs are deleted;
 //! - `cancelled`: everything in the folder goes.
 
+use crate::domain::keys::split_dir;
 use crate::domain::keys::{attempt_dir, manifest_key};
-use crate::domain::split::split_dir;
 use crate::domain::status::{JobState, JobStatus};
 use crate::storage::Storage;
 

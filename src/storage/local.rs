@@ -141,7 +141,8 @@ impl LocalStorage {
                 // The write's ETag (unique per write here) is its sequencer: an uploader that
                 // knows the ETag knows the job id the worker derives from this event.
                 let sequencer = info.etag.clone().unwrap_or_default();
-                let body = object_created_event(&sink.bucket, &key, &info, &sequencer, SystemTime::now());
+                let etag = info.etag.as_deref();
+                let body = object_created_event(&sink.bucket, &key, info.size, etag, &sequencer, SystemTime::now());
                 sink.queue.send(&body, SendOptions::default()).await.map_err(|e| {
                     StorageError::Other(e.context(format!(
                         "`{key}` was written but its upload event could not be sent to {}",

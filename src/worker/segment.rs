@@ -32,9 +32,9 @@ use super::scratch::ScratchDir;
 use super::split::{is_done, read_record};
 use super::{Inner, JobError, TranscodeSlot};
 use crate::domain::job::retry_delay;
+use crate::domain::keys::{done_key, failed_key, piece_key, progress_key, segment_file_key};
 use crate::domain::split::{
-    SPLIT_VERSION, SegmentDone, SegmentFailed, SegmentMessage, SegmentTask, describe, done_key, failed_key,
-    piece_fraction, piece_key, progress_key, segment_args, segment_file_key,
+    SPLIT_VERSION, SegmentDone, SegmentFailed, SegmentMessage, SegmentTask, describe, piece_fraction, segment_args,
 };
 use crate::domain::status::ErrorInfo;
 use crate::media::ffmpeg::{Bounds, FfmpegProgress, run_ffmpeg};

@@ -33,14 +33,16 @@ use super::execute::Produced;
 use super::execute::millis;
 use super::{Inner, JobError};
 use crate::domain::job::JobMessage;
+use crate::domain::keys::{
+    done_key, failed_key, piece_file, piece_key, progress_key, record_key, segment_file_key, split_dir,
+};
 use crate::domain::plan::{PlannedOutput, plan};
 use crate::domain::preset::Preset;
 use crate::domain::probe::MediaInfo;
 use crate::domain::split::{
     Piece, Rendition, SPLIT_VERSION, SegmentDone, SegmentFailed, SegmentMessage, SegmentTask, SplitRecord, audio_args,
-    cut_times, done_key, failed_key, first_video_pts, is_stitched, job_progress, parse_pieces, piece_file, piece_key,
-    playlist_segments, progress_key, record_key, retime_playlist, segment_file_key, set_bandwidths, split_args,
-    split_dir, stitch_args,
+    cut_times, first_video_pts, is_stitched, job_progress, parse_pieces, playlist_segments, retime_playlist,
+    set_bandwidths, split_args, stitch_args,
 };
 use crate::domain::status::{SegmentTiming, SplitSummary, Stage, TaskTiming};
 use crate::jobs::Attempt;

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use media_worker::domain::job::{JobMessage, JobSpec, OutputRequest};
 use media_worker::domain::keys::manifest_key;
+use media_worker::domain::keys::{record_key, split_dir};
 use media_worker::domain::preset::Preset;
-use media_worker::domain::split::{SegmentMessage, SegmentTask, record_key, split_dir};
+use media_worker::domain::split::{SegmentMessage, SegmentTask};
 use media_worker::domain::status::{JobState, JobStatus};
 use media_worker::queue::SendOptions;
 use serde_json::{Value, json};

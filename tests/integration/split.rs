@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use media_worker::domain::split::{failed_key, piece_key, record_key, split_dir};
+use media_worker::domain::keys::{failed_key, piece_key, record_key, split_dir};
 use media_worker::domain::status::{JobState, JobStatus};
 use media_worker::jobs::Event;
 use media_worker::worker::Worker;

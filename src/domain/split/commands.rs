@@ -1,0 +1,218 @@
+//! The ffmpeg commands of a split job: the split pass, the segment encode, the audio and the
+//! stitch (the module's steps 1 to 4), and the piece list the split pass writes.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use super::{Piece, Rendition, is_stitched};
+use crate::domain::args::{KEYFRAME_INTERVAL, aac, fan_out, hls_muxer, strings, x264};
+use crate::domain::job::OutputRequest;
+use crate::domain::keys::piece_file;
+use crate::domain::preset::Preset;
+
+/// Seconds added to every segment timestamp (see the module's invariants).
+const TS_OFFSET: u32 = 10;
+
+/// The split pass: video only, stream copy, into `dir/piece-%05d.nut` (NUT keeps the source's
+/// time base), with the pieces' start and end times in `dir/pieces.csv`.
+pub fn split_args(source: &Path, dir: &Path, cuts: &[f64]) -> Vec<OsString> {
+    let mut args = strings(&["-hide_banner", "-nostdin", "-y", "-protocol_whitelist", "file", "-i"]);
+    args.push(source.as_os_str().to_owned());
+    let times: Vec<String> = cuts.iter().map(|t| format!("{t:.3}")).collect();
+    args.extend(strings(&["-map", "0:v:0", "-c", "copy", "-map_metadata", "-1", "-f", "segment"]));
+    args.extend(strings(&["-segment_times", &times.join(","), "-reset_timestamps", "0", "-segment_format", "nut"]));
+    args.extend(strings(&["-segment_list_type", "csv", "-segment_list"]));
+    args.push(dir.join("pieces.csv").into_os_string());
+    args.push(dir.join("piece-%05d.nut").into_os_string());
+    args
+}
+
+/// The pieces named in the split pass's CSV list (`piece-00000.nut,0.000000,11.640000`).
+pub fn parse_pieces(csv: &str) -> Result<Vec<Piece>, String> {
+    let mut pieces = Vec::new();
+    for (line_no, line) in csv.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+        let mut fields = line.rsplitn(3, ',');
+        let end = fields.next().and_then(|f| f.trim().parse::<f64>().ok());
+        let start = fields.next().and_then(|f| f.trim().parse::<f64>().ok());
+        let name = fields.next().unwrap_or_default();
+        let (Some(start), Some(end)) = (start, end) else {
+            return Err(format!("line {} of the piece list is not `name,start,end`", line_no + 1));
+        };
+        let expected = piece_file(u32::try_from(line_no).unwrap_or(u32::MAX));
+        if !(name.ends_with(&expected) && start.is_finite() && end.is_finite() && end > start) {
+            return Err(format!("line {} of the piece list names an unexpected piece", line_no + 1));
+        }
+        pieces.push(Piece { index: u32::try_from(line_no).unwrap_or(u32::MAX), start, end });
+    }
+    Ok(pieces)
+}
+
+/// Forced keyframes of a segment: its first frame, then the shared clock's ticks inside it.
+fn keyframe_times(piece: &Piece) -> String {
+    let mut times = vec![format!("{:.6}", piece.start)];
+    let step = f64::from(KEYFRAME_INTERVAL);
+    let mut tick = (piece.start / step).floor() * step + step;
+    while tick < piece.end {
+        times.push(format!("{tick:.6}"));
+        tick += step;
+    }
+    times.join(",")
+}
+
+/// The segment encode: one decode of the piece, split into every rendition, each written as
+/// `out_dir/<rendition>.ts` with the source's timestamps (plus [`TS_OFFSET`]).
+pub fn segment_args(piece_path: &Path, piece: &Piece, renditions: &[Rendition], out_dir: &Path) -> Vec<OsString> {
+    let mut args = strings(&["-hide_banner", "-nostdin", "-y", "-protocol_whitelist", "file", "-copyts", "-i"]);
+    args.push(piece_path.as_os_str().to_owned());
+    let caps: Vec<Option<u32>> = renditions.iter().map(|r| r.cap).collect();
+    args.extend(strings(&["-filter_complex", &fan_out(&caps, "s", "r")]));
+    let keyframes = keyframe_times(piece);
+    for (i, rendition) in renditions.iter().enumerate() {
+        args.extend(strings(&["-map", &format!("[r{i}]")]));
+        let encode = rendition.encode();
+        args.extend(x264(encode.crf, encode.maxrate_kbps));
+        args.extend(strings(&["-force_key_frames:v", &keyframes, "-fps_mode", "vfr"]));
+        args.extend(strings(&["-output_ts_offset", &TS_OFFSET.to_string(), "-f", "mpegts"]));
+        args.push(out_dir.join(format!("{}.ts", rendition.name)).into_os_string());
+    }
+    args
+}
+
+/// The whole source's audio, once: AAC in MP4, as the unsplit outputs encode it.
+pub fn audio_args(source: &Path, out: &Path) -> Vec<OsString> {
+    let mut args = strings(&["-hide_banner", "-nostdin", "-y", "-protocol_whitelist", "file", "-i"]);
+    args.push(source.as_os_str().to_owned());
+    args.extend(strings(&["-map", "0:a:0", "-vn", "-map_metadata", "-1"]));
+    args.extend(aac());
+    args.extend(strings(&["-f", "mp4"]));
+    args.push(out.as_os_str().to_owned());
+    args
+}
+
+/// The stitch: for every stitched output, the joined renditions (`joined/<rendition>.ts`) and
+/// the audio muxed by stream copy into `out_dir`, as the unsplit plan names the files.
+pub fn stitch_args(
+    outputs: &[OutputRequest],
+    renditions: &[Rendition],
+    joined: &Path,
+    audio: Option<&Path>,
+    out_dir: &Path,
+) -> Vec<OsString> {
+    let mut args = strings(&["-hide_banner", "-nostdin", "-y", "-protocol_whitelist", "file"]);
+    for rendition in renditions {
+        args.push("-i".into());
+        args.push(joined.join(format!("{}.ts", rendition.name)).into_os_string());
+    }
+    let audio_input = renditions.len();
+    if let Some(audio) = audio {
+        args.push("-i".into());
+        args.push(audio.as_os_str().to_owned());
+    }
+    let input_of = |name: &str| renditions.iter().position(|r| r.name == name);
+    for output in outputs.iter().filter(|o| is_stitched(o.preset)) {
+        let mut block = strings(&["-map_metadata", "-1", "-map_chapters", "-1"]);
+        if output.preset == Preset::Hls {
+            let names: Vec<String> =
+                renditions.iter().filter_map(|r| r.name.strip_prefix("hls-").map(str::to_string)).collect();
+            for name in &names {
+                if let Some(i) = input_of(&format!("hls-{name}")) {
+                    block.extend(strings(&["-map", &format!("{i}:v:0")]));
+                }
+            }
+            if audio.is_some() {
+                for _ in &names {
+                    block.extend(strings(&["-map", &format!("{audio_input}:a:0")]));
+                }
+            }
+            block.extend(strings(&["-c", "copy"]));
+            block.extend(hls_muxer(&names, audio.is_some(), out_dir));
+        } else {
+            let Some(i) = input_of(output.preset.name()) else { continue };
+            block.extend(strings(&["-map", &format!("{i}:v:0")]));
+            if audio.is_some() {
+                block.extend(strings(&["-map", &format!("{audio_input}:a:0")]));
+            }
+            block.extend(strings(&["-c", "copy", "-movflags", "+faststart", "-f", "mp4"]));
+            block.push(out_dir.join(output.preset.file_name()).into_os_string());
+        }
+        args.extend(block);
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outputs(presets: &[Preset]) -> Vec<OutputRequest> {
+        presets.iter().map(|p| OutputRequest::new(*p)).collect()
+    }
+
+    #[test]
+    fn piece_list() {
+        let csv = "piece-00000.nut,0.000000,11.640000\npiece-00001.nut,11.640000,19.400000\n";
+        let pieces = parse_pieces(csv).unwrap();
+        assert_eq!(
+            pieces,
+            vec![Piece { index: 0, start: 0.0, end: 11.64 }, Piece { index: 1, start: 11.64, end: 19.4 }]
+        );
+        assert!(parse_pieces("piece-00001.nut,0,1\n").is_err());
+        assert!(parse_pieces("piece-00000.nut,2,1\n").is_err());
+        assert!(parse_pieces("piece-00000.nut,x,1\n").is_err());
+    }
+
+    #[test]
+    fn keyframes_on_the_shared_clock() {
+        assert_eq!(
+            keyframe_times(&Piece { index: 1, start: 11.64, end: 17.0 }),
+            "11.640000,12.000000,14.000000,16.000000"
+        );
+        assert_eq!(keyframe_times(&Piece { index: 0, start: 0.0, end: 4.0 }), "0.000000,2.000000");
+    }
+
+    #[test]
+    fn exact_argv() {
+        let renditions = vec![
+            Rendition { name: "mp4-h264".into(), cap: None, crf: 23, maxrate_kbps: 8000 },
+            Rendition { name: "hls-360p".into(), cap: Some(360), crf: 23, maxrate_kbps: 800 },
+        ];
+        let piece = Piece { index: 2, start: 4.0, end: 6.5 };
+        let args: Vec<String> = segment_args(Path::new("/s/p.nut"), &piece, &renditions, Path::new("/s/o"))
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let expected = "-hide_banner -nostdin -y -protocol_whitelist file -copyts -i /s/p.nut \
+            -filter_complex [0:v:0]split=2[s0][s1];[s0]scale=trunc(iw/2)*2:trunc(ih/2)*2[r0];\
+            [s1]scale=w='if(gte(iw,ih),-2,trunc(min(iw,360)/2)*2)':h='if(gte(iw,ih),trunc(min(ih,360)/2)*2,-2)'[r1] \
+            -map [r0] -c:v libx264 -preset fast -profile:v high -pix_fmt yuv420p -crf 23 -maxrate 8000k -bufsize 16000k \
+            -force_key_frames:v 4.000000,6.000000 -fps_mode vfr -output_ts_offset 10 -f mpegts /s/o/mp4-h264.ts \
+            -map [r1] -c:v libx264 -preset fast -profile:v high -pix_fmt yuv420p -crf 23 -maxrate 800k -bufsize 1600k \
+            -force_key_frames:v 4.000000,6.000000 -fps_mode vfr -output_ts_offset 10 -f mpegts /s/o/hls-360p.ts";
+        assert_eq!(args.join(" "), expected);
+
+        let outputs = outputs(&[Preset::Mp4H264, Preset::Hls, Preset::Thumbnail]);
+        let args: Vec<String> =
+            stitch_args(&outputs, &renditions, Path::new("/j"), Some(Path::new("/j/audio.m4a")), Path::new("/o"))
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+        let expected = "-hide_banner -nostdin -y -protocol_whitelist file -i /j/mp4-h264.ts -i /j/hls-360p.ts \
+            -i /j/audio.m4a -map_metadata -1 -map_chapters -1 -map 0:v:0 -map 2:a:0 -c copy -movflags +faststart \
+            -f mp4 /o/mp4-h264.mp4 -map_metadata -1 -map_chapters -1 -map 1:v:0 -map 2:a:0 -c copy -f hls -hls_time 6 \
+            -hls_playlist_type vod -hls_flags independent_segments -hls_segment_type mpegts -hls_segment_filename \
+            /o/hls/%v/segment_%05d.ts -master_pl_name master.m3u8 -var_stream_map v:0,a:0,name:360p \
+            /o/hls/%v/index.m3u8";
+        assert_eq!(args.join(" "), expected);
+
+        let args: Vec<String> = split_args(Path::new("/s/source"), Path::new("/s/p"), &[20.0, 40.0])
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args.join(" "),
+            "-hide_banner -nostdin -y -protocol_whitelist file -i /s/source -map 0:v:0 -c copy -map_metadata -1 \
+             -f segment -segment_times 20.000,40.000 -reset_timestamps 0 -segment_format nut -segment_list_type csv \
+             -segment_list /s/p/pieces.csv /s/p/piece-%05d.nut"
+        );
+    }
+}
