@@ -25,7 +25,8 @@ pub use key::ObjectKey;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
     pub size: u64,
-    /// Content identity (S3's ETag, or a digest on the local backend), without quotes.
+    /// Content identity (S3's ETag, or a digest on the local backend), bare as [`ETag`] keeps
+    /// it: never quoted.
     pub etag: Option<String>,
 }
 
@@ -80,7 +81,7 @@ pub enum CasOutcome {
 /// Which version of an object a read must see. Empty: whatever is stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pin {
-    /// The ETag (without quotes) the object must still have.
+    /// The ETag (quoted or not) the object must still have.
     pub etag: Option<String>,
     /// The S3 version id to read (versioned buckets); it stays readable after an overwrite.
     pub version_id: Option<String>,
@@ -110,7 +111,7 @@ pub mod multipart {
     /// Parts per upload.
     pub const MAX_PARTS: u32 = 10_000;
     /// S3's rule: every part but the last is at least this large. (The S3 store's own uploads
-    /// use larger parts: `s3::OWN_PART_SIZE_FLOOR`.)
+    /// use larger parts: [`OWN_PART_SIZE_FLOOR`](super::s3::OWN_PART_SIZE_FLOOR).)
     pub const MIN_PART_SIZE: u64 = 5 << 20;
     /// No part is larger.
     pub const MAX_PART_SIZE: u64 = 5 << 30;

@@ -16,8 +16,8 @@
 //!
 //! File I/O runs in Tokio's blocking pool; data is streamed, never held whole in memory.
 //!
-//! Layout: this file holds the store and its write path; [`files`] the file operations under
-//! it, [`objects`] and [`uploads`] the two interfaces, [`parts`] the client multipart uploads.
+//! Layout: this file holds the store and its write path; `files` the file operations under
+//! it, `objects` and `uploads` the two interfaces, `parts` the client multipart uploads.
 //!
 //! [`ObjectStore`]: super::ObjectStore
 //! [`ClientUploads`]: super::ClientUploads

@@ -339,3 +339,25 @@ async fn an_unsent_event_fails_the_upload() {
     // Writes outside the prefix do not need the queue.
     s.put_bytes("outputs/a.mp4", b"x".to_vec(), "").await.unwrap();
 }
+
+#[tokio::test]
+async fn a_download_streams_the_stored_object() {
+    use tokio::io::AsyncReadExt;
+
+    use crate::storage::ClientUploads;
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    s.put_bytes("outputs/a/clip.mp4", b"media bytes".to_vec(), "video/mp4").await.unwrap();
+    let mut download = s.open_download("outputs/a/clip.mp4").await.unwrap().expect("stored");
+    assert_eq!(download.size, 11);
+    let mut bytes = Vec::new();
+    download.body.read_to_end(&mut bytes).await.unwrap();
+    assert_eq!(bytes, b"media bytes");
+    // A folder, a missing key and a path through a file are all absent; a hostile key is refused.
+    assert!(s.open_download("outputs/a").await.unwrap().is_none());
+    assert!(s.open_download("outputs/none.mp4").await.unwrap().is_none());
+    assert!(s.open_download("outputs/a/clip.mp4/x").await.unwrap().is_none());
+    assert!(invalid(s.open_download("../x").await));
+    assert!(invalid(s.open_download(".tmp/x").await));
+}

@@ -1,7 +1,7 @@
 //! [`ObjectStore`] and [`ClientUploads`] on Amazon S3 (or any S3-compatible store).
 //!
-//! Layout: this file holds the store and the mapping of S3's answers; [`transfer`] the
-//! streaming of large objects (multipart writes, resumable reads), [`objects`] and [`uploads`]
+//! Layout: this file holds the store and the mapping of S3's answers; `transfer` the
+//! streaming of large objects (multipart writes, resumable reads), `objects` and `uploads`
 //! the two interfaces.
 //!
 //! [`ObjectStore`]: super::ObjectStore
