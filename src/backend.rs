@@ -16,9 +16,9 @@ use crate::ledger::sqlite::SqliteLedger;
 use crate::queue::Queues;
 use crate::queue::local::LocalQueue;
 use crate::queue::sqs::SqsQueue;
-use crate::storage::Storage;
 use crate::storage::local::{EventSink, LocalStorage};
 use crate::storage::s3::S3Storage;
+use crate::storage::{ClientUploads, ObjectStore};
 
 /// The bucket name local events carry.
 pub const LOCAL_BUCKET: &str = "local";
@@ -51,7 +51,9 @@ pub fn timeouts() -> TimeoutConfig {
 /// Everything the binaries talk to.
 #[derive(Clone)]
 pub struct Backend {
-    pub storage: Arc<dyn Storage>,
+    pub storage: Arc<dyn ObjectStore>,
+    /// The same store, for the transfers the API arranges with clients.
+    pub uploads: Arc<dyn ClientUploads>,
     pub queues: Queues,
     /// Job records, their events, and the documents beside them.
     pub ledger: Arc<dyn Ledger>,
@@ -72,8 +74,10 @@ pub async fn connect(config: &Config) -> anyhow::Result<Backend> {
             let s3 = aws_sdk_s3::Client::from_conf(s3_config);
             let sqs = aws_sdk_sqs::Client::new(&shared);
             let dynamodb = aws_sdk_dynamodb::Client::new(&shared);
+            let store = Arc::new(S3Storage::new(s3, &aws.bucket, config.multipart_threshold));
             Ok(Backend {
-                storage: Arc::new(S3Storage::new(s3, &aws.bucket, config.multipart_threshold)),
+                storage: store.clone(),
+                uploads: store,
                 ledger: Arc::new(DynamoLedger::new(dynamodb, &aws.jobs_table)),
                 queues: Queues {
                     ready: Arc::new(SqsQueue::new(sqs.clone(), &aws.ready_queue_url)),
@@ -105,14 +109,16 @@ pub async fn connect(config: &Config) -> anyhow::Result<Backend> {
                 queue: queues.ready.clone(),
                 bucket: LOCAL_BUCKET.to_string(),
             };
-            let root = config.data_dir.join("storage");
+            let root = LocalStorage::root_in(&config.data_dir);
             let storage = LocalStorage::new(root.clone(), Some(sink))
                 .with_context(|| format!("opening the local object store {}", root.display()))?;
             let path = config.data_dir.join(LEDGER_FILE);
             let ledger =
                 SqliteLedger::open(&path).with_context(|| format!("opening the job ledger {}", path.display()))?;
+            let store = Arc::new(storage);
             Ok(Backend {
-                storage: Arc::new(storage),
+                storage: store.clone(),
+                uploads: store,
                 queues,
                 ledger: Arc::new(ledger),
                 bucket: LOCAL_BUCKET.to_string(),

@@ -15,12 +15,12 @@ use serde::Serialize;
 use crate::domain::keys::KeyLayout;
 use crate::ledger::Ledger;
 use crate::queue::Queue;
-use crate::storage::Storage;
+use crate::storage::ObjectStore;
 
 /// What readiness asks.
 #[derive(Clone, Copy)]
 pub struct Deps<'a> {
-    pub storage: &'a dyn Storage,
+    pub storage: &'a dyn ObjectStore,
     pub ready: &'a dyn Queue,
     pub ledger: &'a dyn Ledger,
     pub layout: &'a KeyLayout,

@@ -107,30 +107,30 @@ mod tests {
     #[tokio::test]
     async fn parts_past_the_limit_are_refused_and_retries_replace_their_length() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = crate::ledger::sqlite::SqliteLedger::open(&dir.path().join("ledger.db")).unwrap();
+        let ledger = crate::ledger::sqlite::SqliteLedger::open(&dir.path().join("ledger.db")).unwrap();
         let key = "uploads/a/big.mov";
         for n in 1..=3 {
-            record(&storage, key, "u1", n, 30, 100).await.unwrap();
+            record(&ledger, key, "u1", n, 30, 100).await.unwrap();
         }
-        let refused = record(&storage, key, "u1", 4, 40, 100).await.unwrap_err();
+        let refused = record(&ledger, key, "u1", 4, 40, 100).await.unwrap_err();
         assert!(matches!(refused, ApiError::Client { code: "too_large", .. }), "{refused:?}");
-        record(&storage, key, "u1", 3, 20, 100).await.unwrap();
-        record(&storage, key, "u1", 4, 20, 100).await.unwrap();
-        assert!(record(&storage, key, "u1", 5, 1, 100).await.is_err(), "100 of 100 signed");
-        record(&storage, key, "u2", 1, 100, 100).await.unwrap();
-        forget(&storage, "u1").await;
-        record(&storage, key, "u1", 9, 100, 100).await.unwrap();
+        record(&ledger, key, "u1", 3, 20, 100).await.unwrap();
+        record(&ledger, key, "u1", 4, 20, 100).await.unwrap();
+        assert!(record(&ledger, key, "u1", 5, 1, 100).await.is_err(), "100 of 100 signed");
+        record(&ledger, key, "u2", 1, 100, 100).await.unwrap();
+        forget(&ledger, "u1").await;
+        record(&ledger, key, "u1", 9, 100, 100).await.unwrap();
     }
 
     #[tokio::test]
     async fn parts_signed_at_once_are_all_counted() {
         let dir = tempfile::tempdir().unwrap();
-        let storage =
+        let ledger =
             std::sync::Arc::new(crate::ledger::sqlite::SqliteLedger::open(&dir.path().join("ledger.db")).unwrap());
         let tasks: Vec<_> = (1..=20)
             .map(|n| {
-                let storage = storage.clone();
-                tokio::spawn(async move { record(storage.as_ref(), "uploads/x", "u", n, 10, 100).await.is_ok() })
+                let ledger = ledger.clone();
+                tokio::spawn(async move { record(ledger.as_ref(), "uploads/x", "u", n, 10, 100).await.is_ok() })
             })
             .collect();
         let mut accepted = 0;

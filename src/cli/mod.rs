@@ -477,7 +477,7 @@ async fn report(config: &Config, backend: &Backend, status: &JobStatus) -> anyho
 /// A few lines for people: where the outputs are and where the time went.
 fn summarize(config: &Config, manifest_key: &str, manifest: &Manifest) -> String {
     let place = |key: &str| match config.backend {
-        BackendKind::Local => object_path(config, key).display().to_string(),
+        BackendKind::Local => crate::storage::local::LocalStorage::file_in(&config.data_dir, key).display().to_string(),
         BackendKind::Aws => {
             let bucket = config.aws.as_ref().map(|a| a.bucket.as_str()).unwrap_or_default();
             format!("s3://{bucket}/{key}")
@@ -501,9 +501,4 @@ fn summarize(config: &Config, manifest_key: &str, manifest: &Manifest) -> String
     }
     lines.push(format!("  manifest: {}", place(manifest_key)));
     lines.join("\n")
-}
-
-/// Where the local backend keeps an object, for printing paths users can open.
-pub fn object_path(config: &Config, key: &str) -> PathBuf {
-    config.data_dir.join("storage").join(key)
 }

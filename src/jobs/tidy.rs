@@ -15,11 +15,11 @@
 use crate::domain::keys::split_dir;
 use crate::domain::keys::{attempt_dir, manifest_key};
 use crate::domain::status::{JobState, JobStatus};
-use crate::storage::Storage;
+use crate::storage::ObjectStore;
 
 /// Clears what `status`, a final status, leaves behind (see the module); nothing for a job
 /// that has not ended.
-pub async fn after_end(storage: &dyn Storage, status: &JobStatus) {
+pub async fn after_end(storage: &dyn ObjectStore, status: &JobStatus) {
     let folder = status.job.output_dir.as_str();
     let doomed = match Doomed::of(status) {
         Some(doomed) => doomed,

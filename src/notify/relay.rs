@@ -19,7 +19,7 @@ use crate::domain::status::{JobStatus, Manifest};
 use crate::jobs::JobStore;
 use crate::ledger::{Ledger, OutboxEntry};
 use crate::queue::{Queue, SendOptions};
-use crate::storage::Storage;
+use crate::storage::ObjectStore;
 
 /// Events taken at a time.
 const BATCH: usize = 10;
@@ -33,12 +33,12 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Relay {
     store: JobStore,
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn ObjectStore>,
     queue: Arc<dyn Queue>,
 }
 
 impl Relay {
-    pub fn new(store: JobStore, storage: Arc<dyn Storage>, queue: Arc<dyn Queue>) -> Self {
+    pub fn new(store: JobStore, storage: Arc<dyn ObjectStore>, queue: Arc<dyn Queue>) -> Self {
         Self { store, storage, queue }
     }
 

@@ -1,4 +1,7 @@
-//! The narrow object-store interface the worker needs, with S3 and local-disk implementations.
+//! Object storage, as two interfaces: [`ObjectStore`], the objects the worker, the job store
+//! and the notifier read and write, and [`ClientUploads`], the direct transfers the API hands
+//! to clients (presigned URLs and multipart uploads). Each backend implements both, in its own
+//! folder: [`s3`] on Amazon S3, [`local`] on a local folder.
 //!
 //! Objects move between storage and local files by streaming: no implementation holds a whole
 //! media file in memory. Small JSON documents (status, manifests) use the byte helpers.
@@ -10,15 +13,20 @@ use async_trait::async_trait;
 
 use crate::domain::keys::KeyError;
 
+mod etag;
+mod key;
 pub mod local;
-mod local_parts;
 pub mod s3;
+
+pub use etag::ETag;
+pub use key::ObjectKey;
 
 /// What a store says of an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
     pub size: u64,
-    /// Content identity (S3's ETag, or a digest on the local backend), without quotes.
+    /// Content identity (S3's ETag, or a digest on the local backend), bare as [`ETag`] keeps
+    /// it: never quoted.
     pub etag: Option<String>,
 }
 
@@ -52,7 +60,7 @@ pub struct Versioned {
     pub etag: String,
 }
 
-/// The condition a conditional write ([`Storage::put_if`]) must meet to take effect.
+/// The condition a conditional write ([`ObjectStore::put_if`]) must meet to take effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precondition<'a> {
     /// Only if no object exists at the key (S3 `If-None-Match: *`).
@@ -73,7 +81,7 @@ pub enum CasOutcome {
 /// Which version of an object a read must see. Empty: whatever is stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pin {
-    /// The ETag (without quotes) the object must still have.
+    /// The ETag (quoted or not) the object must still have.
     pub etag: Option<String>,
     /// The S3 version id to read (versioned buckets); it stays readable after an overwrite.
     pub version_id: Option<String>,
@@ -94,15 +102,16 @@ pub struct PartInfo {
     /// 1 to 10 000.
     pub number: u32,
     pub size: u64,
-    /// Without quotes.
-    pub etag: String,
+    pub etag: ETag,
 }
 
-/// S3's limits on a multipart upload, kept on both backends so a client behaves the same.
+/// S3's limits on a multipart upload, kept on both backends so a client behaves the same, and
+/// followed by the S3 store's own multipart writes.
 pub mod multipart {
     /// Parts per upload.
     pub const MAX_PARTS: u32 = 10_000;
-    /// Every part but the last is at least this large.
+    /// S3's rule: every part but the last is at least this large. (The S3 store's own uploads
+    /// use larger parts: [`OWN_PART_SIZE_FLOOR`](super::s3::OWN_PART_SIZE_FLOOR).)
     pub const MIN_PART_SIZE: u64 = 5 << 20;
     /// No part is larger.
     pub const MAX_PART_SIZE: u64 = 5 << 30;
@@ -110,8 +119,9 @@ pub mod multipart {
     pub const MAX_OBJECT_SIZE: u64 = 5 << 40;
 }
 
+/// The objects themselves: what the worker, the job store and the notifier read and write.
 #[async_trait]
-pub trait Storage: Send + Sync + 'static {
+pub trait ObjectStore: Send + Sync + 'static {
     /// Streams a local file into the store.
     async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> StorageResult<ObjectInfo>;
 
@@ -153,7 +163,18 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Deletes an object; deleting a missing object succeeds.
     async fn delete(&self, key: &str) -> StorageResult<()>;
+}
 
+/// An object opened for a client's download, streamed as it is sent.
+pub struct Download {
+    pub size: u64,
+    pub body: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+}
+
+/// Transfers between a client and the store that the API arranges: presigned URLs where the
+/// store has them, and the API in the middle where it has not (the local backend).
+#[async_trait]
+pub trait ClientUploads: Send + Sync + 'static {
     /// A URL a client can PUT one object to directly, with `content_type` bound into the
     /// signature; `None` when the store has no such URLs (the API then serves the upload).
     /// With `size`, the length is signed too: the store refuses a body of any other length.
@@ -165,8 +186,12 @@ pub trait Storage: Send + Sync + 'static {
         expires: Duration,
     ) -> StorageResult<Option<PresignedRequest>>;
 
-    /// A URL a client can download an object from directly; `None` as for [`Self::presign_put`].
+    /// A URL a client can download an object from directly; `None` as for [`Self::presign_put`]
+    /// (the API then serves the download: [`Self::open_download`]).
     async fn presign_get(&self, key: &str, expires: Duration) -> StorageResult<Option<String>>;
+
+    /// Opens an object to stream it to a client; `None` when there is no such object.
+    async fn open_download(&self, key: &str) -> StorageResult<Option<Download>>;
 
     /// Starts a client's multipart upload of `key`; the store's upload id.
     async fn create_multipart(&self, key: &str, content_type: &str) -> StorageResult<String>;

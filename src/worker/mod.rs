@@ -47,7 +47,7 @@ use crate::config::Config;
 use crate::domain::job::JobMessage;
 use crate::jobs::{JobStore, Stored};
 use crate::queue::{MAX_WAIT, Queues, SendOptions};
-use crate::storage::Storage;
+use crate::storage::ObjectStore;
 
 /// How long a stopping worker's relay may take to send its last events.
 const SETTLE_EVENTS: Duration = Duration::from_secs(10);
@@ -92,7 +92,7 @@ pub struct Summary {
 
 pub(crate) struct Inner {
     config: Config,
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn ObjectStore>,
     /// The only way the worker changes a job's status.
     store: JobStore,
     queues: Queues,

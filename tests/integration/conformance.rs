@@ -1,4 +1,4 @@
-//! One suite of `Queue` and `Storage` behaviour, run against both implementations: SQS and S3
+//! One suite of `Queue` and `ObjectStore` behaviour, run against both implementations: SQS and S3
 //! on the emulator, and the embedded SQLite queue and file store. The worker relies on exactly
 //! these semantics, so both backends must agree on them.
 
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use media_worker::queue::{Queue, SendOptions};
 use media_worker::storage::s3::S3Storage;
-use media_worker::storage::{CasOutcome, Pin, Precondition, Storage, StorageError, Versioned};
+use media_worker::storage::{CasOutcome, ObjectStore, Pin, Precondition, StorageError, Versioned};
 use serde_json::{Value, json};
 
 use crate::support::{Deployment, Kind, emulator, receive_all};
@@ -141,7 +141,7 @@ async fn storage_round_trips(kind: Kind) {
 /// A file larger than the multipart threshold goes up in parts and comes back byte-identical.
 async fn large_objects(kind: Kind) {
     let Some(d) = deployment(kind).await else { return };
-    let storage: Arc<dyn Storage> = match (&d.s3, kind) {
+    let storage: Arc<dyn ObjectStore> = match (&d.s3, kind) {
         // The smallest threshold the S3 store allows (16 MiB parts), so 40 MiB is three parts.
         (Some(s3), Kind::Aws) => Arc::new(S3Storage::new(s3.clone(), &d.backend.bucket, 16 << 20)),
         _ => d.backend.storage.clone(),

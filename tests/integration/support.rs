@@ -26,7 +26,7 @@ use media_worker::ledger::dynamo::DynamoLedger;
 use media_worker::ledger::{JobQuery, Ledger, Listed, MAX_PAGE};
 use media_worker::queue::sqs::SqsQueue;
 use media_worker::queue::{Queue, Queues, Received};
-use media_worker::storage::Storage;
+use media_worker::storage::ObjectStore;
 use media_worker::storage::s3::S3Storage;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -281,8 +281,10 @@ impl Deployment {
         let table = unique("jobs");
         DynamoLedger::create_table(&dynamodb, &table).await.expect("create the jobs table");
         vars.insert("MEDIA_JOBS_TABLE".into(), table.clone());
+        let store = Arc::new(S3Storage::new(s3.clone(), &bucket, 64 << 20));
         let backend = Backend {
-            storage: Arc::new(S3Storage::new(s3.clone(), &bucket, 64 << 20)),
+            storage: store.clone(),
+            uploads: store,
             ledger: Arc::new(DynamoLedger::new(dynamodb, &table)),
             queues: Queues {
                 ready: Arc::new(SqsQueue::new(sqs.clone(), &urls[0])),
@@ -328,7 +330,7 @@ impl Deployment {
         }
     }
 
-    pub fn storage(&self) -> &dyn Storage {
+    pub fn storage(&self) -> &dyn ObjectStore {
         self.backend.storage.as_ref()
     }
 

@@ -83,7 +83,7 @@ fn policy(extra: &str) -> String {
 /// backend `MEDIA_API_PUBLIC_URL`, when clients reach the API by another name), found by making
 /// such a URL: ` <origin>`, or nothing.
 async fn other_origins(state: &ApiState) -> String {
-    let presigned = state.backend.storage.presign_get("outputs/console", std::time::Duration::from_secs(60)).await;
+    let presigned = state.backend.uploads.presign_get("outputs/console", std::time::Duration::from_secs(60)).await;
     let sample = match presigned {
         Ok(Some(url)) => url,
         _ => state.key_url("files", "console"),

@@ -1,5 +1,5 @@
-//! Local backend downloads: the files under the output prefix, streamed from disk. On S3 the
-//! API hands out presigned GETs instead and this route answers 404.
+//! Local backend downloads: the objects under the output prefix, streamed from the store. On S3
+//! the API hands out presigned GETs instead and this route answers 404.
 
 use axum::body::Body;
 use axum::extract::{Extension, State};
@@ -13,7 +13,7 @@ use crate::api::auth::{Caller, Signed};
 use crate::api::error::{ApiError, ApiPath, ApiQuery, ApiResult, ErrorResponse, clip};
 use crate::domain::preset::content_type_of;
 
-/// Files are read from disk in chunks this large.
+/// Objects are read in chunks this large.
 const READ_CHUNK: usize = 256 << 10;
 
 /// Downloads an output (local backend): with the `expires` and `signature` of the URL the job
@@ -57,27 +57,12 @@ pub async fn get(
             ));
         }
     }
-    // The key passed the shared checks (no `..`, no absolute or empty segments), so it stays
-    // inside the store's folder, laid out like the bucket.
-    let path = crate::cli::object_path(&state.config, &key);
     let missing = || ApiError::not_found("file_not_found", format!("nothing is stored at `{}`", clip(&key)));
-    let file = match tokio::fs::File::open(&path).await {
-        Ok(file) => file,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
-            return Err(missing());
-        }
-        Err(e) => {
-            return Err(ApiError::Unavailable(anyhow::Error::new(e).context(format!("opening {}", path.display()))));
-        }
-    };
-    let meta = file.metadata().await.map_err(|e| ApiError::Unavailable(e.into()))?;
-    if !meta.is_file() {
-        return Err(missing());
-    }
-    let body = Body::from_stream(ReaderStream::with_capacity(file, READ_CHUNK));
+    let download = state.backend.uploads.open_download(&key).await?.ok_or_else(missing)?;
+    let body = Body::from_stream(ReaderStream::with_capacity(download.body, READ_CHUNK));
     let headers = [
         (header::CONTENT_TYPE, content_type_of(&key).to_string()),
-        (header::CONTENT_LENGTH, meta.len().to_string()),
+        (header::CONTENT_LENGTH, download.size.to_string()),
         (header::CACHE_CONTROL, "private, max-age=0".to_string()),
         // Served on the console's origin: a file is never taken for a page or a script.
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),

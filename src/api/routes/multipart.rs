@@ -134,13 +134,13 @@ pub async fn create(
         return Err(ApiError::unprocessable("too_large", format!("uploads are 1 to {limit} bytes")));
     }
     let key = new_upload_key(&state, &caller, &request.filename)?;
-    match state.backend.storage.sweep_multipart(ABANDONED_AFTER).await {
+    match state.backend.uploads.sweep_multipart(ABANDONED_AFTER).await {
         Ok(0) => {}
         Ok(swept) => tracing::info!(swept, "Removed abandoned multipart uploads."),
         Err(err) => tracing::warn!(error = %err, "Sweeping abandoned multipart uploads failed."),
     }
 
-    let upload_id = state.backend.storage.create_multipart(&key, &request.content_type).await?;
+    let upload_id = state.backend.uploads.create_multipart(&key, &request.content_type).await?;
     // The smallest whole MiB that fits the file in MAX_PARTS parts, and at least the minimum.
     let part_size = request.size.div_ceil(u64::from(MAX_PARTS)).max(MIN_PART_SIZE).next_multiple_of(1 << 20);
     tracing::info!(key, size = request.size, "Multipart upload started.");
@@ -188,15 +188,15 @@ pub async fn sign_part(
     }
     let expiry = state.api.presign_expiry;
     let expires_at = Utc::now() + chrono::Duration::from_std(expiry).unwrap_or_else(|_| chrono::Duration::minutes(15));
-    let storage = state.backend.storage.as_ref();
+    let uploads = state.backend.uploads.as_ref();
     // Counted before it is signed: no upload can be signed past the limit in all.
     let ledger = state.store.ledger().as_ref();
     signed_parts::record(ledger, &query.key, &upload_id, part_number, size, max_size(&state)).await?;
-    let (method, url, headers) = match storage.presign_part(&query.key, &upload_id, part_number, size, expiry).await? {
+    let (method, url, headers) = match uploads.presign_part(&query.key, &upload_id, part_number, size, expiry).await? {
         Some(presigned) => (presigned.method, presigned.url, headers_to_send(presigned.headers)),
         None => {
             // The API receives the part: check the upload exists now rather than at the PUT.
-            storage.list_parts(&query.key, &upload_id).await.map_err(upload_error)?;
+            uploads.list_parts(&query.key, &upload_id).await.map_err(upload_error)?;
             let expires = unix_now() + expiry.as_secs();
             let resource = part_resource(&query.key, &upload_id, part_number);
             let signed = Signed { method: "PUT", key: &resource, expires, content_type: None, length: Some(size) };
@@ -274,15 +274,15 @@ pub async fn put_part(
         ));
     }
     let part =
-        state.backend.storage.put_part(&query.key, &upload_id, part_number, &temp).await.map_err(upload_error)?;
+        state.backend.uploads.put_part(&query.key, &upload_id, part_number, &temp).await.map_err(upload_error)?;
     drop(temp);
-    let etag = HeaderValue::from_str(&format!("\"{}\"", part.etag))
+    let etag = HeaderValue::from_str(&part.etag.quoted())
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("ETag as a header: {e}")))?;
     Ok(([(header::ETAG, etag)], Json(uploaded(part))).into_response())
 }
 
 fn uploaded(part: PartInfo) -> UploadedPart {
-    UploadedPart { part_number: part.number, size: part.size, etag: part.etag }
+    UploadedPart { part_number: part.number, size: part.size, etag: part.etag.into_string() }
 }
 
 /// The parts stored so far.
@@ -303,7 +303,7 @@ pub async fn list(
 ) -> ApiResult<Json<PartList>> {
     owned_key(&state, &caller, &query.key)?;
     checked_upload_id(&upload_id)?;
-    let parts = state.backend.storage.list_parts(&query.key, &upload_id).await.map_err(upload_error)?;
+    let parts = state.backend.uploads.list_parts(&query.key, &upload_id).await.map_err(upload_error)?;
     Ok(Json(PartList { key: query.key, upload_id, parts: parts.into_iter().map(uploaded).collect() }))
 }
 
@@ -330,21 +330,21 @@ pub async fn complete(
 ) -> ApiResult<(StatusCode, Json<UploadInfo>)> {
     owned_key(&state, &caller, &query.key)?;
     checked_upload_id(&upload_id)?;
-    let storage = state.backend.storage.as_ref();
-    let stored = storage.list_parts(&query.key, &upload_id).await.map_err(upload_error)?;
+    let uploads = state.backend.uploads.as_ref();
+    let stored = uploads.list_parts(&query.key, &upload_id).await.map_err(upload_error)?;
     let parts = chosen_parts(&request, &stored)?;
     let total: u64 = parts.iter().map(|p| p.size).sum();
     let limit = max_size(&state);
     if total > limit {
         // Nothing this upload holds can become a file: free it now.
-        storage.abort_multipart(&query.key, &upload_id).await?;
+        uploads.abort_multipart(&query.key, &upload_id).await?;
         signed_parts::forget(state.store.ledger().as_ref(), &upload_id).await;
         return Err(ApiError::unprocessable(
             "too_large",
             format!("the parts add up to {total} bytes; uploads are limited to {limit} (the upload was aborted)"),
         ));
     }
-    let object = storage.complete_multipart(&query.key, &upload_id, &parts).await.map_err(upload_error)?;
+    let object = uploads.complete_multipart(&query.key, &upload_id, &parts).await.map_err(upload_error)?;
     signed_parts::forget(state.store.ledger().as_ref(), &upload_id).await;
     tracing::info!(key = query.key, size = object.size, parts = parts.len(), "Multipart upload completed.");
     Ok((StatusCode::CREATED, Json(describe_upload(&state, query.key, object).await?)))
@@ -362,9 +362,8 @@ fn chosen_parts(request: &CompleteMultipartRequest, stored: &[PartInfo]) -> ApiR
         if chosen.last().is_some_and(|previous| previous.number >= wanted.part_number) {
             return Err(refuse("list the parts in ascending order of number, each once".into()));
         }
-        let etag = wanted.etag.trim_matches('"');
         match stored.iter().find(|p| p.number == wanted.part_number) {
-            Some(part) if part.etag == etag => chosen.push(part.clone()),
+            Some(part) if part.etag.matches(&wanted.etag) => chosen.push(part.clone()),
             Some(_) => return Err(refuse(format!("part {} was stored with another ETag", wanted.part_number))),
             None => return Err(refuse(format!("part {} was not uploaded", wanted.part_number))),
         }
@@ -397,7 +396,7 @@ pub async fn abort(
 ) -> ApiResult<StatusCode> {
     owned_key(&state, &caller, &query.key)?;
     checked_upload_id(&upload_id)?;
-    state.backend.storage.abort_multipart(&query.key, &upload_id).await?;
+    state.backend.uploads.abort_multipart(&query.key, &upload_id).await?;
     signed_parts::forget(state.store.ledger().as_ref(), &upload_id).await;
     tracing::info!(key = query.key, "Multipart upload aborted.");
     Ok(StatusCode::NO_CONTENT)
@@ -407,9 +406,10 @@ pub async fn abort(
 mod tests {
     use super::*;
     use crate::api::model::PartRef;
+    use crate::storage::ETag;
 
     fn part(number: u32, size: u64) -> PartInfo {
-        PartInfo { number, size, etag: format!("e{number}") }
+        PartInfo { number, size, etag: ETag::new(format!("e{number}")) }
     }
 
     fn request(parts: &[(u32, &str)]) -> CompleteMultipartRequest {

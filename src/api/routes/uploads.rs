@@ -83,7 +83,7 @@ pub async fn create(
     let expires_at = Utc::now() + chrono::Duration::from_std(expiry).unwrap_or_else(|_| chrono::Duration::minutes(15));
     let (method, url, headers) = match state
         .backend
-        .storage
+        .uploads
         .presign_put(&key, &request.content_type, request.size, expiry)
         .await?
     {

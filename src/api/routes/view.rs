@@ -97,7 +97,7 @@ async fn completed_outputs(
         tracing::warn!(job_id, folder, foreign = ?foreign, "A manifest lists files outside its job's folder; not signed.");
     }
     for output_key in &keys {
-        let url = match state.backend.storage.presign_get(output_key, expiry).await? {
+        let url = match state.backend.uploads.presign_get(output_key, expiry).await? {
             Some(url) => url,
             None => signed_download_url(state, output_key, expiry)?,
         };

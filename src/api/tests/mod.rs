@@ -901,9 +901,9 @@ async fn multipart_uploads_are_their_tenant_s_and_abandoned_ones_are_swept() {
     assert_eq!(listed["parts"][0]["size"], 10);
 
     // An upload left alone for the abandonment age is removed by the sweep.
-    let storage = api.state.backend.storage.as_ref();
-    assert_eq!(storage.sweep_multipart(super::routes::multipart::ABANDONED_AFTER).await.unwrap(), 0);
-    assert_eq!(storage.sweep_multipart(Duration::ZERO).await.unwrap(), 1);
+    let uploads = api.state.backend.uploads.as_ref();
+    assert_eq!(uploads.sweep_multipart(super::routes::multipart::ABANDONED_AFTER).await.unwrap(), 0);
+    assert_eq!(uploads.sweep_multipart(Duration::ZERO).await.unwrap(), 1);
     api.call_as(Some(ACME), Method::GET, &format!("{base}{query}"), None, &[])
         .await
         .assert_error(StatusCode::NOT_FOUND, "upload_not_found");

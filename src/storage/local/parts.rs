@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{PartInfo, StorageError, StorageResult};
+use super::object_info;
+use crate::storage::{ETag, PartInfo, StorageError, StorageResult};
 
 /// Folder of the uploads, under the store's temp folder.
 const UPLOADS_DIR: &str = "multipart";
@@ -67,7 +68,7 @@ fn part_path(dir: &Path, number: u32) -> PathBuf {
 }
 
 fn part_info(number: u32, meta: &fs::Metadata) -> PartInfo {
-    let etag = super::local::object_info(meta).etag.unwrap_or_default();
+    let etag = ETag::new(object_info(meta).etag.unwrap_or_default());
     PartInfo { number, size: meta.len(), etag }
 }
 
