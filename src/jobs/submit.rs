@@ -51,6 +51,26 @@ impl NewJob {
         Self { job_id, source_key, outputs, output_dir, notify: None, split: None, import: None }
     }
 
+    /// `old`'s job asked for again under `job_id` (a failed job redriven): the same source,
+    /// outputs, webhook, split and import, in a folder of its own next to the old job's (where
+    /// the old job's was, with the new id, so a job submitted under an API `output_prefix`
+    /// stays under it), else in the layout's folder for the source.
+    pub fn again(old: &JobSpec, job_id: String, layout: &KeyLayout) -> Self {
+        let output_dir = match old.output_dir.strip_suffix(&format!("{}/", old.job_id)) {
+            Some(parent) if parent.is_empty() || parent.ends_with('/') => format!("{parent}{job_id}/"),
+            _ => layout.job_dir(&old.source_key, &job_id),
+        };
+        Self {
+            job_id,
+            source_key: old.source_key.clone(),
+            outputs: old.outputs.clone(),
+            output_dir,
+            notify: old.notify.clone(),
+            split: old.split.clone(),
+            import: old.import.clone(),
+        }
+    }
+
     /// Outputs of `presets` with their defaults, each preset once, in the order first named.
     pub fn outputs_of(presets: impl IntoIterator<Item = Preset>) -> Vec<OutputRequest> {
         let mut outputs: Vec<OutputRequest> = Vec::new();
@@ -309,6 +329,32 @@ mod tests {
         assert!(!job.asks_for(&again), "another folder is another request");
         let none = NewJob { outputs: Vec::new(), ..job };
         assert_eq!(none.spec(SourcePin::default()), Err(SpecError::Outputs));
+    }
+
+    #[test]
+    fn a_job_asked_for_again_gets_a_folder_of_its_own_next_to_the_old_one() {
+        let layout = KeyLayout::new("uploads/", "outputs/").unwrap();
+        let job = |id: &str, output_dir: &str| {
+            let mut job = crate::domain::job::sample_job();
+            (job.job_id, job.source_key, job.output_dir) =
+                (id.into(), "uploads/2024/cat.mov".into(), output_dir.into());
+            job.notify = Some(NotifyTarget { url: "https://example.com/hook".into() });
+            job
+        };
+        let again = |old: &JobSpec, id: &str| NewJob::again(old, id.into(), &layout).output_dir;
+        let layout_made = job("job-old", &layout.job_dir("uploads/2024/cat.mov", "job-old"));
+        assert_eq!(again(&layout_made, "job-new"), layout.job_dir("uploads/2024/cat.mov", "job-new"));
+        let api_made = job("job-old", "outputs/campaign-7/job-old/");
+        assert_eq!(again(&api_made, "job-new"), "outputs/campaign-7/job-new/");
+        // A hand-made folder not named after the job: the layout's folder.
+        let hand_made = job("job-old", "outputs/somewhere/");
+        assert_eq!(again(&hand_made, "job-new"), layout.job_dir("uploads/2024/cat.mov", "job-new"));
+        let suffix_only = job("old", "outputs/x-old/");
+        assert_eq!(again(&suffix_only, "new"), layout.job_dir("uploads/2024/cat.mov", "new"));
+
+        let new = NewJob::again(&api_made, "job-new".into(), &layout);
+        let spec = new.clone().spec(SourcePin::default()).unwrap();
+        assert_eq!(spec, JobSpec { job_id: "job-new".into(), output_dir: new.output_dir, ..api_made });
     }
 
     #[tokio::test]
