@@ -5,7 +5,7 @@
 //! - [`store`]: [`JobStore`] applies events by compare-and-swap on the job's record in the
 //!   ledger ([`crate::ledger`]), each with the notification event it makes ([`Events`]),
 //!   stored together: notifications hang off this one point.
-//! - [`submit`]: [`Submitter`], the one maker of jobs from what a caller asks for ([`NewJob`]):
+//! - [`submit`](mod@submit): [`Submitter`], the one maker of jobs from what a caller asks for ([`NewJob`]):
 //!   the API, `media-worker submit` and the redrive of a failed job.
 //! - [`attempt`]: [`Attempt`], the fenced handle a running attempt writes through.
 //! - [`tidy`]: what an ended job leaves in its folder, cleared by whoever learns it ended.

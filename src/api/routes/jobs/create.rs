@@ -4,7 +4,7 @@
 //! What is the API's own stays here: the `input` shape, the caller's scope (another tenant's
 //! upload or folder is as absent as a missing one), the URL guards on imports and webhooks, and
 //! the `Idempotency-Key` claim. The job's rules (its folder, its pin, replays) are
-//! [`crate::jobs::submit`]'s.
+//! [`crate::jobs::submit`](mod@crate::jobs::submit)'s.
 
 use axum::Json;
 use axum::extract::{Extension, State};

@@ -1,12 +1,13 @@
-//! Jobs: submit ([`create`]), list and read ([`read`]), cancel and delete outputs ([`cancel`]);
-//! following a job is [`super::events`], what a job looks like to its caller [`super::view`].
+//! Jobs, a file per handler group: submit (`create.rs`), list and read (`read.rs`), cancel
+//! and delete outputs (`cancel.rs`); following a job is [`super::events`], what a job looks
+//! like to its caller [`super::view`]. The job's own rules are [`crate::jobs::submit`](mod@crate::jobs::submit)'s.
 //!
 //! Submission is [`crate::jobs::Submitter`], as for `media-worker submit`: the message on the
 //! ready queue, then the `queued` status. Cancellation is the lifecycle's cancel transition.
 
-pub mod cancel;
-pub mod create;
-pub mod read;
+mod cancel;
+mod create;
+mod read;
 
 pub use cancel::{__path_delete, delete};
 pub use create::{__path_create, create};
