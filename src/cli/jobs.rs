@@ -171,8 +171,10 @@ mod tests {
     use super::*;
     use crate::domain::job::{JobSpec, OutputRequest};
     use crate::domain::preset::Preset;
+    use crate::jobs::NoEvents;
     use crate::ledger::sqlite::SqliteLedger;
     use clap::Parser;
+    use std::sync::Arc;
 
     #[derive(Parser)]
     struct Wrap {
@@ -197,7 +199,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ledger = std::sync::Arc::new(SqliteLedger::open(&dir.path().join("ledger.db")).unwrap());
         let layout = crate::domain::keys::KeyLayout::new("uploads/", "outputs/").unwrap();
-        let store = JobStore::new(ledger.clone(), layout.clone(), Duration::from_secs(86_400));
+        let store = JobStore::new(ledger.clone(), layout.clone(), Duration::from_secs(86_400), Arc::new(NoEvents));
         let now = Utc::now();
         for (i, (id, state, minutes_ago)) in
             [("job-a", JobState::Failed, 5), ("job-b", JobState::Completed, 10), ("job-c", JobState::Failed, 180)]

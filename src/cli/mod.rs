@@ -28,13 +28,13 @@ use self::progress::Followed;
 use self::webhook::WebhookCommand;
 use crate::backend::{self, Backend};
 use crate::config::{self, BackendKind, Config};
-use crate::domain::job::{JobSpec, OutputRequest, SourcePin, job_id_for_object, new_job_id};
+use crate::domain::job::{OutputRequest, job_id_for_object, new_job_id};
 use crate::domain::keys::{sanitize_file_name, validate_key};
 use crate::domain::plan::plan;
 use crate::domain::preset::Preset;
 use crate::domain::probe::{AudioStream, MediaInfo, VideoStream};
 use crate::domain::status::{JobState, JobStatus, Manifest};
-use crate::jobs as lifecycle;
+use crate::jobs::{self as lifecycle, IfExists, NewJob, SubmitError, Submitter};
 use crate::media::probe::{Probed, probe};
 use crate::telemetry;
 use crate::worker::{RunMode, Worker};
@@ -387,31 +387,16 @@ async fn submit(config: &Config, backend: &Backend, source: &str, presets: Vec<P
     if validate_key(source).is_err() {
         return Err(CliError::Usage(format!("`{source}` is neither a local file nor a valid key")).into());
     }
-    let Some(head) = backend.storage.head(source).await? else {
-        return Err(CliError::NotFound(format!("`{source}` is neither a local file nor an object in storage")).into());
-    };
     let presets = if presets.is_empty() { config.default_presets.clone() } else { presets };
-    let mut outputs: Vec<OutputRequest> = Vec::new();
-    for preset in presets {
-        if !outputs.iter().any(|o| o.preset == preset) {
-            outputs.push(OutputRequest::new(preset));
-        }
-    }
-    let job_id = new_job_id();
-    let job = JobSpec {
-        output_dir: config.layout.job_dir(source, &job_id),
-        job_id,
-        source_key: source.to_string(),
-        outputs,
-        source: SourcePin { etag: head.etag, version_id: None, size: Some(head.size) },
-        notify: None,
-        split: None,
-        import: None,
-    };
-    job.validate()?;
+    let job = NewJob::new(&config.layout, new_job_id(), source.to_string(), NewJob::outputs_of(presets));
     let store = crate::notify::job_store(config, backend);
-    lifecycle::submit(&store, backend.queues.ready.as_ref(), &job, config.max_attempts).await?;
-    Ok(Submitted::Job { job_id: job.job_id, from_file: false })
+    match Submitter::new(&store, backend, config.max_attempts).submit(job, IfExists::Keep).await {
+        Ok(submitted) => Ok(Submitted::Job { job_id: submitted.status.job_id, from_file: false }),
+        Err(SubmitError::SourceMissing(_)) => {
+            Err(CliError::NotFound(format!("`{source}` is neither a local file nor an object in storage")).into())
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 async fn upload(config: &Config, backend: &Backend, path: &Path) -> anyhow::Result<Submitted> {

@@ -5,6 +5,8 @@
 //! - [`store`]: [`JobStore`] applies events by compare-and-swap on the job's record in the
 //!   ledger ([`crate::ledger`]), each with the notification event it makes ([`Events`]),
 //!   stored together: notifications hang off this one point.
+//! - [`submit`](mod@submit): [`Submitter`], the one maker of jobs from what a caller asks for ([`NewJob`]):
+//!   the API, `media-worker submit` and the redrive of a failed job.
 //! - [`attempt`]: [`Attempt`], the fenced handle a running attempt writes through.
 //! - [`tidy`]: what an ended job leaves in its folder, cleared by whoever learns it ended.
 //!
@@ -14,37 +16,15 @@
 pub mod attempt;
 pub mod machine;
 pub mod store;
+pub mod submit;
 pub mod tidy;
 
 pub use attempt::{Attempt, AttemptError};
 pub use machine::{Event, Refused};
 pub use store::{Applied, Events, JobStore, NoEvents, Stored, Transition};
+pub use submit::{IfExists, NewJob, SubmitError, Submitted, Submitter, submit};
 
-use crate::domain::job::{JobMessage, JobSpec};
 use crate::domain::status::JobStatus;
-use crate::queue::{Queue, SendOptions};
-
-/// Publishes a new job (attempt 1), then records it as queued, and returns its status.
-///
-/// The message goes first so that a crash in between can never leave a queued job that no
-/// message will ever start: a worker taking the message before the status exists creates it.
-/// If that already happened, the stored status is returned.
-pub async fn submit(
-    store: &JobStore,
-    ready: &dyn Queue,
-    job: &JobSpec,
-    max_attempts: u32,
-) -> anyhow::Result<JobStatus> {
-    ready.send(&JobMessage::new(job.clone(), 1).to_json(), SendOptions::default()).await?;
-    let event = Event::Submit { job: job.clone(), max_attempts };
-    match store.apply(&job.job_id, &event).await? {
-        Applied::Done { status, .. } => Ok(status),
-        Applied::Refused { current: Some(status), .. } => Ok(status),
-        Applied::Refused { reason, current: None } => {
-            anyhow::bail!("job {} could not be recorded: {reason}", job.job_id)
-        }
-    }
-}
 
 /// The job made from the write of `source_key` whose ETag is `etag`, once a worker has taken
 /// it (the newest, should there be several).

@@ -102,14 +102,12 @@ pub struct JobStore {
 }
 
 impl JobStore {
-    pub fn new(ledger: Arc<dyn Ledger>, layout: KeyLayout, retention: Duration) -> Self {
-        Self { ledger, events: Arc::new(NoEvents), layout, retention, wrote_event: Default::default() }
-    }
-
-    /// The same store, storing the events `events` picks with their transitions.
-    pub fn with_events(mut self, events: Arc<dyn Events>) -> Self {
-        self.events = events;
-        self
+    /// The store, storing the events `events` picks with their transitions. There is no store
+    /// without an [`Events`]: one that makes none says so ([`NoEvents`]), so a writer can never
+    /// skip notifications by the way it was built. The deployment's choice is
+    /// [`crate::notify::job_store`].
+    pub fn new(ledger: Arc<dyn Ledger>, layout: KeyLayout, retention: Duration, events: Arc<dyn Events>) -> Self {
+        Self { ledger, events, layout, retention, wrote_event: Default::default() }
     }
 
     pub fn ledger(&self) -> &Arc<dyn Ledger> {

@@ -34,16 +34,16 @@ use crate::backend::Backend;
 use crate::config::Config;
 use crate::domain::status::{JobStatus, Stage};
 use crate::jobs::store::Transition;
-use crate::jobs::{Events, JobStore};
+use crate::jobs::{Events, JobStore, NoEvents};
 
 /// The job store every binary uses: storing events with their transitions when notifications
 /// are configured and the deployment has a notifications queue, else none.
 pub fn job_store(config: &Config, backend: &Backend) -> JobStore {
-    let store = JobStore::new(backend.ledger.clone(), config.layout.clone(), config.job_retention);
-    match &backend.queues.notifications {
-        Some(_) if config.notify.enabled() => store.with_events(Arc::new(Notifier::new(config.notify.clone()))),
-        _ => store,
-    }
+    let events: Arc<dyn Events> = match &backend.queues.notifications {
+        Some(_) if config.notify.enabled() => Arc::new(Notifier::new(config.notify.clone())),
+        _ => Arc::new(NoEvents),
+    };
+    JobStore::new(backend.ledger.clone(), config.layout.clone(), config.job_retention, events)
 }
 
 /// Names the event each transition makes, for the outbox.

@@ -21,7 +21,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use media_worker::backend::{self, Backend};
 use media_worker::config::Config;
 use media_worker::domain::status::JobStatus;
-use media_worker::jobs::JobStore;
+use media_worker::jobs::{JobStore, NoEvents};
 use media_worker::ledger::dynamo::DynamoLedger;
 use media_worker::ledger::{JobQuery, Ledger, Listed, MAX_PAGE};
 use media_worker::queue::sqs::SqsQueue;
@@ -308,7 +308,7 @@ impl Deployment {
     /// A job store on this deployment's ledger (storing no events).
     pub fn store(&self) -> JobStore {
         let config = self.config();
-        JobStore::new(self.backend.ledger.clone(), config.layout, config.job_retention)
+        JobStore::new(self.backend.ledger.clone(), config.layout, config.job_retention, Arc::new(NoEvents))
     }
 
     pub fn ledger(&self) -> &dyn Ledger {

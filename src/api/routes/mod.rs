@@ -1,4 +1,5 @@
-//! Handlers, one file per resource, each annotated for `/openapi.json`.
+//! Handlers, one file per resource (a folder with a file per handler group for jobs), each
+//! annotated for `/openapi.json`.
 
 pub mod console;
 pub mod events;
