@@ -2,12 +2,7 @@
 
 use std::sync::Arc;
 
-use std::time::Duration;
-
 use anyhow::Context;
-use aws_config::BehaviorVersion;
-use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
-use aws_config::timeout::TimeoutConfig;
 
 use crate::config::{BackendKind, Config};
 use crate::ledger::Ledger;
@@ -25,29 +20,6 @@ pub const LOCAL_BUCKET: &str = "local";
 /// The local backend's job ledger, in the data folder.
 pub const LEDGER_FILE: &str = "ledger.db";
 
-/// Every S3 and SQS call is bounded, so a connection that silently stopped answering (a NAT
-/// that forgot its mapping: no reset, no data) is dropped and the call retried on a fresh one
-/// instead of hanging forever. A TCP connect gets this long.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// One try of a small call (status documents, heads, lists, queue sends and deletes), up to
-/// its response's headers; the SDK retries a try that times out. Transfers and the long poll
-/// set their own (see `storage::s3` and `queue::sqs`).
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A whole call, its retries included.
-pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
-/// A response or request body that moves no bytes for this long fails (and a download resumes
-/// where it stopped): streams are bounded by stalls, never by their size.
-pub const STALL_GRACE: Duration = Duration::from_secs(15);
-
-/// The timeouts of every AWS client.
-pub fn timeouts() -> TimeoutConfig {
-    TimeoutConfig::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-        .operation_timeout(OPERATION_TIMEOUT)
-        .build()
-}
-
 /// Everything the binaries talk to.
 #[derive(Clone)]
 pub struct Backend {
@@ -64,12 +36,7 @@ pub struct Backend {
 pub async fn connect(config: &Config) -> anyhow::Result<Backend> {
     match (config.backend, &config.aws) {
         (BackendKind::Aws, Some(aws)) => {
-            // Region, credentials (task role on ECS) and AWS_ENDPOINT_URL come from the standard chain.
-            let shared = aws_config::defaults(BehaviorVersion::latest())
-                .timeout_config(timeouts())
-                .stalled_stream_protection(StalledStreamProtectionConfig::enabled().grace_period(STALL_GRACE).build())
-                .load()
-                .await;
+            let shared = crate::aws::load().await;
             let s3_config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(aws.force_path_style).build();
             let s3 = aws_sdk_s3::Client::from_conf(s3_config);
             let sqs = aws_sdk_sqs::Client::new(&shared);

@@ -10,7 +10,8 @@
 //!   implementation (SQS, S3) and an embedded local one (SQLite, files on disk).
 //! - [`ledger`]: the job ledger, every job's status record and the events of its transitions,
 //!   on DynamoDB or SQLite, queried in O(page).
-//! - [`backend`]: picks and connects those implementations once, at start-up.
+//! - [`backend`]: picks and connects those implementations once, at start-up; [`aws`]: the
+//!   timeouts and the one SDK configuration every AWS client is made from.
 //! - [`media`]: ffprobe and ffmpeg as subprocesses, with timeouts and typed errors.
 //! - [`worker`]: the poll loop, job execution, split jobs' segments, heartbeat, reaper and
 //!   graceful shutdown.
@@ -21,6 +22,7 @@
 //!   [`outbound`]: the SSRF-guarded HTTP client for URLs users supply.
 //! - [`health`]: the readiness check the API and the worker's metrics endpoint share.
 pub mod api;
+pub mod aws;
 pub mod backend;
 pub mod cli;
 pub mod config;

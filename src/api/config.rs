@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{ConfigError, Variable, parse_size, parse_socket_addr};
+use crate::config::table::{self, ConfigError, Env, Variable, parse_bool, parse_count, parse_size, parse_socket_addr};
 
 /// Presigned S3 URLs cannot outlive a week; local URLs keep to the same limit.
 pub const MAX_PRESIGN_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -143,91 +143,41 @@ impl ApiConfig {
 
     /// Parses settings from any lookup (the environment, or a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        let value = |name: &'static str| get(name).unwrap_or_else(|| default_of(name).to_string());
-        let error = |var: &'static str, message: String| ConfigError { var, message };
-
-        let addr = parse_socket_addr(&value("MEDIA_API_ADDR")).map_err(|m| error("MEDIA_API_ADDR", m))?;
-        let tokens: Vec<String> = get("MEDIA_API_TOKENS")
-            .map(|raw| raw.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect())
-            .unwrap_or_default();
-        if let Some(short) = tokens.iter().position(|t| t.chars().count() < MIN_TOKEN_CHARS) {
-            return Err(error(
-                "MEDIA_API_TOKENS",
-                format!("token #{} is shorter than {MIN_TOKEN_CHARS} characters", short + 1),
-            ));
-        }
-        let token_digests = tokens.iter().map(|t| Sha256::digest(t.as_bytes()).into()).collect::<Vec<[u8; 32]>>();
-        let allow_anonymous = match value("MEDIA_API_ALLOW_ANONYMOUS").to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" => true,
-            "false" | "0" | "no" => false,
-            other => return Err(error("MEDIA_API_ALLOW_ANONYMOUS", format!("expected true or false, got `{other}`"))),
-        };
-        let tokens_file = get("MEDIA_API_TOKENS_FILE").map(PathBuf::from);
-        if let Some(path) = &tokens_file {
-            super::tokens::TokensFile::open(path).map_err(|m| error("MEDIA_API_TOKENS_FILE", m))?;
-        }
-        let cors_origins = match get("MEDIA_API_CORS_ORIGINS") {
+        let env = Env::new(&lookup, API_VARIABLES);
+        let addr = env.parse_with("MEDIA_API_ADDR", parse_socket_addr)?;
+        let Access { token_digests, allow_anonymous, tokens_file } = access(&env)?;
+        let cors_origins = match env.get("MEDIA_API_CORS_ORIGINS") {
             None => Vec::new(),
-            Some(raw) => parse_origins(&raw).map_err(|m| error("MEDIA_API_CORS_ORIGINS", m))?,
+            Some(raw) => parse_origins(&raw).map_err(|m| ConfigError::new("MEDIA_API_CORS_ORIGINS", m))?,
         };
         // Not even on loopback: a reverse proxy on the same host turns loopback into public.
         if token_digests.is_empty() && tokens_file.is_none() && !allow_anonymous {
-            return Err(error(
+            return Err(ConfigError::new(
                 "MEDIA_API_TOKENS",
                 "no tokens: set MEDIA_API_TOKENS or MEDIA_API_TOKENS_FILE, or MEDIA_API_ALLOW_ANONYMOUS=true \
-                 to accept every request without one"
-                    .into(),
+                 to accept every request without one",
             ));
         }
-        let public_url = match get("MEDIA_API_PUBLIC_URL") {
+        let public_url = match env.get("MEDIA_API_PUBLIC_URL") {
             None => None,
-            Some(raw) => {
-                let url = raw.trim_end_matches('/').to_string();
-                let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
-                if !scheme_ok || url.contains(char::is_whitespace) || url.contains(['?', '#']) {
-                    return Err(error(
-                        "MEDIA_API_PUBLIC_URL",
-                        format!("expected a base URL such as https://media.example.com, got `{raw}`"),
-                    ));
-                }
-                Some(url)
-            }
+            Some(raw) => Some(parse_public_url(&raw).map_err(|m| ConfigError::new("MEDIA_API_PUBLIC_URL", m))?),
         };
         let duration = |name: &'static str| {
-            humantime::parse_duration(&value(name))
-                .map_err(|e| error(name, format!("expected a duration such as 30s or 15m ({e})")))
+            env.parse_with(name, |raw| {
+                humantime::parse_duration(raw).map_err(|e| format!("expected a duration such as 30s or 15m ({e})"))
+            })
+        };
+        let positive = |name: &'static str| match duration(name)? {
+            d if d.is_zero() => Err(ConfigError::new(name, "must be positive")),
+            d => Ok(d),
         };
         let presign_expiry = duration("MEDIA_PRESIGN_EXPIRY")?;
         if presign_expiry < Duration::from_secs(1) || presign_expiry > MAX_PRESIGN_EXPIRY {
-            return Err(error("MEDIA_PRESIGN_EXPIRY", "must be between 1s and 7 days".into()));
+            return Err(ConfigError::new("MEDIA_PRESIGN_EXPIRY", "must be between 1s and 7 days"));
         }
-        let max_upload = parse_size(&value("MEDIA_API_MAX_UPLOAD")).map_err(|m| error("MEDIA_API_MAX_UPLOAD", m))?;
-        let request_timeout = duration("MEDIA_API_REQUEST_TIMEOUT")?;
-        if request_timeout.is_zero() {
-            return Err(error("MEDIA_API_REQUEST_TIMEOUT", "must be positive".into()));
-        }
-        let count = |name: &'static str| match value(name).parse::<usize>() {
-            Ok(n) if (1..=100_000).contains(&n) => Ok(n),
-            _ => Err(error(name, format!("expected a whole number from 1 to 100000, got `{}`", value(name)))),
-        };
-        let concurrency = count("MEDIA_API_CONCURRENCY")?;
-        let max_streams = count("MEDIA_API_MAX_STREAMS")?;
-        let max_uploads = count("MEDIA_API_MAX_UPLOADS")?;
-        let upload_idle_timeout = duration("MEDIA_API_UPLOAD_IDLE_TIMEOUT")?;
-        if upload_idle_timeout.is_zero() {
-            return Err(error("MEDIA_API_UPLOAD_IDLE_TIMEOUT", "must be positive".into()));
-        }
-        let upload_min_rate =
-            parse_size(&value("MEDIA_API_UPLOAD_MIN_RATE")).map_err(|m| error("MEDIA_API_UPLOAD_MIN_RATE", m))?;
-        let shutdown_grace = duration("MEDIA_API_SHUTDOWN_GRACE")?;
-        let signing_key = match get("MEDIA_API_SIGNING_KEY") {
-            Some(key) if key.chars().count() < 32 => {
-                return Err(error("MEDIA_API_SIGNING_KEY", "must be at least 32 characters".into()));
-            }
-            other => other.map(String::into_bytes),
-        };
-
+        let max_upload = env.parse_with("MEDIA_API_MAX_UPLOAD", parse_size)?;
+        let request_timeout = positive("MEDIA_API_REQUEST_TIMEOUT")?;
+        let count = |name: &'static str| env.parse_with(name, |raw| parse_count(raw, 1..=100_000));
         Ok(ApiConfig {
             addr,
             token_digests,
@@ -238,15 +188,58 @@ impl ApiConfig {
             presign_expiry,
             max_upload,
             request_timeout,
-            concurrency,
-            max_streams,
-            max_uploads,
-            upload_idle_timeout,
-            upload_min_rate,
-            shutdown_grace,
-            signing_key,
+            concurrency: count("MEDIA_API_CONCURRENCY")?,
+            max_streams: count("MEDIA_API_MAX_STREAMS")?,
+            max_uploads: count("MEDIA_API_MAX_UPLOADS")?,
+            upload_idle_timeout: positive("MEDIA_API_UPLOAD_IDLE_TIMEOUT")?,
+            upload_min_rate: env.parse_with("MEDIA_API_UPLOAD_MIN_RATE", parse_size)?,
+            shutdown_grace: duration("MEDIA_API_SHUTDOWN_GRACE")?,
+            signing_key: match env.get("MEDIA_API_SIGNING_KEY") {
+                Some(key) if key.chars().count() < 32 => {
+                    return Err(ConfigError::new("MEDIA_API_SIGNING_KEY", "must be at least 32 characters"));
+                }
+                other => other.map(String::into_bytes),
+            },
         })
     }
+}
+
+/// Who may call: the shared tokens (as digests), anonymous callers, the tenants' tokens file.
+struct Access {
+    token_digests: Vec<[u8; 32]>,
+    allow_anonymous: bool,
+    tokens_file: Option<PathBuf>,
+}
+
+/// [`Access`] as configured; the tokens file is checked readable now.
+fn access(env: &Env) -> Result<Access, ConfigError> {
+    let tokens: Vec<String> = env
+        .get("MEDIA_API_TOKENS")
+        .map(|raw| raw.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default();
+    if let Some(short) = tokens.iter().position(|t| t.chars().count() < MIN_TOKEN_CHARS) {
+        return Err(ConfigError::new(
+            "MEDIA_API_TOKENS",
+            format!("token #{} is shorter than {MIN_TOKEN_CHARS} characters", short + 1),
+        ));
+    }
+    let token_digests = tokens.iter().map(|t| Sha256::digest(t.as_bytes()).into()).collect();
+    let allow_anonymous = env.parse_with("MEDIA_API_ALLOW_ANONYMOUS", parse_bool)?;
+    let tokens_file = env.get("MEDIA_API_TOKENS_FILE").map(PathBuf::from);
+    if let Some(path) = &tokens_file {
+        super::tokens::TokensFile::open(path).map_err(|m| ConfigError::new("MEDIA_API_TOKENS_FILE", m))?;
+    }
+    Ok(Access { token_digests, allow_anonymous, tokens_file })
+}
+
+/// A base URL without a trailing `/`, query or fragment.
+fn parse_public_url(raw: &str) -> Result<String, String> {
+    let url = raw.trim_end_matches('/').to_string();
+    let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+    if !scheme_ok || url.contains(char::is_whitespace) || url.contains(['?', '#']) {
+        return Err(format!("expected a base URL such as https://media.example.com, got `{raw}`"));
+    }
+    Ok(url)
 }
 
 /// Browser origins as a browser sends them: `scheme://host[:port]`, nothing else. A wildcard is
@@ -265,17 +258,10 @@ fn parse_origins(raw: &str) -> Result<Vec<String>, String> {
     Ok(origins)
 }
 
-fn default_of(name: &str) -> &'static str {
-    API_VARIABLES.iter().find(|v| v.name == name).map(|v| v.default).unwrap_or("")
-}
-
 /// The API's table as `--help` shows it, followed by the shared one.
 pub fn variables_help() -> String {
     let mut out = String::from("API environment (also read from .env):\n");
-    for var in API_VARIABLES {
-        let default = if var.default.is_empty() { String::new() } else { format!(" [default: {}]", var.default) };
-        out.push_str(&format!("  {}{}\n      {}\n", var.name, default, var.help));
-    }
+    out.push_str(&table::help(API_VARIABLES));
     out.push('\n');
     out.push_str(&crate::config::variables_help().replacen("Environment", "Shared environment", 1));
     out

@@ -85,10 +85,7 @@ async fn create_table(config: &Config) -> anyhow::Result<ExitCode> {
         eprintln!("the local backend's ledger needs no table");
         return Ok(ExitCode::SUCCESS);
     };
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .timeout_config(crate::backend::timeouts())
-        .load()
-        .await;
+    let shared = crate::aws::load().await;
     let client = aws_sdk_dynamodb::Client::new(&shared);
     crate::ledger::dynamo::DynamoLedger::create_table(&client, &aws.jobs_table).await?;
     eprintln!("table {} is ready", aws.jobs_table);

@@ -51,13 +51,13 @@ pub struct DynamoLedger {
 
 impl DynamoLedger {
     /// The ledger in `table`. A client without an operation timeout gets the shared ones
-    /// ([`crate::backend::timeouts`]), so no ledger call can hang on a silent connection.
+    /// ([`crate::aws::timeouts`]), so no ledger call can hang on a silent connection.
     pub fn new(client: Client, table: &str) -> Self {
         let bounded = client.config().timeout_config().is_some_and(|t| t.operation_timeout().is_some());
         let client = if bounded {
             client
         } else {
-            Client::from_conf(client.config().to_builder().timeout_config(crate::backend::timeouts()).build())
+            Client::from_conf(client.config().to_builder().timeout_config(crate::aws::timeouts()).build())
         };
         Self { client, table: table.to_string() }
     }

@@ -6,12 +6,12 @@
 //! publish leaves the message to be redelivered, so AWS targets get every event at least once.
 
 use anyhow::Context;
-use aws_config::BehaviorVersion;
+use aws_config::SdkConfig;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_sns::types::MessageAttributeValue;
 
 use super::config::NotifySettings;
-use super::deliver::Envelope;
+use super::event::EventType;
 
 /// EventBridge's `detail-type` of every event.
 pub const DETAIL_TYPE: &str = "Media Job State Change";
@@ -22,31 +22,36 @@ pub struct AwsFanOut {
 }
 
 impl AwsFanOut {
-    /// Clients for what the settings name (region, credentials and endpoint from the standard
-    /// chain, with the same timeouts as every other AWS call); `None` when they name nothing.
+    /// Clients for what the settings name, made from the SDK configuration every AWS client
+    /// shares ([`crate::aws::load`]: the same timeouts and stalled-stream protection); `None`
+    /// when they name nothing.
     pub async fn connect(settings: &NotifySettings) -> Option<AwsFanOut> {
-        if settings.eventbridge_bus.is_none() && settings.sns_topic_arn.is_none() {
+        if !settings.aws_fan_out() {
             return None;
         }
-        let shared =
-            aws_config::defaults(BehaviorVersion::latest()).timeout_config(crate::backend::timeouts()).load().await;
-        Some(AwsFanOut {
+        Some(Self::with_config(settings, &crate::aws::load().await))
+    }
+
+    /// Clients for what the settings name, made from `shared`.
+    fn with_config(settings: &NotifySettings, shared: &SdkConfig) -> AwsFanOut {
+        AwsFanOut {
             eventbridge: settings
                 .eventbridge_bus
                 .clone()
-                .map(|bus| (aws_sdk_eventbridge::Client::new(&shared), bus, settings.eventbridge_source.clone())),
-            sns: settings.sns_topic_arn.clone().map(|topic| (aws_sdk_sns::Client::new(&shared), topic)),
-        })
+                .map(|bus| (aws_sdk_eventbridge::Client::new(shared), bus, settings.eventbridge_source.clone())),
+            sns: settings.sns_topic_arn.clone().map(|topic| (aws_sdk_sns::Client::new(shared), topic)),
+        }
     }
 
-    pub async fn publish(&self, envelope: &Envelope) -> anyhow::Result<()> {
+    /// Puts one event (`body`, the exact text webhooks are sent) on the bus and/or the topic.
+    pub async fn publish(&self, event_type: EventType, job_id: &str, body: &str) -> anyhow::Result<()> {
         if let Some((client, bus, source)) = &self.eventbridge {
             let entry = PutEventsRequestEntry::builder()
                 .event_bus_name(bus)
                 .source(source)
                 .detail_type(DETAIL_TYPE)
-                .detail(&envelope.body)
-                .resources(format!("job/{}", envelope.job_id))
+                .detail(body)
+                .resources(format!("job/{job_id}"))
                 .build();
             let out = client
                 .put_events()
@@ -63,13 +68,13 @@ impl AwsFanOut {
         if let Some((client, topic)) = &self.sns {
             let kind = MessageAttributeValue::builder()
                 .data_type("String")
-                .string_value(envelope.event_type.as_str())
+                .string_value(event_type.as_str())
                 .build()
                 .context("SNS message attribute")?;
             client
                 .publish()
                 .topic_arn(topic)
-                .message(&envelope.body)
+                .message(body)
                 .message_attributes("type", kind)
                 .send()
                 .await
@@ -77,5 +82,27 @@ impl AwsFanOut {
                 .context("SNS Publish")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::tests::{assert_shared, offline};
+
+    #[tokio::test]
+    async fn the_clients_carry_the_shared_timeouts_and_stall_protection() {
+        let lookup = |name: &str| match name {
+            "MEDIA_EVENTBRIDGE_BUS" => Some("bus".to_string()),
+            "MEDIA_SNS_TOPIC_ARN" => Some("arn:aws:sns:us-east-1:1:t".to_string()),
+            "MEDIA_NOTIFY_QUEUE_URL" => Some("q".to_string()),
+            _ => None,
+        };
+        let settings = NotifySettings::from_lookup(&lookup, true).unwrap();
+        let fan_out = AwsFanOut::with_config(&settings, &offline().await);
+        let (eventbridge, ..) = fan_out.eventbridge.as_ref().expect("an EventBridge client");
+        assert_shared(eventbridge.config().timeout_config(), eventbridge.config().stalled_stream_protection());
+        let (sns, _) = fan_out.sns.as_ref().expect("an SNS client");
+        assert_shared(sns.config().timeout_config(), sns.config().stalled_stream_protection());
     }
 }

@@ -1,11 +1,13 @@
 //! Notification settings, in their own table ([`NOTIFY_VARIABLES`]) that `--help` prints and
-//! `.env.example` mirrors, read by the worker, the API and the CLI alike.
+//! `.env.example` mirrors, read by the worker, the API and the CLI alike. They are part of
+//! [`crate::config::Config`], which reads them through [`NotifySettings::from_lookup`]; this
+//! file reads only the shared shape of a table ([`crate::config::table`]), never `Config`.
 
 use std::time::Duration;
 
 use super::event::EventType;
 use super::sign::Secrets;
-use crate::config::{ConfigError, Variable};
+use crate::config::table::{ConfigError, Env, Variable, parse_bool};
 use crate::outbound::{Guard, Policy};
 
 pub const NOTIFY_VARIABLES: &[Variable] = &[
@@ -129,83 +131,31 @@ impl NotifySettings {
         Guard::new(self.policy)
     }
 
+    /// Parses the notification settings from any lookup; `aws`: whether the deployment runs on
+    /// the AWS backend (EventBridge and SNS need it, and it needs a notifications queue).
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>, aws: bool) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        let value = |name: &'static str| get(name).unwrap_or_else(|| default_of(name).to_string());
-        let error = |var: &'static str, message: String| ConfigError { var, message };
-
-        let secrets = Secrets::parse(&value("MEDIA_WEBHOOK_SECRET")).map_err(|m| error("MEDIA_WEBHOOK_SECRET", m))?;
-        let allow_loopback = match value("MEDIA_WEBHOOK_ALLOW_LOOPBACK").to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" => true,
-            "false" | "0" | "no" => false,
-            other => {
-                return Err(error("MEDIA_WEBHOOK_ALLOW_LOOPBACK", format!("expected true or false, got `{other}`")));
-            }
-        };
-        let policy = Policy { allow_loopback };
-        let guard = Guard::new(policy);
-        let mut endpoints = Vec::new();
-        for entry in value("MEDIA_WEBHOOK_URLS").split(';').map(str::trim).filter(|e| !e.is_empty()) {
-            let mut parts = entry.split_whitespace();
-            let url = parts.next().unwrap_or_default().to_string();
-            guard.check_url(&url).map_err(|e| error("MEDIA_WEBHOOK_URLS", format!("`{url}`: {e}")))?;
-            let types = match parts.next() {
-                None => Vec::new(),
-                Some(list) => list
-                    .split(',')
-                    .filter(|t| !t.is_empty())
-                    .map(|t| t.parse::<EventType>().map_err(|e| error("MEDIA_WEBHOOK_URLS", e)))
-                    .collect::<Result<Vec<_>, _>>()?,
-            };
-            if parts.next().is_some() {
-                return Err(error(
-                    "MEDIA_WEBHOOK_URLS",
-                    format!("`{entry}`: expected a URL and an optional list of types"),
-                ));
-            }
-            endpoints.push(Endpoint { url, types });
-        }
+        let env = Env::new(lookup, NOTIFY_VARIABLES);
+        let secrets = env.parse_with("MEDIA_WEBHOOK_SECRET", Secrets::parse)?;
+        let policy = Policy { allow_loopback: env.parse_with("MEDIA_WEBHOOK_ALLOW_LOOPBACK", parse_bool)? };
+        let endpoints = parse_endpoints(&env.or_default("MEDIA_WEBHOOK_URLS"), &Guard::new(policy))
+            .map_err(|m| ConfigError::new("MEDIA_WEBHOOK_URLS", m))?;
         if !endpoints.is_empty() && secrets.is_empty() {
-            return Err(error("MEDIA_WEBHOOK_SECRET", "is required with MEDIA_WEBHOOK_URLS".into()));
+            return Err(ConfigError::new("MEDIA_WEBHOOK_SECRET", "is required with MEDIA_WEBHOOK_URLS"));
         }
-        let schedule = value("MEDIA_WEBHOOK_RETRY_SCHEDULE")
-            .split(',')
-            .map(|d| humantime::parse_duration(d.trim()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| error("MEDIA_WEBHOOK_RETRY_SCHEDULE", format!("expected durations such as 0s,5s,5m: {e}")))?;
-        if schedule.is_empty() || schedule.len() > 50 {
-            return Err(error("MEDIA_WEBHOOK_RETRY_SCHEDULE", "expected 1 to 50 delays".into()));
-        }
+        let schedule = env.parse_with("MEDIA_WEBHOOK_RETRY_SCHEDULE", parse_schedule)?;
         let duration = |name: &'static str| {
-            humantime::parse_duration(&value(name)).map_err(|e| error(name, format!("expected a duration: {e}")))
+            env.parse_with(name, |raw| humantime::parse_duration(raw).map_err(|e| format!("expected a duration: {e}")))
         };
         let timeout = duration("MEDIA_WEBHOOK_TIMEOUT")?;
         if timeout.is_zero() || timeout > Duration::from_secs(300) {
-            return Err(error("MEDIA_WEBHOOK_TIMEOUT", "expected a duration from 1ms to 5m".into()));
+            return Err(ConfigError::new("MEDIA_WEBHOOK_TIMEOUT", "expected a duration from 1ms to 5m"));
         }
         let progress_interval = duration("MEDIA_NOTIFY_PROGRESS_INTERVAL")?;
-        let concurrency = match value("MEDIA_WEBHOOK_CONCURRENCY").parse::<usize>() {
-            Ok(n) if (1..=256).contains(&n) => n,
-            _ => return Err(error("MEDIA_WEBHOOK_CONCURRENCY", "expected a whole number from 1 to 256".into())),
-        };
-        let queue_url = get("MEDIA_NOTIFY_QUEUE_URL");
-        let eventbridge_bus = get("MEDIA_EVENTBRIDGE_BUS");
-        let eventbridge_source = value("MEDIA_EVENTBRIDGE_SOURCE");
-        let sns_topic_arn = get("MEDIA_SNS_TOPIC_ARN");
-        if !aws
-            && let Some(var) = [("MEDIA_EVENTBRIDGE_BUS", &eventbridge_bus), ("MEDIA_SNS_TOPIC_ARN", &sns_topic_arn)]
-                .into_iter()
-                .find_map(|(var, v)| v.is_some().then_some(var))
-        {
-            return Err(error(var, "needs the aws backend".into()));
-        }
-        let anything = !secrets.is_empty() || eventbridge_bus.is_some() || sns_topic_arn.is_some();
-        if aws && anything && queue_url.is_none() {
-            return Err(error(
-                "MEDIA_NOTIFY_QUEUE_URL",
-                "is required on the aws backend when notifications are set".into(),
-            ));
-        }
+        let concurrency = env.parse_with("MEDIA_WEBHOOK_CONCURRENCY", |raw| match raw.parse::<usize>() {
+            Ok(n) if (1..=256).contains(&n) => Ok(n),
+            _ => Err("expected a whole number from 1 to 256".to_string()),
+        })?;
+        let targets = AwsTargets::parse(&env, aws, !secrets.is_empty())?;
         Ok(NotifySettings {
             endpoints,
             secrets,
@@ -214,16 +164,81 @@ impl NotifySettings {
             concurrency,
             policy,
             progress_interval,
-            queue_url,
-            eventbridge_bus,
-            eventbridge_source,
-            sns_topic_arn,
+            queue_url: targets.queue_url,
+            eventbridge_bus: targets.eventbridge_bus,
+            eventbridge_source: targets.eventbridge_source,
+            sns_topic_arn: targets.sns_topic_arn,
         })
     }
 }
 
-fn default_of(name: &str) -> &'static str {
-    NOTIFY_VARIABLES.iter().find(|v| v.name == name).map(|v| v.default).unwrap_or("")
+/// `;`-separated entries, each a URL the guard accepts and an optional list of event types.
+fn parse_endpoints(raw: &str, guard: &Guard) -> Result<Vec<Endpoint>, String> {
+    let mut endpoints = Vec::new();
+    for entry in raw.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let mut parts = entry.split_whitespace();
+        let url = parts.next().unwrap_or_default().to_string();
+        guard.check_url(&url).map_err(|e| format!("`{url}`: {e}"))?;
+        let types = match parts.next() {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .filter(|t| !t.is_empty())
+                .map(|t| t.parse::<EventType>())
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        if parts.next().is_some() {
+            return Err(format!("`{entry}`: expected a URL and an optional list of types"));
+        }
+        endpoints.push(Endpoint { url, types });
+    }
+    Ok(endpoints)
+}
+
+/// Comma-separated delays, one per attempt.
+fn parse_schedule(raw: &str) -> Result<Vec<Duration>, String> {
+    let schedule = raw
+        .split(',')
+        .map(|d| humantime::parse_duration(d.trim()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("expected durations such as 0s,5s,5m: {e}"))?;
+    if schedule.is_empty() || schedule.len() > 50 {
+        return Err("expected 1 to 50 delays".into());
+    }
+    Ok(schedule)
+}
+
+/// Where events go besides webhooks, and the queue that carries them on AWS.
+struct AwsTargets {
+    queue_url: Option<String>,
+    eventbridge_bus: Option<String>,
+    eventbridge_source: String,
+    sns_topic_arn: Option<String>,
+}
+
+impl AwsTargets {
+    /// `webhooks`: whether webhooks are configured, which also need the queue on AWS.
+    fn parse(env: &Env, aws: bool, webhooks: bool) -> Result<Self, ConfigError> {
+        let targets = AwsTargets {
+            queue_url: env.get("MEDIA_NOTIFY_QUEUE_URL"),
+            eventbridge_bus: env.get("MEDIA_EVENTBRIDGE_BUS"),
+            eventbridge_source: env.or_default("MEDIA_EVENTBRIDGE_SOURCE"),
+            sns_topic_arn: env.get("MEDIA_SNS_TOPIC_ARN"),
+        };
+        let named =
+            [("MEDIA_EVENTBRIDGE_BUS", &targets.eventbridge_bus), ("MEDIA_SNS_TOPIC_ARN", &targets.sns_topic_arn)];
+        if !aws && let Some(var) = named.into_iter().find_map(|(var, v)| v.is_some().then_some(var)) {
+            return Err(ConfigError::new(var, "needs the aws backend"));
+        }
+        let anything = webhooks || targets.eventbridge_bus.is_some() || targets.sns_topic_arn.is_some();
+        if aws && anything && targets.queue_url.is_none() {
+            return Err(ConfigError::new(
+                "MEDIA_NOTIFY_QUEUE_URL",
+                "is required on the aws backend when notifications are set",
+            ));
+        }
+        Ok(targets)
+    }
 }
 
 #[cfg(test)]

@@ -223,7 +223,7 @@ impl Dispatcher {
                 // AWS first: if it fails, the whole fan-out is redelivered, and webhooks are
                 // not tried twice for it.
                 if let Some(aws) = self.aws.get_or_init(|| AwsFanOut::connect(&self.settings)).await
-                    && let Err(err) = aws.publish(&envelope).await
+                    && let Err(err) = aws.publish(envelope.event_type, &envelope.job_id, &envelope.body).await
                 {
                     tracing::warn!(
                         event_id = %envelope.event_id,

@@ -82,9 +82,9 @@ impl SqsQueue {
 /// small call's, so a dead connection is still dropped within seconds of the poll's end.
 fn long_poll_timeouts(wait: Duration) -> aws_sdk_sqs::config::timeout::TimeoutConfig {
     aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
-        .connect_timeout(crate::backend::CONNECT_TIMEOUT)
-        .operation_attempt_timeout(wait + crate::backend::ATTEMPT_TIMEOUT)
-        .operation_timeout(wait * 3 + crate::backend::OPERATION_TIMEOUT)
+        .connect_timeout(crate::aws::CONNECT_TIMEOUT)
+        .operation_attempt_timeout(wait + crate::aws::ATTEMPT_TIMEOUT)
+        .operation_timeout(wait * 3 + crate::aws::OPERATION_TIMEOUT)
         .build()
 }
 
