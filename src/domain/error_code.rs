@@ -2,7 +2,7 @@
 //! wire name, whether a failure with it is retried, and the one sentence clients see for it.
 //!
 //! The codes are a contract: job statuses (`error.code`), notifications and the dead-letter
-//! queue's `reason` attribute carry them, and docs/layout.md ("Errors") lists them. A test
+//! queue's `reason` attribute carry them, and docs/storage-layout.md ("Errors") lists them. A test
 //! checks that table against [`ErrorCode::ALL`], so the two cannot drift apart.
 
 use std::fmt;
@@ -284,10 +284,10 @@ impl FromStr for ErrorCode {
 mod tests {
     use super::*;
 
-    /// The error tables of docs/layout.md: (codes of the row, retryable cell, sentence cell).
+    /// The error tables of docs/storage-layout.md: (codes of the row, retryable cell, sentence cell).
     fn documented() -> Vec<(Vec<String>, String, String)> {
-        let doc = include_str!("../../docs/layout.md");
-        let start = doc.find("\n## Errors\n").expect("docs/layout.md has an Errors section");
+        let doc = include_str!("../../docs/storage-layout.md");
+        let start = doc.find("\n## Errors\n").expect("docs/storage-layout.md has an Errors section");
         let section = &doc[start + 1..];
         let section = &section[..section[1..].find("\n## ").map_or(section.len(), |end| end + 1)];
         section
@@ -308,8 +308,8 @@ mod tests {
         let mut seen = Vec::new();
         for (codes, retryable, sentence) in &rows {
             for name in codes {
-                let code =
-                    ErrorCode::parse(name).unwrap_or_else(|| panic!("docs/layout.md lists unknown code `{name}`"));
+                let code = ErrorCode::parse(name)
+                    .unwrap_or_else(|| panic!("docs/storage-layout.md lists unknown code `{name}`"));
                 assert!(!seen.contains(&code), "`{name}` is listed twice");
                 seen.push(code);
                 let documented = match code.retryability() {
@@ -326,7 +326,7 @@ mod tests {
             }
         }
         for code in ErrorCode::ALL {
-            assert!(seen.contains(code), "`{code}` is missing from docs/layout.md's error tables");
+            assert!(seen.contains(code), "`{code}` is missing from docs/storage-layout.md's error tables");
         }
     }
 
