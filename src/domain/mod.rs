@@ -1,6 +1,7 @@
 //! Pure domain: job specs, message parsing, key layout, presets and their argv, status
 //! documents. Nothing here does I/O, so all of it is covered by table tests.
 
+pub mod dead_letter;
 pub mod event;
 pub mod isobmff;
 pub mod job;
@@ -8,6 +9,7 @@ pub mod keys;
 pub mod plan;
 pub mod preset;
 pub mod probe;
+pub mod ready;
 pub mod split;
 pub mod status;
 pub mod tenant;

@@ -44,9 +44,8 @@ pub use reaper::ReapOutcome;
 
 use crate::backend::Backend;
 use crate::config::Config;
-use crate::domain::job::JobMessage;
-use crate::jobs::{JobStore, Stored};
-use crate::queue::{MAX_WAIT, Queues, SendOptions};
+use crate::jobs::JobStore;
+use crate::queue::{MAX_WAIT, Queues};
 use crate::storage::Storage;
 
 /// How long a stopping worker's relay may take to send its last events.
@@ -582,23 +581,6 @@ impl Inner {
         self.max_receives.load(Ordering::Relaxed)
     }
 
-    /// Publishes the message of a handover (a retry, a recovery, a requeue) whose status is
-    /// already stored as `handover` (that exact version), then clears the status's pending
-    /// mark, once and only against that version: had the job moved on meanwhile (started, and
-    /// even handed over again), the mark is no longer this handover's to clear.
-    async fn publish_handover(&self, message: &JobMessage, delay: Duration, handover: &Stored) -> anyhow::Result<()> {
-        self.queues.ready.send(&message.to_json(), SendOptions::delayed(delay)).await?;
-        let event = crate::jobs::Event::Published { attempt: message.attempt };
-        match self.store.apply_once(&message.job.job_id, handover, &event).await {
-            Ok(_) => {}
-            // The mark stays; the reaper republishes once it is old, and a duplicate is harmless.
-            Err(err) => {
-                tracing::warn!(job_id = %message.job.job_id, error = %err, "Could not record a handover as published.")
-            }
-        }
-        Ok(())
-    }
-
     fn is_running_here(&self, job_id: &str, attempt: u32) -> bool {
         self.running_here.lock().is_ok_and(|set| set.contains(&(job_id.to_string(), attempt)))
     }
@@ -611,37 +593,6 @@ impl Inner {
         }
         RunningGuard { inner: self.clone(), key }
     }
-
-    /// Sends a body to the dead-letter queue with why it is there. `job` names the job it is
-    /// about, and whether that job's status already records the failure (the dead-letter sweep
-    /// finishes the job of a dead letter that says it does not).
-    async fn dead_letter(
-        &self,
-        body: &str,
-        code: &str,
-        reason: &str,
-        origin: &str,
-        job: Option<(&str, bool)>,
-    ) -> anyhow::Result<()> {
-        let body = if body.is_empty() { "(empty message)" } else { body };
-        let mut options = SendOptions::default()
-            .with_attribute("reason", code)
-            .with_attribute("error", truncate(reason, 1000))
-            .with_attribute("origin", origin)
-            .with_attribute("worker", self.config.worker_id.clone());
-        if let Some((job_id, recorded)) = job {
-            options = options
-                .with_attribute("job_id", job_id)
-                .with_attribute(dead_letters::JOB_STATE, if recorded { "recorded" } else { "unrecorded" });
-        }
-        self.queues.dead_letter.send(body, options).await?;
-        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-}
-
-fn truncate(text: &str, max_chars: usize) -> String {
-    text.chars().take(max_chars).collect()
 }
 
 /// Removes an attempt from [`Inner::running_here`] when the attempt ends, however it ends.

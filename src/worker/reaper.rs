@@ -22,6 +22,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::Inner;
+use crate::domain::dead_letter::{DeadLetter, Origin};
 use crate::domain::job::{JobMessage, LedgerEntry};
 use crate::domain::status::{ErrorInfo, JobState};
 use crate::jobs::{Applied, Event, Refused, Stored, tidy};
@@ -81,7 +82,8 @@ async fn reap_entry(inner: &Inner, received: &Received, outcome: &mut ReapOutcom
     let entry: LedgerEntry = match serde_json::from_str(&received.body) {
         Ok(entry) => entry,
         Err(err) => {
-            inner.dead_letter(&received.body, "malformed_ledger_entry", &err.to_string(), "processing", None).await?;
+            let letter = DeadLetter::new("malformed_ledger_entry", err.to_string(), Origin::Processing);
+            inner.dead_letter(&received.body, letter).await?;
             return processing.delete(&received.receipt).await;
         }
     };
@@ -165,7 +167,8 @@ async fn reap_entry(inner: &Inner, received: &Received, outcome: &mut ReapOutcom
                 retryable: false,
             });
             let message = JobMessage::new(entry.job.clone(), entry.attempt);
-            inner.dead_letter(&message.to_json(), &info.code, &info.message, "reaper", Some((job_id, true))).await?;
+            let letter = DeadLetter::new(&info.code, &info.message, Origin::Reaper).about_job(job_id, true);
+            inner.dead_letter(&message.to_json(), letter).await?;
             inner.counters.failed.fetch_add(1, Ordering::Relaxed);
             outcome.failed += 1;
             tracing::warn!(job_id, worker, "Job of a dead worker failed: no attempts left.");

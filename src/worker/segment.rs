@@ -31,6 +31,7 @@ use super::execute::millis;
 use super::scratch::ScratchDir;
 use super::split::{is_done, read_record};
 use super::{Inner, JobError, TranscodeSlot};
+use crate::domain::dead_letter::{DeadLetter, Origin};
 use crate::domain::job::retry_delay;
 use crate::domain::split::{
     SPLIT_VERSION, SegmentDone, SegmentFailed, SegmentMessage, SegmentTask, describe, done_key, failed_key,
@@ -78,7 +79,8 @@ pub(super) async fn run(
             Ok(Admitted::Mismatch) => {
                 let reason = "the segment message names a folder that is not its job's";
                 tracing::warn!(folder = %task.output_dir, "Dead-lettering a segment message: {reason}.");
-                match inner.dead_letter(&message.body, "segment_mismatch", reason, "ready", None).await {
+                match inner.dead_letter(&message.body, DeadLetter::new("segment_mismatch", reason, Origin::Ready)).await
+                {
                     Ok(()) => inner.queues.ready.delete(&message.receipt).await,
                     Err(err) => Err(err),
                 }

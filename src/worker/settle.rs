@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use super::execute::Completed;
 use super::{Inner, JobError};
+use crate::domain::dead_letter::{DeadLetter, Origin};
 use crate::domain::job::{JobMessage, retry_delay};
 use crate::domain::keys::manifest_key;
 use crate::domain::status::JobState;
-use crate::jobs::{Attempt, AttemptError, tidy};
+use crate::jobs::{Attempt, AttemptError, Stored, tidy};
+use crate::queue::SendOptions;
 
 /// Records the attempt's outcome: completed (already recorded), retried, failed and
 /// dead-lettered, or requeued on shutdown; a cancelled or superseded run records nothing (the
@@ -140,9 +142,8 @@ async fn record_failure(
             } else {
                 tidy::after_end(inner.storage.as_ref(), &status).await;
                 let info = status.error.clone().unwrap_or_else(|| err.info());
-                inner
-                    .dead_letter(&message.to_json(), &info.code, &info.message, "worker", Some((job_id, true)))
-                    .await?;
+                let letter = DeadLetter::new(&info.code, &info.message, Origin::Worker).about_job(job_id, true);
+                inner.dead_letter(&message.to_json(), letter).await?;
                 inner.counters.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %err, "Job failed: no attempts left.");
             }
@@ -152,10 +153,50 @@ async fn record_failure(
             let info = err.info();
             let status = tracker.fail(info.clone()).await?;
             tidy::after_end(inner.storage.as_ref(), &status).await;
-            inner.dead_letter(&message.to_json(), &info.code, &info.message, "worker", Some((job_id, true))).await?;
+            let letter = DeadLetter::new(&info.code, &info.message, Origin::Worker).about_job(job_id, true);
+            inner.dead_letter(&message.to_json(), letter).await?;
             inner.counters.failed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %err, "Job failed.");
             Ok(())
         }
+    }
+}
+
+impl Inner {
+    /// Publishes the message of a handover (a retry, a recovery, a requeue) whose status is
+    /// already stored as `handover` (that exact version), then clears the status's pending
+    /// mark, once and only against that version: had the job moved on meanwhile (started, and
+    /// even handed over again), the mark is no longer this handover's to clear.
+    pub(super) async fn publish_handover(
+        &self,
+        message: &JobMessage,
+        delay: Duration,
+        handover: &Stored,
+    ) -> anyhow::Result<()> {
+        self.queues.ready.send(&message.to_json(), SendOptions::delayed(delay)).await?;
+        let event = crate::jobs::Event::Published { attempt: message.attempt };
+        match self.store.apply_once(&message.job.job_id, handover, &event).await {
+            Ok(_) => {}
+            // The mark stays; the reaper republishes once it is old, and a duplicate is harmless.
+            Err(err) => {
+                tracing::warn!(job_id = %message.job.job_id, error = %err, "Could not record a handover as published.")
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a body to the dead-letter queue with why it is there (`letter`, signed with this
+    /// worker's name). A letter naming a job says whether that job's status already records the
+    /// failure: the dead-letter sweep finishes the job of one that says it does not.
+    pub(super) async fn dead_letter(&self, body: &str, letter: DeadLetter) -> anyhow::Result<()> {
+        let body = if body.is_empty() { "(empty message)" } else { body };
+        let letter = letter.by(self.config.worker_id.clone());
+        let options = letter
+            .to_attributes()
+            .into_iter()
+            .fold(SendOptions::default(), |options, (name, value)| options.with_attribute(&name, value));
+        self.queues.dead_letter.send(body, options).await?;
+        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
