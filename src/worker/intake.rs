@@ -186,10 +186,10 @@ async fn start(
     let protected = inner.protection.job_started();
     inner.jobs.spawn(async move {
         // Held until the job ends, whatever way it ends (the permit: unless the run gives it
-        // back while it only waits, see `split::JobPermit`).
+        // back while it only waits, see `permits::JobPermit`).
         let _running = running;
         let _protected = protected;
-        super::execute::run(job_inner, job, attempt, super::split::JobPermit::new(permit)).await;
+        super::execute::run(job_inner, job, attempt, super::permits::JobPermit::new(permit)).await;
     });
     Ok(())
 }

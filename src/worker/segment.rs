@@ -27,10 +27,11 @@ use tracing::Instrument;
 
 use anyhow::Context;
 
-use super::execute::millis;
+use super::permits::TranscodeSlot;
 use super::scratch::ScratchDir;
 use super::split::{is_done, read_record};
-use super::{Inner, JobError, TranscodeSlot};
+use super::transcode::millis;
+use super::{Inner, JobError};
 use crate::domain::dead_letter::{DeadLetter, Origin};
 use crate::domain::job::retry_delay;
 use crate::domain::split::{

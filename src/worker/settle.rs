@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::execute::Completed;
+use super::commit::Completed;
 use super::{Inner, JobError};
 use crate::domain::dead_letter::{DeadLetter, Origin};
 use crate::domain::job::{JobMessage, retry_delay};
