@@ -24,6 +24,7 @@ mod metrics;
 mod permits;
 pub mod protection;
 mod reaper;
+mod run;
 mod scratch;
 mod segment;
 mod settle;
@@ -31,14 +32,11 @@ mod source;
 mod split;
 mod transcode;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::Context;
 use tokio::sync::Semaphore;
-use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -51,9 +49,6 @@ use crate::config::Config;
 use crate::jobs::JobStore;
 use crate::queue::{MAX_WAIT, Queues};
 use crate::storage::Storage;
-
-/// How long a stopping worker's relay may take to send its last events.
-const SETTLE_EVENTS: Duration = Duration::from_secs(10);
 
 /// How often the ledger is swept of records past their retention (the local engine; DynamoDB's
 /// TTL needs nothing).
@@ -343,178 +338,6 @@ impl Worker {
             return Ok(false);
         }
         Ok(self.inner.queues.processing.counts().await?.total() == 0)
-    }
-
-    /// Runs the schedules until `shutdown` resolves (or, in drain mode, until idle), then stops
-    /// receiving, lets running jobs finish within the grace period, and requeues the rest.
-    pub async fn run(&self, mode: RunMode, shutdown: impl Future<Output = ()>) -> anyhow::Result<Summary> {
-        // Bound first: a taken port is a configuration error worth refusing to start for.
-        let metrics_listener = match self.inner.config.metrics_addr {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("MEDIA_METRICS_ADDR: cannot listen on {addr}"))?,
-            ),
-            None => None,
-        };
-        let stop_endpoint = CancellationToken::new();
-        let endpoint = metrics_listener.map(|listener| {
-            if let Ok(addr) = listener.local_addr() {
-                tracing::info!(%addr, "Serving /healthz, /readyz and /metrics.");
-            }
-            tokio::spawn(metrics::serve(listener, self.clone(), stop_endpoint.clone()))
-        });
-        self.inner.protection.start();
-        self.inner.resolve_max_receives().await;
-        scratch::sweep_stale(&self.inner.config).await;
-        scratch::check_capacity(&self.inner.config);
-        let mut scheduler = JobScheduler::new().await.context("starting the scheduler")?;
-        let waker = self.clone();
-        scheduler
-            .add(
-                Job::new_async(self.inner.config.poll_schedule.as_str(), move |_, _| {
-                    let worker = waker.clone();
-                    Box::pin(async move { worker.inner.wake.notify_one() })
-                })
-                .context("MEDIA_POLL_SCHEDULE is not a valid cron expression")?,
-            )
-            .await?;
-        let intake = tokio::spawn({
-            let worker = self.clone();
-            async move { worker.intake_loop().await }
-        });
-        let stop_notifications = CancellationToken::new();
-        let notifications = self.inner.notifications.clone().map(|d| tokio::spawn(d.run(stop_notifications.clone())));
-        let stop_relay = CancellationToken::new();
-        let relay =
-            self.inner.queues.notifications.clone().filter(|_| self.inner.config.notify.enabled()).map(|queue| {
-                let relay =
-                    crate::notify::relay::Relay::new(self.inner.store.clone(), self.inner.storage.clone(), queue);
-                tokio::spawn(relay.run(stop_relay.clone()))
-            });
-        let reaper = self.clone();
-        scheduler
-            .add(
-                Job::new_async(self.inner.config.reaper_schedule.as_str(), move |_, _| {
-                    let worker = reaper.clone();
-                    Box::pin(async move {
-                        if let Err(err) = worker.reap_once().await {
-                            tracing::warn!(error = format!("{err:#}"), "Sweeping the in-processing ledger failed.");
-                        }
-                    })
-                })
-                .context("MEDIA_REAPER_SCHEDULE is not a valid cron expression")?,
-            )
-            .await?;
-        scheduler.start().await.context("starting the scheduler")?;
-        tracing::info!(
-            worker = %self.inner.config.worker_id,
-            host = %crate::config::host_name(),
-            pid = std::process::id(),
-            concurrency = self.inner.config.concurrency,
-            mode = ?mode,
-            "Worker started."
-        );
-
-        match mode {
-            RunMode::Daemon => shutdown.await,
-            RunMode::Drain => {
-                tokio::select! {
-                    () = shutdown => {},
-                    result = self.wait_until_drained() => result?,
-                }
-            }
-        }
-
-        self.inner.stop_receiving.cancel();
-        // The loop ends at once (its receive is cancelled); messages it held return to the queue.
-        if let Err(err) = intake.await {
-            tracing::warn!(error = %err, "The intake loop ended abnormally.");
-        }
-        if let Err(err) = scheduler.shutdown().await {
-            tracing::warn!(error = %err, "The scheduler did not stop cleanly.");
-        }
-        self.stop_jobs().await;
-        // After the jobs: the relay sends their last events, then deliveries get what time is left.
-        stop_relay.cancel();
-        if let Some(relay) = relay {
-            let _ = tokio::time::timeout(SETTLE_EVENTS, relay).await;
-        }
-        stop_notifications.cancel();
-        if let Some(notifications) = notifications {
-            let _ = notifications.await;
-        }
-        self.inner.protection.stop().await;
-        stop_endpoint.cancel();
-        if let Some(endpoint) = endpoint {
-            let _ = tokio::time::timeout(Duration::from_secs(5), endpoint).await;
-        }
-        let summary = self.summary();
-        tracing::info!(
-            completed = summary.completed,
-            failed = summary.failed,
-            retried = summary.retried,
-            dead_lettered = summary.dead_lettered,
-            "Worker stopped."
-        );
-        Ok(summary)
-    }
-
-    async fn wait_until_drained(&self) -> anyhow::Result<()> {
-        // Queue counts are approximate (a message changing visibility between two counters can
-        // be missed by both), so idleness must be seen several times in a row.
-        const IDLE_CHECKS: u32 = 3;
-        let mut ticker = tokio::time::interval(Duration::from_millis(500));
-        let mut idle_checks = 0;
-        loop {
-            ticker.tick().await;
-            if self.running() > 0 {
-                idle_checks = 0;
-                continue;
-            }
-            // Nothing runs here: sweep now rather than at the next reaper tick, so finished
-            // entries leave the ledger and those of dead workers are recovered promptly. A queue
-            // or store that does not answer just means "not idle yet": returning early would
-            // leave running jobs behind.
-            let idle = async {
-                if self.inner.queues.ready.counts().await?.total() == 0 {
-                    self.reap_once().await?;
-                }
-                self.is_idle().await
-            };
-            let idle = match idle.await {
-                Ok(idle) => idle,
-                Err(err) => {
-                    tracing::warn!(error = format!("{err:#}"), "Checking for idleness failed; trying again.");
-                    false
-                }
-            };
-            if idle {
-                idle_checks += 1;
-                if idle_checks >= IDLE_CHECKS {
-                    tracing::debug!("Drained: no messages waiting or in flight, no job running.");
-                    return Ok(());
-                }
-            } else {
-                idle_checks = 0;
-            }
-        }
-    }
-
-    /// Waits up to the grace period for running jobs, then stops and requeues the rest.
-    async fn stop_jobs(&self) {
-        let inner = &self.inner;
-        inner.jobs.close();
-        if inner.jobs.is_empty() {
-            return;
-        }
-        tracing::info!(running = inner.jobs.len(), grace = ?inner.config.shutdown_grace, "Waiting for running jobs.");
-        if tokio::time::timeout(inner.config.shutdown_grace, inner.jobs.wait()).await.is_err() {
-            tracing::warn!(running = inner.jobs.len(), "Grace period over; stopping and requeueing running jobs.");
-            inner.stop_jobs.cancel();
-            // Requeueing is a couple of small writes per job; bound it anyway.
-            let _ = tokio::time::timeout(Duration::from_secs(30), inner.jobs.wait()).await;
-        }
     }
 }
 
