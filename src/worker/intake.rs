@@ -24,7 +24,7 @@ use crate::domain::job::{JobMessage, LedgerEntry, MESSAGE_VERSION};
 use crate::domain::ready::ReadyMessage;
 use crate::domain::split::SegmentTask;
 use crate::domain::status::ErrorInfo;
-use crate::jobs::{Applied, Attempt, Event, Refused, tidy};
+use crate::jobs::{Attempt, Refused};
 use crate::queue::{Received, SendOptions};
 
 /// Longest a start (read and compare-and-swap of the status) may take.
@@ -72,7 +72,7 @@ async fn try_handle(inner: &Arc<Inner>, message: Received, permit: OwnedSemaphor
         }
     };
     if message.receive_count >= inner.max_receives() {
-        return exhaust(inner, &message, &job).await;
+        return inner.exhaust(&message, &job).await;
     }
     if !has_room(inner, &message, &job).await? {
         return Ok(());
@@ -129,7 +129,7 @@ async fn has_room(inner: &Inner, message: &Received, job: &JobMessage) -> anyhow
                 ),
                 retryable: false,
             };
-            fail_unstarted(inner, message, job, error).await.map(|()| false)
+            inner.fail_unstarted(message, job, error).await.map(|()| false)
         }
     }
 }
@@ -202,47 +202,4 @@ async fn decline(inner: &Inner, message: &Received, job: &JobMessage) -> anyhow:
     let ready = &inner.queues.ready;
     ready.send(&job.to_json(), SendOptions::delayed(inner.config.retry_base_delay)).await?;
     ready.delete(&message.receipt).await
-}
-
-/// A message delivered `MEDIA_MAX_RECEIVES` times without being started (the store or the
-/// ledger kept failing): its job is failed with `delivery_exhausted` and the message
-/// dead-lettered with that reason, before SQS's redrive would move it without one.
-async fn exhaust(inner: &Inner, message: &Received, job: &JobMessage) -> anyhow::Result<()> {
-    let error = ErrorInfo {
-        code: "delivery_exhausted".into(),
-        message: format!("the job's message was delivered {} times without the job starting", message.receive_count),
-        retryable: false,
-    };
-    fail_unstarted(inner, message, job, error).await
-}
-
-/// Fails a job that cannot start, with `error`, and dead-letters its message with that reason.
-/// When the status cannot be written now, the dead letter says so, and the dead-letter sweep
-/// records it later. A message of a job that is running elsewhere, or ended, is only a
-/// duplicate.
-async fn fail_unstarted(inner: &Inner, message: &Received, job: &JobMessage, error: ErrorInfo) -> anyhow::Result<()> {
-    let job_id = job.job.job_id.as_str();
-    let event = Event::Exhausted { job: job.job.clone(), attempt: job.attempt, error: error.clone() };
-    let recorded = match inner.store.apply(job_id, &event).await {
-        Ok(Applied::Done { status, .. }) => {
-            tidy::after_end(inner.storage.as_ref(), &status).await;
-            true
-        }
-        Ok(Applied::Refused { reason: Refused::InProgress | Refused::Superseded | Refused::Ended(_), .. }) => {
-            tracing::info!(job_id, "Dropping an exhausted duplicate of a job that lives on or ended.");
-            return inner.queues.ready.delete(&message.receipt).await;
-        }
-        Ok(Applied::Refused { reason, .. }) => {
-            tracing::warn!(job_id, reason = %reason, "An exhausted message's job cannot be failed.");
-            true
-        }
-        Err(err) => {
-            tracing::warn!(job_id, error = %err, "Could not record an exhausted job; the dead-letter sweep will.");
-            false
-        }
-    };
-    tracing::warn!(job_id, code = %error.code, receives = message.receive_count, recorded, "Dead-lettering a job that cannot start.");
-    let letter = DeadLetter::new(&error.code, &error.message, Origin::Ready).about_job(job_id, recorded);
-    inner.dead_letter(&message.body, letter).await?;
-    inner.queues.ready.delete(&message.receipt).await
 }

@@ -16,7 +16,6 @@
 //! Several reapers (one per worker) can sweep at once: the queue's visibility timeout hands each
 //! entry to one of them at a time, and the transitions are fenced anyway.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -203,16 +202,13 @@ async fn recover(
     let event = Event::Recover { run, heartbeat_timeout: inner.config.heartbeat_timeout };
     match inner.store.apply_to(job_id, stored, &event).await? {
         Applied::Done { status, .. } if status.state == JobState::Failed => {
-            tidy::after_end(inner.storage.as_ref(), &status).await;
-            let info = status.error.clone().unwrap_or_else(|| ErrorInfo {
+            let lost = ErrorInfo {
                 code: "worker_lost".into(),
                 message: "the worker stopped responding".into(),
                 retryable: false,
-            });
+            };
             let message = JobMessage::new(entry.job.clone(), entry.attempt);
-            let letter = DeadLetter::new(&info.code, &info.message, Origin::Reaper).about_job(job_id, true);
-            inner.dead_letter(&message.to_json(), letter).await?;
-            inner.counters.failed.fetch_add(1, Ordering::Relaxed);
+            inner.settle_failed(&status, &message.to_json(), lost, Origin::Reaper).await?;
             outcome.failed += 1;
             tracing::warn!(job_id, worker, "Job of a dead worker failed: no attempts left.");
         }
