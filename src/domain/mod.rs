@@ -2,6 +2,7 @@
 //! documents. Nothing here does I/O, so all of it is covered by table tests.
 
 pub mod args;
+pub mod dead_letter;
 pub mod error_code;
 pub mod event;
 pub mod isobmff;
@@ -10,6 +11,7 @@ pub mod keys;
 pub mod plan;
 pub mod preset;
 pub mod probe;
+pub mod ready;
 pub mod split;
 pub mod status;
 pub mod tenant;

@@ -134,18 +134,8 @@ fn transition(current: Option<&JobStatus>, event: &Event, now: DateTime<Utc>) ->
     let Some(current) = current else { return create(event, now) };
     // Final states are final; the only mark a completed job still takes is "outputs deleted".
     if current.state.is_terminal() {
-        return match event {
-            Event::OutputsDeleted { files } if current.state == JobState::Completed => {
-                let mut next = current.clone();
-                next.outputs_deleted_at = Some(now);
-                next.transition(JobState::Completed, Stage::Done, now, Some(format!("{files} output file(s) deleted")));
-                Ok(next)
-            }
-            Event::Submit { .. } => Err(Refused::Exists),
-            _ => Err(Refused::Ended(current.state)),
-        };
+        return ended(current, event, now);
     }
-    let mut next = current.clone();
     match event {
         Event::Submit { .. } => Err(Refused::Exists),
         Event::Start { job, attempt, run, worker, max_attempts } => {
@@ -159,17 +149,47 @@ fn transition(current: Option<&JobStatus>, event: &Event, now: DateTime<Utc>) ->
             if *attempt < current.attempt {
                 return Err(Refused::Superseded);
             }
+            let mut next = current.clone();
             next.attempt = *attempt;
             next.max_attempts = *max_attempts;
             start(&mut next, run, worker, now);
             Ok(next)
         }
+        Event::Heartbeat { .. } | Event::Stage { .. } | Event::Complete { .. } => by_run(current, event, now),
+        Event::Retry { .. } | Event::Fail { .. } | Event::Interrupt { .. } => run_ends(current, event, now),
+        Event::Recover { run, heartbeat_timeout } => {
+            owned_running(current, run, event)?;
+            recover(current, *heartbeat_timeout, now)
+        }
+        Event::Cancel { .. } | Event::Exhausted { .. } | Event::Published { .. } | Event::OutputsDeleted { .. } => {
+            from_outside(current, event, now)
+        }
+    }
+}
+
+/// An event on a job that ended.
+fn ended(current: &JobStatus, event: &Event, now: DateTime<Utc>) -> Result<JobStatus, Refused> {
+    match event {
+        Event::OutputsDeleted { files } if current.state == JobState::Completed => {
+            let mut next = current.clone();
+            next.outputs_deleted_at = Some(now);
+            next.transition(JobState::Completed, Stage::Done, now, Some(format!("{files} output file(s) deleted")));
+            Ok(next)
+        }
+        Event::Submit { .. } => Err(Refused::Exists),
+        _ => Err(Refused::Ended(current.state)),
+    }
+}
+
+/// What the running run says while it works: it lives, it entered stages, it completed.
+fn by_run(current: &JobStatus, event: &Event, now: DateTime<Utc>) -> Result<JobStatus, Refused> {
+    let mut next = current.clone();
+    match event {
         Event::Heartbeat { run, progress } => {
             owned_running(current, run, event)?;
             next.progress = clamp_progress(*progress);
             next.heartbeat_at = Some(now);
             next.updated_at = now;
-            Ok(next)
         }
         Event::Stage { run, stages, progress } => {
             owned_running(current, run, event)?;
@@ -181,7 +201,6 @@ fn transition(current: Option<&JobStatus>, event: &Event, now: DateTime<Utc>) ->
                 next.transition(JobState::Running, mark.stage, mark.at.min(now).max(floor), None);
             }
             next.updated_at = now;
-            Ok(next)
         }
         Event::Complete { run, manifest_key } => {
             owned_running(current, run, event)?;
@@ -192,8 +211,16 @@ fn transition(current: Option<&JobStatus>, event: &Event, now: DateTime<Utc>) ->
             next.error = None;
             next.manifest_key = Some(manifest_key.clone());
             next.transition(JobState::Completed, Stage::Done, now, None);
-            Ok(next)
         }
+        _ => return Err(Refused::NotNow { state: current.state, event: event.name() }),
+    }
+    Ok(next)
+}
+
+/// How the running run ends other than completed: retried, failed, or requeued.
+fn run_ends(current: &JobStatus, event: &Event, now: DateTime<Utc>) -> Result<JobStatus, Refused> {
+    let mut next = current.clone();
+    match event {
         Event::Retry { run, error, delay } => {
             owned_running(current, run, event)?;
             if current.attempt >= current.max_attempts {
@@ -204,52 +231,53 @@ fn transition(current: Option<&JobStatus>, event: &Event, now: DateTime<Utc>) ->
                 let note = format!("retry in {}", humantime::format_duration(*delay));
                 hand_over(&mut next, JobState::Retrying, current.attempt + 1, Some(error.clone()), note, now);
             }
-            Ok(next)
         }
         Event::Fail { run, error } => {
             owned_running(current, run, event)?;
             fail(&mut next, error.clone(), None, now);
-            Ok(next)
         }
         Event::Interrupt { run, note } => {
             owned_running(current, run, event)?;
             hand_over(&mut next, JobState::Queued, current.attempt, None, note.clone(), now);
-            Ok(next)
         }
-        Event::Recover { run, heartbeat_timeout } => {
-            owned_running(current, run, event)?;
-            if current.heartbeat_is_fresh(now, *heartbeat_timeout) {
-                return Err(Refused::Alive);
-            }
-            let worker = current.worker.clone().unwrap_or_else(|| "?".into());
-            let silent = current
-                .heartbeat_at
-                .map(|beat| now.signed_duration_since(beat).num_seconds().max(0))
-                .unwrap_or_default();
-            let note = format!("worker {worker} was silent for {silent}s");
-            if current.attempt >= current.max_attempts {
-                let error = ErrorInfo {
-                    code: "worker_lost".into(),
-                    message: format!(
-                        "the worker stopped responding during attempt {} of {}, the last allowed",
-                        current.attempt, current.max_attempts
-                    ),
-                    retryable: false,
-                };
-                fail(&mut next, error, Some(note), now);
-            } else {
-                let error = ErrorInfo { code: "worker_lost".into(), message: note.clone(), retryable: true };
-                hand_over(
-                    &mut next,
-                    JobState::Retrying,
-                    current.attempt + 1,
-                    Some(error),
-                    format!("recovered: {note}"),
-                    now,
-                );
-            }
-            Ok(next)
-        }
+        _ => return Err(Refused::NotNow { state: current.state, event: event.name() }),
+    }
+    Ok(next)
+}
+
+/// The reaper's recovery of a run it found silent (already checked to own the job): the next
+/// attempt, or failed with `worker_lost` after the last.
+fn recover(current: &JobStatus, heartbeat_timeout: Duration, now: DateTime<Utc>) -> Result<JobStatus, Refused> {
+    if current.heartbeat_is_fresh(now, heartbeat_timeout) {
+        return Err(Refused::Alive);
+    }
+    let mut next = current.clone();
+    let worker = current.worker.clone().unwrap_or_else(|| "?".into());
+    let silent =
+        current.heartbeat_at.map(|beat| now.signed_duration_since(beat).num_seconds().max(0)).unwrap_or_default();
+    let note = format!("worker {worker} was silent for {silent}s");
+    if current.attempt >= current.max_attempts {
+        let error = ErrorInfo {
+            code: "worker_lost".into(),
+            message: format!(
+                "the worker stopped responding during attempt {} of {}, the last allowed",
+                current.attempt, current.max_attempts
+            ),
+            retryable: false,
+        };
+        fail(&mut next, error, Some(note), now);
+    } else {
+        let error = ErrorInfo { code: "worker_lost".into(), message: note.clone(), retryable: true };
+        hand_over(&mut next, JobState::Retrying, current.attempt + 1, Some(error), format!("recovered: {note}"), now);
+    }
+    Ok(next)
+}
+
+/// What others do to a job that has not ended: a user cancels it, an undeliverable message
+/// fails it, a handover's message is published.
+fn from_outside(current: &JobStatus, event: &Event, now: DateTime<Utc>) -> Result<JobStatus, Refused> {
+    let mut next = current.clone();
+    match event {
         Event::Cancel { note } => {
             if current.state == JobState::Running && current.stage == Stage::Finalizing {
                 return Err(Refused::Finishing);
@@ -257,7 +285,6 @@ fn transition(current: Option<&JobStatus>, event: &Event, now: DateTime<Utc>) ->
             let stage = current.stage;
             next.handover_pending = false;
             next.transition(JobState::Cancelled, stage, now, Some(note.clone()));
-            Ok(next)
         }
         Event::Exhausted { attempt, error, .. } => {
             if current.state == JobState::Running {
@@ -267,7 +294,6 @@ fn transition(current: Option<&JobStatus>, event: &Event, now: DateTime<Utc>) ->
                 return Err(Refused::Superseded);
             }
             fail(&mut next, error.clone(), None, now);
-            Ok(next)
         }
         Event::Published { attempt } => {
             if !current.handover_pending || current.attempt != *attempt || current.state == JobState::Running {
@@ -275,10 +301,10 @@ fn transition(current: Option<&JobStatus>, event: &Event, now: DateTime<Utc>) ->
             }
             next.handover_pending = false;
             next.updated_at = now;
-            Ok(next)
         }
-        Event::OutputsDeleted { .. } => Err(Refused::NotNow { state: current.state, event: event.name() }),
+        _ => return Err(Refused::NotNow { state: current.state, event: event.name() }),
     }
+    Ok(next)
 }
 
 /// Events that may create the status document.

@@ -11,13 +11,15 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::Inner;
-use crate::domain::event::{EventContext, parse_ready_message};
+use crate::domain::dead_letter::{DeadLetter, Origin};
+use crate::domain::event::EventContext;
+use crate::domain::job::JobMessage;
+use crate::domain::ready::ReadyMessage;
+use crate::domain::split::SegmentTask;
 use crate::domain::status::ErrorInfo;
 use crate::jobs::{Applied, Event, tidy};
 use crate::queue::{MAX_BATCH, Received};
 
-/// Attribute of a dead letter naming a job: whether the job's status records its end.
-pub(super) const JOB_STATE: &str = "job_state";
 /// Hidden from other readers while a sweep looks at them; revealed again right after.
 const LOOK: Duration = Duration::from_secs(30);
 /// At most this many batches per sweep.
@@ -62,14 +64,14 @@ pub(super) async fn sweep(inner: &Inner) -> anyhow::Result<usize> {
 
 /// Finishes one dead letter if it needs it; `false` when it was already complete.
 async fn finish(inner: &Inner, message: &Received) -> anyhow::Result<bool> {
-    let has_reason = message.attributes.contains_key("reason");
-    if has_reason && message.attributes.get(JOB_STATE).is_none_or(|s| s == "recorded") {
+    let said = DeadLetter::from_attributes(&message.attributes);
+    if said.is_complete() {
         return Ok(false);
     }
     let ctx = EventContext { layout: &inner.config.layout, default_presets: &inner.config.default_presets };
-    let (code, text, job_id) = match parse_ready_message(&message.body, &ctx) {
+    let (code, text, job_id) = match ReadyMessage::parse(&message.body, &ctx) {
         Err(poison) => (poison.code().to_string(), poison.to_string(), None),
-        Ok(parsed) => {
+        Ok(ready) => {
             let error = ErrorInfo {
                 code: "delivery_exhausted".into(),
                 message: format!(
@@ -78,44 +80,55 @@ async fn finish(inner: &Inner, message: &Received) -> anyhow::Result<bool> {
                 ),
                 retryable: false,
             };
-            let mut named = None;
-            for job in &parsed.jobs {
-                let event = Event::Exhausted { job: job.job.clone(), attempt: job.attempt, error: error.clone() };
-                match inner.store.apply(&job.job.job_id, &event).await? {
-                    Applied::Done { status, .. } => {
-                        tidy::after_end(inner.storage.as_ref(), &status).await;
-                        tracing::warn!(job_id = %job.job.job_id, "Failed a job whose message was dead-lettered.")
-                    }
-                    Applied::Refused { reason, .. } => {
-                        tracing::info!(job_id = %job.job.job_id, reason = %reason, "A dead letter's job needs no change.");
-                    }
+            let named = match ready {
+                ReadyMessage::Segment(task) => {
+                    fail_segment(inner, &task, message.receive_count).await?;
+                    Some(task.job_id)
                 }
-                named = Some(job.job.job_id.clone());
-            }
-            for task in &parsed.segments {
-                // A split job's segment that kept taking its workers down: the job's attempt
-                // fails through the segment's failure record, and its attempts decide. Only
-                // in the folder the job's status names.
-                let live = inner.store.read(&task.job_id).await?.filter(|s| !s.state.is_terminal());
-                if live.is_some_and(|s| s.job.output_dir == task.output_dir) {
-                    let message = format!(
-                        "its message was delivered {} times without it being encoded",
-                        message.receive_count.max(1)
-                    );
-                    let error = ErrorInfo { code: "segment_failed".into(), message, retryable: true };
-                    super::segment::record_failure(inner, task, error).await?;
-                    tracing::warn!(job_id = %task.job_id, segment = task.index, "Failed a segment whose message was dead-lettered.");
-                }
-                named = Some(task.job_id.clone());
-            }
-            let reason = message.attributes.get("reason").cloned().unwrap_or(error.code);
-            let text = message.attributes.get("error").cloned().unwrap_or(error.message);
-            (reason, text, named)
+                ready => fail_jobs(inner, ready.jobs(), &error).await?,
+            };
+            (said.reason.unwrap_or(error.code), said.error.unwrap_or(error.message), named)
         }
     };
-    let origin = message.attributes.get("origin").cloned().unwrap_or_else(|| "redrive".into());
-    let job = job_id.as_deref().map(|id| (id, true));
-    inner.dead_letter(&message.body, &code, &text, &origin, job).await?;
+    let mut letter = DeadLetter::new(code, text, said.origin.unwrap_or(Origin::Redrive));
+    if let Some(job_id) = job_id {
+        letter = letter.about_job(job_id, true);
+    }
+    inner.dead_letter(&message.body, letter).await?;
     inner.queues.dead_letter.delete(&message.receipt).await?;
     Ok(true)
+}
+
+/// Fails the jobs of a dead letter with `delivery_exhausted`, unless they ended or live on;
+/// the last job named, if any.
+async fn fail_jobs(inner: &Inner, jobs: &[JobMessage], error: &ErrorInfo) -> anyhow::Result<Option<String>> {
+    let mut named = None;
+    for job in jobs {
+        let event = Event::Exhausted { job: job.job.clone(), attempt: job.attempt, error: error.clone() };
+        match inner.store.apply(&job.job.job_id, &event).await? {
+            Applied::Done { status, .. } => {
+                tidy::after_end(inner.storage.as_ref(), &status).await;
+                tracing::warn!(job_id = %job.job.job_id, "Failed a job whose message was dead-lettered.")
+            }
+            Applied::Refused { reason, .. } => {
+                tracing::info!(job_id = %job.job.job_id, reason = %reason, "A dead letter's job needs no change.");
+            }
+        }
+        named = Some(job.job.job_id.clone());
+    }
+    Ok(named)
+}
+
+/// A split job's segment that kept taking its workers down: the job's attempt fails through
+/// the segment's failure record, and its attempts decide. Only in the folder the job's status
+/// names.
+async fn fail_segment(inner: &Inner, task: &SegmentTask, receive_count: u32) -> anyhow::Result<()> {
+    let live = inner.store.read(&task.job_id).await?.filter(|s| !s.state.is_terminal());
+    if live.is_some_and(|s| s.job.output_dir == task.output_dir) {
+        let message = format!("its message was delivered {} times without it being encoded", receive_count.max(1));
+        let error = ErrorInfo { code: "segment_failed".into(), message, retryable: true };
+        super::segment::record_failure(inner, task, error).await?;
+        tracing::warn!(job_id = %task.job_id, segment = task.index, "Failed a segment whose message was dead-lettered.");
+    }
+    Ok(())
 }

@@ -18,10 +18,13 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::Inner;
 use super::scratch::{self, Room};
-use crate::domain::event::{EventContext, parse_ready_message};
+use crate::domain::dead_letter::{DeadLetter, Origin};
+use crate::domain::event::EventContext;
 use crate::domain::job::{JobMessage, LedgerEntry, MESSAGE_VERSION};
+use crate::domain::ready::ReadyMessage;
+use crate::domain::split::SegmentTask;
 use crate::domain::status::ErrorInfo;
-use crate::jobs::{Applied, Attempt, Event, Refused, tidy};
+use crate::jobs::{Attempt, Refused};
 use crate::queue::{Received, SendOptions};
 
 /// Longest a start (read and compare-and-swap of the status) may take.
@@ -41,52 +44,73 @@ pub(super) async fn handle(inner: &Arc<Inner>, message: Received, permit: OwnedS
 async fn try_handle(inner: &Arc<Inner>, message: Received, permit: OwnedSemaphorePermit) -> anyhow::Result<()> {
     let ready = &inner.queues.ready;
     let ctx = EventContext { layout: &inner.config.layout, default_presets: &inner.config.default_presets };
-    let parsed = match parse_ready_message(&message.body, &ctx) {
-        Ok(parsed) => parsed,
+    let job = match ReadyMessage::parse(&message.body, &ctx) {
         Err(poison) => {
             tracing::warn!(message_id = %message.message_id, reason = poison.code(), error = %poison, "Dead-lettering an unreadable message.");
-            inner.dead_letter(&message.body, poison.code(), &poison.to_string(), "ready", None).await?;
+            let letter = DeadLetter::new(poison.code(), poison.to_string(), Origin::Ready);
+            inner.dead_letter(&message.body, letter).await?;
             return ready.delete(&message.receipt).await;
         }
+        Ok(ReadyMessage::Segment(task)) => {
+            start_segment(inner, message, task, permit);
+            return Ok(());
+        }
+        Ok(ReadyMessage::Job(job)) => job,
+        Ok(ReadyMessage::S3Event { jobs, ignored, invalid }) => {
+            for invalid in &invalid {
+                tracing::warn!(message_id = %message.message_id, reason = invalid.code, error = %invalid.reason, "Dead-lettering an unusable S3 record.");
+                let letter = DeadLetter::new(invalid.code, invalid.reason.clone(), Origin::Ready);
+                inner.dead_letter(&invalid.record, letter).await?;
+            }
+            for reason in &ignored {
+                tracing::debug!(message_id = %message.message_id, reason, "Ignoring a record.");
+            }
+            match <[JobMessage; 1]>::try_from(jobs) {
+                Ok([job]) => job,
+                Err(jobs) => return fan_out(inner, &message, &jobs).await,
+            }
+        }
     };
-    for invalid in &parsed.invalid {
-        tracing::warn!(message_id = %message.message_id, reason = invalid.code, error = %invalid.reason, "Dead-lettering an unusable S3 record.");
-        inner.dead_letter(&invalid.record, invalid.code, &invalid.reason, "ready", None).await?;
+    if message.receive_count >= inner.max_receives() {
+        return inner.exhaust(&message, &job).await;
     }
-    for reason in &parsed.ignored {
-        tracing::debug!(message_id = %message.message_id, reason, "Ignoring a record.");
-    }
-    if let Some(task) = parsed.segments.into_iter().next() {
-        let segment_inner = inner.clone();
-        let protected = inner.protection.job_started();
-        // Counted, with the slot it can start in now if any, before the intake's next receive.
-        let in_hand = inner.segment_in_hand();
-        let slot = inner.try_transcode_slot();
-        inner.jobs.spawn(async move {
-            let (_protected, _in_hand) = (protected, in_hand);
-            super::segment::run(segment_inner, message, task, permit, slot).await;
-        });
+    if !has_room(inner, &message, &job).await? {
         return Ok(());
     }
-    let mut jobs = parsed.jobs;
-    if jobs.len() > 1 {
-        // One message, several uploads: give each its own message so each gets its own permit,
-        // visibility and retries.
-        for job in &jobs {
+    start(inner, message, job, permit).await
+}
+
+/// Hands a split job's segment to [`super::segment`], counted, with the slot it can start in
+/// now if any, before the intake's next receive.
+fn start_segment(inner: &Arc<Inner>, message: Received, task: SegmentTask, permit: OwnedSemaphorePermit) {
+    let segment_inner = inner.clone();
+    let protected = inner.protection.job_started();
+    let in_hand = inner.segment_in_hand();
+    let slot = inner.try_transcode_slot();
+    inner.jobs.spawn(async move {
+        let (_protected, _in_hand) = (protected, in_hand);
+        super::segment::run(segment_inner, message, task, permit, slot).await;
+    });
+}
+
+/// One message, several uploads (or none): each gets its own message, so each gets its own
+/// permit, visibility and retries.
+async fn fan_out(inner: &Inner, message: &Received, jobs: &[JobMessage]) -> anyhow::Result<()> {
+    let ready = &inner.queues.ready;
+    if !jobs.is_empty() {
+        for job in jobs {
             ready.send(&job.to_json(), SendOptions::default()).await?;
         }
         tracing::info!(message_id = %message.message_id, jobs = jobs.len(), "Split a multi-record event into jobs.");
-        return ready.delete(&message.receipt).await;
     }
-    let Some(job) = jobs.pop() else {
-        return ready.delete(&message.receipt).await;
-    };
+    ready.delete(&message.receipt).await
+}
 
-    if message.receive_count >= inner.max_receives() {
-        return exhaust(inner, &message, &job).await;
-    }
+/// Whether the scratch disk has room for the job now; when not, the job is offered again later
+/// or, when it never fits, failed (`false` either way).
+async fn has_room(inner: &Inner, message: &Received, job: &JobMessage) -> anyhow::Result<bool> {
     match scratch::room(&inner.config, job.job.source.size) {
-        Room::Now => {}
+        Room::Now => Ok(true),
         Room::Later { need, free } => {
             tracing::info!(
                 job_id = %job.job.job_id,
@@ -94,7 +118,7 @@ async fn try_handle(inner: &Arc<Inner>, message: Received, permit: OwnedSemaphor
                 free_bytes = free,
                 "Not enough scratch space for this job now; offering it again shortly."
             );
-            return decline(inner, &message, &job).await;
+            decline(inner, message, job).await.map(|()| false)
         }
         Room::Never { need, capacity } => {
             let error = ErrorInfo {
@@ -105,10 +129,19 @@ async fn try_handle(inner: &Arc<Inner>, message: Received, permit: OwnedSemaphor
                 ),
                 retryable: false,
             };
-            return fail_unstarted(inner, &message, &job, error).await;
+            inner.fail_unstarted(message, job, error).await.map(|()| false)
         }
     }
+}
 
+/// Starts the job: ledger entry, start transition, delete, then the run in its own task.
+async fn start(
+    inner: &Arc<Inner>,
+    message: Received,
+    job: JobMessage,
+    permit: OwnedSemaphorePermit,
+) -> anyhow::Result<()> {
+    let ready = &inner.queues.ready;
     // The run's fencing token: every status write of this run carries it.
     let run = uuid::Uuid::new_v4().simple().to_string();
     let entry = LedgerEntry {
@@ -135,7 +168,7 @@ async fn try_handle(inner: &Arc<Inner>, message: Received, permit: OwnedSemaphor
             // clears it.)
             if refused == Refused::Mismatch {
                 let reason = "the message names an existing job but describes it differently";
-                inner.dead_letter(&message.body, "job_mismatch", reason, "ready", None).await?;
+                inner.dead_letter(&message.body, DeadLetter::new("job_mismatch", reason, Origin::Ready)).await?;
             }
             tracing::info!(job_id = %job.job.job_id, attempt = job.attempt, reason = %refused, "Dropping a delivery that cannot start.");
             inner.counters.skipped.fetch_add(1, Ordering::Relaxed);
@@ -153,10 +186,10 @@ async fn try_handle(inner: &Arc<Inner>, message: Received, permit: OwnedSemaphor
     let protected = inner.protection.job_started();
     inner.jobs.spawn(async move {
         // Held until the job ends, whatever way it ends (the permit: unless the run gives it
-        // back while it only waits, see `split::JobPermit`).
+        // back while it only waits, see `permits::JobPermit`).
         let _running = running;
         let _protected = protected;
-        super::execute::run(job_inner, job, attempt, super::split::JobPermit::new(permit)).await;
+        super::execute::run(job_inner, job, attempt, super::permits::JobPermit::new(permit)).await;
     });
     Ok(())
 }
@@ -169,46 +202,4 @@ async fn decline(inner: &Inner, message: &Received, job: &JobMessage) -> anyhow:
     let ready = &inner.queues.ready;
     ready.send(&job.to_json(), SendOptions::delayed(inner.config.retry_base_delay)).await?;
     ready.delete(&message.receipt).await
-}
-
-/// A message delivered `MEDIA_MAX_RECEIVES` times without being started (the store or the
-/// ledger kept failing): its job is failed with `delivery_exhausted` and the message
-/// dead-lettered with that reason, before SQS's redrive would move it without one.
-async fn exhaust(inner: &Inner, message: &Received, job: &JobMessage) -> anyhow::Result<()> {
-    let error = ErrorInfo {
-        code: "delivery_exhausted".into(),
-        message: format!("the job's message was delivered {} times without the job starting", message.receive_count),
-        retryable: false,
-    };
-    fail_unstarted(inner, message, job, error).await
-}
-
-/// Fails a job that cannot start, with `error`, and dead-letters its message with that reason.
-/// When the status cannot be written now, the dead letter says so, and the dead-letter sweep
-/// records it later. A message of a job that is running elsewhere, or ended, is only a
-/// duplicate.
-async fn fail_unstarted(inner: &Inner, message: &Received, job: &JobMessage, error: ErrorInfo) -> anyhow::Result<()> {
-    let job_id = job.job.job_id.as_str();
-    let event = Event::Exhausted { job: job.job.clone(), attempt: job.attempt, error: error.clone() };
-    let recorded = match inner.store.apply(job_id, &event).await {
-        Ok(Applied::Done { status, .. }) => {
-            tidy::after_end(inner.storage.as_ref(), &status).await;
-            true
-        }
-        Ok(Applied::Refused { reason: Refused::InProgress | Refused::Superseded | Refused::Ended(_), .. }) => {
-            tracing::info!(job_id, "Dropping an exhausted duplicate of a job that lives on or ended.");
-            return inner.queues.ready.delete(&message.receipt).await;
-        }
-        Ok(Applied::Refused { reason, .. }) => {
-            tracing::warn!(job_id, reason = %reason, "An exhausted message's job cannot be failed.");
-            true
-        }
-        Err(err) => {
-            tracing::warn!(job_id, error = %err, "Could not record an exhausted job; the dead-letter sweep will.");
-            false
-        }
-    };
-    tracing::warn!(job_id, code = %error.code, receives = message.receive_count, recorded, "Dead-lettering a job that cannot start.");
-    inner.dead_letter(&message.body, &error.code, &error.message, "ready", Some((job_id, recorded))).await?;
-    inner.queues.ready.delete(&message.receipt).await
 }

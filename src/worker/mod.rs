@@ -14,27 +14,29 @@
 //! ([`protection`]) while it runs.
 
 mod batch;
+mod commit;
 mod dead_letters;
 mod error;
 mod execute;
 mod import;
 mod intake;
 mod metrics;
+mod permits;
 pub mod protection;
 mod reaper;
+mod run;
 mod scratch;
 mod segment;
 mod settle;
+mod source;
 mod split;
+mod transcode;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::Context;
 use tokio::sync::Semaphore;
-use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -44,13 +46,9 @@ pub use reaper::ReapOutcome;
 
 use crate::backend::Backend;
 use crate::config::Config;
-use crate::domain::job::JobMessage;
-use crate::jobs::{JobStore, Stored};
-use crate::queue::{MAX_WAIT, Queues, SendOptions};
+use crate::jobs::JobStore;
+use crate::queue::{MAX_WAIT, Queues};
 use crate::storage::ObjectStore;
-
-/// How long a stopping worker's relay may take to send its last events.
-const SETTLE_EVENTS: Duration = Duration::from_secs(10);
 
 /// How often the ledger is swept of records past their retention (the local engine; DynamoDB's
 /// TTL needs nothing).
@@ -341,178 +339,6 @@ impl Worker {
         }
         Ok(self.inner.queues.processing.counts().await?.total() == 0)
     }
-
-    /// Runs the schedules until `shutdown` resolves (or, in drain mode, until idle), then stops
-    /// receiving, lets running jobs finish within the grace period, and requeues the rest.
-    pub async fn run(&self, mode: RunMode, shutdown: impl Future<Output = ()>) -> anyhow::Result<Summary> {
-        // Bound first: a taken port is a configuration error worth refusing to start for.
-        let metrics_listener = match self.inner.config.metrics_addr {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("MEDIA_METRICS_ADDR: cannot listen on {addr}"))?,
-            ),
-            None => None,
-        };
-        let stop_endpoint = CancellationToken::new();
-        let endpoint = metrics_listener.map(|listener| {
-            if let Ok(addr) = listener.local_addr() {
-                tracing::info!(%addr, "Serving /healthz, /readyz and /metrics.");
-            }
-            tokio::spawn(metrics::serve(listener, self.clone(), stop_endpoint.clone()))
-        });
-        self.inner.protection.start();
-        self.inner.resolve_max_receives().await;
-        scratch::sweep_stale(&self.inner.config).await;
-        scratch::check_capacity(&self.inner.config);
-        let mut scheduler = JobScheduler::new().await.context("starting the scheduler")?;
-        let waker = self.clone();
-        scheduler
-            .add(
-                Job::new_async(self.inner.config.poll_schedule.as_str(), move |_, _| {
-                    let worker = waker.clone();
-                    Box::pin(async move { worker.inner.wake.notify_one() })
-                })
-                .context("MEDIA_POLL_SCHEDULE is not a valid cron expression")?,
-            )
-            .await?;
-        let intake = tokio::spawn({
-            let worker = self.clone();
-            async move { worker.intake_loop().await }
-        });
-        let stop_notifications = CancellationToken::new();
-        let notifications = self.inner.notifications.clone().map(|d| tokio::spawn(d.run(stop_notifications.clone())));
-        let stop_relay = CancellationToken::new();
-        let relay =
-            self.inner.queues.notifications.clone().filter(|_| self.inner.config.notify.enabled()).map(|queue| {
-                let relay =
-                    crate::notify::relay::Relay::new(self.inner.store.clone(), self.inner.storage.clone(), queue);
-                tokio::spawn(relay.run(stop_relay.clone()))
-            });
-        let reaper = self.clone();
-        scheduler
-            .add(
-                Job::new_async(self.inner.config.reaper_schedule.as_str(), move |_, _| {
-                    let worker = reaper.clone();
-                    Box::pin(async move {
-                        if let Err(err) = worker.reap_once().await {
-                            tracing::warn!(error = format!("{err:#}"), "Sweeping the in-processing ledger failed.");
-                        }
-                    })
-                })
-                .context("MEDIA_REAPER_SCHEDULE is not a valid cron expression")?,
-            )
-            .await?;
-        scheduler.start().await.context("starting the scheduler")?;
-        tracing::info!(
-            worker = %self.inner.config.worker_id,
-            host = %crate::config::host_name(),
-            pid = std::process::id(),
-            concurrency = self.inner.config.concurrency,
-            mode = ?mode,
-            "Worker started."
-        );
-
-        match mode {
-            RunMode::Daemon => shutdown.await,
-            RunMode::Drain => {
-                tokio::select! {
-                    () = shutdown => {},
-                    result = self.wait_until_drained() => result?,
-                }
-            }
-        }
-
-        self.inner.stop_receiving.cancel();
-        // The loop ends at once (its receive is cancelled); messages it held return to the queue.
-        if let Err(err) = intake.await {
-            tracing::warn!(error = %err, "The intake loop ended abnormally.");
-        }
-        if let Err(err) = scheduler.shutdown().await {
-            tracing::warn!(error = %err, "The scheduler did not stop cleanly.");
-        }
-        self.stop_jobs().await;
-        // After the jobs: the relay sends their last events, then deliveries get what time is left.
-        stop_relay.cancel();
-        if let Some(relay) = relay {
-            let _ = tokio::time::timeout(SETTLE_EVENTS, relay).await;
-        }
-        stop_notifications.cancel();
-        if let Some(notifications) = notifications {
-            let _ = notifications.await;
-        }
-        self.inner.protection.stop().await;
-        stop_endpoint.cancel();
-        if let Some(endpoint) = endpoint {
-            let _ = tokio::time::timeout(Duration::from_secs(5), endpoint).await;
-        }
-        let summary = self.summary();
-        tracing::info!(
-            completed = summary.completed,
-            failed = summary.failed,
-            retried = summary.retried,
-            dead_lettered = summary.dead_lettered,
-            "Worker stopped."
-        );
-        Ok(summary)
-    }
-
-    async fn wait_until_drained(&self) -> anyhow::Result<()> {
-        // Queue counts are approximate (a message changing visibility between two counters can
-        // be missed by both), so idleness must be seen several times in a row.
-        const IDLE_CHECKS: u32 = 3;
-        let mut ticker = tokio::time::interval(Duration::from_millis(500));
-        let mut idle_checks = 0;
-        loop {
-            ticker.tick().await;
-            if self.running() > 0 {
-                idle_checks = 0;
-                continue;
-            }
-            // Nothing runs here: sweep now rather than at the next reaper tick, so finished
-            // entries leave the ledger and those of dead workers are recovered promptly. A queue
-            // or store that does not answer just means "not idle yet": returning early would
-            // leave running jobs behind.
-            let idle = async {
-                if self.inner.queues.ready.counts().await?.total() == 0 {
-                    self.reap_once().await?;
-                }
-                self.is_idle().await
-            };
-            let idle = match idle.await {
-                Ok(idle) => idle,
-                Err(err) => {
-                    tracing::warn!(error = format!("{err:#}"), "Checking for idleness failed; trying again.");
-                    false
-                }
-            };
-            if idle {
-                idle_checks += 1;
-                if idle_checks >= IDLE_CHECKS {
-                    tracing::debug!("Drained: no messages waiting or in flight, no job running.");
-                    return Ok(());
-                }
-            } else {
-                idle_checks = 0;
-            }
-        }
-    }
-
-    /// Waits up to the grace period for running jobs, then stops and requeues the rest.
-    async fn stop_jobs(&self) {
-        let inner = &self.inner;
-        inner.jobs.close();
-        if inner.jobs.is_empty() {
-            return;
-        }
-        tracing::info!(running = inner.jobs.len(), grace = ?inner.config.shutdown_grace, "Waiting for running jobs.");
-        if tokio::time::timeout(inner.config.shutdown_grace, inner.jobs.wait()).await.is_err() {
-            tracing::warn!(running = inner.jobs.len(), "Grace period over; stopping and requeueing running jobs.");
-            inner.stop_jobs.cancel();
-            // Requeueing is a couple of small writes per job; bound it anyway.
-            let _ = tokio::time::timeout(Duration::from_secs(30), inner.jobs.wait()).await;
-        }
-    }
 }
 
 impl Inner {
@@ -542,32 +368,6 @@ impl Inner {
         }
     }
 
-    /// One of the `MEDIA_CONCURRENCY` slots for an ffmpeg run: held while it runs.
-    async fn transcode_slot(&self) -> Result<TranscodeSlot, JobError> {
-        let permit = self
-            .transcode_slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| JobError::retryable("internal", "the transcode slots were closed"))?;
-        Ok(self.slot(permit))
-    }
-
-    /// A transcode slot if one is free now.
-    fn try_transcode_slot(&self) -> Option<TranscodeSlot> {
-        self.transcode_slots.clone().try_acquire_owned().ok().map(|permit| self.slot(permit))
-    }
-
-    fn slot(&self, permit: tokio::sync::OwnedSemaphorePermit) -> TranscodeSlot {
-        TranscodeSlot { _permit: permit, freed: self.slot_freed.clone() }
-    }
-
-    /// Counts a segment taken from the ready queue until the guard is dropped.
-    fn segment_in_hand(&self) -> SegmentInHand {
-        self.segments_in_hand.fetch_add(1, Ordering::Relaxed);
-        SegmentInHand { count: self.segments_in_hand.clone(), slot_freed: self.slot_freed.clone() }
-    }
-
     /// A split job's task that ran on this worker from `started_at` until now.
     fn task_timing(&self, task: &str, started_at: chrono::DateTime<chrono::Utc>) -> crate::domain::status::TaskTiming {
         crate::domain::status::TaskTiming {
@@ -580,106 +380,5 @@ impl Inner {
 
     fn max_receives(&self) -> u32 {
         self.max_receives.load(Ordering::Relaxed)
-    }
-
-    /// Publishes the message of a handover (a retry, a recovery, a requeue) whose status is
-    /// already stored as `handover` (that exact version), then clears the status's pending
-    /// mark, once and only against that version: had the job moved on meanwhile (started, and
-    /// even handed over again), the mark is no longer this handover's to clear.
-    async fn publish_handover(&self, message: &JobMessage, delay: Duration, handover: &Stored) -> anyhow::Result<()> {
-        self.queues.ready.send(&message.to_json(), SendOptions::delayed(delay)).await?;
-        let event = crate::jobs::Event::Published { attempt: message.attempt };
-        match self.store.apply_once(&message.job.job_id, handover, &event).await {
-            Ok(_) => {}
-            // The mark stays; the reaper republishes once it is old, and a duplicate is harmless.
-            Err(err) => {
-                tracing::warn!(job_id = %message.job.job_id, error = %err, "Could not record a handover as published.")
-            }
-        }
-        Ok(())
-    }
-
-    fn is_running_here(&self, job_id: &str, attempt: u32) -> bool {
-        self.running_here.lock().is_ok_and(|set| set.contains(&(job_id.to_string(), attempt)))
-    }
-
-    /// Records an attempt as running here until the returned guard is dropped.
-    fn mark_running(self: &Arc<Self>, job_id: &str, attempt: u32) -> RunningGuard {
-        let key = (job_id.to_string(), attempt);
-        if let Ok(mut set) = self.running_here.lock() {
-            set.insert(key.clone());
-        }
-        RunningGuard { inner: self.clone(), key }
-    }
-
-    /// Sends a body to the dead-letter queue with why it is there. `job` names the job it is
-    /// about, and whether that job's status already records the failure (the dead-letter sweep
-    /// finishes the job of a dead letter that says it does not).
-    async fn dead_letter(
-        &self,
-        body: &str,
-        code: &str,
-        reason: &str,
-        origin: &str,
-        job: Option<(&str, bool)>,
-    ) -> anyhow::Result<()> {
-        let body = if body.is_empty() { "(empty message)" } else { body };
-        let mut options = SendOptions::default()
-            .with_attribute("reason", code)
-            .with_attribute("error", truncate(reason, 1000))
-            .with_attribute("origin", origin)
-            .with_attribute("worker", self.config.worker_id.clone());
-        if let Some((job_id, recorded)) = job {
-            options = options
-                .with_attribute("job_id", job_id)
-                .with_attribute(dead_letters::JOB_STATE, if recorded { "recorded" } else { "unrecorded" });
-        }
-        self.queues.dead_letter.send(body, options).await?;
-        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-}
-
-fn truncate(text: &str, max_chars: usize) -> String {
-    text.chars().take(max_chars).collect()
-}
-
-/// Removes an attempt from [`Inner::running_here`] when the attempt ends, however it ends.
-pub(crate) struct RunningGuard {
-    inner: Arc<Inner>,
-    key: (String, u32),
-}
-
-impl Drop for RunningGuard {
-    fn drop(&mut self) {
-        if let Ok(mut set) = self.inner.running_here.lock() {
-            set.remove(&self.key);
-        }
-    }
-}
-
-/// A transcode slot; giving it back wakes an intake loop that waits for one.
-pub(super) struct TranscodeSlot {
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    freed: Arc<tokio::sync::Notify>,
-}
-
-impl Drop for TranscodeSlot {
-    fn drop(&mut self) {
-        self.freed.notify_one();
-    }
-}
-
-/// A segment the worker holds, counted while it lives.
-pub(super) struct SegmentInHand {
-    count: Arc<std::sync::atomic::AtomicUsize>,
-    slot_freed: Arc<tokio::sync::Notify>,
-}
-
-impl Drop for SegmentInHand {
-    fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::Relaxed);
-        // The intake may wait for a slot only because this segment was in hand.
-        self.slot_freed.notify_one();
     }
 }

@@ -27,14 +27,17 @@ use tracing::Instrument;
 
 use anyhow::Context;
 
-use super::execute::millis;
+use super::permits::TranscodeSlot;
 use super::scratch::ScratchDir;
 use super::split::{is_done, read_record};
-use super::{Inner, JobError, TranscodeSlot};
+use super::transcode::millis;
+use super::{Inner, JobError};
+use crate::domain::dead_letter::{DeadLetter, Origin};
 use crate::domain::job::retry_delay;
 use crate::domain::keys::{done_key, failed_key, piece_key, progress_key, segment_file_key};
 use crate::domain::split::{
-    SPLIT_VERSION, SegmentDone, SegmentFailed, SegmentMessage, SegmentTask, describe, piece_fraction, segment_args,
+    Piece, SPLIT_VERSION, SegmentDone, SegmentFailed, SegmentMessage, SegmentTask, SplitRecord, describe,
+    piece_fraction, segment_args,
 };
 use crate::domain::status::ErrorInfo;
 use crate::media::ffmpeg::{Bounds, FfmpegProgress, run_ffmpeg};
@@ -78,7 +81,8 @@ pub(super) async fn run(
             Ok(Admitted::Mismatch) => {
                 let reason = "the segment message names a folder that is not its job's";
                 tracing::warn!(folder = %task.output_dir, "Dead-lettering a segment message: {reason}.");
-                match inner.dead_letter(&message.body, "segment_mismatch", reason, "ready", None).await {
+                match inner.dead_letter(&message.body, DeadLetter::new("segment_mismatch", reason, Origin::Ready)).await
+                {
                     Ok(()) => inner.queues.ready.delete(&message.receipt).await,
                     Err(err) => Err(err),
                 }
@@ -225,54 +229,9 @@ async fn encode(
     let scratch = ScratchDir::named(&inner.config, &format!("{}-s{}", task.job_id, task.index))
         .await
         .map_err(|e| JobError::retryable("scratch", format!("{e:#}")))?;
-    let result = async {
-        let piece_path = scratch.path().join("piece.nut");
-        let out = scratch.path().join("out");
-        let fetch = async {
-            inner.storage.get_to_file(&piece_key(&task.output_dir, task.index), &piece_path).await?;
-            tokio::fs::create_dir_all(&out).await.map_err(|e| JobError::scratch("create the segment folder", &e))
-        };
-        // In line for a transcode slot while the piece downloads: slots go in the order segments
-        // were taken, so one taken ahead never overtakes an earlier one whose piece is larger.
-        let wait = async {
-            match slot {
-                Some(slot) => Ok(slot),
-                None => inner.transcode_slot().await,
-            }
-        };
-        let (fetched, slot) = tokio::join!(fetch, wait);
-        fetched?;
-        let slot = slot?;
-        tracing::info!("Segment encode started.");
-        let encode_started_at = Utc::now();
-        let encode_clock = Instant::now();
-        let (sender, mut receiver) = watch::channel(FfmpegProgress::default());
-        let args = segment_args(&piece_path, piece, &record.renditions, &out);
-        let report = async {
-            while receiver.changed().await.is_ok() {
-                let out_time = receiver.borrow().out_time;
-                progress.send_replace(piece_fraction(piece, out_time));
-            }
-        };
-        // A piece is as long as the split record says: its encode is bounded by that (its
-        // timestamps are the source's).
-        let bounds = Bounds::on_scratch(&out).lasting(piece.end - piece.start).from(piece.start);
-        let (run, ()) = tokio::join!(run_ffmpeg(args, inner.config.job_timeout, stop, sender, &bounds), report);
-        drop(slot);
-        run?;
-        let encode_ms = millis(encode_clock);
-        let mut bytes = 0;
-        for rendition in &record.renditions {
-            let key = segment_file_key(&task.output_dir, task.index, &rendition.name);
-            bytes +=
-                inner.storage.put_file(&key, &out.join(format!("{}.ts", rendition.name)), "video/mp2t").await?.size;
-        }
-        Ok::<_, JobError>((encode_started_at, encode_ms, bytes))
-    }
-    .await;
+    let result = encode_piece(inner, task, piece, &record, slot, scratch.path(), stop, progress).await;
     scratch.remove().await;
     let (encode_started_at, encode_ms, bytes) = result?;
-
     let done = SegmentDone {
         version: SPLIT_VERSION,
         index: task.index,
@@ -283,7 +242,77 @@ async fn encode(
         encode_ms,
         bytes,
     };
-    let body = serde_json::to_vec_pretty(&done).map_err(|e| JobError::retryable("internal", e.to_string()))?;
+    let outcome = checkpoint(inner, task, &record, &done).await?;
+    if matches!(outcome, Outcome::Encoded) {
+        tracing::info!(encode_ms, total_ms = millis(clock), bytes, "Segment encoded.");
+    }
+    Ok(outcome)
+}
+
+/// Downloads the piece into `folder`, encodes it in a transcode slot (`slot`, or the next one
+/// free) and uploads its files: when the encode started, how long it took, and the bytes stored.
+#[allow(clippy::too_many_arguments)]
+async fn encode_piece(
+    inner: &Inner,
+    task: &SegmentTask,
+    piece: &Piece,
+    record: &SplitRecord,
+    slot: Option<TranscodeSlot>,
+    folder: &std::path::Path,
+    stop: &CancellationToken,
+    progress: watch::Sender<f64>,
+) -> Result<(chrono::DateTime<Utc>, u64, u64), JobError> {
+    let piece_path = folder.join("piece.nut");
+    let out = folder.join("out");
+    let fetch = async {
+        inner.storage.get_to_file(&piece_key(&task.output_dir, task.index), &piece_path).await?;
+        tokio::fs::create_dir_all(&out).await.map_err(|e| JobError::scratch("create the segment folder", &e))
+    };
+    // In line for a transcode slot while the piece downloads: slots go in the order segments
+    // were taken, so one taken ahead never overtakes an earlier one whose piece is larger.
+    let wait = async {
+        match slot {
+            Some(slot) => Ok(slot),
+            None => inner.transcode_slot().await,
+        }
+    };
+    let (fetched, slot) = tokio::join!(fetch, wait);
+    fetched?;
+    let slot = slot?;
+    tracing::info!("Segment encode started.");
+    let encode_started_at = Utc::now();
+    let encode_clock = Instant::now();
+    let (sender, mut receiver) = watch::channel(FfmpegProgress::default());
+    let args = segment_args(&piece_path, piece, &record.renditions, &out);
+    let report = async {
+        while receiver.changed().await.is_ok() {
+            let out_time = receiver.borrow().out_time;
+            progress.send_replace(piece_fraction(piece, out_time));
+        }
+    };
+    // A piece is as long as the split record says: its encode is bounded by that (its
+    // timestamps are the source's).
+    let bounds = Bounds::on_scratch(&out).lasting(piece.end - piece.start).from(piece.start);
+    let (run, ()) = tokio::join!(run_ffmpeg(args, inner.config.job_timeout, stop, sender, &bounds), report);
+    drop(slot);
+    run?;
+    let encode_ms = millis(encode_clock);
+    let mut bytes = 0;
+    for rendition in &record.renditions {
+        let key = segment_file_key(&task.output_dir, task.index, &rendition.name);
+        bytes += inner.storage.put_file(&key, &out.join(format!("{}.ts", rendition.name)), "video/mp2t").await?.size;
+    }
+    Ok((encode_started_at, encode_ms, bytes))
+}
+
+/// Writes the segment's checkpoint, unless its job ended meanwhile.
+async fn checkpoint(
+    inner: &Inner,
+    task: &SegmentTask,
+    record: &SplitRecord,
+    done: &SegmentDone,
+) -> Result<Outcome, JobError> {
+    let body = serde_json::to_vec_pretty(done).map_err(|e| JobError::retryable("internal", e.to_string()))?;
     // Create-only: a copy that finished first keeps its record (the files are the same).
     inner
         .storage
@@ -299,7 +328,6 @@ async fn encode(
         let _ = inner.storage.delete(&progress_key(&task.output_dir, task.index)).await;
         return Ok(Outcome::NotNeeded("the job ended while the segment was encoded"));
     }
-    tracing::info!(encode_ms, total_ms = millis(clock), bytes, "Segment encoded.");
     Ok(Outcome::Encoded)
 }
 

@@ -19,30 +19,26 @@
 //! holds the job (the lifecycle's fenced compare-and-swap) stitches, so exactly one stitch
 //! completes a job.
 
+mod stitch;
+
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::execute::Produced;
-use super::execute::millis;
+use super::permits::JobPermit;
+use super::transcode::{Made, millis, ran_over, source_bounds};
 use super::{Inner, JobError};
 use crate::domain::job::JobMessage;
-use crate::domain::keys::{
-    done_key, failed_key, piece_file, piece_key, progress_key, record_key, segment_file_key, split_dir,
-};
+use crate::domain::keys::{done_key, failed_key, piece_file, piece_key, progress_key, record_key, split_dir};
 use crate::domain::plan::{PlannedOutput, plan};
-use crate::domain::preset::Preset;
 use crate::domain::probe::MediaInfo;
 use crate::domain::split::{
     Piece, Rendition, SPLIT_VERSION, SegmentDone, SegmentFailed, SegmentMessage, SegmentTask, SplitRecord, audio_args,
-    cut_times, first_video_pts, is_stitched, job_progress, parse_pieces, playlist_segments, retime_playlist,
-    set_bandwidths, split_args, stitch_args,
+    cut_times, is_stitched, job_progress, parse_pieces, split_args,
 };
 use crate::domain::status::{SegmentTiming, SplitSummary, Stage, TaskTiming};
 use crate::jobs::Attempt;
@@ -53,22 +49,6 @@ use crate::storage::{CasOutcome, Precondition};
 /// How often the coordinator looks for segment checkpoints.
 const CHECKPOINT_POLL: Duration = Duration::from_millis(500);
 
-/// The job permit a run holds; a coordinator gives it back once its segments are offered, so
-/// the worker can take segments (its own job's among them) with it.
-pub(super) struct JobPermit(Mutex<Option<OwnedSemaphorePermit>>);
-
-impl JobPermit {
-    pub(super) fn new(permit: OwnedSemaphorePermit) -> Self {
-        Self(Mutex::new(Some(permit)))
-    }
-
-    fn release(&self) {
-        if let Ok(mut slot) = self.0.lock() {
-            slot.take();
-        }
-    }
-}
-
 /// The source, downloaded and probed.
 pub(super) struct Whole<'a> {
     pub path: &'a Path,
@@ -76,8 +56,16 @@ pub(super) struct Whole<'a> {
     pub etag: Option<String>,
 }
 
-/// Makes every output of a split job in `out_dir`. `None` when the source cannot be cut into at
-/// least two pieces (its keyframes are too sparse): the job is then transcoded whole.
+/// What the coordinator of a split job made of it.
+pub(super) enum Cut {
+    /// Every output, in `out_dir`: the stitched ones from the segments, the others made whole.
+    Stitched(Made),
+    /// The source cannot be cut into at least two pieces (its keyframes are too sparse): the
+    /// job is to be transcoded whole instead.
+    TooFewPieces,
+}
+
+/// Makes every output of a split job in `out_dir`, or finds it cannot be cut.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn produce(
     inner: &Inner,
@@ -90,7 +78,7 @@ pub(super) async fn produce(
     dir: &Path,
     out_dir: &Path,
     stop: &CancellationToken,
-) -> Result<Option<Produced>, JobError> {
+) -> Result<Cut, JobError> {
     let job = &message.job;
     tracker.stage(Stage::Splitting).await?;
     let clock = Instant::now();
@@ -104,7 +92,7 @@ pub(super) async fn produce(
                     tasks.push(inner.task_timing("split", started_at));
                     (record, millis(clock))
                 }
-                None => return Ok(None),
+                None => return Ok(Cut::TooFewPieces),
             }
         }
     };
@@ -131,19 +119,7 @@ pub(super) async fn produce(
     tracker.stage(Stage::Stitching).await?;
     let clock = Instant::now();
     let started_at = Utc::now();
-    let audio = dir.join("split/audio.m4a");
-    let audio = tokio::fs::try_exists(&audio).await.unwrap_or(false).then_some(audio);
-    stitch(inner, message, &record, audio.as_deref(), dir, out_dir, stop).await?;
-    for output in job.outputs.iter().filter(|o| is_stitched(o.preset)) {
-        let file = output.preset.file_name().to_string();
-        let (folder, note) = if output.preset == Preset::Hls {
-            let rungs: Vec<&str> = record.renditions.iter().filter_map(|r| r.name.strip_prefix("hls-")).collect();
-            (Some("hls/".to_string()), Some(format!("rungs: {}; stitched from {count} segments", rungs.join(", "))))
-        } else {
-            (None, Some(format!("stitched from {count} segments")))
-        };
-        planned.push(PlannedOutput { preset: output.preset, main_file: file.clone(), probe_file: file, folder, note });
-    }
+    planned.extend(stitch::stitch(inner, message, &record, dir, out_dir, stop).await?);
     let stitch_ms = millis(clock);
     tasks.push(inner.task_timing("stitch", started_at));
 
@@ -153,7 +129,22 @@ pub(super) async fn produce(
         .iter()
         .filter_map(|o| planned.iter().position(|p| p.preset == o.preset).map(|i| planned[i].clone()))
         .collect();
-    let segment_timings = record
+    let split = SplitSummary {
+        segments: count,
+        segment_duration: record.segment_duration,
+        split_ms,
+        alongside_ms,
+        segments_ms,
+        stitch_ms,
+        segment_timings: segment_timings(&record, &done),
+        tasks,
+    };
+    Ok(Cut::Stitched(Made { outputs, speed: None, split: Some(split) }))
+}
+
+/// Who encoded each segment, when, and for how long.
+fn segment_timings(record: &SplitRecord, done: &BTreeMap<u32, SegmentDone>) -> Vec<SegmentTiming> {
+    record
         .pieces
         .iter()
         .map(|p| {
@@ -168,18 +159,7 @@ pub(super) async fn produce(
                 finished_at: done.map(|d| d.finished_at),
             }
         })
-        .collect();
-    let split = SplitSummary {
-        segments: count,
-        segment_duration: record.segment_duration,
-        split_ms,
-        alongside_ms,
-        segments_ms,
-        stitch_ms,
-        segment_timings,
-        tasks,
-    };
-    Ok(Some(Produced { outputs, speed: None, split: Some(split) }))
+        .collect()
 }
 
 /// The split pass, its pieces stored under `split/`, then the record (create-only: when two
@@ -381,11 +361,11 @@ async fn run_whole(
     stop: &CancellationToken,
 ) -> Result<(), JobError> {
     let limits = &inner.config.limits;
-    let bounds = super::execute::source_bounds(limits, whole.media, out_dir);
+    let bounds = source_bounds(limits, whole.media, out_dir);
     let (sender, _receiver) = watch::channel(FfmpegProgress::default());
     run_ffmpeg(args, inner.config.job_timeout, stop, sender, &bounds)
         .await
-        .map_err(|e| super::execute::ran_over(e, limits, whole.media))?;
+        .map_err(|e| ran_over(e, limits, whole.media))?;
     Ok(())
 }
 
@@ -440,100 +420,6 @@ async fn wait_for_segments(
             () = stop.cancelled() => return Err(JobError::Interrupted),
         }
     }
-}
-
-/// Joins every rendition's segments (byte for byte: their timestamps already continue one
-/// another) and muxes them with the audio into the outputs, by stream copy.
-async fn stitch(
-    inner: &Inner,
-    message: &JobMessage,
-    record: &SplitRecord,
-    audio: Option<&Path>,
-    dir: &Path,
-    out_dir: &Path,
-    stop: &CancellationToken,
-) -> Result<(), JobError> {
-    let job = &message.job;
-    let joined = dir.join("joined");
-    tokio::fs::create_dir_all(&joined).await.map_err(|e| JobError::scratch("create the join folder", &e))?;
-    let part = joined.join("part.ts");
-    for rendition in &record.renditions {
-        let target = joined.join(format!("{}.ts", rendition.name));
-        let mut file = tokio::fs::File::create(&target).await.map_err(|e| JobError::scratch("create a join", &e))?;
-        for piece in &record.pieces {
-            let key = segment_file_key(&job.output_dir, piece.index, &rendition.name);
-            inner.storage.get_to_file(&key, &part).await?;
-            let mut source = tokio::fs::File::open(&part).await.map_err(|e| JobError::scratch("open a segment", &e))?;
-            tokio::io::copy(&mut source, &mut file).await.map_err(|e| JobError::scratch("join a segment", &e))?;
-        }
-        tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(|e| JobError::scratch("join a segment", &e))?;
-    }
-    let _ = tokio::fs::remove_file(&part).await;
-    let rungs: Vec<String> =
-        record.renditions.iter().filter_map(|r| r.name.strip_prefix("hls-").map(str::to_string)).collect();
-    for rung in &rungs {
-        tokio::fs::create_dir_all(out_dir.join("hls").join(rung))
-            .await
-            .map_err(|e| JobError::scratch("create the HLS folders", &e))?;
-    }
-    let args = stitch_args(&job.outputs, &record.renditions, &joined, audio, out_dir);
-    let (sender, _receiver) = watch::channel(FfmpegProgress::default());
-    run_ffmpeg(args, inner.config.job_timeout, stop, sender, &Bounds::on_scratch(out_dir)).await?;
-    if !rungs.is_empty() {
-        let length = match (record.pieces.first(), record.pieces.last()) {
-            (Some(first), Some(last)) => last.end - first.start,
-            _ => 0.0,
-        };
-        finish_playlists(&out_dir.join("hls"), &rungs, length).await?;
-    }
-    Ok(())
-}
-
-/// Finishes the stream-copied HLS: each variant playlist's segment lengths from its segments'
-/// first frame times (a copy only guesses them), and the master playlist's bandwidths from the
-/// segments actually written (a copy has no bitrates to announce). `length` is the video's.
-async fn finish_playlists(hls: &Path, rungs: &[String], length: f64) -> Result<(), JobError> {
-    let mut measured = Vec::new();
-    for rung in rungs {
-        let folder = hls.join(rung);
-        let index = folder.join("index.m3u8");
-        let mut playlist =
-            tokio::fs::read_to_string(&index).await.map_err(|e| JobError::scratch("read a variant playlist", &e))?;
-        let mut starts = Vec::new();
-        for (file, _) in playlist_segments(&playlist) {
-            let mut head = vec![0u8; 64 * 1024];
-            let read = async {
-                let mut f = tokio::fs::File::open(folder.join(&file)).await?;
-                let n = tokio::io::AsyncReadExt::read(&mut f, &mut head).await?;
-                Ok::<usize, std::io::Error>(n)
-            };
-            let n = read.await.map_err(|e| JobError::scratch("read an HLS segment", &e))?;
-            starts.push(first_video_pts(&head[..n]));
-        }
-        if let Some(starts) = starts.into_iter().collect::<Option<Vec<f64>>>()
-            && let Some(first) = starts.first()
-        {
-            playlist = retime_playlist(&playlist, &starts, first + length);
-            tokio::fs::write(&index, &playlist).await.map_err(|e| JobError::scratch("write a variant playlist", &e))?;
-        }
-        let (mut peak, mut bits, mut seconds) = (0.0_f64, 0.0_f64, 0.0_f64);
-        for (file, duration) in playlist_segments(&playlist) {
-            let size = tokio::fs::metadata(folder.join(&file)).await.map(|m| m.len()).unwrap_or(0) as f64 * 8.0;
-            if duration > 0.0 {
-                peak = peak.max(size / duration);
-            }
-            bits += size;
-            seconds += duration;
-        }
-        let average = if seconds > 0.0 { bits / seconds } else { 0.0 };
-        measured.push((rung.clone(), peak.ceil() as u64, average.ceil() as u64));
-    }
-    let master = hls.join("master.m3u8");
-    let text =
-        tokio::fs::read_to_string(&master).await.map_err(|e| JobError::scratch("read the master playlist", &e))?;
-    tokio::fs::write(&master, set_bandwidths(&text, &measured))
-        .await
-        .map_err(|e| JobError::scratch("write the master playlist", &e))
 }
 
 /// Whether segment `index` has its checkpoint.

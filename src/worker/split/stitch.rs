@@ -1,0 +1,131 @@
+//! The end of a split job: the segments joined per rendition and muxed with the audio into
+//! the outputs, by stream copy, and the HLS playlists finished from what was written.
+
+use std::path::Path;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::super::{Inner, JobError};
+use crate::domain::job::{JobMessage, JobSpec};
+use crate::domain::keys::segment_file_key;
+use crate::domain::plan::PlannedOutput;
+use crate::domain::preset::Preset;
+use crate::domain::split::{
+    SplitRecord, first_video_pts, is_stitched, playlist_segments, retime_playlist, set_bandwidths, stitch_args,
+};
+use crate::media::ffmpeg::{Bounds, FfmpegProgress, run_ffmpeg};
+
+/// Joins every rendition's segments (byte for byte: their timestamps already continue one
+/// another) and muxes them with the audio into the outputs, by stream copy.
+/// Returns the outputs it made, as planned outputs.
+pub(super) async fn stitch(
+    inner: &Inner,
+    message: &JobMessage,
+    record: &SplitRecord,
+    dir: &Path,
+    out_dir: &Path,
+    stop: &CancellationToken,
+) -> Result<Vec<PlannedOutput>, JobError> {
+    let job = &message.job;
+    let audio = dir.join("split/audio.m4a");
+    let audio = tokio::fs::try_exists(&audio).await.unwrap_or(false).then_some(audio);
+    let audio = audio.as_deref();
+    let joined = dir.join("joined");
+    tokio::fs::create_dir_all(&joined).await.map_err(|e| JobError::scratch("create the join folder", &e))?;
+    let part = joined.join("part.ts");
+    for rendition in &record.renditions {
+        let target = joined.join(format!("{}.ts", rendition.name));
+        let mut file = tokio::fs::File::create(&target).await.map_err(|e| JobError::scratch("create a join", &e))?;
+        for piece in &record.pieces {
+            let key = segment_file_key(&job.output_dir, piece.index, &rendition.name);
+            inner.storage.get_to_file(&key, &part).await?;
+            let mut source = tokio::fs::File::open(&part).await.map_err(|e| JobError::scratch("open a segment", &e))?;
+            tokio::io::copy(&mut source, &mut file).await.map_err(|e| JobError::scratch("join a segment", &e))?;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(|e| JobError::scratch("join a segment", &e))?;
+    }
+    let _ = tokio::fs::remove_file(&part).await;
+    let rungs: Vec<String> =
+        record.renditions.iter().filter_map(|r| r.name.strip_prefix("hls-").map(str::to_string)).collect();
+    for rung in &rungs {
+        tokio::fs::create_dir_all(out_dir.join("hls").join(rung))
+            .await
+            .map_err(|e| JobError::scratch("create the HLS folders", &e))?;
+    }
+    let args = stitch_args(&job.outputs, &record.renditions, &joined, audio, out_dir);
+    let (sender, _receiver) = watch::channel(FfmpegProgress::default());
+    run_ffmpeg(args, inner.config.job_timeout, stop, sender, &Bounds::on_scratch(out_dir)).await?;
+    if !rungs.is_empty() {
+        let length = match (record.pieces.first(), record.pieces.last()) {
+            (Some(first), Some(last)) => last.end - first.start,
+            _ => 0.0,
+        };
+        finish_playlists(&out_dir.join("hls"), &rungs, length).await?;
+    }
+    Ok(planned(job, record))
+}
+
+/// The outputs stitched from the segments, as the manifest describes them.
+fn planned(job: &JobSpec, record: &SplitRecord) -> Vec<PlannedOutput> {
+    let count = record.pieces.len();
+    let mut planned = Vec::new();
+    for output in job.outputs.iter().filter(|o| is_stitched(o.preset)) {
+        let file = output.preset.file_name().to_string();
+        let (folder, note) = if output.preset == Preset::Hls {
+            let rungs: Vec<&str> = record.renditions.iter().filter_map(|r| r.name.strip_prefix("hls-")).collect();
+            (Some("hls/".to_string()), Some(format!("rungs: {}; stitched from {count} segments", rungs.join(", "))))
+        } else {
+            (None, Some(format!("stitched from {count} segments")))
+        };
+        planned.push(PlannedOutput { preset: output.preset, main_file: file.clone(), probe_file: file, folder, note });
+    }
+    planned
+}
+
+/// Finishes the stream-copied HLS: each variant playlist's segment lengths from its segments'
+/// first frame times (a copy only guesses them), and the master playlist's bandwidths from the
+/// segments actually written (a copy has no bitrates to announce). `length` is the video's.
+async fn finish_playlists(hls: &Path, rungs: &[String], length: f64) -> Result<(), JobError> {
+    let mut measured = Vec::new();
+    for rung in rungs {
+        let folder = hls.join(rung);
+        let index = folder.join("index.m3u8");
+        let mut playlist =
+            tokio::fs::read_to_string(&index).await.map_err(|e| JobError::scratch("read a variant playlist", &e))?;
+        let mut starts = Vec::new();
+        for (file, _) in playlist_segments(&playlist) {
+            let mut head = vec![0u8; 64 * 1024];
+            let read = async {
+                let mut f = tokio::fs::File::open(folder.join(&file)).await?;
+                let n = tokio::io::AsyncReadExt::read(&mut f, &mut head).await?;
+                Ok::<usize, std::io::Error>(n)
+            };
+            let n = read.await.map_err(|e| JobError::scratch("read an HLS segment", &e))?;
+            starts.push(first_video_pts(&head[..n]));
+        }
+        if let Some(starts) = starts.into_iter().collect::<Option<Vec<f64>>>()
+            && let Some(first) = starts.first()
+        {
+            playlist = retime_playlist(&playlist, &starts, first + length);
+            tokio::fs::write(&index, &playlist).await.map_err(|e| JobError::scratch("write a variant playlist", &e))?;
+        }
+        let (mut peak, mut bits, mut seconds) = (0.0_f64, 0.0_f64, 0.0_f64);
+        for (file, duration) in playlist_segments(&playlist) {
+            let size = tokio::fs::metadata(folder.join(&file)).await.map(|m| m.len()).unwrap_or(0) as f64 * 8.0;
+            if duration > 0.0 {
+                peak = peak.max(size / duration);
+            }
+            bits += size;
+            seconds += duration;
+        }
+        let average = if seconds > 0.0 { bits / seconds } else { 0.0 };
+        measured.push((rung.clone(), peak.ceil() as u64, average.ceil() as u64));
+    }
+    let master = hls.join("master.m3u8");
+    let text =
+        tokio::fs::read_to_string(&master).await.map_err(|e| JobError::scratch("read the master playlist", &e))?;
+    tokio::fs::write(&master, set_bandwidths(&text, &measured))
+        .await
+        .map_err(|e| JobError::scratch("write the master playlist", &e))
+}
