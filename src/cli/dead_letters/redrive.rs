@@ -8,10 +8,9 @@ use anyhow::Context as _;
 
 use super::super::output::{self, CliError, Table};
 use super::{Deps, Letter, about, reveal, scan};
-use crate::config::Config;
-use crate::domain::job::{JobSpec, SourcePin, redriven_job_id};
+use crate::domain::job::{JobSpec, redriven_job_id};
 use crate::domain::status::JobState;
-use crate::jobs;
+use crate::jobs::{IfExists, NewJob, SubmitError, Submitter};
 use crate::queue::SendOptions;
 
 /// What a redrive did with one job of a dead letter (or with the whole letter).
@@ -198,84 +197,13 @@ async fn resend(cx: &Deps<'_>, letter: &Letter) -> anyhow::Result<()> {
 /// old job's. `false` when that job exists already (an earlier redrive made it): nothing is
 /// sent.
 async fn resubmit(cx: &Deps<'_>, old: &JobSpec) -> anyhow::Result<(String, bool)> {
-    let job_id = redriven_job_id(&old.job_id);
     let store = crate::notify::job_store(cx.config, cx.backend);
-    if store.read(&job_id).await?.is_some() {
-        return Ok((job_id, false));
-    }
-    let head = cx.backend.storage.head(&old.source_key).await?;
-    // An imported source that never got stored is fetched again by the new job.
-    let pin = match (head, &old.import) {
-        (Some(head), _) => SourcePin { etag: head.etag, version_id: None, size: Some(head.size) },
-        (None, Some(_)) => SourcePin::default(),
-        (None, None) => {
-            return Err(CliError::NotFound(format!("the source `{}` no longer exists", old.source_key)).into());
+    let job = NewJob::again(old, redriven_job_id(&old.job_id), &cx.config.layout);
+    match Submitter::new(&store, cx.backend, cx.config.max_attempts).submit(job, IfExists::Keep).await {
+        Ok(submitted) => Ok((submitted.status.job_id, submitted.created)),
+        Err(SubmitError::SourceMissing(key)) => {
+            Err(CliError::NotFound(format!("the source `{key}` no longer exists")).into())
         }
-    };
-    let job = JobSpec {
-        output_dir: next_output_dir(cx.config, old, &job_id),
-        job_id,
-        source_key: old.source_key.clone(),
-        outputs: old.outputs.clone(),
-        source: pin,
-        notify: old.notify.clone(),
-        split: old.split.clone(),
-        import: old.import.clone(),
-    };
-    job.validate()?;
-    jobs::submit(&store, cx.backend.queues.ready.as_ref(), &job, cx.config.max_attempts).await?;
-    Ok((job.job_id, true))
-}
-
-/// The new job's folder: where the old job's was, with the new id (so a job submitted with an
-/// API `output_prefix` stays under it), else the layout's folder for the source.
-fn next_output_dir(config: &Config, old: &JobSpec, new_id: &str) -> String {
-    match old.output_dir.strip_suffix(&format!("{}/", old.job_id)) {
-        Some(parent) if parent.is_empty() || parent.ends_with('/') => format!("{parent}{new_id}/"),
-        _ => config.layout.job_dir(&old.source_key, new_id),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::job::OutputRequest;
-    use crate::domain::preset::Preset;
-
-    fn config() -> Config {
-        Config::from_lookup(|name| (name == "MEDIA_BACKEND").then(|| "local".to_string())).unwrap()
-    }
-
-    fn job(id: &str, output_dir: &str) -> JobSpec {
-        JobSpec {
-            job_id: id.into(),
-            source_key: "uploads/2024/cat.mov".into(),
-            outputs: vec![OutputRequest::new(Preset::Mp4H264)],
-            output_dir: output_dir.into(),
-            source: Default::default(),
-            notify: None,
-            split: None,
-            import: None,
-        }
-    }
-
-    #[test]
-    fn a_resubmitted_job_gets_a_folder_of_its_own_next_to_the_old_one() {
-        let config = config();
-        let layout_made = job("job-old", &config.layout.job_dir("uploads/2024/cat.mov", "job-old"));
-        assert_eq!(
-            next_output_dir(&config, &layout_made, "job-new"),
-            config.layout.job_dir("uploads/2024/cat.mov", "job-new")
-        );
-        let api_made = job("job-old", "outputs/campaign-7/job-old/");
-        assert_eq!(next_output_dir(&config, &api_made, "job-new"), "outputs/campaign-7/job-new/");
-        // A hand-made folder not named after the job: the layout's folder.
-        let hand_made = job("job-old", "outputs/somewhere/");
-        assert_eq!(
-            next_output_dir(&config, &hand_made, "job-new"),
-            config.layout.job_dir("uploads/2024/cat.mov", "job-new")
-        );
-        let suffix_only = job("old", "outputs/x-old/");
-        assert_eq!(next_output_dir(&config, &suffix_only, "new"), config.layout.job_dir("uploads/2024/cat.mov", "new"));
+        Err(err) => Err(err.into()),
     }
 }
