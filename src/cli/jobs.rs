@@ -30,10 +30,8 @@ pub struct JobsArgs {
     pub quiet: bool,
 }
 
-const STATES: [&str; 6] = ["queued", "running", "retrying", "completed", "failed", "cancelled"];
-
 fn state_parser() -> impl clap::builder::TypedValueParser<Value = JobState> {
-    clap::builder::PossibleValuesParser::new(STATES).try_map(|name: String| {
+    clap::builder::PossibleValuesParser::new(JobState::ALL.map(JobState::as_str)).try_map(|name: String| {
         serde_json::from_value::<JobState>(serde_json::Value::String(name)).map_err(|e| e.to_string())
     })
 }

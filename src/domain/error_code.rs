@@ -266,6 +266,12 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+impl From<ErrorCode> for String {
+    fn from(code: ErrorCode) -> String {
+        code.as_str().to_string()
+    }
+}
+
 impl AsRef<str> for ErrorCode {
     fn as_ref(&self) -> &str {
         self.as_str()

@@ -44,7 +44,7 @@ pub enum PoisonError {
 
 impl PoisonError {
     /// The code for dead-letter attributes and logs.
-    pub fn error_code(&self) -> ErrorCode {
+    pub fn code(&self) -> ErrorCode {
         match self {
             PoisonError::NotJson(_) => ErrorCode::NotJson,
             PoisonError::UnknownShape => ErrorCode::UnknownMessage,
@@ -53,18 +53,12 @@ impl PoisonError {
             PoisonError::InvalidJob(_) => ErrorCode::InvalidJob,
         }
     }
-
-    /// [`PoisonError::error_code`]'s name.
-    pub fn code(&self) -> &'static str {
-        self.error_code().as_str()
-    }
 }
 
 /// One S3 record that cannot become a job (the rest of its message still can).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidRecord {
-    /// An [`ErrorCode`]'s name.
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub reason: String,
     /// The record's own JSON, kept for the dead-letter queue.
     pub record: String,
@@ -195,8 +189,7 @@ fn parse_records(records: &[Value], ctx: &EventContext<'_>) -> Parsed {
         parsed.ignored.push("an event with no records".into());
     }
     for raw in records {
-        let invalid =
-            |code: ErrorCode, reason: String| InvalidRecord { code: code.as_str(), reason, record: raw.to_string() };
+        let invalid = |code: ErrorCode, reason: String| InvalidRecord { code, reason, record: raw.to_string() };
         let record: S3Record = match serde_json::from_value(raw.clone()) {
             Ok(r) => r,
             Err(e) => {
@@ -240,13 +233,13 @@ fn parse_eventbridge(value: &Value, ctx: &EventContext<'_>) -> Parsed {
             Ok(Some(job)) => parsed.jobs.push(job),
             Ok(None) => parsed.ignored.push("a key outside the upload prefix, or the worker's own write".into()),
             Err(e) => parsed.invalid.push(InvalidRecord {
-                code: ErrorCode::InvalidKey.as_str(),
+                code: ErrorCode::InvalidKey,
                 reason: format!("invalid key: {e}"),
                 record: value.to_string(),
             }),
         },
         _ => parsed.invalid.push(InvalidRecord {
-            code: ErrorCode::MalformedRecord.as_str(),
+            code: ErrorCode::MalformedRecord,
             reason: "EventBridge event without bucket name or object key".into(),
             record: value.to_string(),
         }),
@@ -554,7 +547,7 @@ mod tests {
             ),
         ];
         for (body, code) in cases {
-            assert_eq!(parse(body).unwrap_err().code(), code, "{body}");
+            assert_eq!(parse(body).unwrap_err().code().as_str(), code, "{body}");
         }
     }
 

@@ -63,17 +63,12 @@ pub enum PlanError {
 }
 
 impl PlanError {
-    pub fn error_code(&self) -> ErrorCode {
+    pub fn code(&self) -> ErrorCode {
         match self {
             PlanError::NoVideo(_) => ErrorCode::NoVideoStream,
             PlanError::NoAudio(_) => ErrorCode::NoAudioStream,
             PlanError::Option(_) => ErrorCode::InvalidOption,
         }
-    }
-
-    /// [`PlanError::error_code`]'s name.
-    pub fn code(&self) -> &'static str {
-        self.error_code().as_str()
     }
 }
 
@@ -629,15 +624,21 @@ mod tests {
         let audio_only = media(0, 0, Some("mp3"), None);
         let err =
             plan(&[OutputRequest::new(Preset::Mp4H264)], &audio_only, Path::new("/i"), Path::new("/o")).unwrap_err();
-        assert_eq!(err.code(), "no_video_stream");
+        assert_eq!(err.code().as_str(), "no_video_stream");
         assert!(plan(&[OutputRequest::new(Preset::Mp3)], &audio_only, Path::new("/i"), Path::new("/o")).is_ok());
         let silent = media(640, 480, None, Some("h264"));
         assert_eq!(
-            plan(&[OutputRequest::new(Preset::Mp3)], &silent, Path::new("/i"), Path::new("/o")).unwrap_err().code(),
+            plan(&[OutputRequest::new(Preset::Mp3)], &silent, Path::new("/i"), Path::new("/o"))
+                .unwrap_err()
+                .code()
+                .as_str(),
             "no_audio_stream"
         );
         let late = OutputRequest { time: Some(61.0), ..OutputRequest::new(Preset::Thumbnail) };
-        assert_eq!(plan(&[late], &silent, Path::new("/i"), Path::new("/o")).unwrap_err().code(), "invalid_option");
+        assert_eq!(
+            plan(&[late], &silent, Path::new("/i"), Path::new("/o")).unwrap_err().code().as_str(),
+            "invalid_option"
+        );
     }
 
     #[test]

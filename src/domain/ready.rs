@@ -168,7 +168,7 @@ mod tests {
         for (body, code) in
             [("not json", "not_json"), ("[1]", "unknown_message"), (r#"{"hello":1}"#, "unknown_message")]
         {
-            assert_eq!(ReadyMessage::parse(body, &ctx).map(|_| ()).map_err(|e| e.code()), Err(code), "{body}");
+            assert_eq!(ReadyMessage::parse(body, &ctx).map(|_| ()).map_err(|e| e.code().as_str()), Err(code), "{body}");
         }
     }
 }

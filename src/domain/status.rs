@@ -40,6 +40,18 @@ impl JobState {
     pub fn is_terminal(self) -> bool {
         matches!(self, JobState::Completed | JobState::Failed | JobState::Cancelled)
     }
+
+    /// The state's name on the wire (its serde name).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Retrying => "retrying",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -342,6 +354,13 @@ mod tests {
 
     fn job() -> JobSpec {
         crate::domain::job::sample_job()
+    }
+
+    #[test]
+    fn a_state_s_name_is_its_wire_name() {
+        for state in JobState::ALL {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+        }
     }
 
     #[test]

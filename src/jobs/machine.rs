@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::domain::error_code::ErrorCode;
 use crate::domain::job::JobSpec;
 use crate::domain::status::{ErrorInfo, JobState, JobStatus, Stage};
 
@@ -258,7 +259,7 @@ fn recover(current: &JobStatus, heartbeat_timeout: Duration, now: DateTime<Utc>)
     let note = format!("worker {worker} was silent for {silent}s");
     if current.attempt >= current.max_attempts {
         let error = ErrorInfo {
-            code: "worker_lost".into(),
+            code: ErrorCode::WorkerLost.into(),
             message: format!(
                 "the worker stopped responding during attempt {} of {}, the last allowed",
                 current.attempt, current.max_attempts
@@ -267,7 +268,7 @@ fn recover(current: &JobStatus, heartbeat_timeout: Duration, now: DateTime<Utc>)
         };
         fail(&mut next, error, Some(note), now);
     } else {
-        let error = ErrorInfo { code: "worker_lost".into(), message: note.clone(), retryable: true };
+        let error = ErrorInfo { code: ErrorCode::WorkerLost.into(), message: note.clone(), retryable: true };
         hand_over(&mut next, JobState::Retrying, current.attempt + 1, Some(error), format!("recovered: {note}"), now);
     }
     Ok(next)

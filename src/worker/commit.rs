@@ -9,6 +9,7 @@ use chrono::Utc;
 use super::source::{PROBE_TIMEOUT, Source};
 use super::transcode::{Made, millis};
 use super::{Inner, JobError};
+use crate::domain::error_code::ErrorCode;
 use crate::domain::job::{JobMessage, JobSpec};
 use crate::domain::keys::{attempt_dir, manifest_key};
 use crate::domain::plan::{expected_duration, is_truncated};
@@ -38,7 +39,7 @@ pub(super) async fn probe_outputs(
     for (output, request) in made.outputs.iter().zip(&job.outputs) {
         let media = probe(&out_dir.join(&output.probe_file), PROBE_TIMEOUT, Probed::Output).await.map_err(|e| {
             JobError::permanent(
-                "transcode_failed",
+                ErrorCode::TranscodeFailed,
                 format!("ffmpeg produced an unreadable `{}` output: {e}", output.preset),
             )
         })?;
@@ -46,7 +47,7 @@ pub(super) async fn probe_outputs(
             let frame_rate = media.video.as_ref().and_then(|v| v.frame_rate);
             if is_truncated(expected, media.duration_seconds, frame_rate) {
                 return Err(JobError::retryable(
-                    "output_truncated",
+                    ErrorCode::OutputTruncated,
                     format!(
                         "the `{}` output lasts {:.3} s instead of {expected:.3} s",
                         output.preset,
@@ -118,7 +119,8 @@ pub(super) async fn commit(
     };
     let manifest_split = manifest.split.is_some();
     let key = manifest_key(&job.output_dir);
-    let body = serde_json::to_vec_pretty(&manifest).map_err(|e| JobError::retryable("internal", e.to_string()))?;
+    let body =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| JobError::retryable(ErrorCode::Internal, e.to_string()))?;
     write_manifest(inner, &key, &job.job_id, message.attempt, body).await?;
     tracker.complete(&key).await?;
     Ok(Completed { tidy: !first_run || manifest_split })
@@ -207,14 +209,17 @@ async fn write_manifest(inner: &Inner, key: &str, job_id: &str, attempt: u32, bo
             Err(_) => (None, 0),
         };
         if owner.as_deref().is_some_and(|owner| owner != job_id) {
-            return Err(JobError::permanent("output_conflict", format!("`{key}` holds the manifest of another job")));
+            return Err(JobError::permanent(
+                ErrorCode::OutputConflict,
+                format!("`{key}` holds the manifest of another job"),
+            ));
         }
         if written_by > attempt {
             return Err(JobError::Superseded);
         }
         condition_etag = Some(found.etag);
     }
-    Err(JobError::retryable("storage", format!("`{key}` kept changing while the manifest was written")))
+    Err(JobError::retryable(ErrorCode::Storage, format!("`{key}` kept changing while the manifest was written")))
 }
 
 /// How many runs of the job have started (each start records `running` at `downloading`).

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::Inner;
 use crate::domain::dead_letter::{DeadLetter, Origin};
+use crate::domain::error_code::ErrorCode;
 use crate::domain::event::EventContext;
 use crate::domain::job::JobMessage;
 use crate::domain::ready::ReadyMessage;
@@ -73,7 +74,7 @@ async fn finish(inner: &Inner, message: &Received) -> anyhow::Result<bool> {
         Err(poison) => (poison.code().to_string(), poison.to_string(), None),
         Ok(ready) => {
             let error = ErrorInfo {
-                code: "delivery_exhausted".into(),
+                code: ErrorCode::DeliveryExhausted.into(),
                 message: format!(
                     "the job's message was delivered {} times without the job starting",
                     message.receive_count.max(1)
@@ -126,7 +127,7 @@ async fn fail_segment(inner: &Inner, task: &SegmentTask, receive_count: u32) -> 
     let live = inner.store.read(&task.job_id).await?.filter(|s| !s.state.is_terminal());
     if live.is_some_and(|s| s.job.output_dir == task.output_dir) {
         let message = format!("its message was delivered {} times without it being encoded", receive_count.max(1));
-        let error = ErrorInfo { code: "segment_failed".into(), message, retryable: true };
+        let error = ErrorInfo { code: ErrorCode::SegmentFailed.into(), message, retryable: true };
         super::segment::record_failure(inner, task, error).await?;
         tracing::warn!(job_id = %task.job_id, segment = task.index, "Failed a segment whose message was dead-lettered.");
     }

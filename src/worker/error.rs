@@ -1,5 +1,6 @@
 //! How an attempt can fail, and what each failure means for the job.
 
+use crate::domain::error_code::ErrorCode;
 use crate::domain::probe::ProbeError;
 use crate::domain::status::ErrorInfo;
 use crate::jobs::AttemptError;
@@ -12,7 +13,7 @@ pub enum JobError {
     /// Cannot succeed however often it is tried: failed and dead-lettered at once.
     #[error("{code}: {message}")]
     Permanent {
-        code: &'static str,
+        code: ErrorCode,
         message: String,
         /// A fact clients may see after the code's public sentence (which segment failed).
         detail: Option<String>,
@@ -20,7 +21,7 @@ pub enum JobError {
     /// May succeed later: retried with back-off while attempts remain.
     #[error("{code}: {message}")]
     Retryable {
-        code: &'static str,
+        code: ErrorCode,
         message: String,
         /// As for `Permanent`.
         detail: Option<String>,
@@ -37,22 +38,22 @@ pub enum JobError {
 }
 
 impl JobError {
-    pub fn permanent(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn permanent(code: ErrorCode, message: impl Into<String>) -> Self {
         JobError::Permanent { code, message: message.into(), detail: None }
     }
 
     /// A permanent failure whose public sentence is followed by `detail` (no internals in it).
-    pub fn permanent_naming(code: &'static str, detail: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn permanent_naming(code: ErrorCode, detail: impl Into<String>, message: impl Into<String>) -> Self {
         JobError::Permanent { code, message: message.into(), detail: Some(detail.into()) }
     }
 
-    pub fn retryable(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn retryable(code: ErrorCode, message: impl Into<String>) -> Self {
         JobError::Retryable { code, message: message.into(), detail: None }
     }
 
     /// A retryable failure whose public sentence is followed by `detail`, as for
     /// [`JobError::permanent_naming`].
-    pub fn retryable_naming(code: &'static str, detail: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn retryable_naming(code: ErrorCode, detail: impl Into<String>, message: impl Into<String>) -> Self {
         JobError::Retryable { code, message: message.into(), detail: Some(detail.into()) }
     }
 
@@ -67,9 +68,9 @@ impl JobError {
                 }
                 info
             }
-            JobError::Cancelled => ErrorInfo::public("cancelled", false),
-            JobError::Superseded => ErrorInfo::public("superseded", true),
-            JobError::Interrupted => ErrorInfo::public("interrupted", true),
+            JobError::Cancelled => ErrorInfo::public(ErrorCode::Cancelled, false),
+            JobError::Superseded => ErrorInfo::public(ErrorCode::Superseded, true),
+            JobError::Interrupted => ErrorInfo::public(ErrorCode::Interrupted, true),
         }
     }
 
@@ -77,7 +78,7 @@ impl JobError {
     pub fn from_source(err: StorageError) -> Self {
         match err {
             StorageError::NotFound(key) => {
-                JobError::permanent("source_not_found", format!("the source `{key}` does not exist"))
+                JobError::permanent(ErrorCode::SourceNotFound, format!("the source `{key}` does not exist"))
             }
             other => JobError::from(other),
         }
@@ -86,9 +87,9 @@ impl JobError {
     /// A failure of the scratch disk: full (retryable elsewhere or later), or anything else.
     pub fn scratch(context: &str, err: &std::io::Error) -> Self {
         if is_disk_full(err) {
-            JobError::retryable("scratch_full", format!("the scratch disk is full ({context})"))
+            JobError::retryable(ErrorCode::ScratchFull, format!("the scratch disk is full ({context})"))
         } else {
-            JobError::retryable("scratch", format!("{context}: {err}"))
+            JobError::retryable(ErrorCode::Scratch, format!("{context}: {err}"))
         }
     }
 }
@@ -98,11 +99,11 @@ fn is_disk_full(err: &std::io::Error) -> bool {
 }
 
 /// Whether ffmpeg's log says it ran out of something the machine, not the input, lacks.
-fn resource_failure(log: &str) -> Option<(&'static str, &'static str)> {
+fn resource_failure(log: &str) -> Option<(ErrorCode, &'static str)> {
     if log.contains("No space left on device") {
-        Some(("scratch_full", "the scratch disk filled up during the transcode"))
+        Some((ErrorCode::ScratchFull, "the scratch disk filled up during the transcode"))
     } else if log.contains("Cannot allocate memory") || log.contains("Out of memory") {
-        Some(("resources", "ffmpeg ran out of memory"))
+        Some((ErrorCode::Resources, "ffmpeg ran out of memory"))
     } else {
         None
     }
@@ -111,18 +112,18 @@ fn resource_failure(log: &str) -> Option<(&'static str, &'static str)> {
 impl From<StorageError> for JobError {
     fn from(err: StorageError) -> Self {
         match err {
-            StorageError::InvalidKey { .. } => JobError::permanent("invalid_key", err.to_string()),
-            StorageError::NotFound(_) => JobError::retryable("storage", err.to_string()),
+            StorageError::InvalidKey { .. } => JobError::permanent(ErrorCode::InvalidKey, err.to_string()),
+            StorageError::NotFound(_) => JobError::retryable(ErrorCode::Storage, err.to_string()),
             StorageError::Changed(key) => JobError::permanent(
-                "source_changed",
+                ErrorCode::SourceChanged,
                 format!("`{key}` was replaced or deleted after this job was made; the new write has its own job"),
             ),
             StorageError::Other(e) => {
                 // A download filling the scratch disk surfaces as a storage error.
                 if e.chain().filter_map(|c| c.downcast_ref::<std::io::Error>()).any(is_disk_full) {
-                    JobError::retryable("scratch_full", format!("the scratch disk is full: {e:#}"))
+                    JobError::retryable(ErrorCode::ScratchFull, format!("the scratch disk is full: {e:#}"))
                 } else {
-                    JobError::retryable("storage", format!("{e:#}"))
+                    JobError::retryable(ErrorCode::Storage, format!("{e:#}"))
                 }
             }
         }
@@ -131,7 +132,7 @@ impl From<StorageError> for JobError {
 
 impl From<crate::ledger::LedgerError> for JobError {
     fn from(err: crate::ledger::LedgerError) -> Self {
-        JobError::retryable("ledger", err.to_string())
+        JobError::retryable(ErrorCode::Ledger, err.to_string())
     }
 }
 
@@ -149,16 +150,16 @@ impl From<AttemptError> for JobError {
 impl From<ProbeFailure> for JobError {
     fn from(err: ProbeFailure) -> Self {
         match err {
-            ProbeFailure::Spawn(_) => JobError::retryable("ffprobe_unavailable", err.to_string()),
-            ProbeFailure::Timeout(_) => JobError::retryable("timeout", err.to_string()),
+            ProbeFailure::Spawn(_) => JobError::retryable(ErrorCode::FfprobeUnavailable, err.to_string()),
+            ProbeFailure::Timeout(_) => JobError::retryable(ErrorCode::Timeout, err.to_string()),
             ProbeFailure::Unreadable(_)
             | ProbeFailure::Invalid(ProbeError::NoStreams | ProbeError::BadJson(_) | ProbeError::StillImage(_)) => {
-                JobError::permanent("not_media", err.to_string())
+                JobError::permanent(ErrorCode::NotMedia, err.to_string())
             }
             ProbeFailure::Invalid(ProbeError::ReferenceFormat(_)) => {
-                JobError::permanent("unsupported_input", err.to_string())
+                JobError::permanent(ErrorCode::UnsupportedInput, err.to_string())
             }
-            ProbeFailure::Flooded(_) => JobError::permanent("metadata_too_large", err.to_string()),
+            ProbeFailure::Flooded(_) => JobError::permanent(ErrorCode::MetadataTooLarge, err.to_string()),
         }
     }
 }
@@ -168,15 +169,15 @@ impl From<FfmpegError> for JobError {
     /// not the input's fault and are retried (on this worker or another).
     fn from(err: FfmpegError) -> Self {
         match err {
-            FfmpegError::Spawn(_) => JobError::retryable("ffmpeg_unavailable", err.to_string()),
-            FfmpegError::Timeout(_) => JobError::retryable("timeout", err.to_string()),
-            FfmpegError::Signal(_) => JobError::retryable("ffmpeg_killed", err.to_string()),
+            FfmpegError::Spawn(_) => JobError::retryable(ErrorCode::FfmpegUnavailable, err.to_string()),
+            FfmpegError::Timeout(_) => JobError::retryable(ErrorCode::Timeout, err.to_string()),
+            FfmpegError::Signal(_) => JobError::retryable(ErrorCode::FfmpegKilled, err.to_string()),
             // The length bound is the deployment's limit unless the caller knows better.
-            FfmpegError::Overran(_) => JobError::permanent("duration_too_long", err.to_string()),
-            FfmpegError::ScratchFull => JobError::retryable("scratch_full", err.to_string()),
+            FfmpegError::Overran(_) => JobError::permanent(ErrorCode::DurationTooLong, err.to_string()),
+            FfmpegError::ScratchFull => JobError::retryable(ErrorCode::ScratchFull, err.to_string()),
             FfmpegError::Failed { ref log, .. } => match resource_failure(log) {
                 Some((code, why)) => JobError::retryable(code, format!("{why}: {err}")),
-                None => JobError::permanent("transcode_failed", err.to_string()),
+                None => JobError::permanent(ErrorCode::TranscodeFailed, err.to_string()),
             },
             // The caller knows why it stopped ffmpeg and replaces this.
             FfmpegError::Cancelled => JobError::Interrupted,

@@ -18,6 +18,7 @@ use super::source::{self, Source};
 use super::split::{self, Cut};
 use super::transcode::{Made, millis, transcode};
 use super::{Inner, JobError};
+use crate::domain::error_code::ErrorCode;
 use crate::domain::job::JobMessage;
 use crate::domain::split::split_plan;
 use crate::domain::status::Timings;
@@ -42,7 +43,7 @@ pub(super) async fn run(inner: Arc<Inner>, message: JobMessage, tracker: Attempt
         let scratch = match ScratchDir::create(&inner.config, &message).await {
             Ok(dir) => dir,
             Err(err) => {
-                let failed = Err(JobError::retryable("scratch", format!("{err:#}")));
+                let failed = Err(JobError::retryable(ErrorCode::Scratch, format!("{err:#}")));
                 super::settle::finish(&inner, &message, &tracker, failed).await;
                 return;
             }
@@ -50,9 +51,9 @@ pub(super) async fn run(inner: Arc<Inner>, message: JobMessage, tracker: Attempt
 
         let outcome = tokio::select! {
             result = attempt(&inner, &message, &tracker, &permit, scratch.path(), &stop) => result,
-            () = heartbeat(&inner, &tracker, &stop, &reason) => Err(JobError::retryable("internal", "heartbeat loop ended")),
+            () = heartbeat(&inner, &tracker, &stop, &reason) => Err(JobError::retryable(ErrorCode::Internal, "heartbeat loop ended")),
             () = tokio::time::sleep(inner.config.job_timeout) => {
-                Err(JobError::retryable("timeout", format!("the attempt exceeded MEDIA_JOB_TIMEOUT ({:?})", inner.config.job_timeout)))
+                Err(JobError::retryable(ErrorCode::Timeout, format!("the attempt exceeded MEDIA_JOB_TIMEOUT ({:?})", inner.config.job_timeout)))
             }
             () = stop.cancelled() => Err(JobError::Interrupted),
         };

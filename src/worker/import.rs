@@ -14,6 +14,7 @@ use reqwest::StatusCode;
 use tokio::io::AsyncWriteExt;
 
 use super::{Inner, JobError};
+use crate::domain::error_code::ErrorCode;
 use crate::domain::job::{ImportSource, JobSpec};
 use crate::domain::status::Stage;
 use crate::jobs::Attempt;
@@ -40,7 +41,7 @@ pub(super) async fn fetch_source(
     let client = settings
         .guard()
         .client(settings.limits())
-        .map_err(|e| JobError::retryable("fetch_failed", format!("building the HTTP client: {e:#}")))?;
+        .map_err(|e| JobError::retryable(ErrorCode::FetchFailed, format!("building the HTTP client: {e:#}")))?;
     // One deadline for the whole fetch, redirects included (reqwest's applies per request).
     let fetch = fetch_to_file(&client, &import.url, path, inner.config.limits.max_size, settings.idle_timeout);
     let fetched = match tokio::time::timeout(settings.total_timeout, fetch).await {
@@ -107,17 +108,17 @@ async fn fetch_to_file(
 }
 
 fn failed(message: String) -> JobError {
-    JobError::retryable("fetch_failed", message)
+    JobError::retryable(ErrorCode::FetchFailed, message)
 }
 
 fn refused(detail: impl Into<String>) -> JobError {
     let detail = detail.into();
-    JobError::permanent_naming("fetch_refused", detail.clone(), detail)
+    JobError::permanent_naming(ErrorCode::FetchRefused, detail.clone(), detail)
 }
 
 /// A refused address: the kind goes to the log, the public detail does not name it.
 fn refused_address(refusal: &crate::outbound::Refusal) -> JobError {
-    JobError::permanent_naming("fetch_refused", refusal.public(), refusal.to_string())
+    JobError::permanent_naming(ErrorCode::FetchRefused, refusal.public(), refusal.to_string())
 }
 
 fn too_large(cap: u64) -> JobError {

@@ -19,6 +19,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::Inner;
 use super::scratch::{self, Room};
 use crate::domain::dead_letter::{DeadLetter, Origin};
+use crate::domain::error_code::ErrorCode;
 use crate::domain::event::EventContext;
 use crate::domain::job::{JobMessage, LedgerEntry, MESSAGE_VERSION};
 use crate::domain::ready::ReadyMessage;
@@ -46,7 +47,7 @@ async fn try_handle(inner: &Arc<Inner>, message: Received, permit: OwnedSemaphor
     let ctx = EventContext { layout: &inner.config.layout, default_presets: &inner.config.default_presets };
     let job = match ReadyMessage::parse(&message.body, &ctx) {
         Err(poison) => {
-            tracing::warn!(message_id = %message.message_id, reason = poison.code(), error = %poison, "Dead-lettering an unreadable message.");
+            tracing::warn!(message_id = %message.message_id, reason = %poison.code(), error = %poison, "Dead-lettering an unreadable message.");
             let letter = DeadLetter::new(poison.code(), poison.to_string(), Origin::Ready);
             inner.dead_letter(&message.body, letter).await?;
             return ready.delete(&message.receipt).await;
@@ -58,7 +59,7 @@ async fn try_handle(inner: &Arc<Inner>, message: Received, permit: OwnedSemaphor
         Ok(ReadyMessage::Job(job)) => job,
         Ok(ReadyMessage::S3Event { jobs, ignored, invalid }) => {
             for invalid in &invalid {
-                tracing::warn!(message_id = %message.message_id, reason = invalid.code, error = %invalid.reason, "Dead-lettering an unusable S3 record.");
+                tracing::warn!(message_id = %message.message_id, reason = %invalid.code, error = %invalid.reason, "Dead-lettering an unusable S3 record.");
                 let letter = DeadLetter::new(invalid.code, invalid.reason.clone(), Origin::Ready);
                 inner.dead_letter(&invalid.record, letter).await?;
             }
@@ -122,7 +123,7 @@ async fn has_room(inner: &Inner, message: &Received, job: &JobMessage) -> anyhow
         }
         Room::Never { need, capacity } => {
             let error = ErrorInfo {
-                code: "source_too_large".into(),
+                code: ErrorCode::SourceTooLarge.into(),
                 message: format!(
                     "the job needs about {need} bytes of scratch space; a worker's scratch disk \
                      (MEDIA_WORK_DIR) holds {capacity} bytes in all"
@@ -168,7 +169,9 @@ async fn start(
             // clears it.)
             if refused == Refused::Mismatch {
                 let reason = "the message names an existing job but describes it differently";
-                inner.dead_letter(&message.body, DeadLetter::new("job_mismatch", reason, Origin::Ready)).await?;
+                inner
+                    .dead_letter(&message.body, DeadLetter::new(ErrorCode::JobMismatch, reason, Origin::Ready))
+                    .await?;
             }
             tracing::info!(job_id = %job.job.job_id, attempt = job.attempt, reason = %refused, "Dropping a delivery that cannot start.");
             inner.counters.skipped.fetch_add(1, Ordering::Relaxed);

@@ -33,7 +33,7 @@ impl Inner {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| JobError::retryable("internal", "the transcode slots were closed"))?;
+            .map_err(|_| JobError::retryable(ErrorCode::Internal, "the transcode slots were closed"))?;
         Ok(self.slot(permit))
     }
 
@@ -105,3 +105,4 @@ impl Drop for SegmentInHand {
         self.slot_freed.notify_one();
     }
 }
+use crate::domain::error_code::ErrorCode;

@@ -22,6 +22,7 @@ use chrono::Utc;
 
 use super::Inner;
 use crate::domain::dead_letter::{DeadLetter, Origin};
+use crate::domain::error_code::ErrorCode;
 use crate::domain::job::{JobMessage, LedgerEntry};
 use crate::domain::status::{ErrorInfo, JobState, JobStatus};
 use crate::jobs::{Applied, Event, Refused, Stored, tidy};
@@ -96,7 +97,7 @@ async fn reap_entry(inner: &Inner, received: &Received, outcome: &mut ReapOutcom
     let entry: LedgerEntry = match serde_json::from_str(&received.body) {
         Ok(entry) => entry,
         Err(err) => {
-            let letter = DeadLetter::new("malformed_ledger_entry", err.to_string(), Origin::Processing);
+            let letter = DeadLetter::new(ErrorCode::MalformedLedgerEntry, err.to_string(), Origin::Processing);
             inner.dead_letter(&received.body, letter).await?;
             return processing.delete(&received.receipt).await;
         }
@@ -203,7 +204,7 @@ async fn recover(
     match inner.store.apply_to(job_id, stored, &event).await? {
         Applied::Done { status, .. } if status.state == JobState::Failed => {
             let lost = ErrorInfo {
-                code: "worker_lost".into(),
+                code: ErrorCode::WorkerLost.into(),
                 message: "the worker stopped responding".into(),
                 retryable: false,
             };

@@ -33,6 +33,7 @@ use super::split::{is_done, read_record};
 use super::transcode::millis;
 use super::{Inner, JobError};
 use crate::domain::dead_letter::{DeadLetter, Origin};
+use crate::domain::error_code::ErrorCode;
 use crate::domain::job::retry_delay;
 use crate::domain::keys::{done_key, failed_key, piece_key, progress_key, segment_file_key};
 use crate::domain::split::{
@@ -81,7 +82,9 @@ pub(super) async fn run(
             Ok(Admitted::Mismatch) => {
                 let reason = "the segment message names a folder that is not its job's";
                 tracing::warn!(folder = %task.output_dir, "Dead-lettering a segment message: {reason}.");
-                match inner.dead_letter(&message.body, DeadLetter::new("segment_mismatch", reason, Origin::Ready)).await
+                match inner
+                    .dead_letter(&message.body, DeadLetter::new(ErrorCode::SegmentMismatch, reason, Origin::Ready))
+                    .await
                 {
                     Ok(()) => inner.queues.ready.delete(&message.receipt).await,
                     Err(err) => Err(err),
@@ -126,7 +129,7 @@ async fn work(
         // (killed for memory, crashed). A passing cause, maybe: the job's attempts decide.
         let why = format!("{} was delivered {} times without finishing", describe(task), message.receive_count);
         tracing::warn!(receives = message.receive_count, "Segment never finishes; its job's attempt fails.");
-        let err = JobError::retryable("segment_failed", why);
+        let err = JobError::retryable(ErrorCode::SegmentFailed, why);
         record_failure(inner, task, err.info()).await.context("record the segment's failure")?;
         return queue.delete(&message.receipt).await;
     }
@@ -221,14 +224,17 @@ async fn encode(
         return Ok(Outcome::NotNeeded("the job has no split record"));
     };
     let Some(piece) = record.pieces.iter().find(|p| p.index == task.index) else {
-        return Err(JobError::permanent("segment_failed", format!("{} is not in the split record", describe(task))));
+        return Err(JobError::permanent(
+            ErrorCode::SegmentFailed,
+            format!("{} is not in the split record", describe(task)),
+        ));
     };
     let started_at = Utc::now();
     let clock = Instant::now();
 
     let scratch = ScratchDir::named(&inner.config, &format!("{}-s{}", task.job_id, task.index))
         .await
-        .map_err(|e| JobError::retryable("scratch", format!("{e:#}")))?;
+        .map_err(|e| JobError::retryable(ErrorCode::Scratch, format!("{e:#}")))?;
     let result = encode_piece(inner, task, piece, &record, slot, scratch.path(), stop, progress).await;
     scratch.remove().await;
     let (encode_started_at, encode_ms, bytes) = result?;
@@ -312,7 +318,7 @@ async fn checkpoint(
     record: &SplitRecord,
     done: &SegmentDone,
 ) -> Result<Outcome, JobError> {
-    let body = serde_json::to_vec_pretty(done).map_err(|e| JobError::retryable("internal", e.to_string()))?;
+    let body = serde_json::to_vec_pretty(done).map_err(|e| JobError::retryable(ErrorCode::Internal, e.to_string()))?;
     // Create-only: a copy that finished first keeps its record (the files are the same).
     inner
         .storage

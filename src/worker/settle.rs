@@ -14,6 +14,7 @@ use std::time::Duration;
 use super::commit::Completed;
 use super::{Inner, JobError};
 use crate::domain::dead_letter::{DeadLetter, Origin};
+use crate::domain::error_code::ErrorCode;
 use crate::domain::job::{JobMessage, retry_delay};
 use crate::domain::keys::manifest_key;
 use crate::domain::status::{ErrorInfo, JobState, JobStatus};
@@ -220,7 +221,7 @@ impl Inner {
     /// dead-lettered with that reason, before SQS's redrive would move it without one.
     pub(super) async fn exhaust(&self, message: &Received, job: &JobMessage) -> anyhow::Result<()> {
         let error = ErrorInfo {
-            code: "delivery_exhausted".into(),
+            code: ErrorCode::DeliveryExhausted.into(),
             message: format!(
                 "the job's message was delivered {} times without the job starting",
                 message.receive_count

@@ -10,6 +10,7 @@ use tokio::io::AsyncReadExt;
 use super::transcode::millis;
 use super::{Inner, JobError};
 use crate::config::SourceLimits;
+use crate::domain::error_code::ErrorCode;
 use crate::domain::job::JobSpec;
 use crate::domain::probe::{MediaInfo, sniff_reference_format};
 use crate::domain::status::{Stage, Timings};
@@ -64,7 +65,10 @@ pub(super) async fn fetch(
 /// `source_changed` when it is not the write the job is pinned to.
 async fn source_head(inner: &Inner, job: &JobSpec) -> Result<ObjectInfo, JobError> {
     let Some(head) = inner.storage.head(&job.source_key).await? else {
-        return Err(JobError::permanent("source_not_found", format!("the source `{}` does not exist", job.source_key)));
+        return Err(JobError::permanent(
+            ErrorCode::SourceNotFound,
+            format!("the source `{}` does not exist", job.source_key),
+        ));
     };
     if job.source.etag.as_ref().is_some_and(|pinned| head.etag.as_ref() != Some(pinned)) {
         return Err(JobError::from_source(StorageError::Changed(job.source_key.clone())));
@@ -106,7 +110,7 @@ async fn download_source(inner: &Inner, job: &JobSpec, path: &Path) -> Result<Ob
 
 fn too_large(size: u64, limit: u64) -> JobError {
     JobError::permanent(
-        "source_too_large",
+        ErrorCode::SourceTooLarge,
         format!("the source is {size} bytes; the limit is {limit} (MEDIA_MAX_SOURCE_SIZE)"),
     )
 }
@@ -120,10 +124,10 @@ async fn reject_reference_formats(path: &Path) -> Result<(), JobError> {
         let n = file.read(&mut head).await?;
         Ok::<usize, std::io::Error>(n)
     };
-    let n = read.await.map_err(|e| JobError::retryable("scratch", format!("read the source: {e}")))?;
+    let n = read.await.map_err(|e| JobError::retryable(ErrorCode::Scratch, format!("read the source: {e}")))?;
     match sniff_reference_format(&head[..n]) {
         Some(kind) => Err(JobError::permanent(
-            "unsupported_input",
+            ErrorCode::UnsupportedInput,
             format!("the source is a {kind} file, which names other files or URLs; upload the media itself"),
         )),
         None => Ok(()),
@@ -135,7 +139,7 @@ fn check_limits(media: &MediaInfo, limits: &SourceLimits) -> Result<(), JobError
         && duration > limits.max_duration.as_secs_f64()
     {
         return Err(JobError::permanent(
-            "duration_too_long",
+            ErrorCode::DurationTooLong,
             format!("the source lasts {duration:.0} s; the limit is {:?} (MEDIA_MAX_DURATION)", limits.max_duration),
         ));
     }
@@ -143,7 +147,7 @@ fn check_limits(media: &MediaInfo, limits: &SourceLimits) -> Result<(), JobError
         let pixels = u64::from(video.width) * u64::from(video.height);
         if pixels > limits.max_pixels {
             return Err(JobError::permanent(
-                "resolution_too_large",
+                ErrorCode::ResolutionTooLarge,
                 format!(
                     "the source is {}x{}; the limit is {} pixels (MEDIA_MAX_PIXELS)",
                     video.width, video.height, limits.max_pixels

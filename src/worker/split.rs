@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use super::permits::JobPermit;
 use super::transcode::{Made, millis, ran_over, source_bounds};
 use super::{Inner, JobError};
+use crate::domain::error_code::ErrorCode;
 use crate::domain::job::JobMessage;
 use crate::domain::keys::{done_key, failed_key, piece_file, piece_key, progress_key, record_key, split_dir};
 use crate::domain::plan::{PlannedOutput, plan};
@@ -183,7 +184,7 @@ async fn cut(
         .await
         .map_err(|e| JobError::scratch("read the piece list", &e))?;
     let pieces: Vec<Piece> =
-        parse_pieces(&list).map_err(|e| JobError::retryable("split_failed", format!("the split pass: {e}")))?;
+        parse_pieces(&list).map_err(|e| JobError::retryable(ErrorCode::SplitFailed, format!("the split pass: {e}")))?;
     if pieces.len() < 2 {
         tracing::info!("The source's keyframes are too sparse to split it; transcoding it whole.");
         return Ok(None);
@@ -201,14 +202,15 @@ async fn cut(
         worker: inner.config.worker_id.clone(),
         split_ms: 0,
     };
-    let body = serde_json::to_vec_pretty(&record).map_err(|e| JobError::retryable("internal", e.to_string()))?;
+    let body =
+        serde_json::to_vec_pretty(&record).map_err(|e| JobError::retryable(ErrorCode::Internal, e.to_string()))?;
     let key = record_key(&job.output_dir);
     match inner.storage.put_if(&key, body, "application/json", Precondition::Absent).await? {
         CasOutcome::Written { .. } => Ok(Some(record)),
         CasOutcome::Conflict => read_record(inner, &job.output_dir)
             .await?
             .map(Some)
-            .ok_or_else(|| JobError::retryable("storage", "the split record vanished")),
+            .ok_or_else(|| JobError::retryable(ErrorCode::Storage, "the split record vanished")),
     }
 }
 
@@ -216,7 +218,7 @@ pub(super) async fn read_record(inner: &Inner, output_dir: &str) -> Result<Optio
     let Some(bytes) = inner.storage.get_bytes(&record_key(output_dir)).await? else { return Ok(None) };
     serde_json::from_slice(&bytes)
         .map(Some)
-        .map_err(|e| JobError::retryable("internal", format!("unreadable split record: {e}")))
+        .map_err(|e| JobError::retryable(ErrorCode::Internal, format!("unreadable split record: {e}")))
 }
 
 /// The segments that failed for good, and those reporting progress.
@@ -292,7 +294,7 @@ async fn offer(
             .ready
             .send(&SegmentMessage::new(task).to_json(), SendOptions::default())
             .await
-            .map_err(|e| JobError::retryable("queue", format!("offer a segment: {e:#}")))?;
+            .map_err(|e| JobError::retryable(ErrorCode::Queue, format!("offer a segment: {e:#}")))?;
     }
     Ok(())
 }
@@ -395,9 +397,9 @@ async fn wait_for_segments(
             let message = format!("segment {} of {count} could not be encoded: {reason}", index + 1);
             // A passing fault of a segment is one of the job's attempt: its retries decide.
             return Err(if retryable {
-                JobError::retryable_naming("segment_failed", named, message)
+                JobError::retryable_naming(ErrorCode::SegmentFailed, named, message)
             } else {
-                JobError::permanent_naming("segment_failed", named, message)
+                JobError::permanent_naming(ErrorCode::SegmentFailed, named, message)
             });
         }
         if done.len() >= count {

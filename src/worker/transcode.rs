@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Inner, JobError};
 use crate::config::SourceLimits;
+use crate::domain::error_code::ErrorCode;
 use crate::domain::job::JobSpec;
 use crate::domain::plan::{PlannedOutput, plan};
 use crate::domain::probe::MediaInfo;
@@ -82,11 +83,11 @@ pub(super) fn ran_over(err: FfmpegError, limits: &SourceLimits, media: &MediaInf
     let FfmpegError::Overran(at) = err else { return err.into() };
     match media.duration_seconds {
         Some(said) if said < limits.max_duration.as_secs_f64() => JobError::permanent(
-            "duration_understated",
+            ErrorCode::DurationUnderstated,
             format!("the source played past {at:.1} s, though its header says it lasts {said:.1} s"),
         ),
         _ => JobError::permanent(
-            "duration_too_long",
+            ErrorCode::DurationTooLong,
             format!("the source played past {at:.1} s; the limit is {:?} (MEDIA_MAX_DURATION)", limits.max_duration),
         ),
     }
