@@ -105,7 +105,13 @@ impl Display {
                 let line = match status {
                     None => "waiting for a worker to take the job".to_string(),
                     Some(s) => {
-                        format!("{}: {} {:.0}% (attempt {})", state_name(s.state), stage_name(s), s.progress, s.attempt)
+                        format!(
+                            "{}: {} {:.0}% (attempt {})",
+                            JobState::as_str(s.state),
+                            stage_name(s),
+                            s.progress,
+                            s.attempt
+                        )
                     }
                 };
                 if line != self.last_line {
@@ -142,17 +148,6 @@ fn describe(s: &JobStatus, speed: Option<&str>, eta: Option<&str>) -> String {
         parts.push(format!("attempt {}/{}", s.attempt, s.max_attempts));
     }
     parts.join(", ")
-}
-
-fn state_name(state: JobState) -> &'static str {
-    match state {
-        JobState::Queued => "queued",
-        JobState::Running => "running",
-        JobState::Retrying => "retrying",
-        JobState::Completed => "completed",
-        JobState::Failed => "failed",
-        JobState::Cancelled => "cancelled",
-    }
 }
 
 fn stage_name(s: &JobStatus) -> &'static str {

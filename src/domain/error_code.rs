@@ -25,167 +25,90 @@ pub enum Retryability {
     Either,
 }
 
-/// An error code. Serialised as its snake_case name (`source_not_found`), as it always was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
+/// Declares [`ErrorCode`] from one list of `Variant => "wire_name"`: the enum, [`ErrorCode::ALL`]
+/// (in the list's order, the order of the docs' tables) and [`ErrorCode::as_str`], so a code is
+/// named once.
+macro_rules! error_codes {
+    ($($variant:ident => $name:literal,)*) => {
+        /// An error code. Serialised as its snake_case name (`source_not_found`), as it always was.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ErrorCode {
+            $($variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in the order of the docs' tables.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The code on the wire.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
     // What the source is or holds.
-    SourceNotFound,
-    SourceChanged,
-    SourceTooLarge,
-    DurationTooLong,
-    DurationUnderstated,
-    ResolutionTooLarge,
-    MetadataTooLarge,
-    InvalidKey,
-    NotMedia,
-    UnsupportedInput,
-    NoVideoStream,
-    NoAudioStream,
-    InvalidOption,
+    SourceNotFound => "source_not_found",
+    SourceChanged => "source_changed",
+    SourceTooLarge => "source_too_large",
+    DurationTooLong => "duration_too_long",
+    DurationUnderstated => "duration_understated",
+    ResolutionTooLarge => "resolution_too_large",
+    MetadataTooLarge => "metadata_too_large",
+    InvalidKey => "invalid_key",
+    NotMedia => "not_media",
+    UnsupportedInput => "unsupported_input",
+    NoVideoStream => "no_video_stream",
+    NoAudioStream => "no_audio_stream",
+    InvalidOption => "invalid_option",
     // The transcode and its outputs.
-    TranscodeFailed,
-    OutputConflict,
-    OutputTruncated,
+    TranscodeFailed => "transcode_failed",
+    OutputConflict => "output_conflict",
+    OutputTruncated => "output_truncated",
     // Imports from a URL.
-    FetchRefused,
-    FetchFailed,
+    FetchRefused => "fetch_refused",
+    FetchFailed => "fetch_failed",
     // Split jobs.
-    SegmentFailed,
-    SplitFailed,
+    SegmentFailed => "segment_failed",
+    SplitFailed => "split_failed",
     // The worker and the services it uses.
-    DeliveryExhausted,
-    Timeout,
-    FfmpegKilled,
-    Resources,
-    FfmpegUnavailable,
-    FfprobeUnavailable,
-    Storage,
-    Ledger,
-    Queue,
-    Scratch,
-    ScratchFull,
-    WorkerLost,
-    Internal,
+    DeliveryExhausted => "delivery_exhausted",
+    Timeout => "timeout",
+    FfmpegKilled => "ffmpeg_killed",
+    Resources => "resources",
+    FfmpegUnavailable => "ffmpeg_unavailable",
+    FfprobeUnavailable => "ffprobe_unavailable",
+    Storage => "storage",
+    Ledger => "ledger",
+    Queue => "queue",
+    Scratch => "scratch",
+    ScratchFull => "scratch_full",
+    WorkerLost => "worker_lost",
+    Internal => "internal",
     // How an attempt ended without failing on its own.
-    Cancelled,
-    Superseded,
-    Interrupted,
+    Cancelled => "cancelled",
+    Superseded => "superseded",
+    Interrupted => "interrupted",
     // Messages that are no job (dead-lettered at intake or by the reaper).
-    NotJson,
-    UnknownMessage,
-    UnsupportedVersion,
-    MalformedJob,
-    InvalidJob,
-    MalformedRecord,
-    MalformedLedgerEntry,
-    JobMismatch,
-    SegmentMismatch,
+    NotJson => "not_json",
+    UnknownMessage => "unknown_message",
+    UnsupportedVersion => "unsupported_version",
+    MalformedJob => "malformed_job",
+    InvalidJob => "invalid_job",
+    MalformedRecord => "malformed_record",
+    MalformedLedgerEntry => "malformed_ledger_entry",
+    JobMismatch => "job_mismatch",
+    SegmentMismatch => "segment_mismatch",
 }
 
 use ErrorCode::*;
 
 impl ErrorCode {
-    /// Every code, in the order of the docs' tables.
-    pub const ALL: &'static [ErrorCode] = &[
-        SourceNotFound,
-        SourceChanged,
-        SourceTooLarge,
-        DurationTooLong,
-        DurationUnderstated,
-        ResolutionTooLarge,
-        MetadataTooLarge,
-        InvalidKey,
-        NotMedia,
-        UnsupportedInput,
-        NoVideoStream,
-        NoAudioStream,
-        InvalidOption,
-        TranscodeFailed,
-        OutputConflict,
-        OutputTruncated,
-        FetchRefused,
-        FetchFailed,
-        SegmentFailed,
-        SplitFailed,
-        DeliveryExhausted,
-        Timeout,
-        FfmpegKilled,
-        Resources,
-        FfmpegUnavailable,
-        FfprobeUnavailable,
-        Storage,
-        Ledger,
-        Queue,
-        Scratch,
-        ScratchFull,
-        WorkerLost,
-        Internal,
-        Cancelled,
-        Superseded,
-        Interrupted,
-        NotJson,
-        UnknownMessage,
-        UnsupportedVersion,
-        MalformedJob,
-        InvalidJob,
-        MalformedRecord,
-        MalformedLedgerEntry,
-        JobMismatch,
-        SegmentMismatch,
-    ];
-
-    /// The code on the wire.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            SourceNotFound => "source_not_found",
-            SourceChanged => "source_changed",
-            SourceTooLarge => "source_too_large",
-            DurationTooLong => "duration_too_long",
-            DurationUnderstated => "duration_understated",
-            ResolutionTooLarge => "resolution_too_large",
-            MetadataTooLarge => "metadata_too_large",
-            InvalidKey => "invalid_key",
-            NotMedia => "not_media",
-            UnsupportedInput => "unsupported_input",
-            NoVideoStream => "no_video_stream",
-            NoAudioStream => "no_audio_stream",
-            InvalidOption => "invalid_option",
-            TranscodeFailed => "transcode_failed",
-            OutputConflict => "output_conflict",
-            OutputTruncated => "output_truncated",
-            FetchRefused => "fetch_refused",
-            FetchFailed => "fetch_failed",
-            SegmentFailed => "segment_failed",
-            SplitFailed => "split_failed",
-            DeliveryExhausted => "delivery_exhausted",
-            Timeout => "timeout",
-            FfmpegKilled => "ffmpeg_killed",
-            Resources => "resources",
-            FfmpegUnavailable => "ffmpeg_unavailable",
-            FfprobeUnavailable => "ffprobe_unavailable",
-            Storage => "storage",
-            Ledger => "ledger",
-            Queue => "queue",
-            Scratch => "scratch",
-            ScratchFull => "scratch_full",
-            WorkerLost => "worker_lost",
-            Internal => "internal",
-            Cancelled => "cancelled",
-            Superseded => "superseded",
-            Interrupted => "interrupted",
-            NotJson => "not_json",
-            UnknownMessage => "unknown_message",
-            UnsupportedVersion => "unsupported_version",
-            MalformedJob => "malformed_job",
-            InvalidJob => "invalid_job",
-            MalformedRecord => "malformed_record",
-            MalformedLedgerEntry => "malformed_ledger_entry",
-            JobMismatch => "job_mismatch",
-            SegmentMismatch => "segment_mismatch",
-        }
-    }
-
     /// Whether a failure with this code is tried again ([`Retryability::Either`]: the failure
     /// says).
     pub const fn retryability(self) -> Retryability {

@@ -252,7 +252,6 @@ pub async fn submit(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use super::*;
     use crate::config::Config;
@@ -295,18 +294,7 @@ mod tests {
 
         /// The bodies waiting on the ready queue, taken off it.
         async fn ready(&self) -> Vec<String> {
-            let ready = &self.backend.queues.ready;
-            let mut bodies = Vec::new();
-            loop {
-                let batch = ready.receive(10, Duration::ZERO, Duration::from_secs(60)).await.unwrap();
-                if batch.is_empty() {
-                    return bodies;
-                }
-                for message in batch {
-                    ready.delete(&message.receipt).await.unwrap();
-                    bodies.push(message.body);
-                }
-            }
+            crate::queue::take_all(self.backend.queues.ready.as_ref()).await
         }
     }
 

@@ -134,3 +134,20 @@ pub struct Queues {
     /// MEDIA_NOTIFY_QUEUE_URL.
     pub notifications: Option<std::sync::Arc<dyn Queue>>,
 }
+
+/// Takes every message waiting on `queue` off it and returns their bodies: what unit tests
+/// assert a step published.
+#[cfg(test)]
+pub async fn take_all(queue: &dyn Queue) -> Vec<String> {
+    let mut bodies = Vec::new();
+    loop {
+        let batch = queue.receive(MAX_BATCH, Duration::ZERO, Duration::from_secs(60)).await.unwrap();
+        if batch.is_empty() {
+            return bodies;
+        }
+        for message in batch {
+            queue.delete(&message.receipt).await.unwrap();
+            bodies.push(message.body);
+        }
+    }
+}

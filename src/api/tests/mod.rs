@@ -128,18 +128,7 @@ impl Api {
     }
 
     async fn drain_ready(&self) -> Vec<String> {
-        let ready = &self.state.backend.queues.ready;
-        let mut bodies = Vec::new();
-        loop {
-            let batch = ready.receive(10, Duration::ZERO, Duration::from_secs(60)).await.unwrap();
-            if batch.is_empty() {
-                return bodies;
-            }
-            for message in batch {
-                ready.delete(&message.receipt).await.unwrap();
-                bodies.push(message.body);
-            }
-        }
+        crate::queue::take_all(self.state.backend.queues.ready.as_ref()).await
     }
 
     async fn status(&self, id: &str) -> JobStatus {
