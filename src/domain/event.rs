@@ -1,58 +1,22 @@
-//! Turning a ready-queue message body into jobs, without I/O.
-//!
-//! Accepted bodies:
-//! - S3 event notifications (`{"Records": [...]}`), possibly several records per message, also
-//!   when wrapped in an SNS notification; keys arrive URL-encoded with `+` for space;
-//! - EventBridge "Object Created" events (keys not encoded);
-//! - `s3:TestEvent`, which S3 sends when a notification is configured (ignored);
-//! - [`JobMessage`]s.
-//!
-//! Everything else is poison: it can never succeed, so it is dead-lettered with the reason.
+//! Turning S3's upload events into jobs, without I/O: S3 event notifications
+//! (`{"Records": [...]}`, possibly several records per message; keys arrive URL-encoded with
+//! `+` for space) and EventBridge "Object Created" events (keys not encoded). Which kind of body
+//! a ready-queue message is, is told by [`crate::domain::ready`]; the local store writes the
+//! same events ([`object_created_event`]).
 
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::domain::error_code::ErrorCode;
-use crate::domain::job::{
-    JobMessage, JobSpec, MESSAGE_VERSION, OutputRequest, SourcePin, SpecError, job_id_for_object,
-};
-use crate::domain::keys::{KeyError, KeyLayout, validate_job_id, validate_key, validate_prefix};
+use crate::domain::job::{JobMessage, JobSpec, OutputRequest, SourcePin, job_id_for_object};
+use crate::domain::keys::{KeyError, KeyLayout, validate_key};
 use crate::domain::preset::Preset;
-use crate::domain::split::{SegmentMessage, SegmentTask};
 
 /// What the parser needs to know about this deployment.
 pub struct EventContext<'a> {
     pub layout: &'a KeyLayout,
     pub default_presets: &'a [Preset],
-}
-
-/// A whole message that cannot be understood.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum PoisonError {
-    #[error("the body is not JSON: {0}")]
-    NotJson(String),
-    #[error("the body is JSON but neither an S3 event nor a job message")]
-    UnknownShape,
-    #[error("unsupported job message version {0} (this worker reads version {MESSAGE_VERSION})")]
-    UnsupportedVersion(u32),
-    #[error("malformed job message: {0}")]
-    MalformedJob(String),
-    #[error("invalid job: {0}")]
-    InvalidJob(SpecError),
-}
-
-impl PoisonError {
-    /// The code for dead-letter attributes and logs.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            PoisonError::NotJson(_) => ErrorCode::NotJson,
-            PoisonError::UnknownShape => ErrorCode::UnknownMessage,
-            PoisonError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
-            PoisonError::MalformedJob(_) => ErrorCode::MalformedJob,
-            PoisonError::InvalidJob(_) => ErrorCode::InvalidJob,
-        }
-    }
 }
 
 /// One S3 record that cannot become a job (the rest of its message still can).
@@ -64,75 +28,13 @@ pub struct InvalidRecord {
     pub record: String,
 }
 
-/// The outcome of parsing one message.
+/// The uploads one S3 event names (direct, through SNS, or from EventBridge).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Parsed {
     pub jobs: Vec<JobMessage>,
-    /// Segments of split jobs to encode (at most one per message).
-    pub segments: Vec<SegmentTask>,
     /// Why records were dropped on purpose (test events, own outputs, ...), for the log.
     pub ignored: Vec<String>,
     pub invalid: Vec<InvalidRecord>,
-}
-
-pub fn parse_ready_message(body: &str, ctx: &EventContext<'_>) -> Result<Parsed, PoisonError> {
-    let value: Value = serde_json::from_str(body).map_err(|e| PoisonError::NotJson(e.to_string()))?;
-    parse_value(value, ctx, 0)
-}
-
-fn parse_value(value: Value, ctx: &EventContext<'_>, depth: u8) -> Result<Parsed, PoisonError> {
-    let Value::Object(map) = &value else { return Err(PoisonError::UnknownShape) };
-    if map.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
-        return Ok(Parsed { ignored: vec!["s3:TestEvent".into()], ..Parsed::default() });
-    }
-    if let Some(Value::Array(records)) = map.get("Records") {
-        return Ok(parse_records(records, ctx));
-    }
-    // S3 -> SNS -> SQS: the S3 event is a JSON string inside the notification.
-    if map.get("Type").and_then(Value::as_str) == Some("Notification") && depth == 0 {
-        let inner = map.get("Message").and_then(Value::as_str).ok_or(PoisonError::UnknownShape)?;
-        let inner: Value = serde_json::from_str(inner).map_err(|e| PoisonError::NotJson(e.to_string()))?;
-        return parse_value(inner, ctx, depth + 1);
-    }
-    if map.get("source").and_then(Value::as_str) == Some("aws.s3") {
-        return Ok(parse_eventbridge(&value, ctx));
-    }
-    if map.contains_key("segment") {
-        return parse_segment_message(value);
-    }
-    if map.contains_key("job") || map.contains_key("version") {
-        return parse_job_message(value);
-    }
-    Err(PoisonError::UnknownShape)
-}
-
-fn parse_job_message(value: Value) -> Result<Parsed, PoisonError> {
-    let version = value.get("version").and_then(Value::as_u64).unwrap_or(0);
-    if version != u64::from(MESSAGE_VERSION) {
-        return Err(PoisonError::UnsupportedVersion(u32::try_from(version).unwrap_or(u32::MAX)));
-    }
-    let message: JobMessage = serde_json::from_value(value).map_err(|e| PoisonError::MalformedJob(e.to_string()))?;
-    message.job.validate().map_err(PoisonError::InvalidJob)?;
-    if message.attempt == 0 {
-        return Err(PoisonError::MalformedJob("attempt must be at least 1".into()));
-    }
-    Ok(Parsed { jobs: vec![message], ..Parsed::default() })
-}
-
-fn parse_segment_message(value: Value) -> Result<Parsed, PoisonError> {
-    let version = value.get("version").and_then(Value::as_u64).unwrap_or(0);
-    if version != u64::from(MESSAGE_VERSION) {
-        return Err(PoisonError::UnsupportedVersion(u32::try_from(version).unwrap_or(u32::MAX)));
-    }
-    let message: SegmentMessage =
-        serde_json::from_value(value).map_err(|e| PoisonError::MalformedJob(e.to_string()))?;
-    let task = message.segment;
-    validate_job_id(&task.job_id).map_err(|e| PoisonError::InvalidJob(SpecError::JobId(e)))?;
-    validate_prefix(&task.output_dir).map_err(|e| PoisonError::InvalidJob(SpecError::OutputDir(e)))?;
-    if task.index >= task.count {
-        return Err(PoisonError::MalformedJob(format!("segment {} of {} does not exist", task.index, task.count)));
-    }
-    Ok(Parsed { segments: vec![task], ..Parsed::default() })
 }
 
 #[derive(Deserialize)]
@@ -183,7 +85,8 @@ struct S3Object {
     size: Option<u64>,
 }
 
-fn parse_records(records: &[Value], ctx: &EventContext<'_>) -> Parsed {
+/// The jobs of an S3 event notification's `Records`.
+pub fn parse_records(records: &[Value], ctx: &EventContext<'_>) -> Parsed {
     let mut parsed = Parsed::default();
     if records.is_empty() {
         parsed.ignored.push("an event with no records".into());
@@ -218,7 +121,8 @@ fn parse_records(records: &[Value], ctx: &EventContext<'_>) -> Parsed {
     parsed
 }
 
-fn parse_eventbridge(value: &Value, ctx: &EventContext<'_>) -> Parsed {
+/// The job of an EventBridge \"Object Created\" event.
+pub fn parse_eventbridge(value: &Value, ctx: &EventContext<'_>) -> Parsed {
     let mut parsed = Parsed::default();
     if value.get("detail-type").and_then(Value::as_str) != Some("Object Created") {
         parsed.ignored.push("an EventBridge event other than Object Created".into());
@@ -350,10 +254,17 @@ fn object_to_job(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ready::{PoisonError, ReadyMessage};
 
+    /// A body read as the ready queue reads it ([`ReadyMessage::parse`]), its jobs as one list.
     fn parse(body: &str) -> Result<Parsed, PoisonError> {
         let layout = KeyLayout::new("uploads/", "outputs/").unwrap();
-        parse_ready_message(body, &EventContext { layout: &layout, default_presets: &[Preset::Mp4H264] })
+        let ctx = EventContext { layout: &layout, default_presets: &[Preset::Mp4H264] };
+        Ok(match ReadyMessage::parse(body, &ctx)? {
+            ReadyMessage::S3Event { jobs, ignored, invalid } => Parsed { jobs, ignored, invalid },
+            ReadyMessage::Job(job) => Parsed { jobs: vec![job], ..Parsed::default() },
+            ReadyMessage::Segment(segment) => panic!("a segment: {segment:?}"),
+        })
     }
 
     fn s3_event(keys: &[&str]) -> String {

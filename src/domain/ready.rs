@@ -1,15 +1,21 @@
 //! What a ready-queue message carries, as a type: an S3 event (uploads to make jobs of), a job
 //! to start, or a split job's segment to encode. The intake and the dead-letter sweep match on
-//! it instead of reading the kind off which fields of a parse came back filled.
+//! it; this module alone tells the kinds apart, by the body's shape:
+//! - S3 event notifications (`{"Records": [...]}`), also wrapped in an SNS notification;
+//!   EventBridge "Object Created" events; `s3:TestEvent`, which S3 sends when a notification is
+//!   configured (ignored). Their records become jobs in [`crate::domain::event`];
+//! - [`JobMessage`]s and [`SegmentMessage`]s, versioned JSON the worker and the API publish.
 //!
-//! The bodies themselves are read by [`crate::domain::event::parse_ready_message`]; this module
-//! only names what it found. Pure, so the table test below pins every kind.
+//! Everything else is poison: it can never succeed, so it is dead-lettered with the reason.
+//! Pure, so the table tests below pin every kind.
 
 use serde_json::Value;
 
-use crate::domain::event::{EventContext, InvalidRecord, Parsed, PoisonError, parse_ready_message};
-use crate::domain::job::JobMessage;
-use crate::domain::split::SegmentTask;
+use crate::domain::error_code::ErrorCode;
+use crate::domain::event::{EventContext, InvalidRecord, Parsed, parse_eventbridge, parse_records};
+use crate::domain::job::{JobMessage, MESSAGE_VERSION, SpecError};
+use crate::domain::keys::{validate_job_id, validate_prefix};
+use crate::domain::split::{SegmentMessage, SegmentTask};
 
 /// One ready-queue message, understood.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,20 +35,39 @@ pub enum ReadyMessage {
     Segment(SegmentTask),
 }
 
+/// A whole message that cannot be understood.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PoisonError {
+    #[error("the body is not JSON: {0}")]
+    NotJson(String),
+    #[error("the body is JSON but neither an S3 event nor a job message")]
+    UnknownShape,
+    #[error("unsupported job message version {0} (this worker reads version {MESSAGE_VERSION})")]
+    UnsupportedVersion(u32),
+    #[error("malformed job message: {0}")]
+    MalformedJob(String),
+    #[error("invalid job: {0}")]
+    InvalidJob(SpecError),
+}
+
+impl PoisonError {
+    /// The code for dead-letter attributes and logs.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            PoisonError::NotJson(_) => ErrorCode::NotJson,
+            PoisonError::UnknownShape => ErrorCode::UnknownMessage,
+            PoisonError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            PoisonError::MalformedJob(_) => ErrorCode::MalformedJob,
+            PoisonError::InvalidJob(_) => ErrorCode::InvalidJob,
+        }
+    }
+}
+
 impl ReadyMessage {
     /// Reads a body; poison (a body that can never succeed) is the error, with its reason.
     pub fn parse(body: &str, ctx: &EventContext<'_>) -> Result<ReadyMessage, PoisonError> {
-        let parsed = parse_ready_message(body, ctx)?;
-        Ok(Self::from_parsed(kind(body), parsed))
-    }
-
-    fn from_parsed(kind: Kind, parsed: Parsed) -> ReadyMessage {
-        let Parsed { mut jobs, mut segments, ignored, invalid } = parsed;
-        match kind {
-            Kind::Segment if segments.len() == 1 => ReadyMessage::Segment(segments.remove(0)),
-            Kind::Job if jobs.len() == 1 => ReadyMessage::Job(jobs.remove(0)),
-            _ => ReadyMessage::S3Event { jobs, ignored, invalid },
-        }
+        let value: Value = serde_json::from_str(body).map_err(|e| PoisonError::NotJson(e.to_string()))?;
+        parse_value(value, ctx, 0)
     }
 
     /// The jobs it names: those of an S3 event, or the one of a job message.
@@ -64,28 +89,67 @@ impl ReadyMessage {
     }
 }
 
-/// The kind of body, by the keys [`parse_ready_message`] reads it by; anything that is not a job
-/// or a segment message is taken for an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Event,
-    Job,
-    Segment,
+impl From<Parsed> for ReadyMessage {
+    fn from(Parsed { jobs, ignored, invalid }: Parsed) -> ReadyMessage {
+        ReadyMessage::S3Event { jobs, ignored, invalid }
+    }
 }
 
-fn kind(body: &str) -> Kind {
-    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(body) else { return Kind::Event };
-    let event = map.get("Event").and_then(Value::as_str) == Some("s3:TestEvent")
-        || map.get("Records").is_some_and(Value::is_array)
-        || map.get("Type").and_then(Value::as_str) == Some("Notification")
-        || map.get("source").and_then(Value::as_str) == Some("aws.s3");
-    if event {
-        Kind::Event
-    } else if map.contains_key("segment") {
-        Kind::Segment
-    } else {
-        Kind::Job
+fn parse_value(value: Value, ctx: &EventContext<'_>, depth: u8) -> Result<ReadyMessage, PoisonError> {
+    let Value::Object(map) = &value else { return Err(PoisonError::UnknownShape) };
+    if map.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
+        return Ok(Parsed { ignored: vec!["s3:TestEvent".into()], ..Parsed::default() }.into());
     }
+    if let Some(Value::Array(records)) = map.get("Records") {
+        return Ok(parse_records(records, ctx).into());
+    }
+    // S3 -> SNS -> SQS: the S3 event is a JSON string inside the notification.
+    if map.get("Type").and_then(Value::as_str) == Some("Notification") && depth == 0 {
+        let inner = map.get("Message").and_then(Value::as_str).ok_or(PoisonError::UnknownShape)?;
+        let inner: Value = serde_json::from_str(inner).map_err(|e| PoisonError::NotJson(e.to_string()))?;
+        return parse_value(inner, ctx, depth + 1);
+    }
+    if map.get("source").and_then(Value::as_str) == Some("aws.s3") {
+        return Ok(parse_eventbridge(&value, ctx).into());
+    }
+    if map.contains_key("segment") {
+        return parse_segment_message(value).map(ReadyMessage::Segment);
+    }
+    if map.contains_key("job") || map.contains_key("version") {
+        return parse_job_message(value).map(ReadyMessage::Job);
+    }
+    Err(PoisonError::UnknownShape)
+}
+
+fn check_version(value: &Value) -> Result<(), PoisonError> {
+    let version = value.get("version").and_then(Value::as_u64).unwrap_or(0);
+    if version != u64::from(MESSAGE_VERSION) {
+        return Err(PoisonError::UnsupportedVersion(u32::try_from(version).unwrap_or(u32::MAX)));
+    }
+    Ok(())
+}
+
+fn parse_job_message(value: Value) -> Result<JobMessage, PoisonError> {
+    check_version(&value)?;
+    let message: JobMessage = serde_json::from_value(value).map_err(|e| PoisonError::MalformedJob(e.to_string()))?;
+    message.job.validate().map_err(PoisonError::InvalidJob)?;
+    if message.attempt == 0 {
+        return Err(PoisonError::MalformedJob("attempt must be at least 1".into()));
+    }
+    Ok(message)
+}
+
+fn parse_segment_message(value: Value) -> Result<SegmentTask, PoisonError> {
+    check_version(&value)?;
+    let message: SegmentMessage =
+        serde_json::from_value(value).map_err(|e| PoisonError::MalformedJob(e.to_string()))?;
+    let task = message.segment;
+    validate_job_id(&task.job_id).map_err(|e| PoisonError::InvalidJob(SpecError::JobId(e)))?;
+    validate_prefix(&task.output_dir).map_err(|e| PoisonError::InvalidJob(SpecError::OutputDir(e)))?;
+    if task.index >= task.count {
+        return Err(PoisonError::MalformedJob(format!("segment {} of {} does not exist", task.index, task.count)));
+    }
+    Ok(task)
 }
 
 #[cfg(test)]

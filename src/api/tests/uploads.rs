@@ -57,8 +57,8 @@ async fn local_uploads_stream_through_signed_urls_and_name_their_job() {
     assert_eq!(events.len(), 1);
     let layout = &api.state.config.layout;
     let ctx = crate::domain::event::EventContext { layout, default_presets: &api.state.config.default_presets };
-    let parsed = crate::domain::event::parse_ready_message(&events[0], &ctx).unwrap();
-    assert_eq!(parsed.jobs[0].job.job_id, job_id);
+    let parsed = crate::domain::ready::ReadyMessage::parse(&events[0], &ctx).unwrap();
+    assert_eq!(parsed.jobs()[0].job.job_id, job_id);
     // And the upload's description names it too.
     let encoded = url.split('?').next().unwrap().strip_prefix("http://127.0.0.1:8080/v1/uploads/").unwrap();
     let info = api.call(Method::GET, &format!("/v1/uploads/{encoded}"), None).await;

@@ -5,9 +5,10 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::*;
-use crate::domain::event::{EventContext, decode_event_key, parse_ready_message};
+use crate::domain::event::{EventContext, decode_event_key};
 use crate::domain::keys::KeyLayout;
 use crate::domain::preset::Preset;
+use crate::domain::ready::ReadyMessage;
 use crate::queue::local::LocalQueue;
 use crate::queue::{QueueCounts, Received};
 use crate::storage::{CasOutcome, ObjectStore, Pin, StorageResult};
@@ -285,9 +286,9 @@ async fn an_upload_sends_one_s3_event() {
     // The worker's own parser turns it into a job for this key.
     let layout = KeyLayout::new("uploads/", "outputs/").unwrap();
     let ctx = EventContext { layout: &layout, default_presets: &[Preset::Mp4H264] };
-    let parsed = parse_ready_message(&got[0].body, &ctx).unwrap();
-    assert_eq!(parsed.jobs.len(), 1);
-    assert_eq!(parsed.jobs[0].job.source_key, key);
+    let parsed = ReadyMessage::parse(&got[0].body, &ctx).unwrap();
+    assert_eq!(parsed.jobs().len(), 1);
+    assert_eq!(parsed.jobs()[0].job.source_key, key);
 
     // put_bytes under the prefix sends one too; writes elsewhere send none.
     s.put_bytes("uploads/b.mp4", b"x".to_vec(), "").await.unwrap();
