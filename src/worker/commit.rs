@@ -8,7 +8,7 @@ use chrono::Utc;
 
 use super::source::{PROBE_TIMEOUT, Source};
 use super::transcode::{Made, millis};
-use super::{Inner, JobError};
+use super::{JobError, StepCx};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::job::{JobMessage, JobSpec};
 use crate::domain::keys::{attempt_dir, manifest_key};
@@ -74,7 +74,7 @@ pub(super) struct Outputs {
 
 /// Uploads the outputs, then writes the manifest and completes the job.
 pub(super) async fn commit(
-    inner: &Inner,
+    cx: &StepCx<'_>,
     message: &JobMessage,
     tracker: &Attempt,
     source: Source,
@@ -85,14 +85,14 @@ pub(super) async fn commit(
     let mut timings = outputs.timings.clone();
     tracker.stage(Stage::Uploading).await?;
     let clock = Instant::now();
-    let (records, first_run) = upload(inner, message, tracker, &outputs, out_dir).await?;
+    let (records, first_run) = upload(cx, message, tracker, &outputs, out_dir).await?;
     timings.upload_ms = millis(clock);
 
     // From here on the job cannot be cancelled, and only this run may complete it.
     tracker.stage(Stage::Finalizing).await?;
     // The source was replaced while we worked: these outputs describe a write that is no longer
     // the source, and the new write's own job makes the outputs.
-    if let Some(current) = inner.storage.head(&job.source_key).await?
+    if let Some(current) = cx.storage.head(&job.source_key).await?
         && current.etag.is_some()
         && current.etag != source.object.etag
         && job.source.version_id.is_none()
@@ -104,7 +104,7 @@ pub(super) async fn commit(
         version: 1,
         job_id: job.job_id.clone(),
         attempt: message.attempt,
-        worker: inner.config.worker_id.clone(),
+        worker: cx.config.worker_id.clone(),
         run: Some(tracker.run_id().to_string()),
         completed_at: Utc::now(),
         source: SourceRecord {
@@ -121,7 +121,7 @@ pub(super) async fn commit(
     let key = manifest_key(&job.output_dir);
     let body =
         serde_json::to_vec_pretty(&manifest).map_err(|e| JobError::retryable(ErrorCode::Internal, e.to_string()))?;
-    write_manifest(inner, &key, &job.job_id, message.attempt, body).await?;
+    write_manifest(cx, &key, &job.job_id, message.attempt, body).await?;
     tracker.complete(&key).await?;
     Ok(Completed { tidy: !first_run || manifest_split })
 }
@@ -129,7 +129,7 @@ pub(super) async fn commit(
 /// Uploads every file of `out_dir` into the attempt's folder, and says which belong to which
 /// output; and whether this is the job's first run (which can find nothing of an earlier one).
 async fn upload(
-    inner: &Inner,
+    cx: &StepCx<'_>,
     message: &JobMessage,
     tracker: &Attempt,
     outputs: &Outputs,
@@ -142,16 +142,16 @@ async fn upload(
     // On a job's first run there can be none, and the listing is skipped.
     let first_run = tracker.status().await.is_some_and(|s| runs_started(&s) == 1);
     if !first_run {
-        for stale in inner.storage.list(&folder).await? {
+        for stale in cx.storage.list(&folder).await? {
             if !files.iter().any(|rel| format!("{folder}{rel}") == stale) {
-                inner.storage.delete(&stale).await?;
+                cx.storage.delete(&stale).await?;
             }
         }
     }
     let mut uploaded: Vec<(String, u64)> = Vec::new();
     for relative in &files {
         let key = format!("{folder}{relative}");
-        let stored = inner.storage.put_file(&key, &out_dir.join(relative), content_type_of(relative)).await?;
+        let stored = cx.storage.put_file(&key, &out_dir.join(relative), content_type_of(relative)).await?;
         uploaded.push((relative.clone(), stored.size));
     }
     let made = &outputs.made;
@@ -187,8 +187,8 @@ async fn upload(
 /// manifest of an earlier attempt of the same job that never reached `completed` (its run was
 /// recovered after writing it). Never over a later attempt's: a run frozen past `finalizing`
 /// whose job was meanwhile completed by a newer attempt must not replace that one's record.
-async fn write_manifest(inner: &Inner, key: &str, job_id: &str, attempt: u32, body: Vec<u8>) -> Result<(), JobError> {
-    let storage = &inner.storage;
+async fn write_manifest(cx: &StepCx<'_>, key: &str, job_id: &str, attempt: u32, body: Vec<u8>) -> Result<(), JobError> {
+    let storage = &cx.storage;
     // Almost always the first manifest of the job: create it without reading first, and look at
     // what is there only when the create loses.
     let mut condition_etag: Option<String> = None;

@@ -118,7 +118,7 @@ async fn attempt(
 ) -> Result<Completed, JobError> {
     let started = Instant::now();
     let mut timings = Timings::default();
-    let source = source::fetch(inner, &message.job, tracker, dir, &mut timings).await?;
+    let source = source::fetch(&inner.step_cx(), &message.job, tracker, dir, &mut timings).await?;
 
     let out_dir = dir.join("out");
     let clock = Instant::now();
@@ -128,7 +128,7 @@ async fn attempt(
     tracing::info!(outputs = made.outputs.len(), speed = made.speed, elapsed_ms = millis(clock), "Outputs transcoded.");
 
     let outputs = commit::Outputs { made, probed, timings, started };
-    commit::commit(inner, message, tracker, source, outputs, &out_dir).await
+    commit::commit(&inner.step_cx(), message, tracker, source, outputs, &out_dir).await
 }
 
 /// Every output in `out_dir`: a split job's from its segments, unless its source cannot be cut;

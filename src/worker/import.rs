@@ -13,7 +13,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use tokio::io::AsyncWriteExt;
 
-use super::{Inner, JobError};
+use super::{JobError, StepCx};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::job::{ImportSource, JobSpec};
 use crate::domain::status::Stage;
@@ -27,23 +27,23 @@ const FALLBACK_CONTENT_TYPE: &str = "application/octet-stream";
 /// Fetches the job's source into `path` and stores it at the job's source key. `None` when an
 /// earlier attempt stored it already: it is then read from storage like any source.
 pub(super) async fn fetch_source(
-    inner: &Inner,
+    cx: &StepCx<'_>,
     job: &JobSpec,
     import: &ImportSource,
     tracker: &Attempt,
     path: &Path,
 ) -> Result<Option<ObjectInfo>, JobError> {
-    if inner.storage.head(&job.source_key).await?.is_some() {
+    if cx.storage.head(&job.source_key).await?.is_some() {
         return Ok(None);
     }
     tracker.stage(Stage::Importing).await?;
-    let settings = inner.config.import;
+    let settings = cx.config.import;
     let client = settings
         .guard()
         .client(settings.limits())
         .map_err(|e| JobError::retryable(ErrorCode::FetchFailed, format!("building the HTTP client: {e:#}")))?;
     // One deadline for the whole fetch, redirects included (reqwest's applies per request).
-    let fetch = fetch_to_file(&client, &import.url, path, inner.config.limits.max_size, settings.idle_timeout);
+    let fetch = fetch_to_file(&client, &import.url, path, cx.config.limits.max_size, settings.idle_timeout);
     let fetched = match tokio::time::timeout(settings.total_timeout, fetch).await {
         Ok(fetched) => fetched,
         Err(_) => Err(failed("the fetch exceeded MEDIA_IMPORT_TIMEOUT".into())),
@@ -52,7 +52,7 @@ pub(super) async fn fetch_source(
         tracing::warn!(url = %without_query(&import.url), error = %err, "The source URL could not be imported.");
         err
     })?;
-    let object = inner.storage.put_file(&job.source_key, path, &content_type).await?;
+    let object = cx.storage.put_file(&job.source_key, path, &content_type).await?;
     tracing::info!(url = %without_query(&import.url), key = %job.source_key, size = object.size, "Source imported.");
     Ok(Some(object))
 }

@@ -88,6 +88,13 @@ pub struct Summary {
     pub skipped: u64,
 }
 
+/// What an attempt's source and commit steps read: the settings and the object store, nothing
+/// of the worker's loops, permits or queues, so those steps cannot reach past their part.
+pub(crate) struct StepCx<'a> {
+    pub config: &'a Config,
+    pub storage: &'a dyn ObjectStore,
+}
+
 pub(crate) struct Inner {
     config: Config,
     storage: Arc<dyn ObjectStore>,
@@ -342,6 +349,11 @@ impl Worker {
 }
 
 impl Inner {
+    /// The narrow context of an attempt's source and commit steps.
+    fn step_cx(&self) -> StepCx<'_> {
+        StepCx { config: &self.config, storage: self.storage.as_ref() }
+    }
+
     fn elapsed_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 
 use super::transcode::millis;
-use super::{Inner, JobError};
+use super::{JobError, StepCx};
 use crate::config::SourceLimits;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::job::JobSpec;
@@ -32,7 +32,7 @@ pub(super) struct Source {
 
 /// Fetches the source into `dir` and probes it, timing both into `timings`.
 pub(super) async fn fetch(
-    inner: &Inner,
+    cx: &StepCx<'_>,
     job: &JobSpec,
     tracker: &Attempt,
     dir: &Path,
@@ -43,12 +43,12 @@ pub(super) async fn fetch(
     // A source named by URL is fetched first (straight into the scratch folder, and stored),
     // unless an earlier attempt stored it: then it is read like any other.
     let imported = match &job.import {
-        Some(import) => super::import::fetch_source(inner, job, import, tracker, &path).await?,
+        Some(import) => super::import::fetch_source(cx, job, import, tracker, &path).await?,
         None => None,
     };
     let object = match imported {
         Some(object) => object,
-        None => download_source(inner, job, &path).await?,
+        None => download_source(cx, job, &path).await?,
     };
     timings.download_ms = millis(clock);
 
@@ -56,15 +56,15 @@ pub(super) async fn fetch(
     let clock = Instant::now();
     reject_reference_formats(&path).await?;
     let media = probe(&path, PROBE_TIMEOUT, Probed::Source).await?;
-    check_limits(&media, &inner.config.limits)?;
+    check_limits(&media, &cx.config.limits)?;
     timings.probe_ms = millis(clock);
     Ok(Source { path, object, media })
 }
 
 /// The source's current size and ETag; `source_not_found` when there is none, and
 /// `source_changed` when it is not the write the job is pinned to.
-async fn source_head(inner: &Inner, job: &JobSpec) -> Result<ObjectInfo, JobError> {
-    let Some(head) = inner.storage.head(&job.source_key).await? else {
+async fn source_head(cx: &StepCx<'_>, job: &JobSpec) -> Result<ObjectInfo, JobError> {
+    let Some(head) = cx.storage.head(&job.source_key).await? else {
         return Err(JobError::permanent(
             ErrorCode::SourceNotFound,
             format!("the source `{}` does not exist", job.source_key),
@@ -79,8 +79,8 @@ async fn source_head(inner: &Inner, job: &JobSpec) -> Result<ObjectInfo, JobErro
 /// Downloads the job's source into `path`, pinned to the write the job is for (or, for a job
 /// made without one, to what HEAD saw), so the outputs and the manifest describe exactly these
 /// bytes.
-async fn download_source(inner: &Inner, job: &JobSpec, path: &Path) -> Result<ObjectInfo, JobError> {
-    let limits = &inner.config.limits;
+async fn download_source(cx: &StepCx<'_>, job: &JobSpec, path: &Path) -> Result<ObjectInfo, JobError> {
+    let limits = &cx.config.limits;
     // Refuse oversized or replaced sources before paying for the download. A job pinned to a
     // version id, or to the ETag and size its S3 event carried, trusts the pin: the pinned GET
     // below fails if the write is gone, and a HEAD is paid only then, to tell which.
@@ -88,16 +88,16 @@ async fn download_source(inner: &Inner, job: &JobSpec, path: &Path) -> Result<Ob
     let head = if pinned {
         ObjectInfo { size: job.source.size.unwrap_or_default(), etag: job.source.etag.clone() }
     } else {
-        source_head(inner, job).await?
+        source_head(cx, job).await?
     };
     if head.size > limits.max_size {
         return Err(too_large(head.size, limits.max_size));
     }
     let pin = Pin { etag: job.source.etag.clone().or(head.etag.clone()), version_id: job.source.version_id.clone() };
-    let object = match inner.storage.get_pinned_to_file(&job.source_key, path, &pin).await {
+    let object = match cx.storage.get_pinned_to_file(&job.source_key, path, &pin).await {
         Ok(object) => object,
         Err(StorageError::Changed(_) | StorageError::NotFound(_)) if pinned && job.source.version_id.is_none() => {
-            source_head(inner, job).await?;
+            source_head(cx, job).await?;
             return Err(JobError::from_source(StorageError::Changed(job.source_key.clone())));
         }
         Err(err) => return Err(JobError::from_source(err)),
