@@ -41,6 +41,10 @@ pub struct NewJob {
     pub notify: Option<NotifyTarget>,
     pub split: Option<SplitRequest>,
     pub import: Option<ImportSource>,
+    /// A failed job asked for again ([`NewJob::again`]): an import the old job stored is pinned
+    /// like any source. A new job's import is fetched whatever the key holds (an object left
+    /// there belongs to no live job of this id), so its source is not looked up at all.
+    pub again: bool,
 }
 
 impl NewJob {
@@ -48,7 +52,7 @@ impl NewJob {
     /// jobs, never shared with one).
     pub fn new(layout: &KeyLayout, job_id: String, source_key: String, outputs: Vec<OutputRequest>) -> Self {
         let output_dir = layout.job_dir(&source_key, &job_id);
-        Self { job_id, source_key, outputs, output_dir, notify: None, split: None, import: None }
+        Self { job_id, source_key, outputs, output_dir, notify: None, split: None, import: None, again: false }
     }
 
     /// `old`'s job asked for again under `job_id` (a failed job redriven): the same source,
@@ -68,6 +72,7 @@ impl NewJob {
             notify: old.notify.clone(),
             split: old.split.clone(),
             import: old.import.clone(),
+            again: true,
         }
     }
 
@@ -192,9 +197,12 @@ impl<'a> Submitter<'a> {
         Ok(())
     }
 
-    /// The write of the job's source stored now; nothing for an import whose source is not
-    /// stored yet.
+    /// The write of the job's source stored now; nothing for a new job's import (its worker
+    /// fetches the source), nor for a redriven one whose source was never stored.
     pub async fn pin(&self, job: &NewJob) -> Result<SourcePin, SubmitError> {
+        if job.import.is_some() && !job.again {
+            return Ok(SourcePin::default());
+        }
         match (self.backend.storage.head(&job.source_key).await?, &job.import) {
             (Some(head), _) => Ok(SourcePin { etag: head.etag, version_id: None, size: Some(head.size) }),
             (None, Some(_)) => Ok(SourcePin::default()),
@@ -372,6 +380,17 @@ mod tests {
         assert_eq!(submitter.pin(&import).await.unwrap(), SourcePin::default());
         let submitted = submitter.submit(import, IfExists::Replay).await.unwrap();
         assert_eq!(submitted.status.job.source, SourcePin::default());
+
+        // A new import whose key holds a file (left by an expired job of the same id) is not
+        // pinned to it: its worker fetches the URL. A redrive of a job that stored its import
+        // is pinned to that stored file, and no storage error can refuse a new import.
+        let key = format!("uploads/imports/{job_id}/clip.mp4");
+        local.source(&key, b"stale").await;
+        let mut fresh = local.job(&crate::domain::job::new_job_id(), &key);
+        fresh.import = Some(ImportSource { url: "https://example.com/clip.mp4".into() });
+        assert_eq!(submitter.pin(&fresh).await.unwrap(), SourcePin::default());
+        let redriven = NewJob::again(&submitted.status.job, "job-again".into(), &local.config.layout);
+        assert_eq!(submitter.pin(&redriven).await.unwrap().size, Some(5));
     }
 
     #[tokio::test]
