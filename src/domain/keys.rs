@@ -178,9 +178,12 @@ impl KeyLayout {
     }
 }
 
+/// The manifest's file name, in every job's folder; no output may take it.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
 /// The manifest's key inside a job's folder: the commit record of its outputs, written last.
 pub fn manifest_key(output_dir: &str) -> String {
-    format!("{output_dir}manifest.json")
+    format!("{output_dir}{MANIFEST_FILE}")
 }
 
 /// The folder of one attempt's files inside a job's folder. Each attempt writes only here, so
@@ -208,11 +211,6 @@ pub fn piece_file(index: u32) -> String {
 /// Piece `index` of the source, as the split pass cut it.
 pub fn piece_key(output_dir: &str, index: u32) -> String {
     format!("{}{}", split_dir(output_dir), piece_file(index))
-}
-
-/// The whole source's audio, encoded once for the stitch.
-pub fn audio_key(output_dir: &str) -> String {
-    format!("{}audio.m4a", split_dir(output_dir))
 }
 
 /// Segment `index`'s encoded rendition.
@@ -285,7 +283,6 @@ mod tests {
         assert_eq!(split_dir(dir), "outputs/clip.mp4/j1/split/");
         assert_eq!(record_key(dir), "outputs/clip.mp4/j1/split/split.json");
         assert_eq!(piece_key(dir, 3), "outputs/clip.mp4/j1/split/piece-00003.nut");
-        assert_eq!(audio_key(dir), "outputs/clip.mp4/j1/split/audio.m4a");
         assert_eq!(segment_file_key(dir, 3, "hls-360p"), "outputs/clip.mp4/j1/split/segment-00003/hls-360p.ts");
         assert_eq!(done_key(dir, 3), "outputs/clip.mp4/j1/split/segment-00003.done.json");
         assert_eq!(progress_key(dir, 3), "outputs/clip.mp4/j1/split/segment-00003.progress");

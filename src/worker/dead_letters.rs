@@ -1,11 +1,12 @@
 //! The dead-letter sweep: every dead letter ends with its job in a final state and a reason.
 //!
 //! Dead letters the worker writes itself carry a `reason` and, when they concern a job, the
-//! attribute [`JOB_STATE`]: `recorded` once the job's status says how it ended. Two kinds need
-//! finishing: messages SQS's redrive policy moved on its own (no attributes at all), and
-//! messages dead-lettered while the store was unreachable (`unrecorded`). For each, the sweep
-//! fails the job with `delivery_exhausted` (unless it ended, or lives on under a later attempt
-//! or another delivery), then replaces the message with a copy that carries the reason.
+//! attribute `job_state` ([`crate::domain::dead_letter::DeadLetter`]): `recorded` once the
+//! job's status says how it ended. Two kinds need finishing: messages SQS's redrive policy
+//! moved on its own (no attributes at all), and messages dead-lettered while the store was
+//! unreachable (`unrecorded`). For each, the sweep fails the job with `delivery_exhausted`
+//! (unless it ended, or lives on under a later attempt or another delivery), then replaces the
+//! message with a copy that carries the reason.
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -68,7 +68,7 @@ pub async fn delete(
                 "job_ended",
                 format!(
                     "the job ended ({}) before it could be cancelled; DELETE again to delete its outputs",
-                    current.map(|s| format!("{:?}", s.state).to_lowercase()).unwrap_or_default()
+                    current.map(|s| s.state.as_str().to_string()).unwrap_or_default()
                 ),
             )),
         };
