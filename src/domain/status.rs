@@ -96,6 +96,16 @@ impl ErrorInfo {
         ErrorInfo { code: code.to_string(), message: public_message(code).to_string(), retryable }
     }
 
+    /// A job whose message was delivered `receives` times without the job starting (the store
+    /// or the ledger kept failing): it fails, for good, with `delivery_exhausted`.
+    pub fn delivery_exhausted(receives: u32) -> Self {
+        ErrorInfo {
+            code: ErrorCode::DeliveryExhausted.into(),
+            message: format!("the job's message was delivered {receives} times without the job starting"),
+            retryable: false,
+        }
+    }
+
     /// The recorded code, if this worker knows it.
     pub fn error_code(&self) -> Option<ErrorCode> {
         ErrorCode::parse(&self.code)

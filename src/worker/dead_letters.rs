@@ -74,14 +74,7 @@ async fn finish(inner: &Inner, message: &Received) -> anyhow::Result<bool> {
     let (code, text, job_id) = match ReadyMessage::parse(&message.body, &ctx) {
         Err(poison) => (poison.code().to_string(), poison.to_string(), None),
         Ok(ready) => {
-            let error = ErrorInfo {
-                code: ErrorCode::DeliveryExhausted.into(),
-                message: format!(
-                    "the job's message was delivered {} times without the job starting",
-                    message.receive_count.max(1)
-                ),
-                retryable: false,
-            };
+            let error = ErrorInfo::delivery_exhausted(message.receive_count.max(1));
             let named = match ready {
                 ReadyMessage::Segment(task) => {
                     fail_segment(inner, &task, message.receive_count).await?;

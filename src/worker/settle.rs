@@ -14,7 +14,6 @@ use std::time::Duration;
 use super::commit::Completed;
 use super::{Inner, JobError};
 use crate::domain::dead_letter::{DeadLetter, Origin};
-use crate::domain::error_code::ErrorCode;
 use crate::domain::job::{JobMessage, retry_delay};
 use crate::domain::keys::manifest_key;
 use crate::domain::status::{ErrorInfo, JobState, JobStatus};
@@ -220,15 +219,7 @@ impl Inner {
     /// ledger kept failing): its job is failed with `delivery_exhausted` and the message
     /// dead-lettered with that reason, before SQS's redrive would move it without one.
     pub(super) async fn exhaust(&self, message: &Received, job: &JobMessage) -> anyhow::Result<()> {
-        let error = ErrorInfo {
-            code: ErrorCode::DeliveryExhausted.into(),
-            message: format!(
-                "the job's message was delivered {} times without the job starting",
-                message.receive_count
-            ),
-            retryable: false,
-        };
-        self.fail_unstarted(message, job, error).await
+        self.fail_unstarted(message, job, ErrorInfo::delivery_exhausted(message.receive_count)).await
     }
 
     /// Fails a job that cannot start, with `error`, and dead-letters its message with that reason.
