@@ -1,6 +1,6 @@
 //! How an attempt can fail, and what each failure means for the job.
 
-use crate::domain::error_code::ErrorCode;
+use crate::domain::error_code::{ErrorCode, Retryability};
 use crate::domain::probe::ProbeError;
 use crate::domain::status::ErrorInfo;
 use crate::jobs::AttemptError;
@@ -37,23 +37,30 @@ pub enum JobError {
     Interrupted,
 }
 
+/// The constructors say whether a failure is retried; in debug builds (every test) they check
+/// that against the code's documented [`Retryability`], so the registry and the call sites
+/// cannot drift apart.
 impl JobError {
     pub fn permanent(code: ErrorCode, message: impl Into<String>) -> Self {
+        debug_assert!(code.retryability() != Retryability::Retried, "{code} is retried, not permanent");
         JobError::Permanent { code, message: message.into(), detail: None }
     }
 
     /// A permanent failure whose public sentence is followed by `detail` (no internals in it).
     pub fn permanent_naming(code: ErrorCode, detail: impl Into<String>, message: impl Into<String>) -> Self {
+        debug_assert!(code.retryability() != Retryability::Retried, "{code} is retried, not permanent");
         JobError::Permanent { code, message: message.into(), detail: Some(detail.into()) }
     }
 
     pub fn retryable(code: ErrorCode, message: impl Into<String>) -> Self {
+        debug_assert!(code.retryability() != Retryability::Permanent, "{code} is permanent, not retried");
         JobError::Retryable { code, message: message.into(), detail: None }
     }
 
     /// A retryable failure whose public sentence is followed by `detail`, as for
     /// [`JobError::permanent_naming`].
     pub fn retryable_naming(code: ErrorCode, detail: impl Into<String>, message: impl Into<String>) -> Self {
+        debug_assert!(code.retryability() != Retryability::Permanent, "{code} is permanent, not retried");
         JobError::Retryable { code, message: message.into(), detail: Some(detail.into()) }
     }
 
