@@ -18,6 +18,7 @@ mod commit;
 mod dead_letters;
 mod error;
 mod execute;
+mod hls;
 mod import;
 mod intake;
 mod metrics;

@@ -66,6 +66,11 @@ pub(super) async fn transcode(
             .await
             .map_err(|e| JobError::scratch(&format!("write {file}"), &e))?;
     }
+    // The HLS ladder announces what its rungs measure, not ffmpeg's rate caps.
+    let rungs: Vec<String> = plan.folders.iter().filter_map(|f| f.strip_prefix("hls/")).map(str::to_string).collect();
+    if !rungs.is_empty() {
+        super::hls::announce_bandwidths(&out_dir.join("hls"), &rungs).await?;
+    }
     Ok(Made { outputs: plan.outputs, speed: run.speed, split: None })
 }
 

@@ -385,6 +385,9 @@ async fn check_hls(d: &Deployment, output: &Value, rungs: &[&str], audio: bool) 
         assert!(master.contains(&format!("{rung}/index.m3u8")), "{master}");
     }
     assert_eq!(master.matches("#EXT-X-STREAM-INF").count(), rungs.len());
+    for rung in rungs {
+        assert_measured_bandwidths(&master, &local.join(rung), rung);
+    }
     let output = Command::new("ffprobe")
         .args(["-v", "error", "-protocol_whitelist", "file", "-print_format", "json", "-show_streams", "-show_format"])
         .arg(local.join("master.m3u8"))
@@ -395,6 +398,34 @@ async fn check_hls(d: &Deployment, output: &Value, rungs: &[&str], audio: bool) 
     let videos = probe["streams"].as_array().unwrap().iter().filter(|s| s["codec_type"] == "video").count();
     assert!(videos >= rungs.len(), "{probe}");
     assert_eq!(audio_count(&probe) > 0, audio);
+}
+
+/// The master playlist announces what the rung's segments measure: `BANDWIDTH` the peak of a
+/// segment's size over its length, `AVERAGE-BANDWIDTH` all sizes over all lengths (not the
+/// encoder's rate cap).
+fn assert_measured_bandwidths(master: &str, folder: &std::path::Path, rung: &str) {
+    let playlist = std::fs::read_to_string(folder.join("index.m3u8")).unwrap();
+    let (mut peak, mut bits, mut seconds) = (0.0_f64, 0.0_f64, 0.0_f64);
+    let mut length = None;
+    for line in playlist.lines() {
+        if let Some(value) = line.strip_prefix("#EXTINF:") {
+            length = value.trim_end_matches(',').split(',').next().and_then(|v| v.parse::<f64>().ok());
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let size = std::fs::metadata(folder.join(line)).unwrap().len() as f64 * 8.0;
+            let length = length.take().expect("a segment length");
+            peak = peak.max(size / length);
+            bits += size;
+            seconds += length;
+        }
+    }
+    let lines: Vec<&str> = master.lines().collect();
+    let at = lines.iter().position(|l| l.starts_with(&format!("{rung}/"))).expect("the rung's line");
+    let attribute = |name: &str| -> f64 {
+        let found = lines[at - 1].split([':', ',']).find_map(|a| a.strip_prefix(&format!("{name}=")));
+        found.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {name} for {rung}:\n{master}"))
+    };
+    assert!((attribute("BANDWIDTH") - peak).abs() <= 1.0, "{rung}: peak {peak}:\n{master}");
+    assert!((attribute("AVERAGE-BANDWIDTH") - bits / seconds).abs() <= 1.0, "{rung}: average:\n{master}");
 }
 
 /// An operator's preset from `MEDIA_PRESETS_FILE` runs like a built-in one, with its options.

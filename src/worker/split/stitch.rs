@@ -12,7 +12,7 @@ use crate::domain::keys::segment_file_key;
 use crate::domain::plan::PlannedOutput;
 use crate::domain::preset::Preset;
 use crate::domain::split::{
-    SplitRecord, first_video_pts, is_stitched, playlist_segments, retime_playlist, set_bandwidths, stitch_args,
+    SplitRecord, first_video_pts, is_stitched, playlist_segments, retime_playlist, stitch_args,
 };
 use crate::media::ffmpeg::{Bounds, FfmpegProgress, run_ffmpeg};
 
@@ -87,7 +87,6 @@ fn planned(job: &JobSpec, record: &SplitRecord) -> Vec<PlannedOutput> {
 /// first frame times (a copy only guesses them), and the master playlist's bandwidths from the
 /// segments actually written (a copy has no bitrates to announce). `length` is the video's.
 async fn finish_playlists(hls: &Path, rungs: &[String], length: f64) -> Result<(), JobError> {
-    let mut measured = Vec::new();
     for rung in rungs {
         let folder = hls.join(rung);
         let index = folder.join("index.m3u8");
@@ -110,22 +109,6 @@ async fn finish_playlists(hls: &Path, rungs: &[String], length: f64) -> Result<(
             playlist = retime_playlist(&playlist, &starts, first + length);
             tokio::fs::write(&index, &playlist).await.map_err(|e| JobError::scratch("write a variant playlist", &e))?;
         }
-        let (mut peak, mut bits, mut seconds) = (0.0_f64, 0.0_f64, 0.0_f64);
-        for (file, duration) in playlist_segments(&playlist) {
-            let size = tokio::fs::metadata(folder.join(&file)).await.map(|m| m.len()).unwrap_or(0) as f64 * 8.0;
-            if duration > 0.0 {
-                peak = peak.max(size / duration);
-            }
-            bits += size;
-            seconds += duration;
-        }
-        let average = if seconds > 0.0 { bits / seconds } else { 0.0 };
-        measured.push((rung.clone(), peak.ceil() as u64, average.ceil() as u64));
     }
-    let master = hls.join("master.m3u8");
-    let text =
-        tokio::fs::read_to_string(&master).await.map_err(|e| JobError::scratch("read the master playlist", &e))?;
-    tokio::fs::write(&master, set_bandwidths(&text, &measured))
-        .await
-        .map_err(|e| JobError::scratch("write the master playlist", &e))
+    super::super::hls::announce_bandwidths(hls, rungs).await
 }
