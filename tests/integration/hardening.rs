@@ -202,6 +202,12 @@ async fn declines_for_scratch_space_spend_no_deliveries() {
     })
     .await;
     assert_eq!(failed.error.map(|e| e.code), Some("source_too_large".to_string()));
+    // The status is written before the message is dead-lettered: wait for the letter, then stop.
+    wait_until("the big job's dead letter", Duration::from_secs(60), async || {
+        let counts = d.queues().dead_letter.counts().await.expect("counts");
+        (counts.total() > 0).then_some(())
+    })
+    .await;
     worker.start_kill().ok();
     worker.wait().await.ok();
     let letters = d.dead_letters().await;
