@@ -141,7 +141,7 @@ async fn submit(config: &Config, backend: &Backend, source: &str, presets: Vec<P
     let presets = if presets.is_empty() { config.default_presets.clone() } else { presets };
     let job = NewJob::new(&config.layout, new_job_id(), source.to_string(), NewJob::outputs_of(presets));
     let store = crate::notify::job_store(config, backend);
-    match Submitter::new(&store, backend, config.max_attempts).submit(job, IfExists::Keep).await {
+    match Submitter::new(&store, backend, config.max_attempts).submit(job, IfExists::FreshId).await {
         Ok(submitted) => Ok(Submitted::Job { job_id: submitted.status.job_id, from_file: false }),
         Err(SubmitError::SourceMissing(_)) => {
             Err(CliError::NotFound(format!("`{source}` is neither a local file nor an object in storage")).into())

@@ -132,6 +132,9 @@ pub enum IfExists {
     Replay,
     /// The stored job, as it is: nothing is sent (a derived id whose job was made earlier).
     Keep,
+    /// The id was just made ([`new_job_id`](crate::domain::job::new_job_id)): no job can have
+    /// it, so none is looked up.
+    FreshId,
 }
 
 /// What a submission made.
@@ -213,7 +216,11 @@ impl<'a> Submitter<'a> {
     /// Makes the job `job` asks for, pinned to its source as stored now, unless its id names a
     /// job already (then as `if_exists` says).
     pub async fn submit(&self, job: NewJob, if_exists: IfExists) -> Result<Submitted, SubmitError> {
-        if let Some(existing) = self.store.read(&job.job_id).await? {
+        let existing = match if_exists {
+            IfExists::FreshId => None,
+            IfExists::Replay | IfExists::Keep => self.store.read(&job.job_id).await?,
+        };
+        if let Some(existing) = existing {
             if if_exists == IfExists::Replay {
                 if !job.asks_for(&existing.job) {
                     return Err(SubmitError::Reused(job.job_id));

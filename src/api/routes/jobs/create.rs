@@ -70,8 +70,9 @@ pub async fn create(
         }
     }
     // An existing job under an idempotent id is the same request again (compared here too for
-    // jobs made before claims were recorded): the same job.
-    let submitted = submitter.submit(job, IfExists::Replay).await.map_err(refusal)?;
+    // jobs made before claims were recorded): the same job. A fresh id names no job yet.
+    let if_exists = if idempotency.is_some() { IfExists::Replay } else { IfExists::FreshId };
+    let submitted = submitter.submit(job, if_exists).await.map_err(refusal)?;
     let mut response = accepted(&state, submitted.status).await?;
     if !submitted.created {
         response.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
