@@ -160,6 +160,94 @@ async fn submit_file(b: &Browser, file: &Path, presets: &[&str]) -> String {
     hash.as_str().and_then(|h| h.strip_prefix("#/jobs/")).expect("a job id").to_string()
 }
 
+/// The job page's quality section against the manifest (`quality` per output) and its sidecar
+/// (`quality_key`): a table row per scored rendition showing its VMAF mean to one decimal, a
+/// chart line per rendition of the sidecar with a point per second, a scatter point per HLS rung.
+async fn check_quality(b: &Browser, d: &Deployment, manifest: &Value) {
+    let outputs = manifest["outputs"].as_array().cloned().unwrap_or_default();
+    let scored: Vec<(String, String, f64)> = outputs
+        .iter()
+        .flat_map(|o| {
+            let preset = o["preset"].as_str().expect("preset").to_string();
+            let entries = o["quality"].as_array().cloned().unwrap_or_default();
+            entries.into_iter().map(move |q| {
+                let rendition = q["rendition"].as_str().expect("rendition").to_string();
+                (preset.clone(), rendition, q["vmaf"]["mean"].as_f64().expect("the VMAF mean"))
+            })
+        })
+        .collect();
+    let mut names: Vec<(&str, &str)> = scored.iter().map(|(o, r, _)| (o.as_str(), r.as_str())).collect();
+    names.sort();
+    assert_eq!(names, [("hls", "360p"), ("mp4-h264", "mp4-h264")], "the scored renditions of {manifest}");
+    check_quality_table(b, &scored).await;
+    check_quality_charts(b, d, manifest, scored.len()).await;
+}
+
+/// The quality table: one row per scored rendition (`(output, rendition, VMAF mean)`), in
+/// manifest order, with its mean to one decimal.
+async fn check_quality_table(b: &Browser, scored: &[(String, String, f64)]) {
+    let rows = "return Array.from(document.querySelectorAll('#quality-body tr')).map(tr => \
+        [tr.dataset.output, tr.dataset.rendition, tr.cells[2].textContent])";
+    b.until(
+        "the quality table",
+        Duration::from_secs(15),
+        "return document.querySelectorAll('#quality-body tr').length > 0",
+        vec![],
+    )
+    .await;
+    let shown = b.client.execute(rows, vec![]).await.expect("the quality table");
+    let shown = shown.as_array().cloned().unwrap_or_default();
+    assert_eq!(shown.len(), scored.len(), "a row per scored rendition: {shown:?}");
+    for ((output, rendition, mean), row) in scored.iter().zip(&shown) {
+        assert_eq!((row[0].as_str(), row[1].as_str()), (Some(output.as_str()), Some(rendition.as_str())), "{row}");
+        let text = row[2].as_str().unwrap_or_default();
+        let value: f64 = text.parse().unwrap_or_else(|_| panic!("a VMAF mean, not `{text}`"));
+        assert!(text.split_once('.').is_some_and(|(_, d)| d.len() == 1), "one decimal: {text}");
+        assert!((value - mean).abs() <= 0.05 + 1e-9, "{output} {rendition}: shown {text}, manifest {mean}");
+    }
+}
+
+/// The VMAF chart (a line per rendition of the sidecar, a point per second of it) and the
+/// scatter (a point per HLS rung, in ladder order).
+async fn check_quality_charts(b: &Browser, d: &Deployment, manifest: &Value, scored: usize) {
+    let sidecar = d.json(manifest["quality_key"].as_str().expect("quality_key")).await;
+    let mut expected: Vec<(String, String, usize)> = sidecar["renditions"]
+        .as_array()
+        .expect("the sidecar's renditions")
+        .iter()
+        .map(|r| {
+            let per_second = r["vmaf_per_second"].as_array().expect("vmaf_per_second").len();
+            (
+                r["output"].as_str().unwrap_or_default().to_string(),
+                r["rendition"].as_str().unwrap_or_default().to_string(),
+                per_second,
+            )
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(expected.len(), scored, "a series per scored rendition: {sidecar}");
+    let drawn = "return document.querySelectorAll('#quality-chart polyline').length > 0";
+    b.until("the VMAF chart", Duration::from_secs(15), drawn, vec![]).await;
+    let lines = "return Array.from(document.querySelectorAll('#quality-chart polyline')).map(p => \
+        [p.dataset.output, p.dataset.rendition, p.getAttribute('points').trim().split(/\\s+/).filter(Boolean).length])";
+    let lines = b.client.execute(lines, vec![]).await.expect("the chart's lines");
+    let mut lines: Vec<(String, String, usize)> = serde_json::from_value(lines).expect("lines");
+    lines.sort();
+    assert_eq!(lines, expected, "a line per rendition, a point per second");
+
+    let rungs: Vec<&str> = manifest["outputs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o["preset"] == "hls")
+        .flat_map(|o| o["quality"].as_array().into_iter().flatten())
+        .filter_map(|q| q["rendition"].as_str())
+        .collect();
+    let points = "return Array.from(document.querySelectorAll('#quality-rate circle')).map(c => c.dataset.rendition)";
+    let points = b.client.execute(points, vec![]).await.expect("the scatter's points");
+    assert_eq!(points, json!(rungs), "a point per HLS rung");
+}
+
 #[tokio::test]
 async fn the_console_uploads_follows_plays_and_deletes() {
     require!(media_tools(), browser());
@@ -235,6 +323,9 @@ async fn the_console_uploads_follows_plays_and_deletes() {
     let status = d.store().read(&job_id).await.expect("read").expect("the job");
     let source = b.text("#job-source").await;
     assert!(!source.is_empty() && status.job.source_key.ends_with(&source), "{source} / {}", status.job.source_key);
+    // The quality section agrees with the manifest and its sidecar.
+    let manifest = d.json(status.manifest_key.as_deref().expect("manifest")).await;
+    check_quality(&b, &d, &manifest).await;
 
     // The players play: currentTime advances and no media error, for the MP4 and the HLS ladder.
     let play = r#"
@@ -256,9 +347,11 @@ async fn the_console_uploads_follows_plays_and_deletes() {
         assert!(played["time"].as_f64().is_some_and(|t| t > 1.0), "{player}: {played}");
     }
     b.screenshot(&shots, "04-job-completed-players").await;
+    b.client.execute("document.getElementById('quality').scrollIntoView()", vec![]).await.expect("scroll");
+    b.screenshot(&shots, "05-quality").await;
+    b.client.execute("window.scrollTo(0, 0)", vec![]).await.expect("scroll");
 
     // The GIF has the size the manifest says; the thumbnail loaded.
-    let manifest = d.json(status.manifest_key.as_deref().expect("manifest")).await;
     let gif = manifest["outputs"].as_array().and_then(|o| o.iter().find(|o| o["preset"] == "gif")).cloned();
     let gif = gif.expect("a gif output");
     let gif_file = d.download(gif["key"].as_str().expect("gif key")).await;
@@ -294,7 +387,7 @@ async fn the_console_uploads_follows_plays_and_deletes() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    b.screenshot(&shots, "05-outputs-deleted").await;
+    b.screenshot(&shots, "06-outputs-deleted").await;
     let manifest_key = status.manifest_key.as_deref().expect("manifest");
     assert!(d.storage().head(manifest_key).await.expect("head").is_none(), "the manifest is gone");
 
@@ -303,7 +396,7 @@ async fn the_console_uploads_follows_plays_and_deletes() {
     let listed = format!("return !!document.querySelector('#jobs li[data-job-id=\"{job_id}\"]')");
     b.until("the job in the list", Duration::from_secs(10), &listed, vec![]).await;
     b.client.execute("document.getElementById('jobs').scrollIntoView()", vec![]).await.expect("scroll");
-    b.screenshot(&shots, "06-job-list").await;
+    b.screenshot(&shots, "07-job-list").await;
     let failed_job = submit_file(&b, &not_video, &["mp4-h264"]).await;
     let failed = "const e = document.getElementById('job-error'); return !!e && e.textContent.trim().length > 0";
     b.until("the job's error", Duration::from_secs(120), failed, vec![]).await;
@@ -311,13 +404,13 @@ async fn the_console_uploads_follows_plays_and_deletes() {
     assert!(error.contains("not a media file"), "{error}");
     let status = d.store().read(&failed_job).await.expect("read").expect("the failed job");
     assert_eq!(status.error.map(|e| e.code).as_deref(), Some("not_media"));
-    b.screenshot(&shots, "07-job-failed").await;
+    b.screenshot(&shots, "08-job-failed").await;
 
     // Phone width: the page fits without scrolling sideways.
     b.client.set_window_size(360, 800).await.expect("resize");
     let fits = "return document.documentElement.scrollWidth <= window.innerWidth + 1";
     b.until("the page to fit 360 px", Duration::from_secs(5), fits, vec![]).await;
-    b.screenshot(&shots, "08-phone-width").await;
+    b.screenshot(&shots, "09-phone-width").await;
     assert!(!b.alert_open().await, "no alert ever fired");
     b.client.clone().close().await.expect("close the browser");
 }

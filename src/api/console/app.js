@@ -11,7 +11,8 @@
  *
  * Modules (js/): dom and format (helpers), api (calls and errors), catalogue (the server's
  * rules), session (signing in and out, routing), home, presets and uploads (the new-job form
- * and the jobs list), job, events, confirm and outputs (the job page).
+ * and the jobs list), job, events, confirm and outputs (the job page), quality and charts (a
+ * completed job's scores, drawn as SVG).
  */
 
 import { confirmThen } from './js/confirm.js';

@@ -22,9 +22,11 @@ const JS: &str = "text/javascript; charset=utf-8";
 const FILES: &[(&str, &str, &str)] = &[
     ("app.js", JS, include_str!("../console/app.js")),
     ("app.css", "text/css; charset=utf-8", include_str!("../console/app.css")),
+    ("quality.css", "text/css; charset=utf-8", include_str!("../console/quality.css")),
     ("vendor/hls.min.js", JS, include_str!("../console/vendor/hls.min.js")),
     ("js/api.js", JS, include_str!("../console/js/api.js")),
     ("js/catalogue.js", JS, include_str!("../console/js/catalogue.js")),
+    ("js/charts.js", JS, include_str!("../console/js/charts.js")),
     ("js/confirm.js", JS, include_str!("../console/js/confirm.js")),
     ("js/dom.js", JS, include_str!("../console/js/dom.js")),
     ("js/events.js", JS, include_str!("../console/js/events.js")),
@@ -33,6 +35,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("js/job.js", JS, include_str!("../console/js/job.js")),
     ("js/outputs.js", JS, include_str!("../console/js/outputs.js")),
     ("js/presets.js", JS, include_str!("../console/js/presets.js")),
+    ("js/quality.js", JS, include_str!("../console/js/quality.js")),
     ("js/session.js", JS, include_str!("../console/js/session.js")),
     ("js/uploads.js", JS, include_str!("../console/js/uploads.js")),
 ];
@@ -146,5 +149,19 @@ mod tests {
             }
         }
         assert!(INDEX_HTML.contains(r#"<script type="module" src="/console/app.js">"#));
+    }
+
+    #[test]
+    fn every_stylesheet_the_page_links_is_served() {
+        let served: Vec<&str> = FILES.iter().map(|(path, _, _)| *path).collect();
+        let sheets: Vec<&str> = INDEX_HTML
+            .split(r#"<link rel="stylesheet" href="/console/"#)
+            .skip(1)
+            .map(|rest| rest.split('"').next().unwrap_or_default())
+            .collect();
+        assert_eq!(sheets, ["app.css", "quality.css"]);
+        for sheet in sheets {
+            assert!(served.contains(&sheet), "index.html links {sheet}, which is not served");
+        }
     }
 }

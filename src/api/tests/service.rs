@@ -104,6 +104,8 @@ async fn the_console_is_served_under_a_strict_content_security_policy() {
     for (path, content_type) in [
         ("/console/app.js", "text/javascript; charset=utf-8"),
         ("/console/app.css", "text/css; charset=utf-8"),
+        ("/console/quality.css", "text/css; charset=utf-8"),
+        ("/console/js/quality.js", "text/javascript; charset=utf-8"),
         ("/console/vendor/hls.min.js", "text/javascript; charset=utf-8"),
     ] {
         let asset = api.call_as(None, Method::GET, path, None, &[]).await;

@@ -60,3 +60,18 @@ export function sameOrigin(url) {
     return false;
   }
 }
+
+/** A score (VMAF, PSNR, SSIM) with a fixed number of decimals, whatever the locale. */
+export function formatScore(value, digits = 1) {
+  return typeof value === 'number' && Number.isFinite(value) ? value.toFixed(digits) : '—';
+}
+
+/** A rate in kb/s, whole, grouped as the browser's locale groups numbers. */
+export function formatKbps(kbps) {
+  return typeof kbps === 'number' && Number.isFinite(kbps) ? Math.round(kbps).toLocaleString() : '—';
+}
+
+/** A time on a chart or in a finding: seconds with one decimal, zero included. */
+export function formatSeconds(seconds) {
+  return typeof seconds === 'number' && Number.isFinite(seconds) ? `${seconds.toFixed(1)} s` : '—';
+}

@@ -7,6 +7,7 @@ import { $, el, fileName, isAbort, setText, showMessage, showView, sleep, slug }
 import { readEvents } from './events.js';
 import { formatDate, percentOf, sentence } from './format.js';
 import { renderOutputs, stopMedia } from './outputs.js';
+import { clearQuality } from './quality.js';
 
 const RECONNECT_MS = 2000;
 
@@ -68,6 +69,7 @@ function resetJobView(id) {
   $('outputs-body').replaceChildren();
   $('outputs').hidden = true;
   $('manifest-download').replaceChildren();
+  clearQuality();
 }
 
 /** Reads the job view and shows it; null when it could not be read. */

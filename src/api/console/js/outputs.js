@@ -1,8 +1,9 @@
-/* A completed job's outputs: players, images, the table of files and the manifest's link. */
+/* A completed job's outputs: players, images, the table of files, the manifest's link and their quality. */
 
 import { token } from './api.js';
 import { $, el, fileName, setText } from './dom.js';
 import { formatBytes, formatDimensions, formatDuration, safeUrl, sameOrigin } from './format.js';
+import { clearQuality, renderQuality } from './quality.js';
 
 const STILL_IMAGE = /\.(jpe?g|png|webp)$/i;
 
@@ -29,6 +30,7 @@ export function renderOutputs(current, job) {
   $('outputs-body').replaceChildren();
   $('manifest-download').replaceChildren();
   $('outputs').hidden = true;
+  clearQuality();
   const section = $('outputs-section');
   if (deleted) {
     section.hidden = false;
@@ -50,6 +52,7 @@ export function renderOutputs(current, job) {
   renderMedia(current, job, manifest.outputs, urls);
   renderOutputTable(manifest.outputs, urls);
   renderManifestLink(manifest.outputs, urls);
+  renderQuality(current, manifest, urls);
 }
 
 function figure(caption, content, note) {
