@@ -66,6 +66,7 @@ error_codes! {
     NoVideoStream => "no_video_stream",
     NoAudioStream => "no_audio_stream",
     InvalidOption => "invalid_option",
+    QcFailed => "qc_failed",
     // The transcode and its outputs.
     TranscodeFailed => "transcode_failed",
     OutputConflict => "output_conflict",
@@ -145,6 +146,7 @@ impl ErrorCode {
             NoVideoStream => "the source has no video stream, which a requested preset needs",
             NoAudioStream => "the source has no audio stream, which a requested preset needs",
             InvalidOption => "an output option does not fit this source",
+            QcFailed => "the source failed the job's quality checks",
             TranscodeFailed => "ffmpeg could not transcode the source",
             OutputConflict => "the job's output folder holds another job's manifest",
             FetchRefused => "the source URL was refused",

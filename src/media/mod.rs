@@ -1,5 +1,7 @@
 //! The media tools as subprocesses: ffprobe to inspect, ffmpeg (through ffmpeg-sidecar) to
-//! transcode. Every run has a timeout, is killed when dropped, and fails with a typed error.
+//! transcode, and ffmpeg again to measure a source for its quality checks. Every run has a
+//! timeout, is killed when dropped, and fails with a typed error.
 
 pub mod ffmpeg;
 pub mod probe;
+pub mod qc;
