@@ -109,11 +109,12 @@ pub struct SampleBudget {
 }
 
 impl Default for SampleBudget {
-    /// 4 % of the title in 3 to 8 windows of 2 s. Every window is probed up to three times per
-    /// rung, so the probes encode at most about 3 x 4 % = 12 % of what the ladder encodes, and
-    /// from about 400 s on the 8-window cap makes that smaller still; with the scoring the
-    /// analysis stays within 15 % of the ladder's encode CPU on long titles. Three windows
-    /// at least, because one window is one scene; 2 s, one keyframe interval of the output.
+    /// 4 % of the title in 3 to 8 windows of 2 s. Each window is probed at most three times,
+    /// so the probes encode at most 3 x 4 % = 12 % of what the ladder encodes, and less from
+    /// 375 s on, where the 8-window cap holds: the analysis must stay within 15 % of the
+    /// ladder's encode CPU on long titles (measured: `docs/per-title.md`, "Cost"). Three
+    /// windows at least, because one window is one scene; 2 s, one keyframe interval of the
+    /// outputs.
     fn default() -> Self {
         Self { fraction: 0.04, window_seconds: 2.0, min_windows: 3, max_windows: 8 }
     }
@@ -307,8 +308,8 @@ pub fn choose_crf(rung: RungRole, probes: &[Probe], target: f64) -> RungChoice {
         };
     };
     let (low, high) = rung.crf_bounds();
-    let candidates = first.crf.max(low)..=last.crf.min(high);
-    if let Some(crf) = candidates.clone().rev().find(|c| predict(&points, *c).vmaf >= target) {
+    let (lowest, highest) = (first.crf.clamp(low, high), last.crf.clamp(low, high));
+    if let Some(crf) = (lowest..=highest).rev().find(|c| predict(&points, *c).vmaf >= target) {
         return predicted(&points, crf, ChoiceReason::Target);
     }
     match rung {
@@ -316,8 +317,8 @@ pub fn choose_crf(rung: RungRole, probes: &[Probe], target: f64) -> RungChoice {
         RungRole::Top => {
             // The curve never rises with CRF: its best is at the lowest CRF allowed, and the
             // highest CRF with that same quality spends the fewest bits on it.
-            let best = predict(&points, first.crf.max(low)).vmaf;
-            let crf = candidates.rev().find(|c| predict(&points, *c).vmaf >= best).unwrap_or(first.crf.max(low));
+            let best = predict(&points, lowest).vmaf;
+            let crf = (lowest..=highest).rev().find(|c| predict(&points, *c).vmaf >= best).unwrap_or(lowest);
             predicted(&points, crf, ChoiceReason::OutOfReach)
         }
     }
@@ -620,6 +621,9 @@ mod tests {
             (Top, &[(23, 95.2), (26, 96.5), (29, 93.0)], 26, 95.2, Target),
             // The same CRF twice: the lower score counts.
             (Top, &[(23, 96.0), (23, 95.4), (26, 93.0)], 23, 95.4, Target),
+            // Probes outside the bounds: the choice is clamped to 17..38.
+            (Top, &[(40, 90.0)], 38, 90.0, OutOfReach),
+            (Top, &[(12, 96.0), (14, 94.0)], 17, 94.0, OutOfReach),
         ];
         for &(role, points, crf, vmaf, reason) in cases {
             let chosen = choice(role, points);
