@@ -8,6 +8,7 @@ pub mod event;
 pub mod isobmff;
 pub mod job;
 pub mod keys;
+pub mod per_title;
 pub mod plan;
 pub mod preset;
 pub mod probe;
