@@ -11,6 +11,7 @@ pub mod keys;
 pub mod plan;
 pub mod preset;
 pub mod probe;
+pub mod quality;
 pub mod ready;
 pub mod split;
 pub mod status;

@@ -3,3 +3,5 @@
 
 pub mod ffmpeg;
 pub mod probe;
+pub mod quality;
+pub mod vmaf;
