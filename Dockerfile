@@ -17,6 +17,14 @@ ARG BINARIES="media-worker media-api"
 ENV CARGO_PROFILE_RELEASE_STRIP=symbols
 WORKDIR /src
 
+# libvmaf (VMAF scoring, linked statically through the vmaf-head-sys crate) is built from its
+# vendored C/C++ source with meson and ninja, its x86 kernels with nasm, its built-in models with
+# xxd (scripts/lib.sh's ensure_build_tools installs the same outside docker).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ meson nasm ninja-build xxd \
+    && rm -rf /var/lib/apt/lists/*
+
 # Dependencies first, with stub sources at every target path Cargo.toml names: this layer is
 # rebuilt only when Cargo.toml or Cargo.lock change, not on every source edit.
 COPY Cargo.toml Cargo.lock ./
@@ -59,6 +67,8 @@ RUN groupadd --system --gid 10001 media \
 VOLUME ["/var/lib/media-worker", "/tmp"]
 
 COPY --from=build /out/ /usr/local/bin/
+# The notices of what the binaries link (libvmaf's BSD-2-Clause-Patent asks for its notice).
+COPY licenses/ /usr/share/doc/media-worker/
 COPY infra/docker/healthcheck /usr/local/bin/healthcheck
 
 ENV MEDIA_WORK_DIR=/var/lib/media-worker \

