@@ -367,7 +367,8 @@ fn frame_scores(request: &ScoreRequest, frames_reference: u32, frames_distorted:
 
 /// The first video stream's packets in `path` (a file, or an HLS playlist of local segments):
 /// each one's time in seconds (its presentation time, else its decoding time; NaN if neither)
-/// and its size in bytes, in file order. For [`crate::domain::quality::bitrate`].
+/// and its size in bytes, in file order. For [`crate::domain::quality::bitrate`]: the sizes
+/// are the video stream's own, without the container's overhead or the audio.
 pub async fn packet_sizes(path: &Path, timeout: Duration) -> Result<Vec<(f64, u64)>, QualityError> {
     let mut child = Command::new("ffprobe")
         .args(["-v", "error", "-protocol_whitelist", "file", "-select_streams", "v:0"])
