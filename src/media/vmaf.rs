@@ -151,7 +151,7 @@ impl Scorer {
 
     /// Flushes libvmaf and returns the scores of every scored frame (every `subsample`-th of
     /// those read), in order.
-    pub fn finish(mut self) -> Result<Vec<FrameScore>, VmafError> {
+    pub fn finish(self) -> Result<Vec<FrameScore>, VmafError> {
         if self.read == 0 {
             return Err(VmafError::Empty);
         }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::clips::{clip, media_tools, oracle_ffmpeg};
+use super::decoder::{MAX_LINE, decoder_args, read_log};
 use super::*;
 use crate::domain::quality::{bitrate, per_second, summarise};
 
@@ -124,14 +125,37 @@ async fn a_few_frames_of_difference_score_the_common_prefix() {
     let dir = tempfile::tempdir().unwrap();
     let short = encode(&bikes, &dir.path().join("short.mp4"), 23, &["-frames:v", "47"]);
     let much_shorter = encode(&bikes, &dir.path().join("shorter.mp4"), 23, &["-frames:v", "30"]);
-    let mut nearly = request(&bikes, &short, 640, 272, 1);
-    nearly.reference_window = Some(Window { start: 0.0, duration: Some(2.0) });
-    let scores = score(&nearly).await.unwrap();
-    assert_eq!((scores.frames_reference, scores.frames_distorted, scores.vmaf.len()), (50, 47, 47));
-    let mut far = request(&bikes, &much_shorter, 640, 272, 1);
-    far.reference_window = Some(Window { start: 0.0, duration: Some(2.0) });
-    let error = score(&far).await.unwrap_err();
-    assert!(matches!(error, QualityError::FrameCounts { distorted: 30, .. }), "{error:?}");
+    // Every frame, and every seventh (the decoders then pass only the frames around those).
+    for (subsample, scored) in [(1, 47), (7, 7)] {
+        let scores = score(&against_first_seconds(&bikes, &short, 640, 272, subsample)).await.unwrap();
+        assert_eq!((scores.frames_reference, scores.frames_distorted, scores.vmaf.len()), (50, 47, scored));
+        // The reference longer by far, then the distorted file.
+        let error = score(&against_first_seconds(&bikes, &much_shorter, 640, 272, subsample)).await.unwrap_err();
+        assert!(matches!(error, QualityError::FrameCounts { distorted: 30, .. }), "{error:?}");
+        let mut swapped = request(&much_shorter, &bikes, 640, 272, subsample);
+        swapped.distorted_window = FIRST_SECONDS;
+        let error = score(&swapped).await.unwrap_err();
+        let QualityError::FrameCounts { reference: 30, distorted } = error else { panic!("{error:?}") };
+        assert!((39..=50).contains(&distorted), "stopped past the gap allowed: {distorted}");
+    }
+}
+
+/// Passing only the frames around each scored one gives the very scores of libvmaf
+/// subsampling every frame.
+#[tokio::test]
+async fn skipping_frames_in_the_decoders_changes_no_score() {
+    let (true, Some(bunny)) = (media_tools(), clip("bigbuckbunny.mp4")) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let distorted = encode(&bunny, &dir.path().join("480.mp4"), 30, &["-t", "2", "-vf", "scale=-2:480"]);
+    let request = against_first_seconds(&bunny, &distorted, 1280, 720, 7);
+    let sparse = run_sampled(&request, Sampling::new(7)).await.unwrap();
+    let every = run_sampled(&request, Sampling { step: 7, sparse: false }).await.unwrap();
+    assert!(Sampling::new(7).sparse);
+    assert_eq!(sparse.vmaf.len(), 8);
+    assert_eq!(sparse, every);
+    let indices: Vec<u32> = (0..9).map(|fed| Sampling::new(7).original(fed)).collect();
+    assert_eq!(indices, [0, 1, 6, 7, 8, 13, 14, 15, 20]);
+    assert_eq!(Sampling::new(3).original(5), 5, "a step of 3 passes every frame");
 }
 
 #[tokio::test]
@@ -227,14 +251,18 @@ async fn long_log_lines_are_skipped_whole() {
 #[test]
 fn decoder_argv_reads_local_files_and_takes_numbers_only() {
     let window = Some(Window { start: 1.5, duration: Some(2.0) });
-    let args = decoder_args(Path::new("/s/-source.mp4"), window, 1280, 720, true);
+    let args = decoder_args(Path::new("/s/-source.mp4"), window, 1280, 720, Sampling::new(7).select().as_deref());
     let argv: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
     assert_eq!(
         argv.join(" "),
         "-nostdin -hide_banner -nostats -loglevel level+info -protocol_whitelist file -ss 1.500 -t 2.000 \
-         -i /s/-source.mp4 -map 0:v:0 -an -sn -dn -vf scale=1280:720:flags=bicubic,format=yuv420p,showinfo=checksum=0 \
+         -i /s/-source.mp4 -map 0:v:0 -an -sn -dn \
+         -vf showinfo=checksum=0,select='lt(mod(n+1,7),3)',scale=1280:720:flags=bicubic,format=yuv420p \
          -fps_mode passthrough -f rawvideo -"
     );
+    let args = decoder_args(Path::new("in.mp4"), None, 640, 272, Sampling::new(3).select().as_deref());
+    let argv: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
+    assert!(argv.contains(&"showinfo=checksum=0,scale=640:272:flags=bicubic,format=yuv420p"), "{argv:?}");
     let invalid = |window: Window| {
         let mut r = ScoreRequest::new("a", "b", 64, 64);
         r.reference_window = Some(window);
@@ -284,7 +312,7 @@ fn oracle_scores(oracle: &Path, reference: &Path, distorted: &Path, width: u32, 
 /// The pictures our decoder gives libvmaf, written to a file (for the oracle to read the very
 /// same pixels).
 fn raw_pictures(source: &Path, out: &Path, width: u32, height: u32, window: Option<Window>) -> PathBuf {
-    let mut args = decoder_args(source, window, width, height, false);
+    let mut args = decoder_args(source, window, width, height, None);
     args.pop();
     let status = Command::new("ffmpeg").args(args).arg("-y").arg(out).status().unwrap();
     assert!(status.success());
