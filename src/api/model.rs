@@ -107,6 +107,10 @@ pub struct CreateJobRequest {
     /// (`{"enabled": false}`) or sets the segment length (`{"segment_duration": 30}`).
     #[serde(default)]
     pub split: Option<crate::domain::split::SplitRequest>,
+    /// Checks of the source before anything is encoded: black, freeze, silence, interlacing,
+    /// letterbox and loudness rules, each `warn` or `fail` (`docs/qc.md`).
+    #[serde(default)]
+    pub qc: Option<crate::domain::qc::QcSettings>,
 }
 
 /// One job of a list: its status without the timeline and downloads.

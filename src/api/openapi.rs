@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::routes;
 use crate::domain::job::{OutputRequest, option_range};
+use crate::domain::per_title::TARGET_RANGE;
 use crate::domain::preset::Preset;
 
 impl PartialSchema for Preset {
@@ -55,6 +56,20 @@ impl PartialSchema for OutputRequest {
             .property(
                 "time",
                 bounded("time", "Seconds into the source of a thumbnail (default: 10 % of the duration)."),
+            )
+            .property(
+                "quality",
+                ObjectBuilder::new()
+                    .description(Some("hls only: make the ladder per title to reach this VMAF (docs/per-title.md)."))
+                    .property(
+                        "vmaf",
+                        ObjectBuilder::new()
+                            .schema_type(Type::Number)
+                            .minimum(Some(TARGET_RANGE.min))
+                            .maximum(Some(TARGET_RANGE.max)),
+                    )
+                    .required("vmaf")
+                    .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false))),
             )
             .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)))
             .description(Some("One output of a job."))

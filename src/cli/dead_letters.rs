@@ -332,6 +332,7 @@ mod tests {
             notify: None,
             split: None,
             import: None,
+            qc: None,
         }
     }
 

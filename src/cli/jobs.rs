@@ -213,6 +213,7 @@ mod tests {
                 notify: None,
                 split: None,
                 import: None,
+                qc: None,
             };
             // Written as records directly: this test is about reading them back.
             let mut status = JobStatus::queued(&job, 1, 3, now - chrono::Duration::minutes(minutes_ago));

@@ -159,9 +159,11 @@ fn stage_name(s: &JobStatus) -> &'static str {
         Stage::Downloading => "downloading",
         Stage::Importing => "importing",
         Stage::Probing => "probing",
+        Stage::Analysing => "analysing",
         Stage::Splitting => "splitting",
         Stage::Stitching => "stitching",
         Stage::Transcoding => "transcoding",
+        Stage::Scoring => "scoring",
         Stage::Uploading => "uploading",
         Stage::Finalizing => "finalizing",
         Stage::Done => "done",
@@ -235,6 +237,7 @@ mod tests {
             notify: None,
             split: None,
             import: None,
+            qc: None,
         };
         let mut s = JobStatus::queued(&job, attempt, 5, chrono::Utc::now());
         s.state = state;

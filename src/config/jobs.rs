@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::table::{ConfigError, Env, parse_bool, parse_duration, parse_size};
 use crate::domain::keys::KeyLayout;
+use crate::domain::per_title::QualityTarget;
 use crate::domain::preset::{Preset, install_custom_presets, parse_presets_file};
 use crate::domain::split::{SEGMENT_DURATION_RANGE, SplitSettings};
 
@@ -92,6 +93,19 @@ pub(super) fn split(env: &Env) -> Result<SplitSettings, ConfigError> {
         min_duration: env.parse_with("MEDIA_SPLIT_MIN_DURATION", parse_duration)?.as_secs_f64(),
         segment_duration,
     })
+}
+
+/// The VMAF the HLS ladder is made per title to reach when a job names none (none: the fixed
+/// ladder).
+pub(super) fn quality_target(env: &Env) -> Result<Option<QualityTarget>, ConfigError> {
+    let Some(raw) = env.get("MEDIA_QUALITY_TARGET").filter(|raw| !raw.trim().is_empty()) else { return Ok(None) };
+    let vmaf = raw
+        .trim()
+        .parse::<f64>()
+        .map_err(|_| ConfigError::new("MEDIA_QUALITY_TARGET", format!("expected a VMAF, got `{raw}`")))?;
+    let target = QualityTarget { vmaf };
+    target.validate().map_err(|e| ConfigError::new("MEDIA_QUALITY_TARGET", e.to_string()))?;
+    Ok(Some(target))
 }
 
 /// Sources fetched from a URL.

@@ -73,6 +73,9 @@ pub struct Config {
     pub split: SplitSettings,
     /// Sources fetched from a URL.
     pub import: ImportSettings,
+    /// The VMAF an HLS ladder is made per title to reach when its job names no `quality`
+    /// (`MEDIA_QUALITY_TARGET`; none: the fixed ladder).
+    pub quality_target: Option<crate::domain::per_title::QualityTarget>,
 }
 
 impl Config {
@@ -99,7 +102,9 @@ impl Config {
         let notify = NotifySettings::from_lookup(&lookup, backend == BackendKind::Aws)?;
         let split = jobs::split(&env)?;
         let import = jobs::import(&env)?;
+        let quality_target = jobs::quality_target(&env)?;
         Ok(Config {
+            quality_target,
             notify,
             split,
             import,

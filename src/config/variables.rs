@@ -139,6 +139,11 @@ pub const VARIABLES: &[Variable] = &[
         help: "seconds of source per segment of a split job (2s to 10m); a job may choose its own",
     },
     Variable {
+        name: "MEDIA_QUALITY_TARGET",
+        default: "",
+        help: "VMAF (70 to 99) the HLS ladder is made per title to reach when a job names no `quality`; empty: the fixed ladder",
+    },
+    Variable {
         name: "MEDIA_DEAD_LETTER_SWEEP",
         default: "60s",
         help: "how often a worker looks for dead letters without a reason (moved by SQS's redrive) and fails their jobs",

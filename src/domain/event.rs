@@ -247,6 +247,7 @@ fn object_to_job(
         notify: None,
         split: None,
         import: None,
+        qc: None,
     };
     Ok(Some(JobMessage::new(job, 1)))
 }

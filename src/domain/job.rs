@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::keys::{KeyError, validate_job_id, validate_key, validate_prefix};
+use crate::domain::per_title::QualityTarget;
 use crate::domain::preset::Preset;
+use crate::domain::qc::QcSettings;
 use crate::domain::split::request::SplitRequest;
 
 /// Version written into every message; readers refuse versions they do not know.
@@ -46,6 +48,10 @@ pub struct JobSpec {
     /// anything else, unless an earlier attempt already stored it there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import: Option<ImportSource>,
+    /// Checks of the source before anything is encoded (`docs/qc.md`): a broken `fail` rule
+    /// fails the job, a broken `warn` rule is reported in the manifest and the completed event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qc: Option<Box<QcSettings>>,
 }
 
 /// A source to fetch from a URL (`input.url` in `POST /v1/jobs`).
@@ -110,20 +116,16 @@ pub struct OutputRequest {
     /// Seconds into the source of a thumbnail (default: 10 % of the duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<f64>,
+    /// The HLS ladder made per title to reach this VMAF instead of fixed CRFs
+    /// (`docs/per-title.md`); `hls` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<QualityTarget>,
 }
 
 /// The longest source position an option may name: a day.
 const MAX_SECONDS: f64 = 86_400.0;
 
-/// The values one output option may take: the table [`OutputRequest::validate`] checks, which
-/// `GET /v1/presets` publishes so that clients need no copy of it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct OptionRange {
-    pub min: f64,
-    pub max: f64,
-    /// Whole numbers only (pixels).
-    pub integer: bool,
-}
+pub use crate::domain::range::OptionRange;
 
 /// The range of `option` (`start`, `duration`, `max_height`, `time`) for `preset`.
 pub fn option_range(preset: Preset, option: &str) -> Option<OptionRange> {
@@ -140,7 +142,7 @@ pub fn option_range(preset: Preset, option: &str) -> Option<OptionRange> {
 impl OutputRequest {
     /// An output with the preset's defaults.
     pub fn new(preset: Preset) -> Self {
-        Self { preset, start: None, duration: None, max_height: None, time: None }
+        Self { preset, start: None, duration: None, max_height: None, time: None, quality: None }
     }
 
     /// Checks that every option is one the preset accepts, and in range ([`option_range`]).
@@ -165,7 +167,12 @@ impl OutputRequest {
         check("start", self.start, accepted.start)?;
         check("duration", self.duration, accepted.duration)?;
         check("time", self.time, accepted.time)?;
-        check("max_height", self.max_height.map(f64::from), accepted.max_height)
+        check("max_height", self.max_height.map(f64::from), accepted.max_height)?;
+        match &self.quality {
+            Some(_) if preset != Preset::Hls => Err(format!("preset `{preset}` does not take the option `quality`")),
+            Some(target) => target.validate().map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -207,6 +214,9 @@ impl JobSpec {
         }
         if let Some(split) = &self.split {
             split.validate().map_err(SpecError::Options)?;
+        }
+        if let Some(qc) = &self.qc {
+            qc.validate().map_err(|e| SpecError::Options(e.to_string()))?;
         }
         if let Some(import) = &self.import {
             // Some folder of the key is an imports folder (where it lies under the upload prefix
@@ -323,6 +333,7 @@ pub(crate) fn sample_job() -> JobSpec {
         notify: None,
         split: None,
         import: None,
+        qc: None,
     }
 }
 

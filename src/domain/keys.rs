@@ -181,6 +181,11 @@ impl KeyLayout {
 /// The manifest's file name, in every job's folder; no output may take it.
 pub const MANIFEST_FILE: &str = "manifest.json";
 
+/// The quality sidecar's file name in an attempt's folder: each scored rendition's VMAF per
+/// second (and a split job's seams), for plots; the manifest carries the summaries. No preset's
+/// file takes this name.
+pub const QUALITY_FILE: &str = "quality.json";
+
 /// The manifest's key inside a job's folder: the commit record of its outputs, written last.
 pub fn manifest_key(output_dir: &str) -> String {
     format!("{output_dir}{MANIFEST_FILE}")

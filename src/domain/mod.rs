@@ -14,6 +14,7 @@ pub mod preset;
 pub mod probe;
 pub mod qc;
 pub mod quality;
+pub mod range;
 pub mod ready;
 pub mod scoring;
 pub mod split;

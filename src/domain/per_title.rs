@@ -21,9 +21,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::job::OptionRange;
+use crate::domain::range::OptionRange;
 
 mod ladder;
+pub mod probe;
 pub use ladder::{DropReason, DroppedRung, LadderDecision, RungCandidate, RungDecision, hull, predicted_bytes};
 
 /// The VMAF targets a job may ask for. Below 70 the ladder would be visibly poor on purpose;

@@ -11,9 +11,12 @@ use std::path::Path;
 use crate::domain::args::{KEYFRAME_INTERVAL, aac, fan_out, finish_block, fit, hls_muxer, seconds, strings, x264};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::job::OutputRequest;
+use crate::domain::per_title::LadderDecision;
 use crate::domain::preset::Preset;
 use crate::domain::probe::MediaInfo;
 
+/// The fixed ladder's CRF, on every rung.
+pub const HLS_CRF: u32 = 23;
 /// HLS rungs: short side and peak bitrate (kb/s). Rungs above the source are left out.
 const HLS_LADDER: &[(u32, u32)] = &[(1080, 5000), (720, 2800), (480, 1400), (360, 800)];
 /// Storyboard thumbnails: width in pixels, at most this many per sprite sheet, ten per row.
@@ -74,12 +77,24 @@ impl PlanError {
 
 /// Plans one command producing every output into `out_dir` from `input`.
 pub fn plan(outputs: &[OutputRequest], media: &MediaInfo, input: &Path, out_dir: &Path) -> Result<Plan, PlanError> {
+    plan_with(outputs, media, input, out_dir, &[])
+}
+
+/// [`plan`], with each output's per-title ladder (in the job's order; none: the fixed ladder).
+pub fn plan_with(
+    outputs: &[OutputRequest],
+    media: &MediaInfo,
+    input: &Path,
+    out_dir: &Path,
+    ladders: &[Option<LadderDecision>],
+) -> Result<Plan, PlanError> {
     let mut args = strings(&["-hide_banner", "-nostdin", "-y", "-protocol_whitelist", "file", "-i"]);
     args.push(input.as_os_str().to_owned());
     let mut plan = Plan { args: Vec::new(), outputs: Vec::new(), folders: Vec::new(), sidecars: Vec::new() };
     let mut blocks: Vec<Vec<OsString>> = Vec::new();
-    for output in outputs {
+    for (index, output) in outputs.iter().enumerate() {
         let preset = output.preset;
+        let ladder = ladders.get(index).and_then(Option::as_ref);
         if preset.needs_video() && media.video.is_none() {
             return Err(PlanError::NoVideo(preset));
         }
@@ -87,7 +102,7 @@ pub fn plan(outputs: &[OutputRequest], media: &MediaInfo, input: &Path, out_dir:
             return Err(PlanError::NoAudio(preset));
         }
         check_window(output, media)?;
-        blocks.push(output_block(output, media, out_dir, &mut plan)?);
+        blocks.push(output_block(output, media, ladder, out_dir, &mut plan)?);
     }
 
     // Global options (the HLS filter graph) go after the input, before the output blocks.
@@ -104,6 +119,7 @@ pub fn plan(outputs: &[OutputRequest], media: &MediaInfo, input: &Path, out_dir:
 fn output_block(
     output: &OutputRequest,
     media: &MediaInfo,
+    ladder: Option<&LadderDecision>,
     out_dir: &Path,
     plan: &mut Plan,
 ) -> Result<Vec<OsString>, PlanError> {
@@ -124,7 +140,7 @@ fn output_block(
             block.extend(vp9_opus());
         }
         Preset::Hls => {
-            let (graph, hls_block, rungs) = hls(output, media, out_dir);
+            let (graph, hls_block, rungs) = hls(output, media, ladder, out_dir);
             plan.args.extend(strings(&["-filter_complex", &graph]));
             // The block ends with the variant playlists' path; the master playlist is named by
             // `-master_pl_name` and lands beside their folders, at `hls/master.m3u8`.
@@ -327,12 +343,34 @@ pub fn rung_name(height: u32) -> String {
     format!("{height}p")
 }
 
+/// The rungs of an HLS ladder: short side, rate cap (kb/s) and CRF; a per-title ladder keeps
+/// the rungs its decision kept, each at its chosen CRF.
+pub fn ladder_rungs(
+    output: &OutputRequest,
+    media: &MediaInfo,
+    ladder: Option<&LadderDecision>,
+) -> Vec<(u32, u32, u32)> {
+    let fixed = hls_rungs(output, media);
+    match ladder {
+        None => fixed.into_iter().map(|(h, rate)| (h, rate, HLS_CRF)).collect(),
+        Some(decision) => fixed
+            .into_iter()
+            .filter_map(|(h, rate)| decision.rungs.iter().find(|r| r.height == h).map(|r| (h, rate, r.crf)))
+            .collect(),
+    }
+}
+
 /// The HLS ladder: a filter graph splitting one decode into the rungs, and the output block.
-fn hls(output: &OutputRequest, media: &MediaInfo, out_dir: &Path) -> (String, Vec<OsString>, Vec<String>) {
-    let rungs = hls_rungs(output, media);
-    let names: Vec<String> = rungs.iter().map(|(h, _)| rung_name(*h)).collect();
+fn hls(
+    output: &OutputRequest,
+    media: &MediaInfo,
+    ladder: Option<&LadderDecision>,
+    out_dir: &Path,
+) -> (String, Vec<OsString>, Vec<String>) {
+    let rungs = ladder_rungs(output, media, ladder);
+    let names: Vec<String> = rungs.iter().map(|(h, _, _)| rung_name(*h)).collect();
     let n = rungs.len();
-    let caps: Vec<Option<u32>> = rungs.iter().map(|(h, _)| Some(*h)).collect();
+    let caps: Vec<Option<u32>> = rungs.iter().map(|(h, _, _)| Some(*h)).collect();
     let graph = fan_out(&caps, "hs", "hv");
 
     let audio = media.audio.is_some();
@@ -345,19 +383,15 @@ fn hls(output: &OutputRequest, media: &MediaInfo, out_dir: &Path) -> (String, Ve
             block.extend(strings(&["-map", "0:a:0"]));
         }
     }
-    block.extend(strings(&[
-        "-c:v",
-        "libx264",
-        "-preset",
-        "fast",
-        "-profile:v",
-        "high",
-        "-pix_fmt",
-        "yuv420p",
-        "-crf",
-        "23",
-    ]));
-    for (i, (_, rate)) in rungs.iter().enumerate() {
+    block.extend(strings(&["-c:v", "libx264", "-preset", "fast", "-profile:v", "high", "-pix_fmt", "yuv420p"]));
+    if rungs.iter().all(|(_, _, crf)| *crf == HLS_CRF) {
+        block.extend(strings(&["-crf", &HLS_CRF.to_string()]));
+    } else {
+        for (i, (_, _, crf)) in rungs.iter().enumerate() {
+            block.extend(strings(&[&format!("-crf:v:{i}"), &crf.to_string()]));
+        }
+    }
+    for (i, (_, rate, _)) in rungs.iter().enumerate() {
         block.extend(strings(&[
             &format!("-maxrate:v:{i}"),
             &format!("{rate}k"),

@@ -301,6 +301,7 @@ pub fn parse_presets_file(text: &str) -> Result<Vec<CustomPreset>, String> {
     let mut names: Vec<&str> = Preset::ALL.iter().map(|p| p.name()).collect();
     let mut files: Vec<&str> = Preset::ALL.iter().map(|p| p.file_name()).collect();
     files.push(crate::domain::keys::MANIFEST_FILE);
+    files.push(crate::domain::keys::QUALITY_FILE);
     for preset in &file.preset {
         let name = preset.name.as_str();
         let valid_name = (1..=40).contains(&name.len())

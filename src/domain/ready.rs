@@ -171,6 +171,7 @@ mod tests {
                 notify: None,
                 split: None,
                 import: None,
+                qc: None,
             },
             1,
         )

@@ -10,8 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::error_code::{ErrorCode, UNKNOWN_CODE_MESSAGE};
 use crate::domain::job::JobSpec;
+use crate::domain::per_title::LadderDecision;
 use crate::domain::preset::Preset;
 use crate::domain::probe::MediaInfo;
+use crate::domain::qc::QcReport;
+use crate::domain::scoring::RenditionQuality;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -63,12 +66,17 @@ pub enum Stage {
     /// `downloading` and moves here only when the file is not stored yet.
     Importing,
     Probing,
+    /// The source is measured before encoding: the job's QC rules, and the sample encodes of a
+    /// per-title ladder (only for jobs that ask for either).
+    Analysing,
     /// A long source is cut into pieces that any worker can encode ([`crate::domain::split`]).
     Splitting,
     /// ffmpeg runs; for a split job, its segments are encoded, here and by other workers.
     Transcoding,
     /// A split job's segments are joined into its outputs.
     Stitching,
+    /// Every video rendition is scored against the source (VMAF, PSNR, SSIM).
+    Scoring,
     Uploading,
     Finalizing,
     Done,
@@ -279,6 +287,13 @@ pub struct OutputRecord {
     /// The main file's shape (the sprite sheet's, for a storyboard).
     #[serde(flatten)]
     pub media: MediaInfo,
+    /// Each video rendition scored against the source (an HLS ladder: each rung, largest
+    /// first); per-second series are in the attempt's `quality.json`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quality: Vec<RenditionQuality>,
+    /// What the per-title analysis chose for this HLS ladder (jobs with a quality target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ladder: Option<LadderDecision>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -308,6 +323,13 @@ pub struct Manifest {
     /// How a split job was encoded; absent for a job encoded whole on one worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<SplitSummary>,
+    /// The key of `quality.json`: every scored rendition's VMAF per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality_key: Option<String>,
+    /// The job's QC rules as measured on the source: a job with findings to warn of completes
+    /// with them here (a failing one does not complete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qc: Option<QcReport>,
 }
 
 /// A split job's segments: how many, and who encoded each in how long.

@@ -20,6 +20,7 @@ use crate::backend::Backend;
 use crate::domain::job::{ImportSource, JobMessage, JobSpec, NotifyTarget, OutputRequest, SourcePin, SpecError};
 use crate::domain::keys::{KeyError, KeyLayout, validate_job_id, validate_prefix};
 use crate::domain::preset::Preset;
+use crate::domain::qc::QcSettings;
 use crate::domain::split::SplitRequest;
 use crate::domain::status::{JobState, JobStatus};
 use crate::ledger::LedgerError;
@@ -41,6 +42,8 @@ pub struct NewJob {
     pub notify: Option<NotifyTarget>,
     pub split: Option<SplitRequest>,
     pub import: Option<ImportSource>,
+    /// The job's QC rules.
+    pub qc: Option<QcSettings>,
     /// A failed job asked for again ([`NewJob::again`]): an import the old job stored is pinned
     /// like any source. A new job's import is fetched whatever the key holds (an object left
     /// there belongs to no live job of this id), so its source is not looked up at all.
@@ -52,7 +55,17 @@ impl NewJob {
     /// jobs, never shared with one).
     pub fn new(layout: &KeyLayout, job_id: String, source_key: String, outputs: Vec<OutputRequest>) -> Self {
         let output_dir = layout.job_dir(&source_key, &job_id);
-        Self { job_id, source_key, outputs, output_dir, notify: None, split: None, import: None, again: false }
+        Self {
+            job_id,
+            source_key,
+            outputs,
+            output_dir,
+            notify: None,
+            split: None,
+            import: None,
+            qc: None,
+            again: false,
+        }
     }
 
     /// `old`'s job asked for again under `job_id` (a failed job redriven): the same source,
@@ -72,6 +85,7 @@ impl NewJob {
             notify: old.notify.clone(),
             split: old.split.clone(),
             import: old.import.clone(),
+            qc: old.qc.as_deref().cloned(),
             again: true,
         }
     }
@@ -104,6 +118,7 @@ impl NewJob {
             && job.notify == self.notify
             && job.import == self.import
             && job.split == self.split
+            && job.qc.as_deref() == self.qc.as_ref()
     }
 
     /// The job's spec, pinned to `pin`, validated.
@@ -117,6 +132,7 @@ impl NewJob {
             notify: self.notify,
             split: self.split,
             import: self.import,
+            qc: self.qc.map(Box::new),
         };
         job.validate()?;
         Ok(job)

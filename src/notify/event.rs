@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::domain::preset::Preset;
+use crate::domain::qc::QcReport;
 use crate::domain::status::{ErrorInfo, JobState, JobStatus, Manifest, Stage};
 use crate::jobs::Event;
 
@@ -121,6 +122,9 @@ pub struct EventData {
     /// Completed: what was made.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outputs: Option<Vec<OutputSummary>>,
+    /// Completed, for a job with QC rules: the verdict (`pass` or `warn`) and the findings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qc: Option<QcReport>,
 }
 
 /// One output of a completed job, from its manifest.
@@ -210,6 +214,7 @@ pub fn build(kind: EventType, status: &JobStatus, manifest: Option<&Manifest>) -
             error: status.error.as_ref().map(ErrorInfo::redacted),
             manifest_key: status.manifest_key.clone().filter(|_| kind == EventType::Completed),
             outputs,
+            qc: manifest.filter(|_| kind == EventType::Completed).and_then(|m| m.qc.clone()),
         },
     }
 }

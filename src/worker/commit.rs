@@ -11,10 +11,13 @@ use super::transcode::{Made, millis};
 use super::{JobError, StepCx};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::job::{JobMessage, JobSpec};
-use crate::domain::keys::{attempt_dir, manifest_key};
+use crate::domain::keys::{QUALITY_FILE, attempt_dir, manifest_key};
+use crate::domain::per_title::LadderDecision;
 use crate::domain::plan::{expected_duration, is_truncated};
 use crate::domain::preset::content_type_of;
 use crate::domain::probe::MediaInfo;
+use crate::domain::qc::QcReport;
+use crate::domain::scoring::RenditionQuality;
 use crate::domain::status::{JobState, Manifest, OutputRecord, SourceRecord, Stage, Timings};
 use crate::jobs::Attempt;
 use crate::media::probe::{Probed, probe};
@@ -70,6 +73,12 @@ pub(super) struct Outputs {
     pub timings: Timings,
     /// When the attempt started, for the total.
     pub started: Instant,
+    /// Each output's scored renditions, in the order of `made.outputs`.
+    pub quality: Vec<Vec<RenditionQuality>>,
+    /// Each output's per-title ladder, in the job's order.
+    pub ladders: Vec<Option<LadderDecision>>,
+    /// The job's QC rules as measured on the source.
+    pub qc: Option<QcReport>,
 }
 
 /// Uploads the outputs, then writes the manifest and completes the job.
@@ -100,6 +109,10 @@ pub(super) async fn commit(
         return Err(JobError::from_source(StorageError::Changed(job.source_key.clone())));
     }
     timings.total_ms = millis(outputs.started);
+    let quality_key = records
+        .iter()
+        .any(|r| !r.quality.is_empty())
+        .then(|| format!("{}{QUALITY_FILE}", attempt_dir(&job.output_dir, message.attempt)));
     let manifest = Manifest {
         version: 1,
         job_id: job.job_id.clone(),
@@ -116,6 +129,8 @@ pub(super) async fn commit(
         outputs: records,
         timings,
         split: outputs.made.split,
+        quality_key,
+        qc: outputs.qc,
     };
     let manifest_split = manifest.split.is_some();
     let key = manifest_key(&job.output_dir);
@@ -159,7 +174,8 @@ async fn upload(
         .outputs
         .iter()
         .zip(outputs.probed.iter().cloned())
-        .map(|(output, media)| {
+        .enumerate()
+        .map(|(index, (output, media))| {
             let mine: Vec<&(String, u64)> = uploaded
                 .iter()
                 .filter(|(rel, _)| {
@@ -177,6 +193,8 @@ async fn upload(
                 speed: made.speed,
                 note: output.note.clone(),
                 media,
+                quality: outputs.quality.get(index).cloned().unwrap_or_default(),
+                ladder: outputs.ladders.get(index).cloned().flatten(),
             }
         })
         .collect();

@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use super::commit::{self, Completed};
 use super::permits::JobPermit;
+use super::quality;
 use super::scratch::ScratchDir;
 use super::source::{self, Source};
 use super::split::{self, Cut};
@@ -20,7 +21,8 @@ use super::transcode::{Made, millis, transcode};
 use super::{Inner, JobError};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::job::JobMessage;
-use crate::domain::split::split_plan;
+use crate::domain::per_title::LadderDecision;
+use crate::domain::split::{apply_ladders, split_plan};
 use crate::domain::status::Timings;
 use crate::jobs::{Attempt, AttemptError};
 
@@ -120,14 +122,20 @@ async fn attempt(
     let mut timings = Timings::default();
     let source = source::fetch(&inner.step_cx(), &message.job, tracker, dir, &mut timings).await?;
 
+    let job = &message.job;
+    let qc = super::qc::check(inner, job, tracker, &source.path, &source.media, stop).await?;
+    let ladders = super::per_title::analyse(inner, job, tracker, &source.path, &source.media, dir, stop).await?;
+
     let out_dir = dir.join("out");
     let clock = Instant::now();
-    let made = produce(inner, message, tracker, permit, &source, dir, &out_dir, stop).await?;
-    let probed = commit::probe_outputs(&made, &message.job, &source.media, &out_dir).await?;
+    let made = produce(inner, message, tracker, permit, &source, &ladders, dir, &out_dir, stop).await?;
+    let probed = commit::probe_outputs(&made, job, &source.media, &out_dir).await?;
     timings.transcode_ms = millis(clock);
     tracing::info!(outputs = made.outputs.len(), speed = made.speed, elapsed_ms = millis(clock), "Outputs transcoded.");
+    let scored =
+        quality::score_outputs(inner, job, tracker, &source.path, &source.media, &made, &out_dir, stop).await?;
 
-    let outputs = commit::Outputs { made, probed, timings, started };
+    let outputs = commit::Outputs { made, probed, timings, started, quality: scored.per_output, ladders, qc };
     commit::commit(&inner.step_cx(), message, tracker, source, outputs, &out_dir).await
 }
 
@@ -140,6 +148,7 @@ async fn produce(
     tracker: &Attempt,
     permit: &JobPermit,
     source: &Source,
+    ladders: &[Option<LadderDecision>],
     dir: &Path,
     out_dir: &Path,
     stop: &CancellationToken,
@@ -148,11 +157,12 @@ async fn produce(
     if let Some((segment, renditions)) =
         split_plan(&job.outputs, &source.media, &inner.config.split, job.split.as_ref())
     {
+        let renditions = apply_ladders(renditions, ladders);
         let whole = split::Whole { path: &source.path, media: &source.media, etag: source.object.etag.clone() };
         match split::produce(inner, message, tracker, permit, &whole, segment, renditions, dir, out_dir, stop).await? {
             Cut::Stitched(made) => return Ok(made),
             Cut::TooFewPieces => {}
         }
     }
-    transcode(inner, job, tracker, &source.path, &source.media, out_dir, stop).await
+    transcode(inner, job, tracker, &source.path, &source.media, ladders, out_dir, stop).await
 }

@@ -12,7 +12,8 @@ use super::{Inner, JobError};
 use crate::config::SourceLimits;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::job::JobSpec;
-use crate::domain::plan::{PlannedOutput, plan};
+use crate::domain::per_title::LadderDecision;
+use crate::domain::plan::{PlannedOutput, plan_with};
 use crate::domain::probe::MediaInfo;
 use crate::domain::status::{SplitSummary, Stage};
 use crate::jobs::Attempt;
@@ -27,16 +28,18 @@ pub(super) struct Made {
 }
 
 /// Every output from one ffmpeg run on this worker, holding a transcode slot.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn transcode(
     inner: &Inner,
     job: &JobSpec,
     tracker: &Attempt,
     source_path: &Path,
     source_media: &MediaInfo,
+    ladders: &[Option<LadderDecision>],
     out_dir: &Path,
     stop: &CancellationToken,
 ) -> Result<Made, JobError> {
-    let plan = plan(&job.outputs, source_media, source_path, out_dir)
+    let plan = plan_with(&job.outputs, source_media, source_path, out_dir, ladders)
         .map_err(|e| JobError::permanent(e.code(), e.to_string()))?;
     for folder in std::iter::once(String::new()).chain(plan.folders.iter().cloned()) {
         tokio::fs::create_dir_all(out_dir.join(&folder))

@@ -59,6 +59,7 @@ fn job(job_id: &str, source_key: &str, outputs: Vec<OutputRequest>) -> JobSpec {
         notify: None,
         split: None,
         import: None,
+        qc: None,
     }
 }
 

@@ -26,6 +26,7 @@ fn spec(job_id: &str) -> JobSpec {
         notify: None,
         split: None,
         import: None,
+        qc: None,
     }
 }
 
@@ -171,6 +172,7 @@ async fn two_workers_one_message_one_transcode(kind: Kind) {
         notify: None,
         split: None,
         import: None,
+        qc: None,
     };
     let message = JobMessage::new(job, 1).to_json();
     for _ in 0..2 {

@@ -229,6 +229,7 @@ async fn corpus_through_the_worker() {
             notify: None,
             split: None,
             import: None,
+            qc: None,
         };
         job.validate().unwrap();
         d.queues().ready.send(&JobMessage::new(job, 1).to_json(), SendOptions::default()).await.unwrap();

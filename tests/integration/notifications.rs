@@ -155,6 +155,7 @@ fn spec(job_id: &str, source_key: &str) -> JobSpec {
         notify: None,
         split: None,
         import: None,
+        qc: None,
     }
 }
 

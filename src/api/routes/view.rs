@@ -88,6 +88,8 @@ async fn completed_outputs(
             std::iter::once(o.key.as_str()).chain(files)
         })
         .chain(std::iter::once(key))
+        // The quality sidecar (every rendition's VMAF per second), for the console's charts.
+        .chain(manifest.quality_key.as_deref())
         .map(str::to_string)
         .collect::<Vec<String>>();
     // A manifest is no authority on what may be signed: only files of the job's own folder.

@@ -68,48 +68,68 @@ pub struct DroppedRung {
 }
 
 /// The ladder's rungs worth keeping, largest first, and the ones dropped, largest first. From
-/// the smallest rung up, each rung is compared with the next lower rung kept so far: it stays
-/// only with at least [`MIN_QUALITY_STEP`] more VMAF and [`MIN_RATE_STEP`] times the rate.
-/// The smallest rung always stays (it is what a slow network gets); the largest stays unless
-/// it is no better than the rung below (within [`SAME_QUALITY`]), as it is the one large
-/// screens on fast networks play.
+/// the smallest rung up, each rung is compared with the next lower rung kept so far:
+/// - less than [`MIN_QUALITY_STEP`] more VMAF (the largest rung: no better, within
+///   [`SAME_QUALITY`]): the rung costs bits and shows nothing, and it is dropped;
+/// - more quality, but less than [`MIN_RATE_STEP`] times the rate: the two ask the same of the
+///   network, so the lower one is dropped and its viewers get the better picture, unless the
+///   lower one is the smallest rung (what a slow network gets), which stays; then the upper
+///   one goes, unless it is the largest, which stays too (large screens on fast networks).
 pub fn hull(mut rungs: Vec<RungCandidate>) -> (Vec<RungDecision>, Vec<DroppedRung>) {
     rungs.sort_by_key(|r| r.height);
     let top = rungs.len().saturating_sub(1);
     let mut kept: Vec<RungDecision> = Vec::new();
     let mut dropped = Vec::new();
     for (i, rung) in rungs.into_iter().enumerate() {
-        let Some(below) = kept.last() else {
-            kept.push(decision(rung));
-            continue;
-        };
-        let gain = rung.choice.predicted_vmaf - below.predicted_vmaf;
-        let reason = if i == top {
-            (gain <= SAME_QUALITY).then_some(DropReason::SameQuality)
-        } else if gain < MIN_QUALITY_STEP {
-            Some(DropReason::QualityStep)
-        } else if rung.choice.predicted_kbps < MIN_RATE_STEP * below.predicted_kbps {
-            Some(DropReason::RateStep)
-        } else {
-            None
-        };
-        match reason {
-            None => kept.push(decision(rung)),
-            Some(reason) => dropped.push(DroppedRung {
-                name: rung.name,
-                height: rung.height,
-                crf: rung.choice.crf,
-                predicted_vmaf: rung.choice.predicted_vmaf,
-                predicted_kbps: rung.choice.predicted_kbps,
-                reason,
-                compared_with: below.name.clone(),
-                probes: rung.probes,
-            }),
+        let rung = decision(rung);
+        loop {
+            let Some(below) = kept.last() else {
+                kept.push(rung);
+                break;
+            };
+            let gain = rung.predicted_vmaf - below.predicted_vmaf;
+            let close_rate = rung.predicted_kbps < MIN_RATE_STEP * below.predicted_kbps;
+            let same = if i == top { gain <= SAME_QUALITY } else { gain < MIN_QUALITY_STEP };
+            if same {
+                let reason = if i == top { DropReason::SameQuality } else { DropReason::QualityStep };
+                dropped.push(dropped_rung(rung, reason, &below.name));
+                break;
+            }
+            if !close_rate {
+                kept.push(rung);
+                break;
+            }
+            if kept.len() > 1 {
+                // The lower rung gives way: compare this one with the rung below it next.
+                if let Some(lower) = kept.pop() {
+                    dropped.push(dropped_rung(lower, DropReason::RateStep, &rung.name));
+                }
+                continue;
+            }
+            if i == top {
+                kept.push(rung);
+            } else {
+                dropped.push(dropped_rung(rung, DropReason::RateStep, &below.name));
+            }
+            break;
         }
     }
     kept.reverse();
-    dropped.reverse();
+    dropped.sort_by_key(|d: &DroppedRung| std::cmp::Reverse(d.height));
     (kept, dropped)
+}
+
+fn dropped_rung(rung: RungDecision, reason: DropReason, compared_with: &str) -> DroppedRung {
+    DroppedRung {
+        name: rung.name,
+        height: rung.height,
+        crf: rung.crf,
+        predicted_vmaf: rung.predicted_vmaf,
+        predicted_kbps: rung.predicted_kbps,
+        reason,
+        compared_with: compared_with.to_string(),
+        probes: rung.probes,
+    }
 }
 
 fn decision(rung: RungCandidate) -> RungDecision {
@@ -217,10 +237,17 @@ mod tests {
                 &[("720p", QualityStep, "480p")],
             ),
             // 720p is 3 points better at 1.1 x the rate of 480p.
+            // 720p is 3 VMAF better at 1.1 x 480p's rate: 480p gives way to it.
             (
                 [(96.0, 4200.0), (88.0, 1210.0), (85.0, 1100.0), (78.0, 600.0)],
-                &["1080p", "480p", "360p"],
-                &[("720p", RateStep, "480p")],
+                &["1080p", "720p", "360p"],
+                &[("480p", RateStep, "720p")],
+            ),
+            // Close to the smallest rung's rate: the smallest stays, the upper one goes.
+            (
+                [(96.0, 4200.0), (88.0, 2000.0), (85.0, 700.0), (78.0, 600.0)],
+                &["1080p", "720p", "360p"],
+                &[("480p", RateStep, "360p")],
             ),
             // Exactly 1.0 above and 1.25 x: kept.
             ([(96.0, 4200.0), (86.0, 1375.0), (85.0, 1100.0), (78.0, 600.0)], &["1080p", "720p", "480p", "360p"], &[]),
@@ -241,8 +268,12 @@ mod tests {
                 &["720p", "480p", "360p"],
                 &[("1080p", SameQuality, "720p")],
             ),
-            // The top rung a little better at a close rate: it stays.
-            ([(95.6, 2600.0), (95.0, 2500.0), (88.0, 1100.0), (80.0, 600.0)], &["1080p", "720p", "480p", "360p"], &[]),
+            // The top rung a little better at a close rate: it stays, and 720p gives way to it.
+            (
+                [(95.6, 2600.0), (95.0, 2500.0), (88.0, 1100.0), (80.0, 600.0)],
+                &["1080p", "480p", "360p"],
+                &[("720p", RateStep, "1080p")],
+            ),
             // The lowest rung stays whatever the others are.
             (
                 [(80.1, 700.0), (80.0, 650.0), (80.0, 620.0), (80.0, 600.0)],

@@ -19,7 +19,7 @@ pub use evaluate::{Finding, QcReport, QcRule, Verdict, evaluate};
 pub use measurements::{CropArea, FieldCounts, Loudness, QcMeasurements, SILENT_PEAK_DBTP, Span};
 pub use parse::QcLogParser;
 
-use crate::domain::job::OptionRange;
+use crate::domain::range::OptionRange;
 use crate::domain::probe::MediaInfo;
 
 /// What a broken rule does to the job.

@@ -28,6 +28,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::job::OutputRequest;
+use crate::domain::per_title::LadderDecision;
 use crate::domain::plan::{VideoEncode, hls_rungs, mp4_video, rung_name};
 use crate::domain::preset::Preset;
 use crate::domain::probe::MediaInfo;
@@ -110,7 +111,7 @@ pub fn split_plan(
                     renditions.push(Rendition {
                         name: format!("hls-{}", rung_name(height)),
                         cap: Some(height),
-                        crf: 23,
+                        crf: crate::domain::plan::HLS_CRF,
                         maxrate_kbps: rate,
                     });
                 }
@@ -120,6 +121,21 @@ pub fn split_plan(
         }
     }
     (!renditions.is_empty()).then_some((segment, renditions))
+}
+
+/// The renditions with a per-title ladder applied: each HLS rung at the CRF its decision chose,
+/// and the rungs it dropped left out, so every segment of a rung is encoded alike.
+pub fn apply_ladders(renditions: Vec<Rendition>, ladders: &[Option<LadderDecision>]) -> Vec<Rendition> {
+    let Some(decision) = ladders.iter().flatten().next() else { return renditions };
+    renditions
+        .into_iter()
+        .filter_map(|mut r| {
+            let Some(rung) = r.name.strip_prefix("hls-") else { return Some(r) };
+            let chosen = decision.rungs.iter().find(|d| d.name == rung)?;
+            r.crf = chosen.crf;
+            Some(r)
+        })
+        .collect()
 }
 
 /// Whether an output is made by the stitch (else it runs whole, alongside).

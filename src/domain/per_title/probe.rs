@@ -1,0 +1,60 @@
+//! The probe encodes of the per-title analysis: one window of the source, decoded once and
+//! encoded into every rung still searched, each at its own CRF with the rung's final settings
+//! (scale, x264 preset, rate cap, keyframe clock), so a probe predicts the ladder's encode.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::domain::args::{KEYFRAME_INTERVAL, fan_out, finish_block, seconds, strings, x264};
+use crate::domain::per_title::Window;
+
+/// One rung of a probe: its short side, the CRF tried, its rate cap (kb/s), and its file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeRung {
+    pub height: u32,
+    pub crf: u32,
+    pub cap_kbps: u32,
+    pub file: PathBuf,
+}
+
+/// ffmpeg's argv (without the program name) encoding `window` of `source` into each rung's
+/// file, video only, as MP4.
+pub fn probe_args(source: &Path, window: &Window, rungs: &[ProbeRung]) -> Vec<OsString> {
+    let mut args = strings(&["-hide_banner", "-nostdin", "-y", "-protocol_whitelist", "file"]);
+    args.extend(strings(&["-ss", &seconds(window.start), "-t", &seconds(window.duration), "-i"]));
+    args.push(source.as_os_str().to_owned());
+    let caps: Vec<Option<u32>> = rungs.iter().map(|r| Some(r.height)).collect();
+    args.extend(strings(&["-filter_complex", &fan_out(&caps, "ps", "pv")]));
+    for (i, rung) in rungs.iter().enumerate() {
+        let mut block = strings(&["-map", &format!("[pv{i}]"), "-an", "-sn", "-dn", "-map_metadata", "-1"]);
+        block.extend(x264(rung.crf, rung.cap_kbps));
+        block.extend(strings(&["-force_key_frames", &format!("expr:gte(t,n_forced*{KEYFRAME_INTERVAL})")]));
+        block.extend(strings(&["-f", "mp4"]));
+        args.extend(finish_block(block, rung.file.clone().into_os_string()));
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_decode_feeds_every_rung_at_its_own_crf() {
+        let rungs = [
+            ProbeRung { height: 720, crf: 27, cap_kbps: 2800, file: "/s/p-720.mp4".into() },
+            ProbeRung { height: 360, crf: 23, cap_kbps: 800, file: "/s/p-360.mp4".into() },
+        ];
+        let args = probe_args(Path::new("/s/source.mov"), &Window { start: 12.5, duration: 2.0 }, &rungs);
+        let text: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let line = text.join(" ");
+        assert!(
+            line.starts_with("-hide_banner -nostdin -y -protocol_whitelist file -ss 12.500 -t 2.000 -i /s/source.mov")
+        );
+        assert_eq!(text.iter().filter(|a| *a == "-i").count(), 1, "one decode");
+        assert!(line.contains("-map [pv0] -an -sn -dn -map_metadata -1 -c:v libx264 -preset fast"));
+        assert!(line.contains("-crf 27 -maxrate 2800k -bufsize 5600k"));
+        assert!(line.contains("-crf 23 -maxrate 800k -bufsize 1600k"));
+        assert!(line.ends_with("-f mp4 /s/p-360.mp4"));
+    }
+}

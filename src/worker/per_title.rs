@@ -1,0 +1,207 @@
+//! The per-title analysis: before an HLS ladder with a quality target is encoded, a few short
+//! windows of the source are encoded into every rung at a few CRFs and scored, and each rung
+//! gets the CRF its worst window needs ([`crate::domain::per_title`] decides; this file runs the
+//! encodes and the scoring). A split job analyses once, before it is cut, so every segment of a
+//! rung uses the same CRF.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::transcode::millis;
+use super::{Inner, JobError};
+use crate::domain::job::{JobSpec, OutputRequest};
+use crate::domain::per_title::probe::{ProbeRung, probe_args};
+use crate::domain::per_title::{
+    LadderDecision, Probe, QualityTarget, RungCandidate, RungRole, SampleBudget, Window, choose_crf, first_probe,
+    next_probe, sample_windows,
+};
+use crate::domain::plan::{hls_rungs, rung_name};
+use crate::domain::preset::Preset;
+use crate::domain::probe::MediaInfo;
+use crate::domain::quality::{BITRATE_WINDOW_SECONDS, bitrate, scoring_size};
+use crate::domain::status::Stage;
+use crate::jobs::Attempt;
+use crate::media::ffmpeg::{Bounds, run_ffmpeg};
+use crate::media::quality::{ScoreRequest, Window as ScoreWindow, packet_sizes, score};
+
+/// Longest one probe encode or one probe's scoring may take: a window is a few seconds.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The most probes a rung gets (the search stops earlier when a probe lands on the target).
+const MAX_ROUNDS: usize = 3;
+
+/// The quality target an output asks for, or the deployment's default for the HLS ladder.
+pub(super) fn target_of(output: &OutputRequest, default: Option<QualityTarget>) -> Option<QualityTarget> {
+    (output.preset == Preset::Hls).then(|| output.quality.or(default)).flatten()
+}
+
+/// Each output's ladder decision (in the job's order): `None` for outputs without a target.
+pub(super) async fn analyse(
+    inner: &Inner,
+    job: &JobSpec,
+    tracker: &Attempt,
+    source: &Path,
+    media: &MediaInfo,
+    dir: &Path,
+    stop: &CancellationToken,
+) -> Result<Vec<Option<LadderDecision>>, JobError> {
+    let mut decisions = vec![None; job.outputs.len()];
+    for (index, output) in job.outputs.iter().enumerate() {
+        let Some(target) = target_of(output, inner.config.quality_target) else { continue };
+        tracker.stage(Stage::Analysing).await?;
+        let slot = inner.transcode_slot().await?;
+        let clock = Instant::now();
+        let decision = ladder(output, target, source, media, dir, stop).await?;
+        drop(slot);
+        decisions[index] = decision.map(|mut d| {
+            d.analysis_ms = Some(millis(clock));
+            d
+        });
+    }
+    Ok(decisions)
+}
+
+/// The decision for one HLS output, or `None` when the source cannot be sampled (no length,
+/// no picture size): the fixed ladder then applies.
+async fn ladder(
+    output: &OutputRequest,
+    target: QualityTarget,
+    source: &Path,
+    media: &MediaInfo,
+    dir: &Path,
+    stop: &CancellationToken,
+) -> Result<Option<LadderDecision>, JobError> {
+    let Some(duration) = media.duration_seconds.filter(|d| *d > 0.0) else { return Ok(None) };
+    let Some((width, height)) = media.display_dimensions().map(|(w, h)| scoring_size(w, h)) else { return Ok(None) };
+    let windows = sample_windows(duration, &[], &SampleBudget::default());
+    if windows.is_empty() {
+        return Ok(None);
+    }
+    let rungs = hls_rungs(output, media);
+    let role = |i: usize| if i == 0 { RungRole::Top } else { RungRole::Lower };
+    let mut probes: Vec<Vec<Probe>> = vec![Vec::new(); rungs.len()];
+    let mut next: Vec<Option<u32>> = vec![Some(first_probe()); rungs.len()];
+    let folder = dir.join("per-title");
+    tokio::fs::create_dir_all(&folder).await.map_err(|e| JobError::scratch("create per-title", &e))?;
+    let cx = ProbeCx { source, folder: &folder, windows: &windows, size: (width, height), stop };
+    for _ in 0..MAX_ROUNDS {
+        let active: Vec<(usize, ProbeRung)> = next
+            .iter()
+            .enumerate()
+            .filter_map(|(i, crf)| crf.map(|crf| (i, (i, crf))))
+            .map(|(i, (_, crf))| {
+                let (height, cap_kbps) = rungs[i];
+                (
+                    i,
+                    ProbeRung {
+                        height,
+                        crf,
+                        cap_kbps,
+                        file: folder.join(format!("{}-crf{crf}.mp4", rung_name(height))),
+                    },
+                )
+            })
+            .collect();
+        if active.is_empty() {
+            break;
+        }
+        let measured = cx.round(&active).await?;
+        for ((i, _), probe) in active.iter().zip(measured) {
+            probes[*i].push(probe);
+            next[*i] = next_probe(role(*i), &probes[*i], target.vmaf);
+        }
+    }
+    let _ = tokio::fs::remove_dir_all(&folder).await;
+    let candidates = rungs
+        .iter()
+        .enumerate()
+        .map(|(i, &(height, cap_kbps))| RungCandidate {
+            name: rung_name(height),
+            height,
+            cap_kbps,
+            choice: choose_crf(role(i), &probes[i], target.vmaf),
+            probes: probes[i].clone(),
+        })
+        .collect();
+    Ok(Some(LadderDecision::new(target, duration, windows, candidates)))
+}
+
+/// What every probe round shares: the source, the scratch folder, the windows, the scoring size.
+struct ProbeCx<'a> {
+    source: &'a Path,
+    folder: &'a Path,
+    windows: &'a [Window],
+    size: (u32, u32),
+    stop: &'a CancellationToken,
+}
+
+/// One window's measure of one rung's probe.
+#[derive(Default, Clone, Copy)]
+struct WindowScore {
+    vmaf_sum: f64,
+    frames: usize,
+    bits: f64,
+    seconds: f64,
+    peak_kbps: f64,
+    worst: Option<f64>,
+}
+
+impl ProbeCx<'_> {
+    /// Encodes every window into the active rungs (one decode per window) and scores each; one
+    /// probe per active rung, in the order given.
+    async fn round(&self, active: &[(usize, ProbeRung)]) -> Result<Vec<Probe>, JobError> {
+        let mut totals = vec![WindowScore::default(); active.len()];
+        for window in self.windows {
+            let rungs: Vec<ProbeRung> = active.iter().map(|(_, r)| r.clone()).collect();
+            let (sender, _receiver) = watch::channel(Default::default());
+            let bounds = Bounds::on_scratch(self.folder).lasting(window.duration + 1.0);
+            run_ffmpeg(probe_args(self.source, window, &rungs), PROBE_TIMEOUT, self.stop, sender, &bounds).await?;
+            for (total, rung) in totals.iter_mut().zip(&rungs) {
+                self.measure(window, rung, total).await?;
+            }
+        }
+        Ok(active
+            .iter()
+            .zip(totals)
+            .map(|((_, rung), t)| Probe {
+                crf: rung.crf,
+                worst_window_vmaf: t.worst.unwrap_or(0.0),
+                mean_vmaf: if t.frames > 0 { t.vmaf_sum / t.frames as f64 } else { 0.0 },
+                kbps: if t.seconds > 0.0 { t.bits / t.seconds / 1000.0 } else { 0.0 },
+                peak_kbps: t.peak_kbps,
+            })
+            .collect())
+    }
+
+    /// Scores one window's probe of one rung into `total`, then removes the probe's file.
+    async fn measure(&self, window: &Window, rung: &ProbeRung, total: &mut WindowScore) -> Result<(), JobError> {
+        let request = ScoreRequest {
+            reference_window: Some(ScoreWindow { start: window.start, duration: Some(window.duration) }),
+            subsample: 1,
+            timeout: PROBE_TIMEOUT,
+            ..ScoreRequest::new(self.source, &rung.file, self.size.0, self.size.1)
+        };
+        let scores = tokio::select! {
+            scores = score(&request) => scores,
+            () = self.stop.cancelled() => return Err(JobError::Interrupted),
+        }
+        .map_err(|e| {
+            JobError::retryable(crate::domain::error_code::ErrorCode::TranscodeFailed, format!("scoring a probe: {e}"))
+        })?;
+        let packets = packet_sizes(&rung.file, PROBE_TIMEOUT).await.unwrap_or_default();
+        let rate = bitrate(&packets, window.duration, BITRATE_WINDOW_SECONDS);
+        let frames = scores.vmaf.len();
+        let mean = if frames > 0 { scores.vmaf.iter().sum::<f64>() / frames as f64 } else { 0.0 };
+        total.vmaf_sum += mean * frames as f64;
+        total.frames += frames;
+        total.bits += rate.average_kbps * 1000.0 * window.duration;
+        total.seconds += window.duration;
+        total.peak_kbps = total.peak_kbps.max(rate.peak_kbps);
+        total.worst = Some(total.worst.map_or(mean, |w: f64| w.min(mean)));
+        let _ = tokio::fs::remove_file(&rung.file).await;
+        Ok(())
+    }
+}
