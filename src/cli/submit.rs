@@ -221,12 +221,14 @@ fn summarize(config: &Config, manifest_key: &str, manifest: &Manifest) -> String
     };
     let t = &manifest.timings;
     let mut lines = vec![format!(
-        "job {} completed in {:.1} s (download {:.1} s, probe {:.1} s, transcode {:.1} s, upload {:.1} s)",
+        "job {} completed in {:.1} s (download {:.1} s, probe {:.1} s, {}transcode {:.1} s, scoring {:.1} s, upload {:.1} s)",
         manifest.job_id,
         t.total_ms as f64 / 1000.0,
         t.download_ms as f64 / 1000.0,
         t.probe_ms as f64 / 1000.0,
+        if t.analysis_ms > 0 { format!("analysis {:.1} s, ", t.analysis_ms as f64 / 1000.0) } else { String::new() },
         t.transcode_ms as f64 / 1000.0,
+        t.scoring_ms as f64 / 1000.0,
         t.upload_ms as f64 / 1000.0,
     )];
     for output in &manifest.outputs {

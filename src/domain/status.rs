@@ -300,7 +300,13 @@ pub struct OutputRecord {
 pub struct Timings {
     pub download_ms: u64,
     pub probe_ms: u64,
+    /// The source's QC pass and a per-title ladder's probes, before the encode.
+    #[serde(default)]
+    pub analysis_ms: u64,
     pub transcode_ms: u64,
+    /// Scoring every video rendition against the source.
+    #[serde(default)]
+    pub scoring_ms: u64,
     pub upload_ms: u64,
     pub total_ms: u64,
 }

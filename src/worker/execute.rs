@@ -123,8 +123,10 @@ async fn attempt(
     let source = source::fetch(&inner.step_cx(), &message.job, tracker, dir, &mut timings).await?;
 
     let job = &message.job;
+    let clock = Instant::now();
     let qc = super::qc::check(inner, job, tracker, &source.path, &source.media, stop).await?;
     let ladders = super::per_title::analyse(inner, job, tracker, &source.path, &source.media, dir, stop).await?;
+    timings.analysis_ms = millis(clock);
 
     let out_dir = dir.join("out");
     let clock = Instant::now();
@@ -132,8 +134,10 @@ async fn attempt(
     let probed = commit::probe_outputs(&made, job, &source.media, &out_dir).await?;
     timings.transcode_ms = millis(clock);
     tracing::info!(outputs = made.outputs.len(), speed = made.speed, elapsed_ms = millis(clock), "Outputs transcoded.");
+    let clock = Instant::now();
     let scored =
         quality::score_outputs(inner, job, tracker, &source.path, &source.media, &made, &out_dir, stop).await?;
+    timings.scoring_ms = millis(clock);
 
     let outputs = commit::Outputs { made, probed, timings, started, quality: scored.per_output, ladders, qc };
     commit::commit(&inner.step_cx(), message, tracker, source, outputs, &out_dir).await

@@ -50,11 +50,9 @@ pub(super) async fn check(
     let report = evaluate(settings, &measured);
     if report.verdict == Verdict::Fail {
         let failed: Vec<&str> = report.findings.iter().map(|f| f.message.as_str()).collect();
-        // The findings are numbers and rule names only: safe for the public sentence.
-        return Err(JobError::permanent(
-            ErrorCode::QcFailed,
-            format!("{}: {}", ErrorCode::QcFailed.public_message(), failed.join("; ")),
-        ));
+        // The findings are numbers and rule names only: safe to follow the public sentence.
+        let findings = failed.join("; ");
+        return Err(JobError::permanent_naming(ErrorCode::QcFailed, findings.clone(), findings));
     }
     Ok(Some(report))
 }

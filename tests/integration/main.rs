@@ -15,6 +15,7 @@ mod ledger;
 mod lifecycle;
 mod media;
 mod notifications;
+mod quality;
 mod split;
 mod support;
 mod worker;

@@ -108,9 +108,12 @@ async fn end_to_end(kind: Kind) {
     assert!((out["duration_seconds"].as_f64().unwrap() - 3.0).abs() < 0.3);
     assert!(manifest["timings"]["total_ms"].as_u64().unwrap() > 0);
 
-    // The output folder holds exactly the output and the manifest.
+    // The output folder holds exactly the output, its scores and the manifest.
     let keys = d.storage().list("outputs/").await.unwrap();
-    assert_eq!(keys, vec![format!("{dir}attempt-1/mp4-h264.mp4"), format!("{dir}manifest.json")]);
+    let files = ["attempt-1/mp4-h264.mp4", "attempt-1/quality.json", "manifest.json"];
+    assert_eq!(keys, files.map(|f| format!("{dir}{f}")));
+    assert_eq!(manifest["quality_key"], format!("{dir}attempt-1/quality.json"));
+    assert!(out["quality"][0]["vmaf"]["mean"].as_f64().is_some_and(|v| v > 80.0), "{out}");
     d.assert_queues_empty(true).await;
     // No scratch files are left behind.
     let scratch = d.path("work/media-worker");

