@@ -119,24 +119,12 @@ impl QcLogParser {
     /// `lavfi.freezedetect.freeze_start: 2.24`, `…freeze_duration: 3.76`, `…freeze_end: 6`
     fn freeze_line(&mut self, rest: &str) {
         let rest = rest.trim_start_matches("lavfi.freezedetect.");
-        if let Some(start) = value(rest, "freeze_start:") {
-            self.freeze_open = Some(start.max(0.0));
-        } else if let Some(end) = value(rest, "freeze_end:")
-            && let Some(start) = self.freeze_open.take()
-        {
-            push_span(&mut self.freeze, Span { start, end });
-        }
+        stretch_line(rest, ("freeze_start:", "freeze_end:"), &mut self.freeze_open, &mut self.freeze);
     }
 
     /// `silence_start: 1.00267`, `silence_end: 5.01333 | silence_duration: 4.01067`
     fn silence_line(&mut self, rest: &str) {
-        if let Some(start) = value(rest, "silence_start:") {
-            self.silence_open = Some(start.max(0.0));
-        } else if let Some(end) = value(rest, "silence_end:")
-            && let Some(start) = self.silence_open.take()
-        {
-            push_span(&mut self.silence, Span { start, end });
-        }
+        stretch_line(rest, ("silence_start:", "silence_end:"), &mut self.silence_open, &mut self.silence);
     }
 
     /// `Multi frame detection: TFF:     0 BFF:     0 Progressive:   131 Undetermined:     1`,
@@ -225,6 +213,18 @@ impl QcLogParser {
             crop,
             loudness: self.loudness,
         }
+    }
+}
+
+/// A detector's line that opens a stretch (`keys.0`) or closes the open one (`keys.1`) into
+/// `spans`.
+fn stretch_line(rest: &str, keys: (&str, &str), open: &mut Option<f64>, spans: &mut Vec<Span>) {
+    if let Some(start) = value(rest, keys.0) {
+        *open = Some(start.max(0.0));
+    } else if let Some(end) = value(rest, keys.1)
+        && let Some(start) = open.take()
+    {
+        push_span(spans, Span { start, end });
     }
 }
 
