@@ -48,23 +48,27 @@ pub const DEFAULT_SUBSAMPLE: u32 = 7;
 /// The subsample step for a source of `frame_rate` frames per second: about two scored frames
 /// a second. The odd number nearest half the frame rate, at least [`DEFAULT_SUBSAMPLE`] and at
 /// most [`MAX_SUBSAMPLE`], lowered by 2 while it shares a factor with the frames of one
-/// keyframe interval ([`KEYFRAME_INTERVAL`] seconds, the GOP of the worker's H.264 renditions);
+/// keyframe interval ([`KEYFRAME_INTERVAL`] seconds, the GOP of the worker's H.264 renditions)
+/// or is a multiple of 3;
 /// [`DEFAULT_SUBSAMPLE`] when the rate is unknown.
 ///
 /// Measured on the quality test set (`scripts/bench-quality`, docs/quality.md): against the
-/// full pass, the mean over every 9th, 11th or 13th frame stayed within 0.2 VMAF on every
-/// rendition, while one frame a second did not: every 25th frame of a 25 fps title with 2 s
-/// keyframes lands on the same two places of each GOP (+2.45 VMAF on the animation's 360p rung),
-/// every 15th of 29.97 fps likewise (+1.43), and every 31st, coprime but with 17 frames scored
-/// in 20 s, missed by up to 1.03. Two frames a second roughly halves the scored frames of
-/// [`DEFAULT_SUBSAMPLE`] at 25 and 30 fps, the cost of scoring following the frames scored.
+/// full pass, the mean over every 11th or 13th frame stayed within 0.21 VMAF on every rendition
+/// (every 7th within 0.25), while one frame a second did not: every 25th frame of a 25 fps title
+/// with 2 s keyframes lands on the same two places of each GOP (+2.45 VMAF on the animation's
+/// 360p rung), every 15th of 29.97 fps likewise (+1.43), every 9th and 15th (multiples of 3)
+/// missed by up to 1.39 and 1.58 on the screen recording's lower rungs, and every 31st, coprime
+/// but with 17 frames scored in 20 s, by up to 1.03. Two frames a second scores about half the
+/// frames [`DEFAULT_SUBSAMPLE`] does at 25 and 30 fps; the cost of scoring follows the frames
+/// scored, over a fixed share for decoding both inputs.
 pub fn subsample_for(frame_rate: Option<f64>) -> u32 {
     let Some(rate) = frame_rate.filter(|r| r.is_finite() && *r > 0.0) else { return DEFAULT_SUBSAMPLE };
     // Finite and positive; the casts saturate anyway.
     let gop = ((rate * f64::from(KEYFRAME_INTERVAL)).round() as u32).max(1);
     let mut step = (((rate / 2.0 - 1.0) / 2.0).round() as u32 * 2 + 1).clamp(DEFAULT_SUBSAMPLE, MAX_SUBSAMPLE);
-    // A step sharing a factor with the GOP revisits the same few frame positions of it.
-    while step > DEFAULT_SUBSAMPLE && gcd(step, gop) > 1 {
+    // A step sharing a factor with the GOP revisits the same few frame positions of it; a
+    // multiple of 3 keeps landing on the same frame of x264's groups of 3 B-frames.
+    while step > DEFAULT_SUBSAMPLE && (gcd(step, gop) > 1 || step % 3 == 0) {
         step -= 2;
     }
     step
