@@ -68,7 +68,7 @@ pub fn subsample_for(frame_rate: Option<f64>) -> u32 {
     let mut step = (((rate / 2.0 - 1.0) / 2.0).round() as u32 * 2 + 1).clamp(DEFAULT_SUBSAMPLE, MAX_SUBSAMPLE);
     // A step sharing a factor with the GOP revisits the same few frame positions of it; a
     // multiple of 3 keeps landing on the same frame of x264's groups of 3 B-frames.
-    while step > DEFAULT_SUBSAMPLE && (gcd(step, gop) > 1 || step % 3 == 0) {
+    while step > DEFAULT_SUBSAMPLE && (gcd(step, gop) > 1 || step.is_multiple_of(3)) {
         step -= 2;
     }
     step
