@@ -23,7 +23,7 @@ use crate::domain::quality::{BITRATE_WINDOW_SECONDS, bitrate, per_second, scorin
 use crate::domain::scoring::{QualitySidecar, RenditionQuality, RenditionSeries, Seam, seams, worst_seam};
 use crate::domain::status::{SplitSummary, Stage};
 use crate::jobs::Attempt;
-use crate::media::quality::{ScoreRequest, Window, packet_sizes, score};
+use crate::media::quality::{ScoreRequest, Window, packet_sizes, score, subsample_for};
 
 /// Longest a rendition's scoring may take, besides the job's own timeout: scoring decodes the
 /// source and the rendition once more, so a run over the whole source is allowed its length
@@ -75,6 +75,7 @@ pub(super) async fn score_outputs(
         let distorted = out_dir.join(&target.file);
         let request = ScoreRequest {
             reference_window: target.window,
+            subsample: subsample_for(source_media.video.as_ref().and_then(|v| v.frame_rate)),
             timeout,
             ..ScoreRequest::new(source, &distorted, width, height)
         };

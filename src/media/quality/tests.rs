@@ -423,3 +423,27 @@ fn the_scripts_fetch_the_pinned_wheels() {
         assert!(lib.contains(&format!("{package}=={version}")), "scripts/lib.sh pins {package}=={version}");
     }
 }
+
+/// About two scored frames a second, odd, never a divisor-sharing step of a 2 s GOP.
+#[test]
+fn the_subsample_step_follows_the_frame_rate() {
+    let cases = [
+        (None, DEFAULT_SUBSAMPLE),
+        (Some(f64::NAN), DEFAULT_SUBSAMPLE),
+        (Some(0.0), DEFAULT_SUBSAMPLE),
+        (Some(10.0), 7),
+        (Some(23.976), 11),
+        (Some(25.0), 13),
+        // 15 would land on the same 4 places of each 60-frame GOP.
+        (Some(29.97), 13),
+        (Some(30.0), 13),
+        // 25 divides the 100-frame GOP.
+        (Some(50.0), 23),
+        (Some(59.94), 29),
+        (Some(60.0), 31),
+        (Some(240.0), 61),
+    ];
+    for (rate, step) in cases {
+        assert_eq!(subsample_for(rate), step, "{rate:?} fps");
+    }
+}
