@@ -465,9 +465,10 @@ def check_results(emu: Emulator, env: dict[str, str], scratch: Path) -> None:
     if out_dir != expected_dir:
         raise Failure(f"the job's folder is {out_dir}, expected {expected_dir}")
     output_key = f"{out_dir}attempt-{status['attempt']}/mp4-h264.mp4"
+    scores_key = f"{out_dir}attempt-{status['attempt']}/quality.json"
     keys = {o["Key"] for o in emu.s3.list_objects_v2(Bucket=bucket, Prefix=out_dir).get("Contents", [])}
-    if keys != {output_key, out_dir + "manifest.json"}:
-        raise Failure(f"expected exactly {output_key} and the manifest; found {sorted(keys)}")
+    if keys != {output_key, scores_key, out_dir + "manifest.json"}:
+        raise Failure(f"expected exactly {output_key}, its scores and the manifest; found {sorted(keys)}")
 
     manifest = json.loads(emu.s3.get_object(Bucket=bucket, Key=out_dir + "manifest.json")["Body"].read())
     if not any(o.get("key") == output_key for o in manifest.get("outputs", [])):

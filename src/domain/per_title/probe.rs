@@ -28,6 +28,10 @@ pub fn probe_args(source: &Path, window: &Window, rungs: &[ProbeRung]) -> Vec<Os
     for (i, rung) in rungs.iter().enumerate() {
         let mut block = strings(&["-map", &format!("[pv{i}]"), "-an", "-sn", "-dn", "-map_metadata", "-1"]);
         block.extend(x264(rung.crf, rung.cap_kbps));
+        // Every decoded frame, as the ladder's MPEG-TS rungs keep them: MP4's default would
+        // duplicate and drop frames to a constant rate, and the probe's frames would no longer
+        // pair with the source's.
+        block.extend(strings(&["-fps_mode", "vfr"]));
         block.extend(strings(&["-force_key_frames", &format!("expr:gte(t,n_forced*{KEYFRAME_INTERVAL})")]));
         block.extend(strings(&["-f", "mp4"]));
         args.extend(finish_block(block, rung.file.clone().into_os_string()));
@@ -54,7 +58,7 @@ mod tests {
         assert_eq!(text.iter().filter(|a| *a == "-i").count(), 1, "one decode");
         assert!(line.contains("-map [pv0] -an -sn -dn -map_metadata -1 -c:v libx264 -preset fast"));
         assert!(line.contains("-crf 27 -maxrate 2800k -bufsize 5600k"));
-        assert!(line.contains("-crf 23 -maxrate 800k -bufsize 1600k"));
+        assert!(line.contains("-crf 23 -maxrate 800k -bufsize 1600k -fps_mode vfr"));
         assert!(line.ends_with("-f mp4 /s/p-360.mp4"));
     }
 }
