@@ -86,7 +86,12 @@ async fn ladder(
         return Ok(None);
     }
     let rungs = hls_rungs(output, media);
-    let role = |i: usize| if i == 0 { RungRole::Top } else { RungRole::Lower };
+    let last = rungs.len().saturating_sub(1);
+    let role = |i: usize| match i {
+        i if i == last => RungRole::Bottom,
+        0 => RungRole::Top,
+        _ => RungRole::Lower,
+    };
     let mut probes: Vec<Vec<Probe>> = vec![Vec::new(); rungs.len()];
     let mut next: Vec<Option<u32>> = vec![Some(first_probe()); rungs.len()];
     let folder = dir.join("per-title");
