@@ -21,11 +21,9 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::BufReader;
-use tokio::process::Command;
 use tokio::sync::mpsc;
 
 mod decoder;
@@ -408,20 +406,14 @@ fn frame_scores(request: &ScoreRequest, frames_reference: u32, frames_distorted:
 /// and its size in bytes, in file order. For [`crate::domain::quality::bitrate`]: the sizes
 /// are the video stream's own, without the container's overhead or the audio.
 pub async fn packet_sizes(path: &Path, timeout: Duration) -> Result<Vec<(f64, u64)>, QualityError> {
-    let mut child = Command::new("ffprobe")
-        .args(["-v", "error", "-protocol_whitelist", "file", "-select_streams", "v:0"])
-        .args(["-show_entries", "packet=pts_time,dts_time,size", "-of", "compact=p=0"])
-        .arg(path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| QualityError::Spawn { program: "ffprobe", source })?;
-    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        let source = std::io::Error::other("ffprobe's pipes are missing");
-        return Err(QualityError::Spawn { program: "ffprobe", source });
-    };
+    let mut args: Vec<std::ffi::OsString> =
+        ["-v", "error", "-protocol_whitelist", "file", "-select_streams", "v:0", "-show_entries"]
+            .into_iter()
+            .chain(["packet=pts_time,dts_time,size", "-of", "compact=p=0"])
+            .map(Into::into)
+            .collect();
+    args.push(path.as_os_str().to_owned());
+    let (mut child, stdout, stderr) = decoder::spawn_piped("ffprobe", args)?;
     let run = async {
         let packets = async {
             let mut reader = BufReader::new(stdout);

@@ -101,18 +101,10 @@ async fn ladder(
         let active: Vec<(usize, ProbeRung)> = next
             .iter()
             .enumerate()
-            .filter_map(|(i, crf)| crf.map(|crf| (i, (i, crf))))
-            .map(|(i, (_, crf))| {
-                let (height, cap_kbps) = rungs[i];
-                (
-                    i,
-                    ProbeRung {
-                        height,
-                        crf,
-                        cap_kbps,
-                        file: folder.join(format!("{}-crf{crf}.mp4", rung_name(height))),
-                    },
-                )
+            .filter_map(|(i, crf)| {
+                let (crf, (height, cap_kbps)) = ((*crf)?, rungs[i]);
+                let file = folder.join(format!("{}-crf{crf}.mp4", rung_name(height)));
+                Some((i, ProbeRung { height, crf, cap_kbps, file }))
             })
             .collect();
         if active.is_empty() {

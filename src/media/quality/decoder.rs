@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
 use super::{QualityError, ScoreRequest, Side, Window};
 
@@ -34,6 +34,27 @@ pub(super) struct Log {
     pub(super) errors: Vec<String>,
 }
 
+/// `program` with `args` (never through a shell), its output and log piped, killed when
+/// dropped.
+pub(super) fn spawn_piped(
+    program: &'static str,
+    args: Vec<OsString>,
+) -> Result<(Child, ChildStdout, ChildStderr), QualityError> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| QualityError::Spawn { program, source })?;
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        let source = std::io::Error::other(format!("{program}'s pipes are missing"));
+        return Err(QualityError::Spawn { program, source });
+    };
+    Ok((child, stdout, stderr))
+}
+
 impl Decoder {
     pub(super) fn spawn(
         side: Side,
@@ -42,18 +63,8 @@ impl Decoder {
         request: &ScoreRequest,
         select: Option<&str>,
     ) -> Result<Self, QualityError> {
-        let mut child = Command::new("ffmpeg")
-            .args(decoder_args(path, window, request.width, request.height, select))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| QualityError::Spawn { program: "ffmpeg", source })?;
-        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            let source = std::io::Error::other("ffmpeg's pipes are missing");
-            return Err(QualityError::Spawn { program: "ffmpeg", source });
-        };
+        let (child, stdout, stderr) =
+            spawn_piped("ffmpeg", decoder_args(path, window, request.width, request.height, select))?;
         let log = tokio::spawn(read_log(BufReader::new(stderr)));
         Ok(Decoder { side, path: path.display().to_string(), child, stdout, log })
     }
