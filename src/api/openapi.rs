@@ -8,12 +8,13 @@
 
 use std::borrow::Cow;
 
-use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{AdditionalProperties, ArrayBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{RefOr, Server};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::routes;
+use crate::domain::delivery::VideoCodec;
 use crate::domain::job::{OutputRequest, option_range};
 use crate::domain::per_title::TARGET_RANGE;
 use crate::domain::preset::Preset;
@@ -51,7 +52,7 @@ impl PartialSchema for OutputRequest {
             .property("duration", bounded("duration", &gif_duration))
             .property(
                 "max_height",
-                bounded("max_height", "Cap on the short side in pixels (mp4-h264*, webm-vp9, hls)."),
+                bounded("max_height", "Cap on the short side in pixels (mp4-h264*, webm-vp9, hls, cmaf)."),
             )
             .property(
                 "time",
@@ -70,6 +71,26 @@ impl PartialSchema for OutputRequest {
                     )
                     .required("vmaf")
                     .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false))),
+            )
+            .property(
+                "codecs",
+                ArrayBuilder::new()
+                    .items(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .enum_values(Some(VideoCodec::ALL.iter().map(|c| c.name()))),
+                    )
+                    .min_items(Some(1))
+                    .max_items(Some(VideoCodec::ALL.len()))
+                    .unique_items(true)
+                    .description(Some("cmaf only: the video codecs, each a ladder of its own (default [\"h264\"]).")),
+            )
+            .property(
+                "packaging",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["segments", "single_file"]))
+                    .description(Some("cmaf only: numbered segments (default) or one file per rendition.")),
             )
             .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)))
             .description(Some("One output of a job."))
@@ -163,6 +184,7 @@ pub fn document_json() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::delivery::Packaging;
 
     #[test]
     fn the_document_lists_every_route() {
@@ -206,6 +228,8 @@ mod tests {
                 duration: Some(2.0),
                 max_height: Some(480),
                 time: Some(1.0),
+                codecs: Some(vec![VideoCodec::H264]),
+                packaging: Some(Packaging::SingleFile),
                 ..OutputRequest::new(*preset)
             };
             let value = serde_json::to_value(&request).unwrap();

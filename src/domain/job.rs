@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::domain::delivery::{Packaging, VideoCodec, validate_codecs};
 use crate::domain::keys::{KeyError, validate_job_id, validate_key, validate_prefix};
 use crate::domain::per_title::QualityTarget;
 use crate::domain::preset::Preset;
@@ -120,6 +121,12 @@ pub struct OutputRequest {
     /// (`docs/per-title.md`); `hls` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<QualityTarget>,
+    /// The video codecs of a `cmaf` ladder, each a family of rungs (default: H.264 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codecs: Option<Vec<VideoCodec>>,
+    /// How a `cmaf` ladder's files are laid out (default: segments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packaging: Option<Packaging>,
 }
 
 /// The longest source position an option may name: a day.
@@ -142,7 +149,16 @@ pub fn option_range(preset: Preset, option: &str) -> Option<OptionRange> {
 impl OutputRequest {
     /// An output with the preset's defaults.
     pub fn new(preset: Preset) -> Self {
-        Self { preset, start: None, duration: None, max_height: None, time: None, quality: None }
+        Self {
+            preset,
+            start: None,
+            duration: None,
+            max_height: None,
+            time: None,
+            quality: None,
+            codecs: None,
+            packaging: None,
+        }
     }
 
     /// Checks that every option is one the preset accepts, and in range ([`option_range`]).
@@ -168,8 +184,17 @@ impl OutputRequest {
         check("duration", self.duration, accepted.duration)?;
         check("time", self.time, accepted.time)?;
         check("max_height", self.max_height.map(f64::from), accepted.max_height)?;
+        let refuse = |name: &str| Err(format!("preset `{preset}` does not take the option `{name}`"));
+        if preset != Preset::Cmaf && self.packaging.is_some() {
+            return refuse("packaging");
+        }
+        match &self.codecs {
+            Some(_) if preset != Preset::Cmaf => return refuse("codecs"),
+            Some(codecs) => validate_codecs(codecs)?,
+            None => {}
+        }
         match &self.quality {
-            Some(_) if preset != Preset::Hls => Err(format!("preset `{preset}` does not take the option `quality`")),
+            Some(_) if preset != Preset::Hls => refuse("quality"),
             Some(target) => target.validate().map_err(|e| e.to_string()),
             None => Ok(()),
         }

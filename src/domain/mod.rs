@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod dead_letter;
+pub mod delivery;
 pub mod error_code;
 pub mod event;
 pub mod isobmff;

@@ -19,6 +19,9 @@ pub enum Preset {
     Mp4H264_480,
     /// An adaptive HLS ladder (1080/720/480/360, rungs at or below the source) from one decode.
     Hls,
+    /// One ladder of fragmented MP4 (CMAF) renditions for HLS and DASH players alike, in one or
+    /// more video codecs ([`crate::domain::delivery`]), with our own playlists and MPD.
+    Cmaf,
     /// A JPEG poster frame.
     Thumbnail,
     /// A sprite sheet of thumbnails plus WebVTT cues, for scrubbing previews in players.
@@ -62,6 +65,7 @@ impl Preset {
         Preset::Mp4H264_720,
         Preset::Mp4H264_480,
         Preset::Hls,
+        Preset::Cmaf,
         Preset::Thumbnail,
         Preset::Storyboard,
         Preset::Gif,
@@ -77,6 +81,7 @@ impl Preset {
             Preset::Mp4H264_720 => "mp4-h264-720",
             Preset::Mp4H264_480 => "mp4-h264-480",
             Preset::Hls => "hls",
+            Preset::Cmaf => "cmaf",
             Preset::Thumbnail => "thumbnail",
             Preset::Storyboard => "storyboard",
             Preset::Gif => "gif",
@@ -109,6 +114,7 @@ impl Preset {
             Preset::Mp4H264_720 => "mp4-h264-720.mp4",
             Preset::Mp4H264_480 => "mp4-h264-480.mp4",
             Preset::Hls => "hls/master.m3u8",
+            Preset::Cmaf => "cmaf/master.m3u8",
             Preset::Thumbnail => "thumbnail.jpg",
             Preset::Storyboard => "storyboard.vtt",
             Preset::Gif => "animation.gif",
@@ -131,6 +137,7 @@ impl Preset {
             Preset::Mp4H264_720 => "MP4 (H.264, AAC) fitted to 720 lines",
             Preset::Mp4H264_480 => "MP4 (H.264, AAC) fitted to 480 lines",
             Preset::Hls => "HLS ladder for adaptive streaming, 1080 to 360 lines",
+            Preset::Cmaf => "CMAF ladder for HLS and DASH, in H.264, HEVC and/or AV1",
             Preset::Thumbnail => "JPEG poster frame",
             Preset::Storyboard => "sprite sheet with WebVTT cues, for scrubbing previews",
             Preset::Gif => "animated GIF, 1 to 6 seconds",
@@ -162,7 +169,7 @@ impl Preset {
             Preset::Mp4H264 | Preset::Mp4H264_1080 | Preset::Mp4H264_720 | Preset::Mp4H264_480 | Preset::WebmVp9 => {
                 TRIM_AND_SIZE
             }
-            Preset::Hls => AcceptedOptions { max_height: true, ..NONE },
+            Preset::Hls | Preset::Cmaf => AcceptedOptions { max_height: true, ..NONE },
             Preset::Thumbnail => AcceptedOptions { time: true, ..NONE },
             Preset::Gif | Preset::Mp3 => AcceptedOptions { start: true, duration: true, ..NONE },
             Preset::Storyboard | Preset::RemuxMp4 => NONE,

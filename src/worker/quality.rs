@@ -140,6 +140,11 @@ async fn targets(outputs: &[PlannedOutput], requests: &[OutputRequest], out_dir:
                     });
                 }
             }
+            Preset::Cmaf => {
+                for (rendition, file) in cmaf_renditions(&out_dir.join("cmaf")).await {
+                    targets.push(Target { output: index, file: format!("cmaf/{file}"), rendition, window });
+                }
+            }
             preset if is_video_rendition(preset, output) => targets.push(Target {
                 output: index,
                 rendition: preset.name().to_string(),
@@ -159,8 +164,25 @@ fn is_video_rendition(preset: Preset, output: &PlannedOutput) -> bool {
         Preset::Mp4H264 | Preset::Mp4H264_1080 | Preset::Mp4H264_720 | Preset::Mp4H264_480 | Preset::WebmVp9 => true,
         Preset::RemuxMp4 => output.note.as_deref().is_some_and(|n| n.contains("video transcoded")),
         Preset::Custom(_) => preset.needs_video() && preset.content_type().starts_with("video/"),
-        Preset::Hls | Preset::Thumbnail | Preset::Storyboard | Preset::Gif | Preset::Mp3 => false,
+        Preset::Hls | Preset::Cmaf | Preset::Thumbnail | Preset::Storyboard | Preset::Gif | Preset::Mp3 => false,
     }
+}
+
+/// The video renditions of a `cmaf` ladder, as (name, file under `cmaf/`): each rung's media
+/// playlist (segments) or file (single file); not the audio.
+async fn cmaf_renditions(cmaf: &Path) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let Ok(mut entries) = tokio::fs::read_dir(cmaf).await else { return found };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".mp4").filter(|stem| *stem != "audio") {
+            found.push((stem.to_string(), name.clone()));
+        } else if name != "audio" && tokio::fs::try_exists(entry.path().join("index.m3u8")).await.unwrap_or(false) {
+            found.push((name.clone(), format!("{name}/index.m3u8")));
+        }
+    }
+    found.sort();
+    found
 }
 
 /// The rungs of the ladder in `hls`: its folders holding an `index.m3u8`, sorted.

@@ -117,7 +117,7 @@ pub fn split_plan(
                 }
             }
             Preset::Thumbnail | Preset::Storyboard | Preset::Gif | Preset::Mp3 => {}
-            Preset::WebmVp9 | Preset::RemuxMp4 | Preset::Custom(_) => return None,
+            Preset::Cmaf | Preset::WebmVp9 | Preset::RemuxMp4 | Preset::Custom(_) => return None,
         }
     }
     (!renditions.is_empty()).then_some((segment, renditions))

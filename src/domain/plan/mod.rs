@@ -9,6 +9,7 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use crate::domain::args::{KEYFRAME_INTERVAL, aac, fan_out, finish_block, fit, hls_muxer, seconds, strings, x264};
+use crate::domain::delivery::VideoCodec;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::job::OutputRequest;
 use crate::domain::per_title::LadderDecision;
@@ -17,8 +18,9 @@ use crate::domain::probe::MediaInfo;
 
 /// The fixed ladder's CRF, on every rung.
 pub const HLS_CRF: u32 = 23;
-/// HLS rungs: short side and peak bitrate (kb/s). Rungs above the source are left out.
-const HLS_LADDER: &[(u32, u32)] = &[(1080, 5000), (720, 2800), (480, 1400), (360, 800)];
+mod cmaf;
+
+pub use cmaf::{CmafPackage, CmafRendition};
 /// Storyboard thumbnails: width in pixels, at most this many per sprite sheet, ten per row.
 const STORYBOARD_WIDTH: u32 = 160;
 const STORYBOARD_MAX_THUMBS: u32 = 100;
@@ -52,6 +54,8 @@ pub struct Plan {
     pub folders: Vec<String>,
     /// Files the worker writes itself after ffmpeg: (relative path, content).
     pub sidecars: Vec<(String, String)>,
+    /// `cmaf` ladders the worker packages after ffmpeg (playlists, MPD, segments).
+    pub packages: Vec<CmafPackage>,
 }
 
 /// Why a job's outputs cannot be made from this source: all permanent.
@@ -90,7 +94,8 @@ pub fn plan_with(
 ) -> Result<Plan, PlanError> {
     let mut args = strings(&["-hide_banner", "-nostdin", "-y", "-protocol_whitelist", "file", "-i"]);
     args.push(input.as_os_str().to_owned());
-    let mut plan = Plan { args: Vec::new(), outputs: Vec::new(), folders: Vec::new(), sidecars: Vec::new() };
+    let mut plan =
+        Plan { args: Vec::new(), outputs: Vec::new(), folders: Vec::new(), sidecars: Vec::new(), packages: Vec::new() };
     let mut blocks: Vec<Vec<OsString>> = Vec::new();
     for (index, output) in outputs.iter().enumerate() {
         let preset = output.preset;
@@ -150,6 +155,16 @@ fn output_block(
             planned.note = Some(format!("rungs: {}", rungs.join(", ")));
             plan.outputs.push(planned);
             return Ok(block);
+        }
+        Preset::Cmaf => {
+            let (graph, blocks, package) = cmaf::cmaf(output, media, out_dir);
+            plan.args.extend(strings(&["-filter_complex", &graph]));
+            plan.folders.push(package.folder.clone());
+            planned.folder = Some(format!("{}/", package.folder));
+            planned.note = Some(package.note());
+            plan.packages.push(package);
+            plan.outputs.push(planned);
+            return Ok(blocks);
         }
         Preset::Thumbnail => {
             let duration = media.duration_seconds.unwrap_or(0.0);
@@ -328,12 +343,17 @@ pub fn mp4_video(output: &OutputRequest) -> VideoEncode {
 
 /// The HLS ladder for this source: short side and peak bitrate (kb/s) of each rung.
 pub fn hls_rungs(output: &OutputRequest, media: &MediaInfo) -> Vec<(u32, u32)> {
+    rungs_within(VideoCodec::H264.ladder(), output, media)
+}
+
+/// The rungs of `ladder` at or below the source's short side (and the request's cap); a source
+/// below the smallest rung gets one rung at its own size.
+fn rungs_within(ladder: &[(u32, u32)], output: &OutputRequest, media: &MediaInfo) -> Vec<(u32, u32)> {
     let short_side = media.display_dimensions().map(|(w, h)| w.min(h)).unwrap_or(0);
     let limit = output.max_height.map_or(short_side, |cap| cap.min(short_side));
-    let mut rungs: Vec<(u32, u32)> = HLS_LADDER.iter().copied().filter(|(h, _)| *h <= limit).collect();
-    if rungs.is_empty() {
-        // A source below the smallest rung gets one rung at its own size.
-        rungs.push((limit.max(2) & !1, 800));
+    let mut rungs: Vec<(u32, u32)> = ladder.iter().copied().filter(|(h, _)| *h <= limit).collect();
+    if let (true, Some((_, rate))) = (rungs.is_empty(), ladder.last()) {
+        rungs.push((limit.max(2) & !1, *rate));
     }
     rungs
 }

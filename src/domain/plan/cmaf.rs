@@ -1,0 +1,210 @@
+//! The `cmaf` ladder's part of the command: one fragmented MP4 file per rendition, every video
+//! rung of every codec from the same decode, and one AAC file for the audio.
+//!
+//! ffmpeg writes only these files: one track each, fragmented at every keyframe (the keyframes
+//! fall on the shared [`KEYFRAME_INTERVAL`](crate::domain::args::KEYFRAME_INTERVAL) clock), with
+//! an empty `moov` up front and a `sidx` in single-file mode. The playlists, the MPD and the
+//! segment files are the worker's, from what the files hold ([`CmafPackage`]): ffmpeg 5.1's
+//! own HLS and DASH muxers write codec strings players cannot use for HEVC and AV1, and
+//! placeholder bitrates for constant-quality encodes.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use super::rungs_within;
+use crate::domain::args::{aac, finish_block, fit, strings};
+use crate::domain::delivery::{Packaging, VideoCodec, gop_frames};
+use crate::domain::job::OutputRequest;
+use crate::domain::probe::MediaInfo;
+
+/// The output's folder, relative to the job's output folder.
+const FOLDER: &str = "cmaf";
+/// Audio fragments last this long (µs), like the video's GOPs.
+const AUDIO_FRAGMENT_US: &str = "2000000";
+
+/// What the worker packages after ffmpeg: the renditions' files and how to lay them out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CmafPackage {
+    /// The output's folder, relative to the job's output folder (`cmaf`).
+    pub folder: String,
+    pub packaging: Packaging,
+    /// The video rungs (codec by codec, largest first), then the audio, if any.
+    pub renditions: Vec<CmafRendition>,
+}
+
+impl CmafPackage {
+    /// The manifest's note: the renditions, by name.
+    pub fn note(&self) -> String {
+        let names: Vec<&str> = self.renditions.iter().map(|r| r.name.as_str()).collect();
+        format!("{}: {}", self.packaging.name(), names.join(", "))
+    }
+}
+
+/// One rendition of a `cmaf` ladder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CmafRendition {
+    /// `h264-720p`, `av1-360p`, or `audio`: its files' stem or folder.
+    pub name: String,
+    /// The file ffmpeg writes, relative to the job's output folder: `cmaf/<name>.mp4`.
+    pub file: String,
+    /// The video codec; `None` for the audio.
+    pub codec: Option<VideoCodec>,
+    /// The rung's short side; 0 for the audio.
+    pub height: u32,
+}
+
+/// The filter graph, the output blocks (one per rendition) and the package of a `cmaf` output.
+pub(super) fn cmaf(output: &OutputRequest, media: &MediaInfo, out_dir: &Path) -> (String, Vec<OsString>, CmafPackage) {
+    let codecs = output.codecs.clone().unwrap_or_else(|| vec![VideoCodec::H264]);
+    let packaging = output.packaging.unwrap_or_default();
+    let gop = gop_frames(media.video.as_ref().and_then(|v| v.frame_rate));
+    let rungs: Vec<(VideoCodec, u32, u32)> = codecs
+        .iter()
+        .flat_map(|codec| rungs_within(codec.ladder(), output, media).into_iter().map(|(h, rate)| (*codec, h, rate)))
+        .collect();
+
+    let mut renditions = Vec::new();
+    let mut blocks = Vec::new();
+    for (i, (codec, height, rate)) in rungs.iter().enumerate() {
+        let name = format!("{}-{height}p", codec.name());
+        let file = format!("{FOLDER}/{name}.mp4");
+        let mut block = strings(&["-map", &format!("[cv{i}]"), "-map_metadata", "-1", "-map_chapters", "-1"]);
+        block.extend(codec.encoder_args(*rate, gop));
+        block.extend(fragmented(packaging, "+frag_keyframe"));
+        blocks.extend(finish_block(block, out_dir.join(&file).into_os_string()));
+        renditions.push(CmafRendition { name, file, codec: Some(*codec), height: *height });
+    }
+    if media.audio.is_some() {
+        let file = format!("{FOLDER}/audio.mp4");
+        let mut block = strings(&["-map", "0:a:0", "-map_metadata", "-1", "-map_chapters", "-1"]);
+        block.extend(aac());
+        block.extend(strings(&["-frag_duration", AUDIO_FRAGMENT_US]));
+        block.extend(fragmented(packaging, ""));
+        blocks.extend(finish_block(block, out_dir.join(&file).into_os_string()));
+        renditions.push(CmafRendition { name: "audio".into(), file, codec: None, height: 0 });
+    }
+    let heights: Vec<u32> = rungs.iter().map(|(_, h, _)| *h).collect();
+    let package = CmafPackage { folder: FOLDER.into(), packaging, renditions };
+    (graph(&heights), blocks, package)
+}
+
+/// The muxer: fragmented MP4 with an empty `moov` up front, CMAF brands, and one index
+/// (`sidx`) of every fragment in single-file mode, where players fetch fragments by range.
+fn fragmented(packaging: Packaging, fragments: &str) -> Vec<OsString> {
+    let index = if packaging == Packaging::SingleFile { "+global_sidx" } else { "" };
+    let flags = format!("{fragments}+empty_moov+default_base_moof+cmaf{index}");
+    strings(&["-movflags", &flags, "-f", "mp4"])
+}
+
+/// One decode scaled once per distinct rung size, each size split among the codecs that have
+/// it: output `i` is labelled `[cv<i>]`, in the order of `heights`.
+fn graph(heights: &[u32]) -> String {
+    let mut sizes: Vec<u32> = heights.to_vec();
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    sizes.dedup();
+    let mut chains = Vec::new();
+    let fan = if sizes.len() == 1 {
+        "[0:v:0]null[cs0]".to_string()
+    } else {
+        format!("[0:v:0]split={}{}", sizes.len(), (0..sizes.len()).map(|j| format!("[cs{j}]")).collect::<String>())
+    };
+    chains.push(fan);
+    for (j, size) in sizes.iter().enumerate() {
+        // Every codec's rung of this size.
+        let users: Vec<usize> = heights.iter().enumerate().filter(|(_, h)| *h == size).map(|(i, _)| i).collect();
+        let outs: String = users.iter().map(|i| format!("[cv{i}]")).collect();
+        let scaled = fit(Some(*size));
+        if users.len() == 1 {
+            chains.push(format!("[cs{j}]{scaled}{outs}"));
+        } else {
+            chains.push(format!("[cs{j}]{scaled},split={}{outs}", users.len()));
+        }
+    }
+    chains.join(";")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::preset::Preset;
+    use crate::domain::probe::{AudioStream, VideoStream};
+
+    fn media(width: u32, height: u32, audio: bool) -> MediaInfo {
+        MediaInfo {
+            format: "mov,mp4,m4a,3gp,3g2,mj2".into(),
+            duration_seconds: Some(30.0),
+            video: Some(VideoStream {
+                codec: "h264".into(),
+                width,
+                height,
+                pix_fmt: Some("yuv420p".into()),
+                frame_rate: Some(30.0),
+                rotation: 0,
+            }),
+            audio: audio.then(|| AudioStream { codec: "aac".into(), channels: Some(2), sample_rate: Some(48000) }),
+            video_streams: 1,
+            audio_streams: u32::from(audio),
+        }
+    }
+
+    fn request(codecs: &[VideoCodec], packaging: Option<Packaging>) -> OutputRequest {
+        OutputRequest { codecs: Some(codecs.to_vec()), packaging, ..OutputRequest::new(Preset::Cmaf) }
+    }
+
+    fn text(args: &[OsString]) -> String {
+        args.iter().map(|a| a.to_str().unwrap()).collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn every_codec_has_its_rungs_from_one_scale_per_size() {
+        let (graph, blocks, package) =
+            cmaf(&request(&[VideoCodec::H264, VideoCodec::Av1], None), &media(1280, 720, true), Path::new("/o"));
+        let names: Vec<&str> = package.renditions.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["h264-720p", "h264-480p", "h264-360p", "av1-720p", "av1-480p", "av1-360p", "audio"]);
+        assert_eq!(graph.matches("scale=").count(), 3, "{graph}");
+        assert!(graph.starts_with("[0:v:0]split=3[cs0][cs1][cs2];"), "{graph}");
+        assert!(graph.contains(",split=2[cv0][cv3]"), "{graph}");
+        assert!(graph.contains(",split=2[cv2][cv5]"), "{graph}");
+        let args = text(&blocks);
+        assert!(args.starts_with(
+            "-map [cv0] -map_metadata -1 -map_chapters -1 -c:v libx264 -preset fast -profile:v high -pix_fmt yuv420p \
+             -crf 23 -maxrate 2800k -bufsize 5600k -force_key_frames:v expr:gte(t,n_forced*2) \
+             -movflags +frag_keyframe+empty_moov+default_base_moof+cmaf -f mp4 /o/cmaf/h264-720p.mp4 "
+        ));
+        assert!(args.contains(
+            "-map [cv3] -map_metadata -1 -map_chapters -1 -c:v libsvtav1 -preset 8 -pix_fmt yuv420p -crf 33 -g 60 \
+             -svtav1-params scd=0:mbr=1550 -movflags +frag_keyframe+empty_moov+default_base_moof+cmaf -f mp4 /o/cmaf/av1-720p.mp4"
+        ));
+        assert!(args.ends_with(
+            "-map 0:a:0 -map_metadata -1 -map_chapters -1 -c:a aac -b:a 128k -ac 2 -frag_duration 2000000 \
+             -movflags +empty_moov+default_base_moof+cmaf -f mp4 /o/cmaf/audio.mp4"
+        ));
+        assert_eq!(package.note(), "segments: h264-720p, h264-480p, h264-360p, av1-720p, av1-480p, av1-360p, audio");
+    }
+
+    #[test]
+    fn single_file_mode_indexes_fragments_and_hevc_closes_its_gops() {
+        let (graph, blocks, package) =
+            cmaf(&request(&[VideoCodec::Hevc], Some(Packaging::SingleFile)), &media(640, 360, false), Path::new("/o"));
+        assert_eq!(
+            graph,
+            "[0:v:0]null[cs0];[cs0]scale=w='if(gte(iw,ih),-2,trunc(min(iw,360)/2)*2)':h='if(gte(iw,ih),trunc(min(ih,360)/2)*2,-2)'[cv0]"
+        );
+        let args = text(&blocks);
+        assert!(args.contains("-c:v libx265 -preset fast -profile:v main -pix_fmt yuv420p -crf 25 -maxrate 520k"));
+        assert!(args.contains("-forced-idr 1 -x265-params log-level=error:open-gop=0 -tag:v hvc1"));
+        assert!(args.ends_with(
+            "-movflags +frag_keyframe+empty_moov+default_base_moof+cmaf+global_sidx -f mp4 /o/cmaf/hevc-360p.mp4"
+        ));
+        assert_eq!(package.renditions.len(), 1, "no audio rendition without audio");
+        assert_eq!(package.packaging, Packaging::SingleFile);
+    }
+
+    #[test]
+    fn a_small_source_gets_one_rung_per_codec_at_its_size() {
+        let (_, _, package) =
+            cmaf(&request(&[VideoCodec::H264, VideoCodec::Hevc], None), &media(320, 240, true), Path::new("/o"));
+        let names: Vec<&str> = package.renditions.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["h264-240p", "hevc-240p", "audio"]);
+    }
+}
