@@ -32,6 +32,8 @@ use crate::packaging::{
 use crate::require;
 use crate::support::{in_ci, media_tools};
 
+/// The hls.js release vendored for the console (scripts/refresh-hls-js pins it).
+pub const HLS_JS_VERSION: &str = "1.7.4";
 /// The dash.js release scripts/lib.sh installs (`ensure_players`).
 pub const DASHJS_VERSION: &str = "5.2.1";
 /// The clock must pass this many seconds for a playback to count as advancing.
@@ -52,9 +54,12 @@ fn dash_js() -> PathBuf {
     target.join("players/node_modules/dashjs/dist/modern/umd/dash.all.min.js")
 }
 
-/// Whether both players' scripts are present; in CI their absence is a failure.
+/// Whether both players' scripts are present; in CI their absence is a failure. The vendored
+/// hls.js must be the release the harness was written for.
 pub fn players() -> bool {
-    let ok = hls_js().is_file() && dash_js().is_file();
+    let vendored = std::fs::read_to_string(hls_js()).expect("the console's vendored hls.js");
+    assert!(vendored.contains(&format!("\"{HLS_JS_VERSION}\"")), "the vendored hls.js is not {HLS_JS_VERSION}");
+    let ok = dash_js().is_file();
     assert!(ok || !in_ci(), "dash.js is not installed in {}, and CI=true forbids skipping", dash_js().display());
     if !ok {
         eprintln!("skipped: dash.js is not installed (scripts/test installs dashjs@{DASHJS_VERSION} with npm)");
@@ -187,6 +192,15 @@ impl Session {
         Session { browser: Browser::start().await, server }
     }
 
+    /// Whether this Chromium's Media Source Extensions take `mime` (e.g.
+    /// `video/mp4; codecs="hvc1.1.6.L93.B0"`): what a player asks before it keeps a rendition.
+    pub async fn supports(&self, mime: &str) -> bool {
+        let client = &self.browser.client;
+        client.goto(&format!("{}/", self.server.base)).await.expect("open the page");
+        let script = "return MediaSource.isTypeSupported(arguments[0])";
+        client.execute(script, vec![json!(mime)]).await.expect("ask MediaSource") == json!(true)
+    }
+
     /// Plays `entry` (a path inside the folder) on a fresh page; see [`play`].
     pub async fn play(&self, entry: &str, player: Player, pick: &Pick) -> Playback {
         let client = &self.browser.client;
@@ -260,6 +274,12 @@ async fn shaka_packaged_h264_and_av1_play_in_hls_js_and_dash_js() {
     assert!(dash.iter().all(|d| d.starts_with("(\"text\"")), "only the text's format differs: {dash:?}");
 
     let session = Session::start(dir.path()).await;
+    let mut support = Vec::new();
+    for codec in ["avc1.64000d", "av01.0.00M.08", "hvc1.1.6.L93.B0", "hev1.1.6.L93.B0", "vp09.00.10.08"] {
+        support.push((codec, session.supports(&format!("video/mp4; codecs=\"{codec}\"")).await));
+    }
+    eprintln!("Media Source Extensions in this Chromium: {support:?}");
+    assert!(support[..2].iter().all(|(_, yes)| *yes), "H.264 and AV1 in MP4: {support:?}");
     for (player, entry) in [(Player::HlsJs, "segments/master.m3u8"), (Player::DashJs, "segments/manifest.mpd")] {
         for codec in ["avc1", "av01"] {
             let p = session.play(entry, player, &Pick::Codec(codec.to_string())).await;
