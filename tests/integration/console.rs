@@ -5,140 +5,21 @@
 //! `<target>/tmp/console-screenshots/` (printed by the test), for CI to keep as artifacts.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use media_worker::domain::job::option_range;
 use media_worker::domain::preset::Preset;
 use media_worker::domain::status::JobState;
 use serde_json::{Value, json};
 
 use crate::api::{ApiServer, TOKEN};
+use crate::browser::{Browser, browser};
 use crate::require;
-use crate::support::{Clip, Deployment, ffprobe, in_ci, media_tools, stream};
+use crate::support::{Clip, Deployment, ffprobe, media_tools, stream};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// A file name that would run a script if the console ever rendered names as HTML.
 const HOSTILE_NAME: &str = "<img src=x onerror=alert(1)>.mp4";
-
-/// Whether Chromium and chromedriver are installed; in CI their absence is a failure.
-fn browser() -> bool {
-    let ok = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
-    assert!(ok || !in_ci(), "chromium and chromium-driver are not installed, and CI=true forbids skipping");
-    if !ok {
-        eprintln!("skipped: chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)");
-    }
-    ok
-}
-
-/// chromedriver on a free port, and a headless Chromium session through it; both end on drop.
-struct Browser {
-    client: Client,
-    _driver: tokio::process::Child,
-    _profile: tempfile::TempDir,
-}
-
-impl Browser {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let driver = tokio::process::Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start chromedriver");
-        let profile = tempfile::tempdir().expect("profile folder");
-        // Flags as the machine's notes advise: headless, no sandbox as root, and nothing that
-        // reaches out to the network on its own.
-        let args = [
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--autoplay-policy=no-user-gesture-required",
-            "--window-size=1280,1000",
-            &format!("--user-data-dir={}", profile.path().display()),
-        ];
-        let capabilities = json!({
-            "browserName": "chrome",
-            "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
-            "unhandledPromptBehavior": "ignore",
-        });
-        let serde_json::Value::Object(capabilities) = capabilities else { unreachable!() };
-        let url = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        let client = loop {
-            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-            match ClientBuilder::new(connector).capabilities(capabilities.clone()).connect(&url).await {
-                Ok(client) => break client,
-                Err(err) if started.elapsed() < Duration::from_secs(30) => {
-                    let _ = err;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(err) => panic!("no WebDriver session: {err}"),
-            }
-        };
-        Browser { client, _driver: driver, _profile: profile }
-    }
-
-    /// Runs `script` (a function body; `arguments` as usual) until it returns true.
-    async fn until(&self, what: &str, timeout: Duration, script: &str, args: Vec<Value>) {
-        let started = Instant::now();
-        loop {
-            let value = self.client.execute(script, args.clone()).await.expect("run a script");
-            if value == Value::Bool(true) {
-                return;
-            }
-            if started.elapsed() > timeout {
-                let page = self.text("body").await;
-                panic!("waited {timeout:?} for {what}; the page says:\n{page}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    async fn text(&self, css: &str) -> String {
-        match self.client.find(Locator::Css(css)).await {
-            Ok(element) => element.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        }
-    }
-
-    /// The element `css` names, once the page has it (parts of the page render after a fetch).
-    async fn element(&self, css: &str) -> fantoccini::elements::Element {
-        let script = "return !!document.querySelector(arguments[0])";
-        self.until(&format!("`{css}`"), Duration::from_secs(15), script, vec![json!(css)]).await;
-        self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"))
-    }
-
-    async fn click(&self, css: &str) {
-        self.element(css).await.click().await.expect(css);
-    }
-
-    async fn type_into(&self, css: &str, text: &str) {
-        let element = self.element(css).await;
-        element.clear().await.expect("clear");
-        element.send_keys(text).await.expect("type");
-    }
-
-    async fn screenshot(&self, folder: &Path, name: &str) {
-        let png = self.client.screenshot().await.expect("screenshot");
-        std::fs::write(folder.join(format!("{name}.png")), png).expect("save the screenshot");
-    }
-
-    /// Whether an alert is open (a script ran that should not have).
-    async fn alert_open(&self) -> bool {
-        self.client.get_alert_text().await.is_ok()
-    }
-}
 
 fn screenshot_folder() -> PathBuf {
     let folder = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");

@@ -4,6 +4,7 @@
 //! on 127.0.0.1. With `CI=true` a missing tool fails the run instead of skipping.
 
 mod api;
+mod browser;
 mod cli;
 mod conformance;
 mod console;
@@ -15,6 +16,8 @@ mod ledger;
 mod lifecycle;
 mod media;
 mod notifications;
+mod packaging;
+mod playback;
 mod quality;
 mod split;
 mod support;
