@@ -22,7 +22,9 @@ pub mod segments;
 
 pub use boxes::{BoxHeader, box_header, parse_init, parse_moof};
 pub use index::IndexBuilder;
-pub use segments::{Bandwidth, Segment, bandwidth, cut_times, segments_at};
+pub use segments::{
+    Bandwidth, INIT_FILE_NAME, SEGMENT_TEMPLATE, Segment, bandwidth, cut_times, segment_file_name, segments_at,
+};
 
 /// Why a file, box or manifest input was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

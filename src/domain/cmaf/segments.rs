@@ -11,6 +11,17 @@ use std::ops::Range;
 
 use super::{ByteRange, CmafError, TrackIndex};
 
+/// The init segment's file name in segmented mode.
+pub const INIT_FILE_NAME: &str = "init.mp4";
+
+/// The DASH `SegmentTemplate@media` naming the same files as [`segment_file_name`].
+pub const SEGMENT_TEMPLATE: &str = "segment_$Number%05d$.m4s";
+
+/// The file name of segment `number` in segmented mode: `segment_00001.m4s`.
+pub fn segment_file_name(number: u32) -> String {
+    format!("segment_{number:05}.m4s")
+}
+
 /// Slack for floating-point fragment starts (a millisecond).
 const EPSILON: f64 = 0.001;
 
