@@ -137,7 +137,7 @@ pub fn bandwidth(segments: &[Segment], timescale: u32) -> Bandwidth {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::cmaf::{Fragment, FragmentTiming, TrackInfo, TrackKind, TrexDefaults};
 
