@@ -63,7 +63,8 @@ enum Track {
 }
 
 /// The children of a box payload as (type, payload); `None` when a size runs past the end.
-fn boxes(mut data: &[u8]) -> Option<Vec<([u8; 4], &[u8])>> {
+/// Shared with `cmaf`, which reads the fragmented files this module declines.
+pub(crate) fn boxes(mut data: &[u8]) -> Option<Vec<([u8; 4], &[u8])>> {
     let mut out = Vec::new();
     while !data.is_empty() {
         let size = u32::from_be_bytes(data.get(..4)?.try_into().ok()?) as u64;
@@ -83,19 +84,19 @@ fn boxes(mut data: &[u8]) -> Option<Vec<([u8; 4], &[u8])>> {
     Some(out)
 }
 
-fn child<'a>(data: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
+pub(crate) fn child<'a>(data: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
     boxes(data)?.into_iter().find(|(k, _)| k == kind).map(|(_, body)| body)
 }
 
-fn u16_at(data: &[u8], at: usize) -> Option<u16> {
+pub(crate) fn u16_at(data: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes(data.get(at..at + 2)?.try_into().ok()?))
 }
 
-fn u32_at(data: &[u8], at: usize) -> Option<u32> {
+pub(crate) fn u32_at(data: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(data.get(at..at + 4)?.try_into().ok()?))
 }
 
-fn u64_at(data: &[u8], at: usize) -> Option<u64> {
+pub(crate) fn u64_at(data: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_be_bytes(data.get(at..at + 8)?.try_into().ok()?))
 }
 
@@ -203,7 +204,7 @@ fn aac_audio(entry: &[u8]) -> Option<AudioStream> {
 }
 
 /// The AudioSpecificConfig inside an `esds` ES_Descriptor, if it is MPEG-4 audio (0x40).
-fn aac_config(data: &[u8]) -> Option<&[u8]> {
+pub(crate) fn aac_config(data: &[u8]) -> Option<&[u8]> {
     let (tag, es, _) = descriptor(data)?;
     if tag != 0x03 {
         return None;
@@ -228,7 +229,7 @@ fn aac_config(data: &[u8]) -> Option<&[u8]> {
 }
 
 /// One MPEG-4 descriptor: (tag, payload, rest), its length in up to four 7-bit groups.
-fn descriptor(data: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+pub(crate) fn descriptor(data: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let tag = *data.first()?;
     let mut length = 0usize;
     let mut at = 1;

@@ -2,6 +2,7 @@
 //! documents. Nothing here does I/O, so all of it is covered by table tests.
 
 pub mod args;
+pub mod cmaf;
 pub mod dead_letter;
 pub mod delivery;
 pub mod error_code;

@@ -461,6 +461,6 @@ fn parse_packet(line: &str) -> Option<(f64, u64)> {
 }
 
 #[cfg(test)]
-mod clips;
+pub(crate) mod clips;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,158 @@
+//! Real fragmented files from Debian's ffmpeg: indexes, codec strings and cut segments.
+
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use super::*;
+use crate::domain::cmaf::{TrackKind, cut_times, segments_at};
+use crate::media::quality::clips::media_tools;
+
+const FLAGS: &str = "+frag_keyframe+empty_moov+default_base_moof+cmaf";
+
+/// Encodes 6 s of testsrc2 (or a sine) with `codec` into `dir/name`, one track, fragmented.
+async fn encode(dir: &Path, name: &str, codec: &[&str], movflags: &str) -> PathBuf {
+    let out = dir.join(name);
+    let audio = codec.first() == Some(&"-c:a");
+    let input = if audio { "sine=f=440:r=48000" } else { "testsrc2=size=320x180:rate=30" };
+    let mut args = vec!["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", input, "-t", "6"];
+    args.extend_from_slice(codec);
+    args.extend_from_slice(&["-movflags", movflags, "-protocol_whitelist", "file"]);
+    let mut command = Command::new("ffmpeg");
+    command.args(&args).arg(&out).kill_on_drop(true);
+    let status = tokio::time::timeout(Duration::from_secs(60), command.status()).await.unwrap().unwrap();
+    assert!(status.success(), "ffmpeg {args:?}");
+    out
+}
+
+/// ffprobe's (profile, level, duration in seconds) of the file's one stream.
+async fn probe(path: &Path) -> (String, i64, f64) {
+    let mut command = Command::new("ffprobe");
+    command.args(["-v", "error", "-show_entries", "stream=profile,level:format=duration", "-of", "default=nw=1"]);
+    command.arg(path).kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output()).await.unwrap().unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    let value = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("").to_string();
+    (value("profile="), value("level=").parse().unwrap_or(-1), value("duration=").parse().unwrap())
+}
+
+/// Fragment count, summed duration against ffprobe's, contiguous ranges, every start sync.
+fn check_index(index: &TrackIndex, fragments: usize, probed: f64, len: u64) {
+    assert_eq!(index.fragments.len(), fragments);
+    let ticks: u64 = index.fragments.iter().map(|f| f.timing.duration).sum();
+    let seconds = ticks as f64 / f64::from(index.info.timescale);
+    assert!((seconds - probed).abs() < 0.034, "{seconds} s indexed, ffprobe says {probed}");
+    let mut at = index.init.end();
+    for f in &index.fragments {
+        assert_eq!(f.range.offset, at);
+        assert!(f.timing.sync);
+        at = f.range.end();
+    }
+    assert!(at <= len);
+}
+
+const H264: &[&str] = &["-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high", "-level", "3.0"];
+const KEYS: &[&str] = &["-force_key_frames", "expr:gte(t,n_forced*2)"];
+
+#[tokio::test]
+async fn h264_index_codec_and_segments() {
+    if !media_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = encode(dir.path(), "h264.mp4", &[H264, KEYS].concat(), FLAGS).await;
+    let index = index_file(&path).await.unwrap();
+    let (profile, level, duration) = probe(&path).await;
+    assert_eq!((profile.as_str(), level), ("High", 30));
+    assert_eq!(index.info.codec, "avc1.64001e");
+    assert_eq!(index.info.kind, TrackKind::Video { width: 320, height: 180 });
+    assert_eq!(index.frame_rate(), Some((30, 1)));
+    let len = std::fs::metadata(&path).unwrap().len();
+    check_index(&index, 3, duration, len);
+    // 2 s fragments cut at 4 s: segments of 2 frags + 1 frag; files are init + byte ranges.
+    let segments = segments_at(&index, &cut_times(&index, 4.0)).unwrap();
+    assert_eq!(segments.iter().map(|s| s.fragments.len()).collect::<Vec<_>>(), vec![2, 1]);
+    let out = tempfile::tempdir().unwrap();
+    let files = write_segments(&path, &index, &segments, out.path()).await.unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let written: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    assert_eq!(written[0], bytes[..index.init.end() as usize]);
+    let s = segments[1].range;
+    assert_eq!(written[2], bytes[s.offset as usize..s.end() as usize]);
+    assert_eq!(files[1].file_name().unwrap(), "segment_00001.m4s");
+}
+
+#[tokio::test]
+async fn global_sidx_is_found() {
+    if !media_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let flags = format!("{FLAGS}+global_sidx");
+    let fast = &["-c:v", "libx264", "-preset", "ultrafast"];
+    let path = encode(dir.path(), "sidx.mp4", &[fast, KEYS].concat(), &flags).await;
+    let index = index_file(&path).await.unwrap();
+    let sidx = index.sidx.expect("a global sidx");
+    assert_eq!(sidx.offset, index.init.end());
+    assert_eq!(index.fragments[0].range.offset, sidx.end());
+    assert_eq!(index.fragments.len(), 3);
+}
+
+#[tokio::test]
+async fn hevc_codec_string() {
+    if !media_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let x265 = &["-c:v", "libx265", "-preset", "ultrafast", "-tag:v", "hvc1", "-x265-params", "log-level=error"];
+    let path = encode(dir.path(), "hevc.mp4", &[x265, KEYS].concat(), FLAGS).await;
+    let index = index_file(&path).await.unwrap();
+    let (profile, level, duration) = probe(&path).await;
+    assert_eq!(profile, "Main");
+    let prefix = format!("hvc1.1.6.L{level}.");
+    assert!(index.info.codec.starts_with(&prefix), "{} vs {prefix}", index.info.codec);
+    check_index(&index, 3, duration, std::fs::metadata(&path).unwrap().len());
+}
+
+#[tokio::test]
+async fn av1_codec_string() {
+    if !media_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let svt = &["-c:v", "libsvtav1", "-preset", "12", "-g", "60"];
+    let path = encode(dir.path(), "av1.mp4", svt, FLAGS).await;
+    let index = index_file(&path).await.unwrap();
+    let (profile, _, duration) = probe(&path).await;
+    assert_eq!(profile, "Main");
+    let codec = &index.info.codec;
+    assert!(codec.starts_with("av01.0.0") && codec.ends_with("M.08") && codec.len() == 13, "{codec}");
+    check_index(&index, 3, duration, std::fs::metadata(&path).unwrap().len());
+}
+
+#[tokio::test]
+async fn aac_track() {
+    if !media_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let aac = &["-c:a", "aac", "-ac", "2", "-frag_duration", "2000000"];
+    let path = encode(dir.path(), "aac.mp4", aac, FLAGS).await;
+    let index = index_file(&path).await.unwrap();
+    let (_, _, duration) = probe(&path).await;
+    assert_eq!(index.info.codec, "mp4a.40.2");
+    assert_eq!(index.info.kind, TrackKind::Audio { channels: 2, sample_rate: 48000 });
+    let ticks: u64 = index.fragments.iter().map(|f| f.timing.duration).sum();
+    assert!((ticks as f64 / 48000.0 - duration).abs() < 0.03);
+    assert!(index.fragments.len() >= 3);
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_fragmented_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.mp4");
+    std::fs::write(&path, b"\0\0\0\x10ftypisom\0\0\0\0\0\0\0\x10mdat\0\0\0\0").unwrap();
+    assert!(matches!(index_file(&path).await, Err(FragmentedError::Cmaf { .. })));
+    std::fs::write(&path, b"\0\0\0\x10ftyp").unwrap();
+    assert!(index_file(&path).await.is_err());
+}
