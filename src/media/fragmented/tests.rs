@@ -36,6 +36,16 @@ async fn probe(path: &Path) -> (String, i64, f64) {
     (value("profile="), value("level=").parse().unwrap_or(-1), value("duration=").parse().unwrap())
 }
 
+/// One `key=value` of ffprobe's `-show_entries entries` for the file's first stream.
+async fn probe_value(path: &Path, entries: &str, key: &str) -> String {
+    let mut command = Command::new("ffprobe");
+    command.args(["-v", "error", "-select_streams", "0", "-show_entries", entries, "-of", "default=nw=1"]);
+    command.arg(path).kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output()).await.unwrap().unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    text.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("").to_string()
+}
+
 /// Fragment count, summed duration against ffprobe's, contiguous ranges, every start sync.
 fn check_index(index: &TrackIndex, fragments: usize, probed: f64, len: u64) {
     assert_eq!(index.fragments.len(), fragments);
@@ -69,6 +79,14 @@ async fn h264_index_codec_and_segments() {
     assert_eq!(index.frame_rate(), Some((30, 1)));
     let len = std::fs::metadata(&path).unwrap().len();
     check_index(&index, 3, duration, len);
+    // B-frames: ffmpeg's cmaf mode writes signed (trun v1) composition offsets with the
+    // keyframe's at 0, so each fragment presents from its decode time. libavformat, reading
+    // it back, shifts every timestamp by the B-frame delay instead (start_time 2 frames).
+    for f in &index.fragments {
+        assert_eq!(f.timing.earliest_presentation_time, f.timing.decode_time as i64);
+    }
+    let start: f64 = probe_value(&path, "stream=start_time", "start_time=").await.parse().unwrap();
+    assert!((start - 2.0 / 30.0).abs() < 1e-3, "{start}");
     // 2 s fragments cut at 4 s: segments of 2 frags + 1 frag; files are init + byte ranges.
     let segments = segments_at(&index, &cut_times(&index, 4.0)).unwrap();
     assert_eq!(segments.iter().map(|s| s.fragments.len()).collect::<Vec<_>>(), vec![2, 1]);
