@@ -36,6 +36,16 @@ async fn probe(path: &Path) -> (String, i64, f64) {
     (value("profile="), value("level=").parse().unwrap_or(-1), value("duration=").parse().unwrap())
 }
 
+/// One `key=value` of ffprobe's `-show_entries entries` for the file's first stream.
+async fn probe_value(path: &Path, entries: &str, key: &str) -> String {
+    let mut command = Command::new("ffprobe");
+    command.args(["-v", "error", "-select_streams", "0", "-show_entries", entries, "-of", "default=nw=1"]);
+    command.arg(path).kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output()).await.unwrap().unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    text.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("").to_string()
+}
+
 /// Fragment count, summed duration against ffprobe's, contiguous ranges, every start sync.
 fn check_index(index: &TrackIndex, fragments: usize, probed: f64, len: u64) {
     assert_eq!(index.fragments.len(), fragments);
@@ -69,6 +79,14 @@ async fn h264_index_codec_and_segments() {
     assert_eq!(index.frame_rate(), Some((30, 1)));
     let len = std::fs::metadata(&path).unwrap().len();
     check_index(&index, 3, duration, len);
+    // B-frames: ffmpeg's cmaf mode writes signed (trun v1) composition offsets with the
+    // keyframe's at 0, so each fragment presents from its decode time. libavformat, reading
+    // it back, shifts every timestamp by the B-frame delay instead (start_time 2 frames).
+    for f in &index.fragments {
+        assert_eq!(f.timing.earliest_presentation_time, f.timing.decode_time as i64);
+    }
+    let start: f64 = probe_value(&path, "stream=start_time", "start_time=").await.parse().unwrap();
+    assert!((start - 2.0 / 30.0).abs() < 1e-3, "{start}");
     // 2 s fragments cut at 4 s: segments of 2 frags + 1 frag; files are init + byte ranges.
     let segments = segments_at(&index, &cut_times(&index, 4.0)).unwrap();
     assert_eq!(segments.iter().map(|s| s.fragments.len()).collect::<Vec<_>>(), vec![2, 1]);
@@ -155,4 +173,81 @@ async fn a_file_that_is_not_fragmented_is_refused() {
     assert!(matches!(index_file(&path).await, Err(FragmentedError::Cmaf { .. })));
     std::fs::write(&path, b"\0\0\0\x10ftyp").unwrap();
     assert!(index_file(&path).await.is_err());
+}
+
+/// ffprobe's format duration and the number of video frames it decodes from a manifest.
+async fn probe_manifest(path: &Path, format: &str) -> (f64, u64) {
+    let mut command = Command::new("ffprobe");
+    command.args(["-v", "error", "-protocol_whitelist", "file", "-f", format, "-count_packets"]);
+    command.args(["-select_streams", "v:0", "-show_entries", "stream=nb_read_packets:format=duration", "-of"]);
+    command.arg("default=nw=1").arg(path).kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output()).await.unwrap().unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    let value = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("").to_string();
+    (value("duration=").parse().unwrap_or(-1.0), value("nb_read_packets=").parse().unwrap_or(0))
+}
+
+/// Segmented and single-file playlists and MPDs written by the domain writers are read back
+/// by ffmpeg's own HLS and DASH demuxers: every frame, the whole duration.
+#[tokio::test]
+async fn written_manifests_play_back_in_ffmpeg() {
+    use crate::domain::cmaf::{dash, hls};
+    if !media_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fast = &["-c:v", "libx264", "-preset", "ultrafast"];
+    let flags = format!("{FLAGS}+global_sidx");
+    let path = encode(dir.path(), "v.mp4", &[fast, KEYS].concat(), &flags).await;
+    let index = index_file(&path).await.unwrap();
+    let segments = segments_at(&index, &cut_times(&index, 4.0)).unwrap();
+    write_segments(&path, &index, &segments, dir.path()).await.unwrap();
+    let segmented = hls::media_playlist(&hls::segmented_playlist(&index, &segments)).unwrap();
+    let single = hls::media_playlist(&hls::single_file_playlist("v.mp4", &index, &segments)).unwrap();
+    std::fs::write(dir.path().join("seg.m3u8"), segmented).unwrap();
+    std::fs::write(dir.path().join("one.m3u8"), single).unwrap();
+    let rate = index.frame_rate().unwrap();
+    let representation = |addressing| dash::Representation {
+        id: "v".into(),
+        codec: index.info.codec.clone(),
+        bandwidth: crate::domain::cmaf::bandwidth(&segments, index.info.timescale).peak,
+        timescale: index.info.timescale,
+        media: dash::Media::Video { width: 320, height: 180, frame_rate: rate },
+        addressing,
+    };
+    let mpd = |addressing| dash::Mpd {
+        duration_seconds: 6.0,
+        min_buffer_seconds: 4.0,
+        adaptation_sets: vec![dash::AdaptationSet {
+            content: dash::ContentType::Video,
+            lang: None,
+            representations: vec![representation(addressing)],
+        }],
+    };
+    let template = dash::template_addressing("", &segments).unwrap();
+    std::fs::write(dir.path().join("seg.mpd"), dash::mpd(&mpd(template)).unwrap()).unwrap();
+    let base = dash::single_file_addressing("v.mp4", &index, &segments);
+    std::fs::write(dir.path().join("one.mpd"), dash::mpd(&mpd(base)).unwrap()).unwrap();
+    // The same file without its sidx: a SegmentList of byte ranges.
+    let plain = encode(dir.path(), "plain.mp4", &[fast, KEYS].concat(), FLAGS).await;
+    let plain_index = index_file(&plain).await.unwrap();
+    let plain_segments = segments_at(&plain_index, &cut_times(&plain_index, 4.0)).unwrap();
+    let list = dash::single_file_addressing("plain.mp4", &plain_index, &plain_segments);
+    assert!(matches!(list, dash::Addressing::List { .. }));
+    // ffmpeg 5.1's DASH demuxer ignores SegmentList byte ranges, so the ranges the MPD names
+    // are joined into a file instead, which must hold every frame.
+    let text = dash::mpd(&mpd(list)).unwrap();
+    let bytes = std::fs::read(&plain).unwrap();
+    let mut joined = Vec::new();
+    for part in text.split("ange=\"").skip(1) {
+        let (a, b) = part.split_once('"').unwrap().0.split_once('-').unwrap();
+        joined.extend_from_slice(&bytes[a.parse::<usize>().unwrap()..=b.parse::<usize>().unwrap()]);
+    }
+    std::fs::write(dir.path().join("joined.mp4"), joined).unwrap();
+    let manifests = [("seg.m3u8", "hls"), ("one.m3u8", "hls"), ("seg.mpd", "dash"), ("one.mpd", "dash")];
+    for (name, format) in manifests.into_iter().chain([("joined.mp4", "mp4")]) {
+        let (duration, frames) = probe_manifest(&dir.path().join(name), format).await;
+        assert_eq!(frames, 180, "{name}");
+        assert!((duration - 6.0).abs() < 0.1, "{name}: {duration}");
+    }
 }
