@@ -14,6 +14,7 @@
 //! ([`protection`]) while it runs.
 
 mod batch;
+mod cmaf;
 mod commit;
 mod dead_letters;
 mod error;

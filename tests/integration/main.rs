@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod conformance;
 mod console;
+mod delivery;
 mod faults;
 mod faults_support;
 mod hardening;

@@ -96,16 +96,16 @@ fn descriptor(input: &Input, out: &Path, layout: Layout) -> String {
     format!("in={},stream={kind},{media},playlist_name={name}.m3u8{extra}", file.display())
 }
 
-/// Runs Shaka Packager on `inputs` into a new folder `out` (2-second segments, a static MPD
-/// even for segment templates); panics with its log when it fails.
-pub fn shaka_package(inputs: &[Input], out: &Path, layout: Layout) -> Packaged {
+/// Runs Shaka Packager on `inputs` into a new folder `out` (segments of `segment_seconds`, a
+/// static MPD even for segment templates); panics with its log when it fails.
+pub fn shaka_package(inputs: &[Input], out: &Path, layout: Layout, segment_seconds: u32) -> Packaged {
     let packager = packager().expect("Shaka Packager is installed");
     std::fs::create_dir_all(out).expect("the packager's folder");
     let master = out.join("master.m3u8");
     let mpd = out.join("manifest.mpd");
     let mut command = Command::new(packager);
     command.args(inputs.iter().map(|i| descriptor(i, out, layout)));
-    command.args(["--segment_duration", "2", "--generate_static_live_mpd"]);
+    command.args(["--segment_duration", &segment_seconds.to_string(), "--generate_static_live_mpd"]);
     command.arg("--hls_master_playlist_output").arg(&master).arg("--mpd_output").arg(&mpd);
     let result = command.output().expect("run Shaka Packager");
     assert!(

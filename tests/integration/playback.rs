@@ -249,8 +249,8 @@ async fn shaka_packaged_h264_and_av1_play_in_hls_js_and_dash_js() {
     let fixtures = make_fixtures(dir.path());
     let made = started.elapsed();
     let inputs = fixture_inputs(&fixtures);
-    let segments = shaka_package(&inputs, &dir.path().join("segments"), Layout::Segments);
-    let single = shaka_package(&inputs, &dir.path().join("single"), Layout::SingleFile);
+    let segments = shaka_package(&inputs, &dir.path().join("segments"), Layout::Segments, 2);
+    let single = shaka_package(&inputs, &dir.path().join("single"), Layout::SingleFile, 2);
 
     // The parsers read Shaka's manifests: a variant and a representation per video rendition.
     let master = std::fs::read_to_string(&segments.master).expect("the master playlist");

@@ -23,7 +23,7 @@ mod clips;
 
 /// Big Buck Bunny scaled to `width`x`height`, looped to `seconds`, 25 fps, keyframes every 2 s,
 /// with its sound: a mezzanine of real footage at a size the tests can afford to score.
-fn bunny(dir: &Path, name: &str, size: &str, seconds: u32, prefix_black: bool) -> Option<PathBuf> {
+pub(crate) fn bunny(dir: &Path, name: &str, size: &str, seconds: u32, prefix_black: bool) -> Option<PathBuf> {
     let source = clips::clip("bigbuckbunny.mp4")?;
     let out = dir.join(name);
     let mut args: Vec<String> = vec!["-hide_banner".into(), "-loglevel".into(), "error".into(), "-y".into()];
@@ -53,7 +53,13 @@ fn bunny(dir: &Path, name: &str, size: &str, seconds: u32, prefix_black: bool) -
 }
 
 /// Submits a job for `key` with `outputs` (and QC rules), as the API would.
-async fn submit(d: &Deployment, key: &str, job_id: &str, outputs: Vec<OutputRequest>, qc: Option<QcSettings>) {
+pub(crate) async fn submit(
+    d: &Deployment,
+    key: &str,
+    job_id: &str,
+    outputs: Vec<OutputRequest>,
+    qc: Option<QcSettings>,
+) {
     let layout = KeyLayout::new("uploads/", "outputs/").expect("layout");
     let job = JobSpec {
         output_dir: layout.job_dir(key, job_id),
@@ -70,11 +76,11 @@ async fn submit(d: &Deployment, key: &str, job_id: &str, outputs: Vec<OutputRequ
     d.queues().ready.send(&JobMessage::new(job, 1).to_json(), SendOptions::default()).await.expect("send");
 }
 
-async fn finished(d: &Deployment, job_id: &str) -> JobStatus {
+pub(crate) async fn finished(d: &Deployment, job_id: &str) -> JobStatus {
     d.store().read(job_id).await.expect("read").unwrap_or_else(|| panic!("{job_id}: no status"))
 }
 
-async fn manifest(d: &Deployment, status: &JobStatus) -> Value {
+pub(crate) async fn manifest(d: &Deployment, status: &JobStatus) -> Value {
     assert_eq!(status.state, JobState::Completed, "{status:#?}");
     d.json(status.manifest_key.as_deref().expect("a manifest")).await
 }

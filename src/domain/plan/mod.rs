@@ -144,28 +144,7 @@ fn output_block(
             block.extend(strings(&["-vf", &fit(output.max_height)]));
             block.extend(vp9_opus());
         }
-        Preset::Hls => {
-            let (graph, hls_block, rungs) = hls(output, media, ladder, out_dir);
-            plan.args.extend(strings(&["-filter_complex", &graph]));
-            // The block ends with the variant playlists' path; the master playlist is named by
-            // `-master_pl_name` and lands beside their folders, at `hls/master.m3u8`.
-            block.extend(hls_block);
-            plan.folders.extend(rungs.iter().map(|name| format!("hls/{name}")));
-            planned.folder = Some("hls/".into());
-            planned.note = Some(format!("rungs: {}", rungs.join(", ")));
-            plan.outputs.push(planned);
-            return Ok(block);
-        }
-        Preset::Cmaf => {
-            let (graph, blocks, package) = cmaf::cmaf(output, media, out_dir);
-            plan.args.extend(strings(&["-filter_complex", &graph]));
-            plan.folders.push(package.folder.clone());
-            planned.folder = Some(format!("{}/", package.folder));
-            planned.note = Some(package.note());
-            plan.packages.push(package);
-            plan.outputs.push(planned);
-            return Ok(blocks);
-        }
+        Preset::Hls | Preset::Cmaf => return Ok(ladder_block(output, media, ladder, out_dir, plan, planned, block)),
         Preset::Thumbnail => {
             let duration = media.duration_seconds.unwrap_or(0.0);
             let time = output.time.unwrap_or(duration * 0.1);
@@ -205,6 +184,40 @@ fn output_block(
     }
     plan.outputs.push(planned);
     Ok(finish_block(block, file))
+}
+
+/// A ladder's blocks (`hls`, `cmaf`): its filter graph goes among the global options, its
+/// folders and (for `cmaf`) what the worker packages afterwards into `plan`.
+fn ladder_block(
+    output: &OutputRequest,
+    media: &MediaInfo,
+    ladder: Option<&LadderDecision>,
+    out_dir: &Path,
+    plan: &mut Plan,
+    mut planned: PlannedOutput,
+    mut block: Vec<OsString>,
+) -> Vec<OsString> {
+    let graph = if output.preset == Preset::Cmaf {
+        let (graph, blocks, package) = cmaf::cmaf(output, media, out_dir);
+        plan.folders.push(package.folder.clone());
+        planned.folder = Some(format!("{}/", package.folder));
+        planned.note = Some(package.note());
+        plan.packages.push(package);
+        block = blocks;
+        graph
+    } else {
+        let (graph, hls_block, rungs) = hls(output, media, ladder, out_dir);
+        // The block ends with the variant playlists' path; the master playlist is named by
+        // `-master_pl_name` and lands beside their folders, at `hls/master.m3u8`.
+        block.extend(hls_block);
+        plan.folders.extend(rungs.iter().map(|name| format!("hls/{name}")));
+        planned.folder = Some("hls/".into());
+        planned.note = Some(format!("rungs: {}", rungs.join(", ")));
+        graph
+    };
+    plan.args.extend(strings(&["-filter_complex", &graph]));
+    plan.outputs.push(planned);
+    block
 }
 
 /// An H.264 MP4 output's streams, encoders and muxer.

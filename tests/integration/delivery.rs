@@ -1,0 +1,196 @@
+//! The `cmaf` preset through the worker, on real footage: a ladder in H.264, HEVC and AV1 whose
+//! files, playlists and MPD are checked against the bitstreams, against Shaka Packager's
+//! manifests of the same renditions, and by playing them in hls.js and dash.js; and the
+//! single-file layout, played through byte ranges.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use media_worker::domain::delivery::{Packaging, VideoCodec};
+use media_worker::domain::job::OutputRequest;
+use media_worker::domain::preset::Preset;
+use serde_json::Value;
+
+use crate::browser::browser;
+use crate::packaging::{
+    Input, Layout, Stream, hls_differences, hls_variants, mpd_differences, mpd_representations, packager_available,
+    shaka_package,
+};
+use crate::playback::{Pick, Player, Session, players};
+use crate::quality::{bunny, finished, manifest, submit};
+use crate::require;
+use crate::support::{Deployment, Kind, ffprobe, media_tools, stream};
+
+/// Bandwidths may differ from Shaka Packager's by this fraction.
+const TOLERANCE: f64 = 0.02;
+
+/// Every file of the job's `preset` output, downloaded under `<dir>/out/` with the paths they
+/// have under the attempt's folder; answers `<dir>/out`.
+async fn fetch(d: &Deployment, manifest: &Value, preset: &str) -> PathBuf {
+    let output = manifest["outputs"].as_array().and_then(|o| o.iter().find(|o| o["preset"] == preset)).expect("output");
+    let key = output["key"].as_str().expect("key");
+    let root = &key[..key.rfind(&format!("{preset}/")).expect("the output's folder")];
+    let out = d.path("out");
+    for file in output["files"].as_array().expect("files") {
+        let file = file.as_str().expect("a key");
+        let target = out.join(&file[root.len()..]);
+        std::fs::create_dir_all(target.parent().expect("a folder")).expect("mkdir");
+        d.storage().get_to_file(file, &target).await.expect("download");
+    }
+    out
+}
+
+/// The `#EXTINF` durations of a media playlist.
+fn durations(playlist: &Path) -> Vec<f64> {
+    let text = std::fs::read_to_string(playlist).expect("a media playlist");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .map(|d| d.trim_end_matches(',').parse().expect("a duration"))
+        .collect()
+}
+
+/// Frames a rendition decodes to, and its video stream's probe.
+fn frames(path: &Path) -> (u64, Value) {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_streams", "-of", "json"])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    let probe: Value = serde_json::from_slice(&output.stdout).expect("json");
+    let video = probe["streams"][0].clone();
+    let count = video["nb_read_frames"].as_str().and_then(|n| n.parse().ok()).unwrap_or(0);
+    (count, video)
+}
+
+/// A segmented rendition made whole again (its init segment, then its segments in order), for
+/// tools that read one file.
+fn whole(folder: &Path, into: &Path) -> PathBuf {
+    let mut bytes = std::fs::read(folder.join("init.mp4")).expect("init.mp4");
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(folder)
+        .expect("a rendition folder")
+        .map(|e| e.expect("an entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "m4s"))
+        .collect();
+    segments.sort();
+    for segment in segments {
+        bytes.extend(std::fs::read(segment).expect("a segment"));
+    }
+    let name = folder.file_name().expect("a name");
+    let path = into.join(name).with_extension("mp4");
+    std::fs::write(&path, bytes).expect("write");
+    path
+}
+
+/// Our manifests against Shaka Packager's of the same renditions: codec strings equal,
+/// bandwidths within [`TOLERANCE`].
+fn compare_with_shaka(cmaf: &Path, inputs: &[Input], layout: Layout, scratch: &Path) {
+    let shaka = shaka_package(inputs, scratch, layout, 6);
+    let ours = hls_variants(&std::fs::read_to_string(cmaf.join("master.m3u8")).expect("master"));
+    let theirs = hls_variants(&std::fs::read_to_string(&shaka.master).expect("Shaka's master"));
+    assert_eq!(ours.len(), theirs.len(), "{ours:#?}\n{theirs:#?}");
+    let hls = hls_differences(&ours, &theirs, TOLERANCE);
+    assert!(hls.is_empty(), "HLS, ours against Shaka Packager's: {hls:#?}");
+    let ours = mpd_representations(&std::fs::read_to_string(cmaf.join("manifest.mpd")).expect("mpd"));
+    let theirs = mpd_representations(&std::fs::read_to_string(&shaka.mpd).expect("Shaka's MPD"));
+    let dash = mpd_differences(&ours, &theirs, TOLERANCE);
+    assert!(dash.is_empty(), "DASH, ours against Shaka Packager's: {dash:#?}\n{ours:#?}\n{theirs:#?}");
+}
+
+/// Plays `entry` with both players' pick of each codec in `codecs`: the clock advances, no
+/// error, the rendition playing has that codec.
+async fn plays(session: &Session, entries: [&str; 2], codecs: &[&str]) {
+    for (player, entry) in [(Player::HlsJs, entries[0]), (Player::DashJs, entries[1])] {
+        for codec in codecs {
+            let p = session.play(entry, player, &Pick::Codec((*codec).to_string())).await;
+            assert!(p.advanced && p.errors.is_empty(), "{player:?} {entry} {codec}: {p:?}");
+            assert!(p.codec.as_deref().is_some_and(|c| c.starts_with(codec)), "{player:?} {entry} {codec}: {p:?}");
+        }
+    }
+}
+
+/// H.264, HEVC and AV1 rungs of an 8 s 480p clip: every rendition complete and aligned, the
+/// manifests equal to Shaka Packager's, and the H.264 and AV1 rungs playing in both players
+/// (Chromium's Media Source Extensions have no HEVC).
+#[tokio::test]
+async fn a_cmaf_ladder_in_three_codecs_plays_in_hls_and_dash() {
+    require!(media_tools(), browser(), players(), packager_available());
+    let d = Deployment::new(Kind::Local).await;
+    let Some(clip) = bunny(d.dir.path(), "bunny-480.mp4", "854:480", 8, false) else { return };
+    d.upload("uploads/c/bunny.mp4", &clip).await;
+    let codecs = vec![VideoCodec::H264, VideoCodec::Hevc, VideoCodec::Av1];
+    let output = OutputRequest { codecs: Some(codecs), ..OutputRequest::new(Preset::Cmaf) };
+    submit(&d, "uploads/c/bunny.mp4", "cmaf", vec![output], None).await;
+    d.drain().await;
+    let manifest = manifest(&d, &finished(&d, "cmaf").await).await;
+    let out = fetch(&d, &manifest, "cmaf").await;
+    let cmaf = out.join("cmaf");
+
+    let whole_dir = d.path("whole");
+    std::fs::create_dir_all(&whole_dir).expect("mkdir");
+    let mut inputs = Vec::new();
+    for (codec, name) in [("h264", "avc1"), ("hevc", "hvc1"), ("av1", "av01")] {
+        let mut cuts = Vec::new();
+        for height in [480, 360] {
+            let rendition = format!("{codec}-{height}p");
+            let folder = cmaf.join(&rendition);
+            assert!(!cmaf.join(format!("{rendition}.mp4")).exists(), "{rendition}: the whole file is left");
+            let (count, video) = frames(&folder.join("index.m3u8"));
+            assert_eq!(count, 200, "{rendition}: 8 s at 25 fps");
+            assert_eq!(video["codec_name"], codec);
+            assert_eq!(video["height"].as_u64(), Some(height), "{rendition}");
+            let file = whole(&folder, &whole_dir);
+            assert_eq!(frames(&file).1["codec_tag_string"], name, "{rendition}");
+            let lengths = durations(&folder.join("index.m3u8"));
+            assert!((lengths.iter().sum::<f64>() - 8.0).abs() < 0.05, "{rendition}: {lengths:?}");
+            cuts.push(lengths);
+            inputs.push(Input { name: rendition, file, stream: Stream::Video });
+        }
+        assert_eq!(cuts[0], cuts[1], "{codec}: every rung cut at the same instants");
+    }
+    let audio = whole(&cmaf.join("audio"), &whole_dir);
+    assert!(stream(&ffprobe(&audio), "audio").is_some_and(|a| a["codec_name"] == "aac"));
+    inputs.push(Input { name: "audio".into(), file: audio, stream: Stream::Audio });
+    compare_with_shaka(&cmaf, &inputs, Layout::Segments, &d.path("shaka"));
+
+    let scored = manifest["outputs"][0]["quality"].as_array().expect("quality blocks");
+    assert_eq!(scored.len(), 6, "every video rendition scored: {scored:#?}");
+    assert!(scored.iter().all(|q| q["vmaf"]["mean"].as_f64().is_some_and(|v| v > 60.0)), "{scored:#?}");
+
+    let session = Session::start(&out).await;
+    plays(&session, ["cmaf/master.m3u8", "cmaf/manifest.mpd"], &["avc1", "av01"]).await;
+}
+
+/// One H.264 rung in single-file mode: one MP4 per rendition with its index, playlists of byte
+/// ranges, an MPD of `SegmentBase`; Shaka Packager agrees, and both players play it through
+/// range requests.
+#[tokio::test]
+async fn a_single_file_cmaf_ladder_plays_through_byte_ranges() {
+    require!(media_tools(), browser(), players(), packager_available());
+    let d = Deployment::new(Kind::Local).await;
+    let Some(clip) = bunny(d.dir.path(), "bunny-360.mp4", "640:360", 6, false) else { return };
+    d.upload("uploads/s/bunny.mp4", &clip).await;
+    let output = OutputRequest { packaging: Some(Packaging::SingleFile), ..OutputRequest::new(Preset::Cmaf) };
+    submit(&d, "uploads/s/bunny.mp4", "single", vec![output], None).await;
+    d.drain().await;
+    let manifest = manifest(&d, &finished(&d, "single").await).await;
+    let out = fetch(&d, &manifest, "cmaf").await;
+    let cmaf = out.join("cmaf");
+
+    let file = cmaf.join("h264-360p.mp4");
+    let (count, video) = frames(&file);
+    assert_eq!((count, video["height"].as_u64()), (150, Some(360)));
+    let playlist = std::fs::read_to_string(cmaf.join("h264-360p.m3u8")).expect("media playlist");
+    assert!(playlist.contains("#EXT-X-MAP:URI=\"h264-360p.mp4\",BYTERANGE="), "{playlist}");
+    assert!(playlist.matches("#EXT-X-BYTERANGE:").count() >= 1, "{playlist}");
+    let mpd = std::fs::read_to_string(cmaf.join("manifest.mpd")).expect("mpd");
+    assert!(mpd.contains("<SegmentBase") && mpd.contains("indexRange="), "{mpd}");
+    let inputs = vec![
+        Input { name: "h264-360p".into(), file: file.clone(), stream: Stream::Video },
+        Input { name: "audio".into(), file: cmaf.join("audio.mp4"), stream: Stream::Audio },
+    ];
+    compare_with_shaka(&cmaf, &inputs, Layout::SingleFile, &d.path("shaka"));
+
+    let session = Session::start(&out).await;
+    plays(&session, ["cmaf/master.m3u8", "cmaf/manifest.mpd"], &["avc1"]).await;
+    assert!(session.server.ranges_served() > 0, "the players asked for byte ranges");
+}
