@@ -194,3 +194,29 @@ async fn a_single_file_cmaf_ladder_plays_through_byte_ranges() {
     plays(&session, ["cmaf/master.m3u8", "cmaf/manifest.mpd"], &["avc1"]).await;
     assert!(session.server.ranges_served() > 0, "the players asked for byte ranges");
 }
+
+/// A split job's H.264 `cmaf` ladder: its segments are stitched into the same renditions,
+/// packaged alike: every frame there, the rungs cut on the same instants, both players play it.
+#[tokio::test]
+async fn a_split_cmaf_ladder_is_stitched_and_packaged() {
+    require!(media_tools(), browser(), players());
+    let d = Deployment::new(Kind::Local).await;
+    let Some(clip) = bunny(d.dir.path(), "bunny-split.mp4", "640:360", 12, false) else { return };
+    d.upload("uploads/p/split.mp4", &clip).await;
+    submit(&d, "uploads/p/split.mp4", "split-cmaf", vec![OutputRequest::new(Preset::Cmaf)], None).await;
+    d.drain_with(&[("MEDIA_SPLIT_MIN_DURATION", "10s"), ("MEDIA_SEGMENT_DURATION", "4s")]).await;
+    let manifest = manifest(&d, &finished(&d, "split-cmaf").await).await;
+    assert!(manifest["split"]["segments"].as_u64().is_some_and(|n| n >= 3), "a split job: {}", manifest["split"]);
+    let out = fetch(&d, &manifest, "cmaf").await;
+    let cmaf = out.join("cmaf");
+    let (count, video) = frames(&cmaf.join("h264-360p/index.m3u8"));
+    assert_eq!((count, video["codec_name"].as_str()), (300, Some("h264")), "12 s at 25 fps");
+    let lengths = durations(&cmaf.join("h264-360p/index.m3u8"));
+    assert!((lengths.iter().sum::<f64>() - 12.0).abs() < 0.05, "{lengths:?}");
+    let audio = durations(&cmaf.join("audio/index.m3u8"));
+    assert_eq!(audio.len(), lengths.len(), "audio cut with the video: {audio:?} {lengths:?}");
+    let master = std::fs::read_to_string(cmaf.join("master.m3u8")).expect("master");
+    assert!(master.contains("CODECS=\"avc1.") && master.contains(",mp4a.40.2\""), "{master}");
+    let session = Session::start(&out).await;
+    plays(&session, ["cmaf/master.m3u8", "cmaf/manifest.mpd"], &["avc1"]).await;
+}

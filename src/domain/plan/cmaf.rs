@@ -18,7 +18,8 @@ use crate::domain::job::OutputRequest;
 use crate::domain::probe::MediaInfo;
 
 /// The output's folder, relative to the job's output folder.
-const FOLDER: &str = "cmaf";
+pub const CMAF_FOLDER: &str = "cmaf";
+const FOLDER: &str = CMAF_FOLDER;
 /// Audio fragments last this long (µs), like the video's GOPs.
 const AUDIO_FRAGMENT_US: &str = "2000000";
 
@@ -70,7 +71,7 @@ pub(super) fn cmaf(output: &OutputRequest, media: &MediaInfo, out_dir: &Path) ->
         let file = format!("{FOLDER}/{name}.mp4");
         let mut block = strings(&["-map", &format!("[cv{i}]"), "-map_metadata", "-1", "-map_chapters", "-1"]);
         block.extend(codec.encoder_args(*rate, gop));
-        block.extend(fragmented(packaging, "+frag_keyframe"));
+        block.extend(cmaf_fragmenting(packaging, false));
         blocks.extend(finish_block(block, out_dir.join(&file).into_os_string()));
         renditions.push(CmafRendition { name, file, codec: Some(*codec), height: *height });
     }
@@ -78,8 +79,7 @@ pub(super) fn cmaf(output: &OutputRequest, media: &MediaInfo, out_dir: &Path) ->
         let file = format!("{FOLDER}/audio.mp4");
         let mut block = strings(&["-map", "0:a:0", "-map_metadata", "-1", "-map_chapters", "-1"]);
         block.extend(aac());
-        block.extend(strings(&["-frag_duration", AUDIO_FRAGMENT_US]));
-        block.extend(fragmented(packaging, ""));
+        block.extend(cmaf_fragmenting(packaging, true));
         blocks.extend(finish_block(block, out_dir.join(&file).into_os_string()));
         renditions.push(CmafRendition { name: "audio".into(), file, codec: None, height: 0 });
     }
@@ -88,12 +88,36 @@ pub(super) fn cmaf(output: &OutputRequest, media: &MediaInfo, out_dir: &Path) ->
     (graph(&heights), blocks, package)
 }
 
-/// The muxer: fragmented MP4 with an empty `moov` up front, CMAF brands, and one index
-/// (`sidx`) of every fragment in single-file mode, where players fetch fragments by range.
-fn fragmented(packaging: Packaging, fragments: &str) -> Vec<OsString> {
+/// The muxer of a rendition: fragmented MP4 with an empty `moov` up front, CMAF brands, and
+/// one index (`sidx`) of every fragment in single-file mode, where players fetch fragments by
+/// range. Video is fragmented at every keyframe, audio every two seconds.
+pub fn cmaf_fragmenting(packaging: Packaging, audio: bool) -> Vec<OsString> {
     let index = if packaging == Packaging::SingleFile { "+global_sidx" } else { "" };
-    let flags = format!("{fragments}+empty_moov+default_base_moof+cmaf{index}");
-    strings(&["-movflags", &flags, "-f", "mp4"])
+    let (mut args, fragments) =
+        if audio { (strings(&["-frag_duration", AUDIO_FRAGMENT_US]), "") } else { (Vec::new(), "+frag_keyframe") };
+    args.extend(strings(&["-movflags", &format!("{fragments}+empty_moov+default_base_moof+cmaf{index}"), "-f", "mp4"]));
+    args
+}
+
+/// The package of a `cmaf` output a split job stitched: its H.264 rungs, as (short side,
+/// rendition file under the output folder), and the audio when there is some.
+pub fn stitched_package(output: &OutputRequest, rungs: &[u32], audio: bool) -> CmafPackage {
+    let mut renditions: Vec<CmafRendition> = rungs
+        .iter()
+        .map(|height| {
+            let name = format!("{}-{height}p", VideoCodec::H264.name());
+            CmafRendition { file: format!("{FOLDER}/{name}.mp4"), name, codec: Some(VideoCodec::H264), height: *height }
+        })
+        .collect();
+    if audio {
+        renditions.push(CmafRendition {
+            name: "audio".into(),
+            file: format!("{FOLDER}/audio.mp4"),
+            codec: None,
+            height: 0,
+        });
+    }
+    CmafPackage { folder: FOLDER.into(), packaging: output.packaging.unwrap_or_default(), renditions }
 }
 
 /// One decode scaled once per distinct rung size, each size split among the codecs that have

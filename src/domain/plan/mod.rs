@@ -20,7 +20,7 @@ use crate::domain::probe::MediaInfo;
 pub const HLS_CRF: u32 = 23;
 mod cmaf;
 
-pub use cmaf::{CmafPackage, CmafRendition};
+pub use cmaf::{CMAF_FOLDER, CmafPackage, CmafRendition, cmaf_fragmenting, stitched_package};
 /// Storyboard thumbnails: width in pixels, at most this many per sprite sheet, ten per row.
 const STORYBOARD_WIDTH: u32 = 160;
 const STORYBOARD_MAX_THUMBS: u32 = 100;
@@ -357,6 +357,11 @@ pub fn mp4_video(output: &OutputRequest) -> VideoEncode {
 /// The HLS ladder for this source: short side and peak bitrate (kb/s) of each rung.
 pub fn hls_rungs(output: &OutputRequest, media: &MediaInfo) -> Vec<(u32, u32)> {
     rungs_within(VideoCodec::H264.ladder(), output, media)
+}
+
+/// The rungs of a `cmaf` ladder's `codec` for this source: short side and peak bitrate (kb/s).
+pub fn cmaf_rungs(output: &OutputRequest, media: &MediaInfo, codec: VideoCodec) -> Vec<(u32, u32)> {
+    rungs_within(codec.ladder(), output, media)
 }
 
 /// The rungs of `ladder` at or below the source's short side (and the request's cap); a source

@@ -4,10 +4,11 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use super::{Piece, Rendition, is_stitched};
+use super::{CMAF_PREFIX, Piece, Rendition, is_stitched};
 use crate::domain::args::{KEYFRAME_INTERVAL, aac, fan_out, hls_muxer, strings, x264};
 use crate::domain::job::OutputRequest;
 use crate::domain::keys::piece_file;
+use crate::domain::plan::{CMAF_FOLDER, cmaf_fragmenting};
 use crate::domain::preset::Preset;
 
 /// Seconds added to every segment timestamp (see the module's invariants).
@@ -126,6 +127,8 @@ pub fn stitch_args(
             }
             block.extend(strings(&["-c", "copy"]));
             block.extend(hls_muxer(&names, audio.is_some(), out_dir));
+        } else if output.preset == Preset::Cmaf {
+            block = cmaf_blocks(output, renditions, audio.is_some().then_some(audio_input), out_dir);
         } else {
             let Some(i) = input_of(output.preset.name()) else { continue };
             block.extend(strings(&["-map", &format!("{i}:v:0")]));
@@ -138,6 +141,48 @@ pub fn stitch_args(
         args.extend(block);
     }
     args
+}
+
+/// A stitched `cmaf` ladder's blocks: each H.264 rung, and the audio, copied into its own
+/// fragmented MP4 (`cmaf/h264-<rung>.mp4`, `cmaf/audio.mp4`), for the worker to package.
+fn cmaf_blocks(
+    output: &OutputRequest,
+    renditions: &[Rendition],
+    audio: Option<usize>,
+    out_dir: &Path,
+) -> Vec<OsString> {
+    let packaging = output.packaging.unwrap_or_default();
+    let mut blocks = Vec::new();
+    for (i, rendition) in renditions.iter().enumerate() {
+        let Some(rung) = rendition.name.strip_prefix(CMAF_PREFIX) else { continue };
+        blocks.extend(strings(&[
+            "-map_metadata",
+            "-1",
+            "-map_chapters",
+            "-1",
+            "-map",
+            &format!("{i}:v:0"),
+            "-c",
+            "copy",
+        ]));
+        blocks.extend(cmaf_fragmenting(packaging, false));
+        blocks.push(out_dir.join(format!("{CMAF_FOLDER}/h264-{rung}.mp4")).into_os_string());
+    }
+    if let Some(input) = audio {
+        blocks.extend(strings(&[
+            "-map_metadata",
+            "-1",
+            "-map_chapters",
+            "-1",
+            "-map",
+            &format!("{input}:a:0"),
+            "-c",
+            "copy",
+        ]));
+        blocks.extend(cmaf_fragmenting(packaging, true));
+        blocks.push(out_dir.join(format!("{CMAF_FOLDER}/audio.mp4")).into_os_string());
+    }
+    blocks
 }
 
 #[cfg(test)]
@@ -203,6 +248,22 @@ mod tests {
             /o/hls/%v/segment_%05d.ts -master_pl_name master.m3u8 -var_stream_map v:0,a:0,name:360p \
             /o/hls/%v/index.m3u8";
         assert_eq!(args.join(" "), expected);
+
+        let cmaf = [OutputRequest::new(Preset::Cmaf)];
+        let rungs = [Rendition { name: "cmaf-h264-360p".into(), cap: Some(360), crf: 23, maxrate_kbps: 800 }];
+        let args: Vec<String> =
+            stitch_args(&cmaf, &rungs, Path::new("/j"), Some(Path::new("/j/a.m4a")), Path::new("/o"))
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+        assert_eq!(
+            args.join(" "),
+            "-hide_banner -nostdin -y -protocol_whitelist file -i /j/cmaf-h264-360p.ts -i /j/a.m4a \
+             -map_metadata -1 -map_chapters -1 -map 0:v:0 -c copy \
+             -movflags +frag_keyframe+empty_moov+default_base_moof+cmaf -f mp4 /o/cmaf/h264-360p.mp4 \
+             -map_metadata -1 -map_chapters -1 -map 1:a:0 -c copy -frag_duration 2000000 \
+             -movflags +empty_moov+default_base_moof+cmaf -f mp4 /o/cmaf/audio.mp4"
+        );
 
         let args: Vec<String> = split_args(Path::new("/s/source"), Path::new("/s/p"), &[20.0, 40.0])
             .iter()

@@ -27,9 +27,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::delivery::VideoCodec;
 use crate::domain::job::OutputRequest;
 use crate::domain::per_title::LadderDecision;
-use crate::domain::plan::{VideoEncode, hls_rungs, mp4_video, rung_name};
+use crate::domain::plan::{VideoEncode, cmaf_rungs, hls_rungs, mp4_video, rung_name};
 use crate::domain::preset::Preset;
 use crate::domain::probe::MediaInfo;
 
@@ -46,6 +47,9 @@ pub use records::{
     Piece, SPLIT_VERSION, SegmentDone, SegmentFailed, SegmentMessage, SegmentTask, SplitRecord, describe,
 };
 pub use request::{SEGMENT_DURATION_RANGE, SplitRequest};
+
+/// The segment stem of a `cmaf` ladder's H.264 rung: `cmaf-h264-<rung>`.
+pub const CMAF_PREFIX: &str = "cmaf-h264-";
 
 /// Deployment settings (`MEDIA_SPLIT_MIN_DURATION`, `MEDIA_SEGMENT_DURATION`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -116,6 +120,17 @@ pub fn split_plan(
                     });
                 }
             }
+            // An H.264 ladder stitches like HLS; HEVC and AV1 rungs are encoded whole.
+            Preset::Cmaf if output.codecs.as_ref().is_none_or(|c| c == &[VideoCodec::H264]) => {
+                for (height, rate) in cmaf_rungs(output, media, VideoCodec::H264) {
+                    renditions.push(Rendition {
+                        name: format!("{CMAF_PREFIX}{}", rung_name(height)),
+                        cap: Some(height),
+                        crf: VideoCodec::H264.crf(),
+                        maxrate_kbps: rate,
+                    });
+                }
+            }
             Preset::Thumbnail | Preset::Storyboard | Preset::Gif | Preset::Mp3 => {}
             Preset::Cmaf | Preset::WebmVp9 | Preset::RemuxMp4 | Preset::Custom(_) => return None,
         }
@@ -140,7 +155,10 @@ pub fn apply_ladders(renditions: Vec<Rendition>, ladders: &[Option<LadderDecisio
 
 /// Whether an output is made by the stitch (else it runs whole, alongside).
 pub fn is_stitched(preset: Preset) -> bool {
-    matches!(preset, Preset::Mp4H264 | Preset::Mp4H264_1080 | Preset::Mp4H264_720 | Preset::Mp4H264_480 | Preset::Hls)
+    matches!(
+        preset,
+        Preset::Mp4H264 | Preset::Mp4H264_1080 | Preset::Mp4H264_720 | Preset::Mp4H264_480 | Preset::Hls | Preset::Cmaf
+    )
 }
 
 /// The fraction of `piece` an encode has written, from ffmpeg's output time (the source's
@@ -233,6 +251,18 @@ mod tests {
         assert_eq!(split_plan(&outputs(&[Preset::Mp4H264]), &media(120.0, 0), &disabled, None), None);
         assert!(SplitRequest { enabled: true, segment_duration: Some(1.0) }.validate().is_err());
         assert!(own.validate().is_ok());
+    }
+
+    #[test]
+    fn an_h264_cmaf_ladder_splits_and_other_codecs_run_whole() {
+        let cmaf = outputs(&[Preset::Cmaf]);
+        let (_, renditions) = split_plan(&cmaf, &media(120.0, 0), &SETTINGS, None).unwrap();
+        let names: Vec<&str> = renditions.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["cmaf-h264-720p", "cmaf-h264-480p", "cmaf-h264-360p"]);
+        assert!(is_stitched(Preset::Cmaf));
+        let av1 =
+            OutputRequest { codecs: Some(vec![VideoCodec::H264, VideoCodec::Av1]), ..OutputRequest::new(Preset::Cmaf) };
+        assert_eq!(split_plan(&[av1], &media(120.0, 0), &SETTINGS, None), None);
     }
 
     #[test]

@@ -9,10 +9,10 @@ use tokio_util::sync::CancellationToken;
 use super::super::{Inner, JobError};
 use crate::domain::job::{JobMessage, JobSpec};
 use crate::domain::keys::segment_file_key;
-use crate::domain::plan::PlannedOutput;
+use crate::domain::plan::{CMAF_FOLDER, PlannedOutput, stitched_package};
 use crate::domain::preset::Preset;
 use crate::domain::split::{
-    SplitRecord, first_video_pts, is_stitched, playlist_segments, retime_playlist, stitch_args,
+    CMAF_PREFIX, SplitRecord, first_video_pts, is_stitched, playlist_segments, retime_playlist, stitch_args,
 };
 use crate::media::ffmpeg::{Bounds, FfmpegProgress, run_ffmpeg};
 
@@ -53,6 +53,12 @@ pub(super) async fn stitch(
             .await
             .map_err(|e| JobError::scratch("create the HLS folders", &e))?;
     }
+    let cmaf = job.outputs.iter().find(|o| o.preset == Preset::Cmaf);
+    if cmaf.is_some() {
+        tokio::fs::create_dir_all(out_dir.join(CMAF_FOLDER))
+            .await
+            .map_err(|e| JobError::scratch("create the CMAF folder", &e))?;
+    }
     let args = stitch_args(&job.outputs, &record.renditions, &joined, audio, out_dir);
     let (sender, _receiver) = watch::channel(FfmpegProgress::default());
     run_ffmpeg(args, inner.config.job_timeout, stop, sender, &Bounds::on_scratch(out_dir)).await?;
@@ -63,14 +69,33 @@ pub(super) async fn stitch(
         };
         finish_playlists(&out_dir.join("hls"), &rungs, length).await?;
     }
-    Ok(planned(job, record))
+    let mut planned = planned(job, record);
+    if let Some(output) = cmaf {
+        let package = stitched_package(output, &cmaf_rungs(record), audio.is_some());
+        super::super::cmaf::package(out_dir, &package).await?;
+        let note = format!("{}; stitched from {} segments", package.note(), record.pieces.len());
+        let file = output.preset.file_name().to_string();
+        planned.push(PlannedOutput {
+            preset: output.preset,
+            main_file: file.clone(),
+            probe_file: file,
+            folder: Some(format!("{CMAF_FOLDER}/")),
+            note: Some(note),
+        });
+    }
+    Ok(planned)
+}
+
+/// The short sides of a stitched `cmaf` ladder's rungs, largest first (the record's order).
+fn cmaf_rungs(record: &SplitRecord) -> Vec<u32> {
+    record.renditions.iter().filter(|r| r.name.starts_with(CMAF_PREFIX)).filter_map(|r| r.cap).collect()
 }
 
 /// The outputs stitched from the segments, as the manifest describes them.
 fn planned(job: &JobSpec, record: &SplitRecord) -> Vec<PlannedOutput> {
     let count = record.pieces.len();
     let mut planned = Vec::new();
-    for output in job.outputs.iter().filter(|o| is_stitched(o.preset)) {
+    for output in job.outputs.iter().filter(|o| is_stitched(o.preset) && o.preset != Preset::Cmaf) {
         let file = output.preset.file_name().to_string();
         let (folder, note) = if output.preset == Preset::Hls {
             let rungs: Vec<&str> = record.renditions.iter().filter_map(|r| r.name.strip_prefix("hls-")).collect();
