@@ -14,7 +14,7 @@ use utoipa::openapi::{RefOr, Server};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::routes;
-use crate::domain::delivery::VideoCodec;
+use crate::domain::delivery::{MAX_CAPTION_TRACKS, VideoCodec};
 use crate::domain::job::{OutputRequest, option_range};
 use crate::domain::per_title::TARGET_RANGE;
 use crate::domain::preset::Preset;
@@ -72,19 +72,7 @@ impl PartialSchema for OutputRequest {
                     .required("vmaf")
                     .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false))),
             )
-            .property(
-                "codecs",
-                ArrayBuilder::new()
-                    .items(
-                        ObjectBuilder::new()
-                            .schema_type(Type::String)
-                            .enum_values(Some(VideoCodec::ALL.iter().map(|c| c.name()))),
-                    )
-                    .min_items(Some(1))
-                    .max_items(Some(VideoCodec::ALL.len()))
-                    .unique_items(true)
-                    .description(Some("cmaf only: the video codecs, each a ladder of its own (default [\"h264\"]).")),
-            )
+            .property("codecs", codecs_schema())
             .property(
                 "packaging",
                 ObjectBuilder::new()
@@ -92,10 +80,51 @@ impl PartialSchema for OutputRequest {
                     .enum_values(Some(["segments", "single_file"]))
                     .description(Some("cmaf only: numbered segments (default) or one file per rendition.")),
             )
+            .property("captions", captions_schema())
             .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)))
             .description(Some("One output of a job."))
             .into()
     }
+}
+
+/// `outputs[].codecs`: a cmaf ladder's video codecs.
+fn codecs_schema() -> ArrayBuilder {
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new().schema_type(Type::String).enum_values(Some(VideoCodec::ALL.iter().map(|c| c.name()))),
+        )
+        .min_items(Some(1))
+        .max_items(Some(VideoCodec::ALL.len()))
+        .unique_items(true)
+        .description(Some("cmaf only: the video codecs, each a ladder of its own (default [\"h264\"])."))
+}
+
+/// `outputs[].captions`: a cmaf ladder's caption files.
+fn captions_schema() -> ArrayBuilder {
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .property(
+                    "key",
+                    ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).max_length(Some(1024)),
+                )
+                .required("key")
+                .property(
+                    "language",
+                    ObjectBuilder::new().schema_type(Type::String).min_length(Some(2)).max_length(Some(35)),
+                )
+                .required("language")
+                .property(
+                    "name",
+                    ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).max_length(Some(64)),
+                )
+                .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false))),
+        )
+        .min_items(Some(1))
+        .max_items(Some(MAX_CAPTION_TRACKS))
+        .description(Some(
+            "cmaf only: caption files among your uploads (SubRip, WebVTT or SCC), each a WebVTT rendition.",
+        ))
 }
 
 impl ToSchema for OutputRequest {
@@ -230,6 +259,11 @@ mod tests {
                 time: Some(1.0),
                 codecs: Some(vec![VideoCodec::H264]),
                 packaging: Some(Packaging::SingleFile),
+                captions: Some(vec![crate::domain::delivery::CaptionTrack {
+                    key: "uploads/a.srt".into(),
+                    language: "en".into(),
+                    name: None,
+                }]),
                 ..OutputRequest::new(*preset)
             };
             let value = serde_json::to_value(&request).unwrap();

@@ -148,6 +148,112 @@ impl Packaging {
     }
 }
 
+/// Most caption tracks an output may carry.
+pub const MAX_CAPTION_TRACKS: usize = 8;
+/// Largest caption file read, in bytes: a feature film's subtitles are a few hundred kilobytes.
+pub const MAX_CAPTION_BYTES: u64 = 2 << 20;
+
+/// A caption file given with a `cmaf` job, among the caller's uploads, that becomes a WebVTT
+/// rendition of the HLS playlists and the MPD.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptionTrack {
+    /// The file's key: SubRip (`.srt`), WebVTT or Scenarist (SCC), told apart by its content.
+    pub key: String,
+    /// Its language, an RFC 5646 tag (`en`, `pt-BR`).
+    pub language: String,
+    /// What players show in their menus (default: the language tag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl CaptionTrack {
+    /// The name players show.
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.language)
+    }
+}
+
+/// Checks a request's caption tracks: at most [`MAX_CAPTION_TRACKS`], each with a language tag
+/// of RFC 5646's shape (letters, digits and hyphens, 2 to 35 characters, starting with a
+/// letter) and a name of at most 64 printable characters without quotes; languages distinct.
+pub fn validate_captions(tracks: &[CaptionTrack]) -> Result<(), String> {
+    if tracks.is_empty() || tracks.len() > MAX_CAPTION_TRACKS {
+        return Err(format!("`captions` must list 1 to {MAX_CAPTION_TRACKS} tracks"));
+    }
+    for (i, track) in tracks.iter().enumerate() {
+        let tag = &track.language;
+        let shaped = (2..=35).contains(&tag.len())
+            && tag.starts_with(|c: char| c.is_ascii_alphabetic())
+            && tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !shaped {
+            return Err(format!("`captions[{i}].language` must be a language tag such as `en` or `pt-BR`"));
+        }
+        if track
+            .name
+            .as_deref()
+            .is_some_and(|n| n.is_empty() || n.chars().count() > 64 || n.chars().any(|c| c == '"' || c.is_control()))
+        {
+            return Err(format!("`captions[{i}].name` must be 1 to 64 printable characters without quotes"));
+        }
+        if tracks[..i].iter().any(|t| t.language.eq_ignore_ascii_case(tag)) {
+            return Err(format!("`captions[{i}].language` repeats an earlier track's"));
+        }
+    }
+    Ok(())
+}
+
+/// The caption formats read, by their content (never by the caller's file name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptionFormat {
+    SubRip,
+    WebVtt,
+    Scc,
+}
+
+impl CaptionFormat {
+    /// ffmpeg's demuxer for the format, named on the command so the file cannot choose one.
+    pub fn demuxer(self) -> &'static str {
+        match self {
+            CaptionFormat::SubRip => "srt",
+            CaptionFormat::WebVtt => "webvtt",
+            CaptionFormat::Scc => "scc",
+        }
+    }
+
+    /// The format of a caption file from its first bytes: a WebVTT signature, SCC's header, or
+    /// SubRip's first cue (a number, then a `-->` timing line); `None` for anything else.
+    pub fn sniff(head: &[u8]) -> Option<CaptionFormat> {
+        let text = std::str::from_utf8(head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head)).ok().or_else(|| {
+            // A head cut inside a multi-byte character is still text.
+            let valid = std::str::from_utf8(head).err()?.valid_up_to();
+            std::str::from_utf8(&head[..valid]).ok()
+        })?;
+        let text = text.trim_start_matches('\u{feff}');
+        if text.starts_with("WEBVTT") {
+            return Some(CaptionFormat::WebVtt);
+        }
+        if text.starts_with("Scenarist_SCC V1.0") {
+            return Some(CaptionFormat::Scc);
+        }
+        let mut lines = text.lines().map(str::trim).skip_while(|l| l.is_empty());
+        let numbered = lines.next().is_some_and(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_digit()));
+        let timed = lines.next().is_some_and(|l| l.contains("-->") && l.starts_with(|c: char| c.is_ascii_digit()));
+        (numbered && timed).then_some(CaptionFormat::SubRip)
+    }
+}
+
+/// A WebVTT file as HLS wants it: `X-TIMESTAMP-MAP` in its header maps its cue times onto the
+/// media's (presentation time 0 of the renditions is 90 kHz time 0), once.
+pub fn with_timestamp_map(vtt: &str) -> String {
+    let vtt = vtt.trim_start_matches('\u{feff}');
+    let (header, rest) = vtt.split_once('\n').unwrap_or((vtt, ""));
+    if rest.lines().take_while(|l| !l.trim().is_empty()).any(|l| l.starts_with("X-TIMESTAMP-MAP=")) {
+        return vtt.to_string();
+    }
+    format!("{}\nX-TIMESTAMP-MAP=MPEGTS:0,LOCAL:00:00:00.000\n{rest}", header.trim_end())
+}
+
 /// Frames between keyframes for an encoder that counts frames: [`KEYFRAME_INTERVAL`] seconds
 /// at the source's frame rate (25 fps when it says none), at least one.
 pub fn gop_frames(frame_rate: Option<f64>) -> u32 {
@@ -200,6 +306,46 @@ mod tests {
         assert_eq!(gop_frames(None), 50);
         assert_eq!(gop_frames(Some(f64::NAN)), 50);
         assert_eq!(gop_frames(Some(0.1)), 1);
+    }
+
+    fn track(language: &str, name: Option<&str>) -> CaptionTrack {
+        CaptionTrack { key: "uploads/a.srt".into(), language: language.into(), name: name.map(str::to_string) }
+    }
+
+    #[test]
+    fn caption_tracks_are_few_tagged_and_named_plainly() {
+        assert!(validate_captions(&[track("en", None), track("pt-BR", Some("Português"))]).is_ok());
+        assert!(validate_captions(&[]).is_err());
+        assert!(validate_captions(&vec![track("en", None); 9]).is_err());
+        for bad in ["e", "1en", "en_US", "en\"", ""] {
+            assert!(validate_captions(&[track(bad, None)]).is_err(), "{bad}");
+        }
+        for bad in ["", "a\"b", "line\nbreak"] {
+            assert!(validate_captions(&[track("en", Some(bad))]).is_err(), "{bad:?}");
+        }
+        assert!(validate_captions(&[track("en", None), track("EN", None)]).is_err());
+        assert_eq!(track("fr", None).label(), "fr");
+    }
+
+    #[test]
+    fn caption_formats_are_told_by_content() {
+        assert_eq!(CaptionFormat::sniff(b"WEBVTT\n\n00:01.000 --> 00:02.000\nhi"), Some(CaptionFormat::WebVtt));
+        assert_eq!(
+            CaptionFormat::sniff(b"\xEF\xBB\xBF1\r\n00:00:01,000 --> 00:00:02,500\r\nhi"),
+            Some(CaptionFormat::SubRip)
+        );
+        assert_eq!(CaptionFormat::sniff(b"\n\n12\n00:00:01,000 --> 00:00:02,500\n"), Some(CaptionFormat::SubRip));
+        assert_eq!(CaptionFormat::sniff(b"Scenarist_SCC V1.0\n\n00:00:00:00\t9420"), Some(CaptionFormat::Scc));
+        for other in [&b"[Script Info]\n"[..], b"#EXTM3U\n", b"1\nnot a time\n", b"\x00\x01", b""] {
+            assert_eq!(CaptionFormat::sniff(other), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn webvtt_gets_one_timestamp_map() {
+        let mapped = with_timestamp_map("WEBVTT\n\n00:01.000 --> 00:02.000\nhi\n");
+        assert_eq!(mapped, "WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:0,LOCAL:00:00:00.000\n\n00:01.000 --> 00:02.000\nhi\n");
+        assert_eq!(with_timestamp_map(&mapped), mapped);
     }
 
     #[test]

@@ -67,6 +67,7 @@ error_codes! {
     NoAudioStream => "no_audio_stream",
     InvalidOption => "invalid_option",
     QcFailed => "qc_failed",
+    InvalidCaptions => "invalid_captions",
     // The transcode and its outputs.
     TranscodeFailed => "transcode_failed",
     OutputConflict => "output_conflict",
@@ -147,6 +148,7 @@ impl ErrorCode {
             NoAudioStream => "the source has no audio stream, which a requested preset needs",
             InvalidOption => "an output option does not fit this source",
             QcFailed => "the source failed the job's quality checks",
+            InvalidCaptions => "a caption file of the job is missing, too large, or not SubRip, WebVTT or SCC",
             TranscodeFailed => "ffmpeg could not transcode the source",
             OutputConflict => "the job's output folder holds another job's manifest",
             FetchRefused => "the source URL was refused",

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::domain::delivery::{Packaging, VideoCodec, validate_codecs};
+use crate::domain::delivery::{CaptionTrack, Packaging, VideoCodec, validate_captions, validate_codecs};
 use crate::domain::keys::{KeyError, validate_job_id, validate_key, validate_prefix};
 use crate::domain::per_title::QualityTarget;
 use crate::domain::preset::Preset;
@@ -127,6 +127,9 @@ pub struct OutputRequest {
     /// How a `cmaf` ladder's files are laid out (default: segments).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packaging: Option<Packaging>,
+    /// Caption files among the caller's uploads, as WebVTT renditions of a `cmaf` ladder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captions: Option<Vec<CaptionTrack>>,
 }
 
 /// The longest source position an option may name: a day.
@@ -158,6 +161,7 @@ impl OutputRequest {
             quality: None,
             codecs: None,
             packaging: None,
+            captions: None,
         }
     }
 
@@ -191,6 +195,16 @@ impl OutputRequest {
         match &self.codecs {
             Some(_) if preset != Preset::Cmaf => return refuse("codecs"),
             Some(codecs) => validate_codecs(codecs)?,
+            None => {}
+        }
+        match &self.captions {
+            Some(_) if preset != Preset::Cmaf => return refuse("captions"),
+            Some(tracks) => {
+                validate_captions(tracks)?;
+                for track in tracks {
+                    validate_key(&track.key).map_err(|e| format!("caption key: {e}"))?;
+                }
+            }
             None => {}
         }
         match &self.quality {

@@ -4,6 +4,7 @@
 //! Layout under `cmaf/` (both manifests address the same bytes):
 //! - segments: `<rendition>/init.mp4`, `<rendition>/segment_NNNNN.m4s`, `<rendition>/index.m3u8`;
 //! - single file: `<rendition>.mp4` (with its `sidx`), `<rendition>.m3u8` of byte ranges;
+//! - captions: `captions-<language>.vtt` and its playlist `captions-<language>.m3u8`;
 //! - always: `master.m3u8` (HLS) and `manifest.mpd` (DASH).
 //!
 //! Segments of a codec's rungs start on the same instants (the largest rung's cut times; the
@@ -12,9 +13,12 @@
 
 use std::path::Path;
 
-use super::JobError;
-use crate::domain::cmaf::dash::{self, AdaptationSet, ContentType, Media, Mpd, Representation};
-use crate::domain::cmaf::hls::{self, AudioRendition, Variant};
+use tokio_util::sync::CancellationToken;
+
+use super::captions::{self, Prepared};
+use super::{Inner, JobError};
+use crate::domain::cmaf::dash::{self, AdaptationSet, Addressing, ContentType, Media, Mpd, Representation};
+use crate::domain::cmaf::hls::{self, AudioRendition, SubtitleRendition, Variant};
 use crate::domain::cmaf::{Segment, TrackIndex, TrackKind, bandwidth, cut_times, segments_at};
 use crate::domain::delivery::{Packaging, VideoCodec};
 use crate::domain::error_code::ErrorCode;
@@ -25,6 +29,10 @@ use crate::media::fragmented::{FragmentedError, index_file, write_segments};
 const SEGMENT_SECONDS: f64 = 6.0;
 /// The HLS audio group every variant names.
 const AUDIO_GROUP: &str = "audio";
+/// The HLS subtitles group every variant names, when the output has captions.
+const SUBTITLES_GROUP: &str = "subtitles";
+/// A WebVTT file's `@bandwidth`: text is a few hundred bits a second.
+const TEXT_BANDWIDTH: u64 = 1000;
 
 /// One rendition, indexed and cut.
 struct Packed<'a> {
@@ -35,7 +43,12 @@ struct Packed<'a> {
 
 /// Packages `package` in `out_dir`: segment files (segments mode), media playlists, the
 /// multivariant playlist and the MPD.
-pub(super) async fn package(out_dir: &Path, package: &CmafPackage) -> Result<(), JobError> {
+pub(super) async fn package(
+    inner: &Inner,
+    out_dir: &Path,
+    package: &CmafPackage,
+    stop: &CancellationToken,
+) -> Result<(), JobError> {
     let mut indexed = Vec::new();
     for rendition in &package.renditions {
         let index = index_file(&out_dir.join(&rendition.file)).await.map_err(unreadable)?;
@@ -64,8 +77,19 @@ pub(super) async fn package(out_dir: &Path, package: &CmafPackage) -> Result<(),
         let text = hls::media_playlist(&playlist).map_err(malformed)?;
         write(&path, text).await?;
     }
-    write(&folder.join("master.m3u8"), multivariant(&packed, package.packaging)?).await?;
-    write(&folder.join("manifest.mpd"), mpd(&packed, package.packaging)?).await
+    let captions = captions::prepare(inner, &package.captions, &folder, stop).await?;
+    let length = title_seconds(&packed);
+    for caption in &captions {
+        let playlist = hls::webvtt_playlist(&caption.file, length).map_err(malformed)?;
+        write(&folder.join(caption.file.replace(".vtt", ".m3u8")), playlist).await?;
+    }
+    write(&folder.join("master.m3u8"), multivariant(&packed, package.packaging, &captions)?).await?;
+    write(&folder.join("manifest.mpd"), mpd(&packed, package.packaging, &captions)?).await
+}
+
+/// The title's length: its longest rendition's.
+fn title_seconds(packed: &[Packed<'_>]) -> f64 {
+    packed.iter().map(|p| p.segments.iter().map(|s| s.seconds(p.index.info.timescale)).sum::<f64>()).fold(0.0, f64::max)
 }
 
 /// Cuts every rendition: each codec's rungs at its largest rung's times, the audio at the
@@ -97,7 +121,18 @@ fn playlist_uri(name: &str, packaging: Packaging) -> String {
 }
 
 /// The HLS multivariant playlist: the audio group, then every video rung, codec by codec.
-fn multivariant(packed: &[Packed<'_>], packaging: Packaging) -> Result<String, JobError> {
+fn multivariant(packed: &[Packed<'_>], packaging: Packaging, captions: &[Prepared<'_>]) -> Result<String, JobError> {
+    let subtitles: Vec<SubtitleRendition> = captions
+        .iter()
+        .map(|c| SubtitleRendition {
+            group_id: SUBTITLES_GROUP.into(),
+            name: c.track.label().to_string(),
+            language: Some(c.track.language.clone()),
+            default: false,
+            autoselect: true,
+            uri: c.file.replace(".vtt", ".m3u8"),
+        })
+        .collect();
     let audio: Vec<AudioRendition> = packed
         .iter()
         .filter_map(|p| match p.index.info.kind {
@@ -126,16 +161,16 @@ fn multivariant(packed: &[Packed<'_>], packaging: Packaging) -> Result<String, J
                 frame_rate: p.index.frame_rate().map_or(0.0, |(n, d)| n as f64 / d as f64),
                 bandwidth: bandwidth(&p.segments, p.index.info.timescale),
                 audio_group: (!audio.is_empty()).then(|| AUDIO_GROUP.to_string()),
-                subtitles_group: None,
+                subtitles_group: (!subtitles.is_empty()).then(|| SUBTITLES_GROUP.to_string()),
             }),
             TrackKind::Audio { .. } => None,
         })
         .collect();
-    hls::multivariant_playlist(&variants, &audio, &[]).map_err(malformed)
+    hls::multivariant_playlist(&variants, &audio, &subtitles).map_err(malformed)
 }
 
 /// The DASH MPD: one adaptation set per video codec, one for the audio.
-fn mpd(packed: &[Packed<'_>], packaging: Packaging) -> Result<String, JobError> {
+fn mpd(packed: &[Packed<'_>], packaging: Packaging, captions: &[Prepared<'_>]) -> Result<String, JobError> {
     let mut sets: Vec<(Option<VideoCodec>, AdaptationSet)> = Vec::new();
     let mut duration = 0.0_f64;
     for p in packed {
@@ -169,7 +204,19 @@ fn mpd(packed: &[Packed<'_>], packaging: Packaging) -> Result<String, JobError> 
             )),
         }
     }
-    let adaptation_sets = sets.into_iter().map(|(_, set)| set).collect();
+    let mut adaptation_sets: Vec<AdaptationSet> = sets.into_iter().map(|(_, set)| set).collect();
+    for caption in captions {
+        let representation = Representation {
+            id: caption.file.trim_end_matches(".vtt").to_string(),
+            codec: String::new(),
+            bandwidth: TEXT_BANDWIDTH,
+            timescale: 1000,
+            media: Media::Text,
+            addressing: Addressing::File { url: caption.file.clone() },
+        };
+        let lang = Some(caption.track.language.clone());
+        adaptation_sets.push(AdaptationSet { content: ContentType::Text, lang, representations: vec![representation] });
+    }
     let mpd = Mpd { duration_seconds: duration, min_buffer_seconds: SEGMENT_SECONDS, adaptation_sets };
     dash::mpd(&mpd).map_err(malformed)
 }

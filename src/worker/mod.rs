@@ -14,6 +14,7 @@
 //! ([`protection`]) while it runs.
 
 mod batch;
+mod captions;
 mod cmaf;
 mod commit;
 mod dead_letters;

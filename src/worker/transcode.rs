@@ -70,7 +70,7 @@ pub(super) async fn transcode(
             .map_err(|e| JobError::scratch(&format!("write {file}"), &e))?;
     }
     for package in &plan.packages {
-        super::cmaf::package(out_dir, package).await?;
+        super::cmaf::package(inner, out_dir, package, stop).await?;
     }
     // The HLS ladder announces what its rungs measure, not ffmpeg's rate caps.
     let rungs: Vec<String> = plan.folders.iter().filter_map(|f| f.strip_prefix("hls/")).map(str::to_string).collect();

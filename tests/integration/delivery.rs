@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use media_worker::domain::delivery::{Packaging, VideoCodec};
+use media_worker::domain::delivery::{CaptionTrack, Packaging, VideoCodec};
 use media_worker::domain::job::OutputRequest;
 use media_worker::domain::preset::Preset;
 use serde_json::Value;
@@ -90,8 +90,12 @@ fn compare_with_shaka(cmaf: &Path, inputs: &[Input], layout: Layout, scratch: &P
     assert_eq!(ours.len(), theirs.len(), "{ours:#?}\n{theirs:#?}");
     let hls = hls_differences(&ours, &theirs, TOLERANCE);
     assert!(hls.is_empty(), "HLS, ours against Shaka Packager's: {hls:#?}");
-    let ours = mpd_representations(&std::fs::read_to_string(cmaf.join("manifest.mpd")).expect("mpd"));
-    let theirs = mpd_representations(&std::fs::read_to_string(&shaka.mpd).expect("Shaka's MPD"));
+    // Text is compared by its cues, not by how two packagers describe a WebVTT file.
+    let media = |mpd: &Path| -> Vec<_> {
+        let text = std::fs::read_to_string(mpd).expect("an MPD");
+        mpd_representations(&text).into_iter().filter(|r| r.content_type != "text").collect()
+    };
+    let (ours, theirs) = (media(&cmaf.join("manifest.mpd")), media(&shaka.mpd));
     let dash = mpd_differences(&ours, &theirs, TOLERANCE);
     assert!(dash.is_empty(), "DASH, ours against Shaka Packager's: {dash:#?}\n{ours:#?}\n{theirs:#?}");
 }
@@ -160,16 +164,36 @@ async fn a_cmaf_ladder_in_three_codecs_plays_in_hls_and_dash() {
     plays(&session, ["cmaf/master.m3u8", "cmaf/manifest.mpd"], &["avc1", "av01"]).await;
 }
 
-/// One H.264 rung in single-file mode: one MP4 per rendition with its index, playlists of byte
-/// ranges, an MPD of `SegmentBase`; Shaka Packager agrees, and both players play it through
-/// range requests.
+/// One H.264 rung in single-file mode, with captions from a SubRip and a WebVTT file: one MP4
+/// per rendition with its index, playlists of byte ranges, an MPD of `SegmentBase`, WebVTT
+/// renditions with their languages; Shaka Packager agrees, and both players play it through
+/// range requests and show the first cue at its time.
 #[tokio::test]
-async fn a_single_file_cmaf_ladder_plays_through_byte_ranges() {
+async fn a_single_file_cmaf_ladder_with_captions_plays_through_byte_ranges() {
     require!(media_tools(), browser(), players(), packager_available());
     let d = Deployment::new(Kind::Local).await;
     let Some(clip) = bunny(d.dir.path(), "bunny-360.mp4", "640:360", 6, false) else { return };
     d.upload("uploads/s/bunny.mp4", &clip).await;
-    let output = OutputRequest { packaging: Some(Packaging::SingleFile), ..OutputRequest::new(Preset::Cmaf) };
+    let srt = d.path("talk.srt");
+    std::fs::write(&srt, "1\r\n00:00:01,000 --> 00:00:02,500\r\nHello <i>there</i>\r\n\r\n2\r\n00:00:03,200 --> 00:00:04,000\r\nSecond\r\n")
+        .expect("srt");
+    d.upload("uploads/s/captions/talk.srt", &srt).await;
+    let vtt = d.path("talk.vtt");
+    std::fs::write(&vtt, "WEBVTT\n\n00:00:01.000 --> 00:00:02.500\nBonjour\n").expect("vtt");
+    d.upload("uploads/s/captions/talk.vtt", &vtt).await;
+    let track = |key: &str, language: &str, name: &str| CaptionTrack {
+        key: key.into(),
+        language: language.into(),
+        name: Some(name.into()),
+    };
+    let output = OutputRequest {
+        packaging: Some(Packaging::SingleFile),
+        captions: Some(vec![
+            track("uploads/s/captions/talk.srt", "en", "English"),
+            track("uploads/s/captions/talk.vtt", "fr", "Français"),
+        ]),
+        ..OutputRequest::new(Preset::Cmaf)
+    };
     submit(&d, "uploads/s/bunny.mp4", "single", vec![output], None).await;
     d.drain().await;
     let manifest = manifest(&d, &finished(&d, "single").await).await;
@@ -184,6 +208,20 @@ async fn a_single_file_cmaf_ladder_plays_through_byte_ranges() {
     assert!(playlist.matches("#EXT-X-BYTERANGE:").count() >= 1, "{playlist}");
     let mpd = std::fs::read_to_string(cmaf.join("manifest.mpd")).expect("mpd");
     assert!(mpd.contains("<SegmentBase") && mpd.contains("indexRange="), "{mpd}");
+    assert!(mpd.contains("contentType=\"text\"") && mpd.contains("lang=\"fr\""), "{mpd}");
+
+    // The cues keep the source's times, to the millisecond; HLS gets its timestamp map.
+    let english = std::fs::read_to_string(cmaf.join("captions-en.vtt")).expect("captions-en.vtt");
+    assert!(english.starts_with("WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:0,LOCAL:00:00:00.000\n"), "{english}");
+    assert!(english.contains("00:01.000 --> 00:02.500\nHello <i>there</i>"), "{english}");
+    assert!(english.contains("00:03.200 --> 00:04.000\nSecond"), "{english}");
+    let master = std::fs::read_to_string(cmaf.join("master.m3u8")).expect("master");
+    assert!(
+        master.contains("#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subtitles\",NAME=\"English\",LANGUAGE=\"en\""),
+        "{master}"
+    );
+    assert!(master.contains("SUBTITLES=\"subtitles\""), "{master}");
+
     let inputs = vec![
         Input { name: "h264-360p".into(), file: file.clone(), stream: Stream::Video },
         Input { name: "audio".into(), file: cmaf.join("audio.mp4"), stream: Stream::Audio },
@@ -191,7 +229,14 @@ async fn a_single_file_cmaf_ladder_plays_through_byte_ranges() {
     compare_with_shaka(&cmaf, &inputs, Layout::SingleFile, &d.path("shaka"));
 
     let session = Session::start(&out).await;
-    plays(&session, ["cmaf/master.m3u8", "cmaf/manifest.mpd"], &["avc1"]).await;
+    for (player, entry) in [(Player::HlsJs, "cmaf/master.m3u8"), (Player::DashJs, "cmaf/manifest.mpd")] {
+        let p = session.play(entry, player, &Pick::Codec("avc1".into())).await;
+        assert!(p.advanced && p.errors.is_empty(), "{player:?}: {p:?}");
+        assert!(p.cues.iter().any(|c| c.contains("Hello")), "{player:?} shows the first cue: {p:?}");
+        let timed = p.timed_cues.iter().find(|c| c.contains("Hello")).expect("the cue's times");
+        let start: f64 = timed.split('-').next().and_then(|t| t.trim().parse().ok()).expect("a start time");
+        assert!((start - 1.0).abs() <= 0.04, "{player:?}: the cue starts within a frame of 1 s: {timed}");
+    }
     assert!(session.server.ranges_served() > 0, "the players asked for byte ranges");
 }
 

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use super::rungs_within;
 use crate::domain::args::{aac, finish_block, fit, strings};
-use crate::domain::delivery::{Packaging, VideoCodec, gop_frames};
+use crate::domain::delivery::{CaptionTrack, Packaging, VideoCodec, gop_frames};
 use crate::domain::job::OutputRequest;
 use crate::domain::probe::MediaInfo;
 
@@ -31,6 +31,8 @@ pub struct CmafPackage {
     pub packaging: Packaging,
     /// The video rungs (codec by codec, largest first), then the audio, if any.
     pub renditions: Vec<CmafRendition>,
+    /// Caption files to fetch and announce as WebVTT renditions.
+    pub captions: Vec<CaptionTrack>,
 }
 
 impl CmafPackage {
@@ -84,7 +86,8 @@ pub(super) fn cmaf(output: &OutputRequest, media: &MediaInfo, out_dir: &Path) ->
         renditions.push(CmafRendition { name: "audio".into(), file, codec: None, height: 0 });
     }
     let heights: Vec<u32> = rungs.iter().map(|(_, h, _)| *h).collect();
-    let package = CmafPackage { folder: FOLDER.into(), packaging, renditions };
+    let captions = output.captions.clone().unwrap_or_default();
+    let package = CmafPackage { folder: FOLDER.into(), packaging, renditions, captions };
     (graph(&heights), blocks, package)
 }
 
@@ -117,7 +120,8 @@ pub fn stitched_package(output: &OutputRequest, rungs: &[u32], audio: bool) -> C
             height: 0,
         });
     }
-    CmafPackage { folder: FOLDER.into(), packaging: output.packaging.unwrap_or_default(), renditions }
+    let captions = output.captions.clone().unwrap_or_default();
+    CmafPackage { folder: FOLDER.into(), packaging: output.packaging.unwrap_or_default(), renditions, captions }
 }
 
 /// One decode scaled once per distinct rung size, each size split among the codecs that have

@@ -72,7 +72,7 @@ pub(super) async fn stitch(
     let mut planned = planned(job, record);
     if let Some(output) = cmaf {
         let package = stitched_package(output, &cmaf_rungs(record), audio.is_some());
-        super::super::cmaf::package(out_dir, &package).await?;
+        super::super::cmaf::package(inner, out_dir, &package, stop).await?;
         let note = format!("{}; stitched from {} segments", package.note(), record.pieces.len());
         let file = output.preset.file_name().to_string();
         planned.push(PlannedOutput {

@@ -18,7 +18,7 @@ use crate::api::idempotency::{self, Claim, REPLAYED};
 use crate::api::model::{CreateJobRequest, JobInput, JobView};
 use crate::api::routes::view::job_view;
 use crate::api::routes::{key_under, status_path};
-use crate::domain::job::{ImportSource, MAX_URL_LENGTH, NotifyTarget, new_job_id};
+use crate::domain::job::{ImportSource, MAX_URL_LENGTH, NotifyTarget, OutputRequest, new_job_id};
 use crate::domain::keys::{IMPORTS_FOLDER, sanitize_file_name};
 use crate::domain::status::JobStatus;
 use crate::jobs::{IfExists, NewJob, SubmitError, Submitter};
@@ -95,6 +95,7 @@ async fn new_job(
     if !caller.scope.owns(layout, &source_key) {
         return Err(refusal(SubmitError::SourceMissing(source_key)));
     }
+    caption_files(state, caller, &request.outputs).await?;
     let notify = match request.notify {
         Some(target) => Some(notify_target(state, target).await?),
         None => None,
@@ -152,6 +153,21 @@ async fn output_folder(state: &ApiState, caller: &Caller, submitter: &Submitter<
 }
 
 /// A job not made, as the API says it.
+/// Every caption file an output names: among the uploads, the caller's own, and stored (another
+/// tenant's file is as absent as a missing one).
+async fn caption_files(state: &ApiState, caller: &Caller, outputs: &[OutputRequest]) -> ApiResult<()> {
+    let layout = &state.config.layout;
+    for track in outputs.iter().flat_map(|o| o.captions.iter().flatten()) {
+        key_under(&track.key, layout.upload_prefix())?;
+        let stored = caller.scope.owns(layout, &track.key) && state.backend.storage.head(&track.key).await?.is_some();
+        if !stored {
+            let message = format!("no caption file is stored at `{}`; upload it first", clip(&track.key));
+            return Err(ApiError::unprocessable("captions_not_found", message));
+        }
+    }
+    Ok(())
+}
+
 fn refusal(err: SubmitError) -> ApiError {
     let unprocessable = ApiError::unprocessable;
     match err {

@@ -1,0 +1,108 @@
+//! The caption files of a `cmaf` output: fetched from the caller's uploads, told apart by
+//! their content, and turned into WebVTT by ffmpeg (which reads only the local copy, with the
+//! demuxer named on its command), with the `X-TIMESTAMP-MAP` HLS players need.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{Inner, JobError};
+use crate::domain::args::strings;
+use crate::domain::delivery::{CaptionFormat, CaptionTrack, MAX_CAPTION_BYTES, with_timestamp_map};
+use crate::domain::error_code::ErrorCode;
+use crate::media::ffmpeg::{Bounds, FfmpegError, FfmpegProgress, run_ffmpeg};
+
+/// A conversion of a few hundred kilobytes of text takes well under a second.
+const CONVERT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A caption track ready to package: its WebVTT file, relative to the `cmaf` folder.
+pub(super) struct Prepared<'a> {
+    pub track: &'a CaptionTrack,
+    pub file: String,
+}
+
+/// Fetches and converts every track into `<folder>/captions-<language>.vtt`.
+pub(super) async fn prepare<'a>(
+    inner: &Inner,
+    tracks: &'a [CaptionTrack],
+    folder: &Path,
+    stop: &CancellationToken,
+) -> Result<Vec<Prepared<'a>>, JobError> {
+    let mut prepared = Vec::new();
+    for (i, track) in tracks.iter().enumerate() {
+        // The language is the caller's own (and checked); the key stays in the log.
+        let refuse = |why: &str| {
+            let detail = format!("captions[{i}] ({}): {why}", track.language);
+            JobError::permanent_naming(ErrorCode::InvalidCaptions, detail, format!("caption `{}`: {why}", track.key))
+        };
+        let info = inner.storage.head(&track.key).await?.ok_or_else(|| refuse("the caption file does not exist"))?;
+        if info.size > MAX_CAPTION_BYTES {
+            return Err(refuse(&format!("the caption file is larger than {MAX_CAPTION_BYTES} bytes")));
+        }
+        let local = folder.join(format!(".captions-{i}.source"));
+        inner.storage.get_to_file(&track.key, &local).await?;
+        let format = sniff(&local).await?.ok_or_else(|| refuse("the caption file is not SubRip, WebVTT or SCC"))?;
+        let file = format!("captions-{}.vtt", track.language.to_ascii_lowercase());
+        let out = folder.join(&file);
+        let converted = convert(&local, format, &out, stop).await;
+        let _ = tokio::fs::remove_file(&local).await;
+        match converted {
+            Ok(()) => {}
+            Err(FfmpegError::Failed { .. }) => return Err(refuse("ffmpeg could not read the caption file")),
+            Err(other) => return Err(other.into()),
+        }
+        let vtt =
+            tokio::fs::read_to_string(&out).await.map_err(|e| JobError::scratch("read converted captions", &e))?;
+        tokio::fs::write(&out, with_timestamp_map(&vtt))
+            .await
+            .map_err(|e| JobError::scratch("write converted captions", &e))?;
+        prepared.push(Prepared { track, file });
+    }
+    Ok(prepared)
+}
+
+/// The format of the local copy, from its first kilobytes.
+async fn sniff(path: &Path) -> Result<Option<CaptionFormat>, JobError> {
+    let mut head = vec![0u8; 4096];
+    let read = async {
+        let mut file = tokio::fs::File::open(path).await?;
+        file.read(&mut head).await
+    };
+    let n = read.await.map_err(|e| JobError::scratch("read a caption file", &e))?;
+    Ok(CaptionFormat::sniff(&head[..n]))
+}
+
+/// The argv turning a caption file of `format` into WebVTT.
+fn convert_args(input: &Path, format: CaptionFormat, out: &Path) -> Vec<OsString> {
+    let mut args = strings(&["-hide_banner", "-nostdin", "-y", "-protocol_whitelist", "file", "-f", format.demuxer()]);
+    args.push("-i".into());
+    args.push(input.as_os_str().to_owned());
+    args.extend(strings(&["-map", "0:s:0", "-c:s", "webvtt", "-f", "webvtt"]));
+    args.push(out.as_os_str().to_owned());
+    args
+}
+
+async fn convert(input: &Path, format: CaptionFormat, out: &Path, stop: &CancellationToken) -> Result<(), FfmpegError> {
+    let (sender, _receiver) = watch::channel(FfmpegProgress::default());
+    let bounds = Bounds::on_scratch(out.parent().unwrap_or(out));
+    run_ffmpeg(convert_args(input, format, out), CONVERT_TIMEOUT, stop, sender, &bounds).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demuxer_is_named_and_only_the_first_subtitle_stream_is_read() {
+        let args = convert_args(Path::new("/s/in"), CaptionFormat::SubRip, Path::new("/s/out.vtt"));
+        let text: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(
+            text.join(" "),
+            "-hide_banner -nostdin -y -protocol_whitelist file -f srt -i /s/in -map 0:s:0 -c:s webvtt -f webvtt /s/out.vtt"
+        );
+    }
+}
