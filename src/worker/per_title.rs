@@ -25,7 +25,7 @@ use crate::domain::quality::{BITRATE_WINDOW_SECONDS, bitrate, scoring_size};
 use crate::domain::status::Stage;
 use crate::jobs::Attempt;
 use crate::media::ffmpeg::{Bounds, run_ffmpeg};
-use crate::media::quality::{ScoreRequest, Window as ScoreWindow, packet_sizes, score};
+use crate::media::quality::{ScoreRequest, Window as ScoreWindow, packet_sizes, score_many};
 
 /// Longest one probe encode or one probe's scoring may take: a window is a few seconds.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -161,9 +161,7 @@ impl ProbeCx<'_> {
             let (sender, _receiver) = watch::channel(Default::default());
             let bounds = Bounds::on_scratch(self.folder).lasting(window.duration + 1.0);
             run_ffmpeg(probe_args(self.source, window, &rungs), PROBE_TIMEOUT, self.stop, sender, &bounds).await?;
-            for (total, rung) in totals.iter_mut().zip(&rungs) {
-                self.measure(window, rung, total).await?;
-            }
+            self.measure(window, &rungs, &mut totals).await?;
         }
         Ok(active
             .iter()
@@ -178,32 +176,41 @@ impl ProbeCx<'_> {
             .collect())
     }
 
-    /// Scores one window's probe of one rung into `total`, then removes the probe's file.
-    async fn measure(&self, window: &Window, rung: &ProbeRung, total: &mut WindowScore) -> Result<(), JobError> {
-        let request = ScoreRequest {
-            reference_window: Some(ScoreWindow { start: window.start, duration: Some(window.duration) }),
-            subsample: PROBE_SUBSAMPLE,
-            timeout: PROBE_TIMEOUT,
-            ..ScoreRequest::new(self.source, &rung.file, self.size.0, self.size.1)
-        };
-        let scores = tokio::select! {
-            scores = score(&request) => scores,
+    /// Scores one window's probe of every rung (against one decode of the window) into
+    /// `totals`, then removes the probes' files.
+    async fn measure(&self, window: &Window, rungs: &[ProbeRung], totals: &mut [WindowScore]) -> Result<(), JobError> {
+        let requests: Vec<ScoreRequest> = rungs
+            .iter()
+            .map(|rung| ScoreRequest {
+                reference_window: Some(ScoreWindow { start: window.start, duration: Some(window.duration) }),
+                subsample: PROBE_SUBSAMPLE,
+                timeout: PROBE_TIMEOUT,
+                ..ScoreRequest::new(self.source, &rung.file, self.size.0, self.size.1)
+            })
+            .collect();
+        let scored = tokio::select! {
+            scored = score_many(&requests) => scored,
             () = self.stop.cancelled() => return Err(JobError::Interrupted),
+        };
+        for ((rung, scores), total) in rungs.iter().zip(scored).zip(totals.iter_mut()) {
+            let scores = scores.map_err(|e| {
+                JobError::retryable(
+                    crate::domain::error_code::ErrorCode::TranscodeFailed,
+                    format!("scoring a probe: {e}"),
+                )
+            })?;
+            let packets = packet_sizes(&rung.file, PROBE_TIMEOUT).await.unwrap_or_default();
+            let rate = bitrate(&packets, window.duration, BITRATE_WINDOW_SECONDS);
+            let frames = scores.vmaf.len();
+            let mean = if frames > 0 { scores.vmaf.iter().sum::<f64>() / frames as f64 } else { 0.0 };
+            total.vmaf_sum += mean * frames as f64;
+            total.frames += frames;
+            total.bits += rate.average_kbps * 1000.0 * window.duration;
+            total.seconds += window.duration;
+            total.peak_kbps = total.peak_kbps.max(rate.peak_kbps);
+            total.worst = Some(total.worst.map_or(mean, |w: f64| w.min(mean)));
+            let _ = tokio::fs::remove_file(&rung.file).await;
         }
-        .map_err(|e| {
-            JobError::retryable(crate::domain::error_code::ErrorCode::TranscodeFailed, format!("scoring a probe: {e}"))
-        })?;
-        let packets = packet_sizes(&rung.file, PROBE_TIMEOUT).await.unwrap_or_default();
-        let rate = bitrate(&packets, window.duration, BITRATE_WINDOW_SECONDS);
-        let frames = scores.vmaf.len();
-        let mean = if frames > 0 { scores.vmaf.iter().sum::<f64>() / frames as f64 } else { 0.0 };
-        total.vmaf_sum += mean * frames as f64;
-        total.frames += frames;
-        total.bits += rate.average_kbps * 1000.0 * window.duration;
-        total.seconds += window.duration;
-        total.peak_kbps = total.peak_kbps.max(rate.peak_kbps);
-        total.worst = Some(total.worst.map_or(mean, |w: f64| w.min(mean)));
-        let _ = tokio::fs::remove_file(&rung.file).await;
         Ok(())
     }
 }
