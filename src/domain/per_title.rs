@@ -771,9 +771,10 @@ mod tests {
             }
             probes_made += made.len();
         }
-        // Measured: 2.30 probes a rung, 0.75 VMAF above the target on average (a CRF step is
-        // 0.5 to 2 points here), every search reaching it.
-        assert!(probes_made as f64 / 500.0 <= 2.4, "{probes_made}");
+        // Measured: 1.96 probes a rung, 0.73 VMAF above the target on average (a CRF step is
+        // 0.5 to 2 points here), every search reaching it. Before the search stopped at two
+        // probes bracketing the target it made 2.30 probes and landed 0.75 above.
+        assert!(probes_made as f64 / 500.0 <= 2.0, "{probes_made}");
         assert!(over / f64::from(landed) <= 0.85, "{over}");
         assert!(landed >= 490, "{landed}");
     }
