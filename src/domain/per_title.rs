@@ -113,10 +113,10 @@ pub struct SampleBudget {
 }
 
 impl Default for SampleBudget {
-    /// 4 % of the title in 3 to 8 windows of 1 to 2 s: windows of 2 s (one keyframe interval
-    /// of the outputs) from 150 s on, more of them up to 8 from 188 s on, and on titles under
-    /// 150 s three windows shortened to 4 % of the title, down to 1 s each. Under 75 s the floor
-    /// holds: 3 s in all, 15 % of a 20 s title. Three windows at least, because one window is
+    /// 4 % of the title in 3 to 8 windows of 1 to 2 s: three windows of 2 s (one keyframe
+    /// interval of the outputs) at 150 s, more of them from 175 s on (1.75 to 2 s each), 8
+    /// from 375 s on, of 2 s from 400 s on; on titles under 150 s three windows shortened to 4 % of the title,
+    /// down to 1 s each. Under 75 s the floor holds: 3 s in all, 15 % of a 20 s title. Three windows at least, because one window is
     /// one scene; 1 s at least, so that a window is a scene's worth of frames and not its first
     /// keyframe. The probes encode the sample about twice per rung on average (the top rung up
     /// to three times, the others once), so the analysis stays within 15 % of the ladder's
