@@ -103,21 +103,26 @@ impl QualityTarget {
 pub struct SampleBudget {
     /// Share of the title to sample, in total (0.04: 4 %).
     pub fraction: f64,
-    /// Seconds of each window.
+    /// Seconds of each window, at most.
     pub window_seconds: f64,
+    /// Seconds of each window, at least: on a short title the windows shrink toward this
+    /// floor before the sample grows past `fraction`.
+    pub min_window_seconds: f64,
     pub min_windows: usize,
     pub max_windows: usize,
 }
 
 impl Default for SampleBudget {
-    /// 4 % of the title in 3 to 8 windows of 2 s. Each window is probed at most three times,
-    /// so the probes encode at most 3 x 4 % = 12 % of what the ladder encodes, and less from
-    /// 375 s on, where the 8-window cap holds: the analysis must stay within 15 % of the
-    /// ladder's encode CPU on long titles (measured: `docs/per-title.md`, "Cost"). Three
-    /// windows at least, because one window is one scene; 2 s, one keyframe interval of the
-    /// outputs.
+    /// 4 % of the title in 3 to 8 windows of 1 to 2 s: three windows of 2 s (one keyframe
+    /// interval of the outputs) at 150 s, more of them from 175 s on (1.75 to 2 s each), 8
+    /// from 375 s on, of 2 s from 400 s on; on titles under 150 s three windows shortened to 4 % of the title,
+    /// down to 1 s each. Under 75 s the floor holds: 3 s in all, 15 % of a 20 s title. Three windows at least, because one window is
+    /// one scene; 1 s at least, so that a window is a scene's worth of frames and not its first
+    /// keyframe. The probes encode the sample about twice per rung on average (the top rung up
+    /// to three times, the others once), so the analysis stays within 15 % of the ladder's
+    /// encode CPU from about two minutes on (`docs/per-title.md`, "Cost").
     fn default() -> Self {
-        Self { fraction: 0.04, window_seconds: 2.0, min_windows: 3, max_windows: 8 }
+        Self { fraction: 0.04, window_seconds: 2.0, min_window_seconds: 1.0, min_windows: 3, max_windows: 8 }
     }
 }
 
@@ -147,6 +152,8 @@ pub fn sample_windows(duration: f64, keyframes: &[f64], budget: &SampleBudget) -
     // A float-to-int cast saturates (and maps NaN to 0): the clamp decides.
     let wanted = (budget.fraction * duration / length).round() as usize;
     let count = wanted.clamp(least, budget.max_windows.max(least));
+    // Shorter windows on short titles, down to the floor (`f64::min`/`max` pass over a NaN).
+    let length = (budget.fraction * duration / count as f64).min(length).max(budget.min_window_seconds.min(length));
     let (from, to) = (duration * EDGE_FRACTION, duration * (1.0 - EDGE_FRACTION));
     let share = (to - from) / count as f64;
     if share < length {
@@ -245,11 +252,11 @@ pub fn first_probe() -> u32 {
 }
 
 /// The next CRF to probe on a rung after `probes`, or `None` when the search is over: a probe
-/// landed within [`LANDING_BAND`] above `target`, the rung's CRF bound is reached, no new CRF
+/// landed within [`LANDING_BAND`] above `target`, probes bracket it, the rung's CRF bound is reached, no new CRF
 /// is left to learn from, or [`MAX_PROBES`] were made. The second probe assumes VMAF falls by
 /// one per CRF step and aims a quarter point above the target; the third follows the slope the
-/// two measured, or, when they lie on both sides of the target, probes the CRF [`choose_crf`]
-/// would take between them. Every estimate rounds down to the lower CRF, the side that keeps
+/// two measured. Once probes lie on both sides of the target the search is over: the choice
+/// interpolates between them. Every estimate rounds down to the lower CRF, the side that keeps
 /// quality.
 pub fn next_probe(rung: RungRole, probes: &[Probe], target: f64) -> Option<u32> {
     if probes.len() >= MAX_PROBES {
@@ -268,9 +275,9 @@ pub fn next_probe(rung: RungRole, probes: &[Probe], target: f64) -> Option<u32> 
     let above = points.iter().rev().find(|p| p.vmaf >= target);
     let below = points.iter().find(|p| p.vmaf < target);
     let estimate = match (above, below) {
-        (Some(a), Some(b)) => {
-            f64::from(a.crf) + (a.vmaf - target) / (a.vmaf - b.vmaf) * (f64::from(b.crf) - f64::from(a.crf))
-        }
+        // Probes on both sides: [`choose_crf`] interpolates between them (a probe more would
+        // confirm the interpolation, for the cost of encoding the sample once more).
+        (Some(_), Some(_)) => return None,
         // Every probe is above the target: follow the slope up from the highest CRF.
         (Some(_), None) => extrapolate(&points[points.len().saturating_sub(2)..], *last, aim),
         // Every probe is below: follow it down from the lowest.
@@ -448,19 +455,23 @@ mod tests {
     #[test]
     fn windows_spread_evenly_over_the_middle_of_the_title() {
         let budget = SampleBudget::default();
-        // (duration, expected starts): 3 windows at least, 8 at most, 4 % in between.
-        let cases: &[(f64, &[f64])] = &[
-            (7.0, &[0.4, 2.5, 4.6]),
-            (100.0, &[19.0, 49.0, 79.0]),
-            (150.0, &[29.0, 74.0, 119.0]),
-            (300.0, &[36.5, 81.5, 126.5, 171.5, 216.5, 261.5]),
-            (3600.0, &[381.5, 786.5, 1191.5, 1596.5, 2001.5, 2406.5, 2811.5, 3216.5]),
+        // (duration, window length, expected starts): 3 windows at least, 8 at most, 4 % in
+        // between; windows of 1 s on short titles, growing to 2 s at 150 s.
+        let cases: &[(f64, f64, &[f64])] = &[
+            (7.0, 1.0, &[0.9, 3.0, 5.1]),
+            (100.0, 1.333, &[19.333, 49.333, 79.333]),
+            (150.0, 2.0, &[29.0, 74.0, 119.0]),
+            (300.0, 2.0, &[36.5, 81.5, 126.5, 171.5, 216.5, 261.5]),
+            (3600.0, 2.0, &[381.5, 786.5, 1191.5, 1596.5, 2001.5, 2406.5, 2811.5, 3216.5]),
         ];
-        for &(duration, expected) in cases {
+        for &(duration, length, expected) in cases {
             let windows = sample_windows(duration, &[], &budget);
             assert_eq!(starts(&windows), expected, "{duration}");
-            assert!(windows.iter().all(|w| w.duration == 2.0));
+            assert!(windows.iter().all(|w| w.duration == length), "{duration}: {windows:?}");
         }
+        // Under 75 s the 1 s floor holds: 3 s in all.
+        let short: f64 = sample_windows(20.0, &[], &budget).iter().map(|w| w.duration).sum();
+        assert_eq!(short, 3.0);
     }
 
     #[test]
@@ -481,11 +492,11 @@ mod tests {
     #[test]
     fn a_title_too_short_for_the_windows_is_sampled_whole() {
         let budget = SampleBudget::default();
-        for duration in [0.5, 2.0, 5.0, 6.0, 6.6] {
+        for duration in [0.5, 2.0, 3.0, 3.3] {
             assert_eq!(sample_windows(duration, &[0.0], &budget), vec![Window { start: 0.0, duration }], "{duration}");
         }
-        // The smallest title that holds three windows in its middle 90 %.
-        assert_eq!(sample_windows(6.7, &[], &budget).len(), 3);
+        // The smallest title that holds three windows of 1 s in its middle 90 %.
+        assert_eq!(sample_windows(3.4, &[], &budget).len(), 3);
         // No length, no windows; a window of no length samples the title whole.
         for duration in [0.0, -3.0, f64::NAN, f64::INFINITY] {
             assert!(sample_windows(duration, &[], &budget).is_empty(), "{duration}");
@@ -505,13 +516,13 @@ mod tests {
             (&every_ten, &[10.0, 40.0, 70.0]),
             (&unsorted, &[18.2, 48.0, 60.0]),
             // Only a keyframe in the first 5 %: the windows keep their points.
-            (&[0.0], &[19.0, 49.0, 79.0]),
+            (&[0.0], &[19.333, 49.333, 79.333]),
         ];
         for &(keyframes, expected) in cases {
             assert_eq!(starts(&sample_windows(100.0, keyframes, &budget)), expected, "{keyframes:?}");
         }
         // A keyframe inside the previous window is not taken: the windows never overlap.
-        assert_eq!(starts(&sample_windows(7.0, &[0.4, 2.0, 4.0], &budget)), [0.4, 2.5, 4.6]);
+        assert_eq!(starts(&sample_windows(7.0, &[0.4, 1.0, 2.5], &budget)), [0.4, 2.5, 5.1]);
     }
 
     #[test]
@@ -535,11 +546,23 @@ mod tests {
 
     #[test]
     fn a_budget_may_ask_for_more_or_fewer_windows() {
-        let wide = SampleBudget { fraction: 0.1, window_seconds: 4.0, min_windows: 1, max_windows: 20 };
+        let wide = SampleBudget {
+            fraction: 0.1,
+            window_seconds: 4.0,
+            min_window_seconds: 4.0,
+            min_windows: 1,
+            max_windows: 20,
+        };
         let windows = sample_windows(200.0, &[], &wide);
         assert_eq!(windows.len(), 5);
         assert_eq!(windows[0], Window { start: 26.0, duration: 4.0 });
-        let one = SampleBudget { fraction: 0.0, window_seconds: 2.0, min_windows: 0, max_windows: 0 };
+        let one = SampleBudget {
+            fraction: 0.0,
+            window_seconds: 2.0,
+            min_window_seconds: 2.0,
+            min_windows: 0,
+            max_windows: 0,
+        };
         assert_eq!(starts(&sample_windows(100.0, &[], &one)), [49.0]);
     }
 
@@ -551,7 +574,7 @@ mod tests {
     }
 
     #[test]
-    fn the_next_probe_follows_the_slope_then_interpolates() {
+    fn the_next_probe_follows_the_slope_until_the_target_is_bracketed() {
         use RungRole::{Lower, Top};
         let cases: &[(RungRole, Points, Option<u32>, &str)] = &[
             (Top, &[(23, 95.3)], None, "landed within 0.5 above"),
@@ -565,8 +588,8 @@ mod tests {
             (Top, &[(23, 99.0)], Some(26), "slope -1: 23 + 3.75"),
             (Lower, &[(23, 90.0)], None, "a lower rung never goes below 23"),
             (Top, &[(23, 98.0), (25, 96.6)], Some(26), "secant -0.7 from 25: 25 + 1.93"),
-            (Top, &[(23, 98.0), (27, 93.0)], Some(25), "interpolated: 23 + 3 / 5 x 4"),
-            (Top, &[(23, 90.0), (17, 96.0)], Some(18), "interpolated downwards: 17 + 1 / 6 x 6"),
+            (Top, &[(23, 98.0), (27, 93.0)], None, "bracketed: the choice interpolates"),
+            (Top, &[(23, 90.0), (17, 96.0)], None, "bracketed from below"),
             (Top, &[(23, 96.0), (24, 94.5)], None, "bracketed by neighbours"),
             (Top, &[(23, 90.0), (17, 93.0)], None, "the lowest CRF is reached"),
             (Lower, &[(23, 99.0), (38, 97.5)], None, "the highest CRF is reached"),
@@ -748,9 +771,10 @@ mod tests {
             }
             probes_made += made.len();
         }
-        // Measured: 2.30 probes a rung, 0.75 VMAF above the target on average (a CRF step is
-        // 0.5 to 2 points here), every search reaching it.
-        assert!(probes_made as f64 / 500.0 <= 2.4, "{probes_made}");
+        // Measured: 1.96 probes a rung, 0.73 VMAF above the target on average (a CRF step is
+        // 0.5 to 2 points here), every search reaching it. Before the search stopped at two
+        // probes bracketing the target it made 2.30 probes and landed 0.75 above.
+        assert!(probes_made as f64 / 500.0 <= 2.0, "{probes_made}");
         assert!(over / f64::from(landed) <= 0.85, "{over}");
         assert!(landed >= 490, "{landed}");
     }

@@ -20,15 +20,19 @@
 //! its own.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::io::BufReader;
 use tokio::sync::mpsc;
 
 mod decoder;
+mod packets;
+mod shared;
 
-use decoder::{Decoder, read_line};
+use decoder::Decoder;
+pub use packets::packet_sizes;
+use shared::Input;
+pub use shared::score_many;
 
 use super::vmaf::{FrameScore, Scorer, VmafConfig, VmafError, yuv420p_size};
 use crate::domain::args::KEYFRAME_INTERVAL;
@@ -254,12 +258,23 @@ async fn run(request: &ScoreRequest) -> Result<FrameScores, QualityError> {
 }
 
 async fn run_sampled(request: &ScoreRequest, sampling: Sampling) -> Result<FrameScores, QualityError> {
+    let select = sampling.select();
+    let spawn = |side, path, window| Decoder::spawn(side, path, window, request, select.as_deref(), None);
+    let reference = spawn(Side::Reference, &request.reference, request.reference_window)?;
+    let distorted = spawn(Side::Distorted, &request.distorted, request.distorted_window)?;
+    score_inputs(request, sampling, Input::Own(Box::new(reference)), Input::Own(Box::new(distorted))).await
+}
+
+/// Scores the pictures of `distorted` against those of `reference` (both already decoding, at
+/// the request's size, passing `sampling`'s frames).
+async fn score_inputs(
+    request: &ScoreRequest,
+    sampling: Sampling,
+    mut reference: Input,
+    mut distorted: Input,
+) -> Result<FrameScores, QualityError> {
     let (width, height) = (request.width, request.height);
     let frame_bytes = yuv420p_size(width, height).ok_or_else(|| QualityError::Invalid("scoring size".into()))?;
-    let select = sampling.select();
-    let spawn = |side, path, window| Decoder::spawn(side, path, window, request, select.as_deref());
-    let mut reference = spawn(Side::Reference, &request.reference, request.reference_window)?;
-    let mut distorted = spawn(Side::Distorted, &request.distorted, request.distorted_window)?;
 
     // Pairs go to the scorer through a channel of one, and come back to be filled again.
     let (pairs, to_score) = mpsc::channel::<Pair>(1);
@@ -307,8 +322,8 @@ fn count(times: &[f64]) -> u32 {
 /// scorer. Returns the number of pairs sent and the side that gave one picture more, if one
 /// did; `None` if the scorer stopped taking pairs.
 async fn feed(
-    reference: &mut Decoder,
-    distorted: &mut Decoder,
+    reference: &mut Input,
+    distorted: &mut Input,
     frame_bytes: usize,
     pairs: mpsc::Sender<Pair>,
     mut spares: mpsc::Receiver<Pair>,
@@ -335,8 +350,8 @@ async fn feed(
 /// remaining pictures are read (not scored) while it stays within [`MAX_FRAME_GAP`] frames of
 /// the other, and it is stopped past that.
 async fn reap(
-    reference: Decoder,
-    distorted: Decoder,
+    reference: Input,
+    distorted: Input,
     longer: Option<Side>,
     common: u32,
     sampling: Sampling,
@@ -345,7 +360,7 @@ async fn reap(
     let one_longer = longer.is_some();
     let (shorter, mut longer) =
         if longer == Some(Side::Reference) { (distorted, reference) } else { (reference, distorted) };
-    let shorter_side = shorter.side;
+    let shorter_side = shorter.side();
     let shorter_times = shorter.finish().await?;
     let limit = count(&shorter_times).saturating_add(MAX_FRAME_GAP);
     if one_longer {
@@ -399,65 +414,6 @@ fn frame_scores(request: &ScoreRequest, frames_reference: u32, frames_distorted:
         frames_distorted,
         subsample: request.subsample,
     }
-}
-
-/// The first video stream's packets in `path` (a file, or an HLS playlist of local segments):
-/// each one's time in seconds (its presentation time, else its decoding time; NaN if neither)
-/// and its size in bytes, in file order. For [`crate::domain::quality::bitrate`]: the sizes
-/// are the video stream's own, without the container's overhead or the audio.
-pub async fn packet_sizes(path: &Path, timeout: Duration) -> Result<Vec<(f64, u64)>, QualityError> {
-    let mut args: Vec<std::ffi::OsString> =
-        ["-v", "error", "-protocol_whitelist", "file", "-select_streams", "v:0", "-show_entries"]
-            .into_iter()
-            .chain(["packet=pts_time,dts_time,size", "-of", "compact=p=0"])
-            .map(Into::into)
-            .collect();
-    args.push(path.as_os_str().to_owned());
-    let (mut child, stdout, stderr) = decoder::spawn_piped("ffprobe", args)?;
-    let run = async {
-        let packets = async {
-            let mut reader = BufReader::new(stdout);
-            let (mut line, mut packets) = (Vec::new(), Vec::new());
-            while read_line(&mut reader, &mut line).await? {
-                packets.extend(parse_packet(&String::from_utf8_lossy(&line)));
-            }
-            Ok::<_, std::io::Error>(packets)
-        };
-        let errors = async {
-            let (mut reader, mut line, mut last) = (BufReader::new(stderr), Vec::new(), String::new());
-            while read_line(&mut reader, &mut line).await? {
-                last = String::from_utf8_lossy(&line).trim().to_string();
-            }
-            Ok::<_, std::io::Error>(last)
-        };
-        let (packets, last) = tokio::try_join!(packets, errors)?;
-        Ok::<_, std::io::Error>((child.wait().await?, packets, last))
-    };
-    let (status, packets, last) = tokio::time::timeout(timeout, run)
-        .await
-        .map_err(|_| QualityError::Timeout(timeout))?
-        .map_err(|e| QualityError::Packets(e.to_string()))?;
-    if !status.success() {
-        let reason = if last.is_empty() { format!("ffprobe exited with {status}") } else { last };
-        return Err(QualityError::Packets(reason.replace(&path.display().to_string(), "input")));
-    }
-    Ok(packets)
-}
-
-/// One line of ffprobe's `compact=p=0` packets (`pts_time=0.040000|dts_time=0.000000|size=123`);
-/// `None` for a line without a size (a blank line).
-fn parse_packet(line: &str) -> Option<(f64, u64)> {
-    let (mut pts, mut dts, mut size) = (None, None, None);
-    // Fields other than `key=value` (a trailing `|`, a side data section) are ignored.
-    for (key, value) in line.split('|').filter_map(|field| field.split_once('=')) {
-        match key {
-            "pts_time" => pts = value.parse::<f64>().ok(),
-            "dts_time" => dts = value.parse::<f64>().ok(),
-            "size" => size = value.parse::<u64>().ok(),
-            _ => {}
-        }
-    }
-    Some((pts.or(dts).unwrap_or(f64::NAN), size?))
 }
 
 #[cfg(test)]

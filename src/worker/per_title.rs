@@ -4,7 +4,7 @@
 //! encodes and the scoring). A split job analyses once, before it is cut, so every segment of a
 //! rung uses the same CRF.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::transcode::millis;
 use super::{Inner, JobError};
 use crate::domain::job::{JobSpec, OutputRequest};
-use crate::domain::per_title::probe::{ProbeRung, probe_args};
+use crate::domain::per_title::probe::{ProbeRung, copies_losslessly, probe_args, window_copy_args};
 use crate::domain::per_title::{
     LadderDecision, Probe, QualityTarget, RungCandidate, RungRole, SampleBudget, Window, choose_crf, first_probe,
     next_probe, sample_windows,
@@ -25,7 +25,7 @@ use crate::domain::quality::{BITRATE_WINDOW_SECONDS, bitrate, scoring_size};
 use crate::domain::status::Stage;
 use crate::jobs::Attempt;
 use crate::media::ffmpeg::{Bounds, run_ffmpeg};
-use crate::media::quality::{ScoreRequest, Window as ScoreWindow, packet_sizes, score};
+use crate::media::quality::{ScoreRequest, Window as ScoreWindow, packet_sizes, score_many};
 
 /// Longest one probe encode or one probe's scoring may take: a window is a few seconds.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -96,7 +96,9 @@ async fn ladder(
     let mut next: Vec<Option<u32>> = vec![Some(first_probe()); rungs.len()];
     let folder = dir.join("per-title");
     tokio::fs::create_dir_all(&folder).await.map_err(|e| JobError::scratch("create per-title", &e))?;
-    let cx = ProbeCx { source, folder: &folder, windows: &windows, size: (width, height), stop };
+    let lossless = copies_losslessly(media.video.as_ref().and_then(|v| v.pix_fmt.as_deref()));
+    let inputs = window_inputs(source, &windows, lossless, &folder, stop).await?;
+    let cx = ProbeCx { inputs: &inputs, folder: &folder, size: (width, height), stop };
     for _ in 0..MAX_ROUNDS {
         let active: Vec<(usize, ProbeRung)> = next
             .iter()
@@ -131,11 +133,49 @@ async fn ladder(
     Ok(Some(LadderDecision::new(target, duration, windows, candidates)))
 }
 
-/// What every probe round shares: the source, the scratch folder, the windows, the scoring size.
+/// Where each window is read from: a lossless copy of it (from its start), or the source
+/// itself (at the window) when the source's pixels cannot be copied losslessly or the copy
+/// failed. The copy is made once, so the rounds and their scoring decode the window's frames
+/// only, not the source from the keyframe before the window every time.
+async fn window_inputs(
+    source: &Path,
+    windows: &[Window],
+    lossless: bool,
+    folder: &Path,
+    stop: &CancellationToken,
+) -> Result<Vec<(PathBuf, Window)>, JobError> {
+    let mut inputs = Vec::with_capacity(windows.len());
+    for (i, window) in windows.iter().enumerate() {
+        let file = folder.join(format!("window-{i}.mp4"));
+        let copied = if lossless {
+            let (sender, _receiver) = watch::channel(Default::default());
+            let bounds = Bounds::on_scratch(folder).lasting(window.duration + 1.0);
+            let args = window_copy_args(source, window, &file);
+            match run_ffmpeg(args, PROBE_TIMEOUT, stop, sender, &bounds).await {
+                Ok(_) => true,
+                Err(err) if stop.is_cancelled() => return Err(err.into()),
+                Err(err) => {
+                    tracing::warn!(error = %err, "A sample window could not be copied; the probes read the source.");
+                    false
+                }
+            }
+        } else {
+            false
+        };
+        inputs.push(if copied {
+            (file, Window { start: 0.0, duration: window.duration })
+        } else {
+            (source.to_path_buf(), *window)
+        });
+    }
+    Ok(inputs)
+}
+
+/// What every probe round shares: where each window is read, the scratch folder, the scoring
+/// size.
 struct ProbeCx<'a> {
-    source: &'a Path,
+    inputs: &'a [(PathBuf, Window)],
     folder: &'a Path,
-    windows: &'a [Window],
     size: (u32, u32),
     stop: &'a CancellationToken,
 }
@@ -156,14 +196,12 @@ impl ProbeCx<'_> {
     /// probe per active rung, in the order given.
     async fn round(&self, active: &[(usize, ProbeRung)]) -> Result<Vec<Probe>, JobError> {
         let mut totals = vec![WindowScore::default(); active.len()];
-        for window in self.windows {
+        for (input, window) in self.inputs {
             let rungs: Vec<ProbeRung> = active.iter().map(|(_, r)| r.clone()).collect();
             let (sender, _receiver) = watch::channel(Default::default());
             let bounds = Bounds::on_scratch(self.folder).lasting(window.duration + 1.0);
-            run_ffmpeg(probe_args(self.source, window, &rungs), PROBE_TIMEOUT, self.stop, sender, &bounds).await?;
-            for (total, rung) in totals.iter_mut().zip(&rungs) {
-                self.measure(window, rung, total).await?;
-            }
+            run_ffmpeg(probe_args(input, window, &rungs), PROBE_TIMEOUT, self.stop, sender, &bounds).await?;
+            self.measure(input, window, &rungs, &mut totals).await?;
         }
         Ok(active
             .iter()
@@ -178,32 +216,47 @@ impl ProbeCx<'_> {
             .collect())
     }
 
-    /// Scores one window's probe of one rung into `total`, then removes the probe's file.
-    async fn measure(&self, window: &Window, rung: &ProbeRung, total: &mut WindowScore) -> Result<(), JobError> {
-        let request = ScoreRequest {
-            reference_window: Some(ScoreWindow { start: window.start, duration: Some(window.duration) }),
-            subsample: PROBE_SUBSAMPLE,
-            timeout: PROBE_TIMEOUT,
-            ..ScoreRequest::new(self.source, &rung.file, self.size.0, self.size.1)
-        };
-        let scores = tokio::select! {
-            scores = score(&request) => scores,
+    /// Scores one window's probe of every rung (against one decode of the window) into
+    /// `totals`, then removes the probes' files.
+    async fn measure(
+        &self,
+        input: &Path,
+        window: &Window,
+        rungs: &[ProbeRung],
+        totals: &mut [WindowScore],
+    ) -> Result<(), JobError> {
+        let requests: Vec<ScoreRequest> = rungs
+            .iter()
+            .map(|rung| ScoreRequest {
+                reference_window: Some(ScoreWindow { start: window.start, duration: Some(window.duration) }),
+                subsample: PROBE_SUBSAMPLE,
+                timeout: PROBE_TIMEOUT,
+                ..ScoreRequest::new(input, &rung.file, self.size.0, self.size.1)
+            })
+            .collect();
+        let scored = tokio::select! {
+            scored = score_many(&requests) => scored,
             () = self.stop.cancelled() => return Err(JobError::Interrupted),
+        };
+        for ((rung, scores), total) in rungs.iter().zip(scored).zip(totals.iter_mut()) {
+            let scores = scores.map_err(|e| {
+                JobError::retryable(
+                    crate::domain::error_code::ErrorCode::TranscodeFailed,
+                    format!("scoring a probe: {e}"),
+                )
+            })?;
+            let packets = packet_sizes(&rung.file, PROBE_TIMEOUT).await.unwrap_or_default();
+            let rate = bitrate(&packets, window.duration, BITRATE_WINDOW_SECONDS);
+            let frames = scores.vmaf.len();
+            let mean = if frames > 0 { scores.vmaf.iter().sum::<f64>() / frames as f64 } else { 0.0 };
+            total.vmaf_sum += mean * frames as f64;
+            total.frames += frames;
+            total.bits += rate.average_kbps * 1000.0 * window.duration;
+            total.seconds += window.duration;
+            total.peak_kbps = total.peak_kbps.max(rate.peak_kbps);
+            total.worst = Some(total.worst.map_or(mean, |w: f64| w.min(mean)));
+            let _ = tokio::fs::remove_file(&rung.file).await;
         }
-        .map_err(|e| {
-            JobError::retryable(crate::domain::error_code::ErrorCode::TranscodeFailed, format!("scoring a probe: {e}"))
-        })?;
-        let packets = packet_sizes(&rung.file, PROBE_TIMEOUT).await.unwrap_or_default();
-        let rate = bitrate(&packets, window.duration, BITRATE_WINDOW_SECONDS);
-        let frames = scores.vmaf.len();
-        let mean = if frames > 0 { scores.vmaf.iter().sum::<f64>() / frames as f64 } else { 0.0 };
-        total.vmaf_sum += mean * frames as f64;
-        total.frames += frames;
-        total.bits += rate.average_kbps * 1000.0 * window.duration;
-        total.seconds += window.duration;
-        total.peak_kbps = total.peak_kbps.max(rate.peak_kbps);
-        total.worst = Some(total.worst.map_or(mean, |w: f64| w.min(mean)));
-        let _ = tokio::fs::remove_file(&rung.file).await;
         Ok(())
     }
 }

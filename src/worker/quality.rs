@@ -23,7 +23,7 @@ use crate::domain::quality::{BITRATE_WINDOW_SECONDS, bitrate, per_second, scorin
 use crate::domain::scoring::{QualitySidecar, RenditionQuality, RenditionSeries, Seam, seams, worst_seam};
 use crate::domain::status::{SplitSummary, Stage};
 use crate::jobs::Attempt;
-use crate::media::quality::{ScoreRequest, Window, packet_sizes, score, subsample_for};
+use crate::media::quality::{ScoreRequest, Window, packet_sizes, score_many, subsample_for};
 
 /// Longest a rendition's scoring may take, besides the job's own timeout: scoring decodes the
 /// source and the rendition once more, so a run over the whole source is allowed its length
@@ -70,19 +70,22 @@ pub(super) async fn score_outputs(
     let cuts = seam_times(made.split.as_ref());
     let length = source_media.duration_seconds.unwrap_or(0.0);
     let timeout = MIN_SCORE_TIMEOUT.max(Duration::from_secs_f64(length.max(0.0) * 4.0));
-    for (done, target) in targets.iter().enumerate() {
-        tracker.set_progress(done as f64 * 100.0 / targets.len() as f64);
-        let distorted = out_dir.join(&target.file);
-        let request = ScoreRequest {
+    let subsample = subsample_for(source_media.video.as_ref().and_then(|v| v.frame_rate));
+    let requests: Vec<ScoreRequest> = targets
+        .iter()
+        .map(|target| ScoreRequest {
             reference_window: target.window,
-            subsample: subsample_for(source_media.video.as_ref().and_then(|v| v.frame_rate)),
+            subsample,
             timeout,
-            ..ScoreRequest::new(source, &distorted, width, height)
-        };
-        let scored = tokio::select! {
-            scored = score(&request) => scored,
-            () = stop.cancelled() => return Err(JobError::Interrupted),
-        };
+            ..ScoreRequest::new(source, out_dir.join(&target.file), width, height)
+        })
+        .collect();
+    // Every rendition against one decode of the source (one per source window).
+    let scored = tokio::select! {
+        scored = score_many(&requests) => scored,
+        () = stop.cancelled() => return Err(JobError::Interrupted),
+    };
+    for ((target, request), scored) in targets.iter().zip(&requests).zip(scored) {
         let scores = match scored {
             Ok(scores) => scores,
             Err(err) => {
@@ -90,8 +93,9 @@ pub(super) async fn score_outputs(
                 continue;
             }
         };
+        let distorted = &request.distorted;
         let duration = target.window.map_or(length, |w| w.duration.unwrap_or(length - w.start).min(length - w.start));
-        let packets = packet_sizes(&distorted, timeout).await.unwrap_or_default();
+        let packets = packet_sizes(distorted, timeout).await.unwrap_or_default();
         let seams: Vec<Seam> = seams(&scores, &cuts);
         let block = summarise(&scores, bitrate(&packets, duration, BITRATE_WINDOW_SECONDS));
         series.push(RenditionSeries {

@@ -199,6 +199,7 @@ async fn a_per_title_ladder_is_encoded_as_decided() {
     let rungs = ladder["rungs"].as_array().expect("rungs");
     assert!(!rungs.is_empty(), "{ladder}");
     let folder = manifest["outputs"][0]["key"].as_str().expect("key").trim_end_matches("master.m3u8").to_string();
+    let sidecar = d.json(manifest["quality_key"].as_str().expect("quality_key")).await;
     for rung in rungs {
         let name = rung["name"].as_str().expect("name");
         let crf = rung["crf"].as_u64().expect("crf");
@@ -207,9 +208,18 @@ async fn a_per_title_ladder_is_encoded_as_decided() {
         let bytes = std::fs::read(&segment).expect("segment");
         let settings = String::from_utf8_lossy(&bytes);
         assert!(settings.contains(&format!("crf={crf}.0")), "{name} encoded at CRF {crf}");
-        let achieved = num(&rendition(&manifest, "hls", name)["vmaf"]["mean"]);
+        // The decision aims each rung's worst window at the target: the prediction is checked
+        // against the rung's worst 2 s (docs/quality.md, "Accuracy of the per-title ladder"),
+        // and the mean, higher by the spread between scenes, is at least the prediction.
+        let series = sidecar["renditions"].as_array().expect("renditions").iter();
+        let series =
+            series.filter(|s| s["rendition"] == name).find_map(|s| s["vmaf_per_second"].as_array()).expect("series");
+        let seconds: Vec<f64> = series.iter().map(num).collect();
+        let worst = seconds.chunks(2).map(|c| c.iter().sum::<f64>() / c.len() as f64).fold(f64::INFINITY, f64::min);
+        let mean = num(&rendition(&manifest, "hls", name)["vmaf"]["mean"]);
         let predicted = num(&rung["predicted_vmaf"]);
-        assert!((achieved - predicted).abs() < 3.0, "{name}: predicted {predicted}, achieved {achieved}");
+        assert!((worst - predicted).abs() < 3.0, "{name}: predicted {predicted}, worst 2 s {worst}, mean {mean}");
+        assert!(mean >= predicted - 1.5, "{name}: predicted {predicted}, mean {mean}");
     }
     let master = std::fs::read_to_string(d.download(&format!("{folder}master.m3u8")).await).expect("master");
     assert_eq!(

@@ -39,6 +39,45 @@ pub fn probe_args(source: &Path, window: &Window, rungs: &[ProbeRung]) -> Vec<Os
     args
 }
 
+/// The pixel formats x264 encodes as they are: a window of a source in one of them can be
+/// copied losslessly ([`window_copy_args`]); any other would be converted on the way.
+pub const LOSSLESS_COPY_FORMATS: &[&str] = &[
+    "yuv420p",
+    "yuvj420p",
+    "yuv422p",
+    "yuvj422p",
+    "yuv444p",
+    "yuvj444p",
+    "nv12",
+    "nv16",
+    "nv21",
+    "yuv420p10le",
+    "yuv422p10le",
+    "yuv444p10le",
+    "nv20le",
+    "gray",
+    "gray10le",
+];
+
+/// Whether a source of pixel format `pix_fmt` (ffprobe's name) can be copied losslessly.
+pub fn copies_losslessly(pix_fmt: Option<&str>) -> bool {
+    pix_fmt.is_some_and(|f| LOSSLESS_COPY_FORMATS.contains(&f))
+}
+
+/// ffmpeg's argv (without the program name) copying `window` of `source`'s first video stream
+/// into `file` losslessly (x264 at QP 0, its fastest preset, every frame with its time): the
+/// probes of every round and their scoring read the copy instead of seeking into the source,
+/// which decodes from the keyframe before the window each time (up to a whole long GOP).
+pub fn window_copy_args(source: &Path, window: &Window, file: &Path) -> Vec<OsString> {
+    let mut args = strings(&["-hide_banner", "-nostdin", "-y", "-protocol_whitelist", "file"]);
+    args.extend(strings(&["-ss", &seconds(window.start), "-t", &seconds(window.duration), "-i"]));
+    args.push(source.as_os_str().to_owned());
+    args.extend(strings(&["-map", "0:v:0", "-an", "-sn", "-dn", "-map_metadata", "-1"]));
+    args.extend(strings(&["-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-fps_mode", "vfr", "-f", "mp4"]));
+    args.push(file.as_os_str().to_owned());
+    args
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +99,20 @@ mod tests {
         assert!(line.contains("-crf 27 -maxrate 2800k -bufsize 5600k"));
         assert!(line.contains("-crf 23 -maxrate 800k -bufsize 1600k -fps_mode vfr"));
         assert!(line.ends_with("-f mp4 /s/p-360.mp4"));
+    }
+
+    #[test]
+    fn a_window_is_copied_losslessly_in_the_formats_x264_keeps() {
+        let window = Window { start: 12.5, duration: 1.0 };
+        let args = window_copy_args(Path::new("/s/source.mov"), &window, Path::new("/s/w0.mp4"));
+        let line: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(
+            line.join(" "),
+            "-hide_banner -nostdin -y -protocol_whitelist file -ss 12.500 -t 1.000 -i /s/source.mov -map 0:v:0 \
+             -an -sn -dn -map_metadata -1 -c:v libx264 -preset ultrafast -qp 0 -fps_mode vfr -f mp4 /s/w0.mp4"
+        );
+        assert!(copies_losslessly(Some("yuv420p")) && copies_losslessly(Some("yuv422p10le")));
+        assert!(!copies_losslessly(Some("rgb24")) && !copies_losslessly(Some("yuv420p12le")));
+        assert!(!copies_losslessly(None));
     }
 }

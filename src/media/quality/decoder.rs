@@ -62,9 +62,10 @@ impl Decoder {
         window: Option<Window>,
         request: &ScoreRequest,
         select: Option<&str>,
+        threads: Option<u32>,
     ) -> Result<Self, QualityError> {
-        let (child, stdout, stderr) =
-            spawn_piped("ffmpeg", decoder_args(path, window, request.width, request.height, select))?;
+        let size = (request.width, request.height);
+        let (child, stdout, stderr) = spawn_piped("ffmpeg", decoder_args(path, window, size, select, threads))?;
         let log = tokio::spawn(read_log(BufReader::new(stderr)));
         Ok(Decoder { side, path: path.display().to_string(), child, stdout, log })
     }
@@ -88,18 +89,22 @@ impl Decoder {
 }
 
 /// The decoder's argv. ffmpeg's log is read for errors and for the time of each decoded frame
-/// (`showinfo`, without its checksums, before any `select`: it sees every frame).
+/// (`showinfo`, without its checksums, before any `select`: it sees every frame). `threads`
+/// bounds the decoder's threads (ffmpeg's default: one per core and one more).
 pub(super) fn decoder_args(
     path: &Path,
     window: Option<Window>,
-    width: u32,
-    height: u32,
+    (width, height): (u32, u32),
     select: Option<&str>,
+    threads: Option<u32>,
 ) -> Vec<OsString> {
     let mut args: Vec<OsString> =
         ["-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info", "-protocol_whitelist", "file"]
             .map(OsString::from)
             .to_vec();
+    if let Some(threads) = threads {
+        args.extend(["-threads".into(), threads.to_string().into()]);
+    }
     if let Some(window) = window {
         args.extend(["-ss".into(), format!("{:.3}", window.start).into()]);
         if let Some(duration) = window.duration {

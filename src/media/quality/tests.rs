@@ -5,6 +5,7 @@ use std::process::Command;
 
 use super::clips::{clip, media_tools, oracle_ffmpeg};
 use super::decoder::{MAX_LINE, decoder_args, read_log};
+use super::packets::parse_packet;
 use super::*;
 use crate::domain::quality::{bitrate, per_second, summarise};
 
@@ -96,6 +97,37 @@ async fn a_small_rung_is_scored_upscaled_at_the_scoring_size() {
     assert_eq!(block.scored_at, "1280x720");
     assert_eq!(per_second(&small).len(), 2);
     assert_eq!(small.times[1], 0.28, "the eighth frame at 25 fps");
+}
+
+/// Renditions scored against one shared decode of the reference get the very scores each gets
+/// alone; a rendition that cannot be decoded fails alone, and a request reading the reference
+/// another way gets a decoder of its own.
+#[tokio::test]
+async fn renditions_sharing_one_reference_decode_score_as_alone() {
+    let (true, Some(bunny)) = (media_tools(), clip("bigbuckbunny.mp4")) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let full = encode(&bunny, &dir.path().join("720.mp4"), 30, &["-t", "2"]);
+    let small = encode(&bunny, &dir.path().join("360.mp4"), 23, &["-t", "2", "-vf", "scale=-2:360"]);
+    let shorter = encode(&bunny, &dir.path().join("short.mp4"), 23, &["-t", "1.92"]);
+    let broken = dir.path().join("broken.mp4");
+    std::fs::write(&broken, b"not a video").unwrap();
+    let requests: Vec<ScoreRequest> = [&full, &small, &broken, &shorter]
+        .into_iter()
+        .map(|distorted| against_first_seconds(&bunny, distorted, 1280, 720, DEFAULT_SUBSAMPLE))
+        .chain([against_first_seconds(&bunny, &full, 1280, 720, 1)])
+        .collect();
+    let shared = score_many(&requests).await;
+    assert_eq!(shared.len(), 5);
+    assert!(matches!(shared[2], Err(QualityError::Decode { side: Side::Distorted, .. })), "{:?}", shared[2]);
+    for i in [0, 1, 3, 4] {
+        let alone = score(&requests[i]).await.unwrap();
+        let together = shared[i].as_ref().unwrap();
+        assert_eq!(together, &alone, "request {i}");
+    }
+    let short = shared[3].as_ref().unwrap();
+    assert_eq!((short.frames_reference, short.frames_distorted), (50, 48));
+    assert_eq!(shared[4].as_ref().unwrap().vmaf.len(), 50, "every frame: its own decoder");
+    assert_ne!(shared[0].as_ref().unwrap().vmaf, shared[1].as_ref().unwrap().vmaf, "each rendition its own scores");
 }
 
 #[tokio::test]
@@ -251,16 +283,17 @@ async fn long_log_lines_are_skipped_whole() {
 #[test]
 fn decoder_argv_reads_local_files_and_takes_numbers_only() {
     let window = Some(Window { start: 1.5, duration: Some(2.0) });
-    let args = decoder_args(Path::new("/s/-source.mp4"), window, 1280, 720, Sampling::new(7).select().as_deref());
+    let args =
+        decoder_args(Path::new("/s/-source.mp4"), window, (1280, 720), Sampling::new(7).select().as_deref(), Some(1));
     let argv: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
     assert_eq!(
         argv.join(" "),
-        "-nostdin -hide_banner -nostats -loglevel level+info -protocol_whitelist file -ss 1.500 -t 2.000 \
+        "-nostdin -hide_banner -nostats -loglevel level+info -protocol_whitelist file -threads 1 -ss 1.500 -t 2.000 \
          -i /s/-source.mp4 -map 0:v:0 -an -sn -dn \
          -vf showinfo=checksum=0,select='lt(mod(n+1,7),3)',scale=1280:720:flags=bicubic,format=yuv420p \
          -fps_mode passthrough -f rawvideo -"
     );
-    let args = decoder_args(Path::new("in.mp4"), None, 640, 272, Sampling::new(3).select().as_deref());
+    let args = decoder_args(Path::new("in.mp4"), None, (640, 272), Sampling::new(3).select().as_deref(), None);
     let argv: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
     assert!(argv.contains(&"showinfo=checksum=0,scale=640:272:flags=bicubic,format=yuv420p"), "{argv:?}");
     let invalid = |window: Window| {
@@ -312,7 +345,7 @@ fn oracle_scores(oracle: &Path, reference: &Path, distorted: &Path, width: u32, 
 /// The pictures our decoder gives libvmaf, written to a file (for the oracle to read the very
 /// same pixels).
 fn raw_pictures(source: &Path, out: &Path, width: u32, height: u32, window: Option<Window>) -> PathBuf {
-    let mut args = decoder_args(source, window, width, height, None);
+    let mut args = decoder_args(source, window, (width, height), None, None);
     args.pop();
     let status = Command::new("ffmpeg").args(args).arg("-y").arg(out).status().unwrap();
     assert!(status.success());
