@@ -4,6 +4,7 @@
 //! timeout, is killed when dropped, and fails with a typed error.
 
 pub mod ffmpeg;
+pub mod loudness;
 pub mod probe;
 pub mod qc;
 pub mod quality;
