@@ -17,7 +17,11 @@
 //!   `volume=<G>dB`, the same in every output and every segment, dynamics untouched;
 //! - otherwise `loudnorm`'s second pass with the first pass's values (`linear=true`: ffmpeg
 //!   keeps it linear if it can, else processes dynamically and limits the true peak), then
-//!   `aresample=48000`, since `loudnorm` works (and outputs) at 192 kHz;
+//!   `aresample=48000`, since `loudnorm` works (and outputs) at 192 kHz; that filter's result
+//!   is measured in a second pass and [`trim`]med to the target by a final `volume`
+//!   (`loudnorm`'s own meter and limiter leave it up to 0.5 LU under the target, as `ebur128`
+//!   reads it; `loudnorm` limits the peaks 0.5 dB lower than a linear gain may put them, the
+//!   trim's room);
 //! - `measure` mode: no filter, only the report.
 //!
 //! The 1 dB below the ceiling ([`CODEC_HEADROOM`]) is for the lossy encoders: AAC at 128 kb/s
@@ -40,6 +44,8 @@ pub const SILENCE_LUFS: f64 = -70.0;
 const DYNAMIC_LRA: f64 = 20.0;
 /// dB kept below the ceiling for the encoders' own overshoot (see the module's notes).
 pub const CODEC_HEADROOM: f64 = 1.0;
+/// dB under the encoders' headroom `loudnorm` limits the peaks to, the room for a trim.
+pub const TRIM_ROOM: f64 = 0.5;
 /// `loudnorm`'s lowest true-peak target.
 const LOUDNORM_MIN_TP: f64 = -9.0;
 /// Fixes the layout before measuring or scaling: stereo, as every output carries it.
@@ -152,6 +158,10 @@ pub struct LoudnessReport {
     /// normalising would apply in `measure` mode (absent for silence).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gain_db: Option<f64>,
+    /// After `loudnorm`'s dynamic pass: the linear gain (dB) that brings its result, as
+    /// `ebur128` measured it, to the target (within the room under the ceiling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trim_db: Option<f64>,
     /// The exact audio filter every output that encodes audio got.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
@@ -173,6 +183,7 @@ pub fn decide(settings: &LoudnessSettings, measured: &LoudnessMeasurement) -> Lo
         measured: *measured,
         action: LoudnessAction::Silent,
         gain_db: None,
+        trim_db: None,
         filter: None,
     };
     if measured.is_silent() {
@@ -194,9 +205,29 @@ pub fn decide(settings: &LoudnessSettings, measured: &LoudnessMeasurement) -> Lo
     report
 }
 
-/// The true peak `loudnorm` is asked for: the ceiling less the encoders' headroom.
+/// Trims a dynamic decision by what its filter was measured to reach (`after`: `ebur128` on
+/// the source through the filter): a final `volume` of `target - I`, as far as the peaks stay
+/// the encoders' headroom under the ceiling, like a linear gain's (`loudnorm` limits them
+/// [`TRIM_ROOM`] lower to leave room for it). `loudnorm`'s own meter and its limiter leave its
+/// result up to 0.5 LU under the target as `ebur128` measures it. Other decisions, and trims
+/// under 0.05 dB, are left alone.
+pub fn trim(report: &mut LoudnessReport, after: &Loudness) {
+    let Some(filter) = report.filter.as_mut().filter(|_| report.action == LoudnessAction::Dynamic) else { return };
+    if !after.integrated_lufs.is_finite() || after.integrated_lufs <= SILENCE_LUFS {
+        return;
+    }
+    let room = report.true_peak_ceiling - CODEC_HEADROOM - after.true_peak_dbtp;
+    let gain = round2((report.target - after.integrated_lufs).min(room));
+    if gain.abs() >= 0.05 {
+        filter.push_str(&format!(",volume={gain:.2}dB"));
+        report.trim_db = Some(gain);
+    }
+}
+
+/// The true peak `loudnorm` is asked for: the ceiling less the encoders' headroom and the
+/// trim's room.
 fn limiter_ceiling(settings: &LoudnessSettings) -> f64 {
-    (settings.true_peak - CODEC_HEADROOM).max(LOUDNORM_MIN_TP)
+    (settings.true_peak - CODEC_HEADROOM - TRIM_ROOM).max(LOUDNORM_MIN_TP)
 }
 
 /// `loudnorm`'s second pass with the first pass's values, back at 48 kHz.
@@ -373,12 +404,26 @@ video:0kB audio:9008kB subtitle:0kB other streams:0kB global headers:0kB muxing 
         assert_eq!(
             dynamic.audio_filter(),
             Some(
-                "aformat=channel_layouts=stereo,loudnorm=I=-16.0:TP=-2.0:LRA=20.0:measured_I=-34.80:measured_TP=-13.53:\
+                "aformat=channel_layouts=stereo,loudnorm=I=-16.0:TP=-2.5:LRA=20.0:measured_I=-34.80:measured_TP=-13.53:\
                  measured_LRA=5.00:measured_thresh=-45.20:offset=0.76:linear=true:print_format=none,aresample=48000"
             )
         );
         let low = LoudnessSettings { true_peak: -8.5, ..normalize };
         assert!(decide(&low, &measured(-34.5, -13.53)).audio_filter().unwrap().contains(":TP=-9.0:"));
+        // Its result measured: trimmed to the target, the peaks kept 1 dB under the ceiling.
+        let mut trimmed = dynamic.clone();
+        trim(&mut trimmed, &Loudness { integrated_lufs: -16.3, lra: 4.0, true_peak_dbtp: -2.5 });
+        assert_eq!(trimmed.trim_db, Some(0.3));
+        assert!(trimmed.audio_filter().unwrap().ends_with("aresample=48000,volume=0.30dB"));
+        let mut capped = dynamic.clone();
+        trim(&mut capped, &Loudness { integrated_lufs: -17.0, lra: 4.0, true_peak_dbtp: -2.3 });
+        assert_eq!(capped.trim_db, Some(0.3), "capped by the peaks");
+        let mut close = dynamic.clone();
+        trim(&mut close, &Loudness { integrated_lufs: -16.02, lra: 4.0, true_peak_dbtp: -2.5 });
+        assert_eq!((close.trim_db, close.filter), (None, dynamic.filter.clone()));
+        let mut linear_kept = linear.clone();
+        trim(&mut linear_kept, &Loudness { integrated_lufs: -17.0, lra: 4.0, true_peak_dbtp: -9.0 });
+        assert_eq!(linear_kept, linear);
         // Silence: no gain at all, whatever the mode.
         let floor = LoudnessMeasurement { integrated: -70.0, true_peak: -144.0, ..measured(-70.0, -60.0) };
         let inf = LoudnessMeasurement {
@@ -413,7 +458,7 @@ video:0kB audio:9008kB subtitle:0kB other streams:0kB global headers:0kB muxing 
         assert_eq!(
             measure_filter(&s),
             "aformat=channel_layouts=stereo,ebur128=peak=true:framelog=verbose,\
-             loudnorm=I=-23.0:TP=-3.0:LRA=20.0:print_format=json"
+             loudnorm=I=-23.0:TP=-3.5:LRA=20.0:print_format=json"
         );
     }
 }

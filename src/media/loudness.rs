@@ -56,6 +56,17 @@ pub async fn measure(
     Ok(measurement(&ebur128, loudnorm))
 }
 
+/// `ebur128`'s measures of `input`'s first audio stream through `filter` (a decided loudness
+/// filter, to see what it reaches before any encoder).
+pub async fn measure_filtered(filter: &str, input: &Path, timeout: Duration) -> Result<Loudness, LoudnessError> {
+    let mut args = strings(&["-hide_banner", "-nostdin", "-nostats", "-protocol_whitelist", "file", "-i"]);
+    args.push(input.as_os_str().to_owned());
+    let chain = format!("{filter},ebur128=peak=true:framelog=verbose");
+    args.extend(strings(&["-map", "0:a:0", "-vn", "-sn", "-dn", "-af", &chain, "-f", "null", "-"]));
+    let (ebur128, _) = run("ffmpeg", args, input, timeout).await?;
+    ebur128.ok_or_else(|| LoudnessError::Unmeasured("no ebur128 summary".into()))
+}
+
 /// Runs `program` with `args` (never through a shell): `ebur128`'s summary, and the end of the
 /// log.
 async fn run(
@@ -121,7 +132,7 @@ mod tests {
         assert_eq!(
             args.join(" "),
             "-hide_banner -nostdin -nostats -protocol_whitelist file -i /s/-i x -map 0:a:0 -vn -sn -dn -af \
-             aformat=channel_layouts=stereo,ebur128=peak=true:framelog=verbose,loudnorm=I=-16.0:TP=-2.0:LRA=20.0:\
+             aformat=channel_layouts=stereo,ebur128=peak=true:framelog=verbose,loudnorm=I=-16.0:TP=-2.5:LRA=20.0:\
              print_format=json -f null -"
         );
         assert_eq!(args[6], "/s/-i x", "the path stays one argument");
