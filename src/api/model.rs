@@ -111,6 +111,11 @@ pub struct CreateJobRequest {
     /// letterbox and loudness rules, each `warn` or `fail` (`docs/qc.md`).
     #[serde(default)]
     pub qc: Option<crate::domain::qc::QcSettings>,
+    /// Loudness normalisation of every output's audio to an integrated target (LUFS) under a
+    /// true-peak ceiling (dBTP), measured once over the whole source (EBU R128); `"mode":
+    /// "measure"` only reports the measurement in the manifest (`docs/api.md`).
+    #[serde(default)]
+    pub loudness: Option<crate::domain::loudness::LoudnessSettings>,
 }
 
 /// One job of a list: its status without the timeline and downloads.

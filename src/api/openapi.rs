@@ -272,4 +272,17 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn the_loudness_setting_and_report_are_described() {
+        let doc = serde_json::to_value(super::document()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let setting = &schemas["LoudnessSettings"]["properties"];
+        for field in ["target", "true_peak", "mode"] {
+            assert!(setting.get(field).is_some(), "LoudnessSettings.{field}: {setting}");
+        }
+        let request = &schemas["CreateJobRequest"]["properties"];
+        assert!(request.get("loudness").is_some(), "{request}");
+        assert!(schemas["Manifest"]["properties"].get("loudness").is_some());
+    }
 }

@@ -333,6 +333,7 @@ mod tests {
             split: None,
             import: None,
             qc: None,
+            loudness: None,
         }
     }
 

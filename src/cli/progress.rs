@@ -238,6 +238,7 @@ mod tests {
             split: None,
             import: None,
             qc: None,
+            loudness: None,
         };
         let mut s = JobStatus::queued(&job, attempt, 5, chrono::Utc::now());
         s.state = state;

@@ -49,6 +49,12 @@ pub fn aac() -> Vec<OsString> {
     strings(&["-c:a", "aac", "-b:a", "128k", "-ac", "2"])
 }
 
+/// The audio filter of an output block that encodes audio (`-af`, applied to each of its
+/// audio streams); nothing without one.
+pub fn audio_filter(filter: Option<&str>) -> Vec<OsString> {
+    filter.map(|f| strings(&["-af", f])).unwrap_or_default()
+}
+
 /// A filter graph feeding one decode of the first video stream to several scales: output `i`
 /// (labelled `[<out>i]`) fits the short side to `caps[i]`. `split` names the intermediate pads.
 pub fn fan_out(caps: &[Option<u32>], split: &str, out: &str) -> String {

@@ -248,6 +248,7 @@ fn object_to_job(
         split: None,
         import: None,
         qc: None,
+        loudness: None,
     };
     Ok(Some(JobMessage::new(job, 1)))
 }

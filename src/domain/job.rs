@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::delivery::{CaptionTrack, Packaging, VideoCodec, validate_captions, validate_codecs};
 use crate::domain::keys::{KeyError, validate_job_id, validate_key, validate_prefix};
+use crate::domain::loudness::LoudnessSettings;
 use crate::domain::per_title::QualityTarget;
 use crate::domain::preset::Preset;
 use crate::domain::qc::QcSettings;
@@ -53,6 +54,10 @@ pub struct JobSpec {
     /// fails the job, a broken `warn` rule is reported in the manifest and the completed event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qc: Option<Box<QcSettings>>,
+    /// Loudness normalisation (or only its measurement) of every output's audio, measured once
+    /// over the whole source (`docs/api.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loudness: Option<LoudnessSettings>,
 }
 
 /// A source to fetch from a URL (`input.url` in `POST /v1/jobs`).
@@ -257,6 +262,9 @@ impl JobSpec {
         if let Some(qc) = &self.qc {
             qc.validate().map_err(|e| SpecError::Options(e.to_string()))?;
         }
+        if let Some(loudness) = &self.loudness {
+            loudness.validate().map_err(SpecError::Options)?;
+        }
         if let Some(import) = &self.import {
             // Some folder of the key is an imports folder (where it lies under the upload prefix
             // is the layout's business): the file's own upload event must make no job.
@@ -373,6 +381,7 @@ pub(crate) fn sample_job() -> JobSpec {
         split: None,
         import: None,
         qc: None,
+        loudness: None,
     }
 }
 

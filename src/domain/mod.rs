@@ -10,6 +10,7 @@ pub mod event;
 pub mod isobmff;
 pub mod job;
 pub mod keys;
+pub mod loudness;
 pub mod per_title;
 pub mod plan;
 pub mod preset;

@@ -172,6 +172,7 @@ mod tests {
                 split: None,
                 import: None,
                 qc: None,
+                loudness: None,
             },
             1,
         )

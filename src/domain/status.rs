@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::error_code::{ErrorCode, UNKNOWN_CODE_MESSAGE};
 use crate::domain::job::JobSpec;
+use crate::domain::loudness::LoudnessReport;
 use crate::domain::per_title::LadderDecision;
 use crate::domain::preset::Preset;
 use crate::domain::probe::MediaInfo;
@@ -336,6 +337,10 @@ pub struct Manifest {
     /// with them here (a failing one does not complete).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qc: Option<QcReport>,
+    /// The source's loudness as measured for the job's `loudness` setting, and what was done
+    /// to every output's audio (`docs/api.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loudness: Option<LoudnessReport>,
 }
 
 /// A split job's segments: how many, and who encoded each in how long.

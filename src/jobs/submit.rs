@@ -19,6 +19,7 @@
 use crate::backend::Backend;
 use crate::domain::job::{ImportSource, JobMessage, JobSpec, NotifyTarget, OutputRequest, SourcePin, SpecError};
 use crate::domain::keys::{KeyError, KeyLayout, validate_job_id, validate_prefix};
+use crate::domain::loudness::LoudnessSettings;
 use crate::domain::preset::Preset;
 use crate::domain::qc::QcSettings;
 use crate::domain::split::SplitRequest;
@@ -44,6 +45,8 @@ pub struct NewJob {
     pub import: Option<ImportSource>,
     /// The job's QC rules.
     pub qc: Option<QcSettings>,
+    /// The job's loudness target (or measure-only request).
+    pub loudness: Option<LoudnessSettings>,
     /// A failed job asked for again ([`NewJob::again`]): an import the old job stored is pinned
     /// like any source. A new job's import is fetched whatever the key holds (an object left
     /// there belongs to no live job of this id), so its source is not looked up at all.
@@ -64,6 +67,7 @@ impl NewJob {
             split: None,
             import: None,
             qc: None,
+            loudness: None,
             again: false,
         }
     }
@@ -86,6 +90,7 @@ impl NewJob {
             split: old.split.clone(),
             import: old.import.clone(),
             qc: old.qc.as_deref().cloned(),
+            loudness: old.loudness,
             again: true,
         }
     }
@@ -119,6 +124,7 @@ impl NewJob {
             && job.import == self.import
             && job.split == self.split
             && job.qc.as_deref() == self.qc.as_ref()
+            && job.loudness == self.loudness
     }
 
     /// The job's spec, pinned to `pin`, validated.
@@ -133,6 +139,7 @@ impl NewJob {
             split: self.split,
             import: self.import,
             qc: self.qc.map(Box::new),
+            loudness: self.loudness,
         };
         job.validate()?;
         Ok(job)

@@ -5,6 +5,7 @@
 
 pub mod ffmpeg;
 pub mod fragmented;
+pub mod loudness;
 pub mod probe;
 pub mod qc;
 pub mod quality;

@@ -110,7 +110,7 @@ async fn run_pass(
 }
 
 /// Calls `each` with every line of `reader` (ended by `\n` or `\r`), cut to [`MAX_LINE`] bytes.
-async fn read_lines(mut reader: impl AsyncRead + Unpin, mut each: impl FnMut(&str)) -> std::io::Result<()> {
+pub(crate) async fn read_lines(mut reader: impl AsyncRead + Unpin, mut each: impl FnMut(&str)) -> std::io::Result<()> {
     let mut chunk = vec![0u8; 16 << 10];
     let mut line: Vec<u8> = Vec::with_capacity(256);
     loop {

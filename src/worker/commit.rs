@@ -12,6 +12,7 @@ use super::{JobError, StepCx};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::job::{JobMessage, JobSpec};
 use crate::domain::keys::{QUALITY_FILE, attempt_dir, manifest_key};
+use crate::domain::loudness::LoudnessReport;
 use crate::domain::per_title::LadderDecision;
 use crate::domain::plan::{expected_duration, is_truncated};
 use crate::domain::preset::content_type_of;
@@ -79,6 +80,8 @@ pub(super) struct Outputs {
     pub ladders: Vec<Option<LadderDecision>>,
     /// The job's QC rules as measured on the source.
     pub qc: Option<QcReport>,
+    /// The source's loudness and what was done about it.
+    pub loudness: Option<LoudnessReport>,
 }
 
 /// Uploads the outputs, then writes the manifest and completes the job.
@@ -131,6 +134,7 @@ pub(super) async fn commit(
         split: outputs.made.split,
         quality_key,
         qc: outputs.qc,
+        loudness: outputs.loudness,
     };
     let manifest_split = manifest.split.is_some();
     let key = manifest_key(&job.output_dir);

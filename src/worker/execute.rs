@@ -21,7 +21,7 @@ use super::transcode::{Made, millis, transcode};
 use super::{Inner, JobError};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::job::JobMessage;
-use crate::domain::per_title::LadderDecision;
+use crate::domain::plan::Decisions;
 use crate::domain::split::{apply_ladders, split_plan};
 use crate::domain::status::Timings;
 use crate::jobs::{Attempt, AttemptError};
@@ -126,11 +126,13 @@ async fn attempt(
     let clock = Instant::now();
     let qc = super::qc::check(inner, job, tracker, &source.path, &source.media, stop).await?;
     let ladders = super::per_title::analyse(inner, job, tracker, &source.path, &source.media, dir, stop).await?;
+    let loudness = super::loudness::analyse(inner, job, tracker, &source.path, &source.media, stop).await?;
     timings.analysis_ms = millis(clock);
 
     let out_dir = dir.join("out");
     let clock = Instant::now();
-    let made = produce(inner, message, tracker, permit, &source, &ladders, dir, &out_dir, stop).await?;
+    let decisions = Decisions { ladders: &ladders, audio_filter: loudness.as_ref().and_then(|l| l.audio_filter()) };
+    let made = produce(inner, message, tracker, permit, &source, &decisions, dir, &out_dir, stop).await?;
     let probed = commit::probe_outputs(&made, job, &source.media, &out_dir).await?;
     timings.transcode_ms = millis(clock);
     tracing::info!(outputs = made.outputs.len(), speed = made.speed, elapsed_ms = millis(clock), "Outputs transcoded.");
@@ -139,7 +141,7 @@ async fn attempt(
         quality::score_outputs(inner, job, tracker, &source.path, &source.media, &made, &out_dir, stop).await?;
     timings.scoring_ms = millis(clock);
 
-    let outputs = commit::Outputs { made, probed, timings, started, quality: scored.per_output, ladders, qc };
+    let outputs = commit::Outputs { made, probed, timings, started, quality: scored.per_output, ladders, qc, loudness };
     commit::commit(&inner.step_cx(), message, tracker, source, outputs, &out_dir).await
 }
 
@@ -152,7 +154,7 @@ async fn produce(
     tracker: &Attempt,
     permit: &JobPermit,
     source: &Source,
-    ladders: &[Option<LadderDecision>],
+    decisions: &Decisions<'_>,
     dir: &Path,
     out_dir: &Path,
     stop: &CancellationToken,
@@ -161,12 +163,17 @@ async fn produce(
     if let Some((segment, renditions)) =
         split_plan(&job.outputs, &source.media, &inner.config.split, job.split.as_ref())
     {
-        let renditions = apply_ladders(renditions, ladders);
-        let whole = split::Whole { path: &source.path, media: &source.media, etag: source.object.etag.clone() };
+        let renditions = apply_ladders(renditions, decisions.ladders);
+        let whole = split::Whole {
+            path: &source.path,
+            media: &source.media,
+            etag: source.object.etag.clone(),
+            audio_filter: decisions.audio_filter,
+        };
         match split::produce(inner, message, tracker, permit, &whole, segment, renditions, dir, out_dir, stop).await? {
             Cut::Stitched(made) => return Ok(made),
             Cut::TooFewPieces => {}
         }
     }
-    transcode(inner, job, tracker, &source.path, &source.media, ladders, out_dir, stop).await
+    transcode(inner, job, tracker, &source.path, &source.media, decisions, out_dir, stop).await
 }

@@ -23,6 +23,7 @@ mod execute;
 mod hls;
 mod import;
 mod intake;
+mod loudness;
 mod metrics;
 mod per_title;
 mod permits;

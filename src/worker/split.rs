@@ -35,7 +35,7 @@ use super::{Inner, JobError};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::job::JobMessage;
 use crate::domain::keys::{done_key, failed_key, piece_file, piece_key, progress_key, record_key, split_dir};
-use crate::domain::plan::{PlannedOutput, plan};
+use crate::domain::plan::{Decisions, PlannedOutput, plan_with};
 use crate::domain::probe::MediaInfo;
 use crate::domain::split::{
     Piece, Rendition, SPLIT_VERSION, SegmentDone, SegmentFailed, SegmentMessage, SegmentTask, SplitRecord, audio_args,
@@ -55,6 +55,9 @@ pub(super) struct Whole<'a> {
     pub path: &'a Path,
     pub media: &'a MediaInfo,
     pub etag: Option<String>,
+    /// The job's loudness filter: the whole source's audio (and any output made whole) gets
+    /// it once, so every segment plays at the same gain.
+    pub audio_filter: Option<&'a str>,
 }
 
 /// What the coordinator of a split job made of it.
@@ -330,15 +333,23 @@ async fn alongside(
             return Ok(None);
         }
         let started_at = Utc::now();
-        run_whole(inner, whole, audio_args(whole.path, &audio_dir.join("audio.m4a")), out_dir, stop).await?;
+        run_whole(
+            inner,
+            whole,
+            audio_args(whole.path, &audio_dir.join("audio.m4a"), whole.audio_filter),
+            out_dir,
+            stop,
+        )
+        .await?;
         Ok::<_, JobError>(Some(inner.task_timing("audio", started_at)))
     };
     let outputs = async {
         if rest.is_empty() {
             return Ok((Vec::new(), None));
         }
-        let plan =
-            plan(&rest, whole.media, whole.path, out_dir).map_err(|e| JobError::permanent(e.code(), e.to_string()))?;
+        let decisions = Decisions { ladders: &[], audio_filter: whole.audio_filter };
+        let plan = plan_with(&rest, whole.media, whole.path, out_dir, &decisions)
+            .map_err(|e| JobError::permanent(e.code(), e.to_string()))?;
         let slot = inner.transcode_slot().await?;
         let started_at = Utc::now();
         run_whole(inner, whole, plan.args, out_dir, stop).await?;

@@ -12,8 +12,7 @@ use super::{Inner, JobError};
 use crate::config::SourceLimits;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::job::JobSpec;
-use crate::domain::per_title::LadderDecision;
-use crate::domain::plan::{PlannedOutput, plan_with};
+use crate::domain::plan::{Decisions, PlannedOutput, plan_with};
 use crate::domain::probe::MediaInfo;
 use crate::domain::status::{SplitSummary, Stage};
 use crate::jobs::Attempt;
@@ -35,11 +34,11 @@ pub(super) async fn transcode(
     tracker: &Attempt,
     source_path: &Path,
     source_media: &MediaInfo,
-    ladders: &[Option<LadderDecision>],
+    decisions: &Decisions<'_>,
     out_dir: &Path,
     stop: &CancellationToken,
 ) -> Result<Made, JobError> {
-    let plan = plan_with(&job.outputs, source_media, source_path, out_dir, ladders)
+    let plan = plan_with(&job.outputs, source_media, source_path, out_dir, decisions)
         .map_err(|e| JobError::permanent(e.code(), e.to_string()))?;
     for folder in std::iter::once(String::new()).chain(plan.folders.iter().cloned()) {
         tokio::fs::create_dir_all(out_dir.join(&folder))

@@ -60,6 +60,7 @@ fn job(job_id: &str, source_key: &str, outputs: Vec<OutputRequest>) -> JobSpec {
         split: None,
         import: None,
         qc: None,
+        loudness: None,
     }
 }
 

@@ -27,6 +27,7 @@ fn spec(job_id: &str) -> JobSpec {
         split: None,
         import: None,
         qc: None,
+        loudness: None,
     }
 }
 
@@ -173,6 +174,7 @@ async fn two_workers_one_message_one_transcode(kind: Kind) {
         split: None,
         import: None,
         qc: None,
+        loudness: None,
     };
     let message = JobMessage::new(job, 1).to_json();
     for _ in 0..2 {

@@ -15,6 +15,7 @@ mod hardening;
 mod ingest;
 mod ledger;
 mod lifecycle;
+mod loudness;
 mod media;
 mod notifications;
 mod packaging;

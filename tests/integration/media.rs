@@ -230,6 +230,7 @@ async fn corpus_through_the_worker() {
             split: None,
             import: None,
             qc: None,
+            loudness: None,
         };
         job.validate().unwrap();
         d.queues().ready.send(&JobMessage::new(job, 1).to_json(), SendOptions::default()).await.unwrap();

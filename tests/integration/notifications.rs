@@ -156,6 +156,7 @@ fn spec(job_id: &str, source_key: &str) -> JobSpec {
         split: None,
         import: None,
         qc: None,
+        loudness: None,
     }
 }
 

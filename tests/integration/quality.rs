@@ -19,7 +19,7 @@ use crate::require;
 use crate::support::{Deployment, Kind, media_tools};
 
 #[path = "../../src/media/quality/clips.rs"]
-mod clips;
+pub(crate) mod clips;
 
 /// Big Buck Bunny scaled to `width`x`height`, looped to `seconds`, 25 fps, keyframes every 2 s,
 /// with its sound: a mezzanine of real footage at a size the tests can afford to score.
@@ -71,6 +71,7 @@ pub(crate) async fn submit(
         split: None,
         import: None,
         qc: qc.map(Box::new),
+        loudness: None,
     };
     job.validate().expect("a valid job");
     d.queues().ready.send(&JobMessage::new(job, 1).to_json(), SendOptions::default()).await.expect("send");

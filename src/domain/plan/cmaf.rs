@@ -12,7 +12,7 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use super::rungs_within;
-use crate::domain::args::{aac, finish_block, fit, strings};
+use crate::domain::args::{aac, audio_filter, finish_block, fit, strings};
 use crate::domain::delivery::{CaptionTrack, Packaging, VideoCodec, gop_frames};
 use crate::domain::job::OutputRequest;
 use crate::domain::probe::MediaInfo;
@@ -57,7 +57,13 @@ pub struct CmafRendition {
 }
 
 /// The filter graph, the output blocks (one per rendition) and the package of a `cmaf` output.
-pub(super) fn cmaf(output: &OutputRequest, media: &MediaInfo, out_dir: &Path) -> (String, Vec<OsString>, CmafPackage) {
+/// `af`: the audio rendition's filter (the job's loudness), if any.
+pub(super) fn cmaf(
+    output: &OutputRequest,
+    media: &MediaInfo,
+    af: Option<&str>,
+    out_dir: &Path,
+) -> (String, Vec<OsString>, CmafPackage) {
     let codecs = output.codecs.clone().unwrap_or_else(|| vec![VideoCodec::H264]);
     let packaging = output.packaging.unwrap_or_default();
     let gop = gop_frames(media.video.as_ref().and_then(|v| v.frame_rate));
@@ -81,6 +87,7 @@ pub(super) fn cmaf(output: &OutputRequest, media: &MediaInfo, out_dir: &Path) ->
         let file = format!("{FOLDER}/audio.mp4");
         let mut block = strings(&["-map", "0:a:0", "-map_metadata", "-1", "-map_chapters", "-1"]);
         block.extend(aac());
+        block.extend(audio_filter(af));
         block.extend(cmaf_fragmenting(packaging, true));
         blocks.extend(finish_block(block, out_dir.join(&file).into_os_string()));
         renditions.push(CmafRendition { name: "audio".into(), file, codec: None, height: 0 });
@@ -186,7 +193,7 @@ mod tests {
     #[test]
     fn every_codec_has_its_rungs_from_one_scale_per_size() {
         let (graph, blocks, package) =
-            cmaf(&request(&[VideoCodec::H264, VideoCodec::Av1], None), &media(1280, 720, true), Path::new("/o"));
+            cmaf(&request(&[VideoCodec::H264, VideoCodec::Av1], None), &media(1280, 720, true), None, Path::new("/o"));
         let names: Vec<&str> = package.renditions.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["h264-720p", "h264-480p", "h264-360p", "av1-720p", "av1-480p", "av1-360p", "audio"]);
         assert_eq!(graph.matches("scale=").count(), 3, "{graph}");
@@ -212,8 +219,12 @@ mod tests {
 
     #[test]
     fn single_file_mode_indexes_fragments_and_hevc_closes_its_gops() {
-        let (graph, blocks, package) =
-            cmaf(&request(&[VideoCodec::Hevc], Some(Packaging::SingleFile)), &media(640, 360, false), Path::new("/o"));
+        let (graph, blocks, package) = cmaf(
+            &request(&[VideoCodec::Hevc], Some(Packaging::SingleFile)),
+            &media(640, 360, false),
+            None,
+            Path::new("/o"),
+        );
         assert_eq!(
             graph,
             "[0:v:0]null[cs0];[cs0]scale=w='if(gte(iw,ih),-2,trunc(min(iw,360)/2)*2)':h='if(gte(iw,ih),trunc(min(ih,360)/2)*2,-2)'[cv0]"
@@ -231,7 +242,7 @@ mod tests {
     #[test]
     fn a_small_source_gets_one_rung_per_codec_at_its_size() {
         let (_, _, package) =
-            cmaf(&request(&[VideoCodec::H264, VideoCodec::Hevc], None), &media(320, 240, true), Path::new("/o"));
+            cmaf(&request(&[VideoCodec::H264, VideoCodec::Hevc], None), &media(320, 240, true), None, Path::new("/o"));
         let names: Vec<&str> = package.renditions.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["h264-240p", "hevc-240p", "audio"]);
     }

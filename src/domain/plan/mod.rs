@@ -8,7 +8,9 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use crate::domain::args::{KEYFRAME_INTERVAL, aac, fan_out, finish_block, fit, hls_muxer, seconds, strings, x264};
+use crate::domain::args::{
+    KEYFRAME_INTERVAL, aac, audio_filter, fan_out, finish_block, fit, hls_muxer, seconds, strings, x264,
+};
 use crate::domain::delivery::VideoCodec;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::job::OutputRequest;
@@ -19,12 +21,9 @@ use crate::domain::probe::MediaInfo;
 /// The fixed ladder's CRF, on every rung.
 pub const HLS_CRF: u32 = 23;
 mod cmaf;
+mod images;
 
 pub use cmaf::{CMAF_FOLDER, CmafPackage, CmafRendition, cmaf_fragmenting, stitched_package};
-/// Storyboard thumbnails: width in pixels, at most this many per sprite sheet, ten per row.
-const STORYBOARD_WIDTH: u32 = 160;
-const STORYBOARD_MAX_THUMBS: u32 = 100;
-const STORYBOARD_COLUMNS: u32 = 10;
 /// Codecs an MP4 can carry as they are (and that players handle), for `remux-mp4`.
 const MP4_VIDEO_COPY: &[&str] = &["h264", "hevc", "av1"];
 const MP4_AUDIO_COPY: &[&str] = &["aac", "mp3", "ac3", "eac3", "alac", "opus"];
@@ -81,16 +80,26 @@ impl PlanError {
 
 /// Plans one command producing every output into `out_dir` from `input`.
 pub fn plan(outputs: &[OutputRequest], media: &MediaInfo, input: &Path, out_dir: &Path) -> Result<Plan, PlanError> {
-    plan_with(outputs, media, input, out_dir, &[])
+    plan_with(outputs, media, input, out_dir, &Decisions::default())
 }
 
-/// [`plan`], with each output's per-title ladder (in the job's order; none: the fixed ladder).
+/// What the analysis before the encode decided for a job's outputs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Decisions<'a> {
+    /// Each output's per-title ladder, in the job's order (none: the fixed ladder).
+    pub ladders: &'a [Option<LadderDecision>],
+    /// The audio filter of the job's loudness setting ([`crate::domain::loudness`]), given to
+    /// every output that encodes audio (`-af`); an output that copies its audio is left as is.
+    pub audio_filter: Option<&'a str>,
+}
+
+/// [`plan`], with what the analysis decided.
 pub fn plan_with(
     outputs: &[OutputRequest],
     media: &MediaInfo,
     input: &Path,
     out_dir: &Path,
-    ladders: &[Option<LadderDecision>],
+    decisions: &Decisions<'_>,
 ) -> Result<Plan, PlanError> {
     let mut args = strings(&["-hide_banner", "-nostdin", "-y", "-protocol_whitelist", "file", "-i"]);
     args.push(input.as_os_str().to_owned());
@@ -99,7 +108,7 @@ pub fn plan_with(
     let mut blocks: Vec<Vec<OsString>> = Vec::new();
     for (index, output) in outputs.iter().enumerate() {
         let preset = output.preset;
-        let ladder = ladders.get(index).and_then(Option::as_ref);
+        let ladder = decisions.ladders.get(index).and_then(Option::as_ref);
         if preset.needs_video() && media.video.is_none() {
             return Err(PlanError::NoVideo(preset));
         }
@@ -107,7 +116,7 @@ pub fn plan_with(
             return Err(PlanError::NoAudio(preset));
         }
         check_window(output, media)?;
-        blocks.push(output_block(output, media, ladder, out_dir, &mut plan)?);
+        blocks.push(output_block(output, media, (ladder, decisions.audio_filter), out_dir, &mut plan)?);
     }
 
     // Global options (the HLS filter graph) go after the input, before the output blocks.
@@ -120,11 +129,11 @@ pub fn plan_with(
 }
 
 /// One output's block of the command, ending with its file; records the output in `plan` (and
-/// any global option, folder or sidecar file it needs).
+/// any global option, folder or sidecar file it needs), given its ladder and the audio filter.
 fn output_block(
     output: &OutputRequest,
     media: &MediaInfo,
-    ladder: Option<&LadderDecision>,
+    (ladder, af): (Option<&LadderDecision>, Option<&str>),
     out_dir: &Path,
     plan: &mut Plan,
 ) -> Result<Vec<OsString>, PlanError> {
@@ -136,15 +145,12 @@ fn output_block(
     let mut file = out_dir.join(&main).into_os_string();
     match preset {
         Preset::Mp4H264 | Preset::Mp4H264_1080 | Preset::Mp4H264_720 | Preset::Mp4H264_480 => {
-            block.extend(h264_mp4(output));
+            block.extend(h264_mp4(output, af));
         }
-        Preset::WebmVp9 => {
-            block.extend(strings(&["-map", "0:v:0", "-map", "0:a:0?"]));
-            block.extend(trim(output));
-            block.extend(strings(&["-vf", &fit(output.max_height)]));
-            block.extend(vp9_opus());
+        Preset::WebmVp9 => block.extend(webm_vp9(output, af)),
+        Preset::Hls | Preset::Cmaf => {
+            return Ok(ladder_block(output, media, (ladder, af), out_dir, plan, planned, block));
         }
-        Preset::Hls | Preset::Cmaf => return Ok(ladder_block(output, media, ladder, out_dir, plan, planned, block)),
         Preset::Thumbnail => {
             let duration = media.duration_seconds.unwrap_or(0.0);
             let time = output.time.unwrap_or(duration * 0.1);
@@ -153,7 +159,7 @@ fn output_block(
             block.extend(strings(&["-update", "1", "-f", "image2"]));
         }
         Preset::Storyboard => {
-            let (filter, vtt) = storyboard(media);
+            let (filter, vtt) = images::storyboard(media);
             block.extend(strings(&["-map", "0:v:0", "-vf", &filter, "-frames:v", "1", "-q:v", "4"]));
             block.extend(strings(&["-update", "1", "-f", "image2"]));
             file = out_dir.join("storyboard.jpg").into_os_string();
@@ -163,13 +169,9 @@ fn output_block(
         Preset::Gif => {
             block.extend(strings(&["-map", "0:v:0", "-vf", &gif_filter(output, media), "-loop", "0", "-f", "gif"]));
         }
-        Preset::Mp3 => {
-            block.extend(strings(&["-map", "0:a:0", "-vn"]));
-            block.extend(trim(output));
-            block.extend(strings(&["-c:a", "libmp3lame", "-b:a", "192k", "-f", "mp3"]));
-        }
+        Preset::Mp3 => block.extend(mp3(output, af)),
         Preset::RemuxMp4 => {
-            let (remux, note) = remux(media);
+            let (remux, note) = remux(media, af);
             block.extend(remux);
             planned.note = Some(note);
         }
@@ -191,14 +193,14 @@ fn output_block(
 fn ladder_block(
     output: &OutputRequest,
     media: &MediaInfo,
-    ladder: Option<&LadderDecision>,
+    (ladder, af): (Option<&LadderDecision>, Option<&str>),
     out_dir: &Path,
     plan: &mut Plan,
     mut planned: PlannedOutput,
     mut block: Vec<OsString>,
 ) -> Vec<OsString> {
     let graph = if output.preset == Preset::Cmaf {
-        let (graph, blocks, package) = cmaf::cmaf(output, media, out_dir);
+        let (graph, blocks, package) = cmaf::cmaf(output, media, af, out_dir);
         plan.folders.push(package.folder.clone());
         planned.folder = Some(format!("{}/", package.folder));
         planned.note = Some(package.note());
@@ -206,7 +208,7 @@ fn ladder_block(
         block = blocks;
         graph
     } else {
-        let (graph, hls_block, rungs) = hls(output, media, ladder, out_dir);
+        let (graph, hls_block, rungs) = hls(output, media, (ladder, af), out_dir);
         // The block ends with the variant playlists' path; the master playlist is named by
         // `-master_pl_name` and lands beside their folders, at `hls/master.m3u8`.
         block.extend(hls_block);
@@ -221,7 +223,7 @@ fn ladder_block(
 }
 
 /// An H.264 MP4 output's streams, encoders and muxer.
-fn h264_mp4(output: &OutputRequest) -> Vec<OsString> {
+fn h264_mp4(output: &OutputRequest, af: Option<&str>) -> Vec<OsString> {
     let video = mp4_video(output);
     let mut block = strings(&["-map", "0:v:0", "-map", "0:a:0?"]);
     block.extend(trim(output));
@@ -231,7 +233,27 @@ fn h264_mp4(output: &OutputRequest) -> Vec<OsString> {
     // repeated frames, and a split job's segments time frames the same way.
     block.extend(strings(&["-fps_mode", "vfr"]));
     block.extend(aac());
+    block.extend(audio_filter(af));
     block.extend(strings(&["-movflags", "+faststart", "-f", "mp4"]));
+    block
+}
+
+/// An MP3 output: the first audio stream only.
+fn mp3(output: &OutputRequest, af: Option<&str>) -> Vec<OsString> {
+    let mut block = strings(&["-map", "0:a:0", "-vn"]);
+    block.extend(trim(output));
+    block.extend(audio_filter(af));
+    block.extend(strings(&["-c:a", "libmp3lame", "-b:a", "192k", "-f", "mp3"]));
+    block
+}
+
+/// A WebM output's streams, encoders and muxer.
+fn webm_vp9(output: &OutputRequest, af: Option<&str>) -> Vec<OsString> {
+    let mut block = strings(&["-map", "0:v:0", "-map", "0:a:0?"]);
+    block.extend(trim(output));
+    block.extend(strings(&["-vf", &fit(output.max_height)]));
+    block.extend(vp9_opus());
+    block.extend(audio_filter(af));
     block
 }
 
@@ -402,7 +424,7 @@ pub fn ladder_rungs(
 fn hls(
     output: &OutputRequest,
     media: &MediaInfo,
-    ladder: Option<&LadderDecision>,
+    (ladder, af): (Option<&LadderDecision>, Option<&str>),
     out_dir: &Path,
 ) -> (String, Vec<OsString>, Vec<String>) {
     let rungs = ladder_rungs(output, media, ladder);
@@ -440,46 +462,17 @@ fn hls(
     // Keyframes on a shared clock, so every rung's segments cut at the same instants.
     block.extend(strings(&["-force_key_frames:v", &format!("expr:gte(t,n_forced*{KEYFRAME_INTERVAL})")]));
     if audio {
+        // One filter per audio stream: every rung's audio is scaled alike.
         block.extend(aac());
+        block.extend(audio_filter(af));
     }
     block.extend(hls_muxer(&names, audio, out_dir));
     (graph, block, names)
 }
 
-/// The sprite sheet filter and its WebVTT cues.
-fn storyboard(media: &MediaInfo) -> (String, String) {
-    let duration = media.duration_seconds.unwrap_or(1.0).max(0.1);
-    let interval = (duration / f64::from(STORYBOARD_MAX_THUMBS)).ceil().max(1.0);
-    let count = ((duration / interval).ceil() as u32).clamp(1, STORYBOARD_MAX_THUMBS);
-    let columns = count.min(STORYBOARD_COLUMNS);
-    let rows = count.div_ceil(columns);
-    let (w, h) = media.display_dimensions().unwrap_or((16, 9));
-    let height = ((f64::from(STORYBOARD_WIDTH) * f64::from(h) / f64::from(w.max(1)) / 2.0).round() as u32 * 2).max(2);
-    let filter = format!(
-        "fps=1/{},scale={STORYBOARD_WIDTH}:{height},tile={columns}x{rows}",
-        seconds(interval).trim_end_matches('0').trim_end_matches('.')
-    );
-    let mut vtt = String::from("WEBVTT\n\n");
-    for i in 0..count {
-        let start = f64::from(i) * interval;
-        let end = (start + interval).min(duration);
-        let (x, y) = ((i % columns) * STORYBOARD_WIDTH, (i / columns) * height);
-        vtt.push_str(&format!(
-            "{} --> {}\nstoryboard.jpg#xywh={x},{y},{STORYBOARD_WIDTH},{height}\n\n",
-            vtt_time(start),
-            vtt_time(end)
-        ));
-    }
-    (filter, vtt)
-}
-
-fn vtt_time(seconds: f64) -> String {
-    let ms = (seconds * 1000.0).round() as u64;
-    format!("{:02}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
-}
-
-/// Stream copy where MP4 and players allow it; otherwise that stream is transcoded.
-fn remux(media: &MediaInfo) -> (Vec<OsString>, String) {
+/// Stream copy where MP4 and players allow it; otherwise that stream is transcoded (and only
+/// then does the audio get the loudness filter: copied audio is left as it is).
+fn remux(media: &MediaInfo, af: Option<&str>) -> (Vec<OsString>, String) {
     let mut args = strings(&["-map", "0:v:0?", "-map", "0:a:0?"]);
     let mut notes = Vec::new();
     match &media.video {
@@ -505,6 +498,7 @@ fn remux(media: &MediaInfo) -> (Vec<OsString>, String) {
         }
         Some(a) => {
             args.extend(aac());
+            args.extend(audio_filter(af));
             notes.push(format!("audio transcoded from {} to aac", a.codec));
         }
         None => {}
@@ -609,6 +603,33 @@ mod tests {
         for (output, expected) in cases {
             assert_eq!(argv(std::slice::from_ref(&output), &hd), format!("{INPUT} {expected}"), "{}", output.preset);
         }
+    }
+
+    #[test]
+    fn the_loudness_filter_goes_to_every_output_that_encodes_audio() {
+        let af = "aformat=channel_layouts=stereo,volume=-3.00dB";
+        let decisions = Decisions { ladders: &[], audio_filter: Some(af) };
+        let run = |presets: &[Preset], audio: &str| {
+            let outputs: Vec<OutputRequest> = presets.iter().map(|p| OutputRequest::new(*p)).collect();
+            let media = media(1280, 720, Some(audio), Some("h264"));
+            let plan = plan_with(&outputs, &media, Path::new("/s/source"), Path::new("/s/out"), &decisions).unwrap();
+            plan.args.iter().map(|a| a.to_str().unwrap().to_string()).collect::<Vec<_>>().join(" ")
+        };
+        let args = run(
+            &[Preset::Mp4H264_720, Preset::WebmVp9, Preset::Mp3, Preset::Hls, Preset::Cmaf, Preset::Thumbnail],
+            "aac",
+        );
+        let filter = format!("-af {af}");
+        // One in each of mp4, webm, mp3, the HLS ladder's block (every rung's audio) and the
+        // cmaf audio rendition; none in the thumbnail's.
+        assert_eq!(args.matches(&filter).count(), 5, "{args}");
+        assert!(args.contains(&format!("-c:a aac -b:a 128k -ac 2 {filter} -movflags +faststart")), "{args}");
+        assert!(args.contains(&format!("-map 0:a:0 -vn {filter} -c:a libmp3lame")), "{args}");
+        assert!(args.contains(&format!("-c:a libopus -b:a 96k -ac 2 -f webm {filter} /s/out/webm-vp9.webm")), "{args}");
+        assert!(args.contains(&format!("{filter} -frag_duration")), "cmaf audio: {args}");
+        // remux-mp4 copies AAC as it is; it filters only audio it transcodes.
+        assert!(!run(&[Preset::RemuxMp4], "aac").contains("-af"));
+        assert!(run(&[Preset::RemuxMp4], "pcm_s16le").contains(&format!("-c:a aac -b:a 128k -ac 2 {filter}")));
     }
 
     #[test]

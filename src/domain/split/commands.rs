@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use super::{CMAF_PREFIX, Piece, Rendition, is_stitched};
-use crate::domain::args::{KEYFRAME_INTERVAL, aac, fan_out, hls_muxer, strings, x264};
+use crate::domain::args::{KEYFRAME_INTERVAL, aac, audio_filter, fan_out, hls_muxer, strings, x264};
 use crate::domain::job::OutputRequest;
 use crate::domain::keys::piece_file;
 use crate::domain::plan::{CMAF_FOLDER, cmaf_fragmenting};
@@ -79,12 +79,14 @@ pub fn segment_args(piece_path: &Path, piece: &Piece, renditions: &[Rendition], 
     args
 }
 
-/// The whole source's audio, once: AAC in MP4, as the unsplit outputs encode it.
-pub fn audio_args(source: &Path, out: &Path) -> Vec<OsString> {
+/// The whole source's audio, once: AAC in MP4, as the unsplit outputs encode it, through the
+/// job's loudness filter (`af`), so every segment of every output gets the same gain.
+pub fn audio_args(source: &Path, out: &Path, af: Option<&str>) -> Vec<OsString> {
     let mut args = strings(&["-hide_banner", "-nostdin", "-y", "-protocol_whitelist", "file", "-i"]);
     args.push(source.as_os_str().to_owned());
     args.extend(strings(&["-map", "0:a:0", "-vn", "-map_metadata", "-1"]));
     args.extend(aac());
+    args.extend(audio_filter(af));
     args.extend(strings(&["-f", "mp4"]));
     args.push(out.as_os_str().to_owned());
     args
@@ -191,6 +193,20 @@ mod tests {
 
     fn outputs(presets: &[Preset]) -> Vec<OutputRequest> {
         presets.iter().map(|p| OutputRequest::new(*p)).collect()
+    }
+
+    #[test]
+    fn the_audio_is_encoded_once_through_the_loudness_filter() {
+        let join =
+            |args: Vec<OsString>| args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
+        let plain = join(audio_args(Path::new("/s/src"), Path::new("/s/a.m4a"), None));
+        assert_eq!(
+            plain,
+            "-hide_banner -nostdin -y -protocol_whitelist file -i /s/src -map 0:a:0 -vn -map_metadata -1 \
+             -c:a aac -b:a 128k -ac 2 -f mp4 /s/a.m4a"
+        );
+        let gained = join(audio_args(Path::new("/s/src"), Path::new("/s/a.m4a"), Some("volume=-3.00dB")));
+        assert!(gained.ends_with("-c:a aac -b:a 128k -ac 2 -af volume=-3.00dB -f mp4 /s/a.m4a"), "{gained}");
     }
 
     #[test]

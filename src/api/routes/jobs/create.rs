@@ -107,7 +107,7 @@ async fn new_job(
         output_folder(state, caller, submitter, prefix).await?;
         job = job.in_folder(prefix);
     }
-    Ok(NewJob { notify, split: request.split, import, qc: request.qc, ..job })
+    Ok(NewJob { notify, split: request.split, import, qc: request.qc, loudness: request.loudness, ..job })
 }
 
 /// The source key the `input` names, and what to fetch into it when it names a URL: a folder
