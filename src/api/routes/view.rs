@@ -74,17 +74,15 @@ async fn completed_outputs(
     let expires_at = Utc::now() + chrono::Duration::from_std(expiry).unwrap_or_else(|_| chrono::Duration::minutes(15));
     let mut downloads = Vec::new();
     // Small multi-file outputs (a storyboard's sprite) get a URL per file; an HLS ladder gets
-    // its master playlist only: players resolve segments relative to it, so serve HLS from a
-    // CDN or a public path (see docs/api.md).
+    // its master playlist only, and a CMAF ladder its DASH manifest besides: players resolve
+    // segments relative to them, so serve streams from a CDN or a public path (see docs/api.md).
     let keys = manifest
         .outputs
         .iter()
         .flat_map(|o| {
-            let files: Vec<&str> = if o.files.len() <= MAX_FILES_PER_OUTPUT {
-                o.files.iter().map(String::as_str).filter(|f| *f != o.key).collect()
-            } else {
-                Vec::new()
-            };
+            let small = o.files.len() <= MAX_FILES_PER_OUTPUT;
+            let files: Vec<&str> =
+                o.files.iter().map(String::as_str).filter(|f| *f != o.key && (small || is_entry_point(f))).collect();
             std::iter::once(o.key.as_str()).chain(files)
         })
         .chain(std::iter::once(key))
@@ -108,8 +106,14 @@ async fn completed_outputs(
     Ok((Some(manifest), downloads))
 }
 
-/// Outputs with more files than this (HLS) list only their main file among the downloads.
+/// Outputs with more files than this (HLS) list only their main file among the downloads, and
+/// the other files players start from ([`is_entry_point`]).
 const MAX_FILES_PER_OUTPUT: usize = 8;
+
+/// A file a player starts from besides an output's main file: a CMAF ladder's DASH manifest.
+fn is_entry_point(file: &str) -> bool {
+    file.ends_with(".mpd")
+}
 
 fn signed_download_url(state: &ApiState, key: &str, expiry: Duration) -> ApiResult<String> {
     let expires = unix_now() + expiry.as_secs();
