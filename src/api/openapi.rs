@@ -242,6 +242,8 @@ mod tests {
         assert!(catalogue["PresetInfo"]["properties"]["ranges"].is_object(), "the presets' ranges");
         assert!(catalogue["PresetList"]["properties"]["states"].is_object(), "the job states");
         assert!(catalogue["OptionBounds"]["properties"]["integer"].is_object());
+        assert!(catalogue["PresetInfo"]["properties"]["choices"].is_object(), "the presets' choices");
+        assert!(catalogue["OptionChoices"]["properties"]["multiple"].is_object());
         let presets = &doc["components"]["schemas"]["Preset"]["enum"];
         assert_eq!(presets.as_array().unwrap().len(), Preset::ALL.len());
     }

@@ -127,6 +127,9 @@ impl VideoCodec {
     }
 }
 
+/// The codecs of a `cmaf` ladder whose request names none: H.264, which every device decodes.
+pub const DEFAULT_CODECS: [VideoCodec; 1] = [VideoCodec::H264];
+
 /// How a `cmaf` ladder's files are laid out.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -140,6 +143,8 @@ pub enum Packaging {
 }
 
 impl Packaging {
+    pub const ALL: [Packaging; 2] = [Packaging::Segments, Packaging::SingleFile];
+
     pub fn name(self) -> &'static str {
         match self {
             Packaging::Segments => "segments",

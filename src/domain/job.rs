@@ -194,11 +194,11 @@ impl OutputRequest {
         check("time", self.time, accepted.time)?;
         check("max_height", self.max_height.map(f64::from), accepted.max_height)?;
         let refuse = |name: &str| Err(format!("preset `{preset}` does not take the option `{name}`"));
-        if preset != Preset::Cmaf && self.packaging.is_some() {
+        if !accepted.packaging && self.packaging.is_some() {
             return refuse("packaging");
         }
         match &self.codecs {
-            Some(_) if preset != Preset::Cmaf => return refuse("codecs"),
+            Some(_) if !accepted.codecs => return refuse("codecs"),
             Some(codecs) => validate_codecs(codecs)?,
             None => {}
         }

@@ -53,10 +53,15 @@ pub struct AcceptedOptions {
     pub duration: bool,
     pub max_height: bool,
     pub time: bool,
+    /// The video codecs of a ladder (`codecs`), a list from [`crate::domain::delivery::VideoCodec::ALL`].
+    pub codecs: bool,
+    /// How a ladder's files are laid out (`packaging`), one of [`crate::domain::delivery::Packaging::ALL`].
+    pub packaging: bool,
 }
 
-const NONE: AcceptedOptions = AcceptedOptions { start: false, duration: false, max_height: false, time: false };
-const TRIM_AND_SIZE: AcceptedOptions = AcceptedOptions { start: true, duration: true, max_height: true, time: false };
+const NONE: AcceptedOptions =
+    AcceptedOptions { start: false, duration: false, max_height: false, time: false, codecs: false, packaging: false };
+const TRIM_AND_SIZE: AcceptedOptions = AcceptedOptions { start: true, duration: true, max_height: true, ..NONE };
 
 impl Preset {
     pub const ALL: &'static [Preset] = &[
@@ -169,7 +174,8 @@ impl Preset {
             Preset::Mp4H264 | Preset::Mp4H264_1080 | Preset::Mp4H264_720 | Preset::Mp4H264_480 | Preset::WebmVp9 => {
                 TRIM_AND_SIZE
             }
-            Preset::Hls | Preset::Cmaf => AcceptedOptions { max_height: true, ..NONE },
+            Preset::Hls => AcceptedOptions { max_height: true, ..NONE },
+            Preset::Cmaf => AcceptedOptions { max_height: true, codecs: true, packaging: true, ..NONE },
             Preset::Thumbnail => AcceptedOptions { time: true, ..NONE },
             Preset::Gif | Preset::Mp3 => AcceptedOptions { start: true, duration: true, ..NONE },
             Preset::Storyboard | Preset::RemuxMp4 => NONE,
@@ -177,7 +183,7 @@ impl Preset {
                 start: c.options.iter().any(|o| o == "start"),
                 duration: c.options.iter().any(|o| o == "duration"),
                 max_height: c.options.iter().any(|o| o == "max_height"),
-                time: false,
+                ..NONE
             }),
         }
     }

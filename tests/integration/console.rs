@@ -29,7 +29,7 @@ fn screenshot_folder() -> PathBuf {
 }
 
 /// Chooses presets on the new-job form and submits `file`; returns the job id from the URL.
-async fn submit_file(b: &Browser, file: &Path, presets: &[&str]) -> String {
+pub(crate) async fn submit_file(b: &Browser, file: &Path, presets: &[&str]) -> String {
     for preset in presets {
         b.click(&format!("input[name=preset][value='{preset}']")).await;
     }
@@ -66,7 +66,7 @@ async fn check_quality(b: &Browser, d: &Deployment, manifest: &Value) {
 
 /// The quality table: one row per scored rendition (`(output, rendition, VMAF mean)`), in
 /// manifest order, with its mean to one decimal.
-async fn check_quality_table(b: &Browser, scored: &[(String, String, f64)]) {
+pub(crate) async fn check_quality_table(b: &Browser, scored: &[(String, String, f64)]) {
     let rows = "return Array.from(document.querySelectorAll('#quality-body tr')).map(tr => \
         [tr.dataset.output, tr.dataset.rendition, tr.cells[2].textContent])";
     b.until(
@@ -129,6 +129,31 @@ async fn check_quality_charts(b: &Browser, d: &Deployment, manifest: &Value, sco
     assert_eq!(points, json!(rungs), "a point per HLS rung");
 }
 
+/// Plays the video element `arguments[0]` muted until `currentTime` passes one second: `{time}`,
+/// or `{error}` on a media error, a refused `play()` or 20 s without getting there.
+pub(crate) const PLAY: &str = r#"
+    const [id, done] = arguments;
+    const v = document.getElementById(id);
+    if (!v) { done({error: 'no element ' + id}); return; }
+    v.muted = true;
+    const started = Date.now();
+    const check = () => {
+        if (v.error) { done({error: 'media error ' + v.error.code}); return; }
+        if (v.currentTime > 1.0) { done({time: v.currentTime}); return; }
+        if (Date.now() - started > 20000) { done({error: 'stuck at ' + v.currentTime + ', readyState ' + v.readyState}); return; }
+        setTimeout(check, 200);
+    };
+    v.play().then(check, e => done({error: 'play() refused: ' + e}));
+"#;
+
+/// Signs in on the console's first page with the API's token.
+pub(crate) async fn sign_in(b: &Browser) {
+    b.type_into("#token", TOKEN).await;
+    b.click("#sign-in").await;
+    b.until("the new-job form", Duration::from_secs(10), "return !!document.getElementById('new-job-form')", vec![])
+        .await;
+}
+
 #[tokio::test]
 async fn the_console_uploads_follows_plays_and_deletes() {
     require!(media_tools(), browser());
@@ -155,10 +180,7 @@ async fn the_console_uploads_follows_plays_and_deletes() {
     assert_eq!(stored, json!(0), "a refused token is not kept");
     b.screenshot(&shots, "01-sign-in-refused").await;
 
-    b.type_into("#token", TOKEN).await;
-    b.click("#sign-in").await;
-    b.until("the new-job form", Duration::from_secs(10), "return !!document.getElementById('new-job-form')", vec![])
-        .await;
+    sign_in(&b).await;
     let in_url = b.client.current_url().await.expect("url");
     assert!(!in_url.as_str().contains(TOKEN), "the token never goes into a URL: {in_url}");
 
@@ -209,22 +231,8 @@ async fn the_console_uploads_follows_plays_and_deletes() {
     check_quality(&b, &d, &manifest).await;
 
     // The players play: currentTime advances and no media error, for the MP4 and the HLS ladder.
-    let play = r#"
-        const [id, done] = arguments;
-        const v = document.getElementById(id);
-        if (!v) { done({error: 'no element ' + id}); return; }
-        v.muted = true;
-        const started = Date.now();
-        const check = () => {
-            if (v.error) { done({error: 'media error ' + v.error.code}); return; }
-            if (v.currentTime > 1.0) { done({time: v.currentTime}); return; }
-            if (Date.now() - started > 20000) { done({error: 'stuck at ' + v.currentTime + ', readyState ' + v.readyState}); return; }
-            setTimeout(check, 200);
-        };
-        v.play().then(check, e => done({error: 'play() refused: ' + e}));
-    "#;
     for player in ["player-mp4", "player-hls"] {
-        let played = b.client.execute_async(play, vec![json!(player)]).await.expect("play");
+        let played = b.client.execute_async(PLAY, vec![json!(player)]).await.expect("play");
         assert!(played["time"].as_f64().is_some_and(|t| t > 1.0), "{player}: {played}");
     }
     b.screenshot(&shots, "04-job-completed-players").await;

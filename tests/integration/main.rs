@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod conformance;
 mod console;
+mod console_cmaf;
 mod delivery;
 mod faults;
 mod faults_support;

@@ -27,6 +27,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("js/api.js", JS, include_str!("../console/js/api.js")),
     ("js/catalogue.js", JS, include_str!("../console/js/catalogue.js")),
     ("js/charts.js", JS, include_str!("../console/js/charts.js")),
+    ("js/choices.js", JS, include_str!("../console/js/choices.js")),
     ("js/confirm.js", JS, include_str!("../console/js/confirm.js")),
     ("js/dom.js", JS, include_str!("../console/js/dom.js")),
     ("js/events.js", JS, include_str!("../console/js/events.js")),

@@ -73,25 +73,7 @@ async fn completed_outputs(
     let expiry = state.api.presign_expiry;
     let expires_at = Utc::now() + chrono::Duration::from_std(expiry).unwrap_or_else(|_| chrono::Duration::minutes(15));
     let mut downloads = Vec::new();
-    // Small multi-file outputs (a storyboard's sprite) get a URL per file; an HLS ladder gets
-    // its master playlist only: players resolve segments relative to it, so serve HLS from a
-    // CDN or a public path (see docs/api.md).
-    let keys = manifest
-        .outputs
-        .iter()
-        .flat_map(|o| {
-            let files: Vec<&str> = if o.files.len() <= MAX_FILES_PER_OUTPUT {
-                o.files.iter().map(String::as_str).filter(|f| *f != o.key).collect()
-            } else {
-                Vec::new()
-            };
-            std::iter::once(o.key.as_str()).chain(files)
-        })
-        .chain(std::iter::once(key))
-        // The quality sidecar (every rendition's VMAF per second), for the console's charts.
-        .chain(manifest.quality_key.as_deref())
-        .map(str::to_string)
-        .collect::<Vec<String>>();
+    let keys = download_keys(&manifest, key);
     // A manifest is no authority on what may be signed: only files of the job's own folder.
     let folder = status.job.output_dir.as_str();
     let (keys, foreign): (Vec<String>, Vec<String>) = keys.into_iter().partition(|k| k.starts_with(folder));
@@ -108,11 +90,74 @@ async fn completed_outputs(
     Ok((Some(manifest), downloads))
 }
 
-/// Outputs with more files than this (HLS) list only their main file among the downloads.
+/// What a completed job's downloads are made of, before the job's folder is checked: every
+/// output's main file and the files players or pages start from, the manifest, the sidecar.
+fn download_keys(manifest: &Manifest, manifest_key: &str) -> Vec<String> {
+    // Small multi-file outputs (a storyboard's sprite) get a URL per file; an HLS ladder gets
+    // its master playlist only, and a CMAF ladder its DASH manifest besides: players resolve
+    // segments relative to them, so serve streams from a CDN or a public path (see docs/api.md).
+    manifest
+        .outputs
+        .iter()
+        .flat_map(|o| {
+            let small = o.files.len() <= MAX_FILES_PER_OUTPUT;
+            let files: Vec<&str> =
+                o.files.iter().map(String::as_str).filter(|f| *f != o.key && (small || is_entry_point(f))).collect();
+            std::iter::once(o.key.as_str()).chain(files)
+        })
+        .chain(std::iter::once(manifest_key))
+        // The quality sidecar (every rendition's VMAF per second), for the console's charts.
+        .chain(manifest.quality_key.as_deref())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Outputs with more files than this (HLS) list only their main file among the downloads, and
+/// the other files players start from ([`is_entry_point`]).
 const MAX_FILES_PER_OUTPUT: usize = 8;
+
+/// A file a player starts from besides an output's main file: a CMAF ladder's DASH manifest.
+fn is_entry_point(file: &str) -> bool {
+    file.ends_with(".mpd")
+}
 
 fn signed_download_url(state: &ApiState, key: &str, expiry: Duration) -> ApiResult<String> {
     let expires = unix_now() + expiry.as_secs();
     let signature = state.signer.sign(&Signed { method: "GET", key, expires, content_type: None, length: None })?;
     Ok(format!("{}?expires={expires}&signature={signature}", state.key_url("files", key)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_ladder_signs_its_entry_points_and_a_small_output_every_file() {
+        let dir = "outputs/a/job-1/attempt-1/";
+        let mut files: Vec<String> = ["h264-360p", "av1-360p", "audio"]
+            .iter()
+            .flat_map(|r| ["index.m3u8", "init.mp4", "segment_00001.m4s"].map(|f| format!("{dir}cmaf/{r}/{f}")))
+            .collect();
+        files.extend([format!("{dir}cmaf/master.m3u8"), format!("{dir}cmaf/manifest.mpd")]);
+        let manifest: Manifest = serde_json::from_value(serde_json::json!({
+            "version": 1, "job_id": "job-1", "attempt": 1, "worker": "w", "completed_at": Utc::now(),
+            "source": {"key": "uploads/a/clip.mp4", "size": 10, "format": "mov,mp4"},
+            "outputs": [
+                {"preset": "cmaf", "key": format!("{dir}cmaf/master.m3u8"), "files": files, "size": 1,
+                 "content_type": "application/vnd.apple.mpegurl", "format": "hls"},
+                {"preset": "storyboard", "key": format!("{dir}storyboard.vtt"),
+                 "files": [format!("{dir}storyboard.vtt"), format!("{dir}storyboard.jpg")], "size": 1,
+                 "content_type": "text/vtt", "format": "webvtt"}
+            ],
+            "timings": {"download_ms": 1, "probe_ms": 1, "transcode_ms": 1, "upload_ms": 1, "total_ms": 4}
+        }))
+        .expect("a manifest");
+        let keys = download_keys(&manifest, "outputs/a/job-1/manifest.json");
+        let expected = ["cmaf/master.m3u8", "cmaf/manifest.mpd", "storyboard.vtt", "storyboard.jpg"]
+            .map(|f| format!("{dir}{f}"))
+            .into_iter()
+            .chain(["outputs/a/job-1/manifest.json".to_string()])
+            .collect::<Vec<_>>();
+        assert_eq!(keys, expected);
+    }
 }

@@ -85,6 +85,37 @@ async fn the_preset_catalogue_says_what_each_preset_takes() {
     assert_eq!(named("hls")["file"], "hls/master.m3u8");
     assert_eq!(named("mp3")["needs_audio"], true);
     assert!(presets.iter().all(|p| !p["description"].as_str().unwrap().is_empty()));
+    // List options: published for `cmaf` only, beside (not among) the ranged options.
+    let cmaf = named("cmaf");
+    assert_eq!(cmaf["options"], json!(["max_height"]));
+    assert_eq!(
+        cmaf["choices"],
+        json!({
+            "codecs": {"values": ["h264", "hevc", "av1"], "default": ["h264"], "multiple": true},
+            "packaging": {"values": ["segments", "single_file"], "default": ["segments"], "multiple": false},
+        })
+    );
+    assert_eq!(named("hls")["choices"], json!({}));
+    assert_eq!(named("gif")["ranges"]["duration"], json!({"min": 1.0, "max": 6.0, "integer": false}));
+}
+
+#[tokio::test]
+async fn a_cmaf_job_with_the_catalogue_s_choices_is_accepted_and_others_are_refused() {
+    let api = api().await;
+    api.source("uploads/a/clip.mp4").await;
+    let catalogue = api.call(Method::GET, "/v1/presets", None).await.json();
+    let cmaf = catalogue["presets"].as_array().unwrap().iter().find(|p| p["name"] == "cmaf").cloned().unwrap();
+    let codecs = cmaf["choices"]["codecs"]["values"].clone();
+    let job = |output: Value| json!({"input": {"key": "uploads/a/clip.mp4"}, "outputs": [output]});
+    let all = job(json!({"preset": "cmaf", "codecs": codecs, "packaging": "single_file"}));
+    let accepted = api.call(Method::POST, "/v1/jobs", Some(all)).await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.json());
+    let vp9 = job(json!({"preset": "cmaf", "codecs": ["vp9"]}));
+    assert_eq!(api.call(Method::POST, "/v1/jobs", Some(vp9)).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let none = job(json!({"preset": "cmaf", "codecs": []}));
+    assert_eq!(api.call(Method::POST, "/v1/jobs", Some(none)).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let hls = job(json!({"preset": "hls", "packaging": "segments"}));
+    assert_eq!(api.call(Method::POST, "/v1/jobs", Some(hls)).await.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use super::rungs_within;
 use crate::domain::args::{aac, audio_filter, finish_block, fit, strings};
-use crate::domain::delivery::{CaptionTrack, Packaging, VideoCodec, gop_frames};
+use crate::domain::delivery::{CaptionTrack, DEFAULT_CODECS, Packaging, VideoCodec, gop_frames};
 use crate::domain::job::OutputRequest;
 use crate::domain::probe::MediaInfo;
 
@@ -64,7 +64,7 @@ pub(super) fn cmaf(
     af: Option<&str>,
     out_dir: &Path,
 ) -> (String, Vec<OsString>, CmafPackage) {
-    let codecs = output.codecs.clone().unwrap_or_else(|| vec![VideoCodec::H264]);
+    let codecs = output.codecs.clone().unwrap_or_else(|| DEFAULT_CODECS.to_vec());
     let packaging = output.packaging.unwrap_or_default();
     let gop = gop_frames(media.video.as_ref().and_then(|v| v.frame_rate));
     let rungs: Vec<(VideoCodec, u32, u32)> = codecs

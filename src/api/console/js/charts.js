@@ -133,8 +133,9 @@ function seamLine(plot, seam) {
 }
 
 /**
- * Rate against quality: per ladder (`{label, points: [{rendition, kbps, vmaf}]}`, in ladder
- * order), a point per rung at its average rate and mean VMAF, joined in that order.
+ * Rate against quality: per ladder (`{label, output, points: [{rendition, kbps, vmaf}]}`, in
+ * ladder order; a CMAF ladder gives one per codec), a point per rung at its average rate and
+ * mean VMAF, joined in that order; each ladder has its own marker shape and dash pattern.
  */
 export function rateChart(id, width, ladders) {
   const all = ladders.flatMap((l) => l.points);
@@ -156,16 +157,42 @@ export function rateChart(id, width, ladders) {
     ladder.points.forEach((p, i) => {
       const [cx, cy] = coords[i];
       const text = `${ladder.label} ${p.rendition}: ${Math.round(p.kbps)} kb/s, VMAF ${p.vmaf.toFixed(1)}`;
-      root.append(svg('circle', { className: `point ${style}`, cx, cy, r: 4.5, 'data-rendition': p.rendition },
-        svg('title', { text })));
+      const point = marker(index, cx, cy, `point ${style}`);
+      point.setAttribute('data-rendition', p.rendition);
+      point.setAttribute('data-output', ladder.output || ladder.label);
+      point.append(svg('title', { text }));
+      root.append(point);
       root.append(svg('text', { className: 'point-label', x: cx + 7, y: cy - 7, 'aria-hidden': 'true', text: p.rendition }));
     });
   });
   return root;
 }
 
-/** A small sample of series `index`'s line, for a legend. */
-export function swatch(index) {
-  return svg('svg', { className: 'swatch', viewBox: '0 0 28 10', width: 28, height: 10, 'aria-hidden': 'true' },
-    svg('line', { className: `series series-${index % SERIES_STYLES}`, x1: 1, x2: 27, y1: 5, y2: 5 }));
+/** The marker shapes of the series, in order: a series is told apart by its shape too. */
+const MARKERS = ['circle', 'square', 'triangle', 'diamond', 'triangle-down', 'cross'];
+
+/** Series `index`'s marker at (cx, cy), about 9 px across. */
+function marker(index, cx, cy, className) {
+  const shape = MARKERS[index % MARKERS.length];
+  const at = (points) => points.map(([x, y]) => `${round(cx + x)},${round(cy + y)}`).join(' ');
+  const cls = `${className} marker-${shape}`;
+  switch (shape) {
+    case 'square': return svg('rect', { className: cls, x: round(cx - 4), y: round(cy - 4), width: 8, height: 8 });
+    case 'triangle': return svg('polygon', { className: cls, points: at([[0, -5.5], [5, 4], [-5, 4]]) });
+    case 'diamond': return svg('polygon', { className: cls, points: at([[0, -5.5], [5.5, 0], [0, 5.5], [-5.5, 0]]) });
+    case 'triangle-down': return svg('polygon', { className: cls, points: at([[0, 5.5], [5, -4], [-5, -4]]) });
+    case 'cross': return svg('polygon', {
+      className: cls,
+      points: at([[-2, -5], [2, -5], [2, -2], [5, -2], [5, 2], [2, 2], [2, 5], [-2, 5], [-2, 2], [-5, 2], [-5, -2], [-2, -2]]),
+    });
+    default: return svg('circle', { className: cls, cx, cy, r: 4.5 });
+  }
+}
+
+/** A small sample of series `index`'s line (and its marker, for the scatter), for a legend. */
+export function swatch(index, withMarker = false) {
+  const style = `series-${index % SERIES_STYLES}`;
+  return svg('svg', { className: 'swatch', viewBox: '0 0 28 12', width: 28, height: 12, 'aria-hidden': 'true' },
+    svg('line', { className: `series ${style}`, x1: 1, x2: 27, y1: 6, y2: 6 }),
+    withMarker ? marker(index, 14, 6, `point ${style}`) : null);
 }

@@ -11,7 +11,7 @@ import { clearQuality } from './quality.js';
 
 const RECONNECT_MS = 2000;
 
-let jobPage = null; // { id, controller, signal, hls, last, outputsKey, outputsDeleted }
+let jobPage = null; // { id, controller, signal, hls (the players of its HLS ladders), last, outputsKey, outputsDeleted }
 
 /** Shows the page of job `id`; returns it, to leave it. */
 export function showJob(id, focus) {
@@ -20,7 +20,7 @@ export function showJob(id, focus) {
   showView('job', focus);
   const controller = new AbortController();
   const current = {
-    id, controller, signal: controller.signal, hls: null, last: null, outputsKey: null, outputsDeleted: false,
+    id, controller, signal: controller.signal, hls: [], last: null, outputsKey: null, outputsDeleted: false,
   };
   jobPage = current;
   open(current);

@@ -1,11 +1,16 @@
 /* A completed job's outputs: players, images, the table of files, the manifest's link and their quality. */
 
 import { token } from './api.js';
-import { $, el, fileName, setText } from './dom.js';
+import { $, el, fileName, setText, slug } from './dom.js';
 import { formatBytes, formatDimensions, formatDuration, safeUrl, sameOrigin } from './format.js';
 import { clearQuality, renderQuality } from './quality.js';
 
 const STILL_IMAGE = /\.(jpe?g|png|webp)$/i;
+const DASH_MANIFEST = /\.mpd$/i;
+
+/** The DASH manifests of an output: a CMAF ladder has one beside its HLS playlist. */
+const dashManifests = (output) => (Array.isArray(output.files) ? output.files : [])
+  .filter((f) => typeof f === 'string' && DASH_MANIFEST.test(f));
 
 /** Whether the outputs of a completed job were deleted: its timeline says so. */
 function outputsWereDeleted(current, job) {
@@ -78,12 +83,17 @@ function renderMedia(current, job, outputs, urls) {
     media.append(figure(`MP4 (${mp4.preset})`, video, note));
   }
 
-  const hls = find((o) => o.key.endsWith('master.m3u8'));
-  if (hls) {
+  // Every HLS ladder gets a player: a job may have both an MPEG-TS (`hls`) and a CMAF one.
+  const ladders = outputs.filter((o) => typeof o.key === 'string' && o.key.endsWith('master.m3u8') && urls.has(o.key));
+  for (const ladder of ladders) {
     const note = el('p', { className: 'muted', role: 'status' });
-    const video = player('player-hls', `HLS stream (${hls.preset}) of ${source}`);
-    media.append(figure(`HLS (${hls.preset})`, video, note));
-    playHls(current, video, urls.get(hls.key), note);
+    const cmaf = dashManifests(ladder).length > 0;
+    const kind = cmaf ? 'CMAF (HLS)' : 'HLS';
+    const video = player(`player-${slug(ladder.preset)}`, `${kind} stream (${ladder.preset}) of ${source}`);
+    const fig = figure(`${kind} (${ladder.preset})`, video, note);
+    fig.dataset.output = String(ladder.preset);
+    media.append(fig);
+    playHls(current, video, urls.get(ladder.key), note);
   }
 
   const gif = find((o) => o.key.endsWith('.gif'));
@@ -129,11 +139,11 @@ function playHls(current, video, url, note) {
       if (!data || !data.fatal) return;
       note.textContent = `The HLS stream could not be played${data.details ? ` (${data.details})` : ''}.`;
       hls.destroy();
-      if (current.hls === hls) current.hls = null;
+      current.hls = (current.hls || []).filter((h) => h !== hls);
     });
     hls.loadSource(url);
     hls.attachMedia(video);
-    current.hls = hls;
+    current.hls = [...(current.hls || []), hls];
   } else if (video.canPlayType('application/vnd.apple.mpegurl')) {
     video.setAttribute('src', url);
   } else {
@@ -143,10 +153,8 @@ function playHls(current, video, url, note) {
 
 /** Stops the players of the job page `current`. */
 export function stopMedia(current) {
-  if (current.hls) {
-    current.hls.destroy();
-    current.hls = null;
-  }
+  for (const hls of current.hls || []) hls.destroy();
+  current.hls = [];
   for (const video of $('media').querySelectorAll('video')) {
     video.pause();
     video.removeAttribute('src');
@@ -172,8 +180,23 @@ function renderOutputTable(outputs, urls) {
       cell('Duration', formatDuration(output.duration_seconds)),
       cell('Dimensions', formatDimensions(output.video)),
       cell('Download', link)));
+    for (const key of dashManifests(output)) body.append(dashRow(output, key, urls.get(key)));
   }
   $('outputs').hidden = outputs.length === 0;
+}
+
+/** A CMAF ladder's DASH manifest, for DASH players (dash.js, Shaka, ExoPlayer): its own row. */
+function dashRow(output, key, url) {
+  const name = fileName(key);
+  const link = url
+    ? el('a', { className: 'download dash-manifest', href: url, download: name, text: name })
+    : el('span', { text: 'not available' });
+  return el('tr', { 'data-output': String(output.preset), 'data-file': 'dash' },
+    cell('Preset', `${output.preset} (DASH manifest)`, true),
+    cell('Size', '—'),
+    cell('Duration', formatDuration(output.duration_seconds)),
+    cell('Dimensions', '—'),
+    cell('Download', link));
 }
 
 /** The manifest itself, which the API lists among the downloads besides the outputs. */

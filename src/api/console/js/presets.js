@@ -1,10 +1,11 @@
 /*
  * The new-job form's outputs: a checkbox per preset of the catalogue, and the options it takes,
- * with the ranges the server publishes.
+ * with the ranges and choices the server publishes.
  */
 
 import { authFailed, describe } from './api.js';
 import { loadCatalogue, rangeOf } from './catalogue.js';
+import { choiceFields, isDefault } from './choices.js';
 import { $, el, isAbort, slug } from './dom.js';
 
 const GIF_PRESET = 'gif';
@@ -18,7 +19,8 @@ const OPTION_TEXT = {
   max_height: { label: 'Largest short side (pixels)', hint: 'the source\'s size when empty' },
 };
 
-let presetFields = null; // [{ name, checkbox, group, inputs: [{ option, input, rule }] }] once loaded
+// [{ name, checkbox, group, inputs: [{ option, input, rule }], choices: [{ option, choice, read, ... }] }] once loaded
+let presetFields = null;
 
 /** The presets shown, once loaded; null before. */
 export const fields = () => presetFields;
@@ -93,7 +95,8 @@ function presetItem(preset) {
   const node = el('div', { className: 'preset' }, el('div', { className: 'check' }, checkbox, label));
   const inputs = [];
   const options = (Array.isArray(preset.options) ? preset.options : []).filter((o) => ruleFor(preset, o));
-  if (options.length) {
+  const choices = choiceFields(preset);
+  if (options.length || choices.length) {
     const group = el('fieldset', { className: 'options', id: `options-${slug(name)}` },
       el('legend', { text: `Options for ${name}` }));
     for (const option of options) {
@@ -110,12 +113,13 @@ function presetItem(preset) {
         el('span', { className: 'hint', id: hintId, text: rule.hint })));
       inputs.push({ option, input, rule });
     }
+    for (const choice of choices) group.append(choice.node);
     group.hidden = true;
     checkbox.setAttribute('aria-controls', group.id);
     checkbox.addEventListener('change', () => { group.hidden = !checkbox.checked; });
     node.append(group);
   }
-  return { node, field: { name, checkbox, group: node.querySelector('fieldset'), inputs } };
+  return { node, field: { name, checkbox, group: node.querySelector('fieldset.options'), inputs, choices } };
 }
 
 export class FormError extends Error {
@@ -128,7 +132,7 @@ export class FormError extends Error {
 /** The outputs asked for, with the options the user filled in (and only those). */
 export function chosenOutputs() {
   const outputs = [];
-  for (const { name, checkbox, inputs } of presetFields || []) {
+  for (const { name, checkbox, inputs, choices } of presetFields || []) {
     if (!checkbox.checked) continue;
     const output = { preset: name };
     for (const { option, input, rule } of inputs) {
@@ -144,9 +148,26 @@ export function chosenOutputs() {
       }
       output[option] = value;
     }
+    Object.assign(output, chosenValues(name, choices));
     outputs.push(output);
   }
   return outputs;
+}
+
+/**
+ * The list options of one output, sent like the numeric ones: only when they differ from the
+ * server's default (the catalogue's), so the job leaves the rest to the server.
+ */
+function chosenValues(name, choices) {
+  const chosen = {};
+  for (const { option, choice, label, read, first } of choices || []) {
+    const value = read();
+    if (choice.multiple && !value.length) {
+      throw new FormError(`Choose at least one of the ${label.toLowerCase()} for ${name}.`, first);
+    }
+    if (!isDefault(choice, value)) chosen[option] = value;
+  }
+  return chosen;
 }
 
 export function syncOptionGroups() {

@@ -1,7 +1,8 @@
 /*
  * A completed job's quality: the scores of each rendition (the manifest's `quality` blocks),
  * VMAF per second (the sidecar `quality.json`, fetched from its download URL), rate against
- * quality per HLS ladder, a per-title ladder's decisions and the QC findings.
+ * quality per HLS ladder (per codec of a CMAF ladder), a per-title ladder's decisions and the
+ * QC findings.
  *
  * The table comes from the manifest alone, so it shows even when the sidecar cannot be read;
  * the chart then gives way to a short message.
@@ -23,7 +24,7 @@ export function clearQuality() {
   generation += 1;
   $('quality').hidden = true;
   for (const id of ['quality-qc', 'quality-body', 'quality-notes', 'quality-chart', 'quality-legend',
-    'quality-summary', 'quality-rate', 'quality-ladder', 'quality-download']) {
+    'quality-summary', 'quality-rate', 'quality-rate-legend', 'quality-ladder', 'quality-download']) {
     $(id).replaceChildren();
   }
   $('quality-chart-status').textContent = '';
@@ -186,18 +187,34 @@ function describeSeries(s) {
     + `lowest ${low.v.toFixed(1)} at ${low.second}–${low.second + 1} s, highest ${high.v.toFixed(1)} at ${high.second}–${high.second + 1} s.`;
 }
 
-// ---- rate against quality, per HLS ladder
+// ---- rate against quality, per HLS ladder (per codec of a CMAF ladder)
+
+/** A CMAF rendition's codec family from its name (`av1-360p`), or null for other names. */
+const codecOf = (rendition) => (/^([a-z0-9]+)-\d+p$/.exec(rendition) || [])[1] || null;
+
+/** An output's rungs as series: one, or one per codec family when its renditions name one. */
+function rateSeries(output) {
+  const preset = String(output.preset || '');
+  const points = (Array.isArray(output.quality) ? output.quality : [])
+    .filter((q) => q && q.vmaf && q.bitrate && finite(q.vmaf.mean) && finite(q.bitrate.average_kbps))
+    .map((q) => ({ rendition: String(q.rendition || ''), kbps: q.bitrate.average_kbps, vmaf: q.vmaf.mean }));
+  const families = new Map();
+  for (const point of points) {
+    const codec = codecOf(point.rendition);
+    const label = codec ? `${preset} ${codec}` : preset;
+    if (!families.has(label)) families.set(label, { label, output: preset, points: [] });
+    families.get(label).points.push(point);
+  }
+  return [...families.values()];
+}
 
 function renderRate(outputs) {
-  const ladders = outputs.filter(isLadder).map((output) => ({
-    label: String(output.preset || ''),
-    points: (Array.isArray(output.quality) ? output.quality : [])
-      .filter((q) => q && q.vmaf && q.bitrate && finite(q.vmaf.mean) && finite(q.bitrate.average_kbps))
-      .map((q) => ({ rendition: String(q.rendition || ''), kbps: q.bitrate.average_kbps, vmaf: q.vmaf.mean })),
-  })).filter((ladder) => ladder.points.length);
+  const ladders = outputs.filter(isLadder).flatMap(rateSeries).filter((ladder) => ladder.points.length);
   if (!ladders.length) return;
   $('quality-rate-figure').hidden = false;
   $('quality-rate').replaceChildren(rateChart('quality-rate-chart', chartWidth('quality-rate'), ladders));
+  $('quality-rate-legend').replaceChildren(...ladders.map((l, index) => el('li', { 'data-series': l.label },
+    swatch(index, true), `${l.label} (${plural(l.points.length, 'rung')})`)));
 }
 
 // ---- a per-title ladder's decisions
