@@ -10,7 +10,7 @@ use std::ffi::OsString;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::args::{KEYFRAME_INTERVAL, strings};
+use crate::domain::args::{KEYFRAME_INTERVAL, strings, x264};
 
 /// A video codec of a `cmaf` ladder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -59,53 +59,33 @@ impl VideoCodec {
     /// with closed GOPs, so every fragment starts with a frame decodable on its own.
     pub fn encoder_args(self, maxrate_kbps: u32, gop_frames: u32) -> Vec<OsString> {
         let crf = self.crf().to_string();
-        let keyframes = format!("expr:gte(t,n_forced*{KEYFRAME_INTERVAL})");
-        let (maxrate, bufsize) = (format!("{maxrate_kbps}k"), format!("{}k", maxrate_kbps * 2));
+        let keyframes = strings(&["-force_key_frames:v", &format!("expr:gte(t,n_forced*{KEYFRAME_INTERVAL})")]);
         match self {
-            VideoCodec::H264 => strings(&[
-                "-c:v",
-                "libx264",
-                "-preset",
-                "fast",
-                "-profile:v",
-                "high",
-                "-pix_fmt",
-                "yuv420p",
-                "-crf",
-                &crf,
-                "-maxrate",
-                &maxrate,
-                "-bufsize",
-                &bufsize,
-                "-force_key_frames:v",
-                &keyframes,
-            ]),
+            VideoCodec::H264 => [x264(self.crf(), maxrate_kbps), keyframes].concat(),
             // x265 opens its GOPs by default (a segment would then start with frames that need
             // the previous one), and makes forced keyframes non-IDR unless told.
-            VideoCodec::Hevc => strings(&[
-                "-c:v",
-                "libx265",
-                "-preset",
-                "fast",
-                "-profile:v",
-                "main",
-                "-pix_fmt",
-                "yuv420p",
-                "-crf",
-                &crf,
-                "-maxrate",
-                &maxrate,
-                "-bufsize",
-                &bufsize,
-                "-force_key_frames:v",
-                &keyframes,
-                "-forced-idr",
-                "1",
-                "-x265-params",
-                "log-level=error:open-gop=0",
-                "-tag:v",
-                "hvc1",
-            ]),
+            VideoCodec::Hevc => {
+                let (maxrate, bufsize) = (format!("{maxrate_kbps}k"), format!("{}k", maxrate_kbps * 2));
+                let encoder = strings(&[
+                    "-c:v",
+                    "libx265",
+                    "-preset",
+                    "fast",
+                    "-profile:v",
+                    "main",
+                    "-pix_fmt",
+                    "yuv420p",
+                    "-crf",
+                    &crf,
+                    "-maxrate",
+                    &maxrate,
+                    "-bufsize",
+                    &bufsize,
+                ]);
+                let closed =
+                    strings(&["-forced-idr", "1", "-x265-params", "log-level=error:open-gop=0", "-tag:v", "hvc1"]);
+                [encoder, keyframes, closed].concat()
+            }
             // SVT-AV1 (as ffmpeg 5.1 drives it) ignores forced keyframes: a fixed GOP without
             // scene-change keyframes gives the same cadence, counted in frames. `mbr` caps the
             // rate of its constant-quality mode.

@@ -5,20 +5,15 @@
 //! ([`parse_loudnorm`](crate::domain::loudness::parse_loudnorm)), so memory stays bounded
 //! however long the source.
 
-use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
-
-use tokio::process::Command;
 
 use crate::domain::args::strings;
 use crate::domain::loudness::{LoudnessMeasurement, LoudnessSettings, measure_filter, measurement, parse_loudnorm};
-use crate::domain::qc::{Loudness, QcLogParser};
+use crate::domain::qc::Loudness;
 use crate::media::ffmpeg::FfmpegError;
-use crate::media::qc::read_lines;
+use crate::media::qc::run_logged;
 
 /// Lines of the log kept: the summary (a dozen lines) and ffmpeg's last words before it.
 const LOG_TAIL: usize = 40;
@@ -68,53 +63,15 @@ pub async fn measure_filtered(filter: &str, input: &Path, timeout: Duration) -> 
 }
 
 /// Runs `program` with `args` (never through a shell): `ebur128`'s summary, and the end of the
-/// log.
+/// log (where `loudnorm` prints its measurement).
 async fn run(
     program: &str,
     args: Vec<OsString>,
     input: &Path,
     timeout: Duration,
 ) -> Result<(Option<Loudness>, String), FfmpegError> {
-    let mut command = Command::new(program);
-    command
-        .args(&args)
-        .env("AV_LOG_FORCE_NOCOLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = command.spawn().map_err(|e| FfmpegError::Spawn(e.to_string()))?;
-    let Some(stderr) = child.stderr.take() else {
-        return Err(FfmpegError::Spawn("ffmpeg's error pipe is missing".to_string()));
-    };
-    let pass = async {
-        let mut tail: VecDeque<String> = VecDeque::new();
-        let mut parser = QcLogParser::new();
-        read_lines(stderr, |line| {
-            parser.line(line);
-            if tail.len() == LOG_TAIL {
-                tail.pop_front();
-            }
-            tail.push_back(line.to_string());
-        })
-        .await
-        .map_err(|e| FfmpegError::Spawn(format!("ffmpeg's log could not be read: {e}")))?;
-        let status = child.wait().await.map_err(|e| FfmpegError::Spawn(e.to_string()))?;
-        Ok::<_, FfmpegError>((status, parser, tail))
-    };
-    // On a timeout the child is dropped, which kills it.
-    let (status, parser, tail) =
-        tokio::time::timeout(timeout, pass).await.map_err(|_| FfmpegError::Timeout(timeout))??;
-    if let Some(signal) = status.signal() {
-        return Err(FfmpegError::Signal(signal));
-    }
-    if !status.success() {
-        // ffmpeg names the input in its errors; the scratch path means nothing to anyone.
-        let lines: Vec<&str> = tail.iter().map(|l| l.trim()).filter(|l| !l.is_empty()).collect();
-        let log = lines[lines.len().saturating_sub(12)..].join(" | ").replace(&input.display().to_string(), "source");
-        return Err(FfmpegError::Failed { status: status.code().unwrap_or(-1), log });
-    }
-    Ok((parser.finish().loudness, Vec::from(tail).join("\n")))
+    let (measured, tail) = run_logged(program, args, input, timeout, LOG_TAIL).await?;
+    Ok((measured.loudness, tail.join("\n")))
 }
 
 #[cfg(test)]

@@ -63,6 +63,19 @@ async fn run_pass(
     input: &Path,
     timeout: Duration,
 ) -> Result<QcMeasurements, FfmpegError> {
+    run_logged(program, args, input, timeout, LOG_TAIL).await.map(|(measured, _)| measured)
+}
+
+/// Runs an analysing ffmpeg pass (never through a shell): what [`QcLogParser`] reads in its
+/// log, and the log's last `tail_lines` lines (cropdetect's line per frame left out, so an
+/// error stays in view). A failed run's error names the input `source`, never its path.
+pub(crate) async fn run_logged(
+    program: &str,
+    args: Vec<OsString>,
+    input: &Path,
+    timeout: Duration,
+    tail_lines: usize,
+) -> Result<(QcMeasurements, Vec<String>), FfmpegError> {
     let mut command = Command::new(program);
     command
         .args(&args)
@@ -81,9 +94,8 @@ async fn run_pass(
         let mut tail: VecDeque<String> = VecDeque::new();
         read_lines(stderr, |line| {
             parser.line(line);
-            // cropdetect's line per frame would push the error out of the tail.
             if !line.starts_with("[Parsed_cropdetect") && !line.trim().is_empty() {
-                if tail.len() == LOG_TAIL {
+                if tail.len() == tail_lines {
                     tail.pop_front();
                 }
                 tail.push_back(line.trim().to_string());
@@ -102,11 +114,13 @@ async fn run_pass(
     }
     if !status.success() {
         // ffmpeg names the input in its errors; the scratch path means nothing to anyone.
-        let log = Vec::from(tail).join(" | ").replace(&input.display().to_string(), "source");
+        let lines = Vec::from(tail);
+        let log =
+            lines[lines.len().saturating_sub(LOG_TAIL)..].join(" | ").replace(&input.display().to_string(), "source");
         let log = if log.is_empty() { "no error output".to_string() } else { log };
         return Err(FfmpegError::Failed { status: status.code().unwrap_or(-1), log });
     }
-    Ok(parser.finish())
+    Ok((parser.finish(), Vec::from(tail)))
 }
 
 /// Calls `each` with every line of `reader` (ended by `\n` or `\r`), cut to [`MAX_LINE`] bytes.

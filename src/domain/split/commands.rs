@@ -155,34 +155,18 @@ fn cmaf_blocks(
 ) -> Vec<OsString> {
     let packaging = output.packaging.unwrap_or_default();
     let mut blocks = Vec::new();
+    let mut copy = |map: String, audio: bool, file: String| {
+        blocks.extend(strings(&["-map_metadata", "-1", "-map_chapters", "-1", "-map", &map, "-c", "copy"]));
+        blocks.extend(cmaf_fragmenting(packaging, audio));
+        blocks.push(out_dir.join(format!("{CMAF_FOLDER}/{file}")).into_os_string());
+    };
     for (i, rendition) in renditions.iter().enumerate() {
-        let Some(rung) = rendition.name.strip_prefix(CMAF_PREFIX) else { continue };
-        blocks.extend(strings(&[
-            "-map_metadata",
-            "-1",
-            "-map_chapters",
-            "-1",
-            "-map",
-            &format!("{i}:v:0"),
-            "-c",
-            "copy",
-        ]));
-        blocks.extend(cmaf_fragmenting(packaging, false));
-        blocks.push(out_dir.join(format!("{CMAF_FOLDER}/h264-{rung}.mp4")).into_os_string());
+        if let Some(rung) = rendition.name.strip_prefix(CMAF_PREFIX) {
+            copy(format!("{i}:v:0"), false, format!("h264-{rung}.mp4"));
+        }
     }
     if let Some(input) = audio {
-        blocks.extend(strings(&[
-            "-map_metadata",
-            "-1",
-            "-map_chapters",
-            "-1",
-            "-map",
-            &format!("{input}:a:0"),
-            "-c",
-            "copy",
-        ]));
-        blocks.extend(cmaf_fragmenting(packaging, true));
-        blocks.push(out_dir.join(format!("{CMAF_FOLDER}/audio.mp4")).into_os_string());
+        copy(format!("{input}:a:0"), true, "audio.mp4".into());
     }
     blocks
 }
