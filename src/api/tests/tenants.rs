@@ -81,3 +81,43 @@ async fn tenants_see_only_their_own_uploads_jobs_and_outputs() {
             .assert_error(StatusCode::NOT_FOUND, "file_not_found");
     }
 }
+
+/// A `cmaf` job's caption files are checked like its source: another tenant's file, a missing
+/// one or one outside the uploads is refused before anything is queued.
+#[tokio::test]
+async fn caption_files_must_be_the_callers_own_uploads() {
+    let (api, _dir, _path) = tenants_api().await;
+    let acme_key = api.upload_as(ACME).await;
+    let acme_captions = api.upload_as(ACME).await;
+    let globex_captions = api.upload_as(GLOBEX).await;
+    let with_captions = |captions: &str| {
+        json!({"input": {"key": acme_key}, "outputs": [{"preset": "cmaf",
+            "captions": [{"key": captions, "language": "en", "name": "English"}]}]})
+    };
+    let refused = [
+        (with_captions(&globex_captions), "captions_not_found"),
+        (with_captions("uploads/tenants/acme/missing.srt"), "captions_not_found"),
+        (with_captions("outputs/tenants/acme/x.srt"), "invalid_key"),
+    ];
+    let mut messages = Vec::new();
+    for (body, code) in refused {
+        let response = api.call_as(Some(ACME), Method::POST, "/v1/jobs", Some(body.clone()), &[]).await;
+        response.assert_error(StatusCode::UNPROCESSABLE_ENTITY, code);
+        messages.push(response.json()["error"]["message"].as_str().unwrap_or_default().to_string());
+    }
+    // Another tenant's stored file reads exactly as a missing one: nothing tells it exists.
+    let (other, missing) = (&messages[0], &messages[1]);
+    assert!(missing.contains("no caption file is stored"), "{messages:?}");
+    assert_eq!(
+        other.replace(&globex_captions, "KEY"),
+        missing.replace("uploads/tenants/acme/missing.srt", "KEY"),
+        "{messages:?}"
+    );
+    let accepted = api.call_as(Some(ACME), Method::POST, "/v1/jobs", Some(with_captions(&acme_captions)), &[]).await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.json());
+    let bad_language = json!({"input": {"key": acme_key}, "outputs": [{"preset": "cmaf",
+        "captions": [{"key": acme_captions, "language": "en\"x"}]}]});
+    api.call_as(Some(ACME), Method::POST, "/v1/jobs", Some(bad_language), &[])
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_job");
+}
