@@ -19,7 +19,7 @@ use super::captions::{self, Prepared};
 use super::{Inner, JobError};
 use crate::domain::cmaf::dash::{self, AdaptationSet, Addressing, ContentType, Media, Mpd, Representation};
 use crate::domain::cmaf::hls::{self, AudioRendition, SubtitleRendition, Variant};
-use crate::domain::cmaf::{Segment, TrackIndex, TrackKind, bandwidth, cut_times, segments_at};
+use crate::domain::cmaf::{Bandwidth, Segment, TrackIndex, TrackKind, bandwidth, cut_times, segments_at};
 use crate::domain::delivery::{Packaging, VideoCodec};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::plan::{CmafPackage, CmafRendition};
@@ -39,6 +39,10 @@ struct Packed<'a> {
     rendition: &'a CmafRendition,
     index: TrackIndex,
     segments: Vec<Segment>,
+    /// Measured once, announced by both manifests.
+    bandwidth: Bandwidth,
+    /// The rendition's length, the sum of its segments'.
+    seconds: f64,
 }
 
 /// Packages `package` in `out_dir`: segment files (segments mode), media playlists, the
@@ -89,7 +93,7 @@ pub(super) async fn package(
 
 /// The title's length: its longest rendition's.
 fn title_seconds(packed: &[Packed<'_>]) -> f64 {
-    packed.iter().map(|p| p.segments.iter().map(|s| s.seconds(p.index.info.timescale)).sum::<f64>()).fold(0.0, f64::max)
+    packed.iter().map(|p| p.seconds).fold(0.0, f64::max)
 }
 
 /// Cuts every rendition: each codec's rungs at its largest rung's times, the audio at the
@@ -107,7 +111,10 @@ fn cut<'a>(indexed: Vec<(&'a CmafRendition, TrackIndex)>) -> Result<Vec<Packed<'
         .map(|(rendition, index)| {
             let cuts = references.iter().find(|(c, _)| c.is_some() && *c == rendition.codec).map_or(&first, |(_, t)| t);
             let segments = segments_at(&index, cuts).map_err(malformed)?;
-            Ok(Packed { rendition, index, segments })
+            let timescale = index.info.timescale;
+            let bandwidth = bandwidth(&segments, timescale);
+            let seconds = segments.iter().map(|s| s.seconds(timescale)).sum();
+            Ok(Packed { rendition, index, segments, bandwidth, seconds })
         })
         .collect()
 }
@@ -145,7 +152,7 @@ fn multivariant(packed: &[Packed<'_>], packaging: Packaging, captions: &[Prepare
                 channels,
                 uri: playlist_uri(&p.rendition.name, packaging),
                 codec: p.index.info.codec.clone(),
-                bandwidth: bandwidth(&p.segments, p.index.info.timescale),
+                bandwidth: p.bandwidth,
             }),
             TrackKind::Video { .. } => None,
         })
@@ -159,7 +166,7 @@ fn multivariant(packed: &[Packed<'_>], packaging: Packaging, captions: &[Prepare
                 width,
                 height,
                 frame_rate: p.index.frame_rate().map_or(0.0, |(n, d)| n as f64 / d as f64),
-                bandwidth: bandwidth(&p.segments, p.index.info.timescale),
+                bandwidth: p.bandwidth,
                 audio_group: (!audio.is_empty()).then(|| AUDIO_GROUP.to_string()),
                 subtitles_group: (!subtitles.is_empty()).then(|| SUBTITLES_GROUP.to_string()),
             }),
@@ -175,8 +182,7 @@ fn mpd(packed: &[Packed<'_>], packaging: Packaging, captions: &[Prepared<'_>]) -
     let mut duration = 0.0_f64;
     for p in packed {
         let info = &p.index.info;
-        let seconds: f64 = p.segments.iter().map(|s| s.seconds(info.timescale)).sum();
-        duration = duration.max(seconds);
+        duration = duration.max(p.seconds);
         let name = &p.rendition.name;
         let addressing = match packaging {
             Packaging::Segments => dash::template_addressing(&format!("{name}/"), &p.segments).map_err(malformed)?,
@@ -191,7 +197,7 @@ fn mpd(packed: &[Packed<'_>], packaging: Packaging, captions: &[Prepared<'_>]) -
         let representation = Representation {
             id: name.clone(),
             codec: info.codec.clone(),
-            bandwidth: bandwidth(&p.segments, info.timescale).peak,
+            bandwidth: p.bandwidth.peak,
             timescale: info.timescale,
             media,
             addressing,
