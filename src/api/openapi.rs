@@ -61,7 +61,7 @@ impl PartialSchema for OutputRequest {
             .property(
                 "quality",
                 ObjectBuilder::new()
-                    .description(Some("hls only: make the ladder per title to reach this VMAF (docs/per-title.md)."))
+                    .description(Some("hls, and cmaf with h264 rungs: make the ladder per title to reach this VMAF (docs/per-title.md)."))
                     .property(
                         "vmaf",
                         ObjectBuilder::new()

@@ -141,7 +141,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "MEDIA_QUALITY_TARGET",
         default: "",
-        help: "VMAF (70 to 99) the HLS ladder is made per title to reach when a job names no `quality`; empty: the fixed ladder",
+        help: "VMAF (70 to 99) an H.264 ladder (`hls`, `cmaf`) is made per title to reach when a job names no `quality`; empty: the fixed ladder",
     },
     Variable {
         name: "MEDIA_DEAD_LETTER_SWEEP",

@@ -58,10 +58,16 @@ impl VideoCodec {
     /// [`KEYFRAME_INTERVAL`] seconds (`gop_frames` frames, for the encoder that counts frames),
     /// with closed GOPs, so every fragment starts with a frame decodable on its own.
     pub fn encoder_args(self, maxrate_kbps: u32, gop_frames: u32) -> Vec<OsString> {
-        let crf = self.crf().to_string();
+        self.encoder_args_at(self.crf(), maxrate_kbps, gop_frames)
+    }
+
+    /// [`encoder_args`](Self::encoder_args) at another constant-quality setting: a per-title
+    /// ladder's choice for the rung.
+    pub fn encoder_args_at(self, crf_value: u32, maxrate_kbps: u32, gop_frames: u32) -> Vec<OsString> {
+        let crf = crf_value.to_string();
         let keyframes = strings(&["-force_key_frames:v", &format!("expr:gte(t,n_forced*{KEYFRAME_INTERVAL})")]);
         match self {
-            VideoCodec::H264 => [x264(self.crf(), maxrate_kbps), keyframes].concat(),
+            VideoCodec::H264 => [x264(crf_value, maxrate_kbps), keyframes].concat(),
             // x265 opens its GOPs by default (a segment would then start with frames that need
             // the previous one), and makes forced keyframes non-IDR unless told.
             VideoCodec::Hevc => {

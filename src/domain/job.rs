@@ -213,7 +213,10 @@ impl OutputRequest {
             None => {}
         }
         match &self.quality {
-            Some(_) if preset != Preset::Hls => refuse("quality"),
+            Some(_) if !matches!(preset, Preset::Hls | Preset::Cmaf) => refuse("quality"),
+            Some(_) if self.codecs.as_ref().is_some_and(|c| !c.contains(&VideoCodec::H264)) => {
+                Err("`quality` sets the CRFs of a cmaf ladder's h264 rungs: `codecs` must include h264".into())
+            }
             Some(target) => target.validate().map_err(|e| e.to_string()),
             None => Ok(()),
         }

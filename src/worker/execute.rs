@@ -163,7 +163,7 @@ async fn produce(
     if let Some((segment, renditions)) =
         split_plan(&job.outputs, &source.media, &inner.config.split, job.split.as_ref())
     {
-        let renditions = apply_ladders(renditions, decisions.ladders);
+        let renditions = apply_ladders(renditions, &job.outputs, decisions.ladders);
         let whole = split::Whole {
             path: &source.path,
             media: &source.media,

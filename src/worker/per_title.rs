@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::transcode::millis;
 use super::{Inner, JobError};
+use crate::domain::delivery::VideoCodec;
 use crate::domain::job::{JobSpec, OutputRequest};
 use crate::domain::per_title::probe::{ProbeRung, copies_losslessly, probe_args, window_copy_args};
 use crate::domain::per_title::{
@@ -38,9 +39,16 @@ const PROBE_SUBSAMPLE: u32 = 3;
 /// The most probes a rung gets (the search stops earlier when a probe lands on the target).
 const MAX_ROUNDS: usize = 3;
 
-/// The quality target an output asks for, or the deployment's default for the HLS ladder.
+/// The quality target an output asks for, or the deployment's default, for an H.264 ladder: the
+/// `hls` preset, or a `cmaf` ladder with H.264 rungs (their CRFs are decided; see
+/// [`crate::domain::plan::cmaf_ladder`]).
 pub(super) fn target_of(output: &OutputRequest, default: Option<QualityTarget>) -> Option<QualityTarget> {
-    (output.preset == Preset::Hls).then(|| output.quality.or(default)).flatten()
+    let h264_ladder = match output.preset {
+        Preset::Hls => true,
+        Preset::Cmaf => output.codecs.as_ref().is_none_or(|c| c.contains(&VideoCodec::H264)),
+        _ => false,
+    };
+    h264_ladder.then(|| output.quality.or(default)).flatten()
 }
 
 /// Each output's ladder decision (in the job's order): `None` for outputs without a target.
@@ -53,9 +61,17 @@ pub(super) async fn analyse(
     dir: &Path,
     stop: &CancellationToken,
 ) -> Result<Vec<Option<LadderDecision>>, JobError> {
-    let mut decisions = vec![None; job.outputs.len()];
+    let mut decisions: Vec<Option<LadderDecision>> = vec![None; job.outputs.len()];
     for (index, output) in job.outputs.iter().enumerate() {
         let Some(target) = target_of(output, inner.config.quality_target) else { continue };
+        // An `hls` and a `cmaf` ladder of the same rungs and target decide alike: analysed once.
+        let same = |o: &OutputRequest| {
+            target_of(o, inner.config.quality_target) == Some(target) && hls_rungs(o, media) == hls_rungs(output, media)
+        };
+        if let Some(earlier) = job.outputs[..index].iter().position(same) {
+            decisions[index] = decisions[earlier].clone();
+            continue;
+        }
         tracker.stage(Stage::Analysing).await?;
         let slot = inner.transcode_slot().await?;
         let clock = Instant::now();

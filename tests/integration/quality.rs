@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use media_worker::domain::delivery::VideoCodec;
 use media_worker::domain::job::{JobMessage, JobSpec, OutputRequest};
 use media_worker::domain::keys::KeyLayout;
 use media_worker::domain::per_title::QualityTarget;
@@ -228,6 +229,46 @@ async fn a_per_title_ladder_is_encoded_as_decided() {
         rungs.len(),
         "dropped rungs are not in the ladder: {master}"
     );
+}
+
+/// A `cmaf` ladder takes the same per-title decision as an `hls` ladder of the same rungs and
+/// target (analysed once for both): its H.264 rungs at the chosen CRFs, the rungs left out of
+/// every codec's family.
+#[tokio::test]
+async fn a_cmaf_ladder_shares_the_per_title_decision() {
+    require!(media_tools());
+    let d = Deployment::new(Kind::Local).await;
+    let Some(clip) = bunny(d.dir.path(), "bunny-cmaf-pt.mp4", "854:480", 6, false) else { return };
+    d.upload("uploads/q/cmaf-pt.mp4", &clip).await;
+    let target = Some(QualityTarget { vmaf: 93.0 });
+    let hls = OutputRequest { quality: target, ..OutputRequest::new(Preset::Hls) };
+    let codecs = Some(vec![VideoCodec::H264, VideoCodec::Av1]);
+    let cmaf = OutputRequest { quality: target, codecs, ..OutputRequest::new(Preset::Cmaf) };
+    submit(&d, "uploads/q/cmaf-pt.mp4", "cmaf-pt", vec![hls, cmaf], None).await;
+    d.drain().await;
+    let status = finished(&d, "cmaf-pt").await;
+    let manifest = manifest(&d, &status).await;
+    let (hls, cmaf) = (&manifest["outputs"][0], &manifest["outputs"][1]);
+    assert_eq!(cmaf["preset"], "cmaf");
+    assert_eq!(hls["ladder"], cmaf["ladder"], "one analysis for both ladders");
+    let rungs = cmaf["ladder"]["rungs"].as_array().expect("rungs");
+    assert!(!rungs.is_empty(), "{}", cmaf["ladder"]);
+    let folder = cmaf["key"].as_str().expect("key").trim_end_matches("master.m3u8").to_string();
+    for rung in rungs {
+        let (name, crf) = (rung["name"].as_str().expect("name"), rung["crf"].as_u64().expect("crf"));
+        let bytes =
+            std::fs::read(d.download(&format!("{folder}h264-{name}/segment_00001.m4s")).await).expect("segment");
+        assert!(String::from_utf8_lossy(&bytes).contains(&format!("crf={crf}.0")), "h264-{name} at CRF {crf}");
+    }
+    let master = std::fs::read_to_string(d.download(&format!("{folder}master.m3u8")).await).expect("master");
+    assert_eq!(master.matches("#EXT-X-STREAM-INF").count(), 2 * rungs.len(), "two codecs of the kept rungs: {master}");
+    for dropped in cmaf["ladder"]["dropped"].as_array().expect("dropped") {
+        let name = dropped["name"].as_str().expect("name");
+        assert!(!master.contains(&format!("-{name}/")), "{name} was left out of every codec: {master}");
+    }
+    for rendition in cmaf["quality"].as_array().expect("scored") {
+        assert!(num(&rendition["vmaf"]["mean"]) > 60.0, "{rendition}");
+    }
 }
 
 /// A split job analyses once, before it is cut: every segment of a rung has the same CRF, and

@@ -15,6 +15,7 @@ use super::rungs_within;
 use crate::domain::args::{aac, audio_filter, finish_block, fit, strings};
 use crate::domain::delivery::{CaptionTrack, DEFAULT_CODECS, Packaging, VideoCodec, gop_frames};
 use crate::domain::job::OutputRequest;
+use crate::domain::per_title::LadderDecision;
 use crate::domain::probe::MediaInfo;
 
 /// The output's folder, relative to the job's output folder.
@@ -57,28 +58,25 @@ pub struct CmafRendition {
 }
 
 /// The filter graph, the output blocks (one per rendition) and the package of a `cmaf` output.
-/// `af`: the audio rendition's filter (the job's loudness), if any.
+/// `ladder`: a per-title decision, if the output has a quality target; `af`: the audio
+/// rendition's filter (the job's loudness), if any.
 pub(super) fn cmaf(
     output: &OutputRequest,
     media: &MediaInfo,
-    af: Option<&str>,
+    (ladder, af): (Option<&LadderDecision>, Option<&str>),
     out_dir: &Path,
 ) -> (String, Vec<OsString>, CmafPackage) {
-    let codecs = output.codecs.clone().unwrap_or_else(|| DEFAULT_CODECS.to_vec());
     let packaging = output.packaging.unwrap_or_default();
     let gop = gop_frames(media.video.as_ref().and_then(|v| v.frame_rate));
-    let rungs: Vec<(VideoCodec, u32, u32)> = codecs
-        .iter()
-        .flat_map(|codec| rungs_within(codec.ladder(), output, media).into_iter().map(|(h, rate)| (*codec, h, rate)))
-        .collect();
+    let rungs = cmaf_ladder(output, media, ladder);
 
     let mut renditions = Vec::new();
     let mut blocks = Vec::new();
-    for (i, (codec, height, rate)) in rungs.iter().enumerate() {
+    for (i, (codec, height, rate, crf)) in rungs.iter().enumerate() {
         let name = format!("{}-{height}p", codec.name());
         let file = format!("{FOLDER}/{name}.mp4");
         let mut block = strings(&["-map", &format!("[cv{i}]"), "-map_metadata", "-1", "-map_chapters", "-1"]);
-        block.extend(codec.encoder_args(*rate, gop));
+        block.extend(codec.encoder_args_at(*crf, *rate, gop));
         block.extend(cmaf_fragmenting(packaging, false));
         blocks.extend(finish_block(block, out_dir.join(&file).into_os_string()));
         renditions.push(CmafRendition { name, file, codec: Some(*codec), height: *height });
@@ -92,10 +90,36 @@ pub(super) fn cmaf(
         blocks.extend(finish_block(block, out_dir.join(&file).into_os_string()));
         renditions.push(CmafRendition { name: "audio".into(), file, codec: None, height: 0 });
     }
-    let heights: Vec<u32> = rungs.iter().map(|(_, h, _)| *h).collect();
+    let heights: Vec<u32> = rungs.iter().map(|(_, h, _, _)| *h).collect();
     let captions = output.captions.clone().unwrap_or_default();
     let package = CmafPackage { folder: FOLDER.into(), packaging, renditions, captions };
     (graph(&heights), blocks, package)
+}
+
+/// Every video rung of a `cmaf` output: codec, short side, rate cap (kb/s) and CRF, codec by
+/// codec, largest first. A per-title decision (made on the H.264 ladder, whose rungs and x264
+/// settings are the `hls` preset's) sets the H.264 rungs' CRFs, and the rungs it left out, which
+/// add nothing over their neighbour on this title, are left out of every codec's family; HEVC
+/// and AV1 keep their fixed CRFs.
+pub fn cmaf_ladder(
+    output: &OutputRequest,
+    media: &MediaInfo,
+    ladder: Option<&LadderDecision>,
+) -> Vec<(VideoCodec, u32, u32, u32)> {
+    let codecs = output.codecs.clone().unwrap_or_else(|| DEFAULT_CODECS.to_vec());
+    let mut rungs = Vec::new();
+    for codec in codecs {
+        for (height, rate) in rungs_within(codec.ladder(), output, media) {
+            let chosen = ladder.map(|d| d.rungs.iter().find(|r| r.height == height));
+            match (chosen, codec) {
+                (None, _) => rungs.push((codec, height, rate, codec.crf())),
+                (Some(None), _) => {}
+                (Some(Some(rung)), VideoCodec::H264) => rungs.push((codec, height, rate, rung.crf)),
+                (Some(Some(_)), _) => rungs.push((codec, height, rate, codec.crf())),
+            }
+        }
+    }
+    rungs
 }
 
 /// The muxer of a rendition: fragmented MP4 with an empty `moov` up front, CMAF brands, and
@@ -192,8 +216,12 @@ mod tests {
 
     #[test]
     fn every_codec_has_its_rungs_from_one_scale_per_size() {
-        let (graph, blocks, package) =
-            cmaf(&request(&[VideoCodec::H264, VideoCodec::Av1], None), &media(1280, 720, true), None, Path::new("/o"));
+        let (graph, blocks, package) = cmaf(
+            &request(&[VideoCodec::H264, VideoCodec::Av1], None),
+            &media(1280, 720, true),
+            (None, None),
+            Path::new("/o"),
+        );
         let names: Vec<&str> = package.renditions.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["h264-720p", "h264-480p", "h264-360p", "av1-720p", "av1-480p", "av1-360p", "audio"]);
         assert_eq!(graph.matches("scale=").count(), 3, "{graph}");
@@ -222,7 +250,7 @@ mod tests {
         let (graph, blocks, package) = cmaf(
             &request(&[VideoCodec::Hevc], Some(Packaging::SingleFile)),
             &media(640, 360, false),
-            None,
+            (None, None),
             Path::new("/o"),
         );
         assert_eq!(
@@ -241,9 +269,51 @@ mod tests {
 
     #[test]
     fn a_small_source_gets_one_rung_per_codec_at_its_size() {
-        let (_, _, package) =
-            cmaf(&request(&[VideoCodec::H264, VideoCodec::Hevc], None), &media(320, 240, true), None, Path::new("/o"));
+        let (_, _, package) = cmaf(
+            &request(&[VideoCodec::H264, VideoCodec::Hevc], None),
+            &media(320, 240, true),
+            (None, None),
+            Path::new("/o"),
+        );
         let names: Vec<&str> = package.renditions.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["h264-240p", "hevc-240p", "audio"]);
+    }
+
+    #[test]
+    fn a_per_title_decision_sets_the_h264_crfs_and_drops_its_rungs_from_every_codec() {
+        use crate::domain::per_title::{ChoiceReason, Probe, QualityTarget, RungCandidate, RungChoice, Window};
+        // 720p at CRF 27; 480p adds nothing over 360p (less than the quality step) and is left out.
+        let rung = |height: u32, cap: u32, crf: u32, vmaf: f64, kbps: f64| {
+            let reason = ChoiceReason::Target;
+            let choice =
+                RungChoice { crf, predicted_vmaf: vmaf, predicted_kbps: kbps, predicted_peak_kbps: kbps, reason };
+            let probe = Probe { crf, worst_window_vmaf: vmaf, mean_vmaf: vmaf, kbps, peak_kbps: kbps };
+            RungCandidate { name: format!("{height}p"), height, cap_kbps: cap, choice, probes: vec![probe] }
+        };
+        let rungs =
+            vec![rung(720, 2800, 27, 95.0, 1500.0), rung(480, 1400, 21, 88.2, 900.0), rung(360, 800, 23, 88.0, 500.0)];
+        let windows = vec![Window { start: 10.0, duration: 2.0 }];
+        let decision = LadderDecision::new(QualityTarget { vmaf: 95.0 }, 60.0, windows, rungs);
+        assert_eq!(decision.dropped.iter().map(|d| d.height).collect::<Vec<_>>(), [480], "{decision:?}");
+
+        let output = request(&[VideoCodec::H264, VideoCodec::Av1], None);
+        let ladder = cmaf_ladder(&output, &media(1280, 720, true), Some(&decision));
+        assert_eq!(
+            ladder,
+            [
+                (VideoCodec::H264, 720, 2800, 27),
+                (VideoCodec::H264, 360, 800, 23),
+                (VideoCodec::Av1, 720, 1550, 33),
+                (VideoCodec::Av1, 360, 440, 33),
+            ]
+        );
+        let (_, blocks, package) = cmaf(&output, &media(1280, 720, true), (Some(&decision), None), Path::new("/o"));
+        let names: Vec<&str> = package.renditions.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["h264-720p", "h264-360p", "av1-720p", "av1-360p", "audio"]);
+        assert!(text(&blocks).contains("-crf 27 -maxrate 2800k"));
+        // Without a decision, the fixed ladder.
+        let fixed = cmaf_ladder(&output, &media(1280, 720, true), None);
+        assert_eq!(fixed.len(), 6);
+        assert!(fixed.iter().all(|(codec, _, _, crf)| *crf == codec.crf()));
     }
 }

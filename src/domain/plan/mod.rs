@@ -200,7 +200,7 @@ fn ladder_block(
     mut block: Vec<OsString>,
 ) -> Vec<OsString> {
     let graph = if output.preset == Preset::Cmaf {
-        let (graph, blocks, package) = cmaf::cmaf(output, media, af, out_dir);
+        let (graph, blocks, package) = cmaf::cmaf(output, media, (ladder, af), out_dir);
         plan.folders.push(package.folder.clone());
         planned.folder = Some(format!("{}/", package.folder));
         planned.note = Some(package.note());

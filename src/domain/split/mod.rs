@@ -138,16 +138,35 @@ pub fn split_plan(
     (!renditions.is_empty()).then_some((segment, renditions))
 }
 
-/// The renditions with a per-title ladder applied: each HLS rung at the CRF its decision chose,
-/// and the rungs it dropped left out, so every segment of a rung is encoded alike.
-pub fn apply_ladders(renditions: Vec<Rendition>, ladders: &[Option<LadderDecision>]) -> Vec<Rendition> {
-    let Some(decision) = ladders.iter().flatten().next() else { return renditions };
+/// The renditions with the per-title ladders applied (`ladders` in the order of `outputs`): each
+/// H.264 rung of an `hls` or `cmaf` ladder at the CRF its output's decision chose, and the rungs
+/// it dropped left out (of every codec of a `cmaf` ladder), so every segment of a rung is
+/// encoded alike.
+pub fn apply_ladders(
+    renditions: Vec<Rendition>,
+    outputs: &[OutputRequest],
+    ladders: &[Option<LadderDecision>],
+) -> Vec<Rendition> {
+    let decision_of = |preset: Preset| {
+        outputs.iter().position(|o| o.preset == preset).and_then(|i| ladders.get(i)).and_then(Option::as_ref)
+    };
+    let (hls, cmaf) = (decision_of(Preset::Hls), decision_of(Preset::Cmaf));
     renditions
         .into_iter()
         .filter_map(|mut r| {
-            let Some(rung) = r.name.strip_prefix("hls-") else { return Some(r) };
+            let (decision, h264) = if r.name.starts_with("hls-") {
+                (hls, true)
+            } else if r.name.starts_with("cmaf-") {
+                (cmaf, r.name.starts_with(CMAF_PREFIX))
+            } else {
+                return Some(r);
+            };
+            let Some(decision) = decision else { return Some(r) };
+            let rung = r.name.rsplit('-').next().unwrap_or_default();
             let chosen = decision.rungs.iter().find(|d| d.name == rung)?;
-            r.crf = chosen.crf;
+            if h264 {
+                r.crf = chosen.crf;
+            }
             Some(r)
         })
         .collect()
