@@ -20,9 +20,11 @@
 //!    copied beside the audio for packaging. Nothing is encoded twice.
 //!
 //! Invariants: every piece starts on a source keyframe, so segments are independent closed-GOP
-//! encodes; every rendition cuts at the same instants; timestamps are the source's throughout,
-//! shifted by one constant (`TS_OFFSET`) that keeps the encoders' B-frame delay from making
-//! any timestamp negative (a negative one would be shifted per segment, breaking the joins).
+//! encodes; every rendition cuts at the same instants (the MPEG-TS ones on the shared clock,
+//! the `cmaf` rungs of all codecs on the same frames counted from each segment's first);
+//! timestamps are the source's throughout, shifted by one constant (`TS_OFFSET`) that keeps
+//! the encoders' B-frame delay from making any timestamp negative (a negative one would be
+//! shifted per segment, breaking the joins).
 //!
 //! The parts: [`cuts`] (where the source is cut), [`commands`] (the ffmpeg commands),
 //! [`playlist`] (editing the stitched HLS playlists), [`records`] (what makes the work
@@ -110,7 +112,14 @@ impl Rendition {
 
     /// A `cmaf` rung's file in the output folder, under `cmaf/`: `<codec>-<rung>.mp4`.
     pub fn cmaf_file(&self) -> Option<String> {
-        self.cmaf.and(self.name.strip_prefix(CMAF_PREFIX)).map(|stem| format!("{stem}.mp4"))
+        self.name.strip_prefix(CMAF_PREFIX).map(|stem| format!("{stem}.mp4"))
+    }
+
+    /// A `cmaf` rung's codec. A record written before `cmaf` rungs had their own field names
+    /// only H.264 rungs (`cmaf-h264-<rung>`), encoded as MPEG-TS: they stitch as they were made.
+    pub fn cmaf_codec(&self) -> Option<VideoCodec> {
+        let legacy = || self.name.starts_with("cmaf-h264-").then_some(VideoCodec::H264);
+        self.cmaf.map(|rung| rung.codec).or_else(legacy)
     }
 }
 
@@ -331,6 +340,14 @@ mod tests {
         let old: Rendition =
             serde_json::from_str(r#"{"name":"hls-360p","cap":360,"crf":23,"maxrate_kbps":800}"#).unwrap();
         assert_eq!((old.cmaf, old.file_name(), old.cmaf_file()), (None, "hls-360p.ts".to_string(), None));
+        let legacy: Rendition =
+            serde_json::from_str(r#"{"name":"cmaf-h264-360p","cap":360,"crf":23,"maxrate_kbps":800}"#).unwrap();
+        assert_eq!(legacy.file_name(), "cmaf-h264-360p.ts", "its segments were MPEG-TS");
+        assert_eq!(
+            (legacy.cmaf_file().as_deref(), legacy.cmaf_codec()),
+            (Some("h264-360p.mp4"), Some(VideoCodec::H264))
+        );
+        assert_eq!(renditions[4].cmaf_codec(), Some(VideoCodec::Av1));
     }
 
     #[test]

@@ -22,8 +22,8 @@ use crate::domain::split::{
 use crate::media::ffmpeg::{Bounds, FfmpegProgress, run_ffmpeg};
 use crate::media::fragmented::{FragmentedError, JoinedFile};
 
-/// Joins every rendition's segments (byte for byte: their timestamps already continue one
-/// another) and muxes them with the audio into the outputs, by stream copy.
+/// Joins every rendition's segments (their timestamps already continue one another) and
+/// muxes them with the audio into the outputs, by stream copy.
 /// Returns the outputs it made, as planned outputs.
 pub(super) async fn stitch(
     inner: &Inner,
@@ -144,7 +144,7 @@ async fn join_fragmented(
 /// The codec and short side of a stitched `cmaf` ladder's rungs, codec by codec, largest
 /// first (the record's order).
 fn cmaf_rungs(record: &SplitRecord) -> Vec<(VideoCodec, u32)> {
-    record.renditions.iter().filter_map(|r| Some((r.cmaf?.codec, r.cap?))).collect()
+    record.renditions.iter().filter_map(|r| Some((r.cmaf_codec()?, r.cap?))).collect()
 }
 
 /// The outputs stitched from the segments, as the manifest describes them.
