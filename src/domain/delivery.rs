@@ -63,9 +63,26 @@ impl VideoCodec {
 
     /// [`encoder_args`](Self::encoder_args) at another constant-quality setting: a per-title
     /// ladder's choice for the rung.
-    pub fn encoder_args_at(self, crf_value: u32, maxrate_kbps: u32, gop_frames: u32) -> Vec<OsString> {
-        let crf = crf_value.to_string();
+    pub fn encoder_args_at(self, crf: u32, maxrate_kbps: u32, gop_frames: u32) -> Vec<OsString> {
         let keyframes = strings(&["-force_key_frames:v", &format!("expr:gte(t,n_forced*{KEYFRAME_INTERVAL})")]);
+        self.args(crf, maxrate_kbps, gop_frames, keyframes)
+    }
+
+    /// The encoder's arguments for one rung of a split job's segment: as [`Self::encoder_args`],
+    /// but every codec puts a keyframe on every `gop_frames`-th frame counted from the
+    /// segment's first. SVT-AV1 can only count frames (`-g`), from the start of its encode, so
+    /// x264 and x265 count the same way (`n` is the frame number within the encode): the
+    /// three codecs' keyframes then fall on the same frames in every segment, whatever the
+    /// source time the segment starts at.
+    pub fn segment_encoder_args(self, crf: u32, maxrate_kbps: u32, gop_frames: u32) -> Vec<OsString> {
+        let keyframes = strings(&["-force_key_frames:v", &format!("expr:not(mod(n,{gop_frames}))")]);
+        self.args(crf, maxrate_kbps, gop_frames, keyframes)
+    }
+
+    /// The encoder's arguments at `crf`, with `keyframes`, the forcing arguments of x264 and
+    /// x265.
+    fn args(self, crf_value: u32, maxrate_kbps: u32, gop_frames: u32, keyframes: Vec<OsString>) -> Vec<OsString> {
+        let crf = crf_value.to_string();
         match self {
             VideoCodec::H264 => [x264(crf_value, maxrate_kbps), keyframes].concat(),
             // x265 opens its GOPs by default (a segment would then start with frames that need
@@ -287,6 +304,28 @@ mod tests {
                 assert!(rate < *h264, "{codec:?} at {h}");
             }
         }
+    }
+
+    #[test]
+    fn segment_keyframes_are_counted_in_frames_by_every_codec() {
+        let text =
+            |args: Vec<OsString>| args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
+        assert_eq!(
+            text(VideoCodec::H264.segment_encoder_args(23, 800, 50)),
+            "-c:v libx264 -preset fast -profile:v high -pix_fmt yuv420p -crf 23 -maxrate 800k -bufsize 1600k \
+             -force_key_frames:v expr:not(mod(n,50))"
+        );
+        assert_eq!(
+            text(VideoCodec::Hevc.segment_encoder_args(25, 520, 50)),
+            "-c:v libx265 -preset fast -profile:v main -pix_fmt yuv420p -crf 25 -maxrate 520k -bufsize 1040k \
+             -force_key_frames:v expr:not(mod(n,50)) -forced-idr 1 -x265-params log-level=error:open-gop=0 -tag:v hvc1"
+        );
+        assert_eq!(
+            text(VideoCodec::Av1.segment_encoder_args(33, 440, 50)),
+            text(VideoCodec::Av1.encoder_args(440, 50)),
+            "SVT-AV1 counts frames in both"
+        );
+        assert!(text(VideoCodec::H264.encoder_args(800, 50)).ends_with("-force_key_frames:v expr:gte(t,n_forced*2)"));
     }
 
     #[test]

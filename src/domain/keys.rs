@@ -218,9 +218,9 @@ pub fn piece_key(output_dir: &str, index: u32) -> String {
     format!("{}{}", split_dir(output_dir), piece_file(index))
 }
 
-/// Segment `index`'s encoded rendition.
-pub fn segment_file_key(output_dir: &str, index: u32, rendition: &str) -> String {
-    format!("{}segment-{index:05}/{rendition}.ts", split_dir(output_dir))
+/// Segment `index`'s encoded rendition, by its file name (`hls-360p.ts`, `cmaf-av1-480p.mp4`).
+pub fn segment_file_key(output_dir: &str, index: u32, file: &str) -> String {
+    format!("{}segment-{index:05}/{file}", split_dir(output_dir))
 }
 
 /// The checkpoint: present once every rendition of segment `index` is stored.
@@ -288,7 +288,7 @@ mod tests {
         assert_eq!(split_dir(dir), "outputs/clip.mp4/j1/split/");
         assert_eq!(record_key(dir), "outputs/clip.mp4/j1/split/split.json");
         assert_eq!(piece_key(dir, 3), "outputs/clip.mp4/j1/split/piece-00003.nut");
-        assert_eq!(segment_file_key(dir, 3, "hls-360p"), "outputs/clip.mp4/j1/split/segment-00003/hls-360p.ts");
+        assert_eq!(segment_file_key(dir, 3, "hls-360p.ts"), "outputs/clip.mp4/j1/split/segment-00003/hls-360p.ts");
         assert_eq!(done_key(dir, 3), "outputs/clip.mp4/j1/split/segment-00003.done.json");
         assert_eq!(progress_key(dir, 3), "outputs/clip.mp4/j1/split/segment-00003.progress");
         assert_eq!(failed_key(dir, 3), "outputs/clip.mp4/j1/split/segment-00003.failed.json");

@@ -3,7 +3,8 @@
 //! [`index_file`] walks the file's top-level boxes with seeks, reading only box headers and the
 //! small `moov`/`moof`/`sidx` payloads (a few kilobytes per two-second fragment), so a long
 //! rendition is indexed without reading its media. [`write_segments`] copies the init and
-//! segment byte ranges into separate files for segmented delivery. The rules live in
+//! segment byte ranges into separate files for segmented delivery. [`JoinedFile`] joins a
+//! split job's fragmented segments of one rung into one file. The rules live in
 //! `domain::cmaf`; this file only moves bytes.
 
 use std::path::{Path, PathBuf};
@@ -12,9 +13,13 @@ use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, SeekFrom};
 
 use crate::domain::cmaf::index::MAX_PAYLOAD;
+use crate::domain::cmaf::join::Join;
 use crate::domain::cmaf::{
     ByteRange, CmafError, INIT_FILE_NAME, IndexBuilder, Segment, TrackIndex, box_header, segment_file_name,
 };
+
+/// The largest fragment a join holds in memory: one GOP of one rung, a few megabytes.
+const MAX_FRAGMENT: u64 = 256 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FragmentedError {
@@ -80,6 +85,55 @@ pub async fn write_segments(
         written.push(target);
     }
     Ok(written)
+}
+
+/// One rung's fragmented segments joined into one file, part by part, as
+/// [`crate::domain::cmaf::join`] says: the first part's init segment, then every part's
+/// fragments, renumbered and timed from zero. A part whose init differs fails the join.
+pub struct JoinedFile {
+    join: Join,
+    out: File,
+    path: PathBuf,
+}
+
+impl JoinedFile {
+    pub async fn create(path: &Path) -> Result<Self, FragmentedError> {
+        let out = File::create(path).await.map_err(io(path))?;
+        Ok(Self { join: Join::new(), out, path: path.to_path_buf() })
+    }
+
+    /// Appends the next part: its init segment (written for the first part, checked for every
+    /// later one) and its fragments.
+    pub async fn append(&mut self, part: &Path) -> Result<(), FragmentedError> {
+        let index = index_file(part).await?;
+        let mut source = File::open(part).await.map_err(io(part))?;
+        let init = read_range(&mut source, part, index.init).await?;
+        if self.join.init(&init).map_err(cmaf(part))? {
+            self.out.write_all(&init).await.map_err(io(&self.path))?;
+        }
+        for fragment in &index.fragments {
+            let mut bytes = read_range(&mut source, part, fragment.range).await?;
+            self.join.fragment(&mut bytes).map_err(cmaf(part))?;
+            self.out.write_all(&bytes).await.map_err(io(&self.path))?;
+        }
+        Ok(())
+    }
+
+    /// Flushes the joined file.
+    pub async fn finish(mut self) -> Result<(), FragmentedError> {
+        self.out.flush().await.map_err(io(&self.path))
+    }
+}
+
+/// The bytes of `range` in `source`, read whole (at most [`MAX_FRAGMENT`]).
+async fn read_range(source: &mut File, path: &Path, range: ByteRange) -> Result<Vec<u8>, FragmentedError> {
+    if range.size > MAX_FRAGMENT {
+        return Err(cmaf(path)(CmafError::Layout(format!("a {}-byte fragment", range.size))));
+    }
+    source.seek(SeekFrom::Start(range.offset)).await.map_err(io(path))?;
+    let mut bytes = vec![0u8; usize::try_from(range.size).unwrap_or(0)];
+    source.read_exact(&mut bytes).await.map_err(io(path))?;
+    Ok(bytes)
 }
 
 async fn copy_range(source: &mut File, path: &Path, range: ByteRange, target: &Path) -> Result<(), FragmentedError> {

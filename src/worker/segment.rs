@@ -305,8 +305,10 @@ async fn encode_piece(
     let encode_ms = millis(encode_clock);
     let mut bytes = 0;
     for rendition in &record.renditions {
-        let key = segment_file_key(&task.output_dir, task.index, &rendition.name);
-        bytes += inner.storage.put_file(&key, &out.join(format!("{}.ts", rendition.name)), "video/mp2t").await?.size;
+        let file = rendition.file_name();
+        let key = segment_file_key(&task.output_dir, task.index, &file);
+        let kind = if rendition.cmaf.is_some() { "video/mp4" } else { "video/mp2t" };
+        bytes += inner.storage.put_file(&key, &out.join(&file), kind).await?.size;
     }
     Ok((encode_started_at, encode_ms, bytes))
 }
@@ -328,7 +330,7 @@ async fn checkpoint(
     // clean-up would stay forever, so a segment that finds its job ended removes its own.
     if inner.store.read(&task.job_id).await?.is_none_or(|s| s.state.is_terminal()) {
         for rendition in &record.renditions {
-            let _ = inner.storage.delete(&segment_file_key(&task.output_dir, task.index, &rendition.name)).await;
+            let _ = inner.storage.delete(&segment_file_key(&task.output_dir, task.index, &rendition.file_name())).await;
         }
         let _ = inner.storage.delete(&done_key(&task.output_dir, task.index)).await;
         let _ = inner.storage.delete(&progress_key(&task.output_dir, task.index)).await;

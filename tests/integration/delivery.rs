@@ -265,3 +265,93 @@ async fn a_split_cmaf_ladder_is_stitched_and_packaged() {
     let session = Session::start(&out).await;
     plays(&session, ["cmaf/master.m3u8", "cmaf/manifest.mpd"], &["avc1"]).await;
 }
+
+/// The presentation times of a rendition's keyframes, in ms from its first frame's (the
+/// encoders' reordering delays differ: x264 and x265 present their first frame two frames
+/// after its decode time, SVT-AV1 at it, in whole jobs as in split ones).
+fn keyframes(path: &Path) -> Vec<i64> {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time,flags", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    let text = String::from_utf8(output.stdout).expect("text");
+    let mut times: Vec<i64> = text
+        .lines()
+        .filter(|l| l.contains(",K"))
+        .filter_map(|l| l.split(',').next()?.parse::<f64>().ok())
+        .map(|t| (t * 1000.0).round() as i64)
+        .collect();
+    times.sort_unstable();
+    let first = times.first().copied().unwrap_or_default();
+    times.iter().map(|t| t - first).collect()
+}
+
+/// A split job's `cmaf` ladder in H.264, HEVC and AV1: every rung encoded segment by segment
+/// and joined, with every frame of the source, its codec, keyframes on the same frames in all
+/// six rungs (so each codec's rungs cut at the same instants), all three codecs' strings in
+/// the multivariant playlist and the MPD, and the H.264 and AV1 rungs playing in both players.
+#[tokio::test]
+async fn a_split_cmaf_ladder_in_three_codecs_is_stitched_and_packaged() {
+    require!(media_tools(), browser(), players());
+    let d = Deployment::new(Kind::Local).await;
+    let Some(clip) = bunny(d.dir.path(), "bunny-split3.mp4", "854:480", 10, false) else { return };
+    d.upload("uploads/t/split.mp4", &clip).await;
+    let codecs = vec![VideoCodec::H264, VideoCodec::Hevc, VideoCodec::Av1];
+    let output = OutputRequest { codecs: Some(codecs), ..OutputRequest::new(Preset::Cmaf) };
+    submit(&d, "uploads/t/split.mp4", "split-three", vec![output], None).await;
+    d.drain_with(&[("MEDIA_SPLIT_MIN_DURATION", "8s"), ("MEDIA_SEGMENT_DURATION", "4s")]).await;
+    let manifest = manifest(&d, &finished(&d, "split-three").await).await;
+    let segments = manifest["split"]["segments"].as_u64().unwrap_or(0);
+    assert!(segments >= 2, "a split job: {}", manifest["split"]);
+    let timings = manifest["split"]["segment_timings"].as_array().expect("segment timings");
+    assert_eq!(timings.len() as u64, segments, "{timings:#?}");
+    let starts: Vec<f64> = timings.iter().filter_map(|t| t["start"].as_f64()).collect();
+    let out = fetch(&d, &manifest, "cmaf").await;
+    let cmaf = out.join("cmaf");
+
+    let whole_dir = d.path("whole");
+    std::fs::create_dir_all(&whole_dir).expect("mkdir");
+    let mut aligned: Option<Vec<i64>> = None;
+    for (codec, name) in [("h264", "avc1"), ("hevc", "hvc1"), ("av1", "av01")] {
+        let mut cuts = Vec::new();
+        for height in [480, 360] {
+            let rendition = format!("{codec}-{height}p");
+            let folder = cmaf.join(&rendition);
+            let (count, video) = frames(&folder.join("index.m3u8"));
+            assert_eq!(count, 250, "{rendition}: 10 s at 25 fps");
+            assert_eq!(video["codec_name"], codec, "{rendition}");
+            assert_eq!(video["height"].as_u64(), Some(height), "{rendition}");
+            let file = whole(&folder, &whole_dir);
+            assert_eq!(frames(&file).1["codec_tag_string"], name, "{rendition}");
+            let keys = keyframes(&file);
+            assert!(keys.len() >= 5, "{rendition}: a keyframe at least every 2 s: {keys:?}");
+            match &aligned {
+                None => aligned = Some(keys),
+                Some(first) => assert_eq!(&keys, first, "{rendition}: keyframes on the same frames as h264-480p"),
+            }
+            let lengths = durations(&folder.join("index.m3u8"));
+            assert!((lengths.iter().sum::<f64>() - 10.0).abs() < 0.05, "{rendition}: {lengths:?}");
+            cuts.push(lengths);
+        }
+        assert_eq!(cuts[0], cuts[1], "{codec}: every rung cut at the same instants");
+    }
+    // Every later segment starts on a keyframe of every rung: the rungs' times are the
+    // source's, less one constant (its first frame's time, within the source's B-frame delay).
+    let keys = aligned.expect("keyframes");
+    assert!(keys.windows(2).all(|w| w[1] - w[0] <= 2020), "a keyframe at least every 2 s: {keys:?}");
+    let ms = |t: f64| (t * 1000.0).round() as i64;
+    let shift = keys.iter().map(|k| k - ms(starts[1])).min_by_key(|d| d.abs()).unwrap_or(i64::MAX);
+    assert!(shift.abs() <= 100, "segment 2 at {} s: {keys:?}", starts[1]);
+    for start in &starts[1..] {
+        assert!(keys.iter().any(|k| (k - ms(*start) - shift).abs() <= 20), "segment at {start} s: {keys:?}");
+    }
+    let master = std::fs::read_to_string(cmaf.join("master.m3u8")).expect("master");
+    let mpd = std::fs::read_to_string(cmaf.join("manifest.mpd")).expect("mpd");
+    for codec in ["avc1.", "hvc1.", "av01.", "mp4a.40.2"] {
+        assert!(master.contains(codec), "{codec} in {master}");
+        assert!(mpd.contains(&format!("codecs=\"{codec}")), "{codec} in {mpd}");
+    }
+    let session = Session::start(&out).await;
+    plays(&session, ["cmaf/master.m3u8", "cmaf/manifest.mpd"], &["avc1", "av01"]).await;
+}

@@ -10,7 +10,8 @@
 //! Layout: [`boxes`] parses `moov` (track, timescale, `trex`, codec via [`codec`]) and `moof`
 //! (timing) and reads top-level box headers so the I/O layer can walk a big file with seeks;
 //! [`index`] turns the sequence of top-level boxes into byte ranges; [`segments`] groups
-//! fragments and measures bandwidth; [`hls`] and [`dash`] write text. Everything is pure and
+//! fragments and measures bandwidth; [`hls`] and [`dash`] write text; [`join`] joins a split
+//! job's fragmented segments into one file. Everything is pure and
 //! bounds-checked: hostile bytes give a [`CmafError`], never a panic or a guessed codec.
 
 pub mod boxes;
@@ -18,6 +19,7 @@ pub mod codec;
 pub mod dash;
 pub mod hls;
 pub mod index;
+pub mod join;
 pub mod segments;
 
 pub use boxes::{BoxHeader, box_header, parse_init, parse_moof};
@@ -47,6 +49,10 @@ pub enum CmafError {
     /// A name, URI or language that cannot be written into a manifest safely.
     #[error("unsafe manifest text {0:?}")]
     UnsafeText(String),
+    /// Part `n` of a join (a split job's segment, from 0) has another init segment than the
+    /// first part's: another encoder configuration, which the first part's would misdecode.
+    #[error("segment {0}'s init segment (codec configuration) differs from the first segment's")]
+    InitMismatch(usize),
     /// Nothing to write (no fragments, no segments, no variants).
     #[error("empty: {0}")]
     Empty(&'static str),

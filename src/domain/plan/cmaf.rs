@@ -133,14 +133,15 @@ pub fn cmaf_fragmenting(packaging: Packaging, audio: bool) -> Vec<OsString> {
     args
 }
 
-/// The package of a `cmaf` output a split job stitched: its H.264 rungs, as (short side,
-/// rendition file under the output folder), and the audio when there is some.
-pub fn stitched_package(output: &OutputRequest, rungs: &[u32], audio: bool) -> CmafPackage {
+/// The package of a `cmaf` output a split job stitched: its rungs, as (codec, short side) in
+/// the order the unsplit plan lists them (codec by codec, largest first), and the audio when
+/// there is some.
+pub fn stitched_package(output: &OutputRequest, rungs: &[(VideoCodec, u32)], audio: bool) -> CmafPackage {
     let mut renditions: Vec<CmafRendition> = rungs
         .iter()
-        .map(|height| {
-            let name = format!("{}-{height}p", VideoCodec::H264.name());
-            CmafRendition { file: format!("{FOLDER}/{name}.mp4"), name, codec: Some(VideoCodec::H264), height: *height }
+        .map(|&(codec, height)| {
+            let name = format!("{}-{height}p", codec.name());
+            CmafRendition { file: format!("{FOLDER}/{name}.mp4"), name, codec: Some(codec), height }
         })
         .collect();
     if audio {

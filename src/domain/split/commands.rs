@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use super::{CMAF_PREFIX, Piece, Rendition, is_stitched};
+use super::{CmafRung, Piece, Rendition, is_stitched};
 use crate::domain::args::{KEYFRAME_INTERVAL, aac, audio_filter, fan_out, hls_muxer, strings, x264};
 use crate::domain::job::OutputRequest;
 use crate::domain::keys::piece_file;
@@ -61,7 +61,8 @@ fn keyframe_times(piece: &Piece) -> String {
 }
 
 /// The segment encode: one decode of the piece, split into every rendition, each written as
-/// `out_dir/<rendition>.ts` with the source's timestamps (plus [`TS_OFFSET`]).
+/// `out_dir/<rendition file>` with the source's timestamps (plus [`TS_OFFSET`]): MPEG-TS, or
+/// for a `cmaf` rung fragmented MP4 (see [`cmaf_segment`]).
 pub fn segment_args(piece_path: &Path, piece: &Piece, renditions: &[Rendition], out_dir: &Path) -> Vec<OsString> {
     let mut args = strings(&["-hide_banner", "-nostdin", "-y", "-protocol_whitelist", "file", "-copyts", "-i"]);
     args.push(piece_path.as_os_str().to_owned());
@@ -70,12 +71,29 @@ pub fn segment_args(piece_path: &Path, piece: &Piece, renditions: &[Rendition], 
     let keyframes = keyframe_times(piece);
     for (i, rendition) in renditions.iter().enumerate() {
         args.extend(strings(&["-map", &format!("[r{i}]")]));
-        let encode = rendition.encode();
-        args.extend(x264(encode.crf, encode.maxrate_kbps));
-        args.extend(strings(&["-force_key_frames:v", &keyframes, "-fps_mode", "vfr"]));
-        args.extend(strings(&["-output_ts_offset", &TS_OFFSET.to_string(), "-f", "mpegts"]));
-        args.push(out_dir.join(format!("{}.ts", rendition.name)).into_os_string());
+        if let Some(rung) = rendition.cmaf {
+            args.extend(cmaf_segment(rendition, rung));
+        } else {
+            let encode = rendition.encode();
+            args.extend(x264(encode.crf, encode.maxrate_kbps));
+            args.extend(strings(&["-force_key_frames:v", &keyframes, "-fps_mode", "vfr"]));
+            args.extend(strings(&["-output_ts_offset", &TS_OFFSET.to_string(), "-f", "mpegts"]));
+        }
+        args.push(out_dir.join(rendition.file_name()).into_os_string());
     }
+    args
+}
+
+/// A `cmaf` rung's block of the segment encode, up to its file: the codec's encoder with a
+/// keyframe every `gop_frames` frames from the segment's first, fragmented at every keyframe.
+/// `+frag_discont` makes each fragment's `tfdt` the source's decode time (plus [`TS_OFFSET`])
+/// instead of the time since the segment's start, so the segments' fragments follow one
+/// another when joined; `+cmaf` keeps negative composition offsets, so ffmpeg shifts no
+/// timestamp.
+fn cmaf_segment(rendition: &Rendition, rung: CmafRung) -> Vec<OsString> {
+    let mut args = rung.codec.segment_encoder_args(rendition.crf, rendition.maxrate_kbps, rung.gop_frames);
+    args.extend(strings(&["-fps_mode", "vfr", "-output_ts_offset", &TS_OFFSET.to_string()]));
+    args.extend(strings(&["-movflags", "+frag_keyframe+empty_moov+default_base_moof+cmaf+frag_discont", "-f", "mp4"]));
     args
 }
 
@@ -92,8 +110,8 @@ pub fn audio_args(source: &Path, out: &Path, af: Option<&str>) -> Vec<OsString> 
     args
 }
 
-/// The stitch: for every stitched output, the joined renditions (`joined/<rendition>.ts`) and
-/// the audio muxed by stream copy into `out_dir`, as the unsplit plan names the files.
+/// The stitch: for every stitched output, the joined renditions (`joined/<rendition file>`)
+/// and the audio muxed by stream copy into `out_dir`, as the unsplit plan names the files.
 pub fn stitch_args(
     outputs: &[OutputRequest],
     renditions: &[Rendition],
@@ -104,7 +122,7 @@ pub fn stitch_args(
     let mut args = strings(&["-hide_banner", "-nostdin", "-y", "-protocol_whitelist", "file"]);
     for rendition in renditions {
         args.push("-i".into());
-        args.push(joined.join(format!("{}.ts", rendition.name)).into_os_string());
+        args.push(joined.join(rendition.file_name()).into_os_string());
     }
     let audio_input = renditions.len();
     if let Some(audio) = audio {
@@ -145,8 +163,9 @@ pub fn stitch_args(
     args
 }
 
-/// A stitched `cmaf` ladder's blocks: each H.264 rung, and the audio, copied into its own
-/// fragmented MP4 (`cmaf/h264-<rung>.mp4`, `cmaf/audio.mp4`), for the worker to package.
+/// A stitched `cmaf` ladder's blocks: each rung, and the audio, copied into its own fragmented
+/// MP4 (`cmaf/<codec>-<rung>.mp4`, `cmaf/audio.mp4`), for the worker to package. The copy
+/// fragments a rung at its keyframes as the segments did, and indexes it in single-file mode.
 fn cmaf_blocks(
     output: &OutputRequest,
     renditions: &[Rendition],
@@ -161,8 +180,8 @@ fn cmaf_blocks(
         blocks.push(out_dir.join(format!("{CMAF_FOLDER}/{file}")).into_os_string());
     };
     for (i, rendition) in renditions.iter().enumerate() {
-        if let Some(rung) = rendition.name.strip_prefix(CMAF_PREFIX) {
-            copy(format!("{i}:v:0"), false, format!("h264-{rung}.mp4"));
+        if let Some(file) = rendition.cmaf_file() {
+            copy(format!("{i}:v:0"), false, file);
         }
     }
     if let Some(input) = audio {
@@ -174,6 +193,7 @@ fn cmaf_blocks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::delivery::VideoCodec;
 
     fn outputs(presets: &[Preset]) -> Vec<OutputRequest> {
         presets.iter().map(|p| OutputRequest::new(*p)).collect()
@@ -215,11 +235,47 @@ mod tests {
         assert_eq!(keyframe_times(&Piece { index: 0, start: 0.0, end: 4.0 }), "0.000000,2.000000");
     }
 
+    fn cmaf_rung(name: &str, codec: VideoCodec, crf: u32, maxrate_kbps: u32) -> Rendition {
+        let cmaf = Some(CmafRung { codec, gop_frames: 50 });
+        Rendition { name: name.into(), cap: Some(360), crf, maxrate_kbps, cmaf }
+    }
+
+    /// Every codec's rung of a segment: its encoder counting 50 frames between keyframes from
+    /// the segment's first, fragmented MP4 with the source's decode times.
+    #[test]
+    fn cmaf_rungs_of_every_codec_are_fragmented_mp4() {
+        let renditions = [
+            cmaf_rung("cmaf-h264-360p", VideoCodec::H264, 23, 800),
+            cmaf_rung("cmaf-hevc-360p", VideoCodec::Hevc, 25, 520),
+            cmaf_rung("cmaf-av1-360p", VideoCodec::Av1, 33, 440),
+        ];
+        let piece = Piece { index: 1, start: 4.08, end: 8.08 };
+        let args: Vec<String> = segment_args(Path::new("/s/p.nut"), &piece, &renditions, Path::new("/s/o"))
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let scale = "scale=w='if(gte(iw,ih),-2,trunc(min(iw,360)/2)*2)':h='if(gte(iw,ih),trunc(min(ih,360)/2)*2,-2)'";
+        let muxer = "-fps_mode vfr -output_ts_offset 10 \
+            -movflags +frag_keyframe+empty_moov+default_base_moof+cmaf+frag_discont -f mp4";
+        let expected = format!(
+            "-hide_banner -nostdin -y -protocol_whitelist file -copyts -i /s/p.nut \
+            -filter_complex [0:v:0]split=3[s0][s1][s2];[s0]{scale}[r0];[s1]{scale}[r1];[s2]{scale}[r2] \
+            -map [r0] -c:v libx264 -preset fast -profile:v high -pix_fmt yuv420p -crf 23 -maxrate 800k \
+            -bufsize 1600k -force_key_frames:v expr:not(mod(n,50)) {muxer} /s/o/cmaf-h264-360p.mp4 \
+            -map [r1] -c:v libx265 -preset fast -profile:v main -pix_fmt yuv420p -crf 25 -maxrate 520k \
+            -bufsize 1040k -force_key_frames:v expr:not(mod(n,50)) -forced-idr 1 \
+            -x265-params log-level=error:open-gop=0 -tag:v hvc1 {muxer} /s/o/cmaf-hevc-360p.mp4 \
+            -map [r2] -c:v libsvtav1 -preset 8 -pix_fmt yuv420p -crf 33 -g 50 -svtav1-params scd=0:mbr=440 \
+            {muxer} /s/o/cmaf-av1-360p.mp4"
+        );
+        assert_eq!(args.join(" "), expected);
+    }
+
     #[test]
     fn exact_argv() {
         let renditions = vec![
-            Rendition { name: "mp4-h264".into(), cap: None, crf: 23, maxrate_kbps: 8000 },
-            Rendition { name: "hls-360p".into(), cap: Some(360), crf: 23, maxrate_kbps: 800 },
+            Rendition { name: "mp4-h264".into(), cap: None, crf: 23, maxrate_kbps: 8000, cmaf: None },
+            Rendition { name: "hls-360p".into(), cap: Some(360), crf: 23, maxrate_kbps: 800, cmaf: None },
         ];
         let piece = Piece { index: 2, start: 4.0, end: 6.5 };
         let args: Vec<String> = segment_args(Path::new("/s/p.nut"), &piece, &renditions, Path::new("/s/o"))
@@ -250,7 +306,10 @@ mod tests {
         assert_eq!(args.join(" "), expected);
 
         let cmaf = [OutputRequest::new(Preset::Cmaf)];
-        let rungs = [Rendition { name: "cmaf-h264-360p".into(), cap: Some(360), crf: 23, maxrate_kbps: 800 }];
+        let rungs = [
+            cmaf_rung("cmaf-h264-360p", VideoCodec::H264, 23, 800),
+            cmaf_rung("cmaf-av1-360p", VideoCodec::Av1, 33, 440),
+        ];
         let args: Vec<String> =
             stitch_args(&cmaf, &rungs, Path::new("/j"), Some(Path::new("/j/a.m4a")), Path::new("/o"))
                 .iter()
@@ -258,10 +317,12 @@ mod tests {
                 .collect();
         assert_eq!(
             args.join(" "),
-            "-hide_banner -nostdin -y -protocol_whitelist file -i /j/cmaf-h264-360p.ts -i /j/a.m4a \
-             -map_metadata -1 -map_chapters -1 -map 0:v:0 -c copy \
+            "-hide_banner -nostdin -y -protocol_whitelist file -i /j/cmaf-h264-360p.mp4 -i /j/cmaf-av1-360p.mp4 \
+             -i /j/a.m4a -map_metadata -1 -map_chapters -1 -map 0:v:0 -c copy \
              -movflags +frag_keyframe+empty_moov+default_base_moof+cmaf -f mp4 /o/cmaf/h264-360p.mp4 \
-             -map_metadata -1 -map_chapters -1 -map 1:a:0 -c copy -frag_duration 2000000 \
+             -map_metadata -1 -map_chapters -1 -map 1:v:0 -c copy \
+             -movflags +frag_keyframe+empty_moov+default_base_moof+cmaf -f mp4 /o/cmaf/av1-360p.mp4 \
+             -map_metadata -1 -map_chapters -1 -map 2:a:0 -c copy -frag_duration 2000000 \
              -movflags +empty_moov+default_base_moof+cmaf -f mp4 /o/cmaf/audio.mp4"
         );
 

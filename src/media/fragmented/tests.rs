@@ -12,10 +12,15 @@ const FLAGS: &str = "+frag_keyframe+empty_moov+default_base_moof+cmaf";
 
 /// Encodes 6 s of testsrc2 (or a sine) with `codec` into `dir/name`, one track, fragmented.
 async fn encode(dir: &Path, name: &str, codec: &[&str], movflags: &str) -> PathBuf {
+    encode_for(dir, name, codec, movflags, "6").await
+}
+
+/// [`encode`] for `seconds`.
+async fn encode_for(dir: &Path, name: &str, codec: &[&str], movflags: &str, seconds: &str) -> PathBuf {
     let out = dir.join(name);
     let audio = codec.first() == Some(&"-c:a");
     let input = if audio { "sine=f=440:r=48000" } else { "testsrc2=size=320x180:rate=30" };
-    let mut args = vec!["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", input, "-t", "6"];
+    let mut args = vec!["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", input, "-t", seconds];
     args.extend_from_slice(codec);
     args.extend_from_slice(&["-movflags", movflags, "-protocol_whitelist", "file"]);
     let mut command = Command::new("ffmpeg");
@@ -250,4 +255,40 @@ async fn written_manifests_play_back_in_ffmpeg() {
         assert_eq!(frames, 180, "{name}");
         assert!((duration - 6.0).abs() < 0.1, "{name}: {duration}");
     }
+}
+
+/// Two 2 s segments of one encode's timeline, each its own fragmented MP4 with the source's
+/// decode times (`+frag_discont`, the second offset by 2 s), joined: one file that decodes
+/// every frame from time 0, its fragments numbered through; a third segment with another
+/// encoder configuration is refused.
+#[tokio::test]
+async fn segments_of_one_rung_join_into_one_file() {
+    if !media_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let flags = format!("{FLAGS}+frag_discont");
+    let part = |name: &'static str, offset: &'static str, crf: &'static str| {
+        let codec = ["-c:v", "libx264", "-preset", "ultrafast", "-crf", crf, "-g", "30", "-output_ts_offset", offset];
+        let (dir, flags) = (dir.path().to_path_buf(), flags.clone());
+        async move { encode_for(&dir, name, &codec, &flags, "2").await }
+    };
+    let first = part("a.mp4", "10", "23").await;
+    let second = part("b.mp4", "12", "23").await;
+    let other = part("c.mp4", "14", "30").await;
+    let joined = dir.path().join("joined.mp4");
+    let mut join = JoinedFile::create(&joined).await.unwrap();
+    join.append(&first).await.unwrap();
+    join.append(&second).await.unwrap();
+    let refused = join.append(&other).await;
+    assert!(matches!(refused, Err(FragmentedError::Cmaf { source: CmafError::InitMismatch(2), .. })), "{refused:?}");
+    join.finish().await.unwrap();
+    // The refused part wrote nothing: read the file as the two parts made it.
+    let index = index_file(&joined).await.unwrap();
+    let times: Vec<u64> = index.fragments.iter().map(|f| f.timing.decode_time).collect();
+    let step = index.fragments[0].timing.duration;
+    assert_eq!(times, (0..4).map(|i| i * step).collect::<Vec<_>>(), "one fragment per 30 frames, from 0");
+    let (duration, frames) = probe_manifest(&joined, "mp4").await;
+    assert_eq!(frames, 120);
+    assert!((duration - 4.0).abs() < 0.05, "{duration}");
 }

@@ -1,5 +1,7 @@
 //! The end of a split job: the segments joined per rendition and muxed with the audio into
-//! the outputs, by stream copy, and the HLS playlists finished from what was written.
+//! the outputs, by stream copy, and the HLS playlists finished from what was written. MPEG-TS
+//! segments join byte for byte; a `cmaf` rung's fragmented MP4 segments join as one init
+//! segment and their fragments ([`crate::domain::cmaf::join`]).
 
 use std::path::Path;
 
@@ -7,17 +9,21 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::super::{Inner, JobError};
+use crate::domain::cmaf::CmafError;
+use crate::domain::delivery::VideoCodec;
+use crate::domain::error_code::ErrorCode;
 use crate::domain::job::{JobMessage, JobSpec};
 use crate::domain::keys::segment_file_key;
 use crate::domain::plan::{CMAF_FOLDER, PlannedOutput, stitched_package};
 use crate::domain::preset::Preset;
 use crate::domain::split::{
-    CMAF_PREFIX, SplitRecord, first_video_pts, is_stitched, playlist_segments, retime_playlist, stitch_args,
+    Rendition, SplitRecord, first_video_pts, is_stitched, playlist_segments, retime_playlist, stitch_args,
 };
 use crate::media::ffmpeg::{Bounds, FfmpegProgress, run_ffmpeg};
+use crate::media::fragmented::{FragmentedError, JoinedFile};
 
-/// Joins every rendition's segments (byte for byte: their timestamps already continue one
-/// another) and muxes them with the audio into the outputs, by stream copy.
+/// Joins every rendition's segments (their timestamps already continue one another) and
+/// muxes them with the audio into the outputs, by stream copy.
 /// Returns the outputs it made, as planned outputs.
 pub(super) async fn stitch(
     inner: &Inner,
@@ -33,19 +39,13 @@ pub(super) async fn stitch(
     let audio = audio.as_deref();
     let joined = dir.join("joined");
     tokio::fs::create_dir_all(&joined).await.map_err(|e| JobError::scratch("create the join folder", &e))?;
-    let part = joined.join("part.ts");
     for rendition in &record.renditions {
-        let target = joined.join(format!("{}.ts", rendition.name));
-        let mut file = tokio::fs::File::create(&target).await.map_err(|e| JobError::scratch("create a join", &e))?;
-        for piece in &record.pieces {
-            let key = segment_file_key(&job.output_dir, piece.index, &rendition.name);
-            inner.storage.get_to_file(&key, &part).await?;
-            let mut source = tokio::fs::File::open(&part).await.map_err(|e| JobError::scratch("open a segment", &e))?;
-            tokio::io::copy(&mut source, &mut file).await.map_err(|e| JobError::scratch("join a segment", &e))?;
+        if rendition.cmaf.is_some() {
+            join_fragmented(inner, &job.output_dir, record, rendition, &joined).await?;
+        } else {
+            join_ts(inner, &job.output_dir, record, rendition, &joined).await?;
         }
-        tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(|e| JobError::scratch("join a segment", &e))?;
     }
-    let _ = tokio::fs::remove_file(&part).await;
     let rungs: Vec<String> =
         record.renditions.iter().filter_map(|r| r.name.strip_prefix("hls-").map(str::to_string)).collect();
     for rung in &rungs {
@@ -86,9 +86,65 @@ pub(super) async fn stitch(
     Ok(planned)
 }
 
-/// The short sides of a stitched `cmaf` ladder's rungs, largest first (the record's order).
-fn cmaf_rungs(record: &SplitRecord) -> Vec<u32> {
-    record.renditions.iter().filter(|r| r.name.starts_with(CMAF_PREFIX)).filter_map(|r| r.cap).collect()
+/// A rendition's MPEG-TS segments joined byte for byte into `joined/<rendition>.ts`: their
+/// timestamps already continue one another.
+async fn join_ts(
+    inner: &Inner,
+    output_dir: &str,
+    record: &SplitRecord,
+    rendition: &Rendition,
+    joined: &Path,
+) -> Result<(), JobError> {
+    let part = joined.join("part.ts");
+    let target = joined.join(rendition.file_name());
+    let mut file = tokio::fs::File::create(&target).await.map_err(|e| JobError::scratch("create a join", &e))?;
+    for piece in &record.pieces {
+        inner.storage.get_to_file(&segment_file_key(output_dir, piece.index, &rendition.file_name()), &part).await?;
+        let mut source = tokio::fs::File::open(&part).await.map_err(|e| JobError::scratch("open a segment", &e))?;
+        tokio::io::copy(&mut source, &mut file).await.map_err(|e| JobError::scratch("join a segment", &e))?;
+    }
+    tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(|e| JobError::scratch("join a segment", &e))?;
+    let _ = tokio::fs::remove_file(&part).await;
+    Ok(())
+}
+
+/// A `cmaf` rung's fragmented segments joined into `joined/<rendition>.mp4`, one segment on
+/// the scratch disk at a time. A segment with another init segment (encoder configuration)
+/// than the first fails the job, naming it.
+async fn join_fragmented(
+    inner: &Inner,
+    output_dir: &str,
+    record: &SplitRecord,
+    rendition: &Rendition,
+    joined: &Path,
+) -> Result<(), JobError> {
+    let part = joined.join("part.mp4");
+    let count = record.pieces.len();
+    let failed = |err: FragmentedError| match err {
+        FragmentedError::Io { source, .. } => JobError::scratch("join a segment", &source),
+        FragmentedError::Cmaf { source: CmafError::InitMismatch(n), .. } => JobError::permanent_naming(
+            ErrorCode::SegmentFailed,
+            format!("segment {} of {count}", n + 1),
+            format!("{} of segment {} of {count}: {}", rendition.name, n + 1, CmafError::InitMismatch(n)),
+        ),
+        FragmentedError::Cmaf { source, path } => {
+            JobError::retryable(ErrorCode::Internal, format!("join {}: {}: {source}", rendition.name, path.display()))
+        }
+    };
+    let mut file = JoinedFile::create(&joined.join(rendition.file_name())).await.map_err(failed)?;
+    for piece in &record.pieces {
+        inner.storage.get_to_file(&segment_file_key(output_dir, piece.index, &rendition.file_name()), &part).await?;
+        file.append(&part).await.map_err(failed)?;
+    }
+    file.finish().await.map_err(failed)?;
+    let _ = tokio::fs::remove_file(&part).await;
+    Ok(())
+}
+
+/// The codec and short side of a stitched `cmaf` ladder's rungs, codec by codec, largest
+/// first (the record's order).
+fn cmaf_rungs(record: &SplitRecord) -> Vec<(VideoCodec, u32)> {
+    record.renditions.iter().filter_map(|r| Some((r.cmaf_codec()?, r.cap?))).collect()
 }
 
 /// The outputs stitched from the segments, as the manifest describes them.
