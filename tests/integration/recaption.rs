@@ -58,8 +58,7 @@ async fn submit(api: &ApiServer, key: &str, outputs: Value) -> String {
 /// Every file of the completed job's cmaf output, downloaded into `into` by its path under the
 /// output's folder; those paths.
 async fn download(d: &Deployment, job: &Value, into: &Path) -> Vec<String> {
-    let manifest = d.json(job["manifest_key"].as_str().expect("a manifest key")).await;
-    let outputs = manifest["outputs"].as_array().expect("outputs");
+    let outputs = job["manifest"]["outputs"].as_array().expect("outputs");
     let output = outputs.iter().find(|o| o["preset"] == "cmaf").expect("a cmaf output");
     let key = output["key"].as_str().expect("key");
     let folder = key.strip_suffix("master.m3u8").expect("the master playlist");
