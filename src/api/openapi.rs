@@ -235,6 +235,7 @@ mod tests {
             "/v1/uploads",
             "/v1/uploads/{key}",
             "/v1/jobs",
+            "/v1/jobs/{id}/captions",
             "/v1/jobs/{id}",
             "/v1/jobs/{id}/events",
             "/v1/files/{key}",

@@ -64,7 +64,7 @@ pub struct JobSpec {
     /// A job that only packages: another completed job's `cmaf` renditions with more caption
     /// tracks, nothing encoded ([`Repackage`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repackage: Option<Repackage>,
+    pub repackage: Option<Box<Repackage>>,
 }
 
 /// A source to fetch from a URL (`input.url` in `POST /v1/jobs`).

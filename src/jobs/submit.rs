@@ -119,7 +119,7 @@ impl NewJob {
             import: old.import.clone(),
             qc: old.qc.as_deref().cloned(),
             loudness: old.loudness,
-            repackage: old.repackage.clone(),
+            repackage: old.repackage.as_deref().cloned(),
             again: true,
         }
     }
@@ -154,7 +154,7 @@ impl NewJob {
             && job.split == self.split
             && job.qc.as_deref() == self.qc.as_ref()
             && job.loudness == self.loudness
-            && job.repackage == self.repackage
+            && job.repackage.as_deref() == self.repackage.as_ref()
     }
 
     /// The job's spec, pinned to `pin`, validated.
@@ -170,7 +170,7 @@ impl NewJob {
             import: self.import,
             qc: self.qc.map(Box::new),
             loudness: self.loudness,
-            repackage: self.repackage,
+            repackage: self.repackage.map(Box::new),
         };
         job.validate()?;
         Ok(job)

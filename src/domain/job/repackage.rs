@@ -115,7 +115,7 @@ mod tests {
             job_id: "job-2".into(),
             outputs: vec![output],
             output_dir: "outputs/a.mp4/job-2/".into(),
-            repackage: Some(repackage),
+            repackage: Some(Box::new(repackage)),
             ..old.clone()
         })
     }
