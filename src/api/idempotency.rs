@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
-use crate::domain::job::{ImportSource, NotifyTarget, OutputRequest};
+use crate::domain::job::{ImportSource, NotifyTarget, OutputRequest, Repackage};
 use crate::domain::split::SplitRequest;
 use crate::ledger::{DocKind, Ledger};
 
@@ -60,6 +60,10 @@ pub struct Request<'a> {
     pub notify: Option<&'a NotifyTarget>,
     pub import: Option<&'a ImportSource>,
     pub split: Option<&'a SplitRequest>,
+    /// A packaging job's source package and new tracks (absent for every other job, whose
+    /// digests stay as they were).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repackage: Option<&'a Repackage>,
 }
 
 impl Request<'_> {
@@ -164,6 +168,7 @@ mod tests {
             notify: None,
             import: None,
             split,
+            repackage: None,
         };
         let (plain, unsplit) = (request(None), request(Some(&whole)));
         let (a, b) = tokio::join!(claim(&storage, "job-x", &plain, keep), claim(&storage, "job-x", &unsplit, keep));

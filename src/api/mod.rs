@@ -213,6 +213,7 @@ pub fn router(state: ApiState) -> Router {
         .route_layer(requests.clone());
     let streams = Router::new()
         .route("/v1/jobs/{id}/events", get(events::events))
+        .route("/v1/jobs/{id}/captions", post(jobs::add_captions))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     let downloads = Router::new()
         .route("/v1/files/{*key}", get(files::get))

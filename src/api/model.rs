@@ -118,6 +118,19 @@ pub struct CreateJobRequest {
     pub loudness: Option<crate::domain::loudness::LoudnessSettings>,
 }
 
+/// `POST /v1/jobs/{id}/captions`: caption tracks to add to a completed job's `cmaf` output.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddCaptionsRequest {
+    /// Caption files among your uploads (SubRip, WebVTT or SCC), each a new WebVTT rendition.
+    #[schema(schema_with = crate::api::openapi::caption_tracks_schema)]
+    pub captions: Vec<crate::domain::delivery::CaptionTrack>,
+    /// Whether a track in a language the package has replaces that track; without it such a
+    /// track is refused (422 `caption_language_exists`).
+    #[serde(default)]
+    pub replace: bool,
+}
+
 /// One job of a list: its status without the timeline and downloads.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobSummary {

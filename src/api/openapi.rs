@@ -127,6 +127,13 @@ fn captions_schema() -> ArrayBuilder {
         ))
 }
 
+/// `captions` of `POST /v1/jobs/{id}/captions`: the same tracks as a cmaf output's.
+pub(crate) fn caption_tracks_schema() -> ArrayBuilder {
+    captions_schema().description(Some(
+        "Caption files among your uploads (SubRip, WebVTT or SCC), each a new WebVTT rendition of the package.",
+    ))
+}
+
 impl ToSchema for OutputRequest {
     fn name() -> Cow<'static, str> {
         Cow::Borrowed("OutputRequest")
@@ -179,6 +186,7 @@ impl Modify for BearerAuth {
         routes::multipart::complete,
         routes::multipart::abort,
         routes::jobs::create,
+        routes::jobs::add_captions,
         routes::jobs::list,
         routes::presets::list,
         routes::jobs::get,
@@ -227,6 +235,7 @@ mod tests {
             "/v1/uploads",
             "/v1/uploads/{key}",
             "/v1/jobs",
+            "/v1/jobs/{id}/captions",
             "/v1/jobs/{id}",
             "/v1/jobs/{id}/events",
             "/v1/files/{key}",

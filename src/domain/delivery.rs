@@ -254,12 +254,18 @@ impl CaptionFormat {
 /// A WebVTT file as HLS wants it: `X-TIMESTAMP-MAP` in its header maps its cue times onto the
 /// media's (presentation time 0 of the renditions is 90 kHz time 0), once.
 pub fn with_timestamp_map(vtt: &str) -> String {
+    with_timestamp_map_at(vtt, 0)
+}
+
+/// [`with_timestamp_map`], mapping the cues' zero to the 90 kHz time `mpegts` (the value a
+/// package recorded for its captions, so tracks added later line up like the first ones).
+pub fn with_timestamp_map_at(vtt: &str, mpegts: u64) -> String {
     let vtt = vtt.trim_start_matches('\u{feff}');
     let (header, rest) = vtt.split_once('\n').unwrap_or((vtt, ""));
     if rest.lines().take_while(|l| !l.trim().is_empty()).any(|l| l.starts_with("X-TIMESTAMP-MAP=")) {
         return vtt.to_string();
     }
-    format!("{}\nX-TIMESTAMP-MAP=MPEGTS:0,LOCAL:00:00:00.000\n{rest}", header.trim_end())
+    format!("{}\nX-TIMESTAMP-MAP=MPEGTS:{mpegts},LOCAL:00:00:00.000\n{rest}", header.trim_end())
 }
 
 /// Frames between keyframes for an encoder that counts frames: [`KEYFRAME_INTERVAL`] seconds

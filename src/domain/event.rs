@@ -249,6 +249,7 @@ fn object_to_job(
         import: None,
         qc: None,
         loudness: None,
+        repackage: None,
     };
     Ok(Some(JobMessage::new(job, 1)))
 }
@@ -264,7 +265,7 @@ mod tests {
         let ctx = EventContext { layout: &layout, default_presets: &[Preset::Mp4H264] };
         Ok(match ReadyMessage::parse(body, &ctx)? {
             ReadyMessage::S3Event { jobs, ignored, invalid } => Parsed { jobs, ignored, invalid },
-            ReadyMessage::Job(job) => Parsed { jobs: vec![job], ..Parsed::default() },
+            ReadyMessage::Job(job) => Parsed { jobs: vec![*job], ..Parsed::default() },
             ReadyMessage::Segment(segment) => panic!("a segment: {segment:?}"),
         })
     }

@@ -20,6 +20,9 @@ use crate::domain::preset::Preset;
 use crate::domain::qc::QcSettings;
 use crate::domain::split::request::SplitRequest;
 
+pub mod repackage;
+pub use repackage::{Repackage, RepackageError, repackaged_output};
+
 /// Version written into every message; readers refuse versions they do not know.
 pub const MESSAGE_VERSION: u32 = 1;
 
@@ -58,6 +61,10 @@ pub struct JobSpec {
     /// over the whole source (`docs/api.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loudness: Option<LoudnessSettings>,
+    /// A job that only packages: another completed job's `cmaf` renditions with more caption
+    /// tracks, nothing encoded ([`Repackage`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repackage: Option<Box<Repackage>>,
 }
 
 /// A source to fetch from a URL (`input.url` in `POST /v1/jobs`).
@@ -279,6 +286,9 @@ impl JobSpec {
                 return Err(SpecError::Import);
             }
         }
+        if let Some(repackage) = &self.repackage {
+            repackage.validate(self).map_err(SpecError::Options)?;
+        }
         Ok(())
     }
 
@@ -385,6 +395,7 @@ pub(crate) fn sample_job() -> JobSpec {
         import: None,
         qc: None,
         loudness: None,
+        repackage: None,
     }
 }
 

@@ -17,7 +17,11 @@
 //! creates the status as it starts it); its pin is the event's, given to [`NewJob::spec`].
 
 use crate::backend::Backend;
-use crate::domain::job::{ImportSource, JobMessage, JobSpec, NotifyTarget, OutputRequest, SourcePin, SpecError};
+use crate::domain::delivery::CaptionTrack;
+use crate::domain::job::{
+    ImportSource, JobMessage, JobSpec, NotifyTarget, OutputRequest, Repackage, RepackageError, SourcePin, SpecError,
+    repackaged_output,
+};
 use crate::domain::keys::{KeyError, KeyLayout, validate_job_id, validate_prefix};
 use crate::domain::loudness::LoudnessSettings;
 use crate::domain::preset::Preset;
@@ -47,6 +51,8 @@ pub struct NewJob {
     pub qc: Option<QcSettings>,
     /// The job's loudness target (or measure-only request).
     pub loudness: Option<LoudnessSettings>,
+    /// A job that only packages another job's `cmaf` output again ([`NewJob::repackage`]).
+    pub repackage: Option<Repackage>,
     /// A failed job asked for again ([`NewJob::again`]): an import the old job stored is pinned
     /// like any source. A new job's import is fetched whatever the key holds (an object left
     /// there belongs to no live job of this id), so its source is not looked up at all.
@@ -68,8 +74,30 @@ impl NewJob {
             import: None,
             qc: None,
             loudness: None,
+            repackage: None,
             again: false,
         }
+    }
+
+    /// A job packaging `old`'s `cmaf` output again with the caption tracks `captions` (a track
+    /// in a language the output has replaces it only with `replace`), under `job_id`, in a
+    /// folder of its own next to `old`'s (as [`NewJob::again`] places it). The source is
+    /// `old`'s, never read; the renditions are copied, not encoded.
+    pub fn repackage(
+        old: &JobSpec,
+        job_id: String,
+        captions: Vec<CaptionTrack>,
+        replace: bool,
+        layout: &KeyLayout,
+    ) -> Result<Self, RepackageError> {
+        let output = repackaged_output(old, &captions, replace)?;
+        let output_dir = NewJob::again(old, job_id.clone(), layout).output_dir;
+        let repackage = Repackage { job_id: old.job_id.clone(), output_dir: old.output_dir.clone(), captions, replace };
+        Ok(Self {
+            repackage: Some(repackage),
+            output_dir,
+            ..NewJob::new(layout, job_id, old.source_key.clone(), vec![output])
+        })
     }
 
     /// `old`'s job asked for again under `job_id` (a failed job redriven): the same source,
@@ -91,6 +119,7 @@ impl NewJob {
             import: old.import.clone(),
             qc: old.qc.as_deref().cloned(),
             loudness: old.loudness,
+            repackage: old.repackage.as_deref().cloned(),
             again: true,
         }
     }
@@ -125,6 +154,7 @@ impl NewJob {
             && job.split == self.split
             && job.qc.as_deref() == self.qc.as_ref()
             && job.loudness == self.loudness
+            && job.repackage.as_deref() == self.repackage.as_ref()
     }
 
     /// The job's spec, pinned to `pin`, validated.
@@ -140,6 +170,7 @@ impl NewJob {
             import: self.import,
             qc: self.qc.map(Box::new),
             loudness: self.loudness,
+            repackage: self.repackage.map(Box::new),
         };
         job.validate()?;
         Ok(job)
@@ -226,6 +257,10 @@ impl<'a> Submitter<'a> {
     /// The write of the job's source stored now; nothing for a new job's import (its worker
     /// fetches the source), nor for a redriven one whose source was never stored.
     pub async fn pin(&self, job: &NewJob) -> Result<SourcePin, SubmitError> {
+        // A packaging job reads no source: its input is another job's package.
+        if job.repackage.is_some() {
+            return Ok(SourcePin::default());
+        }
         if job.import.is_some() && !job.again {
             return Ok(SourcePin::default());
         }

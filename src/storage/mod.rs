@@ -163,6 +163,11 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// Deletes an object; deleting a missing object succeeds.
     async fn delete(&self, key: &str) -> StorageResult<()>;
+
+    /// Copies the object at `from` to `to`, replacing `to`, inside the store: its bytes never
+    /// pass through this process (S3 CopyObject, objects up to 5 GiB; a kernel-side file copy on
+    /// the local backend). [`StorageError::NotFound`] when nothing is stored at `from`.
+    async fn copy(&self, from: &str, to: &str) -> StorageResult<ObjectInfo>;
 }
 
 /// An object opened for a client's download, streamed as it is sent.

@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Inner, JobError};
 use crate::domain::args::strings;
-use crate::domain::delivery::{CaptionFormat, CaptionTrack, MAX_CAPTION_BYTES, with_timestamp_map};
+use crate::domain::cmaf::package::caption_file;
+use crate::domain::delivery::{CaptionFormat, CaptionTrack, MAX_CAPTION_BYTES, with_timestamp_map_at};
 use crate::domain::error_code::ErrorCode;
 use crate::media::ffmpeg::{Bounds, FfmpegError, FfmpegProgress, run_ffmpeg};
 
@@ -25,12 +26,27 @@ pub(super) struct Prepared<'a> {
     pub file: String,
 }
 
+/// The 90 kHz time a new package's captions map their zero to: the renditions' presentation
+/// time 0.
+pub(super) const CAPTION_MPEGTS: u64 = 0;
+
 /// Fetches and converts every track into `<folder>/captions-<language>.vtt`.
 pub(super) async fn prepare<'a>(
     inner: &Inner,
     tracks: &'a [CaptionTrack],
     folder: &Path,
     stop: &CancellationToken,
+) -> Result<Vec<Prepared<'a>>, JobError> {
+    prepare_at(inner, tracks, folder, stop, CAPTION_MPEGTS).await
+}
+
+/// [`prepare`], with the `X-TIMESTAMP-MAP` mapping the cues' zero to the 90 kHz time `mpegts`.
+pub(super) async fn prepare_at<'a>(
+    inner: &Inner,
+    tracks: &'a [CaptionTrack],
+    folder: &Path,
+    stop: &CancellationToken,
+    mpegts: u64,
 ) -> Result<Vec<Prepared<'a>>, JobError> {
     let mut prepared = Vec::new();
     for (i, track) in tracks.iter().enumerate() {
@@ -46,7 +62,7 @@ pub(super) async fn prepare<'a>(
         let local = folder.join(format!(".captions-{i}.source"));
         inner.storage.get_to_file(&track.key, &local).await?;
         let format = sniff(&local).await?.ok_or_else(|| refuse("the caption file is not SubRip, WebVTT or SCC"))?;
-        let file = format!("captions-{}.vtt", track.language.to_ascii_lowercase());
+        let file = caption_file(&track.language);
         let out = folder.join(&file);
         let converted = convert(&local, format, &out, stop).await;
         let _ = tokio::fs::remove_file(&local).await;
@@ -57,7 +73,7 @@ pub(super) async fn prepare<'a>(
         }
         let vtt =
             tokio::fs::read_to_string(&out).await.map_err(|e| JobError::scratch("read converted captions", &e))?;
-        tokio::fs::write(&out, with_timestamp_map(&vtt))
+        tokio::fs::write(&out, with_timestamp_map_at(&vtt, mpegts))
             .await
             .map_err(|e| JobError::scratch("write converted captions", &e))?;
         prepared.push(Prepared { track, file });

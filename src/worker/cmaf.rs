@@ -5,7 +5,8 @@
 //! - segments: `<rendition>/init.mp4`, `<rendition>/segment_NNNNN.m4s`, `<rendition>/index.m3u8`;
 //! - single file: `<rendition>.mp4` (with its `sidx`), `<rendition>.m3u8` of byte ranges;
 //! - captions: `captions-<language>.vtt` and its playlist `captions-<language>.m3u8`;
-//! - always: `master.m3u8` (HLS) and `manifest.mpd` (DASH).
+//! - always: `master.m3u8` (HLS), `manifest.mpd` (DASH), and `package.json`, what both writers
+//!   were given ([`Package`]), from which a later job re-renders them with more caption tracks.
 //!
 //! Segments of a codec's rungs start on the same instants (the largest rung's cut times; the
 //! keyframes of every rung fall on one clock), so players switch rungs at any boundary; the
@@ -15,10 +16,11 @@ use std::path::Path;
 
 use tokio_util::sync::CancellationToken;
 
-use super::captions::{self, Prepared};
+use super::captions;
 use super::{Inner, JobError};
-use crate::domain::cmaf::dash::{self, AdaptationSet, Addressing, ContentType, Media, Mpd, Representation};
-use crate::domain::cmaf::hls::{self, AudioRendition, SubtitleRendition, Variant};
+use crate::domain::cmaf::dash::{self, AdaptationSet, ContentType, Media, Mpd, Representation};
+use crate::domain::cmaf::hls::{self, AudioRendition, Variant};
+use crate::domain::cmaf::package::{PACKAGE_FILE, PACKAGE_VERSION, Package};
 use crate::domain::cmaf::{Bandwidth, Segment, TrackIndex, TrackKind, bandwidth, cut_times, segments_at};
 use crate::domain::delivery::{Packaging, VideoCodec};
 use crate::domain::error_code::ErrorCode;
@@ -29,10 +31,6 @@ use crate::media::fragmented::{FragmentedError, index_file, write_segments};
 const SEGMENT_SECONDS: f64 = 6.0;
 /// The HLS audio group every variant names.
 const AUDIO_GROUP: &str = "audio";
-/// The HLS subtitles group every variant names, when the output has captions.
-const SUBTITLES_GROUP: &str = "subtitles";
-/// A WebVTT file's `@bandwidth`: text is a few hundred bits a second.
-const TEXT_BANDWIDTH: u64 = 1000;
 
 /// One rendition, indexed and cut.
 struct Packed<'a> {
@@ -82,13 +80,34 @@ pub(super) async fn package(
         write(&path, text).await?;
     }
     let captions = captions::prepare(inner, &package.captions, &folder, stop).await?;
-    let length = title_seconds(&packed);
+    let (variants, audio) = multivariant(&packed, package.packaging);
+    let mut described = Package {
+        version: PACKAGE_VERSION,
+        variants,
+        audio,
+        subtitles: Vec::new(),
+        mpd: mpd(&packed, package.packaging)?,
+        seconds: title_seconds(&packed),
+        caption_mpegts: captions::CAPTION_MPEGTS,
+        captions: Vec::new(),
+    };
     for caption in &captions {
-        let playlist = hls::webvtt_playlist(&caption.file, length).map_err(malformed)?;
-        write(&folder.join(caption.file.replace(".vtt", ".m3u8")), playlist).await?;
+        described.add_caption(&caption.track.language, caption.track.label(), &caption.file);
     }
-    write(&folder.join("master.m3u8"), multivariant(&packed, package.packaging, &captions)?).await?;
-    write(&folder.join("manifest.mpd"), mpd(&packed, package.packaging, &captions)?).await
+    write_package(&folder, &described).await
+}
+
+/// Writes the caption tracks' media playlists, `master.m3u8`, `manifest.mpd` and
+/// `package.json` (what a later packaging of the same renditions starts from) in `folder`.
+pub(super) async fn write_package(folder: &Path, package: &Package) -> Result<(), JobError> {
+    for caption in &package.captions {
+        write(&folder.join(&caption.playlist), package.caption_media_playlist(&caption.vtt).map_err(malformed)?)
+            .await?;
+    }
+    write(&folder.join("master.m3u8"), package.master().map_err(malformed)?).await?;
+    write(&folder.join("manifest.mpd"), package.manifest().map_err(malformed)?).await?;
+    let json = package.to_json().map_err(malformed)?;
+    tokio::fs::write(folder.join(PACKAGE_FILE), json).await.map_err(|e| JobError::scratch("write a playlist", &e))
 }
 
 /// The title's length: its longest rendition's.
@@ -127,19 +146,9 @@ fn playlist_uri(name: &str, packaging: Packaging) -> String {
     }
 }
 
-/// The HLS multivariant playlist: the audio group, then every video rung, codec by codec.
-fn multivariant(packed: &[Packed<'_>], packaging: Packaging, captions: &[Prepared<'_>]) -> Result<String, JobError> {
-    let subtitles: Vec<SubtitleRendition> = captions
-        .iter()
-        .map(|c| SubtitleRendition {
-            group_id: SUBTITLES_GROUP.into(),
-            name: c.track.label().to_string(),
-            language: Some(c.track.language.clone()),
-            default: false,
-            autoselect: true,
-            uri: c.file.replace(".vtt", ".m3u8"),
-        })
-        .collect();
+/// The HLS multivariant playlist's variants and audio: the audio group, then every video rung,
+/// codec by codec (the caption tracks are added by [`Package::add_caption`]).
+fn multivariant(packed: &[Packed<'_>], packaging: Packaging) -> (Vec<Variant>, Vec<AudioRendition>) {
     let audio: Vec<AudioRendition> = packed
         .iter()
         .filter_map(|p| match p.index.info.kind {
@@ -168,16 +177,17 @@ fn multivariant(packed: &[Packed<'_>], packaging: Packaging, captions: &[Prepare
                 frame_rate: p.index.frame_rate().map_or(0.0, |(n, d)| n as f64 / d as f64),
                 bandwidth: p.bandwidth,
                 audio_group: (!audio.is_empty()).then(|| AUDIO_GROUP.to_string()),
-                subtitles_group: (!subtitles.is_empty()).then(|| SUBTITLES_GROUP.to_string()),
+                subtitles_group: None,
             }),
             TrackKind::Audio { .. } => None,
         })
         .collect();
-    hls::multivariant_playlist(&variants, &audio, &subtitles).map_err(malformed)
+    (variants, audio)
 }
 
-/// The DASH MPD: one adaptation set per video codec, one for the audio.
-fn mpd(packed: &[Packed<'_>], packaging: Packaging, captions: &[Prepared<'_>]) -> Result<String, JobError> {
+/// The DASH MPD: one adaptation set per video codec, one for the audio (the caption tracks are
+/// added by [`Package::add_caption`]).
+fn mpd(packed: &[Packed<'_>], packaging: Packaging) -> Result<Mpd, JobError> {
     let mut sets: Vec<(Option<VideoCodec>, AdaptationSet)> = Vec::new();
     let mut duration = 0.0_f64;
     for p in packed {
@@ -210,21 +220,8 @@ fn mpd(packed: &[Packed<'_>], packaging: Packaging, captions: &[Prepared<'_>]) -
             )),
         }
     }
-    let mut adaptation_sets: Vec<AdaptationSet> = sets.into_iter().map(|(_, set)| set).collect();
-    for caption in captions {
-        let representation = Representation {
-            id: caption.file.trim_end_matches(".vtt").to_string(),
-            codec: String::new(),
-            bandwidth: TEXT_BANDWIDTH,
-            timescale: 1000,
-            media: Media::Text,
-            addressing: Addressing::File { url: caption.file.clone() },
-        };
-        let lang = Some(caption.track.language.clone());
-        adaptation_sets.push(AdaptationSet { content: ContentType::Text, lang, representations: vec![representation] });
-    }
-    let mpd = Mpd { duration_seconds: duration, min_buffer_seconds: SEGMENT_SECONDS, adaptation_sets };
-    dash::mpd(&mpd).map_err(malformed)
+    let adaptation_sets: Vec<AdaptationSet> = sets.into_iter().map(|(_, set)| set).collect();
+    Ok(Mpd { duration_seconds: duration, min_buffer_seconds: SEGMENT_SECONDS, adaptation_sets })
 }
 
 async fn write(path: &Path, text: String) -> Result<(), JobError> {

@@ -209,7 +209,13 @@ async fn upload(
 /// manifest of an earlier attempt of the same job that never reached `completed` (its run was
 /// recovered after writing it). Never over a later attempt's: a run frozen past `finalizing`
 /// whose job was meanwhile completed by a newer attempt must not replace that one's record.
-async fn write_manifest(cx: &StepCx<'_>, key: &str, job_id: &str, attempt: u32, body: Vec<u8>) -> Result<(), JobError> {
+pub(super) async fn write_manifest(
+    cx: &StepCx<'_>,
+    key: &str,
+    job_id: &str,
+    attempt: u32,
+    body: Vec<u8>,
+) -> Result<(), JobError> {
     let storage = &cx.storage;
     // Almost always the first manifest of the job: create it without reading first, and look at
     // what is there only when the create loses.

@@ -118,6 +118,10 @@ async fn attempt(
     dir: &Path,
     stop: &CancellationToken,
 ) -> Result<Completed, JobError> {
+    // A job that only packages has no source to read: another job's package is its input.
+    if let Some(repackage) = &message.job.repackage {
+        return super::recaption::attempt(inner, message, repackage, tracker, dir, stop).await;
+    }
     let started = Instant::now();
     let mut timings = Timings::default();
     let source = source::fetch(&inner.step_cx(), &message.job, tracker, dir, &mut timings).await?;

@@ -31,6 +31,7 @@ pub mod protection;
 mod qc;
 mod quality;
 mod reaper;
+mod recaption;
 mod run;
 mod scratch;
 mod segment;

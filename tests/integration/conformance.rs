@@ -262,7 +262,27 @@ async fn pinned_downloads(kind: Kind) {
     assert!(matches!(&missing, Err(StorageError::NotFound(k)) if k == key), "{missing:?}");
 }
 
+/// A copy inside the store: the same bytes under the new key, the original left, a key with
+/// spaces and non-ASCII characters copied as it is, a missing source told apart.
+async fn copies(kind: Kind) {
+    let Some(d) = deployment(kind).await else { return };
+    let s = d.storage();
+    let from = "outputs/copy/a b/ünï+code.m4s";
+    let bytes: Vec<u8> = (0..70_000u32).map(|i| (i * 7) as u8).collect();
+    s.put_bytes(from, bytes.clone(), "video/iso.segment").await.unwrap();
+    let copied = s.copy(from, "outputs/copy-2/a b/ünï+code.m4s").await.unwrap();
+    assert_eq!(copied.size, 70_000);
+    assert_eq!(s.get_bytes("outputs/copy-2/a b/ünï+code.m4s").await.unwrap(), Some(bytes.clone()));
+    assert_eq!(s.get_bytes(from).await.unwrap(), Some(bytes));
+    let missing = s.copy("outputs/copy/none.m4s", "outputs/copy-2/none.m4s").await;
+    assert!(matches!(&missing, Err(StorageError::NotFound(k)) if k == "outputs/copy/none.m4s"), "{missing:?}");
+    assert!(s.head("outputs/copy-2/none.m4s").await.unwrap().is_none());
+    let hostile = s.copy(from, "outputs/../../x").await;
+    assert!(matches!(hostile, Err(StorageError::InvalidKey { .. })), "{hostile:?}");
+}
+
 crate::on_both_backends!(
+    copies,
     visibility_expiry_redelivers,
     delays_and_visibility_changes,
     long_poll_wakes_on_send,

@@ -22,6 +22,7 @@ mod notifications;
 mod packaging;
 mod playback;
 mod quality;
+mod recaption;
 mod split;
 mod support;
 mod worker;

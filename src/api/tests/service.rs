@@ -11,7 +11,7 @@ async fn the_openapi_document_is_served_as_json_with_every_path() {
     let doc = answer.json();
     assert_eq!(doc["openapi"], "3.1.0");
     let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
-    assert_eq!(paths.len(), 14, "{paths:?}");
+    assert_eq!(paths.len(), 15, "{paths:?}");
     let operations: Vec<String> = doc["paths"]
         .as_object()
         .unwrap()

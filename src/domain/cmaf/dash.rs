@@ -21,14 +21,14 @@ const ON_DEMAND: &str = "urn:mpeg:dash:profile:isoff-on-demand:2011";
 const FULL: &str = "urn:mpeg:dash:profile:full:2011";
 
 /// One `S` of a `SegmentTimeline` before run-length compression (track timescale).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TimelineEntry {
     pub start: u64,
     pub duration: u64,
 }
 
 /// How a representation's segments are found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Addressing {
     /// Separate files named by `initialization` and `media` (with `$Number%05d$`).
     Template { initialization: String, media: String, timeline: Vec<TimelineEntry>, presentation_time_offset: u64 },
@@ -86,7 +86,7 @@ pub fn single_file_addressing(url: &str, index: &TrackIndex, segments: &[Segment
 }
 
 /// What a representation carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Media {
     /// `frame_rate` as an exact fraction (numerator, denominator).
     Video {
@@ -101,7 +101,7 @@ pub enum Media {
     Text,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Representation {
     pub id: String,
     /// RFC 6381 (`wvtt` or empty for a WebVTT file).
@@ -113,21 +113,21 @@ pub struct Representation {
     pub addressing: Addressing,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ContentType {
     Video,
     Audio,
     Text,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AdaptationSet {
     pub content: ContentType,
     pub lang: Option<String>,
     pub representations: Vec<Representation>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Mpd {
     pub duration_seconds: f64,
     pub min_buffer_seconds: f64,

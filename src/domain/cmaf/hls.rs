@@ -122,7 +122,7 @@ pub fn webvtt_playlist(uri: &str, duration_seconds: f64) -> Result<String, CmafE
 }
 
 /// An alternate audio rendition (`#EXT-X-MEDIA:TYPE=AUDIO`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AudioRendition {
     pub group_id: String,
     pub name: String,
@@ -137,7 +137,7 @@ pub struct AudioRendition {
 }
 
 /// A subtitle rendition (`#EXT-X-MEDIA:TYPE=SUBTITLES`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SubtitleRendition {
     pub group_id: String,
     pub name: String,
@@ -148,7 +148,7 @@ pub struct SubtitleRendition {
 }
 
 /// One video rendition (`#EXT-X-STREAM-INF`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Variant {
     pub uri: String,
     pub codec: String,

@@ -20,6 +20,7 @@ pub mod dash;
 pub mod hls;
 pub mod index;
 pub mod join;
+pub mod package;
 pub mod segments;
 
 pub use boxes::{BoxHeader, box_header, parse_init, parse_moof};
@@ -59,7 +60,7 @@ pub enum CmafError {
 }
 
 /// A byte range in a file: `size` bytes from `offset`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ByteRange {
     pub offset: u64,
     pub size: u64,

@@ -103,7 +103,7 @@ pub fn segments_at(index: &TrackIndex, cuts: &[f64]) -> Result<Vec<Segment>, Cma
 }
 
 /// Bits per second of a rendition, segment bytes only (init excluded), rounded up.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Bandwidth {
     /// The highest of any one segment: HLS `BANDWIDTH`, DASH `@bandwidth`.
     pub peak: u64,

@@ -89,6 +89,15 @@ impl ObjectStore for LocalStorage {
         blocking(move || list_keys(&root, &prefix).map_err(|e| io_error("list", &prefix, e))).await
     }
 
+    /// A streamed copy into a new file (copy_file_range on Linux), written like any object.
+    async fn copy(&self, from: &str, to: &str) -> StorageResult<ObjectInfo> {
+        let source = self.object_path(from)?;
+        if self.head(from).await?.is_none() {
+            return Err(StorageError::NotFound(from.to_string()));
+        }
+        self.put(to, Source::File(source)).await
+    }
+
     async fn delete(&self, key: &str) -> StorageResult<()> {
         let path = self.object_path(key)?;
         let (root, key) = (self.root.clone(), key.to_string());

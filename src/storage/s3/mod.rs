@@ -65,6 +65,24 @@ fn transfer_config(bytes: u64) -> aws_sdk_s3::config::Builder {
     aws_sdk_s3::config::Builder::default().timeout_config(transfer_timeouts(bytes))
 }
 
+/// S3 copies inside a region at tens of MB/s; a copy slower than this floor has stalled.
+const COPY_FLOOR_RATE: u64 = 4 << 20;
+
+/// Timeouts for a storage-side copy of `bytes`: the client's 10 s attempt timeout is too short
+/// for a large object, which S3 copies before it answers.
+fn copy_config(bytes: u64) -> aws_sdk_s3::config::Builder {
+    let attempt = TRANSFER_BASE_TIMEOUT + Duration::from_secs(bytes.div_ceil(COPY_FLOOR_RATE));
+    let timeouts = TimeoutConfig::builder().operation_attempt_timeout(attempt).operation_timeout(attempt * 3).build();
+    aws_sdk_s3::config::Builder::default().timeout_config(timeouts)
+}
+
+/// CopyObject's `x-amz-copy-source`: the bucket and the key, URL-encoded (the key's `/` kept).
+fn copy_source(bucket: &str, key: &str) -> String {
+    const KEY: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    format!("{bucket}/{}", percent_encoding::utf8_percent_encode(key, KEY))
+}
+
 /// Maps a failed GetObject: a `pinned` read whose version is gone or replaced is `Changed`.
 fn get_error(key: &str, pinned: bool, err: SdkError<GetObjectError>) -> StorageError {
     if status(&err) == Some(412) {

@@ -7,11 +7,14 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use tokio::io::AsyncWriteExt;
 
-use super::{S3Storage, checked, get_error, sdk_error, status, transfer_config};
+use super::{S3Storage, checked, copy_config, copy_source, get_error, sdk_error, status, transfer_config};
 use crate::storage::etag::unquoted;
 use crate::storage::{
     CasOutcome, ETag, ObjectInfo, ObjectStore, Pin, Precondition, StorageError, StorageResult, Versioned,
 };
+
+/// The largest object one CopyObject copies.
+const MAX_COPY_SIZE: u64 = 5 << 30;
 
 #[async_trait]
 impl ObjectStore for S3Storage {
@@ -161,6 +164,38 @@ impl ObjectStore for S3Storage {
         }
         keys.sort();
         Ok(keys)
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> StorageResult<ObjectInfo> {
+        checked(from)?;
+        checked(to)?;
+        // The size, for the timeout and the caller, and a missing source told apart from a fault.
+        let Some(source) = self.head(from).await? else { return Err(StorageError::NotFound(from.to_string())) };
+        if source.size > MAX_COPY_SIZE {
+            return Err(StorageError::other(anyhow::anyhow!(
+                "copy `{from}`: {} bytes is more than one CopyObject copies",
+                source.size
+            )));
+        }
+        let out = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(to)
+            .copy_source(copy_source(&self.bucket, from))
+            .customize()
+            .config_override(copy_config(source.size))
+            .send()
+            .await;
+        match out {
+            Ok(out) => {
+                let etag = out.copy_object_result.and_then(|r| r.e_tag).map(unquoted);
+                Ok(ObjectInfo { size: source.size, etag })
+            }
+            // Deleted between the look and the copy.
+            Err(e) if status(&e) == Some(404) => Err(StorageError::NotFound(from.to_string())),
+            Err(e) => Err(sdk_error("copy", from, e)),
+        }
     }
 
     async fn delete(&self, key: &str) -> StorageResult<()> {

@@ -18,6 +18,7 @@ use crate::api::idempotency::{self, Claim, REPLAYED};
 use crate::api::model::{CreateJobRequest, JobInput, JobView};
 use crate::api::routes::view::job_view;
 use crate::api::routes::{key_under, status_path};
+use crate::domain::delivery::CaptionTrack;
 use crate::domain::job::{ImportSource, MAX_URL_LENGTH, NotifyTarget, OutputRequest, new_job_id};
 use crate::domain::keys::{IMPORTS_FOLDER, sanitize_file_name};
 use crate::domain::status::JobStatus;
@@ -61,6 +62,7 @@ pub async fn create(
             notify: job.notify.as_ref(),
             import: job.import.as_ref(),
             split: job.split.as_ref(),
+            repackage: None,
         };
         // Claimed before anything is sent: a racing request with another body is refused here.
         let claimed =
@@ -156,8 +158,16 @@ async fn output_folder(state: &ApiState, caller: &Caller, submitter: &Submitter<
 /// Every caption file an output names: among the uploads, the caller's own, and stored (another
 /// tenant's file is as absent as a missing one).
 async fn caption_files(state: &ApiState, caller: &Caller, outputs: &[OutputRequest]) -> ApiResult<()> {
+    for output in outputs {
+        caption_tracks(state, caller, output.captions.as_deref().unwrap_or_default()).await?;
+    }
+    Ok(())
+}
+
+/// [`caption_files`] for a list of tracks.
+pub(super) async fn caption_tracks(state: &ApiState, caller: &Caller, tracks: &[CaptionTrack]) -> ApiResult<()> {
     let layout = &state.config.layout;
-    for track in outputs.iter().flat_map(|o| o.captions.iter().flatten()) {
+    for track in tracks {
         key_under(&track.key, layout.upload_prefix())?;
         let stored = caller.scope.owns(layout, &track.key) && state.backend.storage.head(&track.key).await?.is_some();
         if !stored {
@@ -168,7 +178,7 @@ async fn caption_files(state: &ApiState, caller: &Caller, outputs: &[OutputReque
     Ok(())
 }
 
-fn refusal(err: SubmitError) -> ApiError {
+pub(super) fn refusal(err: SubmitError) -> ApiError {
     let unprocessable = ApiError::unprocessable;
     match err {
         SubmitError::SourceMissing(key) => {
@@ -246,7 +256,7 @@ async fn notify_target(state: &ApiState, target: NotifyTarget) -> ApiResult<Noti
     }
 }
 
-async fn accepted(state: &ApiState, status: JobStatus) -> ApiResult<Response> {
+pub(super) async fn accepted(state: &ApiState, status: JobStatus) -> ApiResult<Response> {
     let location = HeaderValue::from_str(&status_path(&status.job_id))
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("job path as a header: {e}")))?;
     let view = job_view(state, status).await?;

@@ -6,10 +6,12 @@
 //! ready queue, then the `queued` status. Cancellation is the lifecycle's cancel transition.
 
 mod cancel;
+mod captions;
 mod create;
 mod read;
 
 pub use cancel::{__path_delete, delete};
+pub use captions::{__path_add_captions, add_captions};
 pub use create::{__path_create, create};
 pub use read::{__path_get, __path_list, get, list};
 
