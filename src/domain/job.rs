@@ -135,6 +135,9 @@ pub struct OutputRequest {
     /// Caption files among the caller's uploads, as WebVTT renditions of a `cmaf` ladder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub captions: Option<Vec<CaptionTrack>>,
+    /// Whether a `cmaf` ladder also carries the source's own text tracks (default: yes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedded_captions: Option<bool>,
 }
 
 /// The longest source position an option may name: a day.
@@ -167,6 +170,7 @@ impl OutputRequest {
             codecs: None,
             packaging: None,
             captions: None,
+            embedded_captions: None,
         }
     }
 
@@ -201,6 +205,9 @@ impl OutputRequest {
             Some(_) if !accepted.codecs => return refuse("codecs"),
             Some(codecs) => validate_codecs(codecs)?,
             None => {}
+        }
+        if preset != Preset::Cmaf && self.embedded_captions.is_some() {
+            return refuse("embedded_captions");
         }
         match &self.captions {
             Some(_) if preset != Preset::Cmaf => return refuse("captions"),

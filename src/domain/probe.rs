@@ -19,6 +19,10 @@ pub struct VideoStream {
     /// Degrees of display rotation from the stream's side data or tags, 0 when none.
     #[serde(default)]
     pub rotation: i32,
+    /// CEA-608/708 captions ride in the stream's SEI or user data (found by decoding its first
+    /// frames, and only when the job would package them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closed_captions: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -29,6 +33,30 @@ pub struct AudioStream {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sample_rate: Option<u32>,
 }
+
+/// A subtitle stream of a file, as the container describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SubtitleStream {
+    /// The stream's index in the file (ffmpeg's `0:<index>`).
+    pub index: u32,
+    /// ffmpeg's codec name: `mov_text`, `subrip`, `ass`, `webvtt`, `hdmv_pgs_subtitle`, ...
+    pub codec: String,
+    /// The container's language tag as written (ISO 639-2 mostly: `eng`, `fre`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// The stream's title (Matroska's `title`, or an MP4 handler name that is not a default
+    /// one), at most [`MAX_TITLE_CHARS`] characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub default: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
+}
+
+/// Characters of a subtitle stream's title kept: a title is a menu label, and the file chose
+/// its length.
+pub const MAX_TITLE_CHARS: usize = 128;
 
 /// A media file's shape: recorded in the manifest for sources and outputs alike.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -44,6 +72,9 @@ pub struct MediaInfo {
     pub video_streams: u32,
     #[serde(default)]
     pub audio_streams: u32,
+    /// Every subtitle stream, in the file's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subtitles: Vec<SubtitleStream>,
 }
 
 /// Why a probed file is not usable media.
@@ -128,6 +159,7 @@ impl MediaInfo {
                 pix_fmt: s.get("pix_fmt").and_then(Value::as_str).map(str::to_string),
                 frame_rate: s.get("avg_frame_rate").and_then(Value::as_str).and_then(parse_ratio),
                 rotation: rotation(s),
+                closed_captions: s.get("closed_captions").and_then(Value::as_i64) == Some(1),
             }),
             audio: audios.first().map(|s| AudioStream {
                 codec: text(s, "codec_name"),
@@ -136,6 +168,7 @@ impl MediaInfo {
             }),
             video_streams: u32::try_from(videos.len()).unwrap_or(u32::MAX),
             audio_streams: u32::try_from(audios.len()).unwrap_or(u32::MAX),
+            subtitles: streams.iter().filter_map(subtitle).collect(),
         })
     }
 
@@ -145,6 +178,37 @@ impl MediaInfo {
             .as_ref()
             .map(|v| if v.rotation.rem_euclid(180) == 90 { (v.height, v.width) } else { (v.width, v.height) })
     }
+}
+
+/// Whether ffprobe's JSON of a video stream whose first frames it decoded says the stream
+/// carries closed captions (`closed_captions: 1`).
+pub fn has_closed_captions(json: &str) -> Result<bool, ProbeError> {
+    let root: Value = serde_json::from_str(json).map_err(|e| ProbeError::BadJson(e.to_string()))?;
+    let streams = root.get("streams").and_then(Value::as_array).cloned().unwrap_or_default();
+    Ok(streams.iter().any(|s| s.get("closed_captions").and_then(Value::as_i64) == Some(1)))
+}
+
+/// A `subtitle` stream's description; `None` for any other stream.
+fn subtitle(stream: &Value) -> Option<SubtitleStream> {
+    if stream.get("codec_type").and_then(Value::as_str) != Some("subtitle") {
+        return None;
+    }
+    let tag = |name: &str| {
+        let value: String =
+            stream.pointer(&format!("/tags/{name}"))?.as_str()?.trim().chars().take(MAX_TITLE_CHARS).collect();
+        (!value.is_empty()).then_some(value)
+    };
+    // MP4 keeps a track's name in its handler; muxers write their own default there.
+    let handler = tag("handler_name").filter(|h| !h.ends_with("Handler") && !h.starts_with("Core Media"));
+    let flag = |name: &str| stream.pointer(&format!("/disposition/{name}")).and_then(Value::as_i64) == Some(1);
+    Some(SubtitleStream {
+        index: stream.get("index").and_then(Value::as_u64).and_then(|i| u32::try_from(i).ok())?,
+        codec: text(stream, "codec_name"),
+        language: tag("language"),
+        title: tag("title").or(handler),
+        default: flag("default"),
+        forced: flag("forced"),
+    })
 }
 
 fn text(stream: &Value, field: &str) -> String {

@@ -1,6 +1,7 @@
 //! The caption files of a `cmaf` output: fetched from the caller's uploads, told apart by
 //! their content, and turned into WebVTT by ffmpeg (which reads only the local copy, with the
-//! demuxer named on its command), with the `X-TIMESTAMP-MAP` HLS players need.
+//! demuxer named on its command), with the `X-TIMESTAMP-MAP` HLS players need. The source's
+//! own text tracks ([`extract_embedded`]) end the same way.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -14,6 +15,7 @@ use super::{Inner, JobError};
 use crate::domain::args::strings;
 use crate::domain::delivery::{CaptionFormat, CaptionTrack, MAX_CAPTION_BYTES, with_timestamp_map};
 use crate::domain::error_code::ErrorCode;
+use crate::domain::subtitles::{EmbeddedPlan, Origin, closed_caption_args, extract_args};
 use crate::media::ffmpeg::{Bounds, FfmpegError, FfmpegProgress, run_ffmpeg};
 
 /// A conversion of a few hundred kilobytes of text takes well under a second.
@@ -63,6 +65,73 @@ pub(super) async fn prepare<'a>(
         prepared.push(Prepared { track, file });
     }
     Ok(prepared)
+}
+
+/// Extracts the source's text tracks `plan` names into `folder`: one ffmpeg run for every
+/// subtitle stream, one more (a decode of the video) for closed captions, each file then given
+/// its `X-TIMESTAMP-MAP`. Closed captions that give no cue (CEA-708 only, or empty channel 1)
+/// are left out. A stream ffmpeg cannot convert fails the job (`invalid_captions`): the
+/// caller asked for the source's tracks, or left the default on.
+pub(super) async fn extract_embedded<'a>(
+    inner: &Inner,
+    plan: &'a EmbeddedPlan,
+    folder: &Path,
+    stop: &CancellationToken,
+) -> Result<Vec<Prepared<'a>>, JobError> {
+    let timeout = inner.config.job_timeout;
+    if plan.streams().next().is_some() {
+        run(extract_args(plan, folder), timeout, folder, stop)
+            .await
+            .map_err(|e| unconvertible(e, "subtitle streams"))?;
+    }
+    let mut prepared = Vec::new();
+    for track in &plan.tracks {
+        let out = folder.join(&track.file);
+        if track.origin == Origin::ClosedCaptions {
+            let Some(args) = closed_caption_args(&plan.source, &out) else {
+                tracing::warn!("The source's path is not UTF-8; its closed captions are left out.");
+                continue;
+            };
+            run(args, timeout, folder, stop).await.map_err(|e| unconvertible(e, "closed captions"))?;
+        }
+        let vtt =
+            tokio::fs::read_to_string(&out).await.map_err(|e| JobError::scratch("read extracted captions", &e))?;
+        if track.origin == Origin::ClosedCaptions && !vtt.contains("-->") {
+            tracing::info!("The source's closed captions hold no CEA-608 cue; left out.");
+            let _ = tokio::fs::remove_file(&out).await;
+            continue;
+        }
+        tokio::fs::write(&out, with_timestamp_map(&vtt))
+            .await
+            .map_err(|e| JobError::scratch("write extracted captions", &e))?;
+        prepared.push(Prepared { track: &track.track, file: track.file.clone() });
+    }
+    Ok(prepared)
+}
+
+async fn run(
+    args: Vec<OsString>,
+    timeout: Duration,
+    folder: &Path,
+    stop: &CancellationToken,
+) -> Result<(), FfmpegError> {
+    let (sender, _receiver) = watch::channel(FfmpegProgress::default());
+    run_ffmpeg(args, timeout, stop, sender, &Bounds::on_scratch(folder)).await.map(|_| ())
+}
+
+/// The job's error for an extraction ffmpeg could not do: the source's fault when ffmpeg
+/// failed on it, the run's own otherwise (a timeout, a full disk, a stop).
+fn unconvertible(err: FfmpegError, what: &str) -> JobError {
+    match err {
+        FfmpegError::Failed { .. } => JobError::permanent_naming(
+            ErrorCode::InvalidCaptions,
+            format!(
+                "the source's {what} could not be converted to WebVTT (`embedded_captions: false` leaves them out)"
+            ),
+            format!("ffmpeg could not extract the source's {what}: {err}"),
+        ),
+        other => other.into(),
+    }
 }
 
 /// The format of the local copy, from its first kilobytes.

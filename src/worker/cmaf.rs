@@ -4,7 +4,8 @@
 //! Layout under `cmaf/` (both manifests address the same bytes):
 //! - segments: `<rendition>/init.mp4`, `<rendition>/segment_NNNNN.m4s`, `<rendition>/index.m3u8`;
 //! - single file: `<rendition>.mp4` (with its `sidx`), `<rendition>.m3u8` of byte ranges;
-//! - captions: `captions-<language>.vtt` and its playlist `captions-<language>.m3u8`;
+//! - captions: `captions-<language>.vtt` and its playlist `captions-<language>.m3u8`, the
+//!   source's own tracks `captions-<language>_s<stream>.vtt` (`_cc1` for closed captions);
 //! - always: `master.m3u8` (HLS) and `manifest.mpd` (DASH).
 //!
 //! Segments of a codec's rungs start on the same instants (the largest rung's cut times; the
@@ -81,7 +82,8 @@ pub(super) async fn package(
         let text = hls::media_playlist(&playlist).map_err(malformed)?;
         write(&path, text).await?;
     }
-    let captions = captions::prepare(inner, &package.captions, &folder, stop).await?;
+    let mut captions = captions::prepare(inner, &package.captions, &folder, stop).await?;
+    captions.extend(captions::extract_embedded(inner, &package.embedded, &folder, stop).await?);
     let length = title_seconds(&packed);
     for caption in &captions {
         let playlist = hls::webvtt_playlist(&caption.file, length).map_err(malformed)?;

@@ -16,6 +16,7 @@ use crate::domain::args::{aac, audio_filter, finish_block, fit, strings};
 use crate::domain::delivery::{CaptionTrack, DEFAULT_CODECS, Packaging, VideoCodec, gop_frames};
 use crate::domain::job::OutputRequest;
 use crate::domain::probe::MediaInfo;
+use crate::domain::subtitles::{EmbeddedPlan, plan_embedded};
 
 /// The output's folder, relative to the job's output folder.
 pub const CMAF_FOLDER: &str = "cmaf";
@@ -33,14 +34,37 @@ pub struct CmafPackage {
     pub renditions: Vec<CmafRendition>,
     /// Caption files to fetch and announce as WebVTT renditions.
     pub captions: Vec<CaptionTrack>,
+    /// The source's own text tracks to extract and announce after the caption files.
+    pub embedded: EmbeddedPlan,
 }
 
 impl CmafPackage {
-    /// The manifest's note: the renditions, by name.
+    /// The manifest's note: the renditions by name, then the caption tracks with their origin
+    /// (`en (upload)`, `fr (source stream 2)`) and the source's subtitle streams left out.
     pub fn note(&self) -> String {
         let names: Vec<&str> = self.renditions.iter().map(|r| r.name.as_str()).collect();
-        format!("{}: {}", self.packaging.name(), names.join(", "))
+        let mut note = format!("{}: {}", self.packaging.name(), names.join(", "));
+        let (embedded, skipped) = self.embedded.describe();
+        let captions: Vec<String> =
+            self.captions.iter().map(|c| format!("{} (upload)", c.language)).chain(embedded).collect();
+        if !captions.is_empty() {
+            note.push_str(&format!("; captions: {}", captions.join(", ")));
+        }
+        if !skipped.is_empty() {
+            note.push_str(&format!("; not packaged: {}", skipped.join(", ")));
+        }
+        note
     }
+}
+
+/// The source's tracks `output` packages: none when it asks for none
+/// (`"embedded_captions": false`), else [`plan_embedded`]'s. The source's path is the plan's
+/// to set ([`EmbeddedPlan::source`]).
+pub fn embedded_plan(output: &OutputRequest, media: &MediaInfo) -> EmbeddedPlan {
+    if !output.embedded_captions.unwrap_or(true) {
+        return EmbeddedPlan::default();
+    }
+    plan_embedded(media, output.captions.as_deref().unwrap_or_default())
 }
 
 /// One rendition of a `cmaf` ladder.
@@ -94,7 +118,8 @@ pub(super) fn cmaf(
     }
     let heights: Vec<u32> = rungs.iter().map(|(_, h, _)| *h).collect();
     let captions = output.captions.clone().unwrap_or_default();
-    let package = CmafPackage { folder: FOLDER.into(), packaging, renditions, captions };
+    let embedded = embedded_plan(output, media);
+    let package = CmafPackage { folder: FOLDER.into(), packaging, renditions, captions, embedded };
     (graph(&heights), blocks, package)
 }
 
@@ -110,8 +135,9 @@ pub fn cmaf_fragmenting(packaging: Packaging, audio: bool) -> Vec<OsString> {
 }
 
 /// The package of a `cmaf` output a split job stitched: its H.264 rungs, as (short side,
-/// rendition file under the output folder), and the audio when there is some.
-pub fn stitched_package(output: &OutputRequest, rungs: &[u32], audio: bool) -> CmafPackage {
+/// rendition file under the output folder), the audio when there is some, and the captions
+/// of the whole source (`embedded`, from [`embedded_plan`]).
+pub fn stitched_package(output: &OutputRequest, rungs: &[u32], audio: bool, embedded: EmbeddedPlan) -> CmafPackage {
     let mut renditions: Vec<CmafRendition> = rungs
         .iter()
         .map(|height| {
@@ -128,7 +154,8 @@ pub fn stitched_package(output: &OutputRequest, rungs: &[u32], audio: bool) -> C
         });
     }
     let captions = output.captions.clone().unwrap_or_default();
-    CmafPackage { folder: FOLDER.into(), packaging: output.packaging.unwrap_or_default(), renditions, captions }
+    let packaging = output.packaging.unwrap_or_default();
+    CmafPackage { folder: FOLDER.into(), packaging, renditions, captions, embedded }
 }
 
 /// One decode scaled once per distinct rung size, each size split among the codecs that have
@@ -175,10 +202,12 @@ mod tests {
                 pix_fmt: Some("yuv420p".into()),
                 frame_rate: Some(30.0),
                 rotation: 0,
+                closed_captions: false,
             }),
             audio: audio.then(|| AudioStream { codec: "aac".into(), channels: Some(2), sample_rate: Some(48000) }),
             video_streams: 1,
             audio_streams: u32::from(audio),
+            subtitles: Vec::new(),
         }
     }
 
