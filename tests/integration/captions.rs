@@ -56,16 +56,19 @@ fn mp4_with_mov_text(dir: &Path) -> PathBuf {
     out
 }
 
-/// A Matroska file with a SubRip track in French and an ASS track in German.
-fn mkv_with_srt_and_ass(dir: &Path) -> PathBuf {
+/// A Matroska file with a SubRip track in French and an ASS track in German, `seconds` long
+/// with a keyframe every second.
+fn mkv_with_srt_and_ass(dir: &Path, seconds: u32) -> PathBuf {
     let (srt, ass) = (dir.join("fr.srt"), dir.join("de.ass"));
     std::fs::write(&srt, SRT).expect("srt");
     std::fs::write(&ass, ASS).expect("ass");
-    let out = dir.join("tracks.mkv");
-    let mut args = PICTURE.to_vec();
+    let out = dir.join(format!("tracks-{seconds}.mkv"));
+    let picture = format!("testsrc2=size=320x180:rate=25:duration={seconds}");
+    let sound = format!("sine=duration={seconds}");
+    let mut args = vec!["-f", "lavfi", "-i", &picture, "-f", "lavfi", "-i", &sound];
     args.extend(["-i", srt.to_str().expect("utf-8"), "-i", ass.to_str().expect("utf-8")]);
     args.extend(["-map", "0", "-map", "1", "-map", "2", "-map", "3", "-c:v", "libx264", "-preset", "ultrafast"]);
-    args.extend(["-c:a", "aac", "-c:s:0", "srt", "-c:s:1", "ass"]);
+    args.extend(["-g", "25", "-c:a", "aac", "-c:s:0", "srt", "-c:s:1", "ass"]);
     args.extend(["-metadata:s:s:0", "language=fre", "-metadata:s:s:1", "language=ger", out.to_str().expect("utf-8")]);
     ffmpeg(&args);
     out
@@ -175,8 +178,8 @@ async fn embedded_text_tracks_become_webvtt_renditions() {
     std::fs::create_dir_all(&sources).expect("mkdir");
     let jobs = [
         ("movtext", mp4_with_mov_text(&sources), None),
-        ("tracks", mkv_with_srt_and_ass(&sources), None),
-        ("no-tracks", sources.join("tracks.mkv"), Some(false)),
+        ("tracks", mkv_with_srt_and_ass(&sources, 4), None),
+        ("no-tracks", sources.join("tracks-4.mkv"), Some(false)),
         ("closed", mp4_with_closed_captions(&sources), None),
     ];
     for (job, file, embedded) in &jobs {
@@ -228,4 +231,27 @@ async fn embedded_text_tracks_become_webvtt_renditions() {
     assert_cues(&vtt, &[(0.8, 2.0, "HELLO")]);
     let note = output["note"].as_str().unwrap_or_default();
     assert!(note.contains("und (source CEA-608)"), "{note}");
+}
+
+/// A split job's `cmaf` ladder takes its captions from the whole source, not the segments.
+#[tokio::test]
+async fn a_split_cmaf_ladder_keeps_the_sources_tracks() {
+    require!(media_tools());
+    let d = Deployment::new(Kind::Local).await;
+    let sources = d.path("sources");
+    std::fs::create_dir_all(&sources).expect("mkdir");
+    let source = mkv_with_srt_and_ass(&sources, 8);
+    d.upload("uploads/c/split.mkv", &source).await;
+    submit(&d, "uploads/c/split.mkv", "split", vec![OutputRequest::new(Preset::Cmaf)], None).await;
+    let split = [CHEAP_DEFAULTS, ("MEDIA_SPLIT_MIN_DURATION", "4s"), ("MEDIA_SEGMENT_DURATION", "2s")];
+    d.drain_with(&split).await;
+    let (output, dir) = cmaf_files(&d, "split").await;
+    let manifest = manifest(&d, &finished(&d, "split").await).await;
+    assert!(manifest["split"]["segments"].as_u64().is_some_and(|n| n >= 3), "a split job: {}", manifest["split"]);
+    let note = output["note"].as_str().unwrap_or_default();
+    assert!(note.contains("captions: fr (source stream 2), de (source stream 3); stitched from"), "{note}");
+    let master = read(&dir, "master.m3u8");
+    assert!(master.contains("NAME=\"French\",LANGUAGE=\"fr\"") && master.contains("NAME=\"German\""), "{master}");
+    assert_cues(&read(&dir, "captions-fr_s2.vtt"), &SRT_CUES);
+    assert_cues(&read(&dir, "captions-de_s3.vtt"), &ASS_CUES);
 }
