@@ -174,4 +174,32 @@ mod tests {
             "-hide_banner -nostdin -y -protocol_whitelist file -f srt -i /s/in -map 0:s:0 -c:s webvtt -f webvtt /s/out.vtt"
         );
     }
+
+    /// The `movie` source opens a source whose path holds every character the filter graph
+    /// treats specially; a video without captions gives a WebVTT file without cues.
+    #[tokio::test]
+    async fn closed_captions_are_read_from_any_path() {
+        let ffmpeg = std::process::Command::new("ffmpeg").arg("-version").output().is_ok_and(|o| o.status.success());
+        if !ffmpeg {
+            assert!(
+                std::env::var("CI").map_or(true, |v| v != "true"),
+                "ffmpeg is missing, and CI=true forbids skipping"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("it's a [test], x=1; y:z\\q");
+        std::fs::create_dir_all(&folder).unwrap();
+        let source = folder.join("in.mp4");
+        let made = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=25:duration=1", "-c:v", "libx264"])
+            .arg(&source)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let out = dir.path().join("cc.vtt");
+        let args = closed_caption_args(&source, &out).unwrap();
+        run(args, Duration::from_secs(60), dir.path(), &CancellationToken::new()).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap().trim(), "WEBVTT");
+    }
 }
