@@ -76,7 +76,7 @@ fn mkv_with_srt_and_ass(dir: &Path, seconds: u32) -> PathBuf {
 
 /// The CEA-608 byte pair of `a`, `b` with odd parity.
 fn pair(a: u8, b: u8) -> [u8; 2] {
-    let parity = |x: u8| if x.count_ones() % 2 == 0 { x | 0x80 } else { x };
+    let parity = |x: u8| if x.count_ones().is_multiple_of(2) { x | 0x80 } else { x };
     [parity(a), parity(b)]
 }
 
