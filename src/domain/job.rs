@@ -452,7 +452,10 @@ mod tests {
         assert!(ok(r#"{"preset":"gif","start":2,"duration":4}"#).is_ok());
         assert!(ok(r#"{"preset":"thumbnail","time":12.5}"#).is_ok());
         assert!(ok(r#"{"preset":"mp4-h264-720","max_height":360,"start":1,"duration":5}"#).is_ok());
+        assert!(ok(r#"{"preset":"cmaf","embedded_captions":false}"#).is_ok());
         let refused = [
+            r#"{"preset":"hls","embedded_captions":true}"#,
+            r#"{"preset":"cmaf","embedded_captions":"yes"}"#,
             r#"{"preset":"gif","duration":10}"#,
             r#"{"preset":"gif","duration":0.5}"#,
             r#"{"preset":"thumbnail","start":1}"#,

@@ -328,4 +328,47 @@ mod tests {
             assert!(format!("{err:?}").starts_with(kind), "{json}: {err:?}");
         }
     }
+
+    #[test]
+    fn subtitle_streams_are_recorded_with_their_names() {
+        let json = r#"{
+            "streams": [
+                {"index":0,"codec_name":"h264","codec_type":"video","width":320,"height":180,"closed_captions":1},
+                {"index":1,"codec_name":"mov_text","codec_type":"subtitle","disposition":{"default":1,"forced":0},
+                 "tags":{"language":"eng","handler_name":"English"}},
+                {"index":2,"codec_name":"mov_text","codec_type":"subtitle","tags":{"language":"fra","handler_name":"SubtitleHandler"}},
+                {"index":3,"codec_name":"ass","codec_type":"subtitle","disposition":{"forced":1},"tags":{"title":"  ","language":"ger"}},
+                {"index":4,"codec_name":"subrip","codec_type":"subtitle","tags":{"title":"Commentary"}}
+            ],
+            "format": {"format_name":"matroska,webm","duration":"4.0"}
+        }"#;
+        let info = MediaInfo::from_ffprobe_json(json).unwrap();
+        assert!(info.video.as_ref().unwrap().closed_captions);
+        let seen: Vec<(u32, &str, Option<&str>, Option<&str>, bool, bool)> = info
+            .subtitles
+            .iter()
+            .map(|s| (s.index, s.codec.as_str(), s.language.as_deref(), s.title.as_deref(), s.default, s.forced))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (1, "mov_text", Some("eng"), Some("English"), true, false),
+                (2, "mov_text", Some("fra"), None, false, false),
+                (3, "ass", Some("ger"), None, false, true),
+                (4, "subrip", None, Some("Commentary"), false, false),
+            ]
+        );
+        let long = format!(
+            r#"{{"streams":[{{"index":0,"codec_type":"audio"}},{{"index":1,"codec_type":"subtitle","tags":{{"title":"{}"}}}}],"format":{{}}}}"#,
+            "t".repeat(5000)
+        );
+        let info = MediaInfo::from_ffprobe_json(&long).unwrap();
+        assert_eq!(info.subtitles[0].title.as_ref().map(String::len), Some(MAX_TITLE_CHARS));
+        assert!(MediaInfo::from_ffprobe_json(H264_AAC).unwrap().subtitles.is_empty());
+
+        let frames = r#"{"frames":[{"key_frame":1}],"streams":[{"closed_captions":1}]}"#;
+        assert_eq!(has_closed_captions(frames), Ok(true));
+        assert_eq!(has_closed_captions(r#"{"frames":[],"streams":[{"closed_captions":0}]}"#), Ok(false));
+        assert!(has_closed_captions("nope").is_err());
+    }
 }

@@ -275,4 +275,34 @@ mod tests {
         let names: Vec<&str> = package.renditions.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["h264-240p", "hevc-240p", "audio"]);
     }
+
+    #[test]
+    fn the_note_names_every_caption_track_and_its_origin() {
+        use crate::domain::probe::SubtitleStream;
+        let mut source = media(640, 360, true);
+        let stream = |index, codec: &str, language: &str| SubtitleStream {
+            index,
+            codec: codec.into(),
+            language: Some(language.into()),
+            title: None,
+            default: false,
+            forced: false,
+        };
+        source.subtitles = vec![stream(2, "subrip", "fre"), stream(3, "hdmv_pgs_subtitle", "eng")];
+        let sidecar = CaptionTrack { key: "uploads/en.srt".into(), language: "en".into(), name: None };
+        let output = OutputRequest { captions: Some(vec![sidecar]), ..request(&[VideoCodec::H264], None) };
+        let (_, _, package) = cmaf(&output, &source, None, Path::new("/o"));
+        assert_eq!(
+            package.note(),
+            "segments: h264-360p, audio; captions: en (upload), fr (source stream 2); \
+             not packaged: source stream 3 hdmv_pgs_subtitle (bitmap subtitles)"
+        );
+        let stitched = stitched_package(&output, &[360], true, embedded_plan(&output, &source));
+        assert_eq!(stitched.note(), package.note());
+
+        let without = OutputRequest { embedded_captions: Some(false), ..output };
+        let (_, _, package) = cmaf(&without, &source, None, Path::new("/o"));
+        assert_eq!(package.embedded, EmbeddedPlan::default());
+        assert_eq!(package.note(), "segments: h264-360p, audio; captions: en (upload)");
+    }
 }
