@@ -344,18 +344,18 @@ mod tests {
         }"#;
         let info = MediaInfo::from_ffprobe_json(json).unwrap();
         assert!(info.video.as_ref().unwrap().closed_captions);
-        let seen: Vec<(u32, &str, Option<&str>, Option<&str>, bool, bool)> = info
+        let seen: Vec<String> = info
             .subtitles
             .iter()
-            .map(|s| (s.index, s.codec.as_str(), s.language.as_deref(), s.title.as_deref(), s.default, s.forced))
+            .map(|s| format!("{} {} {:?} {:?} {} {}", s.index, s.codec, s.language, s.title, s.default, s.forced))
             .collect();
         assert_eq!(
             seen,
             vec![
-                (1, "mov_text", Some("eng"), Some("English"), true, false),
-                (2, "mov_text", Some("fra"), None, false, false),
-                (3, "ass", Some("ger"), None, false, true),
-                (4, "subrip", None, Some("Commentary"), false, false),
+                "1 mov_text Some(\"eng\") Some(\"English\") true false",
+                "2 mov_text Some(\"fra\") None false false",
+                "3 ass Some(\"ger\") None false true",
+                "4 subrip None Some(\"Commentary\") false false",
             ]
         );
         let long = format!(
