@@ -81,6 +81,12 @@ impl PartialSchema for OutputRequest {
                     .description(Some("cmaf only: numbered segments (default) or one file per rendition.")),
             )
             .property("captions", captions_schema())
+            .property(
+                "embedded_captions",
+                ObjectBuilder::new().schema_type(Type::Boolean).description(Some(
+                    "cmaf only: also package the source's own text tracks as WebVTT renditions (default true).",
+                )),
+            )
             .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)))
             .description(Some("One output of a job."))
             .into()

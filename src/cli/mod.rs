@@ -264,10 +264,12 @@ fn print_presets(json: bool) -> anyhow::Result<()> {
             pix_fmt: Some("yuv420p".into()),
             frame_rate: Some(30.0),
             rotation: 0,
+            closed_captions: false,
         }),
         audio: Some(AudioStream { codec: "aac".into(), channels: Some(2), sample_rate: Some(48000) }),
         video_streams: 1,
         audio_streams: 1,
+        subtitles: Vec::new(),
     };
     let mut text = String::from(
         "Each preset's ffmpeg arguments, for a 60 s 1920x1080 H.264/AAC source.\n\

@@ -149,7 +149,9 @@ impl ErrorCode {
             NoAudioStream => "the source has no audio stream, which a requested preset needs",
             InvalidOption => "an output option does not fit this source",
             QcFailed => "the source failed the job's quality checks",
-            InvalidCaptions => "a caption file of the job is missing, too large, or not SubRip, WebVTT or SCC",
+            InvalidCaptions => {
+                "a caption file of the job is missing, too large, or not SubRip, WebVTT or SCC, or a text track of the source cannot be converted"
+            }
             PackageNotFound => {
                 "the completed job's cmaf package is gone, or has no package.json to extend; nothing was packaged"
             }

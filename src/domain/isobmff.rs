@@ -52,6 +52,7 @@ pub fn describe_moov(moov: &[u8]) -> Option<MediaInfo> {
         duration_seconds: Some(micros as f64 / 1e6),
         video_streams: u32::try_from(videos.len()).ok()?,
         audio_streams: u32::try_from(audios.len()).ok()?,
+        subtitles: Vec::new(),
         video: videos.into_iter().next(),
         audio: audios.into_iter().next(),
     })
@@ -173,6 +174,7 @@ fn avc_video(entry: &[u8], timescale: u32, frames: u64, ticks: u64) -> Option<Vi
         pix_fmt: Some(if sps.full_range { "yuvj420p" } else { "yuv420p" }.into()),
         frame_rate,
         rotation: 0,
+        closed_captions: false,
     })
 }
 

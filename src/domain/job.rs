@@ -142,6 +142,9 @@ pub struct OutputRequest {
     /// Caption files among the caller's uploads, as WebVTT renditions of a `cmaf` ladder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub captions: Option<Vec<CaptionTrack>>,
+    /// Whether a `cmaf` ladder also carries the source's own text tracks (default: yes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedded_captions: Option<bool>,
 }
 
 /// The longest source position an option may name: a day.
@@ -174,6 +177,7 @@ impl OutputRequest {
             codecs: None,
             packaging: None,
             captions: None,
+            embedded_captions: None,
         }
     }
 
@@ -208,6 +212,9 @@ impl OutputRequest {
             Some(_) if !accepted.codecs => return refuse("codecs"),
             Some(codecs) => validate_codecs(codecs)?,
             None => {}
+        }
+        if preset != Preset::Cmaf && self.embedded_captions.is_some() {
+            return refuse("embedded_captions");
         }
         match &self.captions {
             Some(_) if preset != Preset::Cmaf => return refuse("captions"),
@@ -459,7 +466,10 @@ mod tests {
         assert!(ok(r#"{"preset":"gif","start":2,"duration":4}"#).is_ok());
         assert!(ok(r#"{"preset":"thumbnail","time":12.5}"#).is_ok());
         assert!(ok(r#"{"preset":"mp4-h264-720","max_height":360,"start":1,"duration":5}"#).is_ok());
+        assert!(ok(r#"{"preset":"cmaf","embedded_captions":false}"#).is_ok());
         let refused = [
+            r#"{"preset":"hls","embedded_captions":true}"#,
+            r#"{"preset":"cmaf","embedded_captions":"yes"}"#,
             r#"{"preset":"gif","duration":10}"#,
             r#"{"preset":"gif","duration":0.5}"#,
             r#"{"preset":"thumbnail","start":1}"#,

@@ -22,4 +22,5 @@ pub mod ready;
 pub mod scoring;
 pub mod split;
 pub mod status;
+pub mod subtitles;
 pub mod tenant;

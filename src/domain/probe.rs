@@ -19,6 +19,10 @@ pub struct VideoStream {
     /// Degrees of display rotation from the stream's side data or tags, 0 when none.
     #[serde(default)]
     pub rotation: i32,
+    /// CEA-608/708 captions ride in the stream's SEI or user data (found by decoding its first
+    /// frames, and only when the job would package them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closed_captions: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -29,6 +33,30 @@ pub struct AudioStream {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sample_rate: Option<u32>,
 }
+
+/// A subtitle stream of a file, as the container describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SubtitleStream {
+    /// The stream's index in the file (ffmpeg's `0:<index>`).
+    pub index: u32,
+    /// ffmpeg's codec name: `mov_text`, `subrip`, `ass`, `webvtt`, `hdmv_pgs_subtitle`, ...
+    pub codec: String,
+    /// The container's language tag as written (ISO 639-2 mostly: `eng`, `fre`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// The stream's title (Matroska's `title`, or an MP4 handler name that is not a default
+    /// one), at most [`MAX_TITLE_CHARS`] characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub default: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
+}
+
+/// Characters of a subtitle stream's title kept: a title is a menu label, and the file chose
+/// its length.
+pub const MAX_TITLE_CHARS: usize = 128;
 
 /// A media file's shape: recorded in the manifest for sources and outputs alike.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -44,6 +72,9 @@ pub struct MediaInfo {
     pub video_streams: u32,
     #[serde(default)]
     pub audio_streams: u32,
+    /// Every subtitle stream, in the file's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subtitles: Vec<SubtitleStream>,
 }
 
 /// Why a probed file is not usable media.
@@ -128,6 +159,7 @@ impl MediaInfo {
                 pix_fmt: s.get("pix_fmt").and_then(Value::as_str).map(str::to_string),
                 frame_rate: s.get("avg_frame_rate").and_then(Value::as_str).and_then(parse_ratio),
                 rotation: rotation(s),
+                closed_captions: s.get("closed_captions").and_then(Value::as_i64) == Some(1),
             }),
             audio: audios.first().map(|s| AudioStream {
                 codec: text(s, "codec_name"),
@@ -136,6 +168,7 @@ impl MediaInfo {
             }),
             video_streams: u32::try_from(videos.len()).unwrap_or(u32::MAX),
             audio_streams: u32::try_from(audios.len()).unwrap_or(u32::MAX),
+            subtitles: streams.iter().filter_map(subtitle).collect(),
         })
     }
 
@@ -145,6 +178,37 @@ impl MediaInfo {
             .as_ref()
             .map(|v| if v.rotation.rem_euclid(180) == 90 { (v.height, v.width) } else { (v.width, v.height) })
     }
+}
+
+/// Whether ffprobe's JSON of a video stream whose first frames it decoded says the stream
+/// carries closed captions (`closed_captions: 1`).
+pub fn has_closed_captions(json: &str) -> Result<bool, ProbeError> {
+    let root: Value = serde_json::from_str(json).map_err(|e| ProbeError::BadJson(e.to_string()))?;
+    let streams = root.get("streams").and_then(Value::as_array).cloned().unwrap_or_default();
+    Ok(streams.iter().any(|s| s.get("closed_captions").and_then(Value::as_i64) == Some(1)))
+}
+
+/// A `subtitle` stream's description; `None` for any other stream.
+fn subtitle(stream: &Value) -> Option<SubtitleStream> {
+    if stream.get("codec_type").and_then(Value::as_str) != Some("subtitle") {
+        return None;
+    }
+    let tag = |name: &str| {
+        let value: String =
+            stream.pointer(&format!("/tags/{name}"))?.as_str()?.trim().chars().take(MAX_TITLE_CHARS).collect();
+        (!value.is_empty()).then_some(value)
+    };
+    // MP4 keeps a track's name in its handler; muxers write their own default there.
+    let handler = tag("handler_name").filter(|h| !h.ends_with("Handler") && !h.starts_with("Core Media"));
+    let flag = |name: &str| stream.pointer(&format!("/disposition/{name}")).and_then(Value::as_i64) == Some(1);
+    Some(SubtitleStream {
+        index: stream.get("index").and_then(Value::as_u64).and_then(|i| u32::try_from(i).ok())?,
+        codec: text(stream, "codec_name"),
+        language: tag("language"),
+        title: tag("title").or(handler),
+        default: flag("default"),
+        forced: flag("forced"),
+    })
 }
 
 fn text(stream: &Value, field: &str) -> String {
@@ -263,5 +327,48 @@ mod tests {
             let err = MediaInfo::from_ffprobe_json(json).unwrap_err();
             assert!(format!("{err:?}").starts_with(kind), "{json}: {err:?}");
         }
+    }
+
+    #[test]
+    fn subtitle_streams_are_recorded_with_their_names() {
+        let json = r#"{
+            "streams": [
+                {"index":0,"codec_name":"h264","codec_type":"video","width":320,"height":180,"closed_captions":1},
+                {"index":1,"codec_name":"mov_text","codec_type":"subtitle","disposition":{"default":1,"forced":0},
+                 "tags":{"language":"eng","handler_name":"English"}},
+                {"index":2,"codec_name":"mov_text","codec_type":"subtitle","tags":{"language":"fra","handler_name":"SubtitleHandler"}},
+                {"index":3,"codec_name":"ass","codec_type":"subtitle","disposition":{"forced":1},"tags":{"title":"  ","language":"ger"}},
+                {"index":4,"codec_name":"subrip","codec_type":"subtitle","tags":{"title":"Commentary"}}
+            ],
+            "format": {"format_name":"matroska,webm","duration":"4.0"}
+        }"#;
+        let info = MediaInfo::from_ffprobe_json(json).unwrap();
+        assert!(info.video.as_ref().unwrap().closed_captions);
+        let seen: Vec<String> = info
+            .subtitles
+            .iter()
+            .map(|s| format!("{} {} {:?} {:?} {} {}", s.index, s.codec, s.language, s.title, s.default, s.forced))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                "1 mov_text Some(\"eng\") Some(\"English\") true false",
+                "2 mov_text Some(\"fra\") None false false",
+                "3 ass Some(\"ger\") None false true",
+                "4 subrip None Some(\"Commentary\") false false",
+            ]
+        );
+        let long = format!(
+            r#"{{"streams":[{{"index":0,"codec_type":"audio"}},{{"index":1,"codec_type":"subtitle","tags":{{"title":"{}"}}}}],"format":{{}}}}"#,
+            "t".repeat(5000)
+        );
+        let info = MediaInfo::from_ffprobe_json(&long).unwrap();
+        assert_eq!(info.subtitles[0].title.as_ref().map(String::len), Some(MAX_TITLE_CHARS));
+        assert!(MediaInfo::from_ffprobe_json(H264_AAC).unwrap().subtitles.is_empty());
+
+        let frames = r#"{"frames":[{"key_frame":1}],"streams":[{"closed_captions":1}]}"#;
+        assert_eq!(has_closed_captions(frames), Ok(true));
+        assert_eq!(has_closed_captions(r#"{"frames":[],"streams":[{"closed_captions":0}]}"#), Ok(false));
+        assert!(has_closed_captions("nope").is_err());
     }
 }

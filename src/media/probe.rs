@@ -103,11 +103,14 @@ fn read_moov(path: &Path) -> Option<Vec<u8>> {
     None
 }
 
-/// The fields [`MediaInfo`] reads, and no others: no tags but `rotate`, so a file's metadata
-/// (titles, comments, cover text; any size the container allows) never reaches the worker.
+/// The fields [`MediaInfo`] reads, and no others: of the tags, only `rotate` and the three a
+/// subtitle stream is named by (`language`, `title`, `handler_name`: cut to a menu label's
+/// length in [`MediaInfo`]), so a file's other metadata (comments, cover text; any size the
+/// container allows) never reaches the worker.
 const ENTRIES: &str = "format=format_name,duration\
     :stream=index,codec_type,codec_name,width,height,pix_fmt,avg_frame_rate,channels,sample_rate,duration\
-    :stream_disposition=attached_pic:stream_tags=rotate:stream_side_data=rotation";
+    :stream_disposition=attached_pic,default,forced:stream_tags=rotate,language,title,handler_name\
+    :stream_side_data=rotation";
 
 /// ffprobe's JSON of [`ENTRIES`] is a few hundred bytes per stream; past this much output the
 /// file is built to flood its reader, and ffprobe is stopped.
@@ -123,14 +126,46 @@ pub async fn ffprobe(path: &Path, timeout: Duration, kind: Probed) -> Result<Med
 
 /// [`ffprobe`], with the program named (tests stand in for ffprobe).
 async fn probe_with(program: &str, path: &Path, timeout: Duration, kind: Probed) -> Result<MediaInfo, ProbeFailure> {
+    let args = ["-v", "error", "-protocol_whitelist", "file", "-print_format", "json", "-show_entries", ENTRIES];
+    let stdout = run_capped(program, &args, path, timeout).await?;
+    let json = String::from_utf8_lossy(&stdout);
+    Ok(match kind {
+        Probed::Source => MediaInfo::from_ffprobe_json(&json)?,
+        Probed::Output => MediaInfo::describe(&json)?,
+    })
+}
+
+/// Frames of the video decoded to find closed captions: broadcast video carries caption data
+/// (or its padding) in every frame, so the first second tells.
+const CAPTION_FRAMES: &str = "%+#30";
+
+/// Whether the first video stream of `path` carries CEA-608/708 captions in its SEI or user
+/// data. Unlike the rest of a probe this decodes frames (the first [`CAPTION_FRAMES`]): the
+/// captions ride in the frames, and ffprobe notes them only once it has decoded one.
+pub async fn closed_captions(path: &Path, timeout: Duration) -> Result<bool, ProbeFailure> {
+    let args = [
+        "-v",
+        "error",
+        "-protocol_whitelist",
+        "file",
+        "-select_streams",
+        "v:0",
+        "-read_intervals",
+        CAPTION_FRAMES,
+        "-show_entries",
+        "frame=key_frame:stream=closed_captions",
+        "-print_format",
+        "json",
+    ];
+    let stdout = run_capped("ffprobe", &args, path, timeout).await?;
+    Ok(crate::domain::probe::has_closed_captions(&String::from_utf8_lossy(&stdout))?)
+}
+
+/// Runs `program` with `args` and `path`, and returns what it printed: at most
+/// [`MAX_PROBE_OUTPUT`] bytes, within `timeout`; its last error line when it fails.
+async fn run_capped(program: &str, args: &[&str], path: &Path, timeout: Duration) -> Result<Vec<u8>, ProbeFailure> {
     let mut command = Command::new(program);
-    command
-        .args(["-v", "error", "-protocol_whitelist", "file", "-print_format", "json", "-show_entries", ENTRIES])
-        .arg(path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    command.args(args).arg(path).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     let mut child = command.spawn().map_err(ProbeFailure::Spawn)?;
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(ProbeFailure::Spawn(std::io::Error::other("ffprobe's output pipes are missing")));
@@ -162,11 +197,7 @@ async fn probe_with(program: &str, path: &Path, timeout: Duration, kind: Probed)
         let reason = reason.replace(&path.display().to_string(), "source");
         return Err(ProbeFailure::Unreadable(reason));
     }
-    let json = String::from_utf8_lossy(&stdout);
-    Ok(match kind {
-        Probed::Source => MediaInfo::from_ffprobe_json(&json)?,
-        Probed::Output => MediaInfo::describe(&json)?,
-    })
+    Ok(stdout)
 }
 
 /// What [`read_capped`] read.

@@ -4,7 +4,8 @@
 //! Layout under `cmaf/` (both manifests address the same bytes):
 //! - segments: `<rendition>/init.mp4`, `<rendition>/segment_NNNNN.m4s`, `<rendition>/index.m3u8`;
 //! - single file: `<rendition>.mp4` (with its `sidx`), `<rendition>.m3u8` of byte ranges;
-//! - captions: `captions-<language>.vtt` and its playlist `captions-<language>.m3u8`;
+//! - captions: `captions-<language>.vtt` and its playlist `captions-<language>.m3u8`, the
+//!   source's own tracks `captions-<language>_s<stream>.vtt` (`_cc1` for closed captions);
 //! - always: `master.m3u8` (HLS), `manifest.mpd` (DASH), and `package.json`, what both writers
 //!   were given ([`Package`]), from which a later job re-renders them with more caption tracks.
 //!
@@ -79,7 +80,8 @@ pub(super) async fn package(
         let text = hls::media_playlist(&playlist).map_err(malformed)?;
         write(&path, text).await?;
     }
-    let captions = captions::prepare(inner, &package.captions, &folder, stop).await?;
+    let mut captions = captions::prepare(inner, &package.captions, &folder, stop).await?;
+    captions.extend(captions::extract_embedded(inner, &package.embedded, &folder, stop).await?);
     let (variants, audio) = multivariant(&packed, package.packaging);
     let mut described = Package {
         version: PACKAGE_VERSION,

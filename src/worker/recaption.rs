@@ -43,6 +43,22 @@ struct Found {
     package: Package,
 }
 
+/// Takes the tracks in the new tracks' languages out of `package` when the job replaces them;
+/// without `replace`, a language the package has already is refused.
+fn make_room(package: &mut Package, repackage: &Repackage) -> Result<(), JobError> {
+    for track in &repackage.captions {
+        match (package.has_language(&track.language), repackage.replace) {
+            (true, false) => {
+                let detail = format!("the package has a caption track in `{}` already", track.language);
+                return Err(JobError::permanent_naming(ErrorCode::InvalidCaptions, detail.clone(), detail));
+            }
+            (true, true) => drop(package.remove_captions(&track.language)),
+            (false, _) => {}
+        }
+    }
+    Ok(())
+}
+
 /// Packages the completed job again with the new tracks, then commits and completes.
 pub(super) async fn attempt(
     inner: &Inner,
@@ -55,12 +71,7 @@ pub(super) async fn attempt(
     let started = Instant::now();
     let mut timings = Timings::default();
     let Found { manifest: old, record, folder, mut package } = find(inner, repackage).await?;
-    for track in &repackage.captions {
-        if package.has_language(&track.language) && !repackage.replace {
-            let detail = format!("the package has a caption track in `{}` already", track.language);
-            return Err(JobError::permanent_naming(ErrorCode::InvalidCaptions, detail.clone(), detail));
-        }
-    }
+    make_room(&mut package, repackage)?;
 
     // The new tracks, converted here, first: a caption file that cannot be read ends the job
     // before anything is copied.

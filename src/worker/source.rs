@@ -12,10 +12,11 @@ use super::{JobError, StepCx};
 use crate::config::SourceLimits;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::job::JobSpec;
+use crate::domain::preset::Preset;
 use crate::domain::probe::{MediaInfo, sniff_reference_format};
 use crate::domain::status::{Stage, Timings};
 use crate::jobs::Attempt;
-use crate::media::probe::{Probed, probe};
+use crate::media::probe::{Probed, closed_captions, probe};
 use crate::storage::{ObjectInfo, Pin, StorageError};
 
 /// ffprobe reads headers only; a minute is plenty even for large files.
@@ -55,10 +56,28 @@ pub(super) async fn fetch(
     tracker.stage(Stage::Probing).await?;
     let clock = Instant::now();
     reject_reference_formats(&path).await?;
-    let media = probe(&path, PROBE_TIMEOUT, Probed::Source).await?;
+    let mut media = probe(&path, PROBE_TIMEOUT, Probed::Source).await?;
     check_limits(&media, &cx.config.limits)?;
+    find_closed_captions(job, &path, &mut media).await;
     timings.probe_ms = millis(clock);
     Ok(Source { path, object, media })
+}
+
+/// Video codecs whose ffmpeg decoder gives the CEA-608/708 captions of their SEI or user data.
+const CAPTION_CARRIERS: &[&str] = &["h264", "hevc", "mpeg2video"];
+
+/// Notes in `media` whether the source's video carries closed captions, when a `cmaf` output
+/// of the job would package them: the look decodes frames, so other jobs skip it. A look that
+/// fails leaves the captions out (logged): they are an extra, not the job.
+async fn find_closed_captions(job: &JobSpec, path: &Path, media: &mut MediaInfo) {
+    let wanted = job.outputs.iter().any(|o| o.preset == Preset::Cmaf && o.embedded_captions != Some(false));
+    let Some(video) = media.video.as_mut().filter(|v| wanted && CAPTION_CARRIERS.contains(&v.codec.as_str())) else {
+        return;
+    };
+    match closed_captions(path, PROBE_TIMEOUT).await {
+        Ok(found) => video.closed_captions = found,
+        Err(err) => tracing::warn!(error = %err, "Could not look for closed captions; none are packaged."),
+    }
 }
 
 /// The source's current size and ETag; `source_not_found` when there is none, and

@@ -123,7 +123,7 @@ pub(super) async fn produce(
     tracker.stage(Stage::Stitching).await?;
     let clock = Instant::now();
     let started_at = Utc::now();
-    planned.extend(stitch::stitch(inner, message, &record, dir, out_dir, stop).await?);
+    planned.extend(stitch::stitch(inner, message, whole, &record, dir, out_dir, stop).await?);
     let stitch_ms = millis(clock);
     tasks.push(inner.task_timing("stitch", started_at));
 

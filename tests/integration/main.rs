@@ -5,6 +5,7 @@
 
 mod api;
 mod browser;
+mod captions;
 mod cli;
 mod conformance;
 mod console;

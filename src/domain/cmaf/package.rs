@@ -118,26 +118,27 @@ impl Package {
         self.captions.iter().any(|c| c.language.eq_ignore_ascii_case(language))
     }
 
-    /// Removes the caption track in `language`, if any; its files, which the package no longer
-    /// names.
-    pub fn remove_caption(&mut self, language: &str) -> Option<CaptionFiles> {
-        let at = self.captions.iter().position(|c| c.language.eq_ignore_ascii_case(language))?;
-        let removed = self.captions.remove(at);
-        let same = |l: &Option<String>| l.as_deref().is_some_and(|l| l.eq_ignore_ascii_case(language));
-        self.subtitles.retain(|s| !same(&s.language));
-        self.mpd.adaptation_sets.retain(|a| a.content != ContentType::Text || !same(&a.lang));
+    /// Removes every caption track in `language` (a source may carry two English tracks) and
+    /// answers their files; with no track left, the variants name no subtitles group.
+    pub fn remove_captions(&mut self, language: &str) -> Vec<CaptionFiles> {
+        let same = |l: &str| l.eq_ignore_ascii_case(language);
+        let (removed, kept) = std::mem::take(&mut self.captions).into_iter().partition(|c| same(&c.language));
+        self.captions = kept;
+        self.subtitles.retain(|s| !s.language.as_deref().is_some_and(same));
+        self.mpd.adaptation_sets.retain(|a| a.content != ContentType::Text || !a.lang.as_deref().is_some_and(same));
         if self.subtitles.is_empty() {
             for variant in &mut self.variants {
                 variant.subtitles_group = None;
             }
         }
-        Some(removed)
+        removed
     }
 
     /// Announces a caption track whose WebVTT file is `vtt`: an HLS subtitles rendition every
-    /// variant names, and a DASH text adaptation set. A track in the same language is replaced.
+    /// variant names, and a DASH text adaptation set. Tracks may share a language (told apart by
+    /// their names); replacing a language's tracks is [`remove_captions`](Self::remove_captions)
+    /// first.
     pub fn add_caption(&mut self, language: &str, name: &str, vtt: &str) {
-        self.remove_caption(language);
         self.subtitles.push(subtitle_rendition(language, name, vtt));
         self.mpd.adaptation_sets.push(text_adaptation_set(language, vtt));
         for variant in &mut self.variants {

@@ -17,6 +17,7 @@ use crate::domain::delivery::{CaptionTrack, DEFAULT_CODECS, Packaging, VideoCode
 use crate::domain::job::OutputRequest;
 use crate::domain::per_title::LadderDecision;
 use crate::domain::probe::MediaInfo;
+use crate::domain::subtitles::{EmbeddedPlan, plan_embedded};
 
 /// The output's folder, relative to the job's output folder.
 pub const CMAF_FOLDER: &str = "cmaf";
@@ -34,14 +35,37 @@ pub struct CmafPackage {
     pub renditions: Vec<CmafRendition>,
     /// Caption files to fetch and announce as WebVTT renditions.
     pub captions: Vec<CaptionTrack>,
+    /// The source's own text tracks to extract and announce after the caption files.
+    pub embedded: EmbeddedPlan,
 }
 
 impl CmafPackage {
-    /// The manifest's note: the renditions, by name.
+    /// The manifest's note: the renditions by name, then the caption tracks with their origin
+    /// (`en (upload)`, `fr (source stream 2)`) and the source's subtitle streams left out.
     pub fn note(&self) -> String {
         let names: Vec<&str> = self.renditions.iter().map(|r| r.name.as_str()).collect();
-        format!("{}: {}", self.packaging.name(), names.join(", "))
+        let mut note = format!("{}: {}", self.packaging.name(), names.join(", "));
+        let (embedded, skipped) = self.embedded.describe();
+        let captions: Vec<String> =
+            self.captions.iter().map(|c| format!("{} (upload)", c.language)).chain(embedded).collect();
+        if !captions.is_empty() {
+            note.push_str(&format!("; captions: {}", captions.join(", ")));
+        }
+        if !skipped.is_empty() {
+            note.push_str(&format!("; not packaged: {}", skipped.join(", ")));
+        }
+        note
     }
+}
+
+/// The source's tracks `output` packages: none when it asks for none
+/// (`"embedded_captions": false`), else [`plan_embedded`]'s. The source's path is the plan's
+/// to set ([`EmbeddedPlan::source`]).
+pub fn embedded_plan(output: &OutputRequest, media: &MediaInfo) -> EmbeddedPlan {
+    if !output.embedded_captions.unwrap_or(true) {
+        return EmbeddedPlan::default();
+    }
+    plan_embedded(media, output.captions.as_deref().unwrap_or_default())
 }
 
 /// One rendition of a `cmaf` ladder.
@@ -92,7 +116,8 @@ pub(super) fn cmaf(
     }
     let heights: Vec<u32> = rungs.iter().map(|(_, h, _, _)| *h).collect();
     let captions = output.captions.clone().unwrap_or_default();
-    let package = CmafPackage { folder: FOLDER.into(), packaging, renditions, captions };
+    let embedded = embedded_plan(output, media);
+    let package = CmafPackage { folder: FOLDER.into(), packaging, renditions, captions, embedded };
     (graph(&heights), blocks, package)
 }
 
@@ -134,9 +159,14 @@ pub fn cmaf_fragmenting(packaging: Packaging, audio: bool) -> Vec<OsString> {
 }
 
 /// The package of a `cmaf` output a split job stitched: its rungs, as (codec, short side) in
-/// the order the unsplit plan lists them (codec by codec, largest first), and the audio when
-/// there is some.
-pub fn stitched_package(output: &OutputRequest, rungs: &[(VideoCodec, u32)], audio: bool) -> CmafPackage {
+/// the order the unsplit plan lists them (codec by codec, largest first), the audio when there
+/// is some, and the captions of the whole source (`embedded`, from [`embedded_plan`]).
+pub fn stitched_package(
+    output: &OutputRequest,
+    rungs: &[(VideoCodec, u32)],
+    audio: bool,
+    embedded: EmbeddedPlan,
+) -> CmafPackage {
     let mut renditions: Vec<CmafRendition> = rungs
         .iter()
         .map(|&(codec, height)| {
@@ -153,7 +183,8 @@ pub fn stitched_package(output: &OutputRequest, rungs: &[(VideoCodec, u32)], aud
         });
     }
     let captions = output.captions.clone().unwrap_or_default();
-    CmafPackage { folder: FOLDER.into(), packaging: output.packaging.unwrap_or_default(), renditions, captions }
+    let packaging = output.packaging.unwrap_or_default();
+    CmafPackage { folder: FOLDER.into(), packaging, renditions, captions, embedded }
 }
 
 /// One decode scaled once per distinct rung size, each size split among the codecs that have
@@ -200,10 +231,12 @@ mod tests {
                 pix_fmt: Some("yuv420p".into()),
                 frame_rate: Some(30.0),
                 rotation: 0,
+                closed_captions: false,
             }),
             audio: audio.then(|| AudioStream { codec: "aac".into(), channels: Some(2), sample_rate: Some(48000) }),
             video_streams: 1,
             audio_streams: u32::from(audio),
+            subtitles: Vec::new(),
         }
     }
 
@@ -316,5 +349,35 @@ mod tests {
         let fixed = cmaf_ladder(&output, &media(1280, 720, true), None);
         assert_eq!(fixed.len(), 6);
         assert!(fixed.iter().all(|(codec, _, _, crf)| *crf == codec.crf()));
+    }
+
+    #[test]
+    fn the_note_names_every_caption_track_and_its_origin() {
+        use crate::domain::probe::SubtitleStream;
+        let mut source = media(640, 360, true);
+        let stream = |index, codec: &str, language: &str| SubtitleStream {
+            index,
+            codec: codec.into(),
+            language: Some(language.into()),
+            title: None,
+            default: false,
+            forced: false,
+        };
+        source.subtitles = vec![stream(2, "subrip", "fre"), stream(3, "hdmv_pgs_subtitle", "eng")];
+        let sidecar = CaptionTrack { key: "uploads/en.srt".into(), language: "en".into(), name: None };
+        let output = OutputRequest { captions: Some(vec![sidecar]), ..request(&[VideoCodec::H264], None) };
+        let (_, _, package) = cmaf(&output, &source, (None, None), Path::new("/o"));
+        assert_eq!(
+            package.note(),
+            "segments: h264-360p, audio; captions: en (upload), fr (source stream 2); \
+             not packaged: source stream 3 hdmv_pgs_subtitle (bitmap subtitles)"
+        );
+        let stitched = stitched_package(&output, &[(VideoCodec::H264, 360)], true, embedded_plan(&output, &source));
+        assert_eq!(stitched.note(), package.note());
+
+        let without = OutputRequest { embedded_captions: Some(false), ..output };
+        let (_, _, package) = cmaf(&without, &source, (None, None), Path::new("/o"));
+        assert_eq!(package.embedded, EmbeddedPlan::default());
+        assert_eq!(package.note(), "segments: h264-360p, audio; captions: en (upload)");
     }
 }

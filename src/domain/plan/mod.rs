@@ -23,7 +23,7 @@ pub const HLS_CRF: u32 = 23;
 mod cmaf;
 mod images;
 
-pub use cmaf::{CMAF_FOLDER, CmafPackage, CmafRendition, cmaf_fragmenting, stitched_package};
+pub use cmaf::{CMAF_FOLDER, CmafPackage, CmafRendition, cmaf_fragmenting, embedded_plan, stitched_package};
 /// Codecs an MP4 can carry as they are (and that players handle), for `remux-mp4`.
 const MP4_VIDEO_COPY: &[&str] = &["h264", "hevc", "av1"];
 const MP4_AUDIO_COPY: &[&str] = &["aac", "mp3", "ac3", "eac3", "alac", "opus"];
@@ -119,6 +119,10 @@ pub fn plan_with(
         blocks.push(output_block(output, media, (ladder, decisions.audio_filter), out_dir, &mut plan)?);
     }
 
+    // A `cmaf` output's embedded captions are read from the same input, after the run.
+    for package in &mut plan.packages {
+        package.embedded.source = input.to_path_buf();
+    }
     // Global options (the HLS filter graph) go after the input, before the output blocks.
     args.append(&mut plan.args);
     for block in blocks {
@@ -523,10 +527,12 @@ mod tests {
                 pix_fmt: Some("yuv420p".into()),
                 frame_rate: Some(30.0),
                 rotation: 0,
+                closed_captions: false,
             }),
             audio: audio.map(|codec| AudioStream { codec: codec.into(), channels: Some(2), sample_rate: Some(48000) }),
             video_streams: u32::from(video.is_some()),
             audio_streams: u32::from(audio.is_some()),
+            subtitles: Vec::new(),
         }
     }
 
@@ -756,6 +762,7 @@ mod tests {
             audio: None,
             video_streams: 1,
             audio_streams: 1,
+            subtitles: Vec::new(),
         };
         let out = |preset, start: Option<f64>, duration: Option<f64>| OutputRequest {
             start,

@@ -274,10 +274,12 @@ mod tests {
                 pix_fmt: Some("yuv420p".into()),
                 frame_rate: Some(25.0),
                 rotation,
+                closed_captions: false,
             }),
             audio: Some(AudioStream { codec: "aac".into(), channels: Some(2), sample_rate: Some(48000) }),
             video_streams: 1,
             audio_streams: 1,
+            subtitles: Vec::new(),
         }
     }
 

@@ -9,12 +9,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::super::{Inner, JobError};
+use super::Whole;
 use crate::domain::cmaf::CmafError;
 use crate::domain::delivery::VideoCodec;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::job::{JobMessage, JobSpec};
 use crate::domain::keys::segment_file_key;
-use crate::domain::plan::{CMAF_FOLDER, PlannedOutput, stitched_package};
+use crate::domain::plan::{CMAF_FOLDER, PlannedOutput, embedded_plan, stitched_package};
 use crate::domain::preset::Preset;
 use crate::domain::split::{
     Rendition, SplitRecord, first_video_pts, is_stitched, playlist_segments, retime_playlist, stitch_args,
@@ -23,11 +24,13 @@ use crate::media::ffmpeg::{Bounds, FfmpegProgress, run_ffmpeg};
 use crate::media::fragmented::{FragmentedError, JoinedFile};
 
 /// Joins every rendition's segments (their timestamps already continue one another) and
-/// muxes them with the audio into the outputs, by stream copy.
+/// muxes them with the audio into the outputs, by stream copy; a `cmaf` output's embedded
+/// captions come from the whole source (`whole`).
 /// Returns the outputs it made, as planned outputs.
 pub(super) async fn stitch(
     inner: &Inner,
     message: &JobMessage,
+    whole: &Whole<'_>,
     record: &SplitRecord,
     dir: &Path,
     out_dir: &Path,
@@ -71,7 +74,9 @@ pub(super) async fn stitch(
     }
     let mut planned = planned(job, record);
     if let Some(output) = cmaf {
-        let package = stitched_package(output, &cmaf_rungs(record), audio.is_some());
+        let mut embedded = embedded_plan(output, whole.media);
+        embedded.source = whole.path.to_path_buf();
+        let package = stitched_package(output, &cmaf_rungs(record), audio.is_some(), embedded);
         super::super::cmaf::package(inner, out_dir, &package, stop).await?;
         let note = format!("{}; stitched from {} segments", package.note(), record.pieces.len());
         let file = output.preset.file_name().to_string();

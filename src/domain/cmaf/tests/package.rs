@@ -112,23 +112,26 @@ fn an_added_track_is_announced_by_both_manifests() {
 }
 
 #[test]
-fn a_track_in_a_language_the_package_has_replaces_it() {
+fn tracks_may_share_a_language_and_are_removed_by_it() {
     let mut package = package();
     package.add_caption("en", "English", "captions-en.vtt");
-    package.add_caption("fr", "Français", "captions-fr.vtt");
+    package.add_caption("fr", "Français", "captions-fr_s3.vtt");
     assert!(package.has_language("EN"));
-    package.add_caption("en", "English (SDH)", "captions-en.vtt");
-    assert_eq!(package.captions.len(), 2);
+    package.add_caption("en", "English (SDH)", "captions-en_s2.vtt");
+    assert_eq!(package.captions.len(), 3);
     let master = package.master().unwrap();
-    assert_eq!(master.matches("TYPE=SUBTITLES").count(), 2);
-    assert!(master.contains("NAME=\"English (SDH)\"") && !master.contains("NAME=\"English\""));
-    assert_eq!(package.manifest().unwrap().matches("contentType=\"text\"").count(), 2);
+    assert_eq!(master.matches("TYPE=SUBTITLES").count(), 3);
+    assert!(master.contains("NAME=\"English (SDH)\"") && master.contains("NAME=\"English\""));
+    assert_eq!(package.manifest().unwrap().matches("contentType=\"text\"").count(), 3);
 
+    let english = package.remove_captions("EN");
+    let files: Vec<&str> = english.iter().map(|c| c.vtt.as_str()).collect();
+    assert_eq!(files, ["captions-en.vtt", "captions-en_s2.vtt"]);
+    assert_eq!(package.master().unwrap().matches("TYPE=SUBTITLES").count(), 1);
     // With no track left, the variants name no subtitles group.
-    package.remove_caption("en");
-    let removed = package.remove_caption("fr").unwrap();
-    assert_eq!(removed.vtt, "captions-fr.vtt");
-    assert!(package.remove_caption("fr").is_none());
+    let removed = package.remove_captions("fr");
+    assert_eq!(removed[0].playlist, "captions-fr_s3.m3u8");
+    assert!(package.remove_captions("fr").is_empty());
     assert_eq!(package.master().unwrap(), self::package().master().unwrap());
     assert_eq!(package.manifest().unwrap(), self::package().manifest().unwrap());
 }
