@@ -334,6 +334,7 @@ mod tests {
             import: None,
             qc: None,
             loudness: None,
+            watermark: None,
         }
     }
 

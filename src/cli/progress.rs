@@ -239,6 +239,7 @@ mod tests {
             import: None,
             qc: None,
             loudness: None,
+            watermark: None,
         };
         let mut s = JobStatus::queued(&job, attempt, 5, chrono::Utc::now());
         s.state = state;

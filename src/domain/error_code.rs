@@ -68,6 +68,7 @@ error_codes! {
     InvalidOption => "invalid_option",
     QcFailed => "qc_failed",
     InvalidCaptions => "invalid_captions",
+    InvalidWatermark => "invalid_watermark",
     // The transcode and its outputs.
     TranscodeFailed => "transcode_failed",
     OutputConflict => "output_conflict",
@@ -149,6 +150,9 @@ impl ErrorCode {
             InvalidOption => "an output option does not fit this source",
             QcFailed => "the source failed the job's quality checks",
             InvalidCaptions => "a caption file of the job is missing, too large, or not SubRip, WebVTT or SCC",
+            InvalidWatermark => {
+                "the watermark image is missing, too large, or not one PNG, JPEG or WebP picture of at most 4096 pixels a side"
+            }
             TranscodeFailed => "ffmpeg could not transcode the source",
             OutputConflict => "the job's output folder holds another job's manifest",
             FetchRefused => "the source URL was refused",

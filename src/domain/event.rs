@@ -249,6 +249,7 @@ fn object_to_job(
         import: None,
         qc: None,
         loudness: None,
+        watermark: None,
     };
     Ok(Some(JobMessage::new(job, 1)))
 }

@@ -23,3 +23,4 @@ pub mod scoring;
 pub mod split;
 pub mod status;
 pub mod tenant;
+pub mod watermark;

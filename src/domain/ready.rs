@@ -173,6 +173,7 @@ mod tests {
                 import: None,
                 qc: None,
                 loudness: None,
+                watermark: None,
             },
             1,
         )

@@ -24,6 +24,7 @@ use crate::domain::preset::Preset;
 use crate::domain::qc::QcSettings;
 use crate::domain::split::SplitRequest;
 use crate::domain::status::{JobState, JobStatus};
+use crate::domain::watermark::WatermarkSettings;
 use crate::ledger::LedgerError;
 use crate::queue::{Queue, SendOptions};
 use crate::storage::StorageError;
@@ -47,6 +48,8 @@ pub struct NewJob {
     pub qc: Option<QcSettings>,
     /// The job's loudness target (or measure-only request).
     pub loudness: Option<LoudnessSettings>,
+    /// The job's image watermark.
+    pub watermark: Option<WatermarkSettings>,
     /// A failed job asked for again ([`NewJob::again`]): an import the old job stored is pinned
     /// like any source. A new job's import is fetched whatever the key holds (an object left
     /// there belongs to no live job of this id), so its source is not looked up at all.
@@ -68,6 +71,7 @@ impl NewJob {
             import: None,
             qc: None,
             loudness: None,
+            watermark: None,
             again: false,
         }
     }
@@ -91,6 +95,7 @@ impl NewJob {
             import: old.import.clone(),
             qc: old.qc.as_deref().cloned(),
             loudness: old.loudness,
+            watermark: old.watermark.clone(),
             again: true,
         }
     }
@@ -125,6 +130,7 @@ impl NewJob {
             && job.split == self.split
             && job.qc.as_deref() == self.qc.as_ref()
             && job.loudness == self.loudness
+            && job.watermark == self.watermark
     }
 
     /// The job's spec, pinned to `pin`, validated.
@@ -140,6 +146,7 @@ impl NewJob {
             import: self.import,
             qc: self.qc.map(Box::new),
             loudness: self.loudness,
+            watermark: self.watermark,
         };
         job.validate()?;
         Ok(job)

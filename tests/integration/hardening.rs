@@ -61,6 +61,7 @@ fn job(job_id: &str, source_key: &str, outputs: Vec<OutputRequest>) -> JobSpec {
         import: None,
         qc: None,
         loudness: None,
+        watermark: None,
     }
 }
 

@@ -28,6 +28,7 @@ fn spec(job_id: &str) -> JobSpec {
         import: None,
         qc: None,
         loudness: None,
+        watermark: None,
     }
 }
 
@@ -175,6 +176,7 @@ async fn two_workers_one_message_one_transcode(kind: Kind) {
         import: None,
         qc: None,
         loudness: None,
+        watermark: None,
     };
     let message = JobMessage::new(job, 1).to_json();
     for _ in 0..2 {

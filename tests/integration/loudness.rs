@@ -81,6 +81,7 @@ async fn submit(d: &Deployment, key: &str, outputs: &[Preset], loudness: Value, 
         import: None,
         qc: None,
         loudness: Some(loudness),
+        watermark: None,
     };
     job.validate().expect("a valid job");
     d.queues().ready.send(&JobMessage::new(job, 1).to_json(), SendOptions::default()).await.expect("send");

@@ -231,6 +231,7 @@ async fn corpus_through_the_worker() {
             import: None,
             qc: None,
             loudness: None,
+            watermark: None,
         };
         job.validate().unwrap();
         d.queues().ready.send(&JobMessage::new(job, 1).to_json(), SendOptions::default()).await.unwrap();

@@ -157,6 +157,7 @@ fn spec(job_id: &str, source_key: &str) -> JobSpec {
         import: None,
         qc: None,
         loudness: None,
+        watermark: None,
     }
 }
 

@@ -72,6 +72,7 @@ pub(crate) async fn submit(
         import: None,
         qc: qc.map(Box::new),
         loudness: None,
+        watermark: None,
     };
     job.validate().expect("a valid job");
     d.queues().ready.send(&JobMessage::new(job, 1).to_json(), SendOptions::default()).await.expect("send");
