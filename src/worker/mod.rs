@@ -38,6 +38,7 @@ mod settle;
 mod source;
 mod split;
 mod transcode;
+mod watermark;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -61,7 +61,7 @@ pub struct CmafRendition {
 pub(super) fn cmaf(
     output: &OutputRequest,
     media: &MediaInfo,
-    af: Option<&str>,
+    (af, pad): (Option<&str>, &str),
     out_dir: &Path,
 ) -> (String, Vec<OsString>, CmafPackage) {
     let codecs = output.codecs.clone().unwrap_or_else(|| DEFAULT_CODECS.to_vec());
@@ -95,7 +95,7 @@ pub(super) fn cmaf(
     let heights: Vec<u32> = rungs.iter().map(|(_, h, _)| *h).collect();
     let captions = output.captions.clone().unwrap_or_default();
     let package = CmafPackage { folder: FOLDER.into(), packaging, renditions, captions };
-    (graph(&heights), blocks, package)
+    (graph(pad, &heights), blocks, package)
 }
 
 /// The muxer of a rendition: fragmented MP4 with an empty `moov` up front, CMAF brands, and
@@ -132,16 +132,16 @@ pub fn stitched_package(output: &OutputRequest, rungs: &[u32], audio: bool) -> C
 }
 
 /// One decode scaled once per distinct rung size, each size split among the codecs that have
-/// it: output `i` is labelled `[cv<i>]`, in the order of `heights`.
-fn graph(heights: &[u32]) -> String {
+/// it: output `i` is labelled `[cv<i>]`, in the order of `heights`. `pad`: the picture's.
+fn graph(pad: &str, heights: &[u32]) -> String {
     let mut sizes: Vec<u32> = heights.to_vec();
     sizes.sort_unstable_by(|a, b| b.cmp(a));
     sizes.dedup();
     let mut chains = Vec::new();
     let fan = if sizes.len() == 1 {
-        "[0:v:0]null[cs0]".to_string()
+        format!("[{pad}]null[cs0]")
     } else {
-        format!("[0:v:0]split={}{}", sizes.len(), (0..sizes.len()).map(|j| format!("[cs{j}]")).collect::<String>())
+        format!("[{pad}]split={}{}", sizes.len(), (0..sizes.len()).map(|j| format!("[cs{j}]")).collect::<String>())
     };
     chains.push(fan);
     for (j, size) in sizes.iter().enumerate() {
@@ -192,8 +192,12 @@ mod tests {
 
     #[test]
     fn every_codec_has_its_rungs_from_one_scale_per_size() {
-        let (graph, blocks, package) =
-            cmaf(&request(&[VideoCodec::H264, VideoCodec::Av1], None), &media(1280, 720, true), None, Path::new("/o"));
+        let (graph, blocks, package) = cmaf(
+            &request(&[VideoCodec::H264, VideoCodec::Av1], None),
+            &media(1280, 720, true),
+            (None, "0:v:0"),
+            Path::new("/o"),
+        );
         let names: Vec<&str> = package.renditions.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["h264-720p", "h264-480p", "h264-360p", "av1-720p", "av1-480p", "av1-360p", "audio"]);
         assert_eq!(graph.matches("scale=").count(), 3, "{graph}");
@@ -222,7 +226,7 @@ mod tests {
         let (graph, blocks, package) = cmaf(
             &request(&[VideoCodec::Hevc], Some(Packaging::SingleFile)),
             &media(640, 360, false),
-            None,
+            (None, "0:v:0"),
             Path::new("/o"),
         );
         assert_eq!(
@@ -241,8 +245,12 @@ mod tests {
 
     #[test]
     fn a_small_source_gets_one_rung_per_codec_at_its_size() {
-        let (_, _, package) =
-            cmaf(&request(&[VideoCodec::H264, VideoCodec::Hevc], None), &media(320, 240, true), None, Path::new("/o"));
+        let (_, _, package) = cmaf(
+            &request(&[VideoCodec::H264, VideoCodec::Hevc], None),
+            &media(320, 240, true),
+            (None, "0:v:0"),
+            Path::new("/o"),
+        );
         let names: Vec<&str> = package.renditions.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["h264-240p", "hevc-240p", "audio"]);
     }
