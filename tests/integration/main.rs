@@ -24,4 +24,5 @@ mod playback;
 mod quality;
 mod split;
 mod support;
+mod watermark;
 mod worker;
