@@ -265,7 +265,7 @@ mod tests {
         let ctx = EventContext { layout: &layout, default_presets: &[Preset::Mp4H264] };
         Ok(match ReadyMessage::parse(body, &ctx)? {
             ReadyMessage::S3Event { jobs, ignored, invalid } => Parsed { jobs, ignored, invalid },
-            ReadyMessage::Job(job) => Parsed { jobs: vec![job], ..Parsed::default() },
+            ReadyMessage::Job(job) => Parsed { jobs: vec![*job], ..Parsed::default() },
             ReadyMessage::Segment(segment) => panic!("a segment: {segment:?}"),
         })
     }

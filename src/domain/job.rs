@@ -61,7 +61,7 @@ pub struct JobSpec {
     pub loudness: Option<LoudnessSettings>,
     /// An image drawn over every video output, from the caller's uploads (`docs/api.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub watermark: Option<WatermarkSettings>,
+    pub watermark: Option<Box<WatermarkSettings>>,
 }
 
 /// A source to fetch from a URL (`input.url` in `POST /v1/jobs`).

@@ -30,7 +30,7 @@ pub enum ReadyMessage {
         invalid: Vec<InvalidRecord>,
     },
     /// One attempt of one job (a submission, a retry, a recovery, a requeue).
-    Job(JobMessage),
+    Job(Box<JobMessage>),
     /// One segment of a split job, offered by its coordinator.
     Segment(SegmentTask),
 }
@@ -83,7 +83,7 @@ impl ReadyMessage {
     pub fn into_jobs(self) -> Vec<JobMessage> {
         match self {
             ReadyMessage::S3Event { jobs, .. } => jobs,
-            ReadyMessage::Job(job) => vec![job],
+            ReadyMessage::Job(job) => vec![*job],
             ReadyMessage::Segment(_) => Vec::new(),
         }
     }
@@ -116,7 +116,7 @@ fn parse_value(value: Value, ctx: &EventContext<'_>, depth: u8) -> Result<ReadyM
         return parse_segment_message(value).map(ReadyMessage::Segment);
     }
     if map.contains_key("job") || map.contains_key("version") {
-        return parse_job_message(value).map(ReadyMessage::Job);
+        return parse_job_message(value).map(|job| ReadyMessage::Job(Box::new(job)));
     }
     Err(PoisonError::UnknownShape)
 }
@@ -217,7 +217,7 @@ mod tests {
             assert_eq!(parsed.clone().into_jobs().len(), jobs, "{what}");
         }
         match ReadyMessage::parse(&job("j1").to_json(), &ctx) {
-            Ok(ReadyMessage::Job(message)) => assert_eq!(message, job("j1")),
+            Ok(ReadyMessage::Job(message)) => assert_eq!(*message, job("j1")),
             other => panic!("a job message: {other:?}"),
         }
         let body = serde_json::to_string(&SegmentMessage { version: job("x").version, segment: segment.clone() });

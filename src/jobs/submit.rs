@@ -95,7 +95,7 @@ impl NewJob {
             import: old.import.clone(),
             qc: old.qc.as_deref().cloned(),
             loudness: old.loudness,
-            watermark: old.watermark.clone(),
+            watermark: old.watermark.as_deref().cloned(),
             again: true,
         }
     }
@@ -130,7 +130,7 @@ impl NewJob {
             && job.split == self.split
             && job.qc.as_deref() == self.qc.as_ref()
             && job.loudness == self.loudness
-            && job.watermark == self.watermark
+            && job.watermark.as_deref() == self.watermark.as_ref()
     }
 
     /// The job's spec, pinned to `pin`, validated.
@@ -146,7 +146,7 @@ impl NewJob {
             import: self.import,
             qc: self.qc.map(Box::new),
             loudness: self.loudness,
-            watermark: self.watermark,
+            watermark: self.watermark.map(Box::new),
         };
         job.validate()?;
         Ok(job)

@@ -56,7 +56,7 @@ async fn try_handle(inner: &Arc<Inner>, message: Received, permit: OwnedSemaphor
             start_segment(inner, message, task, permit);
             return Ok(());
         }
-        Ok(ReadyMessage::Job(job)) => job,
+        Ok(ReadyMessage::Job(job)) => *job,
         Ok(ReadyMessage::S3Event { jobs, ignored, invalid }) => {
             for invalid in &invalid {
                 tracing::warn!(message_id = %message.message_id, reason = %invalid.code, error = %invalid.reason, "Dead-lettering an unusable S3 record.");

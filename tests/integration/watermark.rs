@@ -81,7 +81,7 @@ async fn submit(d: &Deployment, key: &str, id: &str, presets: &[Preset], image: 
         import: None,
         qc: None,
         loudness: None,
-        watermark: Some(settings(image)),
+        watermark: Some(Box::new(settings(image))),
     };
     job.validate().expect("a valid job");
     d.queues().ready.send(&JobMessage::new(job, 1).to_json(), SendOptions::default()).await.expect("send");
