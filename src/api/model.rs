@@ -116,6 +116,12 @@ pub struct CreateJobRequest {
     /// "measure"` only reports the measurement in the manifest (`docs/api.md`).
     #[serde(default)]
     pub loudness: Option<crate::domain::loudness::LoudnessSettings>,
+    /// An image among the caller's uploads drawn over every video output, at a corner or the
+    /// centre, sized relative to the video's width, with an opacity and an optional time window
+    /// and fade (`docs/api.md`). A missing image, or another tenant's, is refused (422
+    /// `watermark_not_found`); one the worker cannot use fails the job (`invalid_watermark`).
+    #[serde(default)]
+    pub watermark: Option<crate::domain::watermark::WatermarkSettings>,
 }
 
 /// `POST /v1/jobs/{id}/captions`: caption tracks to add to a completed job's `cmaf` output.

@@ -335,6 +335,7 @@ mod tests {
             qc: None,
             loudness: None,
             repackage: None,
+            watermark: None,
         }
     }
 

@@ -216,6 +216,7 @@ mod tests {
                 qc: None,
                 loudness: None,
                 repackage: None,
+                watermark: None,
             };
             // Written as records directly: this test is about reading them back.
             let mut status = JobStatus::queued(&job, 1, 3, now - chrono::Duration::minutes(minutes_ago));

@@ -28,9 +28,10 @@ use self::webhook::WebhookCommand;
 use crate::backend::{self, Backend};
 use crate::config::{self, BackendKind, Config};
 use crate::domain::job::OutputRequest;
-use crate::domain::plan::plan;
+use crate::domain::plan::{Decisions, plan, plan_with};
 use crate::domain::preset::Preset;
 use crate::domain::probe::{AudioStream, MediaInfo, VideoStream};
+use crate::domain::watermark::WatermarkSettings;
 use crate::media::probe::{Probed, probe};
 use crate::telemetry;
 use crate::worker::{RunMode, Worker};
@@ -129,6 +130,12 @@ enum Command {
         /// Folder the outputs would be written to.
         #[arg(long, default_value = "out")]
         out: PathBuf,
+        /// A local image drawn as the job's watermark (with `--watermark-settings`).
+        #[arg(long, value_name = "IMAGE", requires = "watermark_settings")]
+        watermark: Option<PathBuf>,
+        /// The job's `watermark` setting, as JSON (its `key` is not read).
+        #[arg(long, value_name = "JSON", requires = "watermark")]
+        watermark_settings: Option<String>,
     },
     /// Print a shell completion script.
     ///
@@ -183,7 +190,10 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             print_presets(*json)?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Plan { file, presets, out } => return print_plan(file, presets, out).await,
+        Command::Plan { file, presets, out, watermark, watermark_settings } => {
+            let watermark = watermark.as_deref().zip(watermark_settings.as_deref());
+            return print_plan(file, presets, out, watermark).await;
+        }
         _ => {}
     }
     let backend = backend::connect(&config).await?;
@@ -218,13 +228,28 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
 }
 
 /// `plan`: the ffmpeg arguments and folders a file's presets would produce, as JSON.
-async fn print_plan(file: &Path, presets: &[Preset], out: &Path) -> anyhow::Result<ExitCode> {
+async fn print_plan(
+    file: &Path,
+    presets: &[Preset],
+    out: &Path,
+    watermark: Option<(&Path, &str)>,
+) -> anyhow::Result<ExitCode> {
     if !file.is_file() {
         return Err(CliError::NotFound(format!("{} is not a file", file.display())).into());
     }
     let media = probe(file, Duration::from_secs(60), Probed::Source).await?;
     let outputs: Vec<OutputRequest> = presets.iter().map(|&p| OutputRequest::new(p)).collect();
-    let plan = plan(&outputs, &media, file, out)?;
+    let overlay = match watermark {
+        Some((_, json)) => {
+            let settings: WatermarkSettings = serde_json::from_str(json)?;
+            settings.validate().map_err(anyhow::Error::msg)?;
+            settings.overlay(&media)
+        }
+        None => None,
+    };
+    let image = watermark.map(|(image, _)| image);
+    let decisions = Decisions { ladders: &[], audio_filter: None, watermark: overlay.as_ref().zip(image) };
+    let plan = plan_with(&outputs, &media, file, out, &decisions)?;
     let args: Vec<String> = plan.args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     output::emit(&serde_json::json!({"args": args, "folders": plan.folders}).to_string())?;
     Ok(ExitCode::SUCCESS)

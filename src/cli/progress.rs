@@ -240,6 +240,7 @@ mod tests {
             qc: None,
             loudness: None,
             repackage: None,
+            watermark: None,
         };
         let mut s = JobStatus::queued(&job, attempt, 5, chrono::Utc::now());
         s.state = state;

@@ -56,13 +56,14 @@ pub fn audio_filter(filter: Option<&str>) -> Vec<OsString> {
 }
 
 /// A filter graph feeding one decode of the first video stream to several scales: output `i`
-/// (labelled `[<out>i]`) fits the short side to `caps[i]`. `split` names the intermediate pads.
-pub fn fan_out(caps: &[Option<u32>], split: &str, out: &str) -> String {
+/// (labelled `[<out>i]`) fits the short side to `caps[i]`. `input`: the picture's pad
+/// (`0:v:0`, or a watermarked branch); `split` names the intermediate pads.
+pub fn fan_out(input: &str, caps: &[Option<u32>], split: &str, out: &str) -> String {
     let n = caps.len();
     let mut graph = if n == 1 {
-        format!("[0:v:0]null[{split}0];")
+        format!("[{input}]null[{split}0];")
     } else {
-        format!("[0:v:0]split={n}{};", (0..n).map(|i| format!("[{split}{i}]")).collect::<String>())
+        format!("[{input}]split={n}{};", (0..n).map(|i| format!("[{split}{i}]")).collect::<String>())
     };
     let chains: Vec<String> =
         caps.iter().enumerate().map(|(i, cap)| format!("[{split}{i}]{}[{out}{i}]", fit(*cap))).collect();

@@ -69,6 +69,7 @@ error_codes! {
     QcFailed => "qc_failed",
     InvalidCaptions => "invalid_captions",
     PackageNotFound => "package_not_found",
+    InvalidWatermark => "invalid_watermark",
     // The transcode and its outputs.
     TranscodeFailed => "transcode_failed",
     OutputConflict => "output_conflict",
@@ -154,6 +155,9 @@ impl ErrorCode {
             }
             PackageNotFound => {
                 "the completed job's cmaf package is gone, or has no package.json to extend; nothing was packaged"
+            }
+            InvalidWatermark => {
+                "the watermark image is missing, too large, or not one PNG, JPEG or WebP picture of at most 4096 pixels a side"
             }
             TranscodeFailed => "ffmpeg could not transcode the source",
             OutputConflict => "the job's output folder holds another job's manifest",

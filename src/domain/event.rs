@@ -250,6 +250,7 @@ fn object_to_job(
         qc: None,
         loudness: None,
         repackage: None,
+        watermark: None,
     };
     Ok(Some(JobMessage::new(job, 1)))
 }

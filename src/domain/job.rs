@@ -19,6 +19,7 @@ use crate::domain::per_title::QualityTarget;
 use crate::domain::preset::Preset;
 use crate::domain::qc::QcSettings;
 use crate::domain::split::request::SplitRequest;
+use crate::domain::watermark::WatermarkSettings;
 
 pub mod repackage;
 pub use repackage::{Repackage, RepackageError, repackaged_output};
@@ -65,6 +66,9 @@ pub struct JobSpec {
     /// tracks, nothing encoded ([`Repackage`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repackage: Option<Box<Repackage>>,
+    /// An image drawn over every video output, from the caller's uploads (`docs/api.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<Box<WatermarkSettings>>,
 }
 
 /// A source to fetch from a URL (`input.url` in `POST /v1/jobs`).
@@ -282,6 +286,10 @@ impl JobSpec {
         if let Some(loudness) = &self.loudness {
             loudness.validate().map_err(SpecError::Options)?;
         }
+        if let Some(watermark) = &self.watermark {
+            watermark.validate().map_err(SpecError::Options)?;
+            validate_key(&watermark.key).map_err(|e| SpecError::Options(format!("watermark key: {e}")))?;
+        }
         if let Some(import) = &self.import {
             // Some folder of the key is an imports folder (where it lies under the upload prefix
             // is the layout's business): the file's own upload event must make no job.
@@ -403,6 +411,7 @@ pub(crate) fn sample_job() -> JobSpec {
         qc: None,
         loudness: None,
         repackage: None,
+        watermark: None,
     }
 }
 

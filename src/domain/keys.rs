@@ -213,6 +213,11 @@ pub fn piece_file(index: u32) -> String {
     format!("piece-{index:05}.nut")
 }
 
+/// `split/watermark.img`: a split job's checked watermark image, which every segment draws.
+pub fn watermark_key(output_dir: &str) -> String {
+    format!("{}watermark.img", split_dir(output_dir))
+}
+
 /// Piece `index` of the source, as the split pass cut it.
 pub fn piece_key(output_dir: &str, index: u32) -> String {
     format!("{}{}", split_dir(output_dir), piece_file(index))

@@ -24,3 +24,4 @@ pub mod split;
 pub mod status;
 pub mod subtitles;
 pub mod tenant;
+pub mod watermark;

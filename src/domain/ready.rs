@@ -174,6 +174,7 @@ mod tests {
                 qc: None,
                 loudness: None,
                 repackage: None,
+                watermark: None,
             },
             1,
         )

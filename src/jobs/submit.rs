@@ -28,6 +28,7 @@ use crate::domain::preset::Preset;
 use crate::domain::qc::QcSettings;
 use crate::domain::split::SplitRequest;
 use crate::domain::status::{JobState, JobStatus};
+use crate::domain::watermark::WatermarkSettings;
 use crate::ledger::LedgerError;
 use crate::queue::{Queue, SendOptions};
 use crate::storage::StorageError;
@@ -53,6 +54,8 @@ pub struct NewJob {
     pub loudness: Option<LoudnessSettings>,
     /// A job that only packages another job's `cmaf` output again ([`NewJob::repackage`]).
     pub repackage: Option<Repackage>,
+    /// The job's image watermark.
+    pub watermark: Option<WatermarkSettings>,
     /// A failed job asked for again ([`NewJob::again`]): an import the old job stored is pinned
     /// like any source. A new job's import is fetched whatever the key holds (an object left
     /// there belongs to no live job of this id), so its source is not looked up at all.
@@ -75,6 +78,7 @@ impl NewJob {
             qc: None,
             loudness: None,
             repackage: None,
+            watermark: None,
             again: false,
         }
     }
@@ -120,6 +124,7 @@ impl NewJob {
             qc: old.qc.as_deref().cloned(),
             loudness: old.loudness,
             repackage: old.repackage.as_deref().cloned(),
+            watermark: old.watermark.as_deref().cloned(),
             again: true,
         }
     }
@@ -155,6 +160,7 @@ impl NewJob {
             && job.qc.as_deref() == self.qc.as_ref()
             && job.loudness == self.loudness
             && job.repackage.as_deref() == self.repackage.as_ref()
+            && job.watermark.as_deref() == self.watermark.as_ref()
     }
 
     /// The job's spec, pinned to `pin`, validated.
@@ -171,6 +177,7 @@ impl NewJob {
             qc: self.qc.map(Box::new),
             loudness: self.loudness,
             repackage: self.repackage.map(Box::new),
+            watermark: self.watermark.map(Box::new),
         };
         job.validate()?;
         Ok(job)

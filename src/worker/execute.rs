@@ -131,11 +131,16 @@ async fn attempt(
     let qc = super::qc::check(inner, job, tracker, &source.path, &source.media, stop).await?;
     let ladders = super::per_title::analyse(inner, job, tracker, &source.path, &source.media, dir, stop).await?;
     let loudness = super::loudness::analyse(inner, job, tracker, &source.path, &source.media, stop).await?;
+    let watermark = super::watermark::prepare(inner, job, &source.media, dir).await?;
     timings.analysis_ms = millis(clock);
 
     let out_dir = dir.join("out");
     let clock = Instant::now();
-    let decisions = Decisions { ladders: &ladders, audio_filter: loudness.as_ref().and_then(|l| l.audio_filter()) };
+    let decisions = Decisions {
+        ladders: &ladders,
+        audio_filter: loudness.as_ref().and_then(|l| l.audio_filter()),
+        watermark: watermark.as_ref().map(|(overlay, image)| (overlay, image.as_path())),
+    };
     let made = produce(inner, message, tracker, permit, &source, &decisions, dir, &out_dir, stop).await?;
     let probed = commit::probe_outputs(&made, job, &source.media, &out_dir).await?;
     timings.transcode_ms = millis(clock);
@@ -173,6 +178,7 @@ async fn produce(
             media: &source.media,
             etag: source.object.etag.clone(),
             audio_filter: decisions.audio_filter,
+            watermark: decisions.watermark,
         };
         match split::produce(inner, message, tracker, permit, &whole, segment, renditions, dir, out_dir, stop).await? {
             Cut::Stitched(made) => return Ok(made),

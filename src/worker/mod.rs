@@ -39,6 +39,7 @@ mod settle;
 mod source;
 mod split;
 mod transcode;
+mod watermark;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

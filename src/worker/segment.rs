@@ -35,7 +35,7 @@ use super::{Inner, JobError};
 use crate::domain::dead_letter::{DeadLetter, Origin};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::job::retry_delay;
-use crate::domain::keys::{done_key, failed_key, piece_key, progress_key, segment_file_key};
+use crate::domain::keys::{done_key, failed_key, piece_key, progress_key, segment_file_key, watermark_key};
 use crate::domain::split::{
     Piece, SPLIT_VERSION, SegmentDone, SegmentFailed, SegmentMessage, SegmentTask, SplitRecord, describe,
     piece_fraction, segment_args,
@@ -289,7 +289,12 @@ async fn encode_piece(
     let encode_started_at = Utc::now();
     let encode_clock = Instant::now();
     let (sender, mut receiver) = watch::channel(FfmpegProgress::default());
-    let args = segment_args(&piece_path, piece, &record.renditions, &out);
+    let image = folder.join(super::watermark::IMAGE_FILE);
+    if record.watermark.is_some() {
+        inner.storage.get_to_file(&watermark_key(&task.output_dir), &image).await?;
+    }
+    let watermark = record.watermark.as_ref().map(|overlay| (overlay, image.as_path()));
+    let args = segment_args(&piece_path, piece, &record.renditions, &out, watermark);
     let report = async {
         while receiver.changed().await.is_ok() {
             let out_time = receiver.borrow().out_time;

@@ -42,6 +42,7 @@ use crate::domain::split::{
     cut_times, is_stitched, job_progress, parse_pieces, split_args,
 };
 use crate::domain::status::{SegmentTiming, SplitSummary, Stage, TaskTiming};
+use crate::domain::watermark::Overlay;
 use crate::jobs::Attempt;
 use crate::media::ffmpeg::{Bounds, FfmpegProgress, run_ffmpeg};
 use crate::queue::SendOptions;
@@ -58,6 +59,9 @@ pub(super) struct Whole<'a> {
     /// The job's loudness filter: the whole source's audio (and any output made whole) gets
     /// it once, so every segment plays at the same gain.
     pub audio_filter: Option<&'a str>,
+    /// The job's watermark and its checked image: the segments and the outputs made whole
+    /// draw it alike.
+    pub watermark: Option<(&'a Overlay, &'a Path)>,
 }
 
 /// What the coordinator of a split job made of it.
@@ -196,12 +200,16 @@ async fn cut(
         let key = piece_key(&job.output_dir, piece.index);
         inner.storage.put_file(&key, &pieces_dir.join(piece_file(piece.index)), "video/x-nut").await?;
     }
+    if let Some((_, image)) = whole.watermark {
+        super::watermark::store_for_segments(inner, &job.output_dir, image).await?;
+    }
     let record = SplitRecord {
         version: SPLIT_VERSION,
         source_etag: whole.etag.clone(),
         segment_duration,
         pieces,
         renditions,
+        watermark: whole.watermark.map(|(overlay, _)| overlay.clone()),
         worker: inner.config.worker_id.clone(),
         split_ms: 0,
     };
@@ -347,7 +355,7 @@ async fn alongside(
         if rest.is_empty() {
             return Ok((Vec::new(), None));
         }
-        let decisions = Decisions { ladders: &[], audio_filter: whole.audio_filter };
+        let decisions = Decisions { ladders: &[], audio_filter: whole.audio_filter, watermark: whole.watermark };
         let plan = plan_with(&rest, whole.media, whole.path, out_dir, &decisions)
             .map_err(|e| JobError::permanent(e.code(), e.to_string()))?;
         let slot = inner.transcode_slot().await?;

@@ -297,6 +297,7 @@ async fn a_tiny_scratch_disk(kind: Kind) {
         qc: None,
         loudness: None,
         repackage: None,
+        watermark: None,
     };
     d.queues().ready.send(&JobMessage::new(job, 1).to_json(), SendOptions::default()).await.unwrap();
     let logs = d.drain_with(&[("MEDIA_WORK_DIR", scratch.as_str())]).await;

@@ -62,6 +62,7 @@ fn job(job_id: &str, source_key: &str, outputs: Vec<OutputRequest>) -> JobSpec {
         qc: None,
         loudness: None,
         repackage: None,
+        watermark: None,
     }
 }
 

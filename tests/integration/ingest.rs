@@ -390,6 +390,7 @@ async fn url_imports_are_fetched_by_the_worker_and_refused_when_unsafe(kind: Kin
         qc: None,
         loudness: None,
         repackage: None,
+        watermark: None,
     };
     media_worker::jobs::submit(&d.store(), d.queues().ready.as_ref(), &named, 2).await.expect("submit");
     let named_logs = d.drain_with(&[("MEDIA_IMPORT_ALLOW_LOOPBACK", "false")]).await;

@@ -70,6 +70,7 @@ fn status(id: &str, tenant: Option<&str>, minute: i64) -> JobStatus {
         qc: None,
         loudness: None,
         repackage: None,
+        watermark: None,
     };
     let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::minutes(minute);
     JobStatus::queued(&job, 1, 3, at)

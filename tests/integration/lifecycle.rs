@@ -29,6 +29,7 @@ fn spec(job_id: &str) -> JobSpec {
         qc: None,
         loudness: None,
         repackage: None,
+        watermark: None,
     }
 }
 
@@ -177,6 +178,7 @@ async fn two_workers_one_message_one_transcode(kind: Kind) {
         qc: None,
         loudness: None,
         repackage: None,
+        watermark: None,
     };
     let message = JobMessage::new(job, 1).to_json();
     for _ in 0..2 {

@@ -82,6 +82,7 @@ async fn submit(d: &Deployment, key: &str, outputs: &[Preset], loudness: Value, 
         qc: None,
         loudness: Some(loudness),
         repackage: None,
+        watermark: None,
     };
     job.validate().expect("a valid job");
     d.queues().ready.send(&JobMessage::new(job, 1).to_json(), SendOptions::default()).await.expect("send");

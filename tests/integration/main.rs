@@ -26,4 +26,5 @@ mod quality;
 mod recaption;
 mod split;
 mod support;
+mod watermark;
 mod worker;

@@ -232,6 +232,7 @@ async fn corpus_through_the_worker() {
             qc: None,
             loudness: None,
             repackage: None,
+            watermark: None,
         };
         job.validate().unwrap();
         d.queues().ready.send(&JobMessage::new(job, 1).to_json(), SendOptions::default()).await.unwrap();

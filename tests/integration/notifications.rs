@@ -158,6 +158,7 @@ fn spec(job_id: &str, source_key: &str) -> JobSpec {
         qc: None,
         loudness: None,
         repackage: None,
+        watermark: None,
     }
 }
 

@@ -74,6 +74,7 @@ pub(crate) async fn submit(
         qc: qc.map(Box::new),
         loudness: None,
         repackage: None,
+        watermark: None,
     };
     job.validate().expect("a valid job");
     d.queues().ready.send(&JobMessage::new(job, 1).to_json(), SendOptions::default()).await.expect("send");

@@ -24,7 +24,7 @@ pub fn probe_args(source: &Path, window: &Window, rungs: &[ProbeRung]) -> Vec<Os
     args.extend(strings(&["-ss", &seconds(window.start), "-t", &seconds(window.duration), "-i"]));
     args.push(source.as_os_str().to_owned());
     let caps: Vec<Option<u32>> = rungs.iter().map(|r| Some(r.height)).collect();
-    args.extend(strings(&["-filter_complex", &fan_out(&caps, "ps", "pv")]));
+    args.extend(strings(&["-filter_complex", &fan_out("0:v:0", &caps, "ps", "pv")]));
     for (i, rung) in rungs.iter().enumerate() {
         let mut block = strings(&["-map", &format!("[pv{i}]"), "-an", "-sn", "-dn", "-map_metadata", "-1"]);
         block.extend(x264(rung.crf, rung.cap_kbps));

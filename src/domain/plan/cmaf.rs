@@ -83,11 +83,12 @@ pub struct CmafRendition {
 
 /// The filter graph, the output blocks (one per rendition) and the package of a `cmaf` output.
 /// `ladder`: a per-title decision, if the output has a quality target; `af`: the audio
-/// rendition's filter (the job's loudness), if any.
+/// rendition's filter (the job's loudness), if any; `pad`: the picture the rungs scale (the
+/// source's, or the watermarked one).
 pub(super) fn cmaf(
     output: &OutputRequest,
     media: &MediaInfo,
-    (ladder, af): (Option<&LadderDecision>, Option<&str>),
+    (ladder, af, pad): (Option<&LadderDecision>, Option<&str>, &str),
     out_dir: &Path,
 ) -> (String, Vec<OsString>, CmafPackage) {
     let packaging = output.packaging.unwrap_or_default();
@@ -118,7 +119,7 @@ pub(super) fn cmaf(
     let captions = output.captions.clone().unwrap_or_default();
     let embedded = embedded_plan(output, media);
     let package = CmafPackage { folder: FOLDER.into(), packaging, renditions, captions, embedded };
-    (graph(&heights), blocks, package)
+    (graph(pad, &heights), blocks, package)
 }
 
 /// Every video rung of a `cmaf` output: codec, short side, rate cap (kb/s) and CRF, codec by
@@ -188,16 +189,16 @@ pub fn stitched_package(
 }
 
 /// One decode scaled once per distinct rung size, each size split among the codecs that have
-/// it: output `i` is labelled `[cv<i>]`, in the order of `heights`.
-fn graph(heights: &[u32]) -> String {
+/// it: output `i` is labelled `[cv<i>]`, in the order of `heights`. `pad`: the picture's.
+fn graph(pad: &str, heights: &[u32]) -> String {
     let mut sizes: Vec<u32> = heights.to_vec();
     sizes.sort_unstable_by(|a, b| b.cmp(a));
     sizes.dedup();
     let mut chains = Vec::new();
     let fan = if sizes.len() == 1 {
-        "[0:v:0]null[cs0]".to_string()
+        format!("[{pad}]null[cs0]")
     } else {
-        format!("[0:v:0]split={}{}", sizes.len(), (0..sizes.len()).map(|j| format!("[cs{j}]")).collect::<String>())
+        format!("[{pad}]split={}{}", sizes.len(), (0..sizes.len()).map(|j| format!("[cs{j}]")).collect::<String>())
     };
     chains.push(fan);
     for (j, size) in sizes.iter().enumerate() {
@@ -253,7 +254,7 @@ mod tests {
         let (graph, blocks, package) = cmaf(
             &request(&[VideoCodec::H264, VideoCodec::Av1], None),
             &media(1280, 720, true),
-            (None, None),
+            (None, None, "0:v:0"),
             Path::new("/o"),
         );
         let names: Vec<&str> = package.renditions.iter().map(|r| r.name.as_str()).collect();
@@ -284,7 +285,7 @@ mod tests {
         let (graph, blocks, package) = cmaf(
             &request(&[VideoCodec::Hevc], Some(Packaging::SingleFile)),
             &media(640, 360, false),
-            (None, None),
+            (None, None, "0:v:0"),
             Path::new("/o"),
         );
         assert_eq!(
@@ -306,7 +307,7 @@ mod tests {
         let (_, _, package) = cmaf(
             &request(&[VideoCodec::H264, VideoCodec::Hevc], None),
             &media(320, 240, true),
-            (None, None),
+            (None, None, "0:v:0"),
             Path::new("/o"),
         );
         let names: Vec<&str> = package.renditions.iter().map(|r| r.name.as_str()).collect();
@@ -341,7 +342,8 @@ mod tests {
                 (VideoCodec::Av1, 360, 440, 33),
             ]
         );
-        let (_, blocks, package) = cmaf(&output, &media(1280, 720, true), (Some(&decision), None), Path::new("/o"));
+        let (_, blocks, package) =
+            cmaf(&output, &media(1280, 720, true), (Some(&decision), None, "0:v:0"), Path::new("/o"));
         let names: Vec<&str> = package.renditions.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["h264-720p", "h264-360p", "av1-720p", "av1-360p", "audio"]);
         assert!(text(&blocks).contains("-crf 27 -maxrate 2800k"));
@@ -366,7 +368,7 @@ mod tests {
         source.subtitles = vec![stream(2, "subrip", "fre"), stream(3, "hdmv_pgs_subtitle", "eng")];
         let sidecar = CaptionTrack { key: "uploads/en.srt".into(), language: "en".into(), name: None };
         let output = OutputRequest { captions: Some(vec![sidecar]), ..request(&[VideoCodec::H264], None) };
-        let (_, _, package) = cmaf(&output, &source, (None, None), Path::new("/o"));
+        let (_, _, package) = cmaf(&output, &source, (None, None, "0:v:0"), Path::new("/o"));
         assert_eq!(
             package.note(),
             "segments: h264-360p, audio; captions: en (upload), fr (source stream 2); \
@@ -376,7 +378,7 @@ mod tests {
         assert_eq!(stitched.note(), package.note());
 
         let without = OutputRequest { embedded_captions: Some(false), ..output };
-        let (_, _, package) = cmaf(&without, &source, (None, None), Path::new("/o"));
+        let (_, _, package) = cmaf(&without, &source, (None, None, "0:v:0"), Path::new("/o"));
         assert_eq!(package.embedded, EmbeddedPlan::default());
         assert_eq!(package.note(), "segments: h264-360p, audio; captions: en (upload)");
     }

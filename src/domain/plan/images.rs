@@ -1,6 +1,8 @@
-//! The storyboard: a sprite sheet of thumbnails and the WebVTT cues that point into it.
+//! The picture outputs' filters: the storyboard (a sprite sheet of thumbnails and the WebVTT
+//! cues that point into it) and the GIF.
 
 use crate::domain::args::seconds;
+use crate::domain::job::OutputRequest;
 use crate::domain::probe::MediaInfo;
 
 /// Storyboard thumbnails: width in pixels, at most this many per sprite sheet, ten per row.
@@ -38,4 +40,18 @@ pub(super) fn storyboard(media: &MediaInfo) -> (String, String) {
 fn vtt_time(seconds: f64) -> String {
     let ms = (seconds * 1000.0).round() as u64;
     format!("{:02}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+}
+
+/// The GIF's filter: its clip (from `start`, 1 to 3 s unless `duration` says), at 12 fps and at
+/// most 480 px wide, with a palette made for it.
+pub(super) fn gif_filter(output: &OutputRequest, media: &MediaInfo) -> String {
+    let duration = media.duration_seconds.unwrap_or(0.0);
+    let start = output.start.unwrap_or(0.0);
+    let length = output.duration.unwrap_or_else(|| (duration - start).clamp(1.0, 3.0));
+    format!(
+        "trim=start={}:duration={},setpts=PTS-STARTPTS,fps=12,scale=w='min(iw,480)':h=-2:flags=lanczos,\
+         split[g0][g1];[g0]palettegen=stats_mode=diff[gp];[g1][gp]paletteuse=dither=bayer",
+        seconds(start),
+        seconds(length)
+    )
 }

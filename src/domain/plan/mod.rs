@@ -22,6 +22,9 @@ use crate::domain::probe::MediaInfo;
 pub const HLS_CRF: u32 = 23;
 mod cmaf;
 mod images;
+mod watermark;
+
+use watermark::VideoFeed;
 
 pub use cmaf::{CMAF_FOLDER, CmafPackage, CmafRendition, cmaf_fragmenting, embedded_plan, stitched_package};
 /// Codecs an MP4 can carry as they are (and that players handle), for `remux-mp4`.
@@ -91,6 +94,10 @@ pub struct Decisions<'a> {
     /// The audio filter of the job's loudness setting ([`crate::domain::loudness`]), given to
     /// every output that encodes audio (`-af`); an output that copies its audio is left as is.
     pub audio_filter: Option<&'a str>,
+    /// The job's watermark as drawn on this source, and the local path of its image: drawn
+    /// once on the source's picture, before any output scales it
+    /// ([`crate::domain::watermark`]).
+    pub watermark: Option<(&'a crate::domain::watermark::Overlay, &'a Path)>,
 }
 
 /// [`plan`], with what the analysis decided.
@@ -106,6 +113,7 @@ pub fn plan_with(
     let mut plan =
         Plan { args: Vec::new(), outputs: Vec::new(), folders: Vec::new(), sidecars: Vec::new(), packages: Vec::new() };
     let mut blocks: Vec<Vec<OsString>> = Vec::new();
+    let mut feed = VideoFeed::new(decisions.watermark);
     for (index, output) in outputs.iter().enumerate() {
         let preset = output.preset;
         let ladder = decisions.ladders.get(index).and_then(Option::as_ref);
@@ -116,14 +124,16 @@ pub fn plan_with(
             return Err(PlanError::NoAudio(preset));
         }
         check_window(output, media)?;
-        blocks.push(output_block(output, media, (ladder, decisions.audio_filter), out_dir, &mut plan)?);
+        blocks.push(output_block(output, media, (ladder, decisions.audio_filter), out_dir, &mut plan, &mut feed)?);
     }
 
     // A `cmaf` output's embedded captions are read from the same input, after the run.
     for package in &mut plan.packages {
         package.embedded.source = input.to_path_buf();
     }
-    // Global options (the HLS filter graph) go after the input, before the output blocks.
+    // The watermark's image input, then the global options (the filter graphs), after the
+    // source's input and before the output blocks.
+    args.extend(feed.finish());
     args.append(&mut plan.args);
     for block in blocks {
         args.extend(block);
@@ -140,6 +150,7 @@ fn output_block(
     (ladder, af): (Option<&LadderDecision>, Option<&str>),
     out_dir: &Path,
     plan: &mut Plan,
+    feed: &mut VideoFeed<'_>,
 ) -> Result<Vec<OsString>, PlanError> {
     let preset = output.preset;
     let main = preset.file_name().to_string();
@@ -149,33 +160,36 @@ fn output_block(
     let mut file = out_dir.join(&main).into_os_string();
     match preset {
         Preset::Mp4H264 | Preset::Mp4H264_1080 | Preset::Mp4H264_720 | Preset::Mp4H264_480 => {
-            block.extend(h264_mp4(output, af));
+            block.extend(h264_mp4(output, af, feed));
         }
-        Preset::WebmVp9 => block.extend(webm_vp9(output, af)),
+        Preset::WebmVp9 => block.extend(webm_vp9(output, af, feed)),
         Preset::Hls | Preset::Cmaf => {
-            return Ok(ladder_block(output, media, (ladder, af), out_dir, plan, planned, block));
+            return Ok(ladder_block(output, media, (ladder, af), out_dir, (plan, feed), planned, block));
         }
         Preset::Thumbnail => {
             let duration = media.duration_seconds.unwrap_or(0.0);
             let time = output.time.unwrap_or(duration * 0.1);
             let filter = format!("select='gte(t,{})',{}", seconds(time), fit(Some(720)));
-            block.extend(strings(&["-map", "0:v:0", "-vf", &filter, "-frames:v", "1", "-q:v", "3"]));
+            let (map, vf) = feed.simple(&filter);
+            block.extend(map.into_iter().chain(vf).chain(strings(&["-frames:v", "1", "-q:v", "3"])));
             block.extend(strings(&["-update", "1", "-f", "image2"]));
         }
         Preset::Storyboard => {
             let (filter, vtt) = images::storyboard(media);
-            block.extend(strings(&["-map", "0:v:0", "-vf", &filter, "-frames:v", "1", "-q:v", "4"]));
+            let (map, vf) = feed.simple(&filter);
+            block.extend(map.into_iter().chain(vf).chain(strings(&["-frames:v", "1", "-q:v", "4"])));
             block.extend(strings(&["-update", "1", "-f", "image2"]));
             file = out_dir.join("storyboard.jpg").into_os_string();
             plan.sidecars.push((main, vtt));
             planned.probe_file = "storyboard.jpg".into();
         }
         Preset::Gif => {
-            block.extend(strings(&["-map", "0:v:0", "-vf", &gif_filter(output, media), "-loop", "0", "-f", "gif"]));
+            let (map, vf) = feed.simple(&images::gif_filter(output, media));
+            block.extend(map.into_iter().chain(vf).chain(strings(&["-loop", "0", "-f", "gif"])));
         }
         Preset::Mp3 => block.extend(mp3(output, af)),
         Preset::RemuxMp4 => {
-            let (remux, note) = remux(media, af);
+            let (remux, note) = remux(media, af, feed);
             block.extend(remux);
             planned.note = Some(note);
         }
@@ -186,6 +200,10 @@ fn output_block(
             block.extend(trim(output));
             let scale = fit(output.max_height);
             block.extend(custom.args.iter().map(|a| OsString::from(if a == "{scale}" { scale.as_str() } else { a })));
+            if feed.watermarked() {
+                // An operator's argv maps the source's streams itself: it reads the source.
+                planned.note = Some("no watermark: a preset of this deployment reads the source as it is".into());
+            }
         }
     }
     plan.outputs.push(planned);
@@ -199,12 +217,13 @@ fn ladder_block(
     media: &MediaInfo,
     (ladder, af): (Option<&LadderDecision>, Option<&str>),
     out_dir: &Path,
-    plan: &mut Plan,
+    (plan, feed): (&mut Plan, &mut VideoFeed<'_>),
     mut planned: PlannedOutput,
     mut block: Vec<OsString>,
 ) -> Vec<OsString> {
+    let pad = feed.pad();
     let graph = if output.preset == Preset::Cmaf {
-        let (graph, blocks, package) = cmaf::cmaf(output, media, (ladder, af), out_dir);
+        let (graph, blocks, package) = cmaf::cmaf(output, media, (ladder, af, &pad), out_dir);
         plan.folders.push(package.folder.clone());
         planned.folder = Some(format!("{}/", package.folder));
         planned.note = Some(package.note());
@@ -212,7 +231,7 @@ fn ladder_block(
         block = blocks;
         graph
     } else {
-        let (graph, hls_block, rungs) = hls(output, media, (ladder, af), out_dir);
+        let (graph, hls_block, rungs) = hls(output, media, (ladder, af, &pad), out_dir);
         // The block ends with the variant playlists' path; the master playlist is named by
         // `-master_pl_name` and lands beside their folders, at `hls/master.m3u8`.
         block.extend(hls_block);
@@ -221,17 +240,18 @@ fn ladder_block(
         planned.note = Some(format!("rungs: {}", rungs.join(", ")));
         graph
     };
-    plan.args.extend(strings(&["-filter_complex", &graph]));
+    feed.graph(graph);
     plan.outputs.push(planned);
     block
 }
 
 /// An H.264 MP4 output's streams, encoders and muxer.
-fn h264_mp4(output: &OutputRequest, af: Option<&str>) -> Vec<OsString> {
+fn h264_mp4(output: &OutputRequest, af: Option<&str>, feed: &mut VideoFeed<'_>) -> Vec<OsString> {
     let video = mp4_video(output);
-    let mut block = strings(&["-map", "0:v:0", "-map", "0:a:0?"]);
+    let (mut block, vf) = feed.simple(&fit(video.cap));
+    block.extend(strings(&["-map", "0:a:0?"]));
     block.extend(trim(output));
-    block.extend(strings(&["-vf", &fit(video.cap)]));
+    block.extend(vf);
     block.extend(x264(video.crf, video.maxrate_kbps));
     // The source's own frame times: a variable-rate source (phones) is not padded with
     // repeated frames, and a split job's segments time frames the same way.
@@ -252,10 +272,11 @@ fn mp3(output: &OutputRequest, af: Option<&str>) -> Vec<OsString> {
 }
 
 /// A WebM output's streams, encoders and muxer.
-fn webm_vp9(output: &OutputRequest, af: Option<&str>) -> Vec<OsString> {
-    let mut block = strings(&["-map", "0:v:0", "-map", "0:a:0?"]);
+fn webm_vp9(output: &OutputRequest, af: Option<&str>, feed: &mut VideoFeed<'_>) -> Vec<OsString> {
+    let (mut block, vf) = feed.simple(&fit(output.max_height));
+    block.extend(strings(&["-map", "0:a:0?"]));
     block.extend(trim(output));
-    block.extend(strings(&["-vf", &fit(output.max_height)]));
+    block.extend(vf);
     block.extend(vp9_opus());
     block.extend(audio_filter(af));
     block
@@ -287,20 +308,6 @@ fn vp9_opus() -> Vec<OsString> {
         "-f",
         "webm",
     ])
-}
-
-/// The GIF's filter: its clip (from `start`, 1 to 3 s unless `duration` says), at 12 fps and at
-/// most 480 px wide, with a palette made for it.
-fn gif_filter(output: &OutputRequest, media: &MediaInfo) -> String {
-    let duration = media.duration_seconds.unwrap_or(0.0);
-    let start = output.start.unwrap_or(0.0);
-    let length = output.duration.unwrap_or_else(|| (duration - start).clamp(1.0, 3.0));
-    format!(
-        "trim=start={}:duration={},setpts=PTS-STARTPTS,fps=12,scale=w='min(iw,480)':h=-2:flags=lanczos,\
-         split[g0][g1];[g0]palettegen=stats_mode=diff[gp];[g1][gp]paletteuse=dither=bayer",
-        seconds(start),
-        seconds(length)
-    )
 }
 
 /// How long an output should last, in seconds, when the plan fixes it: the source from the
@@ -428,14 +435,14 @@ pub fn ladder_rungs(
 fn hls(
     output: &OutputRequest,
     media: &MediaInfo,
-    (ladder, af): (Option<&LadderDecision>, Option<&str>),
+    (ladder, af, pad): (Option<&LadderDecision>, Option<&str>, &str),
     out_dir: &Path,
 ) -> (String, Vec<OsString>, Vec<String>) {
     let rungs = ladder_rungs(output, media, ladder);
     let names: Vec<String> = rungs.iter().map(|(h, _, _)| rung_name(*h)).collect();
     let n = rungs.len();
     let caps: Vec<Option<u32>> = rungs.iter().map(|(h, _, _)| Some(*h)).collect();
-    let graph = fan_out(&caps, "hs", "hv");
+    let graph = fan_out(pad, &caps, "hs", "hv");
 
     let audio = media.audio.is_some();
     let mut block = Vec::new();
@@ -476,20 +483,24 @@ fn hls(
 
 /// Stream copy where MP4 and players allow it; otherwise that stream is transcoded (and only
 /// then does the audio get the loudness filter: copied audio is left as it is).
-fn remux(media: &MediaInfo, af: Option<&str>) -> (Vec<OsString>, String) {
-    let mut args = strings(&["-map", "0:v:0?", "-map", "0:a:0?"]);
+/// A watermark goes only into video it transcodes: copied video is the source's as it is.
+fn remux(media: &MediaInfo, af: Option<&str>, feed: &mut VideoFeed<'_>) -> (Vec<OsString>, String) {
+    let copied = media.video.as_ref().is_none_or(|v| MP4_VIDEO_COPY.contains(&v.codec.as_str()));
+    let (mut args, vf) = if copied { (strings(&["-map", "0:v:0?"]), Vec::new()) } else { feed.simple(&fit(None)) };
+    args.extend(strings(&["-map", "0:a:0?"]));
     let mut notes = Vec::new();
     match &media.video {
-        Some(v) if MP4_VIDEO_COPY.contains(&v.codec.as_str()) => {
+        Some(v) if copied => {
             args.extend(strings(&["-c:v", "copy"]));
             if v.codec == "hevc" {
                 // Apple players need the hvc1 tag for HEVC in MP4.
                 args.extend(strings(&["-tag:v", "hvc1"]));
             }
-            notes.push(format!("video copied ({})", v.codec));
+            let unmarked = if feed.watermarked() { ", no watermark" } else { "" };
+            notes.push(format!("video copied ({}){unmarked}", v.codec));
         }
         Some(v) => {
-            args.extend(strings(&["-vf", &fit(None)]));
+            args.extend(vf);
             args.extend(x264(23, 8000));
             notes.push(format!("video transcoded from {} to h264", v.codec));
         }
@@ -614,7 +625,7 @@ mod tests {
     #[test]
     fn the_loudness_filter_goes_to_every_output_that_encodes_audio() {
         let af = "aformat=channel_layouts=stereo,volume=-3.00dB";
-        let decisions = Decisions { ladders: &[], audio_filter: Some(af) };
+        let decisions = Decisions { ladders: &[], audio_filter: Some(af), watermark: None };
         let run = |presets: &[Preset], audio: &str| {
             let outputs: Vec<OutputRequest> = presets.iter().map(|p| OutputRequest::new(*p)).collect();
             let media = media(1280, 720, Some(audio), Some("h264"));

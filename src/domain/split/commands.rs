@@ -10,6 +10,7 @@ use crate::domain::job::OutputRequest;
 use crate::domain::keys::piece_file;
 use crate::domain::plan::{CMAF_FOLDER, cmaf_fragmenting};
 use crate::domain::preset::Preset;
+use crate::domain::watermark::Overlay;
 
 /// Seconds added to every segment timestamp (see the module's invariants).
 const TS_OFFSET: u32 = 10;
@@ -62,12 +63,29 @@ fn keyframe_times(piece: &Piece) -> String {
 
 /// The segment encode: one decode of the piece, split into every rendition, each written as
 /// `out_dir/<rendition file>` with the source's timestamps (plus [`TS_OFFSET`]): MPEG-TS, or
-/// for a `cmaf` rung fragmented MP4 (see [`cmaf_segment`]).
-pub fn segment_args(piece_path: &Path, piece: &Piece, renditions: &[Rendition], out_dir: &Path) -> Vec<OsString> {
+/// for a `cmaf` rung fragmented MP4 (see [`cmaf_segment`]). With the job's watermark (and its
+/// image's local path), the picture is drawn on first, in source time (`-copyts` keeps the
+/// piece's timestamps), so each segment carries what the whole job's frames at the same
+/// instants carry.
+pub fn segment_args(
+    piece_path: &Path,
+    piece: &Piece,
+    renditions: &[Rendition],
+    out_dir: &Path,
+    watermark: Option<(&Overlay, &Path)>,
+) -> Vec<OsString> {
     let mut args = strings(&["-hide_banner", "-nostdin", "-y", "-protocol_whitelist", "file", "-copyts", "-i"]);
     args.push(piece_path.as_os_str().to_owned());
     let caps: Vec<Option<u32>> = renditions.iter().map(|r| r.cap).collect();
-    args.extend(strings(&["-filter_complex", &fan_out(&caps, "s", "r")]));
+    let graph = match watermark {
+        None => fan_out("0:v:0", &caps, "s", "r"),
+        Some((overlay, image)) => {
+            args.extend(strings(&["-protocol_whitelist", "file", "-i"]));
+            args.push(image.as_os_str().to_owned());
+            format!("{};{}", overlay.filter("0:v:0", "1:v:0", "wmv", piece.start), fan_out("wmv", &caps, "s", "r"))
+        }
+    };
+    args.extend(strings(&["-filter_complex", &graph]));
     let keyframes = keyframe_times(piece);
     for (i, rendition) in renditions.iter().enumerate() {
         args.extend(strings(&["-map", &format!("[r{i}]")]));
@@ -250,7 +268,7 @@ mod tests {
             cmaf_rung("cmaf-av1-360p", VideoCodec::Av1, 33, 440),
         ];
         let piece = Piece { index: 1, start: 4.08, end: 8.08 };
-        let args: Vec<String> = segment_args(Path::new("/s/p.nut"), &piece, &renditions, Path::new("/s/o"))
+        let args: Vec<String> = segment_args(Path::new("/s/p.nut"), &piece, &renditions, Path::new("/s/o"), None)
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
@@ -278,7 +296,7 @@ mod tests {
             Rendition { name: "hls-360p".into(), cap: Some(360), crf: 23, maxrate_kbps: 800, cmaf: None },
         ];
         let piece = Piece { index: 2, start: 4.0, end: 6.5 };
-        let args: Vec<String> = segment_args(Path::new("/s/p.nut"), &piece, &renditions, Path::new("/s/o"))
+        let args: Vec<String> = segment_args(Path::new("/s/p.nut"), &piece, &renditions, Path::new("/s/o"), None)
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::Rendition;
 use crate::domain::job::MESSAGE_VERSION;
 use crate::domain::status::ErrorInfo;
+use crate::domain::watermark::Overlay;
 
 /// Version of the split records and segment messages.
 pub const SPLIT_VERSION: u32 = 1;
@@ -30,6 +31,9 @@ pub struct SplitRecord {
     pub segment_duration: f64,
     pub pieces: Vec<Piece>,
     pub renditions: Vec<Rendition>,
+    /// The job's watermark as every segment draws it (its image: [`watermark_key`](crate::domain::keys::watermark_key)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<Overlay>,
     pub worker: String,
     pub split_ms: u64,
 }

@@ -98,6 +98,9 @@ async fn new_job(
         return Err(refusal(SubmitError::SourceMissing(source_key)));
     }
     caption_files(state, caller, &request.outputs).await?;
+    if let Some(watermark) = &request.watermark {
+        own_upload(state, caller, &watermark.key, "watermark_not_found", "watermark image").await?;
+    }
     let notify = match request.notify {
         Some(target) => Some(notify_target(state, target).await?),
         None => None,
@@ -109,7 +112,15 @@ async fn new_job(
         output_folder(state, caller, submitter, prefix).await?;
         job = job.in_folder(prefix);
     }
-    Ok(NewJob { notify, split: request.split, import, qc: request.qc, loudness: request.loudness, ..job })
+    Ok(NewJob {
+        notify,
+        split: request.split,
+        import,
+        qc: request.qc,
+        loudness: request.loudness,
+        watermark: request.watermark,
+        ..job
+    })
 }
 
 /// The source key the `input` names, and what to fetch into it when it names a URL: a folder
@@ -154,7 +165,6 @@ async fn output_folder(state: &ApiState, caller: &Caller, submitter: &Submitter<
     submitter.check_folder(prefix, layout.output_prefix()).await.map_err(refusal)
 }
 
-/// A job not made, as the API says it.
 /// Every caption file an output names: among the uploads, the caller's own, and stored (another
 /// tenant's file is as absent as a missing one).
 async fn caption_files(state: &ApiState, caller: &Caller, outputs: &[OutputRequest]) -> ApiResult<()> {
@@ -166,18 +176,27 @@ async fn caption_files(state: &ApiState, caller: &Caller, outputs: &[OutputReque
 
 /// [`caption_files`] for a list of tracks.
 pub(super) async fn caption_tracks(state: &ApiState, caller: &Caller, tracks: &[CaptionTrack]) -> ApiResult<()> {
-    let layout = &state.config.layout;
     for track in tracks {
-        key_under(&track.key, layout.upload_prefix())?;
-        let stored = caller.scope.owns(layout, &track.key) && state.backend.storage.head(&track.key).await?.is_some();
-        if !stored {
-            let message = format!("no caption file is stored at `{}`; upload it first", clip(&track.key));
-            return Err(ApiError::unprocessable("captions_not_found", message));
-        }
+        own_upload(state, caller, &track.key, "captions_not_found", "caption file").await?;
     }
     Ok(())
 }
 
+/// A file a job reads from the caller's uploads besides its source (a caption file, a
+/// watermark image): under the upload prefix, in the caller's scope, and stored. Another
+/// tenant's file is as absent as a missing one: 422 with `code`.
+async fn own_upload(state: &ApiState, caller: &Caller, key: &str, code: &'static str, what: &str) -> ApiResult<()> {
+    let layout = &state.config.layout;
+    key_under(key, layout.upload_prefix())?;
+    let stored = caller.scope.owns(layout, key) && state.backend.storage.head(key).await?.is_some();
+    if !stored {
+        let message = format!("no {what} is stored at `{}`; upload it first", clip(key));
+        return Err(ApiError::unprocessable(code, message));
+    }
+    Ok(())
+}
+
+/// A job not made, as the API says it.
 pub(super) fn refusal(err: SubmitError) -> ApiError {
     let unprocessable = ApiError::unprocessable;
     match err {
