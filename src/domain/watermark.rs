@@ -201,6 +201,15 @@ pub struct Overlay {
 }
 
 impl Overlay {
+    /// The same watermark on a timeline `by` seconds later than the source's: a split job's
+    /// pieces, which the split pass shifts by the source's decoding delay (B-frames) so that no
+    /// timestamp is negative. Its times then fall on the same frames as in the whole job.
+    pub fn shifted(&self, by: f64) -> Overlay {
+        // A fade in from the title's start starts at its first frame, now at `by`.
+        let start = self.start.or((self.fade > 0.0).then_some(0.0)).map(|s| s + by);
+        Overlay { start, end: self.end.map(|e| e + by), fade_out_at: self.fade_out_at.map(|f| f + by), ..self.clone() }
+    }
+
     /// The filter chains drawing the image (input pad `image`, e.g. `1:v:0`) over the picture
     /// `main` into the pad `out`; `from`: the source time of the command's first frame (0 for
     /// a whole job, a segment's start), where a fading picture's clock starts.
@@ -418,5 +427,22 @@ mod tests {
             let err = check_image(&info).unwrap_err();
             assert!(!err.contains('/'), "{err}");
         }
+    }
+
+    #[test]
+    fn a_shifted_overlay_moves_every_time() {
+        let mut settings = WatermarkSettings::new("uploads/logo.png");
+        settings.start = Some(3.0);
+        settings.end = Some(9.0);
+        settings.fade = 1.0;
+        let overlay = settings.overlay(&media(1280, 720, 0)).unwrap();
+        let shifted = overlay.shifted(0.08);
+        assert_eq!((shifted.start, shifted.end, shifted.fade_out_at), (Some(3.08), Some(9.08), Some(8.08)));
+        assert_eq!((shifted.width, shifted.fade), (overlay.width, overlay.fade));
+        // A fade in from the title's start starts at the shifted first frame.
+        let from_start = WatermarkSettings { start: None, end: None, ..settings };
+        let shifted = from_start.overlay(&media(1280, 720, 0)).unwrap().shifted(0.08);
+        assert_eq!(shifted.start, Some(0.08));
+        assert_eq!(overlay.shifted(0.0), overlay);
     }
 }

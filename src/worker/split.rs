@@ -200,16 +200,20 @@ async fn cut(
         let key = piece_key(&job.output_dir, piece.index);
         inner.storage.put_file(&key, &pieces_dir.join(piece_file(piece.index)), "video/x-nut").await?;
     }
-    if let Some((_, image)) = whole.watermark {
-        super::watermark::store_for_segments(inner, &job.output_dir, image).await?;
-    }
+    let watermark = match whole.watermark {
+        Some((overlay, image)) => {
+            super::watermark::store_for_segments(inner, &job.output_dir, image).await?;
+            Some(overlay.shifted(super::watermark::piece_shift(whole.path, &pieces_dir).await?))
+        }
+        None => None,
+    };
     let record = SplitRecord {
         version: SPLIT_VERSION,
         source_etag: whole.etag.clone(),
         segment_duration,
         pieces,
         renditions,
-        watermark: whole.watermark.map(|(overlay, _)| overlay.clone()),
+        watermark,
         worker: inner.config.worker_id.clone(),
         split_ms: 0,
     };

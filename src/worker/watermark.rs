@@ -11,10 +11,11 @@ use std::time::Duration;
 use super::{Inner, JobError};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::job::JobSpec;
+use crate::domain::keys::piece_file;
 use crate::domain::keys::watermark_key;
 use crate::domain::probe::MediaInfo;
 use crate::domain::watermark::{MAX_IMAGE_BYTES, MAX_IMAGE_SIDE, Overlay, check_image};
-use crate::media::probe::{ProbeFailure, Probed, ffprobe};
+use crate::media::probe::{ProbeFailure, Probed, ffprobe, first_frame_pts, first_frame_time};
 use crate::storage::Pin;
 
 /// ffprobe reads one picture header in well under a second.
@@ -60,4 +61,20 @@ pub(super) async fn prepare(
 pub(super) async fn store_for_segments(inner: &Inner, output_dir: &str, image: &Path) -> Result<(), JobError> {
     inner.storage.put_file(&watermark_key(output_dir), image, "application/octet-stream").await?;
     Ok(())
+}
+
+/// How much later a split job's segments time each frame than the whole job does: the
+/// segments read their pieces with `-copyts`, and the split pass (a stream copy) shifts every
+/// piece alike by the source's decoding delay so that no decoding time is negative, while a
+/// whole job's command starts the source at zero. The segments draw the watermark on their
+/// timeline, so it lands on the same frames.
+pub(super) async fn piece_shift(source: &Path, pieces: &Path) -> Result<f64, JobError> {
+    let whole = first_frame_time(source, PROBE_TIMEOUT).await?;
+    let piece = first_frame_pts(&pieces.join(piece_file(0)), PROBE_TIMEOUT).await?;
+    let shift = match (whole, piece) {
+        (Some(whole), Some(piece)) => (piece - whole).clamp(0.0, 10.0),
+        _ => 0.0,
+    };
+    tracing::debug!(shift, "The pieces' timeline against the whole job's.");
+    Ok(shift)
 }
