@@ -161,10 +161,10 @@ pub async fn closed_captions(path: &Path, timeout: Duration) -> Result<bool, Pro
     Ok(crate::domain::probe::has_closed_captions(&String::from_utf8_lossy(&stdout))?)
 }
 
-/// The time (seconds) of the first video frame of `path` on the timeline ffmpeg gives a
-/// command reading the file: its presentation time less the file's start time (ffmpeg starts
-/// every input at zero unless told `-copyts`). `None` when it has no video frame.
-pub async fn first_frame_time(path: &Path, timeout: Duration) -> Result<Option<f64>, ProbeFailure> {
+/// The first video frame of `path`: its presentation time as stored (the timeline a command
+/// reading the file with `-copyts` sees) and the file's start time (which a command without it
+/// subtracts, starting the input at zero), in seconds. `None` when it has no video frame.
+pub async fn first_frame(path: &Path, timeout: Duration) -> Result<Option<(f64, f64)>, ProbeFailure> {
     let args = [
         "-v",
         "error",
@@ -183,30 +183,7 @@ pub async fn first_frame_time(path: &Path, timeout: Duration) -> Result<Option<f
     let json: serde_json::Value = serde_json::from_slice(&stdout).unwrap_or_default();
     let seconds = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<f64>().ok());
     let first = json["frames"].get(0).and_then(|f| seconds(&f["pts_time"]));
-    let start = seconds(&json["format"]["start_time"]).unwrap_or(0.0);
-    Ok(first.map(|pts| pts - start))
-}
-
-/// The presentation time (seconds) of the first video frame of `path` as stored, the timeline
-/// a command reading it with `-copyts` sees. `None` when it has no video frame.
-pub async fn first_frame_pts(path: &Path, timeout: Duration) -> Result<Option<f64>, ProbeFailure> {
-    let args = [
-        "-v",
-        "error",
-        "-protocol_whitelist",
-        "file",
-        "-select_streams",
-        "v:0",
-        "-read_intervals",
-        "%+#1",
-        "-show_entries",
-        "frame=pts_time",
-        "-of",
-        "csv=p=0",
-    ];
-    let stdout = run_capped("ffprobe", &args, path, timeout).await?;
-    let text = String::from_utf8_lossy(&stdout);
-    Ok(text.lines().find_map(|line| line.trim().trim_end_matches(',').parse::<f64>().ok()))
+    Ok(first.map(|pts| (pts, seconds(&json["format"]["start_time"]).unwrap_or(0.0))))
 }
 
 /// Runs `program` with `args` and `path`, and returns what it printed: at most

@@ -15,7 +15,7 @@ use crate::domain::keys::piece_file;
 use crate::domain::keys::watermark_key;
 use crate::domain::probe::MediaInfo;
 use crate::domain::watermark::{MAX_IMAGE_BYTES, MAX_IMAGE_SIDE, Overlay, check_image};
-use crate::media::probe::{ProbeFailure, Probed, ffprobe, first_frame_pts, first_frame_time};
+use crate::media::probe::{ProbeFailure, Probed, ffprobe, first_frame};
 use crate::storage::Pin;
 
 /// ffprobe reads one picture header in well under a second.
@@ -69,10 +69,10 @@ pub(super) async fn store_for_segments(inner: &Inner, output_dir: &str, image: &
 /// whole job's command starts the source at zero. The segments draw the watermark on their
 /// timeline, so it lands on the same frames.
 pub(super) async fn piece_shift(source: &Path, pieces: &Path) -> Result<f64, JobError> {
-    let whole = first_frame_time(source, PROBE_TIMEOUT).await?;
-    let piece = first_frame_pts(&pieces.join(piece_file(0)), PROBE_TIMEOUT).await?;
+    let whole = first_frame(source, PROBE_TIMEOUT).await?;
+    let piece = first_frame(&pieces.join(piece_file(0)), PROBE_TIMEOUT).await?;
     let shift = match (whole, piece) {
-        (Some(whole), Some(piece)) => (piece - whole).clamp(0.0, 10.0),
+        (Some((pts, start)), Some((piece, _))) => (piece - (pts - start)).clamp(0.0, 10.0),
         _ => 0.0,
     };
     tracing::debug!(shift, "The pieces' timeline against the whole job's.");

@@ -108,17 +108,6 @@ async fn output(d: &Deployment, key: &str, file: &str) -> String {
     format!("{}attempt-{}/{file}", status.job.output_dir, status.attempt)
 }
 
-/// Downloads every object under `prefix` (flat) into a folder named `name`.
-async fn fetch_folder(d: &Deployment, prefix: &str, name: &str) -> PathBuf {
-    let dir = d.path(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    for key in d.storage().list(prefix).await.unwrap() {
-        let file = key.rsplit('/').next().unwrap();
-        d.storage().get_to_file(&key, &dir.join(file)).await.unwrap();
-    }
-    dir
-}
-
 /// The audio files of `key`'s outputs to measure: the MP4, and the HLS rung's playlist (its
 /// segments beside it).
 async fn output_audio(d: &Deployment, key: &str, presets: &[Preset]) -> Vec<(String, PathBuf)> {
@@ -129,7 +118,7 @@ async fn output_audio(d: &Deployment, key: &str, presets: &[Preset]) -> Vec<(Str
             Preset::Mp4H264 => d.download(&output(d, key, "mp4-h264.mp4").await).await,
             Preset::Hls => {
                 let rung = output(d, key, "hls/360p/").await;
-                fetch_folder(d, &rung, &format!("{tag}-hls")).await.join("index.m3u8")
+                d.download_folder(&rung, &format!("{tag}-hls")).await.join("index.m3u8")
             }
             other => panic!("no audio to measure for {other}"),
         };

@@ -170,10 +170,12 @@ async fn stitched_outputs_match_the_whole_encode(kind: Kind) {
         if file.ends_with(".m3u8") {
             // A playlist is read with its segments beside it.
             let folder = |key: String| key.rsplit_once('/').map(|(f, _)| f.to_string()).unwrap_or_default();
-            let stitched_dir =
-                fetch_folder(&d, &folder(d.output("uploads/split/clip.mp4", file).await), "split-hls").await;
-            let whole_dir =
-                fetch_folder(&d, &folder(d.output("uploads/whole/clip.mp4", file).await), "whole-hls").await;
+            let stitched_dir = d
+                .download_folder(&format!("{}/", folder(d.output("uploads/split/clip.mp4", file).await)), "split-hls")
+                .await;
+            let whole_dir = d
+                .download_folder(&format!("{}/", folder(d.output("uploads/whole/clip.mp4", file).await)), "whole-hls")
+                .await;
             assert_stitched_like_whole(
                 &stitched_dir.join("index.m3u8"),
                 &whole_dir.join("index.m3u8"),
@@ -196,17 +198,6 @@ async fn stitched_outputs_match_the_whole_encode(kind: Kind) {
         .expect("bandwidth");
     assert!(bandwidth > 200_000, "the master playlist announces {bandwidth} b/s:\n{master}");
     d.assert_queues_empty(true).await;
-}
-
-/// Downloads every object under `prefix` into a local folder of that name.
-async fn fetch_folder(d: &Deployment, prefix: &str, name: &str) -> std::path::PathBuf {
-    let dir = d.path(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    for key in d.storage().list(&format!("{prefix}/")).await.unwrap() {
-        let file = key.rsplit('/').next().unwrap();
-        d.storage().get_to_file(&key, &dir.join(file)).await.unwrap();
-    }
-    dir
 }
 
 /// A variable-frame-rate source (frames 40 or 80 ms apart) keeps every frame and its timing.

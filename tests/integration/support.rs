@@ -439,6 +439,18 @@ impl Deployment {
         path
     }
 
+    /// Downloads every object under the folder `prefix` (ending in `/`; its files only, flat)
+    /// into a local folder named `name`.
+    pub async fn download_folder(&self, prefix: &str, name: &str) -> PathBuf {
+        let dir = self.path(name);
+        std::fs::create_dir_all(&dir).expect("create the folder");
+        for key in self.storage().list(prefix).await.expect("list") {
+            let file = key.rsplit('/').next().expect("a file name");
+            self.storage().get_to_file(&key, &dir.join(file)).await.expect("download");
+        }
+        dir
+    }
+
     pub async fn json(&self, key: &str) -> Value {
         let bytes = self.storage().get_bytes(key).await.expect("get").unwrap_or_else(|| panic!("{key} is missing"));
         serde_json::from_slice(&bytes).expect("json")

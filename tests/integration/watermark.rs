@@ -99,17 +99,6 @@ async fn output(d: &Deployment, id: &str, file: &str) -> String {
     format!("{}attempt-{}/{file}", status.job.output_dir, status.attempt)
 }
 
-/// Downloads every object under `prefix` (flat) into a folder named `name`.
-async fn fetch_folder(d: &Deployment, prefix: &str, name: &str) -> PathBuf {
-    let dir = d.path(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    for key in d.storage().list(prefix).await.unwrap() {
-        let file = key.rsplit('/').next().unwrap();
-        d.storage().get_to_file(&key, &dir.join(file)).await.unwrap();
-    }
-    dir
-}
-
 /// One decoded frame in RGB.
 struct Frame {
     width: usize,
@@ -251,7 +240,7 @@ async fn the_watermark_is_drawn_where_and_when_asked() {
 
     let mp4 = d.download(&output(&d, "wm-whole", "mp4-h264.mp4").await).await;
     assert_watermarked("mp4", &mp4, (960, 540), 1.0);
-    let rung = fetch_folder(&d, &output(&d, "wm-whole", "hls/360p/").await, "wm-hls").await;
+    let rung = d.download_folder(&output(&d, "wm-whole", "hls/360p/").await, "wm-hls").await;
     assert_watermarked("hls 360p", &rung.join("index.m3u8"), (640, 360), 2.0 / 3.0);
 }
 
