@@ -15,8 +15,8 @@ use serde_json::Value;
 use crate::require;
 use crate::support::{Deployment, Kind, duration, ffprobe, media_tools, stream};
 
-/// Runs ffmpeg to make a corpus file; lavfi sources only.
-fn ffmpeg(args: &[&str], out: &Path) {
+/// Runs ffmpeg to make a test file (into `out`) from lavfi sources or local files.
+pub(crate) fn ffmpeg(args: &[&str], out: &Path) {
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y"])
         .args(args)

@@ -19,6 +19,7 @@ use media_worker::domain::watermark::WatermarkSettings;
 use media_worker::queue::SendOptions;
 use serde_json::json;
 
+use crate::media::ffmpeg;
 use crate::require;
 use crate::support::{Deployment, Kind, media_tools};
 
@@ -36,16 +37,6 @@ fn settings(key: &str) -> WatermarkSettings {
         "opacity": OPACITY, "start": 3.0, "end": 9.0, "fade": 1.0
     }))
     .expect("settings")
-}
-
-fn ffmpeg(args: &[&str], out: &Path) {
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(args)
-        .arg(out)
-        .status()
-        .expect("ffmpeg");
-    assert!(status.success(), "making {}", out.display());
 }
 
 /// 12 s of flat grey at 960x540, 25 fps, a keyframe every second (so a split job can cut it).
