@@ -36,6 +36,8 @@ use crate::jobs::{IfExists, NewJob, Submitter};
         (status = 401, description = "Missing or wrong token", body = ErrorResponse),
         (status = 404, description = "No such job", body = ErrorResponse),
         (status = 409, description = "`job_not_completed`: the job has not completed", body = ErrorResponse),
+        (status = 413, description = "Body too large", body = ErrorResponse),
+        (status = 415, description = "Not JSON", body = ErrorResponse),
         (status = 422, description = "`no_cmaf_output`, `captions_not_found`, `caption_language_exists`, invalid tracks, an Idempotency-Key reused for another request", body = ErrorResponse),
     ))]
 pub async fn add_captions(
