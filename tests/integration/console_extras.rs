@@ -44,15 +44,16 @@ async fn download_cmaf(d: &Deployment, manifest: &Value, into: &Path) -> String 
 
 /// The mean RGB of a 16x8 patch at (`x`, `y`) of the frame at 2 s of `input` (read locally).
 fn patch(input: &Path, x: u32, y: u32) -> [f64; 3] {
-    let crop = format!("crop=16:8:{x}:{y}");
+    let crop = format!("trim=start=2,crop=16:8:{x}:{y}");
     let output = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file", "-ss", "2", "-i"])
+        .args(["-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file", "-i"])
         .arg(input)
         .args(["-frames:v", "1", "-vf", &crop, "-pix_fmt", "rgb24", "-f", "rawvideo", "-"])
         .output()
         .expect("ffmpeg");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(output.stdout.len(), 16 * 8 * 3, "one 16x8 RGB patch");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.stdout.len(), 16 * 8 * 3, "one 16x8 RGB patch of {}: {said}", input.display());
     let mut sum = [0.0; 3];
     for pixel in output.stdout.chunks(3) {
         for (total, value) in sum.iter_mut().zip(pixel) {
@@ -134,6 +135,7 @@ async fn the_console_adds_loudness_captions_and_a_watermark() {
     // The red logo, 64x32 at the bottom right (margin 13 px) of the 640x360 rung; the source
     // has no red there.
     let [r, g, bl] = patch(&dir.join("master.m3u8"), 587, 327);
+    eprintln!("the rung's patch under the logo: RGB {r:.0} {g:.0} {bl:.0}; loudness {report}");
     assert!(r > 200.0 && g < 60.0 && bl < 60.0, "the watermark's red: {r:.0} {g:.0} {bl:.0}");
     let [r, g, bl] = patch(&clip, 587, 327);
     assert!(!(r > 200.0 && g < 60.0 && bl < 60.0), "the source is not red there: {r:.0} {g:.0} {bl:.0}");
