@@ -10,6 +10,7 @@ mod cli;
 mod conformance;
 mod console;
 mod console_cmaf;
+mod console_extras;
 mod delivery;
 mod faults;
 mod faults_support;

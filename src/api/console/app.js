@@ -11,14 +11,17 @@
  *
  * Modules (js/): dom and format (helpers), api (calls and errors), catalogue (the server's
  * rules), session (signing in and out, routing), home, presets and uploads (the new-job form
- * and the jobs list), job, events, confirm and outputs (the job page), quality and charts (a
- * completed job's scores, drawn as SVG).
+ * and the jobs list; extras: loudness, a caption file and a watermark), job, events, confirm,
+ * outputs and recaption (the job page; captions added to a completed cmaf ladder), quality and
+ * charts (a completed job's scores, drawn as SVG).
  */
 
 import { confirmThen } from './js/confirm.js';
 import { $ } from './js/dom.js';
+import { syncExtras } from './js/extras.js';
 import { fileChosen, loadJobs, submitJob } from './js/home.js';
 import { deleteJob } from './js/job.js';
+import { addCaptions } from './js/recaption.js';
 import { route, signIn, signOut } from './js/session.js';
 
 function start() {
@@ -26,6 +29,8 @@ function start() {
   $('sign-out').addEventListener('click', () => signOut(''));
   $('new-job-form').addEventListener('submit', submitJob);
   $('file').addEventListener('change', fileChosen);
+  $('presets').addEventListener('change', syncExtras);
+  $('add-captions-form').addEventListener('submit', addCaptions);
   $('state-filter').addEventListener('change', () => loadJobs(true));
   $('refresh-jobs').addEventListener('click', () => loadJobs(true));
   $('load-more').addEventListener('click', () => loadJobs(false));

@@ -4,6 +4,7 @@ import { api, authFailed, describe } from './api.js';
 import { isActive, loadCatalogue } from './catalogue.js';
 import { $, el, fileName, isAbort, navigate, setText, showMessage, showView, slug } from './dom.js';
 import { formatDate, percentOf } from './format.js';
+import { applyExtras, chosenExtras, syncExtras } from './extras.js';
 import { FormError, chosenOutputs, fields, loadPresets, syncOptionGroups } from './presets.js';
 import { resumable, setUploadProgress, uploadFile } from './uploads.js';
 
@@ -42,6 +43,32 @@ function setBusy(busy) {
   $('new-job-form').setAttribute('aria-busy', busy ? 'true' : 'false');
 }
 
+/** The loudness, caption file and watermark of the form, or null once the form said what is wrong. */
+function formExtras() {
+  try {
+    return chosenExtras();
+  } catch (err) {
+    if (err instanceof FormError) {
+      formError(err.message, err.field);
+      return null;
+    }
+    throw err;
+  }
+}
+
+/** Uploads the caption file and the watermark image the form names: their keys. */
+async function uploadExtras(extras, signal) {
+  const keys = {};
+  for (const [name, what] of [['caption', 'caption file'], ['watermark', 'watermark image']]) {
+    const file = extras[name] && extras[name].file;
+    if (!file) continue;
+    setUploadProgress(0, file.size);
+    keys[name] = (await uploadFile(file, signal)).key;
+    setText('upload-status', `The ${what} is uploaded.`);
+  }
+  return keys;
+}
+
 /** The outputs of the form, or null once the form said what is wrong. */
 function formOutputs() {
   const presetFields = fields();
@@ -77,6 +104,8 @@ export async function submitJob(event) {
   if (file && file.size === 0) return formError('That file is empty.', $('file'));
   const outputs = formOutputs();
   if (!outputs) return;
+  const extras = formExtras();
+  if (!extras) return;
 
   const { signal } = home;
   setBusy(true);
@@ -91,7 +120,10 @@ export async function submitJob(event) {
       input = { url };
       setText('upload-status', 'Starting the job…');
     }
-    const job = await api('POST', '/v1/jobs', { body: { input, outputs }, signal });
+    const body = { input, outputs };
+    applyExtras(body, extras, await uploadExtras(extras, signal));
+    setText('upload-status', 'Starting the job…');
+    const job = await api('POST', '/v1/jobs', { body, signal });
     resetNewJobForm();
     navigate(`#/jobs/${encodeURIComponent(job.job_id)}`);
   } catch (err) {
@@ -109,6 +141,7 @@ export async function submitJob(event) {
 function resetNewJobForm() {
   $('new-job-form').reset();
   syncOptionGroups();
+  syncExtras();
   setUploadProgress(0, 0);
   setText('upload-status', '');
   showMessage('new-job-error', '');

@@ -6,8 +6,9 @@ import { disarm, disarmAll } from './confirm.js';
 import { $, el, fileName, isAbort, setText, showMessage, showView, sleep, slug } from './dom.js';
 import { readEvents } from './events.js';
 import { formatDate, percentOf, sentence } from './format.js';
-import { renderOutputs, stopMedia } from './outputs.js';
+import { outputsWereDeleted, renderOutputs, stopMedia } from './outputs.js';
 import { clearQuality } from './quality.js';
+import { clearAddCaptions, renderAddCaptions } from './recaption.js';
 
 const RECONNECT_MS = 2000;
 
@@ -70,6 +71,7 @@ function resetJobView(id) {
   $('outputs').hidden = true;
   $('manifest-download').replaceChildren();
   clearQuality();
+  clearAddCaptions();
 }
 
 /** Reads the job view and shows it; null when it could not be read. */
@@ -150,6 +152,7 @@ function renderJob(current, job) {
   announce(previous, job);
   renderButtons(job);
   renderOutputs(current, job);
+  renderAddCaptions(current, job, outputsWereDeleted(current, job));
 }
 
 /** Tells screen readers about changes of state or stage (not every percent). */

@@ -13,7 +13,7 @@ const dashManifests = (output) => (Array.isArray(output.files) ? output.files : 
   .filter((f) => typeof f === 'string' && DASH_MANIFEST.test(f));
 
 /** Whether the outputs of a completed job were deleted: its timeline says so. */
-function outputsWereDeleted(current, job) {
+export function outputsWereDeleted(current, job) {
   if (current.outputsDeleted) return true;
   if (job.state !== 'completed' || job.manifest) return false;
   return (job.timeline || []).some((entry) => /output file\(s\) deleted/.test(String(entry.note || '')));

@@ -51,10 +51,16 @@ export function forgetAllResumes() {
 /** Whether part of `file` was uploaded earlier. */
 export const resumable = (file) => Boolean(file && readResume(resumeKeyOf(file)));
 
-export function setUploadProgress(bytes, total) {
+/**
+ * Where an upload reports: the ids of its status line, progress bar and percentage. The
+ * new-job form's by default; the job page's caption form has its own.
+ */
+export const FORM_UPLOAD = { status: 'upload-status', bar: 'upload-progress', percent: 'upload-progress-text' };
+
+export function setUploadProgress(bytes, total, view = FORM_UPLOAD) {
   const percent = total > 0 ? Math.floor((bytes * 100) / total) : 0;
-  $('upload-progress').value = percent;
-  setText('upload-progress-text', `${percent}%`);
+  $(view.bar).value = percent;
+  setText(view.percent, `${percent}%`);
 }
 
 const uploadPath = (upload, rest = '') =>
@@ -69,12 +75,15 @@ function contentTypeOf(file) {
   return /^[!#$%&'*+.^_`|~0-9A-Za-z-]+\/[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(type) ? type : 'application/octet-stream';
 }
 
-/** Uploads a file in parts, resuming an upload of the same file begun before a reload. */
-export async function uploadFile(file, signal) {
+/**
+ * Uploads a file in parts, resuming an upload of the same file begun before a reload; reports
+ * on `view`. Resolves to the upload as the API describes it (`key` among them).
+ */
+export async function uploadFile(file, signal, view = FORM_UPLOAD) {
   const resumeKey = resumeKeyOf(file);
   for (let attempt = 1; ; attempt += 1) {
     try {
-      return await uploadOnce(file, resumeKey, signal);
+      return await uploadOnce(file, resumeKey, signal, view);
     } catch (err) {
       // The remembered upload was completed, aborted or swept meanwhile: start a new one, once.
       if (err instanceof ApiError && err.status === 404 && attempt === 1) {
@@ -87,7 +96,7 @@ export async function uploadFile(file, signal) {
 }
 
 /** The upload to continue (its stored parts) or a new one. */
-async function begin(file, resumeKey, signal) {
+async function begin(file, resumeKey, signal, view) {
   let upload = readResume(resumeKey);
   const stored = new Map(); // part number -> ETag
   if (upload) {
@@ -97,7 +106,7 @@ async function begin(file, resumeKey, signal) {
       if (n >= 1 && part.size === partLength(file.size, upload.part_size, n)) stored.set(n, part.etag);
     }
     const count = partCount(file.size, upload.part_size);
-    setText('upload-status', `Resuming the earlier upload of ${file.name}: ${stored.size} of ${count} parts are already stored.`);
+    setText(view.status, `Resuming the earlier upload of ${file.name}: ${stored.size} of ${count} parts are already stored.`);
   } else {
     const created = await api('POST', '/v1/multipart-uploads', {
       body: { filename: file.name, content_type: contentTypeOf(file), size: file.size },
@@ -105,28 +114,28 @@ async function begin(file, resumeKey, signal) {
     });
     upload = { upload_id: created.upload_id, key: created.key, part_size: created.part_size };
     saveResume(resumeKey, upload);
-    setText('upload-status', `Uploading ${file.name} (${formatBytes(file.size)})…`);
+    setText(view.status, `Uploading ${file.name} (${formatBytes(file.size)})…`);
   }
   return { upload, stored };
 }
 
-async function uploadOnce(file, resumeKey, signal) {
-  const { upload, stored } = await begin(file, resumeKey, signal);
+async function uploadOnce(file, resumeKey, signal, view) {
+  const { upload, stored } = await begin(file, resumeKey, signal, view);
   const { part_size: partSize } = upload;
   const count = partCount(file.size, partSize);
   let sent = 0;
   for (const n of stored.keys()) sent += partLength(file.size, partSize, n);
-  setUploadProgress(sent, file.size);
+  setUploadProgress(sent, file.size, view);
   for (let n = 1; n <= count; n += 1) {
     if (stored.has(n)) continue;
     const start = (n - 1) * partSize;
     const blob = file.slice(start, Math.min(start + partSize, file.size));
     const signed = await api('POST', uploadPath(upload, `/parts/${n}`), { body: { size: blob.size }, signal });
     const before = sent;
-    const etag = await putPart(signed, blob, signal, (loaded) => setUploadProgress(before + loaded, file.size));
+    const etag = await putPart(signed, blob, signal, (loaded) => setUploadProgress(before + loaded, file.size, view));
     stored.set(n, etag);
     sent += blob.size;
-    setUploadProgress(sent, file.size);
+    setUploadProgress(sent, file.size, view);
   }
 
   let parts = [...stored].sort((a, b) => a[0] - b[0]).map(([number, etag]) => ({ part_number: number, etag }));
@@ -135,7 +144,7 @@ async function uploadOnce(file, resumeKey, signal) {
     const listing = await api('GET', uploadPath(upload), { signal });
     parts = ((listing && listing.parts) || []).map((p) => ({ part_number: p.part_number, etag: p.etag }));
   }
-  setText('upload-status', 'Assembling the upload…');
+  setText(view.status, 'Assembling the upload…');
   const info = await api('POST', uploadPath(upload, '/complete'), { body: { parts }, signal });
   forgetResume(resumeKey);
   return info;
