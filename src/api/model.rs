@@ -60,7 +60,9 @@ pub struct UploadInfo {
     pub etag: Option<String>,
     /// The job made from the upload with the deployment's default presets (the id the worker
     /// derives from the upload's event). On S3 it is known once a worker has taken the upload:
-    /// until then it is null; ask again.
+    /// until then it is null; ask again. Always null for a caption file or an image (by its
+    /// extension: `.srt`, `.vtt`, `.scc`, `.ass`, `.ssa`, `.png`, `.jpg`, `.jpeg`, `.webp`),
+    /// which makes no job.
     pub job_id: Option<String>,
     /// Path of the job, relative to the API (null with `job_id`).
     pub status_url: Option<String>,

@@ -212,6 +212,19 @@ pub fn decode_event_key(raw: &str) -> Option<String> {
     percent_decode_str(&spaced).decode_utf8().ok().map(|k| k.into_owned())
 }
 
+/// Extensions of the files a job reads beside its source (caption files, watermark images):
+/// stored among the uploads, they make no job of the default presets, which would only fail
+/// `not_media` (a still picture is no source either).
+const ASSET_EXTENSIONS: &[&str] = &["srt", "vtt", "scc", "ass", "ssa", "png", "jpg", "jpeg", "webp"];
+
+/// Whether a write of `key` among the uploads makes a job of the default presets: every one but
+/// a caption file or an image ([`ASSET_EXTENSIONS`], by the name's extension, any case).
+pub fn makes_default_job(key: &str) -> bool {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    let extension = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    !extension.is_some_and(|e| ASSET_EXTENSIONS.contains(&e.as_str()))
+}
+
 fn object_to_job(
     bucket: &str,
     key: String,
@@ -219,7 +232,7 @@ fn object_to_job(
     event_time: Option<&str>,
     ctx: &EventContext<'_>,
 ) -> Result<Option<JobMessage>, KeyError> {
-    if ctx.layout.is_own_write(&key) || !ctx.layout.is_upload(&key) || key.ends_with('/') {
+    if ctx.layout.is_own_write(&key) || !ctx.layout.is_upload(&key) || key.ends_with('/') || !makes_default_job(&key) {
         return Ok(None);
     }
     validate_key(&key)?;
@@ -282,6 +295,26 @@ mod tests {
             })
             .collect();
         serde_json::json!({ "Records": records }).to_string()
+    }
+
+    #[test]
+    fn caption_files_and_images_make_no_default_job() {
+        let parsed = parse(&s3_event(&[
+            "uploads/a/talk.en.srt",
+            "uploads/a/LOGO.PNG",
+            "uploads/a/cues.vtt",
+            "uploads/a/clip.mp4",
+            "uploads/a/noext",
+        ]))
+        .unwrap();
+        let keys: Vec<&str> = parsed.jobs.iter().map(|j| j.job.source_key.as_str()).collect();
+        assert_eq!(keys, ["uploads/a/clip.mp4", "uploads/a/noext"]);
+        for key in ["x.scc", "x.ass", "x.ssa", "x.jpg", "x.JPEG", "x.webp", "dir.png/x.srt"] {
+            assert!(!makes_default_job(key), "{key}");
+        }
+        for key in ["x.mov", "x.mkv", "srt", "x.png/clip.mp4", "x.m4a"] {
+            assert!(makes_default_job(key), "{key}");
+        }
     }
 
     #[test]

@@ -122,6 +122,9 @@ async fn the_console_adds_loudness_captions_and_a_watermark() {
 
     b.until("the job to complete", Duration::from_secs(240), COMPLETED, vec![]).await;
     let ran = started.elapsed();
+    // The caption file and the image made no job of their own.
+    let sources: Vec<String> = d.all_jobs().await.into_iter().map(|s| s.job.source_key).collect();
+    assert!(!sources.iter().any(|k| k == &watermark.key || k == &captions[0].key), "{sources:?}");
     let status = d.store().read(&job_id).await.expect("read").expect("the job");
     let manifest = d.json(status.manifest_key.as_deref().expect("manifest")).await;
     let report = &manifest["loudness"];

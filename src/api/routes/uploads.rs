@@ -25,6 +25,7 @@ use crate::api::auth::{Caller, Signed, unix_now};
 use crate::api::config::UPLOAD_RATE_GRACE;
 use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorResponse, clip};
 use crate::api::model::{CreateUploadRequest, MAX_CONTENT_TYPE, MAX_FILE_NAME, UploadInfo, UploadTicket};
+use crate::domain::event::makes_default_job;
 use crate::domain::job::job_id_for_object;
 use crate::domain::keys::validate_key;
 use crate::jobs;
@@ -197,14 +198,15 @@ pub async fn put(
     let temp = receive_to_temp_file(&state, body, limit).await?;
     let stored: ObjectInfo = state.backend.storage.put_file(&key, &temp, content_type).await?;
     drop(temp);
-    let job_id = job_id_for_object(&state.backend.bucket, &key, stored.etag.as_deref().unwrap_or_default());
+    let job_id = makes_default_job(&key)
+        .then(|| job_id_for_object(&state.backend.bucket, &key, stored.etag.as_deref().unwrap_or_default()));
     tracing::info!(key, size = stored.size, job_id, "Upload stored.");
     let info = UploadInfo {
-        status_url: Some(status_path(&job_id)),
+        status_url: job_id.as_deref().map(status_path),
         key,
         size: stored.size,
         etag: stored.etag,
-        job_id: Some(job_id),
+        job_id,
     };
     Ok((StatusCode::CREATED, Json(info)))
 }
@@ -298,7 +300,9 @@ pub async fn info(
 /// until a worker has taken it).
 pub(super) async fn describe_upload(state: &ApiState, key: String, object: ObjectInfo) -> ApiResult<UploadInfo> {
     let etag = object.etag.clone().unwrap_or_default();
-    let job_id = if state.is_local() {
+    let job_id = if !makes_default_job(&key) {
+        None
+    } else if state.is_local() {
         Some(job_id_for_object(&state.backend.bucket, &key, &etag))
     } else {
         jobs::job_of_write(&state.store, &key, &etag).await.map_err(ApiError::Unavailable)?.map(|s| s.job_id)
