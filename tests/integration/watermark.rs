@@ -21,7 +21,7 @@ use serde_json::json;
 
 use crate::media::ffmpeg;
 use crate::require;
-use crate::support::{Deployment, Kind, media_tools};
+use crate::support::{Deployment, Kind, emulator, media_tools};
 
 /// Upload events make their own jobs of the deployment's default presets: a thumbnail only.
 const CHEAP_DEFAULTS: (&str, &str) = ("MEDIA_DEFAULT_PRESETS", "thumbnail");
@@ -218,10 +218,9 @@ fn assert_watermarked(what: &str, file: &Path, size: (usize, usize), scale: f64)
 
 /// The MP4 and the 360p HLS rung of a whole job carry the box where the setting puts it, at
 /// its opacity, inside its window, fading in and out.
-#[tokio::test]
-async fn the_watermark_is_drawn_where_and_when_asked() {
-    require!(media_tools());
-    let d = Deployment::new(Kind::Local).await;
+async fn drawn_where_and_when_asked(kind: Kind) {
+    require!(media_tools(), kind == Kind::Local || emulator());
+    let d = Deployment::new(kind).await;
     let source = grey_source(d.dir.path());
     let (png, _) = images(d.dir.path());
     d.upload("uploads/wm/grey.mp4", &source).await;
@@ -234,6 +233,9 @@ async fn the_watermark_is_drawn_where_and_when_asked() {
     let rung = d.download_folder(&output(&d, "wm-whole", "hls/360p/").await, "wm-hls").await;
     assert_watermarked("hls 360p", &rung.join("index.m3u8"), (640, 360), 2.0 / 3.0);
 }
+
+// On both backends: the image is read from the store (pinned to the checked write).
+crate::on_both_backends!(drawn_where_and_when_asked);
 
 /// A split job's segments draw the watermark in source time: the stitched MP4 matches the
 /// whole job's frame for frame at the box's centre, across segment joins and both fades.
