@@ -143,21 +143,7 @@ const CAPTION_FRAMES: &str = "%+#30";
 /// data. Unlike the rest of a probe this decodes frames (the first [`CAPTION_FRAMES`]): the
 /// captions ride in the frames, and ffprobe notes them only once it has decoded one.
 pub async fn closed_captions(path: &Path, timeout: Duration) -> Result<bool, ProbeFailure> {
-    let args = [
-        "-v",
-        "error",
-        "-protocol_whitelist",
-        "file",
-        "-select_streams",
-        "v:0",
-        "-read_intervals",
-        CAPTION_FRAMES,
-        "-show_entries",
-        "frame=key_frame:stream=closed_captions",
-        "-print_format",
-        "json",
-    ];
-    let stdout = run_capped("ffprobe", &args, path, timeout).await?;
+    let stdout = first_frames(path, CAPTION_FRAMES, "frame=key_frame:stream=closed_captions", timeout).await?;
     Ok(crate::domain::probe::has_closed_captions(&String::from_utf8_lossy(&stdout))?)
 }
 
@@ -165,6 +151,16 @@ pub async fn closed_captions(path: &Path, timeout: Duration) -> Result<bool, Pro
 /// reading the file with `-copyts` sees) and the file's start time (which a command without it
 /// subtracts, starting the input at zero), in seconds. `None` when it has no video frame.
 pub async fn first_frame(path: &Path, timeout: Duration) -> Result<Option<(f64, f64)>, ProbeFailure> {
+    let stdout = first_frames(path, "%+#1", "frame=pts_time:format=start_time", timeout).await?;
+    let json: serde_json::Value = serde_json::from_slice(&stdout).unwrap_or_default();
+    let seconds = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<f64>().ok());
+    let first = json["frames"].get(0).and_then(|f| seconds(&f["pts_time"]));
+    Ok(first.map(|pts| (pts, seconds(&json["format"]["start_time"]).unwrap_or(0.0))))
+}
+
+/// ffprobe's JSON of `entries` over the first video stream's first packets of `path`
+/// (`interval`, e.g. `%+#30`): these entries need frames decoded, not just headers read.
+async fn first_frames(path: &Path, interval: &str, entries: &str, timeout: Duration) -> Result<Vec<u8>, ProbeFailure> {
     let args = [
         "-v",
         "error",
@@ -173,17 +169,13 @@ pub async fn first_frame(path: &Path, timeout: Duration) -> Result<Option<(f64, 
         "-select_streams",
         "v:0",
         "-read_intervals",
-        "%+#1",
+        interval,
         "-show_entries",
-        "frame=pts_time:format=start_time",
-        "-of",
+        entries,
+        "-print_format",
         "json",
     ];
-    let stdout = run_capped("ffprobe", &args, path, timeout).await?;
-    let json: serde_json::Value = serde_json::from_slice(&stdout).unwrap_or_default();
-    let seconds = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<f64>().ok());
-    let first = json["frames"].get(0).and_then(|f| seconds(&f["pts_time"]));
-    Ok(first.map(|pts| (pts, seconds(&json["format"]["start_time"]).unwrap_or(0.0))))
+    run_capped("ffprobe", &args, path, timeout).await
 }
 
 /// Runs `program` with `args` and `path`, and returns what it printed: at most
