@@ -39,6 +39,9 @@ impl Browser {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
+            // Its own process group, which the browsers it starts join: dropping the session ends
+            // them all (killing chromedriver alone leaves Chromium running).
+            .process_group(0)
             .spawn()
             .expect("start chromedriver");
         let profile = tempfile::tempdir().expect("profile folder");
@@ -128,5 +131,15 @@ impl Browser {
     /// Whether an alert is open (a script ran that should not have).
     pub async fn alert_open(&self) -> bool {
         self.client.get_alert_text().await.is_ok()
+    }
+}
+
+impl Drop for Browser {
+    /// Ends chromedriver's process group: the driver and every Chromium process it started.
+    fn drop(&mut self) {
+        if let Some(pid) = self._driver.id() {
+            let group = format!("-{pid}");
+            let _ = std::process::Command::new("kill").args(["-KILL", "--", &group]).status();
+        }
     }
 }
