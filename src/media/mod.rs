@@ -9,4 +9,5 @@ pub mod loudness;
 pub mod probe;
 pub mod qc;
 pub mod quality;
+pub mod ssim;
 pub mod vmaf;

@@ -307,30 +307,38 @@ fn decoder_argv_reads_local_files_and_takes_numbers_only() {
     assert!(!invalid(Window { start: 0.0, duration: None }));
 }
 
+/// The raw yuv420p input options of `path` (pictures of `size`) for ffmpeg.
+fn raw_input(path: &Path, size: &str) -> Vec<std::ffi::OsString> {
+    ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", size, "-r", "25", "-i"]
+        .map(Into::into)
+        .into_iter()
+        .chain([path.as_os_str().to_owned()])
+        .collect()
+}
+
+/// Per frame scores of raw yuv420p pictures of `width`x`height` by an ffmpeg filter graph
+/// (`[0:v]` distorted, `[1:v]` reference) whose filter writes its log to `log`.
+fn run_graph(ffmpeg: &Path, reference: &Path, distorted: &Path, width: u32, height: u32, graph: &str) {
+    let size = format!("{width}x{height}");
+    let output = Command::new(ffmpeg)
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error"])
+        .args(raw_input(distorted, &size))
+        .args(raw_input(reference, &size))
+        .args(["-lavfi", graph, "-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}: {}", ffmpeg.display(), String::from_utf8_lossy(&output.stderr));
+}
+
 /// libvmaf scores of the oracle ffmpeg (`libvmaf` filter) for raw yuv420p pictures of
-/// `width`x`height`: per frame VMAF, luma PSNR and SSIM.
+/// `width`x`height`: per frame VMAF, luma PSNR and libvmaf's `float_ssim`.
 fn oracle_scores(oracle: &Path, reference: &Path, distorted: &Path, width: u32, height: u32) -> Vec<[f64; 3]> {
     let log = reference.with_extension("json");
-    let size = format!("{width}x{height}");
-    let raw = |path: &Path| -> Vec<std::ffi::OsString> {
-        ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", &size, "-r", "25", "-i"]
-            .map(Into::into)
-            .into_iter()
-            .chain([path.as_os_str().to_owned()])
-            .collect()
-    };
     let graph = format!(
         "[0:v][1:v]libvmaf=model=version=vmaf_v0.6.1:feature=name=psnr|name=float_ssim:n_threads=1:log_fmt=json:log_path={}",
         log.display()
     );
-    let output = Command::new(oracle)
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error"])
-        .args(raw(distorted))
-        .args(raw(reference))
-        .args(["-lavfi", &graph, "-f", "null", "-"])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "oracle: {}", String::from_utf8_lossy(&output.stderr));
+    run_graph(oracle, reference, distorted, width, height, &graph);
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&log).unwrap()).unwrap();
     let frames = json["frames"].as_array().unwrap();
     frames
@@ -339,6 +347,27 @@ fn oracle_scores(oracle: &Path, reference: &Path, distorted: &Path, width: u32, 
             let m = &f["metrics"];
             [m["vmaf"].as_f64().unwrap(), m["psnr_y"].as_f64().unwrap(), m["float_ssim"].as_f64().unwrap()]
         })
+        .collect()
+}
+
+/// Per frame luma SSIM of ffmpeg's own `ssim` filter (the system's ffmpeg) on raw pictures.
+fn ffmpeg_ssim(reference: &Path, distorted: &Path, width: u32, height: u32) -> Vec<f64> {
+    let log = reference.with_extension("ssim.log");
+    let graph = format!("[0:v][1:v]ssim=stats_file={}", log.display());
+    run_graph(Path::new("ffmpeg"), reference, distorted, width, height, &graph);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let y = |line: &str| line.split_whitespace().find_map(|f| f.strip_prefix("Y:")).unwrap().parse::<f64>().unwrap();
+    text.lines().map(y).collect()
+}
+
+/// Our SSIM at full size (no shrinking) of every picture of two raw yuv420p files.
+fn full_size_ssim(reference: &Path, distorted: &Path, width: u32, height: u32) -> Vec<f64> {
+    let bytes = crate::media::vmaf::yuv420p_size(width, height).unwrap();
+    let (a, b) = (std::fs::read(reference).unwrap(), std::fs::read(distorted).unwrap());
+    let (w, h) = (width as usize, height as usize);
+    a.chunks_exact(bytes)
+        .zip(b.chunks_exact(bytes))
+        .map(|(a, b)| crate::media::ssim::ssim_scaled(a, b, w, h, 1).unwrap())
         .collect()
 }
 
@@ -353,7 +382,8 @@ fn raw_pictures(source: &Path, out: &Path, width: u32, height: u32, window: Opti
 }
 
 /// Our scores agree with ffmpeg's libvmaf filter (a static build from PyPI) on the same pixels:
-/// within 0.5 VMAF on each clip's mean, and frame by frame within 1.
+/// within 0.5 VMAF on each clip's mean, and frame by frame within 1; our SSIM with ffmpeg's
+/// `ssim` filter frame by frame.
 #[tokio::test]
 async fn scores_agree_with_ffmpeg_libvmaf() {
     let (true, Some(bunny), Some(bikes)) = (media_tools(), clip("bigbuckbunny.mp4"), clip("bikes.mp4")) else {
@@ -373,18 +403,29 @@ async fn scores_agree_with_ffmpeg_libvmaf() {
         let ref_raw = raw_pictures(reference, &dir.path().join(format!("{index}-ref.yuv")), width, height, window);
         let dist_raw = raw_pictures(&distorted, &dir.path().join(format!("{index}-dist.yuv")), width, height, None);
         let theirs = oracle_scores(&oracle, &ref_raw, &dist_raw, width, height);
-        assert_eq!(theirs.len(), ours.vmaf.len());
+        let their_ssim = ffmpeg_ssim(&ref_raw, &dist_raw, width, height);
+        assert_eq!((theirs.len(), their_ssim.len()), (ours.vmaf.len(), ours.vmaf.len()));
         let their_mean = mean(&theirs.iter().map(|f| f[0]).collect::<Vec<_>>());
         let our_mean = mean(&ours.vmaf);
         let worst = ours.vmaf.iter().zip(&theirs).map(|(a, b)| (a - b[0]).abs()).fold(0.0, f64::max);
         let psnr = ours.psnr_y.iter().zip(&theirs).map(|(a, b)| (a - b[1]).abs()).fold(0.0, f64::max);
+        // Our SSIM against libvmaf's float_ssim (Gaussian windows, the same shrinking).
         let ssim = ours.ssim.iter().zip(&theirs).map(|(a, b)| (a - b[2]).abs()).fold(0.0, f64::max);
+        let ssim_means = (mean(&ours.ssim), mean(&theirs.iter().map(|f| f[2]).collect::<Vec<_>>()));
+        // The same arithmetic as ffmpeg's ssim filter, at full size.
+        let full_size = full_size_ssim(&ref_raw, &dist_raw, width, height);
+        let exact = full_size.iter().zip(&their_ssim).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         eprintln!(
-            "{}: ours {our_mean:.3}, oracle {their_mean:.3}, worst frame {worst:.3}, PSNR {psnr:.4} dB, SSIM {ssim:.6}",
-            reference.display()
+            "{}: ours {our_mean:.3}, oracle {their_mean:.3}, worst frame {worst:.3}, PSNR {psnr:.4} dB, \
+             SSIM {:.5} against float_ssim's {:.5} (worst frame {ssim:.4}), at full size against ffmpeg's {exact:.7}",
+            reference.display(),
+            ssim_means.0,
+            ssim_means.1
         );
         assert!((our_mean - their_mean).abs() <= 0.5, "ours {our_mean:.3}, oracle {their_mean:.3}");
-        assert!(worst <= 1.0 && psnr <= 0.01 && ssim <= 1e-4, "frame by frame: {worst} {psnr} {ssim}");
+        assert!(worst <= 1.0 && psnr <= 0.01, "frame by frame: {worst} {psnr}");
+        assert!((ssim_means.0 - ssim_means.1).abs() <= 0.01 && ssim <= 0.03, "SSIM: {ssim_means:?}, {ssim}");
+        assert!(exact <= 1e-5, "full-size SSIM against ffmpeg's filter: {exact}");
     }
 }
 
