@@ -230,6 +230,9 @@ pub enum ChoiceReason {
     ResolutionLimited,
     /// The top rung under the target at every CRF probed: it gets the best one probed.
     OutOfReach,
+    /// The smallest rung ([`RungRole::Bottom`]) keeps the fixed ladder's CRF 23, over the
+    /// target or under it: it aims at no target.
+    SmallestRung,
     /// No usable probe: the fixed ladder's CRF 23.
     Unmeasured,
 }
@@ -320,6 +323,9 @@ pub fn choose_crf(rung: RungRole, probes: &[Probe], target: f64) -> RungChoice {
             reason,
         };
     };
+    if rung == RungRole::Bottom {
+        return predicted(&points, DEFAULT_CRF, ChoiceReason::SmallestRung);
+    }
     let (low, high) = rung.crf_bounds();
     let (lowest, highest) = (first.crf.clamp(low, high), last.crf.clamp(low, high));
     if let Some(crf) = (lowest..=highest).rev().find(|c| predict(&points, *c).vmaf >= target) {
@@ -651,8 +657,8 @@ mod tests {
             (Top, &[(40, 90.0)], 23, 90.0, OutOfReach),
             (Top, &[(12, 96.0), (14, 94.0)], 23, 94.0, OutOfReach),
             // The smallest rung keeps the fixed ladder's CRF, over the target or under it.
-            (Bottom, &[(23, 98.0)], 23, 98.0, Target),
-            (Bottom, &[(23, 90.0)], 23, 90.0, ResolutionLimited),
+            (Bottom, &[(23, 98.0)], 23, 98.0, SmallestRung),
+            (Bottom, &[(23, 90.0)], 23, 90.0, SmallestRung),
         ];
         for &(role, points, crf, vmaf, reason) in cases {
             let chosen = choice(role, points);

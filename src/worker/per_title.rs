@@ -14,7 +14,7 @@ use super::transcode::millis;
 use super::{Inner, JobError};
 use crate::domain::delivery::VideoCodec;
 use crate::domain::job::{JobSpec, OutputRequest};
-use crate::domain::per_title::probe::{ProbeRung, copies_losslessly, probe_args, window_copy_args};
+use crate::domain::per_title::probe::{ProbeRung, copies_losslessly, lead_in, probe_args, window_copy_args};
 use crate::domain::per_title::{
     LadderDecision, Probe, QualityTarget, RungCandidate, RungRole, SampleBudget, Window, choose_crf, first_probe,
     next_probe, sample_windows,
@@ -149,9 +149,9 @@ async fn ladder(
     Ok(Some(LadderDecision::new(target, duration, windows, candidates)))
 }
 
-/// Where each window is read from: a lossless copy of it (from its start), or the source
-/// itself (at the window) when the source's pixels cannot be copied losslessly or the copy
-/// failed. The copy is made once, so the rounds and their scoring decode the window's frames
+/// Where each window is read from: a lossless copy of it (its lead-in, then the window), or
+/// the source itself (at the window) when the source's pixels cannot be copied losslessly or
+/// the copy failed. The copy is made once, so the rounds and their scoring decode the window's frames
 /// only, not the source from the keyframe before the window every time.
 async fn window_inputs(
     source: &Path,
@@ -179,7 +179,7 @@ async fn window_inputs(
             false
         };
         inputs.push(if copied {
-            (file, Window { start: 0.0, duration: window.duration })
+            (file, Window { start: lead_in(window), duration: window.duration })
         } else {
             (source.to_path_buf(), *window)
         });
@@ -233,7 +233,8 @@ impl ProbeCx<'_> {
     }
 
     /// Scores one window's probe of every rung (against one decode of the window) into
-    /// `totals`, then removes the probes' files.
+    /// `totals`, then removes the probes' files. The lead-in is decoded and scored with the
+    /// window (both sides then start on the same frame) and left out of the scores and rates.
     async fn measure(
         &self,
         input: &Path,
@@ -241,10 +242,14 @@ impl ProbeCx<'_> {
         rungs: &[ProbeRung],
         totals: &mut [WindowScore],
     ) -> Result<(), JobError> {
+        let lead = lead_in(window);
+        // A few milliseconds early: a frame of the window may be timed a hair before it.
+        let in_window = |time: f64| time >= lead - 0.005;
+        let read = ScoreWindow { start: window.start - lead, duration: Some(lead + window.duration) };
         let requests: Vec<ScoreRequest> = rungs
             .iter()
             .map(|rung| ScoreRequest {
-                reference_window: Some(ScoreWindow { start: window.start, duration: Some(window.duration) }),
+                reference_window: Some(read),
                 subsample: PROBE_SUBSAMPLE,
                 timeout: PROBE_TIMEOUT,
                 ..ScoreRequest::new(input, &rung.file, self.size.0, self.size.1)
@@ -261,10 +266,13 @@ impl ProbeCx<'_> {
                     format!("scoring a probe: {e}"),
                 )
             })?;
-            let packets = packet_sizes(&rung.file, PROBE_TIMEOUT).await.unwrap_or_default();
+            let mut packets = packet_sizes(&rung.file, PROBE_TIMEOUT).await.unwrap_or_default();
+            packets.retain(|&(time, _)| in_window(time));
             let rate = bitrate(&packets, window.duration, BITRATE_WINDOW_SECONDS);
-            let frames = scores.vmaf.len();
-            let mean = if frames > 0 { scores.vmaf.iter().sum::<f64>() / frames as f64 } else { 0.0 };
+            let scored: Vec<f64> =
+                scores.vmaf.iter().zip(&scores.times).filter(|&(_, &t)| in_window(t)).map(|(&v, _)| v).collect();
+            let frames = scored.len();
+            let mean = if frames > 0 { scored.iter().sum::<f64>() / frames as f64 } else { 0.0 };
             total.vmaf_sum += mean * frames as f64;
             total.frames += frames;
             total.bits += rate.average_kbps * 1000.0 * window.duration;

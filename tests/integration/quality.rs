@@ -202,6 +202,9 @@ async fn a_per_title_ladder_is_encoded_as_decided() {
     assert!(num(&ladder["analysis_ms"]) > 0.0);
     let rungs = ladder["rungs"].as_array().expect("rungs");
     assert!(!rungs.is_empty(), "{ladder}");
+    // The smallest rung stays whatever the target, at the fixed ladder's CRF.
+    let smallest = rungs.last().expect("a rung");
+    assert_eq!((smallest["reason"].as_str(), smallest["crf"].as_u64()), (Some("smallest_rung"), Some(23)), "{ladder}");
     let folder = manifest["outputs"][0]["key"].as_str().expect("key").trim_end_matches("master.m3u8").to_string();
     let sidecar = d.json(manifest["quality_key"].as_str().expect("quality_key")).await;
     for rung in rungs {

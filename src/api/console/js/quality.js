@@ -222,6 +222,7 @@ function renderRate(outputs) {
 const REASONS = {
   target: 'the highest CRF that meets the target',
   resolution_limited: 'limited by its resolution: more bits would not reach the target',
+  smallest_rung: 'the smallest rung keeps CRF 23 (what slow networks get)',
 };
 const reasonText = (reason) => REASONS[reason] || String(reason || '').replace(/_/g, ' ');
 
