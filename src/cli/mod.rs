@@ -30,7 +30,7 @@ use crate::config::{self, BackendKind, Config};
 use crate::domain::job::OutputRequest;
 use crate::domain::plan::{Decisions, plan, plan_with};
 use crate::domain::preset::Preset;
-use crate::domain::probe::{AudioStream, MediaInfo, VideoStream};
+use crate::domain::probe::MediaInfo;
 use crate::domain::watermark::WatermarkSettings;
 use crate::media::probe::{Probed, probe};
 use crate::telemetry;
@@ -279,23 +279,7 @@ async fn run(config: Config, backend: Backend, drain: bool, json: bool) -> anyho
 
 /// Each preset's ffmpeg arguments for a 60 s 1920x1080 source with audio.
 fn print_presets(json: bool) -> anyhow::Result<()> {
-    let sample = MediaInfo {
-        format: "mov,mp4,m4a,3gp,3g2,mj2".into(),
-        duration_seconds: Some(60.0),
-        video: Some(VideoStream {
-            codec: "h264".into(),
-            width: 1920,
-            height: 1080,
-            pix_fmt: Some("yuv420p".into()),
-            frame_rate: Some(30.0),
-            rotation: 0,
-            closed_captions: false,
-        }),
-        audio: Some(AudioStream { codec: "aac".into(), channels: Some(2), sample_rate: Some(48000) }),
-        video_streams: 1,
-        audio_streams: 1,
-        subtitles: Vec::new(),
-    };
+    let sample = MediaInfo::sample(1920, 1080, 60.0);
     let mut text = String::from(
         "Each preset's ffmpeg arguments, for a 60 s 1920x1080 H.264/AAC source.\n\
          A job with several outputs runs them as output blocks of one command (one decode).\n\n",

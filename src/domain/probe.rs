@@ -77,6 +77,37 @@ pub struct MediaInfo {
     pub subtitles: Vec<SubtitleStream>,
 }
 
+impl MediaInfo {
+    /// A typical camera or editor export: an MP4 with one H.264 video stream of
+    /// `width`x`height` (yuv420p, 30 fps) and one stereo AAC stream (48 kHz), `duration`
+    /// seconds long. The source `media-worker presets` shows argv for, and the planners' tests
+    /// start from.
+    pub fn sample(width: u32, height: u32, duration: f64) -> Self {
+        MediaInfo {
+            format: "mov,mp4,m4a,3gp,3g2,mj2".into(),
+            duration_seconds: Some(duration),
+            video: Some(VideoStream {
+                codec: "h264".into(),
+                width,
+                height,
+                pix_fmt: Some("yuv420p".into()),
+                frame_rate: Some(30.0),
+                rotation: 0,
+                closed_captions: false,
+            }),
+            audio: Some(AudioStream { codec: "aac".into(), channels: Some(2), sample_rate: Some(48000) }),
+            video_streams: 1,
+            audio_streams: 1,
+            subtitles: Vec::new(),
+        }
+    }
+
+    /// The same file without its audio stream.
+    pub fn without_audio(self) -> Self {
+        MediaInfo { audio: None, audio_streams: 0, ..self }
+    }
+}
+
 /// Why a probed file is not usable media.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ProbeError {

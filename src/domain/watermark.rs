@@ -255,26 +255,13 @@ impl Overlay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::probe::VideoStream;
 
     fn media(width: u32, height: u32, rotation: i32) -> MediaInfo {
-        MediaInfo {
-            format: "mov,mp4,m4a,3gp,3g2,mj2".into(),
-            duration_seconds: Some(60.0),
-            video: Some(VideoStream {
-                codec: "h264".into(),
-                width,
-                height,
-                pix_fmt: Some("yuv420p".into()),
-                frame_rate: Some(30.0),
-                rotation,
-                closed_captions: false,
-            }),
-            audio: None,
-            video_streams: 1,
-            audio_streams: 0,
-            subtitles: Vec::new(),
+        let mut media = MediaInfo::sample(width, height, 60.0).without_audio();
+        if let Some(video) = media.video.as_mut() {
+            video.rotation = rotation;
         }
+        media
     }
 
     fn image(format: &str, codec: &str, width: u32, height: u32) -> MediaInfo {

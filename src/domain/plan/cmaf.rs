@@ -219,26 +219,10 @@ fn graph(pad: &str, heights: &[u32]) -> String {
 mod tests {
     use super::*;
     use crate::domain::preset::Preset;
-    use crate::domain::probe::{AudioStream, VideoStream};
 
     fn media(width: u32, height: u32, audio: bool) -> MediaInfo {
-        MediaInfo {
-            format: "mov,mp4,m4a,3gp,3g2,mj2".into(),
-            duration_seconds: Some(30.0),
-            video: Some(VideoStream {
-                codec: "h264".into(),
-                width,
-                height,
-                pix_fmt: Some("yuv420p".into()),
-                frame_rate: Some(30.0),
-                rotation: 0,
-                closed_captions: false,
-            }),
-            audio: audio.then(|| AudioStream { codec: "aac".into(), channels: Some(2), sample_rate: Some(48000) }),
-            video_streams: 1,
-            audio_streams: u32::from(audio),
-            subtitles: Vec::new(),
-        }
+        let media = MediaInfo::sample(width, height, 30.0);
+        if audio { media } else { media.without_audio() }
     }
 
     fn request(codecs: &[VideoCodec], packaging: Option<Packaging>) -> OutputRequest {

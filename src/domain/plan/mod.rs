@@ -525,26 +525,19 @@ fn remux(media: &MediaInfo, af: Option<&str>, feed: &mut VideoFeed<'_>) -> (Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::probe::{AudioStream, VideoStream};
 
+    /// [`MediaInfo::sample`] with the codecs named, a stream left out where `None`.
     fn media(width: u32, height: u32, audio: Option<&str>, video: Option<&str>) -> MediaInfo {
-        MediaInfo {
-            format: "mov,mp4,m4a,3gp,3g2,mj2".into(),
-            duration_seconds: Some(60.0),
-            video: video.map(|codec| VideoStream {
-                codec: codec.into(),
-                width,
-                height,
-                pix_fmt: Some("yuv420p".into()),
-                frame_rate: Some(30.0),
-                rotation: 0,
-                closed_captions: false,
-            }),
-            audio: audio.map(|codec| AudioStream { codec: codec.into(), channels: Some(2), sample_rate: Some(48000) }),
-            video_streams: u32::from(video.is_some()),
-            audio_streams: u32::from(audio.is_some()),
-            subtitles: Vec::new(),
+        let mut media = MediaInfo::sample(width, height, 60.0);
+        match (audio, media.audio.as_mut()) {
+            (Some(codec), Some(stream)) => stream.codec = codec.into(),
+            _ => media = media.without_audio(),
         }
+        match (video, media.video.as_mut()) {
+            (Some(codec), Some(stream)) => stream.codec = codec.into(),
+            _ => (media.video, media.video_streams) = (None, 0),
+        }
+        media
     }
 
     fn argv(outputs: &[OutputRequest], media: &MediaInfo) -> String {

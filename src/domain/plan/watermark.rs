@@ -95,27 +95,15 @@ mod tests {
     use super::super::{Decisions, plan_with};
     use crate::domain::job::OutputRequest;
     use crate::domain::preset::Preset;
-    use crate::domain::probe::{AudioStream, MediaInfo, VideoStream};
+    use crate::domain::probe::MediaInfo;
     use crate::domain::watermark::WatermarkSettings;
 
     fn media(codec: &str) -> MediaInfo {
-        MediaInfo {
-            format: "mov,mp4,m4a,3gp,3g2,mj2".into(),
-            duration_seconds: Some(60.0),
-            video: Some(VideoStream {
-                codec: codec.into(),
-                width: 1280,
-                height: 720,
-                pix_fmt: Some("yuv420p".into()),
-                frame_rate: Some(30.0),
-                rotation: 0,
-                closed_captions: false,
-            }),
-            audio: Some(AudioStream { codec: "aac".into(), channels: Some(2), sample_rate: Some(48000) }),
-            video_streams: 1,
-            audio_streams: 1,
-            subtitles: Vec::new(),
+        let mut media = MediaInfo::sample(1280, 720, 60.0);
+        if let Some(video) = media.video.as_mut() {
+            video.codec = codec.into();
         }
+        media
     }
 
     fn argv(presets: &[Preset], codec: &str) -> (String, Vec<Option<String>>) {

@@ -261,26 +261,13 @@ pub fn job_progress(pieces: &[Piece], done: &dyn Fn(u32) -> bool, running: &dyn 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::probe::{AudioStream, VideoStream};
 
     fn media(duration: f64, rotation: i32) -> MediaInfo {
-        MediaInfo {
-            format: "mov,mp4,m4a,3gp,3g2,mj2".into(),
-            duration_seconds: Some(duration),
-            video: Some(VideoStream {
-                codec: "h264".into(),
-                width: 1280,
-                height: 720,
-                pix_fmt: Some("yuv420p".into()),
-                frame_rate: Some(25.0),
-                rotation,
-                closed_captions: false,
-            }),
-            audio: Some(AudioStream { codec: "aac".into(), channels: Some(2), sample_rate: Some(48000) }),
-            video_streams: 1,
-            audio_streams: 1,
-            subtitles: Vec::new(),
+        let mut media = MediaInfo::sample(1280, 720, duration);
+        if let Some(video) = media.video.as_mut() {
+            (video.frame_rate, video.rotation) = (Some(25.0), rotation);
         }
+        media
     }
 
     const SETTINGS: SplitSettings = SplitSettings { min_duration: 60.0, segment_duration: 20.0 };
