@@ -47,33 +47,51 @@ use crate::domain::quality::{FrameScores, VMAF_MODEL};
 /// rung upscaled); a fifth of that is decoding both files, most of the rest the scored frames.
 pub const DEFAULT_SUBSAMPLE: u32 = 7;
 
-/// The subsample step for a source of `frame_rate` frames per second: about two scored frames
-/// a second. The odd number nearest half the frame rate, at least [`DEFAULT_SUBSAMPLE`] and at
+/// The subsample step for `seconds` of a source of `frame_rate` frames per second: about two
+/// scored frames a second on titles up to a minute, then at least [`MIN_SCORED_FRAMES`] frames,
+/// down to one a second from two minutes on ([`scored_per_second`]). The odd number nearest the
+/// frame rate over that and not above the frame rate, at least [`DEFAULT_SUBSAMPLE`] and at
 /// most [`MAX_SUBSAMPLE`], lowered by 2 while it shares a factor with the frames of one
 /// keyframe interval ([`KEYFRAME_INTERVAL`] seconds, the GOP of the worker's H.264 renditions)
-/// or is a multiple of 3;
-/// [`DEFAULT_SUBSAMPLE`] when the rate is unknown.
+/// or is a multiple of 3; [`DEFAULT_SUBSAMPLE`] when the rate is unknown.
 ///
 /// Measured on the quality test set (`scripts/bench-quality`, docs/quality.md): against the
 /// full pass, the mean over every 11th or 13th frame stayed within 0.21 VMAF on every rendition
-/// (every 7th within 0.25), while one frame a second did not: every 25th frame of a 25 fps title
-/// with 2 s keyframes lands on the same two places of each GOP (+2.45 VMAF on the animation's
-/// 360p rung), every 15th of 29.97 fps likewise (+1.43), every 9th and 15th (multiples of 3)
-/// missed by up to 1.39 and 1.58 on the screen recording's lower rungs, and every 31st, coprime
-/// but with 17 frames scored in 20 s, by up to 1.03. Two frames a second scores about half the
-/// frames [`DEFAULT_SUBSAMPLE`] does at 25 and 30 fps; the cost of scoring follows the frames
-/// scored, over a fixed share for decoding both inputs.
-pub fn subsample_for(frame_rate: Option<f64>) -> u32 {
+/// of the 20 s clips (every 7th within 0.25), while one frame a second did not: every 25th frame
+/// of a 25 fps title with 2 s keyframes lands on the same two places of each GOP (+2.45 VMAF on
+/// the animation's 360p rung), every 15th of 29.97 fps likewise (+1.43), every 9th and 15th
+/// (multiples of 3) missed by up to 1.39 and 1.58 on the screen recording's lower rungs, and
+/// every 31st, coprime but with 17 frames scored in 20 s, by up to 1.03. What a coprime step
+/// misses is the sampling error of few frames, which shrinks as frames are added: on the
+/// 120 s title (seven kinds of content), every 23rd frame (130 scored) stayed within 0.10 of
+/// the full pass and every coprime step up to 47 within 0.34 (docs/quality.md,
+/// "Subsampling"). The cost of scoring follows the frames scored, over a
+/// fixed share for decoding both inputs.
+pub fn subsample_for(frame_rate: Option<f64>, seconds: Option<f64>) -> u32 {
     let Some(rate) = frame_rate.filter(|r| r.is_finite() && *r > 0.0) else { return DEFAULT_SUBSAMPLE };
     // Finite and positive; the casts saturate anyway.
     let gop = ((rate * f64::from(KEYFRAME_INTERVAL)).round() as u32).max(1);
-    let mut step = (((rate / 2.0 - 1.0) / 2.0).round() as u32 * 2 + 1).clamp(DEFAULT_SUBSAMPLE, MAX_SUBSAMPLE);
+    let target = rate / scored_per_second(seconds);
+    let nearest = ((target - 1.0) / 2.0).round() as u32 * 2 + 1;
+    // No more than the frame rate: every second of the per-second series holds a scored frame.
+    let under_rate = if f64::from(nearest) > rate { nearest.saturating_sub(2) } else { nearest };
+    let mut step = under_rate.clamp(DEFAULT_SUBSAMPLE, MAX_SUBSAMPLE);
     // A step sharing a factor with the GOP revisits the same few frame positions of it; a
     // multiple of 3 keeps landing on the same frame of x264's groups of 3 B-frames.
     while step > DEFAULT_SUBSAMPLE && (gcd(step, gop) > 1 || step.is_multiple_of(3)) {
         step -= 2;
     }
     step
+}
+
+/// Frames scored on a title of a minute or more: below that, two a second.
+pub const MIN_SCORED_FRAMES: f64 = 120.0;
+
+/// Scored frames a second for a title of `seconds`: two up to a minute (fewer frames than
+/// that would let the sampling error of the mean pass 0.5 VMAF), [`MIN_SCORED_FRAMES`] over the
+/// title up to two minutes, one from there on; two when the length is unknown.
+pub fn scored_per_second(seconds: Option<f64>) -> f64 {
+    seconds.filter(|s| s.is_finite() && *s > 0.0).map_or(2.0, |s| (MIN_SCORED_FRAMES / s).clamp(1.0, 2.0))
 }
 
 fn gcd(a: u32, b: u32) -> u32 {

@@ -70,12 +70,12 @@ pub(super) async fn score_outputs(
     let cuts = seam_times(made.split.as_ref());
     let length = source_media.duration_seconds.unwrap_or(0.0);
     let timeout = MIN_SCORE_TIMEOUT.max(Duration::from_secs_f64(length.max(0.0) * 4.0));
-    let subsample = subsample_for(source_media.video.as_ref().and_then(|v| v.frame_rate));
+    let frame_rate = source_media.video.as_ref().and_then(|v| v.frame_rate);
     let requests: Vec<ScoreRequest> = targets
         .iter()
         .map(|target| ScoreRequest {
             reference_window: target.window,
-            subsample,
+            subsample: subsample_for(frame_rate, Some(covered(target.window, length))),
             timeout,
             ..ScoreRequest::new(source, out_dir.join(&target.file), width, height)
         })
@@ -94,7 +94,7 @@ pub(super) async fn score_outputs(
             }
         };
         let distorted = &request.distorted;
-        let duration = target.window.map_or(length, |w| w.duration.unwrap_or(length - w.start).min(length - w.start));
+        let duration = covered(target.window, length);
         let packets = packet_sizes(distorted, timeout).await.unwrap_or_default();
         let seams: Vec<Seam> = seams(&scores, &cuts);
         let block = summarise(&scores, bitrate(&packets, duration, BITRATE_WINDOW_SECONDS));
@@ -117,6 +117,11 @@ pub(super) async fn score_outputs(
         .await
         .map_err(|e| JobError::scratch("write quality.json", &e))?;
     Ok(Scored { per_output })
+}
+
+/// The seconds of a source of `length` seconds that a rendition of `window` shows.
+fn covered(window: Option<Window>, length: f64) -> f64 {
+    window.map_or(length, |w| w.duration.unwrap_or(length - w.start).min(length - w.start))
 }
 
 /// The source times a split job's segments were joined at: every piece's start but the first.

@@ -498,7 +498,8 @@ fn the_scripts_fetch_the_pinned_wheels() {
     }
 }
 
-/// About two scored frames a second, odd, never a divisor-sharing step of a 2 s GOP.
+/// About two scored frames a second on short titles, odd, never a divisor-sharing step of a
+/// 2 s GOP.
 #[test]
 fn the_subsample_step_follows_the_frame_rate() {
     let cases = [
@@ -518,6 +519,33 @@ fn the_subsample_step_follows_the_frame_rate() {
         (Some(240.0), 61),
     ];
     for (rate, step) in cases {
-        assert_eq!(subsample_for(rate), step, "{rate:?} fps");
+        assert_eq!(subsample_for(rate, None), step, "{rate:?} fps");
+        assert_eq!(subsample_for(rate, Some(60.0)), step, "{rate:?} fps, 60 s");
     }
+}
+
+/// From a minute on, at least 120 scored frames, down to one a second from two minutes.
+#[test]
+fn longer_titles_score_fewer_frames_a_second() {
+    let cases = [
+        (25.0, 20.0, 13),
+        (25.0, 90.0, 19),
+        // 25 divides the 50-frame GOP.
+        (25.0, 120.0, 23),
+        (25.0, 3600.0, 23),
+        (23.976, 3600.0, 23),
+        // 31 would leave one second in 31 without a scored frame.
+        (30.0, 3600.0, 29),
+        (29.97, 3600.0, 29),
+        (10.0, 79.5, 7),
+        (10.0, 3600.0, 7),
+        (60.0, 3600.0, 59),
+        (50.0, f64::NAN, 23),
+    ];
+    for (rate, seconds, step) in cases {
+        assert_eq!(subsample_for(Some(rate), Some(seconds)), step, "{rate} fps, {seconds} s");
+    }
+    assert_eq!(scored_per_second(Some(30.0)), 2.0);
+    assert_eq!(scored_per_second(Some(100.0)), 1.2);
+    assert_eq!(scored_per_second(Some(7200.0)), 1.0);
 }
