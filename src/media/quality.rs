@@ -13,7 +13,8 @@
 //! timeline).
 //!
 //! Subsampling skips frames in the decoders where that changes no score ([`Sampling`]): only
-//! the frames around each scored one are scaled, piped and read by libvmaf.
+//! the reference's frames around each scored one, and the distorted file's scored frames, are
+//! scaled, piped and read by libvmaf.
 //!
 //! Memory stays at a few pictures: the reader holds one pair, the scorer's channel one more,
 //! and their buffers are reused. libvmaf runs on a blocking thread, with `threads` workers of
@@ -238,7 +239,9 @@ type Pair = (Vec<u8>, Vec<u8>);
 /// a step above 3 the decoders pass only frames `i - 1`, `i` and `i + 1` around each scored
 /// frame `i` (`select`, before the scaler: the others are neither scaled nor piped nor read),
 /// and libvmaf scores the middle of each triplet (`n_subsample = 3`): the same scores as
-/// libvmaf subsampling every frame, for a fraction of the work.
+/// libvmaf subsampling every frame, for a fraction of the work. The motion feature reads the
+/// reference alone, so the distorted decoder passes the scored frames only, and the triplet's
+/// other two pairs carry whatever distorted picture the buffer holds: no feature reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Sampling {
     step: u32,
@@ -250,9 +253,28 @@ impl Sampling {
         Sampling { step, sparse: step > 3 }
     }
 
-    /// The `select` filter passing the triplets, if the decoders skip frames.
+    /// The `select` filter of the reference's decoder, passing the triplets, if the decoders
+    /// skip frames.
     fn select(self) -> Option<String> {
         self.sparse.then(|| format!("select='lt(mod(n+1,{}),3)'", self.step))
+    }
+
+    /// The `select` filter of the distorted file's decoder, passing the scored frames only.
+    fn distorted_select(self) -> Option<String> {
+        self.sparse.then(|| format!("select='not(mod(n,{}))'", self.step))
+    }
+
+    /// Whether the `fed`-th reference picture is scored, and so needs its distorted picture.
+    fn scored(self, fed: u32) -> bool {
+        !self.sparse || fed.is_multiple_of(3)
+    }
+
+    /// The decoded frame's index of the `read`-th picture `side` passed.
+    fn original_of(self, side: Side, read: u32) -> u32 {
+        match side {
+            Side::Distorted if self.sparse => read.saturating_mul(self.step),
+            _ => self.original(read),
+        }
     }
 
     /// libvmaf's `n_subsample` for the pictures passed.
@@ -276,10 +298,23 @@ async fn run(request: &ScoreRequest) -> Result<FrameScores, QualityError> {
 }
 
 async fn run_sampled(request: &ScoreRequest, sampling: Sampling) -> Result<FrameScores, QualityError> {
-    let select = sampling.select();
-    let spawn = |side, path, window| Decoder::spawn(side, path, window, request, select.as_deref(), None);
-    let reference = spawn(Side::Reference, &request.reference, request.reference_window)?;
-    let distorted = spawn(Side::Distorted, &request.distorted, request.distorted_window)?;
+    let (select, distorted_select) = (sampling.select(), sampling.distorted_select());
+    let reference = Decoder::spawn(
+        Side::Reference,
+        &request.reference,
+        request.reference_window,
+        request,
+        select.as_deref(),
+        None,
+    )?;
+    let distorted = Decoder::spawn(
+        Side::Distorted,
+        &request.distorted,
+        request.distorted_window,
+        request,
+        distorted_select.as_deref(),
+        None,
+    )?;
     score_inputs(request, sampling, Input::Own(Box::new(reference)), Input::Own(Box::new(distorted))).await
 }
 
@@ -300,12 +335,12 @@ async fn score_inputs(
     let config = VmafConfig { threads: request.threads, subsample: sampling.libvmaf_step() };
     let mut scoring = tokio::task::spawn_blocking(move || score_pairs(width, height, config, to_score, spare));
 
-    let Some((common, longer)) = feed(&mut reference, &mut distorted, frame_bytes, pairs, spares).await? else {
+    let Some(fed) = feed(&mut reference, &mut distorted, sampling, frame_bytes, pairs, spares).await? else {
         // The scorer stopped before the pictures did: its result says why.
         let result = (&mut scoring).await.map_err(|e| QualityError::Thread(e.to_string()))?;
         return Err(result.err().map_or_else(|| QualityError::Thread("the scorer stopped early".into()), Into::into));
     };
-    let (times_reference, times_distorted) = reap(reference, distorted, longer, common, sampling, frame_bytes).await?;
+    let (times_reference, times_distorted) = reap(reference, distorted, fed, sampling, frame_bytes).await?;
     let (frames_reference, frames_distorted) = (count(&times_reference), count(&times_distorted));
     if frames_reference.abs_diff(frames_distorted) > MAX_FRAME_GAP {
         return Err(QualityError::FrameCounts { reference: frames_reference, distorted: frames_distorted });
@@ -336,29 +371,48 @@ fn count(times: &[f64]) -> u32 {
     u32::try_from(times.len()).unwrap_or(u32::MAX)
 }
 
+/// What [`feed`] read: the pictures each side passed, and the side that had one picture more
+/// when the other ended, if one had.
+#[derive(Debug, Clone, Copy)]
+struct Fed {
+    reference: u32,
+    distorted: u32,
+    longer: Option<Side>,
+}
+
 /// Reads both decoders picture by picture and sends the pairs of their common prefix to the
-/// scorer. Returns the number of pairs sent and the side that gave one picture more, if one
-/// did; `None` if the scorer stopped taking pairs.
+/// scorer: every reference picture, with the distorted file's next picture where it is scored
+/// ([`Sampling::scored`]). `None` if the scorer stopped taking pairs.
 async fn feed(
     reference: &mut Input,
     distorted: &mut Input,
+    sampling: Sampling,
     frame_bytes: usize,
     pairs: mpsc::Sender<Pair>,
     mut spares: mpsc::Receiver<Pair>,
-) -> Result<Option<(u32, Option<Side>)>, QualityError> {
-    let mut common = 0u32;
+) -> Result<Option<Fed>, QualityError> {
+    let mut fed = Fed { reference: 0, distorted: 0, longer: None };
     loop {
         let (mut a, mut b) = spares.try_recv().unwrap_or_else(|_| (vec![0; frame_bytes], vec![0; frame_bytes]));
-        match tokio::try_join!(reference.next(&mut a), distorted.next(&mut b))? {
-            (true, true) => {
-                common += 1;
-                if pairs.send((a, b)).await.is_err() {
-                    return Ok(None);
-                }
-            }
-            (true, false) => return Ok(Some((common, Some(Side::Reference)))),
-            (false, true) => return Ok(Some((common, Some(Side::Distorted)))),
-            (false, false) => return Ok(Some((common, None))),
+        let scored = sampling.scored(fed.reference);
+        let (more_reference, more_distorted) = if scored {
+            tokio::try_join!(reference.next(&mut a), distorted.next(&mut b))?
+        } else {
+            // No feature reads this pair's distorted picture. Past the reference's end, the
+            // distorted file's next picture tells whether it is the longer one.
+            let more = reference.next(&mut a).await?;
+            (more, more || distorted.next(&mut b).await?)
+        };
+        fed.reference += u32::from(more_reference);
+        fed.distorted += u32::from(more_distorted && (scored || !more_reference));
+        match (more_reference, more_distorted) {
+            (true, true) => {}
+            (true, false) => return Ok(Some(Fed { longer: Some(Side::Reference), ..fed })),
+            (false, true) => return Ok(Some(Fed { longer: Some(Side::Distorted), ..fed })),
+            (false, false) => return Ok(Some(fed)),
+        }
+        if pairs.send((a, b)).await.is_err() {
+            return Ok(None);
         }
     }
 }
@@ -370,22 +424,22 @@ async fn feed(
 async fn reap(
     reference: Input,
     distorted: Input,
-    longer: Option<Side>,
-    common: u32,
+    fed: Fed,
     sampling: Sampling,
     frame_bytes: usize,
 ) -> Result<(Vec<f64>, Vec<f64>), QualityError> {
-    let one_longer = longer.is_some();
-    let (shorter, mut longer) =
-        if longer == Some(Side::Reference) { (distorted, reference) } else { (reference, distorted) };
+    let (shorter, mut longer, mut read) = if fed.longer == Some(Side::Reference) {
+        (distorted, reference, fed.reference)
+    } else {
+        (reference, distorted, fed.distorted)
+    };
     let shorter_side = shorter.side();
     let shorter_times = shorter.finish().await?;
     let limit = count(&shorter_times).saturating_add(MAX_FRAME_GAP);
-    if one_longer {
-        // The longer side has given `common + 1` pictures so far.
-        let (mut read, mut buffer) = (common + 1, vec![0; frame_bytes]);
+    if fed.longer.is_some() {
+        let mut buffer = vec![0; frame_bytes];
         loop {
-            let at_least = sampling.original(read - 1).saturating_add(1);
+            let at_least = sampling.original_of(longer.side(), read - 1).saturating_add(1);
             if at_least > limit {
                 let shorter_count = count(&shorter_times);
                 let (reference, distorted) =

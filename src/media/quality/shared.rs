@@ -112,7 +112,7 @@ fn group_key(request: &ScoreRequest) -> String {
 async fn score_group(group: &[&ScoreRequest]) -> Vec<Result<FrameScores, QualityError>> {
     let first = group[0];
     let sampling = Sampling::new(first.subsample);
-    let select = sampling.select();
+    let (select, distorted_select) = (sampling.select(), sampling.distorted_select());
     let threads = Some(SHARED_DECODER_THREADS);
     let spawn_reference =
         Decoder::spawn(Side::Reference, &first.reference, first.reference_window, first, select.as_deref(), threads);
@@ -127,7 +127,7 @@ async fn score_group(group: &[&ScoreRequest]) -> Vec<Result<FrameScores, Quality
         let (sender, pictures) = mpsc::channel(PICTURES_IN_FLIGHT);
         senders.push(sender);
         let reference = Input::Shared(SharedReference { pictures, ending: ending.clone() });
-        let select = select.as_deref();
+        let select = distorted_select.as_deref();
         async move {
             let run = async {
                 let distorted = Decoder::spawn(

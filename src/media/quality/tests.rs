@@ -188,6 +188,14 @@ async fn skipping_frames_in_the_decoders_changes_no_score() {
     let indices: Vec<u32> = (0..9).map(|fed| Sampling::new(7).original(fed)).collect();
     assert_eq!(indices, [0, 1, 6, 7, 8, 13, 14, 15, 20]);
     assert_eq!(Sampling::new(3).original(5), 5, "a step of 3 passes every frame");
+    // The distorted file's decoder passes the scored frames only: fed pictures 0, 3, 6, ...
+    let scored: Vec<u32> = (0..9).filter(|&fed| Sampling::new(7).scored(fed)).collect();
+    assert_eq!(scored, [0, 3, 6]);
+    let distorted: Vec<u32> = (0..3).map(|read| Sampling::new(7).original_of(Side::Distorted, read)).collect();
+    assert_eq!(distorted, [0, 7, 14]);
+    assert_eq!(Sampling::new(7).distorted_select().as_deref(), Some("select='not(mod(n,7))'"));
+    assert_eq!(Sampling::new(3).distorted_select(), None);
+    assert!((0..5).all(|fed| Sampling::new(3).scored(fed)), "a step of 3 pairs every picture");
 }
 
 #[tokio::test]
