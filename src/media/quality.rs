@@ -66,8 +66,8 @@ pub const DEFAULT_SUBSAMPLE: u32 = 7;
 /// misses is the sampling error of few frames, which shrinks as frames are added: on the
 /// 120 s title (seven kinds of content), every 23rd frame (130 scored) stayed within 0.10 of
 /// the full pass and every coprime step up to 47 within 0.34 (docs/quality.md,
-/// "Subsampling"). The cost of scoring follows the frames scored, over a
-/// fixed share for decoding both inputs.
+/// "Subsampling"). The cost of scoring follows the frames scored, over a fixed share for
+/// decoding both inputs.
 pub fn subsample_for(frame_rate: Option<f64>, seconds: Option<f64>) -> u32 {
     let Some(rate) = frame_rate.filter(|r| r.is_finite() && *r > 0.0) else { return DEFAULT_SUBSAMPLE };
     // Finite and positive; the casts saturate anyway.
@@ -85,7 +85,7 @@ pub fn subsample_for(frame_rate: Option<f64>, seconds: Option<f64>) -> u32 {
     step
 }
 
-/// Frames scored on a title of a minute or more: below that, two a second.
+/// The fewest frames scored on a title of a minute or more (shorter ones: two a second).
 pub const MIN_SCORED_FRAMES: f64 = 120.0;
 
 /// Scored frames a second for a title of `seconds`: two up to a minute (fewer frames than
@@ -298,23 +298,11 @@ async fn run(request: &ScoreRequest) -> Result<FrameScores, QualityError> {
 }
 
 async fn run_sampled(request: &ScoreRequest, sampling: Sampling) -> Result<FrameScores, QualityError> {
-    let (select, distorted_select) = (sampling.select(), sampling.distorted_select());
-    let reference = Decoder::spawn(
-        Side::Reference,
-        &request.reference,
-        request.reference_window,
-        request,
-        select.as_deref(),
-        None,
-    )?;
-    let distorted = Decoder::spawn(
-        Side::Distorted,
-        &request.distorted,
-        request.distorted_window,
-        request,
-        distorted_select.as_deref(),
-        None,
-    )?;
+    let spawn = |side, path, window, select: Option<String>| {
+        Decoder::spawn(side, path, window, request, select.as_deref(), None)
+    };
+    let reference = spawn(Side::Reference, &request.reference, request.reference_window, sampling.select())?;
+    let distorted = spawn(Side::Distorted, &request.distorted, request.distorted_window, sampling.distorted_select())?;
     score_inputs(request, sampling, Input::Own(Box::new(reference)), Input::Own(Box::new(distorted))).await
 }
 

@@ -127,7 +127,7 @@ async fn score_group(group: &[&ScoreRequest]) -> Vec<Result<FrameScores, Quality
         let (sender, pictures) = mpsc::channel(PICTURES_IN_FLIGHT);
         senders.push(sender);
         let reference = Input::Shared(SharedReference { pictures, ending: ending.clone() });
-        let select = distorted_select.as_deref();
+        let distorted_select = distorted_select.as_deref();
         async move {
             let run = async {
                 let distorted = Decoder::spawn(
@@ -135,7 +135,7 @@ async fn score_group(group: &[&ScoreRequest]) -> Vec<Result<FrameScores, Quality
                     &request.distorted,
                     request.distorted_window,
                     request,
-                    select,
+                    distorted_select,
                     threads,
                 )?;
                 score_inputs(request, sampling, reference, Input::Own(Box::new(distorted))).await
