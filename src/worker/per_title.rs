@@ -14,7 +14,9 @@ use super::transcode::millis;
 use super::{Inner, JobError};
 use crate::domain::delivery::VideoCodec;
 use crate::domain::job::{JobSpec, OutputRequest};
-use crate::domain::per_title::probe::{ProbeRung, copies_losslessly, lead_in, probe_args, window_copy_args};
+use crate::domain::per_title::probe::{
+    ProbeRung, copies_losslessly, lead_in, probe_args, window_copy_args, window_start_in_probe,
+};
 use crate::domain::per_title::{
     LadderDecision, Probe, QualityTarget, RungCandidate, RungRole, SampleBudget, Window, choose_crf, first_probe,
     next_probe, sample_windows,
@@ -151,8 +153,8 @@ async fn ladder(
 
 /// Where each window is read from: a lossless copy of it (its lead-in, then the window), or
 /// the source itself (at the window) when the source's pixels cannot be copied losslessly or
-/// the copy failed. The copy is made once, so the rounds and their scoring decode the window's frames
-/// only, not the source from the keyframe before the window every time.
+/// the copy failed. The copy is made once, so the rounds and their scoring decode the window's
+/// frames only, not the source from the keyframe before the window every time.
 async fn window_inputs(
     source: &Path,
     windows: &[Window],
@@ -243,8 +245,8 @@ impl ProbeCx<'_> {
         totals: &mut [WindowScore],
     ) -> Result<(), JobError> {
         let lead = lead_in(window);
-        // A few milliseconds early: a frame of the window may be timed a hair before it.
-        let in_window = |time: f64| time >= lead - 0.005;
+        let start = window_start_in_probe(window);
+        let in_window = |time: f64| time >= start;
         let read = ScoreWindow { start: window.start - lead, duration: Some(lead + window.duration) };
         let requests: Vec<ScoreRequest> = rungs
             .iter()

@@ -31,6 +31,13 @@ pub fn lead_in(window: &Window) -> f64 {
     window.start.clamp(0.0, LEAD_IN_SECONDS)
 }
 
+/// Where the window starts in a probe of it, in the probe's own time (its lead-in), a few
+/// milliseconds early: the window's first frame may be timed a hair before it. The probe's
+/// keyframe is forced from here, and its scores and packets count from here.
+pub fn window_start_in_probe(window: &Window) -> f64 {
+    (lead_in(window) - 0.005).max(0.0)
+}
+
 /// The part of the input a probe of `window` reads: its lead-in, then the window.
 fn with_lead_in(window: &Window) -> [String; 4] {
     let lead = lead_in(window);
@@ -45,8 +52,7 @@ pub fn probe_args(source: &Path, window: &Window, rungs: &[ProbeRung]) -> Vec<Os
     args.extend(with_lead_in(window).map(OsString::from));
     args.push("-i".into());
     args.push(source.as_os_str().to_owned());
-    // A few milliseconds early: the first frame of the window may be timed a hair before it.
-    let first_key = (lead_in(window) - 0.005).max(0.0);
+    let first_key = window_start_in_probe(window);
     let caps: Vec<Option<u32>> = rungs.iter().map(|r| Some(r.height)).collect();
     args.extend(strings(&["-filter_complex", &fan_out("0:v:0", &caps, "ps", "pv")]));
     for (i, rung) in rungs.iter().enumerate() {

@@ -11,16 +11,13 @@ use crate::domain::quality::{bitrate, per_second, summarise};
 
 /// Encodes `source` into `out` with libx264 at `crf` (every frame kept with its time, as the
 /// worker's MP4 presets do), with `extra` options before the codec's (a window, a scaler).
-/// The `ultrafast` preset keeps the tests short; [`measure_scoring`] uses the worker's.
+/// The `ultrafast` preset keeps the tests short; what scoring costs against the worker's own
+/// encodes is `scripts/bench-quality`'s to measure.
 fn encode(source: &Path, out: &Path, crf: u32, extra: &[&str]) -> PathBuf {
-    encode_with(source, out, "ultrafast", crf, extra)
-}
-
-fn encode_with(source: &Path, out: &Path, preset: &str, crf: u32, extra: &[&str]) -> PathBuf {
     let mut command = Command::new("ffmpeg");
     command.args(["-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-i"]).arg(source);
     command.args(["-map", "0:v:0"]).args(extra);
-    command.args(["-c:v", "libx264", "-preset", preset, "-pix_fmt", "yuv420p", "-crf", &crf.to_string()]);
+    command.args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-crf", &crf.to_string()]);
     command.args(["-fps_mode", "vfr", "-f", "mp4"]).arg(out);
     let output = command.output().unwrap();
     assert!(output.status.success(), "encode failed: {}", String::from_utf8_lossy(&output.stderr));
@@ -434,66 +431,6 @@ async fn scores_agree_with_ffmpeg_libvmaf() {
         assert!(worst <= 1.0 && psnr <= 0.01, "frame by frame: {worst} {psnr}");
         assert!((ssim_means.0 - ssim_means.1).abs() <= 0.01 && ssim <= 0.03, "SSIM: {ssim_means:?}, {ssim}");
         assert!(exact <= 1e-5, "full-size SSIM against ffmpeg's filter: {exact}");
-    }
-}
-
-/// CPU seconds used so far by this process (all its threads) and by its reaped children, from
-/// `/proc/self/stat` (clock ticks of 10 ms).
-fn cpu_seconds() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<f64> = stat.rsplit_once(") ").unwrap().1.split(' ').map(|f| f.parse().unwrap_or(0.0)).collect();
-    // utime, stime, cutime, cstime are fields 14 to 17; the list starts at field 3.
-    ((fields[11] + fields[12]) / 100.0, (fields[13] + fields[14]) / 100.0)
-}
-
-fn cpu_since(start: (f64, f64)) -> f64 {
-    let now = cpu_seconds();
-    (now.0 - start.0) + (now.1 - start.1)
-}
-
-/// Measures what scoring costs: the mean VMAF at each subsample step against scoring every
-/// frame, and the CPU time of scoring against that of encoding the same rendition (ffmpeg
-/// alone, the worker's x264 settings). Run alone, by hand:
-/// `cargo test --lib measure_scoring -- --ignored --nocapture --test-threads=1`.
-#[tokio::test]
-#[ignore = "a measurement, run by hand"]
-async fn measure_scoring() {
-    let (true, Some(bunny), Some(bikes)) = (media_tools(), clip("bigbuckbunny.mp4"), clip("bikes.mp4")) else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    // (clip, its size, rendition name, the rendition's filter)
-    let renditions = [
-        (&bunny, (1280, 720), "720p", 23, "scale=trunc(iw/2)*2:trunc(ih/2)*2"),
-        (&bunny, (1280, 720), "720p", 32, "scale=trunc(iw/2)*2:trunc(ih/2)*2"),
-        (&bunny, (1280, 720), "480p", 23, "scale=-2:480"),
-        (&bunny, (1280, 720), "360p", 23, "scale=-2:360"),
-        (&bikes, (640, 272), "272p", 23, "scale=trunc(iw/2)*2:trunc(ih/2)*2"),
-        (&bikes, (640, 272), "272p", 32, "scale=trunc(iw/2)*2:trunc(ih/2)*2"),
-    ];
-    for (source, (width, height), name, crf, filter) in renditions {
-        let out = dir.path().join(format!("{name}-{crf}.mp4"));
-        let started = cpu_seconds();
-        encode_with(source, &out, "fast", crf, &["-vf", filter, "-maxrate", "3500k", "-bufsize", "7000k"]);
-        let encode_cpu = cpu_since(started);
-        let mut full = 0.0;
-        for subsample in [1, 2, 3, 4, 5, 7, 9, 11] {
-            let started = cpu_seconds();
-            let scores = score(&request(source, &out, width, height, subsample)).await.unwrap();
-            let score_cpu = cpu_since(started);
-            let vmaf = mean(&scores.vmaf);
-            if subsample == 1 {
-                full = vmaf;
-            }
-            eprintln!(
-                "{} {name} CRF {crf}: N={subsample} frames={} VMAF {vmaf:.3} (delta {:+.3}) encode CPU {encode_cpu:.2} s, \
-                 scoring CPU {score_cpu:.2} s ({:.0} % of the encode)",
-                source.file_name().unwrap().to_string_lossy(),
-                scores.vmaf.len(),
-                vmaf - full,
-                100.0 * score_cpu / encode_cpu
-            );
-        }
     }
 }
 
