@@ -25,7 +25,9 @@ use crate::domain::range::OptionRange;
 
 mod ladder;
 pub mod probe;
+mod sample;
 pub use ladder::{DropReason, DroppedRung, LadderDecision, RungCandidate, RungDecision, hull, predicted_bytes};
+pub use sample::{Complexity, SampleBudget, Window, sample_windows};
 
 /// The VMAF targets a job may ask for. Below 70 the ladder would be visibly poor on purpose;
 /// above 99 the score is in the model's saturated top, where a CRF change moves it by less
@@ -47,6 +49,11 @@ const ASSUMED_SLOPE: f64 = -1.0;
 /// Measured slopes are held to this range: a flat or rising pair of noisy probes must not send
 /// the next probe to infinity, nor a steep pair make it crawl.
 const SLOPE_LIMITS: (f64, f64) = (-3.0, -0.3);
+/// Two probes under the target that gained less than this per CRF step say the rung's quality
+/// no longer follows its CRF: its rate cap binds (grain, high motion) or the source is the
+/// limit. Half the flattest slope the search assumes, so the noise of two probes (about ±0.3
+/// each, three or more steps apart) does not read a real slope of -0.5 as flat.
+const FLAT_SLOPE: f64 = -0.15;
 /// A lower rung is kept only if its predicted VMAF is at least this far above the next lower
 /// kept rung's: about one just-noticeable difference.
 pub const MIN_QUALITY_STEP: f64 = 1.0;
@@ -55,8 +62,6 @@ pub const MIN_RATE_STEP: f64 = 1.25;
 /// The top rung goes only when it is no better than the rung below by more than this (VMAF's
 /// noise between near-identical pictures): then it costs bits and shows nothing.
 pub const SAME_QUALITY: f64 = 0.25;
-/// Sample windows stay out of the title's first and last 5 %, where credits and fades sit.
-const EDGE_FRACTION: f64 = 0.05;
 
 /// The job's `quality` object: the ladder is made per title to reach this VMAF.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -96,89 +101,6 @@ impl QualityTarget {
             Err(TargetError::Vmaf(v))
         }
     }
-}
-
-/// How much of a title the analysis samples.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SampleBudget {
-    /// Share of the title to sample, in total (0.04: 4 %).
-    pub fraction: f64,
-    /// Seconds of each window, at most.
-    pub window_seconds: f64,
-    /// Seconds of each window, at least: on a short title the windows shrink toward this
-    /// floor before the sample grows past `fraction`.
-    pub min_window_seconds: f64,
-    pub min_windows: usize,
-    pub max_windows: usize,
-}
-
-impl Default for SampleBudget {
-    /// 4 % of the title in 3 to 8 windows of 1 to 2 s: three windows of 2 s (one keyframe
-    /// interval of the outputs) at 150 s, more of them from 175 s on (1.75 to 2 s each), 8
-    /// from 375 s on, of 2 s from 400 s on; on titles under 150 s three windows shortened to 4 % of the title,
-    /// down to 1 s each. Under 75 s the floor holds: 3 s in all, 15 % of a 20 s title. Three windows at least, because one window is
-    /// one scene; 1 s at least, so that a window is a scene's worth of frames and not its first
-    /// keyframe. The probes encode the sample about twice per rung on average (the top rung up
-    /// to three times, the others once), so the analysis stays within 15 % of the ladder's
-    /// encode CPU from about two minutes on (`docs/per-title.md`, "Cost").
-    fn default() -> Self {
-        Self { fraction: 0.04, window_seconds: 2.0, min_window_seconds: 1.0, min_windows: 3, max_windows: 8 }
-    }
-}
-
-/// A stretch of the source the probes encode: seconds from the start, and length.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Window {
-    pub start: f64,
-    pub duration: f64,
-}
-
-/// The windows to analyse a title of `duration` seconds with: spread evenly over its middle
-/// 90 % (each centred in an equal share of it), each moved back to the last keyframe at or
-/// before that point when `keyframes` (seconds, any order) has one that keeps the windows
-/// apart and out of the first 5 %; otherwise it starts at the point itself (the probe's seek
-/// then decodes from the keyframe before). A title too short to hold the windows in its
-/// middle is sampled whole, as one window; a title of no known length gets none.
-pub fn sample_windows(duration: f64, keyframes: &[f64], budget: &SampleBudget) -> Vec<Window> {
-    if !(duration.is_finite() && duration > 0.0) {
-        return Vec::new();
-    }
-    let length = budget.window_seconds;
-    let whole = vec![Window { start: 0.0, duration: millis(duration) }];
-    if !(length.is_finite() && length > 0.0) {
-        return whole;
-    }
-    let least = budget.min_windows.max(1);
-    // A float-to-int cast saturates (and maps NaN to 0): the clamp decides.
-    let wanted = (budget.fraction * duration / length).round() as usize;
-    let count = wanted.clamp(least, budget.max_windows.max(least));
-    // Shorter windows on short titles, down to the floor (`f64::min`/`max` pass over a NaN).
-    let length = (budget.fraction * duration / count as f64).min(length).max(budget.min_window_seconds.min(length));
-    let (from, to) = (duration * EDGE_FRACTION, duration * (1.0 - EDGE_FRACTION));
-    let share = (to - from) / count as f64;
-    if share < length {
-        return whole;
-    }
-    let mut windows = Vec::with_capacity(count);
-    let mut free_from = from;
-    for i in 0..count {
-        let even = from + share * i as f64 + (share - length) / 2.0;
-        let start = keyframe_between(keyframes, free_from, even).unwrap_or(even);
-        windows.push(Window { start: millis(start), duration: millis(length) });
-        free_from = start + length;
-    }
-    windows
-}
-
-/// The last keyframe in `[from, to]`.
-fn keyframe_between(keyframes: &[f64], from: f64, to: f64) -> Option<f64> {
-    const SLACK: f64 = 1e-6;
-    keyframes.iter().copied().filter(|k| k.is_finite() && *k >= from - SLACK && *k <= to + SLACK).reduce(f64::max)
-}
-
-/// Seconds to the millisecond (what ffmpeg is given), so a decision reads back as written.
-fn millis(seconds: f64) -> f64 {
-    (seconds * 1000.0).round() / 1000.0
 }
 
 /// Which rung a search is for: the largest rung may spend more bits than the fixed ladder to
@@ -287,11 +209,25 @@ pub fn next_probe(rung: RungRole, probes: &[Probe], target: f64) -> Option<u32> 
         _ => extrapolate(&points[..points.len().min(2)], *first, aim),
     };
     let (low, high) = rung.crf_bounds();
+    if above.is_none() && flat(&points) && estimate < f64::from(low) {
+        // Flat under the target, and even the flattest assumed slope needs a CRF past the
+        // bound: a probe there would spend the most expensive encode of the search to confirm
+        // the rung out of reach.
+        return None;
+    }
     let crf = clamp_crf(estimate.floor(), low, high);
     (!points.iter().any(|p| p.crf == crf)).then_some(crf)
 }
 
 /// The CRF where the line through `from` with the slope of `pair` (if two points) reaches `aim`.
+/// Whether the two lowest CRFs probed measured a slope flatter than [`FLAT_SLOPE`] (or a rise).
+fn flat(points: &[Point]) -> bool {
+    match points {
+        [a, b, ..] if b.crf > a.crf => (b.vmaf - a.vmaf) / f64::from(b.crf - a.crf) > FLAT_SLOPE,
+        _ => false,
+    }
+}
+
 fn extrapolate(pair: &[Point], from: Point, aim: f64) -> f64 {
     let slope = match pair {
         [a, b] if b.crf > a.crf => (b.vmaf - a.vmaf) / f64::from(b.crf - a.crf),
@@ -454,124 +390,6 @@ mod tests {
         assert_eq!(serde_json::to_string(&target).unwrap(), r#"{"vmaf":95.0}"#);
     }
 
-    fn starts(windows: &[Window]) -> Vec<f64> {
-        windows.iter().map(|w| w.start).collect()
-    }
-
-    #[test]
-    fn windows_spread_evenly_over_the_middle_of_the_title() {
-        let budget = SampleBudget::default();
-        // (duration, window length, expected starts): 3 windows at least, 8 at most, 4 % in
-        // between; windows of 1 s on short titles, growing to 2 s at 150 s.
-        let cases: &[(f64, f64, &[f64])] = &[
-            (7.0, 1.0, &[0.9, 3.0, 5.1]),
-            (100.0, 1.333, &[19.333, 49.333, 79.333]),
-            (150.0, 2.0, &[29.0, 74.0, 119.0]),
-            (300.0, 2.0, &[36.5, 81.5, 126.5, 171.5, 216.5, 261.5]),
-            (3600.0, 2.0, &[381.5, 786.5, 1191.5, 1596.5, 2001.5, 2406.5, 2811.5, 3216.5]),
-        ];
-        for &(duration, length, expected) in cases {
-            let windows = sample_windows(duration, &[], &budget);
-            assert_eq!(starts(&windows), expected, "{duration}");
-            assert!(windows.iter().all(|w| w.duration == length), "{duration}: {windows:?}");
-        }
-        // Under 75 s the 1 s floor holds: 3 s in all.
-        let short: f64 = sample_windows(20.0, &[], &budget).iter().map(|w| w.duration).sum();
-        assert_eq!(short, 3.0);
-    }
-
-    #[test]
-    fn the_sample_is_about_four_percent_within_the_window_counts() {
-        let budget = SampleBudget::default();
-        for (duration, count) in [(60.0, 3), (200.0, 4), (250.0, 5), (400.0, 8), (1000.0, 8), (36_000.0, 8)] {
-            let windows = sample_windows(duration, &[], &budget);
-            assert_eq!(windows.len(), count, "{duration}");
-            let share = windows.iter().map(|w| w.duration).sum::<f64>() / duration;
-            if (150.0..=400.0).contains(&duration) {
-                assert!((share - 0.04).abs() <= 0.004, "{duration}: {share}");
-            } else {
-                assert!(share <= 0.1, "{duration}: {share}");
-            }
-        }
-    }
-
-    #[test]
-    fn a_title_too_short_for_the_windows_is_sampled_whole() {
-        let budget = SampleBudget::default();
-        for duration in [0.5, 2.0, 3.0, 3.3] {
-            assert_eq!(sample_windows(duration, &[0.0], &budget), vec![Window { start: 0.0, duration }], "{duration}");
-        }
-        // The smallest title that holds three windows of 1 s in its middle 90 %.
-        assert_eq!(sample_windows(3.4, &[], &budget).len(), 3);
-        // No length, no windows; a window of no length samples the title whole.
-        for duration in [0.0, -3.0, f64::NAN, f64::INFINITY] {
-            assert!(sample_windows(duration, &[], &budget).is_empty(), "{duration}");
-        }
-        let odd = SampleBudget { window_seconds: 0.0, ..budget };
-        assert_eq!(sample_windows(30.0, &[], &odd), vec![Window { start: 0.0, duration: 30.0 }]);
-    }
-
-    #[test]
-    fn windows_start_on_the_keyframe_before_their_point() {
-        let budget = SampleBudget::default();
-        let every_two: Vec<f64> = (0..50).map(|k| f64::from(k) * 2.0).collect();
-        let every_ten: Vec<f64> = (0..10).map(|k| f64::from(k) * 10.0).collect();
-        let unsorted = [79.5, f64::NAN, 3.0, 48.0, 18.2, 60.0];
-        let cases: &[(&[f64], &[f64])] = &[
-            (&every_two, &[18.0, 48.0, 78.0]),
-            (&every_ten, &[10.0, 40.0, 70.0]),
-            (&unsorted, &[18.2, 48.0, 60.0]),
-            // Only a keyframe in the first 5 %: the windows keep their points.
-            (&[0.0], &[19.333, 49.333, 79.333]),
-        ];
-        for &(keyframes, expected) in cases {
-            assert_eq!(starts(&sample_windows(100.0, keyframes, &budget)), expected, "{keyframes:?}");
-        }
-        // A keyframe inside the previous window is not taken: the windows never overlap.
-        assert_eq!(starts(&sample_windows(7.0, &[0.4, 1.0, 2.5], &budget)), [0.4, 2.5, 5.1]);
-    }
-
-    #[test]
-    fn windows_never_overlap_and_stay_out_of_the_edges() {
-        let budget = SampleBudget::default();
-        for step in 1..400 {
-            let duration = 6.7 + f64::from(step) * 9.3;
-            let keyframes: Vec<f64> = (0..).map(|k| f64::from(k) * 4.7).take_while(|k| *k < duration).collect();
-            for frames in [&keyframes[..], &[]] {
-                let windows = sample_windows(duration, frames, &budget);
-                assert!((3..=8).contains(&windows.len()), "{duration}");
-                assert!(windows[0].start >= duration * 0.05 - 0.001, "{duration}: {windows:?}");
-                let last = windows[windows.len() - 1];
-                assert!(last.start + last.duration <= duration * 0.95 + 0.001, "{duration}: {windows:?}");
-                for pair in windows.windows(2) {
-                    assert!(pair[0].start + pair[0].duration <= pair[1].start + 0.001, "{duration}: {windows:?}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn a_budget_may_ask_for_more_or_fewer_windows() {
-        let wide = SampleBudget {
-            fraction: 0.1,
-            window_seconds: 4.0,
-            min_window_seconds: 4.0,
-            min_windows: 1,
-            max_windows: 20,
-        };
-        let windows = sample_windows(200.0, &[], &wide);
-        assert_eq!(windows.len(), 5);
-        assert_eq!(windows[0], Window { start: 26.0, duration: 4.0 });
-        let one = SampleBudget {
-            fraction: 0.0,
-            window_seconds: 2.0,
-            min_window_seconds: 2.0,
-            min_windows: 0,
-            max_windows: 0,
-        };
-        assert_eq!(starts(&sample_windows(100.0, &[], &one)), [49.0]);
-    }
-
     #[test]
     fn the_search_starts_at_the_fixed_ladders_crf() {
         assert_eq!(first_probe(), 23);
@@ -598,6 +416,7 @@ mod tests {
             (Top, &[(23, 90.0), (17, 96.0)], None, "bracketed from below"),
             (Top, &[(23, 96.0), (24, 94.5)], None, "bracketed by neighbours"),
             (Top, &[(23, 90.0), (17, 93.0)], None, "the lowest CRF is reached"),
+            (Top, &[(23, 91.2), (20, 91.4)], None, "a rate cap binds: flat far under the target"),
             (Lower, &[(23, 99.0), (38, 97.5)], None, "the highest CRF is reached"),
             (Top, &[(23, 99.5), (30, 99.0)], Some(38), "a flat slope is held to -0.3, clamped to 38"),
             (Top, &[(23, 98.0), (25, 97.0), (26, 96.0)], None, "three probes made"),
@@ -613,8 +432,12 @@ mod tests {
         let cases: &[(Points, Option<u32>, &str)] = &[
             // A higher CRF scored a hair better: read as flat, slope -0.3: 26 + 0.75 / 0.3.
             (&[(23, 96.0), (26, 96.3)], Some(28), "rising pair above the target"),
-            // Flat under the target: the steepest allowed guess is still the bound.
-            (&[(23, 94.0), (20, 93.5)], Some(17), "falling pair below the target"),
+            // Under the target, a lower CRF scored lower: the rate cap binds, no probe more.
+            (&[(23, 94.0), (20, 93.5)], None, "falling pair below the target"),
+            // Flatter than -0.3 but not flat: held to -0.3, the bound is probed.
+            (&[(23, 93.5), (20, 94.2)], Some(17), "slope -0.23 below the target"),
+            // Flat, but the target is near: -0.3 from 20 reaches it at 18.
+            (&[(23, 94.6), (20, 94.7)], Some(18), "flat and close below the target"),
             // A steep pair is held to -3 per step: 23 - 10.25 / 3 (at -5 it would be 20).
             (&[(23, 85.0), (25, 75.0)], Some(19), "too steep"),
             (&[(23, f64::NAN)], Some(23), "an unusable probe teaches nothing"),

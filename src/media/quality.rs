@@ -31,7 +31,7 @@ mod packets;
 mod shared;
 
 use decoder::Decoder;
-pub use packets::packet_sizes;
+pub use packets::{Packet, packet_sizes, video_packets};
 use shared::Input;
 pub use shared::score_many;
 

@@ -18,8 +18,8 @@ use crate::domain::per_title::probe::{
     ProbeRung, copies_losslessly, lead_in, probe_args, window_copy_args, window_start_in_probe,
 };
 use crate::domain::per_title::{
-    LadderDecision, Probe, QualityTarget, RungCandidate, RungRole, SampleBudget, Window, choose_crf, first_probe,
-    next_probe, sample_windows,
+    Complexity, LadderDecision, Probe, QualityTarget, RungCandidate, RungRole, SampleBudget, Window, choose_crf,
+    first_probe, next_probe, sample_windows,
 };
 use crate::domain::plan::{hls_rungs, rung_name};
 use crate::domain::preset::Preset;
@@ -28,7 +28,7 @@ use crate::domain::quality::{BITRATE_WINDOW_SECONDS, bitrate, scoring_size};
 use crate::domain::status::Stage;
 use crate::jobs::Attempt;
 use crate::media::ffmpeg::{Bounds, run_ffmpeg};
-use crate::media::quality::{ScoreRequest, Window as ScoreWindow, packet_sizes, score_many};
+use crate::media::quality::{ScoreRequest, Window as ScoreWindow, packet_sizes, score_many, video_packets};
 
 /// Longest one probe encode or one probe's scoring may take: a window is a few seconds.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -99,7 +99,8 @@ async fn ladder(
 ) -> Result<Option<LadderDecision>, JobError> {
     let Some(duration) = media.duration_seconds.filter(|d| *d > 0.0) else { return Ok(None) };
     let Some((width, height)) = media.display_dimensions().map(|(w, h)| scoring_size(w, h)) else { return Ok(None) };
-    let windows = sample_windows(duration, &[], &SampleBudget::default());
+    let complexity = source_complexity(source, stop).await?;
+    let windows = sample_windows(duration, &complexity, &SampleBudget::default());
     if windows.is_empty() {
         return Ok(None);
     }
@@ -149,6 +150,23 @@ async fn ladder(
         })
         .collect();
     Ok(Some(LadderDecision::new(target, duration, windows, candidates)))
+}
+
+/// Where the source is hardest to encode, from its own packets (ffprobe reads the file once,
+/// decoding nothing), so the sample windows go there; an empty profile, the windows then
+/// centred in their shares of the title, when the packets cannot be listed.
+async fn source_complexity(source: &Path, stop: &CancellationToken) -> Result<Complexity, JobError> {
+    let listed = tokio::select! {
+        listed = video_packets(source, PROBE_TIMEOUT) => listed,
+        () = stop.cancelled() => return Err(JobError::Interrupted),
+    };
+    Ok(match listed {
+        Ok(packets) => Complexity::from_packets(packets.into_iter().map(|p| (p.time, p.bytes, p.key))),
+        Err(err) => {
+            tracing::warn!(error = %err, "The source's packets could not be listed; the sample windows are centred in their shares.");
+            Complexity::default()
+        }
+    })
 }
 
 /// Where each window is read from: a lossless copy of it (its lead-in, then the window), or

@@ -1,4 +1,5 @@
-//! A rendition's video packets (time and size), listed by ffprobe, for its bitrate.
+//! A file's video packets (time, size, keyframe or not), listed by ffprobe: a rendition's for
+//! its bitrate, the source's for where it is hardest to encode (the per-title sample).
 
 use std::path::Path;
 use std::time::Duration;
@@ -8,15 +9,28 @@ use tokio::io::BufReader;
 use super::QualityError;
 use super::decoder::{read_line, spawn_piped};
 
+/// One video packet: its time in seconds (its presentation time, else its decoding time; NaN
+/// if neither), its size in bytes, and whether it is a keyframe.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Packet {
+    pub time: f64,
+    pub bytes: u64,
+    pub key: bool,
+}
+
 /// The first video stream's packets in `path` (a file, or an HLS playlist of local segments):
-/// each one's time in seconds (its presentation time, else its decoding time; NaN if neither)
-/// and its size in bytes, in file order. For [`crate::domain::quality::bitrate`]: the sizes
-/// are the video stream's own, without the container's overhead or the audio.
+/// each one's time and size in bytes, in file order. For [`crate::domain::quality::bitrate`]:
+/// the sizes are the video stream's own, without the container's overhead or the audio.
 pub async fn packet_sizes(path: &Path, timeout: Duration) -> Result<Vec<(f64, u64)>, QualityError> {
+    Ok(video_packets(path, timeout).await?.into_iter().map(|p| (p.time, p.bytes)).collect())
+}
+
+/// The first video stream's packets in `path`, in file order.
+pub async fn video_packets(path: &Path, timeout: Duration) -> Result<Vec<Packet>, QualityError> {
     let mut args: Vec<std::ffi::OsString> =
         ["-v", "error", "-protocol_whitelist", "file", "-select_streams", "v:0", "-show_entries"]
             .into_iter()
-            .chain(["packet=pts_time,dts_time,size", "-of", "compact=p=0"])
+            .chain(["packet=pts_time,dts_time,size,flags", "-of", "compact=p=0"])
             .map(Into::into)
             .collect();
     args.push(path.as_os_str().to_owned());
@@ -51,18 +65,20 @@ pub async fn packet_sizes(path: &Path, timeout: Duration) -> Result<Vec<(f64, u6
     Ok(packets)
 }
 
-/// One line of ffprobe's `compact=p=0` packets (`pts_time=0.040000|dts_time=0.000000|size=123`);
-/// `None` for a line without a size (a blank line).
-pub(super) fn parse_packet(line: &str) -> Option<(f64, u64)> {
-    let (mut pts, mut dts, mut size) = (None, None, None);
+/// One line of ffprobe's `compact=p=0` packets
+/// (`pts_time=0.040000|dts_time=0.000000|size=123|flags=K__`); `None` for a line without a
+/// size (a blank line).
+pub(super) fn parse_packet(line: &str) -> Option<Packet> {
+    let (mut pts, mut dts, mut size, mut key) = (None, None, None, false);
     // Fields other than `key=value` (a trailing `|`, a side data section) are ignored.
-    for (key, value) in line.split('|').filter_map(|field| field.split_once('=')) {
-        match key {
+    for (name, value) in line.split('|').filter_map(|field| field.split_once('=')) {
+        match name {
             "pts_time" => pts = value.parse::<f64>().ok(),
             "dts_time" => dts = value.parse::<f64>().ok(),
             "size" => size = value.parse::<u64>().ok(),
+            "flags" => key = value.starts_with('K'),
             _ => {}
         }
     }
-    Some((pts.or(dts).unwrap_or(f64::NAN), size?))
+    Some(Packet { time: pts.or(dts).unwrap_or(f64::NAN), bytes: size?, key })
 }

@@ -269,6 +269,38 @@ async fn packet_sizes_of_a_file_and_of_an_hls_rung() {
     assert!(matches!(error, QualityError::Packets(_)), "{error:?}");
 }
 
+/// The per-title sample on a real file: its packets listed by ffprobe, the windows placed where
+/// the source took the most bytes (`crate::domain::per_title::Complexity`).
+#[tokio::test]
+async fn sample_windows_go_where_the_source_took_the_most_bytes() {
+    use crate::domain::per_title::{Complexity, SampleBudget, sample_windows};
+    if !media_tools() {
+        return;
+    }
+    // 12 s of a test pattern, with heavy temporal noise from 6 s on, a keyframe every 2 s.
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("half-noisy.mp4");
+    let output = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i"])
+        .arg("testsrc2=s=320x240:r=25:d=12,noise=alls=40:allf=t:enable='gte(t,6)'")
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-crf", "23", "-g", "50", "-pix_fmt", "yuv420p"])
+        .arg(&source)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let packets = video_packets(&source, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(packets.len(), 300);
+    assert_eq!(packets.iter().filter(|p| p.key).count(), 6, "a keyframe every 2 s");
+    let complexity = Complexity::from_packets(packets.iter().map(|p| (p.time, p.bytes, p.key)));
+    // Three windows of 1 s in shares of 0.6-4.2, 4.2-7.8 and 7.8-11.4 s: the middle share's
+    // window lies wholly in the noise, as does the last one; the first share is all pattern.
+    let windows = sample_windows(12.0, &complexity, &SampleBudget::default());
+    assert_eq!(windows.len(), 3, "{windows:?}");
+    assert!(windows[1].start >= 6.0 && windows[1].start + windows[1].duration <= 7.8, "{windows:?}");
+    assert!(windows[2].start >= 7.8, "{windows:?}");
+    assert!(windows[0].start + windows[0].duration <= 4.2, "{windows:?}");
+}
+
 #[tokio::test]
 async fn long_log_lines_are_skipped_whole() {
     let mut log = b"[Parsed_showinfo_1 @ 0x1] [info] n:   0 pts:      0 pts_time:0.5 pos: 1\n".to_vec();
@@ -278,10 +310,15 @@ async fn long_log_lines_are_skipped_whole() {
     let read = read_log(&log[..]).await.unwrap();
     assert_eq!(read.times, [0.5, 0.54], "the line after the long one is part of it, and skipped");
     assert_eq!(read.errors, ["[in @ 0x2] [error] bad things"]);
-    assert_eq!(parse_packet("pts_time=0.040000|dts_time=0.000000|size=123"), Some((0.04, 123)));
-    assert_eq!(parse_packet("pts_time=N/A|dts_time=1.5|size=7"), Some((1.5, 7)));
-    assert!(parse_packet("pts_time=N/A|dts_time=N/A|size=7").is_some_and(|p| p.0.is_nan()));
-    assert_eq!(parse_packet("pts_time=1.4|dts_time=1.4|size=8129|"), Some((1.4, 8129)), "a trailing separator");
+    let packet = |line: &str| parse_packet(line).map(|p| (p.time, p.bytes, p.key));
+    assert_eq!(packet("pts_time=0.040000|dts_time=0.000000|size=123|flags=__"), Some((0.04, 123, false)));
+    assert_eq!(packet("pts_time=N/A|dts_time=1.5|size=7|flags=K_"), Some((1.5, 7, true)));
+    assert!(packet("pts_time=N/A|dts_time=N/A|size=7").is_some_and(|p| p.0.is_nan() && !p.2));
+    assert_eq!(
+        packet("pts_time=1.4|dts_time=1.4|size=8129|flags=K__|"),
+        Some((1.4, 8129, true)),
+        "a trailing separator"
+    );
     assert_eq!(parse_packet(""), None);
 }
 

@@ -1,0 +1,312 @@
+//! Which parts of a title the per-title analysis samples: a few short windows spread over its
+//! middle (`docs/per-title.md`, "Sample windows").
+
+use serde::{Deserialize, Serialize};
+
+/// Sample windows stay out of the title's first and last 5 %, where credits and fades sit.
+const EDGE_FRACTION: f64 = 0.05;
+
+/// How much of a title the analysis samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleBudget {
+    /// Share of the title to sample, in total (0.04: 4 %).
+    pub fraction: f64,
+    /// Seconds of each window, at most.
+    pub window_seconds: f64,
+    /// Seconds of each window, at least: on a short title the windows shrink toward this
+    /// floor before the sample grows past `fraction`.
+    pub min_window_seconds: f64,
+    pub min_windows: usize,
+    pub max_windows: usize,
+}
+
+impl Default for SampleBudget {
+    /// 4 % of the title in 3 to 8 windows of 1 to 2 s: three windows of 2 s (one keyframe
+    /// interval of the outputs) at 150 s, more of them from 175 s on (1.75 to 2 s each), 8
+    /// from 375 s on, of 2 s from 400 s on; on titles under 150 s three windows shortened to 4 % of the title,
+    /// down to 1 s each. Under 75 s the floor holds: 3 s in all, 15 % of a 20 s title. Three windows at least, because one window is
+    /// one scene; 1 s at least, so that a window is a scene's worth of frames and not its first
+    /// keyframe. The probes encode the sample about twice per rung on average (the top rung up
+    /// to three times, the others once), so the analysis stays within 15 % of the ladder's
+    /// encode CPU from about two minutes on (`docs/per-title.md`, "Cost").
+    fn default() -> Self {
+        Self { fraction: 0.04, window_seconds: 2.0, min_window_seconds: 1.0, min_windows: 3, max_windows: 8 }
+    }
+}
+
+/// A stretch of the source the probes encode: seconds from the start, and length.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Window {
+    pub start: f64,
+    pub duration: f64,
+}
+
+/// How hard each stretch of the source is to encode, as the source's own encoder found it: the
+/// bytes of its inter-coded pictures, by time. Where that encoder held a quality rather than a
+/// rate (a camera's VBR, a CRF mezzanine), a stretch that took more bytes has more motion or
+/// detail, and x264 at one CRF scores it lower: the windows go to the hardest stretch of each
+/// part of the title, so a rung's CRF, chosen by the sample's worst window, holds on the
+/// title's hard scenes too (`docs/per-title.md`, "Sample windows"). Keyframes are left out,
+/// their size follows the source's keyframe interval more than its content, unless most
+/// pictures are keyframes (an intra-only source).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Complexity {
+    /// The counted pictures' times, ascending.
+    times: Vec<f64>,
+    /// `bytes_before[i]`: the bytes of the pictures before `times[i]`; one longer than `times`.
+    bytes_before: Vec<u64>,
+}
+
+impl Complexity {
+    /// From the source's video packets: (time in seconds, bytes, keyframe), in any order; a
+    /// packet of no known time is left out. Times count from the earliest packet, as the
+    /// windows do from the title's start (an MPEG-TS source's clock may start at any value).
+    pub fn from_packets(packets: impl IntoIterator<Item = (f64, u64, bool)>) -> Self {
+        let mut all: Vec<(f64, u64, bool)> = packets.into_iter().filter(|p| p.0.is_finite()).collect();
+        let zero = all.iter().map(|p| p.0).reduce(f64::min).unwrap_or(0.0);
+        all.iter_mut().for_each(|p| p.0 -= zero);
+        let keys = all.iter().filter(|p| p.2).count();
+        if keys * 2 <= all.len() {
+            all.retain(|p| !p.2);
+        }
+        all.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut bytes_before = Vec::with_capacity(all.len() + 1);
+        bytes_before.push(0u64);
+        for p in &all {
+            bytes_before.push(bytes_before[bytes_before.len() - 1].saturating_add(p.1));
+        }
+        Self { times: all.iter().map(|p| p.0).collect(), bytes_before }
+    }
+
+    /// The bytes of the counted pictures in `[from, to)`, and how many they are.
+    fn bytes_between(&self, from: f64, to: f64) -> (u64, usize) {
+        let (a, b) = (self.times.partition_point(|t| *t < from), self.times.partition_point(|t| *t < to));
+        match (self.bytes_before.get(b), self.bytes_before.get(a)) {
+            (Some(upto), Some(before)) if b > a => (upto - before, b - a),
+            _ => (0, 0),
+        }
+    }
+
+    /// The mean bytes of a counted picture in `[from, to)` (0 for none): a mean, not a sum, so
+    /// a window is not preferred for holding one picture more or a keyframe's gap less.
+    fn density(&self, from: f64, to: f64) -> f64 {
+        let (bytes, pictures) = self.bytes_between(from, to);
+        if pictures == 0 { 0.0 } else { bytes as f64 / pictures as f64 }
+    }
+
+    /// Where a window of `length` in `[from, to]` has the densest pictures: it starts at `even`
+    /// or at a counted picture, and of equal candidates the nearest to `even` wins (so a source
+    /// with no packets listed, or a flat profile, keeps `even`).
+    fn hardest(&self, from: f64, to: f64, length: f64, even: f64) -> f64 {
+        let latest = to - length;
+        let (first, last) = (self.times.partition_point(|t| *t < from), self.times.partition_point(|t| *t <= latest));
+        let candidates = self.times.get(first..last).unwrap_or_default();
+        let mut best = (self.density(even, even + length), even);
+        for &start in candidates {
+            let density = self.density(start, start + length);
+            if density > best.0 || (density == best.0 && (start - even).abs() < (best.1 - even).abs()) {
+                best = (density, start);
+            }
+        }
+        best.1
+    }
+}
+
+/// The windows to analyse a title of `duration` seconds with: one in each of equal shares of
+/// the title's middle 90 %, where `complexity` finds that share hardest to encode (centred
+/// in it when the profile is empty or flat there). A title too short to hold the windows in
+/// its middle is sampled whole, as one window; a title of no known length gets none.
+pub fn sample_windows(duration: f64, complexity: &Complexity, budget: &SampleBudget) -> Vec<Window> {
+    if !(duration.is_finite() && duration > 0.0) {
+        return Vec::new();
+    }
+    let length = budget.window_seconds;
+    let whole = vec![Window { start: 0.0, duration: millis(duration) }];
+    if !(length.is_finite() && length > 0.0) {
+        return whole;
+    }
+    let least = budget.min_windows.max(1);
+    // A float-to-int cast saturates (and maps NaN to 0): the clamp decides.
+    let wanted = (budget.fraction * duration / length).round() as usize;
+    let count = wanted.clamp(least, budget.max_windows.max(least));
+    // Shorter windows on short titles, down to the floor (`f64::min`/`max` pass over a NaN).
+    let length = (budget.fraction * duration / count as f64).min(length).max(budget.min_window_seconds.min(length));
+    let (from, to) = (duration * EDGE_FRACTION, duration * (1.0 - EDGE_FRACTION));
+    let share = (to - from) / count as f64;
+    if share < length {
+        return whole;
+    }
+    (0..count)
+        .map(|i| {
+            let part = from + share * i as f64;
+            let even = part + (share - length) / 2.0;
+            let start = complexity.hardest(part, part + share, length, even);
+            Window { start: millis(start), duration: millis(length) }
+        })
+        .collect()
+}
+
+/// Seconds to the millisecond (what ffmpeg is given), so a decision reads back as written.
+fn millis(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn starts(windows: &[Window]) -> Vec<f64> {
+        windows.iter().map(|w| w.start).collect()
+    }
+
+    #[test]
+    fn windows_spread_evenly_over_the_middle_of_the_title() {
+        let budget = SampleBudget::default();
+        // (duration, window length, expected starts): 3 windows at least, 8 at most, 4 % in
+        // between; windows of 1 s on short titles, growing to 2 s at 150 s.
+        let cases: &[(f64, f64, &[f64])] = &[
+            (7.0, 1.0, &[0.9, 3.0, 5.1]),
+            (100.0, 1.333, &[19.333, 49.333, 79.333]),
+            (150.0, 2.0, &[29.0, 74.0, 119.0]),
+            (300.0, 2.0, &[36.5, 81.5, 126.5, 171.5, 216.5, 261.5]),
+            (3600.0, 2.0, &[381.5, 786.5, 1191.5, 1596.5, 2001.5, 2406.5, 2811.5, 3216.5]),
+        ];
+        for &(duration, length, expected) in cases {
+            let windows = sample_windows(duration, &Complexity::default(), &budget);
+            assert_eq!(starts(&windows), expected, "{duration}");
+            assert!(windows.iter().all(|w| w.duration == length), "{duration}: {windows:?}");
+        }
+        // Under 75 s the 1 s floor holds: 3 s in all.
+        let short: f64 = sample_windows(20.0, &Complexity::default(), &budget).iter().map(|w| w.duration).sum();
+        assert_eq!(short, 3.0);
+    }
+
+    #[test]
+    fn the_sample_is_about_four_percent_within_the_window_counts() {
+        let budget = SampleBudget::default();
+        for (duration, count) in [(60.0, 3), (200.0, 4), (250.0, 5), (400.0, 8), (1000.0, 8), (36_000.0, 8)] {
+            let windows = sample_windows(duration, &Complexity::default(), &budget);
+            assert_eq!(windows.len(), count, "{duration}");
+            let share = windows.iter().map(|w| w.duration).sum::<f64>() / duration;
+            if (150.0..=400.0).contains(&duration) {
+                assert!((share - 0.04).abs() <= 0.004, "{duration}: {share}");
+            } else {
+                assert!(share <= 0.1, "{duration}: {share}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_title_too_short_for_the_windows_is_sampled_whole() {
+        let budget = SampleBudget::default();
+        for duration in [0.5, 2.0, 3.0, 3.3] {
+            assert_eq!(
+                sample_windows(duration, &Complexity::default(), &budget),
+                vec![Window { start: 0.0, duration }],
+                "{duration}"
+            );
+        }
+        // The smallest title that holds three windows of 1 s in its middle 90 %.
+        assert_eq!(sample_windows(3.4, &Complexity::default(), &budget).len(), 3);
+        // No length, no windows; a window of no length samples the title whole.
+        for duration in [0.0, -3.0, f64::NAN, f64::INFINITY] {
+            assert!(sample_windows(duration, &Complexity::default(), &budget).is_empty(), "{duration}");
+        }
+        let odd = SampleBudget { window_seconds: 0.0, ..budget };
+        assert_eq!(sample_windows(30.0, &Complexity::default(), &odd), vec![Window { start: 0.0, duration: 30.0 }]);
+    }
+
+    /// A profile of a picture every 40 ms, `bytes(t)` each, a keyframe every 2 s of 10x that.
+    fn profile(duration: f64, bytes: impl Fn(f64) -> u64) -> Complexity {
+        Complexity::from_packets((0..(duration * 25.0) as u32).map(|n| {
+            let t = f64::from(n) * 0.04;
+            let key = n % 50 == 0;
+            (t, if key { 10 * bytes(t) } else { bytes(t) }, key)
+        }))
+    }
+
+    #[test]
+    fn windows_go_to_the_hardest_stretch_of_each_share() {
+        let budget = SampleBudget::default();
+        // A 100 s title whose pictures cost 1000 bytes, but 5000 in 30..34 s and 3000 in 60..61.5 s.
+        let hard = profile(100.0, |t| match t {
+            t if (30.0..34.0).contains(&t) => 5000,
+            t if (60.0..61.5).contains(&t) => 3000,
+            _ => 1000,
+        });
+        // Shares of 5 to 35, 35 to 65 and 65 to 95 s, windows of 1.333 s: each hard stretch holds
+        // one wholly, at its first picture that is not a keyframe (30 and 60 s are); the third
+        // share is flat, its window centred.
+        let windows = sample_windows(100.0, &hard, &budget);
+        assert_eq!(starts(&windows), [30.04, 60.04, 79.333]);
+        // Keyframes do not count: a keyframe every 2 s would otherwise pull every window to one.
+        let flat = profile(100.0, |_| 1000);
+        assert_eq!(starts(&sample_windows(100.0, &flat, &budget)), [19.333, 49.333, 79.333]);
+        // No profile: centred in each share.
+        assert_eq!(starts(&sample_windows(100.0, &Complexity::default(), &budget)), [19.333, 49.333, 79.333]);
+    }
+
+    #[test]
+    fn an_intra_only_source_counts_every_picture() {
+        let intra = Complexity::from_packets((0..2500).map(|n| {
+            let t = f64::from(n) * 0.04;
+            (t, if (70.0..72.0).contains(&t) { 9000 } else { 1000 }, true)
+        }));
+        // Of the starts that keep the window in 70..72 s, the nearest to the share's centre.
+        assert_eq!(starts(&sample_windows(100.0, &intra, &SampleBudget::default()))[2], 70.64);
+        // Packets of no known time, and in any order, are fine; times count from the first.
+        let odd = Complexity::from_packets([(f64::NAN, 500, false), (3.0, 10, false), (1.0, 20, false)]);
+        assert_eq!(odd.bytes_between(0.0, 10.0), (30, 2));
+        assert_eq!(odd.bytes_between(0.0, 2.0), (20, 1));
+        assert_eq!(odd.bytes_between(5.0, 4.0), (0, 0));
+        assert_eq!(odd.density(0.0, 10.0), 15.0);
+        // A clock that starts at 1.4 s (MPEG-TS): times count from the first packet.
+        let late = Complexity::from_packets([(1.4, 10, true), (1.44, 20, false), (3.4, 30, false)]);
+        assert_eq!(late.bytes_between(0.0, 2.0), (20, 1));
+    }
+
+    #[test]
+    fn windows_never_overlap_and_stay_out_of_the_edges() {
+        let budget = SampleBudget::default();
+        for step in 1..400 {
+            let duration = 6.7 + f64::from(step) * 9.3;
+            // Hard stretches anywhere, the shares' edges among them: a picture every 0.5 s.
+            let rough = Complexity::from_packets((0..(duration * 2.0) as u32).map(|n| {
+                let t = f64::from(n) * 0.5;
+                (t, (1000.0 + 900.0 * (t * 0.37).sin() * (t * 0.011).cos()) as u64, false)
+            }));
+            for profile in [&rough, &Complexity::default()] {
+                let windows = sample_windows(duration, profile, &budget);
+                assert!((3..=8).contains(&windows.len()), "{duration}");
+                assert!(windows[0].start >= duration * 0.05 - 0.001, "{duration}: {windows:?}");
+                let last = windows[windows.len() - 1];
+                assert!(last.start + last.duration <= duration * 0.95 + 0.001, "{duration}: {windows:?}");
+                for pair in windows.windows(2) {
+                    assert!(pair[0].start + pair[0].duration <= pair[1].start + 0.001, "{duration}: {windows:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_budget_may_ask_for_more_or_fewer_windows() {
+        let wide = SampleBudget {
+            fraction: 0.1,
+            window_seconds: 4.0,
+            min_window_seconds: 4.0,
+            min_windows: 1,
+            max_windows: 20,
+        };
+        let windows = sample_windows(200.0, &Complexity::default(), &wide);
+        assert_eq!(windows.len(), 5);
+        assert_eq!(windows[0], Window { start: 26.0, duration: 4.0 });
+        let one = SampleBudget {
+            fraction: 0.0,
+            window_seconds: 2.0,
+            min_window_seconds: 2.0,
+            min_windows: 0,
+            max_windows: 0,
+        };
+        assert_eq!(starts(&sample_windows(100.0, &Complexity::default(), &one)), [49.0]);
+    }
+}
