@@ -5,6 +5,11 @@ use serde::{Deserialize, Serialize};
 
 /// Sample windows stay out of the title's first and last 5 %, where credits and fades sit.
 const EDGE_FRACTION: f64 = 0.05;
+/// A stretch whose pictures take at least this many times the bytes of the title's median
+/// window of the same length takes its share's window. On the test set the 20 s clips' hardest
+/// stretches were 1.0 to 1.9 times their median (no cap binding, windows centred), the 120 s
+/// title's grain 6.3 times (the 720p rung's cap binding, 88 VMAF where the rest scored 93+).
+pub const HARD_STRETCH: f64 = 3.0;
 
 /// How much of a title the analysis samples.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,12 +48,13 @@ pub struct Window {
 
 /// How hard each stretch of the source is to encode, as the source's own encoder found it: the
 /// bytes of its inter-coded pictures, by time. Where that encoder held a quality rather than a
-/// rate (a camera's VBR, a CRF mezzanine), a stretch that took more bytes has more motion or
-/// detail, and x264 at one CRF scores it lower: the windows go to the hardest stretch of each
-/// part of the title, so a rung's CRF, chosen by the sample's worst window, holds on the
-/// title's hard scenes too (`docs/per-title.md`, "Sample windows"). Keyframes are left out,
-/// their size follows the source's keyframe interval more than its content, unless most
-/// pictures are keyframes (an intra-only source).
+/// rate (a camera's VBR, a CRF mezzanine), a stretch that took several times the title's
+/// typical bytes is where a rung's rate cap binds first (grain, noise, confetti), and x264
+/// then scores it well under the rest: a window goes there ([`HARD_STRETCH`]). Short of that,
+/// more bytes mostly mean more motion, which VMAF masks (the test set's animation scored
+/// *higher* on its largest pictures), so the window stays centred (`docs/per-title.md`,
+/// "Sample windows"). Keyframes are left out, their size follows the source's keyframe
+/// interval more than its content, unless most pictures are keyframes (an intra-only source).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Complexity {
     /// The counted pictures' times, ascending.
@@ -94,10 +100,22 @@ impl Complexity {
         if pictures == 0 { 0.0 } else { bytes as f64 / pictures as f64 }
     }
 
-    /// Where a window of `length` in `[from, to]` has the densest pictures: it starts at `even`
-    /// or at a counted picture, and of equal candidates the nearest to `even` wins (so a source
-    /// with no packets listed, or a flat profile, keeps `even`).
-    fn hardest(&self, from: f64, to: f64, length: f64, even: f64) -> f64 {
+    /// The median density of the windows of `length` that start at a counted picture (0 for
+    /// none).
+    fn typical(&self, length: f64) -> f64 {
+        let mut all: Vec<f64> = self.times.iter().map(|&t| self.density(t, t + length)).collect();
+        let middle = all.len() / 2;
+        if all.is_empty() {
+            return 0.0;
+        }
+        all.select_nth_unstable_by(middle, f64::total_cmp);
+        all[middle]
+    }
+
+    /// Where a window of `length` in `[from, to]` has the densest pictures, and that density: it
+    /// starts at `even` or at a counted picture, and of equal candidates the nearest to `even`
+    /// wins.
+    fn hardest(&self, from: f64, to: f64, length: f64, even: f64) -> (f64, f64) {
         let latest = to - length;
         let (first, last) = (self.times.partition_point(|t| *t < from), self.times.partition_point(|t| *t <= latest));
         let candidates = self.times.get(first..last).unwrap_or_default();
@@ -108,13 +126,13 @@ impl Complexity {
                 best = (density, start);
             }
         }
-        best.1
+        (best.1, best.0)
     }
 }
 
 /// The windows to analyse a title of `duration` seconds with: one in each of equal shares of
-/// the title's middle 90 %, where `complexity` finds that share hardest to encode (centred
-/// in it when the profile is empty or flat there). A title too short to hold the windows in
+/// the title's middle 90 %, centred in it, or on its hardest stretch where `complexity` finds
+/// one [`HARD_STRETCH`] times the title's typical. A title too short to hold the windows in
 /// its middle is sampled whole, as one window; a title of no known length gets none.
 pub fn sample_windows(duration: f64, complexity: &Complexity, budget: &SampleBudget) -> Vec<Window> {
     if !(duration.is_finite() && duration > 0.0) {
@@ -136,11 +154,13 @@ pub fn sample_windows(duration: f64, complexity: &Complexity, budget: &SampleBud
     if share < length {
         return whole;
     }
+    let typical = complexity.typical(length);
     (0..count)
         .map(|i| {
             let part = from + share * i as f64;
             let even = part + (share - length) / 2.0;
-            let start = complexity.hardest(part, part + share, length, even);
+            let (hardest, density) = complexity.hardest(part, part + share, length, even);
+            let start = if typical > 0.0 && density >= HARD_STRETCH * typical { hardest } else { even };
             Window { start: millis(start), duration: millis(length) }
         })
         .collect()
@@ -228,15 +248,17 @@ mod tests {
     #[test]
     fn windows_go_to_the_hardest_stretch_of_each_share() {
         let budget = SampleBudget::default();
-        // A 100 s title whose pictures cost 1000 bytes, but 5000 in 30..34 s and 3000 in 60..61.5 s.
+        // A 100 s title whose pictures cost 1000 bytes, but 5000 in 30..34 s, 3000 in 60..61.5 s
+        // and 2900 in 80..82 s.
         let hard = profile(100.0, |t| match t {
             t if (30.0..34.0).contains(&t) => 5000,
             t if (60.0..61.5).contains(&t) => 3000,
+            t if (80.0..82.0).contains(&t) => 2900,
             _ => 1000,
         });
-        // Shares of 5 to 35, 35 to 65 and 65 to 95 s, windows of 1.333 s: each hard stretch holds
-        // one wholly, at its first picture that is not a keyframe (30 and 60 s are); the third
-        // share is flat, its window centred.
+        // Shares of 5 to 35, 35 to 65 and 65 to 95 s, windows of 1.333 s: the stretches of 3 and
+        // 5 times the typical each hold one wholly, at its first picture that is not a keyframe
+        // (30 and 60 s are); under 3 times, the window stays centred.
         let windows = sample_windows(100.0, &hard, &budget);
         assert_eq!(starts(&windows), [30.04, 60.04, 79.333]);
         // Keyframes do not count: a keyframe every 2 s would otherwise pull every window to one.
@@ -273,8 +295,9 @@ mod tests {
             // Hard stretches anywhere, the shares' edges among them: a picture every 0.5 s.
             let rough = Complexity::from_packets((0..(duration * 2.0) as u32).map(|n| {
                 let t = f64::from(n) * 0.5;
-                (t, (1000.0 + 900.0 * (t * 0.37).sin() * (t * 0.011).cos()) as u64, false)
+                (t, (100.0 + 5000.0 * ((t * 0.37).sin() * (t * 0.011).cos()).max(0.0).powi(4)) as u64, false)
             }));
+            assert!(rough.typical(1.0) * HARD_STRETCH < 5000.0, "peaks that take windows");
             for profile in [&rough, &Complexity::default()] {
                 let windows = sample_windows(duration, profile, &budget);
                 assert!((3..=8).contains(&windows.len()), "{duration}");
