@@ -152,9 +152,10 @@ async fn ladder(
     Ok(Some(LadderDecision::new(target, duration, windows, candidates)))
 }
 
-/// Where the source is hardest to encode, from its own packets (ffprobe reads the file once,
-/// decoding nothing), so the sample windows go there; an empty profile, the windows then
-/// centred in their shares of the title, when the packets cannot be listed.
+/// How hard each stretch of the source is to encode, from its own packets (ffprobe reads the
+/// file once, decoding nothing), so a window can go to a stretch far harder than the rest
+/// ([`Complexity`]); an empty profile, the windows then centred in their shares of the title,
+/// when the packets cannot be listed.
 async fn source_complexity(source: &Path, stop: &CancellationToken) -> Result<Complexity, JobError> {
     let listed = tokio::select! {
         listed = video_packets(source, PROBE_TIMEOUT) => listed,

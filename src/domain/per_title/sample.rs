@@ -33,7 +33,8 @@ impl Default for SampleBudget {
     /// one scene; 1 s at least, so that a window is a scene's worth of frames and not its first
     /// keyframe. The probes encode the sample about twice per rung on average (the top rung up
     /// to three times, the others once), so the analysis stays within 15 % of the ladder's
-    /// encode CPU from about two minutes on (`docs/per-title.md`, "Cost").
+    /// encode CPU from about two minutes on where one probe per rung lands, and from about ten
+    /// on a title whose hard stretch needs a second one (`docs/per-title.md`, "Cost").
     fn default() -> Self {
         Self { fraction: 0.04, window_seconds: 2.0, min_window_seconds: 1.0, min_windows: 3, max_windows: 8 }
     }
