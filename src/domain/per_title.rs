@@ -9,7 +9,7 @@
 //! let mut crf = first_probe();
 //! loop {
 //!     probes.push(encode_and_score(rung, &windows, crf));   // one Probe per CRF
-//!     match next_probe(role, &probes, target.vmaf) {
+//!     match next_probe(role, cap_kbps, &probes, target.vmaf) {
 //!         Some(next) => crf = next,
 //!         None => break,
 //!     }
@@ -140,6 +140,11 @@ pub struct Probe {
     pub kbps: f64,
     /// Highest rate over any 2 s of a window.
     pub peak_kbps: f64,
+    /// Average video rate of the window that scored lowest: at or over the rung's rate cap,
+    /// the cap binds where the decision is made, and no lower CRF buys that window bits
+    /// (0 in decisions recorded before it was kept: unknown).
+    #[serde(default)]
+    pub worst_window_kbps: f64,
 }
 
 /// Why a rung has its CRF.
@@ -176,14 +181,15 @@ pub fn first_probe() -> u32 {
     DEFAULT_CRF
 }
 
-/// The next CRF to probe on a rung after `probes`, or `None` when the search is over: a probe
-/// landed within [`LANDING_BAND`] above `target`, probes bracket it, the rung's CRF bound is reached, no new CRF
-/// is left to learn from, or [`MAX_PROBES`] were made. The second probe assumes VMAF falls by
+/// The next CRF to probe on a rung capped at `cap_kbps`, after `probes`, or `None` when the
+/// search is over: a probe landed within [`LANDING_BAND`] above `target`, probes bracket it,
+/// the rung's CRF bound is reached, no new CRF is left to learn from, the rate cap binds on the
+/// worst window under the target ([`rate_capped`]), or [`MAX_PROBES`] were made. The second probe assumes VMAF falls by
 /// one per CRF step and aims a quarter point above the target; the third follows the slope the
 /// two measured. Once probes lie on both sides of the target the search is over: the choice
 /// interpolates between them. Every estimate rounds down to the lower CRF, the side that keeps
 /// quality.
-pub fn next_probe(rung: RungRole, probes: &[Probe], target: f64) -> Option<u32> {
+pub fn next_probe(rung: RungRole, cap_kbps: u32, probes: &[Probe], target: f64) -> Option<u32> {
     if probes.len() >= MAX_PROBES {
         return None;
     }
@@ -208,6 +214,11 @@ pub fn next_probe(rung: RungRole, probes: &[Probe], target: f64) -> Option<u32> 
         // Every probe is below: follow it down from the lowest.
         _ => extrapolate(&points[..points.len().min(2)], *first, aim),
     };
+    if above.is_none() && probes.iter().any(|p| p.worst_window_vmaf.is_finite() && rate_capped(p, cap_kbps)) {
+        // Under the target with the worst window already at the cap: a lower CRF asks for bits
+        // the rate control will not give that window.
+        return None;
+    }
     let (low, high) = rung.crf_bounds();
     if above.is_none() && flat(&points) && estimate < f64::from(low) {
         // Flat under the target, and even the flattest assumed slope needs a CRF past the
@@ -219,7 +230,15 @@ pub fn next_probe(rung: RungRole, probes: &[Probe], target: f64) -> Option<u32> 
     (!points.iter().any(|p| p.crf == crf)).then_some(crf)
 }
 
-/// The CRF where the line through `from` with the slope of `pair` (if two points) reaches `aim`.
+/// Whether `probe`'s worst window ran at or over the rung's rate cap (`cap_kbps`, the
+/// `-maxrate`). Over a window of a second or two the encoder may spend more than the cap from
+/// its full buffer; a window that averaged the cap or more is one the rate control was holding
+/// back, and on the test set's grain a lower CRF then bought no bits (3144 and 3208 kb/s at
+/// CRF 23 against a 2800 cap, 3034 and 3038 at CRF 17).
+fn rate_capped(probe: &Probe, cap_kbps: u32) -> bool {
+    cap_kbps > 0 && probe.worst_window_kbps >= f64::from(cap_kbps)
+}
+
 /// Whether the two lowest CRFs probed measured a slope flatter than [`FLAT_SLOPE`] (or a rise).
 fn flat(points: &[Point]) -> bool {
     match points {
@@ -228,6 +247,7 @@ fn flat(points: &[Point]) -> bool {
     }
 }
 
+/// The CRF where the line through `from` with the slope of `pair` (if two points) reaches `aim`.
 fn extrapolate(pair: &[Point], from: Point, aim: f64) -> f64 {
     let slope = match pair {
         [a, b] if b.crf > a.crf => (b.vmaf - a.vmaf) / f64::from(b.crf - a.crf),
@@ -343,6 +363,8 @@ mod tests {
     use super::*;
 
     const TARGET: f64 = 95.0;
+    /// A rate cap no test probe reaches.
+    const NO_CAP: u32 = 1_000_000;
     /// Probes as (CRF, worst-window VMAF).
     type Points = &'static [(u32, f64)];
     /// A model of a rung's quality per CRF.
@@ -351,7 +373,14 @@ mod tests {
     /// A probe whose rates follow x264's rule of thumb: half the bits every 6 CRF steps.
     fn probe(crf: u32, worst: f64) -> Probe {
         let kbps = 3000.0 * 2f64.powf(-(f64::from(crf) - 23.0) / 6.0);
-        Probe { crf, worst_window_vmaf: worst, mean_vmaf: worst + 1.5, kbps, peak_kbps: kbps * 1.8 }
+        Probe {
+            crf,
+            worst_window_vmaf: worst,
+            mean_vmaf: worst + 1.5,
+            kbps,
+            peak_kbps: kbps * 1.8,
+            worst_window_kbps: kbps,
+        }
     }
 
     fn probes(points: &[(u32, f64)]) -> Vec<Probe> {
@@ -393,8 +422,8 @@ mod tests {
     #[test]
     fn the_search_starts_at_the_fixed_ladders_crf() {
         assert_eq!(first_probe(), 23);
-        assert_eq!(next_probe(RungRole::Top, &[], TARGET), Some(23));
-        assert_eq!(next_probe(RungRole::Lower, &[], TARGET), Some(23));
+        assert_eq!(next_probe(RungRole::Top, NO_CAP, &[], TARGET), Some(23));
+        assert_eq!(next_probe(RungRole::Lower, NO_CAP, &[], TARGET), Some(23));
     }
 
     #[test]
@@ -422,7 +451,7 @@ mod tests {
             (Top, &[(23, 98.0), (25, 97.0), (26, 96.0)], None, "three probes made"),
         ];
         for &(role, points, expected, why) in cases {
-            assert_eq!(next_probe(role, &probes(points), TARGET), expected, "{why}");
+            assert_eq!(next_probe(role, NO_CAP, &probes(points), TARGET), expected, "{why}");
         }
     }
 
@@ -443,11 +472,36 @@ mod tests {
             (&[(23, f64::NAN)], Some(23), "an unusable probe teaches nothing"),
         ];
         for &(points, expected, why) in cases {
-            assert_eq!(next_probe(Top, &probes(points), TARGET), expected, "{why}");
+            assert_eq!(next_probe(Top, NO_CAP, &probes(points), TARGET), expected, "{why}");
         }
         // Zero bits is no probe either.
         let silent = Probe { kbps: 0.0, ..probe(23, 96.0) };
-        assert_eq!(next_probe(Top, &[silent], TARGET), Some(23));
+        assert_eq!(next_probe(Top, NO_CAP, &[silent], TARGET), Some(23));
+    }
+
+    #[test]
+    fn a_worst_window_at_the_rate_cap_ends_the_search_under_the_target() {
+        use RungRole::{Lower, Top};
+        // The test probes run at 3000 kb/s at CRF 23.
+        let cases: &[(RungRole, u32, Points, Option<u32>, &str)] = &[
+            (Top, 2800, &[(23, 90.0)], None, "over the cap under the target: no bits to buy"),
+            (Top, 3000, &[(23, 90.0)], None, "at the cap"),
+            (Top, 3001, &[(23, 90.0)], Some(17), "just under the cap: the slope is followed"),
+            (Top, 0, &[(23, 90.0)], Some(17), "no cap known"),
+            (Top, 2800, &[(23, 98.0)], Some(25), "over the target, a higher CRF spends less"),
+            (Top, 2800, &[(23, 95.2)], None, "on the target"),
+            (Lower, 2800, &[(23, 98.0)], Some(25), "a lower rung over the target rises too"),
+            (Top, 4000, &[(23, 90.0), (19, 92.0)], None, "the CRF 19 probe reached the cap (4762 kb/s)"),
+        ];
+        for &(role, cap, points, expected, why) in cases {
+            assert_eq!(next_probe(role, cap, &probes(points), TARGET), expected, "{why}");
+        }
+        // An unusable probe at the cap says nothing about the cap.
+        let unusable = Probe { worst_window_vmaf: f64::NAN, ..probe(23, 90.0) };
+        assert_eq!(next_probe(Top, 2800, &[unusable], TARGET), Some(23));
+        // The capped rung keeps the fixed ladder's CRF.
+        let chosen = choose_crf(Top, &probes(&[(23, 90.0)]), TARGET);
+        assert_eq!((chosen.crf, chosen.reason), (23, ChoiceReason::OutOfReach));
     }
 
     fn choice(role: RungRole, points: &[(u32, f64)]) -> RungChoice {
@@ -541,7 +595,7 @@ mod tests {
         let mut crf = first_probe();
         loop {
             made.push(probe(crf, quality(crf)));
-            match next_probe(role, &made, target) {
+            match next_probe(role, NO_CAP, &made, target) {
                 Some(next) => crf = next,
                 None => break,
             }

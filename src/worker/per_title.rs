@@ -134,7 +134,7 @@ async fn ladder(
         let measured = cx.round(&active).await?;
         for ((i, _), probe) in active.iter().zip(measured) {
             probes[*i].push(probe);
-            next[*i] = next_probe(role(*i), &probes[*i], target.vmaf);
+            next[*i] = next_probe(role(*i), rungs[*i].1, &probes[*i], target.vmaf);
         }
     }
     let _ = tokio::fs::remove_dir_all(&folder).await;
@@ -226,6 +226,8 @@ struct WindowScore {
     seconds: f64,
     peak_kbps: f64,
     worst: Option<f64>,
+    /// The average rate of the window that scored `worst`.
+    worst_kbps: f64,
 }
 
 impl ProbeCx<'_> {
@@ -249,6 +251,7 @@ impl ProbeCx<'_> {
                 mean_vmaf: if t.frames > 0 { t.vmaf_sum / t.frames as f64 } else { 0.0 },
                 kbps: if t.seconds > 0.0 { t.bits / t.seconds / 1000.0 } else { 0.0 },
                 peak_kbps: t.peak_kbps,
+                worst_window_kbps: t.worst_kbps,
             })
             .collect())
     }
@@ -299,7 +302,10 @@ impl ProbeCx<'_> {
             total.bits += rate.average_kbps * 1000.0 * window.duration;
             total.seconds += window.duration;
             total.peak_kbps = total.peak_kbps.max(rate.peak_kbps);
-            total.worst = Some(total.worst.map_or(mean, |w: f64| w.min(mean)));
+            if total.worst.is_none_or(|worst| mean < worst) {
+                total.worst = Some(mean);
+                total.worst_kbps = rate.average_kbps;
+            }
             let _ = tokio::fs::remove_file(&rung.file).await;
         }
         Ok(())

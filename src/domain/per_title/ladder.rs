@@ -210,7 +210,14 @@ mod tests {
     fn rung(height: u32, cap: u32, crf: u32, vmaf: f64, kbps: f64, reason: ChoiceReason) -> RungCandidate {
         let choice =
             RungChoice { crf, predicted_vmaf: vmaf, predicted_kbps: kbps, predicted_peak_kbps: kbps * 1.5, reason };
-        let probe = Probe { crf, worst_window_vmaf: vmaf, mean_vmaf: vmaf + 1.0, kbps, peak_kbps: kbps * 1.5 };
+        let probe = Probe {
+            crf,
+            worst_window_vmaf: vmaf,
+            mean_vmaf: vmaf + 1.0,
+            kbps,
+            peak_kbps: kbps * 1.5,
+            worst_window_kbps: kbps,
+        };
         RungCandidate { name: format!("{height}p"), height, cap_kbps: cap, choice, probes: vec![probe] }
     }
 

@@ -306,7 +306,8 @@ mod tests {
             let reason = ChoiceReason::Target;
             let choice =
                 RungChoice { crf, predicted_vmaf: vmaf, predicted_kbps: kbps, predicted_peak_kbps: kbps, reason };
-            let probe = Probe { crf, worst_window_vmaf: vmaf, mean_vmaf: vmaf, kbps, peak_kbps: kbps };
+            let probe =
+                Probe { crf, worst_window_vmaf: vmaf, mean_vmaf: vmaf, kbps, peak_kbps: kbps, worst_window_kbps: kbps };
             RungCandidate { name: format!("{height}p"), height, cap_kbps: cap, choice, probes: vec![probe] }
         };
         let rungs =
