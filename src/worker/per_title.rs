@@ -19,7 +19,7 @@ use crate::domain::per_title::probe::{
 };
 use crate::domain::per_title::{
     Complexity, LadderDecision, Probe, QualityTarget, RungCandidate, RungRole, SampleBudget, Window, choose_crf,
-    first_probe, next_probe, sample_windows,
+    first_probe, next_probe, sample_windows, worth_probing,
 };
 use crate::domain::plan::{hls_rungs, rung_name};
 use crate::domain::preset::Preset;
@@ -88,7 +88,8 @@ pub(super) async fn analyse(
 }
 
 /// The decision for one HLS output, or `None` when the source cannot be sampled (no length,
-/// no picture size): the fixed ladder then applies.
+/// no picture size): the fixed ladder then applies. A one-rung ladder is decided without
+/// probes ([`worth_probing`]).
 async fn ladder(
     output: &OutputRequest,
     target: QualityTarget,
@@ -99,11 +100,6 @@ async fn ladder(
 ) -> Result<Option<LadderDecision>, JobError> {
     let Some(duration) = media.duration_seconds.filter(|d| *d > 0.0) else { return Ok(None) };
     let Some((width, height)) = media.display_dimensions().map(|(w, h)| scoring_size(w, h)) else { return Ok(None) };
-    let complexity = source_complexity(source, stop).await?;
-    let windows = sample_windows(duration, &complexity, &SampleBudget::default());
-    if windows.is_empty() {
-        return Ok(None);
-    }
     let rungs = hls_rungs(output, media);
     let last = rungs.len().saturating_sub(1);
     let role = |i: usize| match i {
@@ -112,11 +108,34 @@ async fn ladder(
         _ => RungRole::Lower,
     };
     let mut probes: Vec<Vec<Probe>> = vec![Vec::new(); rungs.len()];
+    let decide = |windows: Vec<Window>, probes: Vec<Vec<Probe>>| {
+        let candidates = rungs
+            .iter()
+            .zip(probes)
+            .enumerate()
+            .map(|(i, (&(height, cap_kbps), probes))| RungCandidate {
+                name: rung_name(height),
+                height,
+                cap_kbps,
+                choice: choose_crf(role(i), &probes, target.vmaf),
+                probes,
+            })
+            .collect();
+        Some(LadderDecision::new(target, duration, windows, candidates))
+    };
+    if !worth_probing(rungs.len()) {
+        return Ok(decide(Vec::new(), probes));
+    }
+    let complexity = source_complexity(source, stop).await?;
+    let windows = sample_windows(duration, &complexity, &SampleBudget::default());
+    if windows.is_empty() {
+        return Ok(None);
+    }
     let mut next: Vec<Option<u32>> = vec![Some(first_probe()); rungs.len()];
     let folder = dir.join("per-title");
     tokio::fs::create_dir_all(&folder).await.map_err(|e| JobError::scratch("create per-title", &e))?;
     let lossless = copies_losslessly(media.video.as_ref().and_then(|v| v.pix_fmt.as_deref()));
-    let inputs = window_inputs(source, &windows, lossless, &folder, stop).await?;
+    let inputs = window_inputs(source, &windows, lossless, &complexity, &folder, stop).await?;
     let cx = ProbeCx { inputs: &inputs, folder: &folder, size: (width, height), stop };
     for _ in 0..MAX_ROUNDS {
         let active: Vec<(usize, ProbeRung)> = next
@@ -138,18 +157,7 @@ async fn ladder(
         }
     }
     let _ = tokio::fs::remove_dir_all(&folder).await;
-    let candidates = rungs
-        .iter()
-        .enumerate()
-        .map(|(i, &(height, cap_kbps))| RungCandidate {
-            name: rung_name(height),
-            height,
-            cap_kbps,
-            choice: choose_crf(role(i), &probes[i], target.vmaf),
-            probes: probes[i].clone(),
-        })
-        .collect();
-    Ok(Some(LadderDecision::new(target, duration, windows, candidates)))
+    Ok(decide(windows, probes))
 }
 
 /// How hard each stretch of the source is to encode, from its own packets (ffprobe reads the
@@ -171,20 +179,24 @@ async fn source_complexity(source: &Path, stop: &CancellationToken) -> Result<Co
 }
 
 /// Where each window is read from: a lossless copy of it (its lead-in, then the window), or
-/// the source itself (at the window) when the source's pixels cannot be copied losslessly or
-/// the copy failed. The copy is made once, so the rounds and their scoring decode the window's
-/// frames only, not the source from the keyframe before the window every time.
+/// the source itself (at the window). The copy is made once, so the rounds and their scoring
+/// decode the window's frames only, not the source from the keyframe before the window every
+/// time; it is made where that keyframe is more than a window's length before the lead-in (or
+/// unknown), and the source's pixels copy losslessly. Elsewhere, or if the copy fails, the
+/// probes read the source.
 async fn window_inputs(
     source: &Path,
     windows: &[Window],
     lossless: bool,
+    complexity: &Complexity,
     folder: &Path,
     stop: &CancellationToken,
 ) -> Result<Vec<(PathBuf, Window)>, JobError> {
     let mut inputs = Vec::with_capacity(windows.len());
     for (i, window) in windows.iter().enumerate() {
         let file = folder.join(format!("window-{i}.mp4"));
-        let copied = if lossless {
+        let wasted = complexity.decoded_before(window.start - lead_in(window));
+        let copied = if lossless && wasted.is_none_or(|seconds| seconds > window.duration) {
             let (sender, _receiver) = watch::channel(Default::default());
             let bounds = Bounds::on_scratch(folder).lasting(window.duration + 1.0);
             let args = window_copy_args(source, window, &file);

@@ -236,6 +236,31 @@ async fn a_per_title_ladder_is_encoded_as_decided() {
     );
 }
 
+/// A one-rung ladder (a source of 360 lines or less) has nothing to decide: its rung keeps
+/// CRF 23 with no sample and no probe, and the manifest says why.
+#[tokio::test]
+async fn a_one_rung_ladder_is_decided_without_probes() {
+    require!(media_tools());
+    let d = Deployment::new(Kind::Local).await;
+    let Some(clip) = bunny(d.dir.path(), "bunny-small.mp4", "320:180", 3, false) else { return };
+    d.upload("uploads/q/small.mp4", &clip).await;
+    let hls = OutputRequest { quality: Some(QualityTarget { vmaf: 95.0 }), ..OutputRequest::new(Preset::Hls) };
+    submit(&d, "uploads/q/small.mp4", "one-rung", vec![hls], None).await;
+    let logs = d.drain().await;
+    let status = finished(&d, "one-rung").await;
+    assert_eq!(status.state, JobState::Completed, "{logs}");
+    let manifest = manifest(&d, &status).await;
+    let ladder = &manifest["outputs"][0]["ladder"];
+    let rungs = ladder["rungs"].as_array().expect("rungs");
+    assert_eq!(rungs.len(), 1, "{ladder}");
+    assert_eq!((rungs[0]["reason"].as_str(), rungs[0]["crf"].as_u64()), (Some("smallest_rung"), Some(23)), "{ladder}");
+    assert_eq!(rungs[0]["probes"].as_array().map(Vec::len), Some(0), "{ladder}");
+    assert_eq!(ladder["windows"].as_array().map(Vec::len), Some(0), "{ladder}");
+    // The rendition is still scored, so the manifest tells what the rung reached.
+    let name = rungs[0]["name"].as_str().expect("name");
+    assert!(num(&rendition(&manifest, "hls", name)["vmaf"]["mean"]) > 50.0, "{manifest}");
+}
+
 /// A `cmaf` ladder takes the same per-title decision as an `hls` ladder of the same rungs and
 /// target (analysed once for both): its H.264 rungs at the chosen CRFs, the rungs left out of
 /// every codec's family.

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::per_title::probe::LEAD_IN_SECONDS;
+
 /// Sample windows stay out of the title's first and last 5 %, where credits and fades sit.
 const EDGE_FRACTION: f64 = 0.05;
 /// A stretch whose pictures take at least this many times the bytes of the title's median
@@ -62,6 +64,8 @@ pub struct Complexity {
     times: Vec<f64>,
     /// `bytes_before[i]`: the bytes of the pictures before `times[i]`; one longer than `times`.
     bytes_before: Vec<u64>,
+    /// The keyframes' times, ascending: where a decode of the source can start.
+    keyframes: Vec<f64>,
 }
 
 impl Complexity {
@@ -72,8 +76,9 @@ impl Complexity {
         let mut all: Vec<(f64, u64, bool)> = packets.into_iter().filter(|p| p.0.is_finite()).collect();
         let zero = all.iter().map(|p| p.0).reduce(f64::min).unwrap_or(0.0);
         all.iter_mut().for_each(|p| p.0 -= zero);
-        let keys = all.iter().filter(|p| p.2).count();
-        if keys * 2 <= all.len() {
+        let mut keyframes: Vec<f64> = all.iter().filter(|p| p.2).map(|p| p.0).collect();
+        keyframes.sort_by(f64::total_cmp);
+        if keyframes.len() * 2 <= all.len() {
             all.retain(|p| !p.2);
         }
         all.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -82,7 +87,25 @@ impl Complexity {
         for p in &all {
             bytes_before.push(bytes_before[bytes_before.len() - 1].saturating_add(p.1));
         }
-        Self { times: all.iter().map(|p| p.0).collect(), bytes_before }
+        Self { times: all.iter().map(|p| p.0).collect(), bytes_before, keyframes }
+    }
+
+    /// Seconds of the source decoded and thrown away before `time` when a decode starts at
+    /// the keyframe before it (`None`: the keyframes are unknown).
+    pub fn decoded_before(&self, time: f64) -> Option<f64> {
+        let i = self.keyframes.partition_point(|k| *k <= time);
+        i.checked_sub(1).and_then(|i| self.keyframes.get(i)).map(|k| time - k)
+    }
+
+    /// The window start in `[from, latest]` nearest to `even` whose probe's lead-in starts on a
+    /// keyframe, if any: a millisecond after it, so the start read back to the millisecond is
+    /// never before the keyframe (a seek would then decode from the keyframe before).
+    fn on_keyframe(&self, from: f64, latest: f64, even: f64) -> Option<f64> {
+        self.keyframes
+            .iter()
+            .map(|k| k + LEAD_IN_SECONDS + 0.001)
+            .filter(|start| (from..=latest).contains(start))
+            .min_by(|a, b| (a - even).abs().total_cmp(&(b - even).abs()))
     }
 
     /// The bytes of the counted pictures in `[from, to)`, and how many they are.
@@ -132,8 +155,10 @@ impl Complexity {
 }
 
 /// The windows to analyse a title of `duration` seconds with: one in each of equal shares of
-/// the title's middle 90 %, centred in it, or on its hardest stretch where `complexity` finds
-/// one [`HARD_STRETCH`] times the title's typical. A title too short to hold the windows in
+/// the title's middle 90 %, on its hardest stretch where `complexity` finds one
+/// [`HARD_STRETCH`] times the title's typical, else where the probe's lead-in starts on a
+/// keyframe of the share (the nearest to its centre), else centred in it. On a keyframe, the
+/// probes read the window from the source with nothing decoded before it, and need no copy. A title too short to hold the windows in
 /// its middle is sampled whole, as one window; a title of no known length gets none.
 pub fn sample_windows(duration: f64, complexity: &Complexity, budget: &SampleBudget) -> Vec<Window> {
     if !(duration.is_finite() && duration > 0.0) {
@@ -161,7 +186,11 @@ pub fn sample_windows(duration: f64, complexity: &Complexity, budget: &SampleBud
             let part = from + share * i as f64;
             let even = part + (share - length) / 2.0;
             let (hardest, density) = complexity.hardest(part, part + share, length, even);
-            let start = if typical > 0.0 && density >= HARD_STRETCH * typical { hardest } else { even };
+            let start = if typical > 0.0 && density >= HARD_STRETCH * typical {
+                hardest
+            } else {
+                complexity.on_keyframe(part, part + share - length, even).unwrap_or(even)
+            };
             Window { start: millis(start), duration: millis(length) }
         })
         .collect()
@@ -259,14 +288,43 @@ mod tests {
         });
         // Shares of 5 to 35, 35 to 65 and 65 to 95 s, windows of 1.333 s: the stretches of 3 and
         // 5 times the typical each hold one wholly, at its first picture that is not a keyframe
-        // (30 and 60 s are); under 3 times, the window stays centred.
+        // (30 and 60 s are); under 3 times, the window takes the keyframe nearest the share's
+        // centre (79.333), its lead-in starting a millisecond after it.
         let windows = sample_windows(100.0, &hard, &budget);
-        assert_eq!(starts(&windows), [30.04, 60.04, 79.333]);
-        // Keyframes do not count: a keyframe every 2 s would otherwise pull every window to one.
+        assert_eq!(starts(&windows), [30.04, 60.04, 80.251]);
+        // Keyframes' sizes do not count (a keyframe every 2 s would otherwise pull every window
+        // to one), their places do.
         let flat = profile(100.0, |_| 1000);
-        assert_eq!(starts(&sample_windows(100.0, &flat, &budget)), [19.333, 49.333, 79.333]);
+        assert_eq!(starts(&sample_windows(100.0, &flat, &budget)), [20.251, 50.251, 80.251]);
         // No profile: centred in each share.
         assert_eq!(starts(&sample_windows(100.0, &Complexity::default(), &budget)), [19.333, 49.333, 79.333]);
+    }
+
+    #[test]
+    fn a_window_starts_where_a_decode_of_the_source_can() {
+        let budget = SampleBudget::default();
+        // Keyframes at 0, 12, 33 and 47 s of a 60 s title: shares of 3..21, 21..39 and 39..57 s,
+        // windows of 1 s (centres 11.5, 29.5, 47.5).
+        let keys = [0.0, 12.0, 33.0, 47.0];
+        let gop = Complexity::from_packets((0..1500).map(|n| {
+            let t = f64::from(n) * 0.04;
+            (t, 1000, keys.contains(&t))
+        }));
+        let windows = sample_windows(60.0, &gop, &budget);
+        assert_eq!(starts(&windows), [12.251, 33.251, 47.251]);
+        for window in &windows {
+            let wasted = gop.decoded_before(window.start - LEAD_IN_SECONDS).expect("keyframes known");
+            assert!((0.0..0.002).contains(&wasted), "{window:?}: {wasted}");
+        }
+        // A share with no keyframe keeps its centre; one whose keyframe leaves no room for the
+        // window before the share's end too.
+        let sparse = Complexity::from_packets((0..1500).map(|n| {
+            let t = f64::from(n) * 0.04;
+            (t, 1000, t == 0.0 || t == 20.0)
+        }));
+        assert_eq!(starts(&sample_windows(60.0, &sparse, &budget)), [11.5, 29.5, 47.5]);
+        assert_eq!(sparse.decoded_before(29.25), Some(9.25));
+        assert_eq!(Complexity::default().decoded_before(29.25), None);
     }
 
     #[test]
