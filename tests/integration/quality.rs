@@ -89,6 +89,20 @@ pub(crate) async fn manifest(d: &Deployment, status: &JobStatus) -> Value {
     d.json(status.manifest_key.as_deref().expect("a manifest")).await
 }
 
+/// A completed job of one `hls` output with a quality target, on a Big Buck Bunny clip of
+/// `size` and `seconds`: its deployment (kept alive for downloads) and manifest.
+async fn per_title_job(name: &str, size: &str, seconds: u32, vmaf: f64) -> Option<(Deployment, Value)> {
+    let d = Deployment::new(Kind::Local).await;
+    let clip = bunny(d.dir.path(), &format!("bunny-{name}.mp4"), size, seconds, false)?;
+    let key = format!("uploads/q/{name}.mp4");
+    d.upload(&key, &clip).await;
+    let hls = OutputRequest { quality: Some(QualityTarget { vmaf }), ..OutputRequest::new(Preset::Hls) };
+    submit(&d, &key, name, vec![hls], None).await;
+    d.drain().await;
+    let manifest = manifest(&d, &finished(&d, name).await).await;
+    Some((d, manifest))
+}
+
 fn rendition<'a>(manifest: &'a Value, preset: &str, name: &str) -> &'a Value {
     manifest["outputs"]
         .as_array()
@@ -189,14 +203,7 @@ async fn a_failed_rule_fails_the_job_before_the_encode() {
 #[tokio::test]
 async fn a_per_title_ladder_is_encoded_as_decided() {
     require!(media_tools());
-    let d = Deployment::new(Kind::Local).await;
-    let Some(clip) = bunny(d.dir.path(), "bunny-pt.mp4", "854:480", 6, false) else { return };
-    d.upload("uploads/q/pt.mp4", &clip).await;
-    let hls = OutputRequest { quality: Some(QualityTarget { vmaf: 93.0 }), ..OutputRequest::new(Preset::Hls) };
-    submit(&d, "uploads/q/pt.mp4", "per-title", vec![hls], None).await;
-    d.drain().await;
-    let status = finished(&d, "per-title").await;
-    let manifest = manifest(&d, &status).await;
+    let Some((d, manifest)) = per_title_job("per-title", "854:480", 6, 93.0).await else { return };
     let ladder = &manifest["outputs"][0]["ladder"];
     assert_eq!(num(&ladder["target"]["vmaf"]), 93.0, "{ladder}");
     assert!(num(&ladder["analysis_ms"]) > 0.0);
@@ -241,15 +248,7 @@ async fn a_per_title_ladder_is_encoded_as_decided() {
 #[tokio::test]
 async fn a_one_rung_ladder_is_decided_without_probes() {
     require!(media_tools());
-    let d = Deployment::new(Kind::Local).await;
-    let Some(clip) = bunny(d.dir.path(), "bunny-small.mp4", "320:180", 3, false) else { return };
-    d.upload("uploads/q/small.mp4", &clip).await;
-    let hls = OutputRequest { quality: Some(QualityTarget { vmaf: 95.0 }), ..OutputRequest::new(Preset::Hls) };
-    submit(&d, "uploads/q/small.mp4", "one-rung", vec![hls], None).await;
-    let logs = d.drain().await;
-    let status = finished(&d, "one-rung").await;
-    assert_eq!(status.state, JobState::Completed, "{logs}");
-    let manifest = manifest(&d, &status).await;
+    let Some((_d, manifest)) = per_title_job("one-rung", "320:180", 3, 95.0).await else { return };
     let ladder = &manifest["outputs"][0]["ladder"];
     let rungs = ladder["rungs"].as_array().expect("rungs");
     assert_eq!(rungs.len(), 1, "{ladder}");

@@ -33,10 +33,9 @@ impl Default for SampleBudget {
     /// from 375 s on, of 2 s from 400 s on; on titles under 150 s three windows shortened to 4 % of the title,
     /// down to 1 s each. Under 75 s the floor holds: 3 s in all, 15 % of a 20 s title. Three windows at least, because one window is
     /// one scene; 1 s at least, so that a window is a scene's worth of frames and not its first
-    /// keyframe. The probes encode the sample about twice per rung on average (the top rung up
-    /// to three times, the others once), so the analysis stays within 15 % of the ladder's
-    /// encode CPU from about two minutes on where one probe per rung lands, and from about ten
-    /// on a title whose hard stretch needs a second one (`docs/per-title.md`, "Cost").
+    /// keyframe. The probes encode the sample once per rung, the top rung up to three times;
+    /// what that costs against the ladder's encode, by title length and content, is measured in
+    /// `docs/quality.md` ("Cost on titles of two minutes") and `docs/per-title.md` ("Cost").
     fn default() -> Self {
         Self { fraction: 0.04, window_seconds: 2.0, min_window_seconds: 1.0, min_windows: 3, max_windows: 8 }
     }
