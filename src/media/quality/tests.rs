@@ -293,11 +293,16 @@ async fn sample_windows_go_where_the_source_took_the_most_bytes() {
     assert_eq!(packets.iter().filter(|p| p.key).count(), 6, "a keyframe every 2 s");
     let complexity = Complexity::from_packets(packets.iter().map(|p| (p.time, p.bytes, p.key)));
     // Three windows of 1 s in shares of 0.6-4.2, 4.2-7.8 and 7.8-11.4 s: the middle share's
-    // window lies wholly in the noise; the others, on the pattern alone, are centred.
+    // window lies wholly in the noise; the others, on the pattern alone, start their probe's
+    // lead-in just after the keyframe nearest their share's centre (1.9 and 9.1 s): 2 and 8 s.
     let windows = sample_windows(12.0, &complexity, &SampleBudget::default());
     assert_eq!(windows.len(), 3, "{windows:?}");
     assert!(windows[1].start >= 5.0 && windows[1].start + windows[1].duration <= 7.0, "{windows:?}");
-    assert_eq!((windows[0].start, windows[2].start), (1.9, 9.1), "{windows:?}");
+    assert_eq!((windows[0].start, windows[2].start), (2.251, 8.251), "{windows:?}");
+    for window in [windows[0], windows[2]] {
+        let wasted = complexity.decoded_before(window.start - 0.25).expect("keyframes listed");
+        assert!(wasted < 0.002, "{window:?}: {wasted} s decoded before the lead-in");
+    }
 }
 
 #[tokio::test]
