@@ -74,8 +74,12 @@ pub(super) async fn analyse(
             decisions[index] = decisions[earlier].clone();
             continue;
         }
-        tracker.stage(Stage::Analysing).await?;
-        let slot = inner.transcode_slot().await?;
+        // A ladder with nothing to probe is decided at once: no stage, no transcode slot.
+        let probing = worth_probing(hls_rungs(output, media).len());
+        if probing {
+            tracker.stage(Stage::Analysing).await?;
+        }
+        let slot = if probing { Some(inner.transcode_slot().await?) } else { None };
         let clock = Instant::now();
         let decision = ladder(output, target, source, media, dir, stop).await?;
         drop(slot);
