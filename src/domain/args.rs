@@ -44,6 +44,18 @@ pub fn x264(crf: u32, maxrate_kbps: u32) -> Vec<OsString> {
     args
 }
 
+/// Every frame of the source at its own time, in every video encode: no frame repeated or
+/// dropped to hold a constant rate. A phone's variable-rate video, or a source with a gap in
+/// its timestamps, keeps its frames as they are, a split job's segments time them the same
+/// way, and frame `i` of a rendition stays frame `i` of the source, which is how the scoring
+/// pairs them ([`crate::media::quality`]). ffmpeg's default for MP4 and HLS is a constant
+/// rate, and its encoder clock ticks once a nominal frame (the stream's guessed rate), so a
+/// variable-rate source lost or gained frames even with `-fps_mode vfr`; the 90 kHz clock (the
+/// MPEG-TS clock) keeps every frame apart.
+pub fn source_frame_times() -> Vec<OsString> {
+    strings(&["-fps_mode", "vfr", "-enc_time_base:v", "1/90000"])
+}
+
 /// The AAC encoder every MP4 and HLS output uses: stereo at 128 kb/s.
 pub fn aac() -> Vec<OsString> {
     strings(&["-c:a", "aac", "-b:a", "128k", "-ac", "2"])

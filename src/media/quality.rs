@@ -6,7 +6,7 @@
 //! optionally a window of it (`-ss`/`-t`), scales it to the scoring size (bicubic, yuv420p,
 //! [`crate::domain::quality::scoring_size`]) and writes raw pictures to a pipe. Pictures are
 //! paired by index: the worker's outputs keep every frame of the source with its time
-//! (`-fps_mode vfr` into a fine time base), and the decoders pass every decoded frame
+//! ([`crate::domain::args::source_frame_times`]), and the decoders pass every decoded frame
 //! (`-fps_mode passthrough`), so frame `i` of both is the same moment. An encoder may add or
 //! drop a few frames at the ends; the common prefix is scored and both counts reported, and
 //! inputs further apart than [`MAX_FRAME_GAP`] frames are refused (they are not the same

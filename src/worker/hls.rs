@@ -3,11 +3,16 @@
 //! target bitrate, and ffmpeg's muxer announces the rate cap instead, well above what most
 //! content needs; players then pick lower rungs than the viewer's link carries. A stitched
 //! ladder has no bitrate at all to announce. Both are measured here, the same way.
+//!
+//! The variant playlists' segment lengths are set here too, from the segments' first frame
+//! times ([`retime_variants`]): a stream copy only guesses them, and ffmpeg 5.1's HLS muxer
+//! counts the last segment of a variable-rate rung as its frames times the nominal frame
+//! length (3.44 s for 3.96 s of a 25 fps source missing every 7th frame).
 
 use std::path::Path;
 
 use super::JobError;
-use crate::domain::split::{playlist_segments, set_bandwidths};
+use crate::domain::split::{first_video_pts, playlist_segments, retime_playlist, set_bandwidths};
 
 /// A rung's (peak, average) bits per second, from its playlist's segment lengths and the sizes
 /// of its segment files in `folder`.
@@ -43,4 +48,34 @@ pub(super) async fn announce_bandwidths(hls: &Path, rungs: &[String]) -> Result<
     tokio::fs::write(&master, set_bandwidths(&text, &measured))
         .await
         .map_err(|e| JobError::scratch("write the master playlist", &e))
+}
+
+/// Sets each variant playlist's `#EXTINF`s from its segments' first video frame times, the last
+/// one ending `length` seconds (the video's) after the first segment's start. A playlist whose
+/// segments do not all show a frame time is left as it is.
+pub(super) async fn retime_variants(hls: &Path, rungs: &[String], length: f64) -> Result<(), JobError> {
+    for rung in rungs {
+        let folder = hls.join(rung);
+        let index = folder.join("index.m3u8");
+        let playlist =
+            tokio::fs::read_to_string(&index).await.map_err(|e| JobError::scratch("read a variant playlist", &e))?;
+        let mut starts = Vec::new();
+        for (file, _) in playlist_segments(&playlist) {
+            let mut head = vec![0u8; 64 * 1024];
+            let read = async {
+                let mut f = tokio::fs::File::open(folder.join(&file)).await?;
+                let n = tokio::io::AsyncReadExt::read(&mut f, &mut head).await?;
+                Ok::<usize, std::io::Error>(n)
+            };
+            let n = read.await.map_err(|e| JobError::scratch("read an HLS segment", &e))?;
+            starts.push(first_video_pts(&head[..n]));
+        }
+        if let Some(starts) = starts.into_iter().collect::<Option<Vec<f64>>>()
+            && let Some(first) = starts.first()
+        {
+            let retimed = retime_playlist(&playlist, &starts, first + length);
+            tokio::fs::write(&index, retimed).await.map_err(|e| JobError::scratch("write a variant playlist", &e))?;
+        }
+    }
+    Ok(())
 }

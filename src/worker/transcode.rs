@@ -71,10 +71,15 @@ pub(super) async fn transcode(
     for package in &plan.packages {
         super::cmaf::package(inner, out_dir, package, stop).await?;
     }
-    // The HLS ladder announces what its rungs measure, not ffmpeg's rate caps.
+    // The HLS ladder's segments last what their frames do, and it announces what its rungs
+    // measure, not ffmpeg's rate caps.
     let rungs: Vec<String> = plan.folders.iter().filter_map(|f| f.strip_prefix("hls/")).map(str::to_string).collect();
     if !rungs.is_empty() {
-        super::hls::announce_bandwidths(&out_dir.join("hls"), &rungs).await?;
+        let hls = out_dir.join("hls");
+        if let Some(length) = source_media.duration_seconds.filter(|d| *d > 0.0) {
+            super::hls::retime_variants(&hls, &rungs, length).await?;
+        }
+        super::hls::announce_bandwidths(&hls, &rungs).await?;
     }
     Ok(Made { outputs: plan.outputs, speed: run.speed, split: None })
 }

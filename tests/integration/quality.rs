@@ -333,3 +333,67 @@ async fn a_split_job_uses_one_choice_for_every_segment() {
         assert!(num(&block["seams"]["vmaf_min"]) > 50.0, "no broken join: {block}");
     }
 }
+
+/// A phone's kind of source: 25 frames a second, then 50 from 5 s on, with a 0.3 s gap in its
+/// timestamps at 3 s (275 frames in 8.3 s). Every ladder keeps each of its frames at its time:
+/// ffmpeg's constant-rate default for HLS and fragmented MP4 would repeat frames (415 of them
+/// at 50 a second), and the scores would then pair the wrong pictures or none.
+#[tokio::test]
+async fn a_variable_rate_source_keeps_every_frame_in_every_ladder() {
+    require!(media_tools());
+    let d = Deployment::new(Kind::Local).await;
+    let clip = d.path("vfr.mp4");
+    let status = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=50:duration=8",
+        ])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=8"])
+        .args(["-vf", "select='gte(t,5)+not(mod(n,2))',settb=1/90000,setpts='PTS+0.3*gte(T,3)/TB'"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-fps_mode", "passthrough"])
+        .args(["-enc_time_base:v", "1/90000", "-c:a", "aac"])
+        .arg(&clip)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success(), "making the variable-rate clip");
+    assert_eq!(frames(&clip), 275);
+    d.upload("uploads/q/vfr.mp4", &clip).await;
+    let cmaf = OutputRequest { codecs: Some(vec![VideoCodec::H264]), ..OutputRequest::new(Preset::Cmaf) };
+    let outputs = vec![OutputRequest::new(Preset::Mp4H264), OutputRequest::new(Preset::Hls), cmaf];
+    submit(&d, "uploads/q/vfr.mp4", "vfr", outputs, None).await;
+    d.drain().await;
+    let manifest = manifest(&d, &finished(&d, "vfr").await).await;
+
+    let key = |i: usize| manifest["outputs"][i]["key"].as_str().expect("key").to_string();
+    let folder = |i: usize| key(i).trim_end_matches("master.m3u8").to_string();
+    let renditions = [
+        ("mp4-h264", "mp4-h264", d.download(&key(0)).await),
+        ("hls", "360p", d.download_folder(&format!("{}360p/", folder(1)), "hls-360p").await.join("index.m3u8")),
+        ("cmaf", "h264-360p", d.download_folder(&format!("{}h264-360p/", folder(2)), "cmaf").await.join("index.m3u8")),
+    ];
+    for (preset, name, file) in renditions {
+        assert_eq!(frames(&file), 275, "{preset} {name}: every frame of the source, none repeated");
+        let block = rendition(&manifest, preset, name);
+        // The same pictures paired: a shift of one frame scores testsrc2's moving pattern far lower.
+        assert!(num(&block["vmaf"]["min"]) > 80.0, "{preset} {name}: {block}");
+    }
+}
+
+/// The video frames ffprobe decodes in `file` (a playlist of local files too).
+fn frames(file: &Path) -> u64 {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-protocol_whitelist", "file", "-count_frames", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .expect("ffprobe");
+    // A playlist lists its stream once per program too: the first count is the stream's.
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no frame count: {output:?}"))
+}

@@ -5,7 +5,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use crate::domain::args::{KEYFRAME_INTERVAL, fan_out, finish_block, seconds, strings, x264};
+use crate::domain::args::{KEYFRAME_INTERVAL, fan_out, finish_block, seconds, source_frame_times, strings, x264};
 use crate::domain::per_title::Window;
 
 /// One rung of a probe: its short side, the CRF tried, its rate cap (kb/s), and its file.
@@ -58,10 +58,9 @@ pub fn probe_args(source: &Path, window: &Window, rungs: &[ProbeRung]) -> Vec<Os
     for (i, rung) in rungs.iter().enumerate() {
         let mut block = strings(&["-map", &format!("[pv{i}]"), "-an", "-sn", "-dn", "-map_metadata", "-1"]);
         block.extend(x264(rung.crf, rung.cap_kbps));
-        // Every decoded frame, as the ladder's MPEG-TS rungs keep them: MP4's default would
-        // duplicate and drop frames to a constant rate, and the probe's frames would no longer
-        // pair with the source's.
-        block.extend(strings(&["-fps_mode", "vfr"]));
+        // Every decoded frame, as the ladder's rungs keep them, or the probe's frames would no
+        // longer pair with the source's.
+        block.extend(source_frame_times());
         let keys = format!("expr:gte(t,{first_key:.3}+n_forced*{KEYFRAME_INTERVAL})");
         block.extend(strings(&["-force_key_frames", &keys]));
         block.extend(strings(&["-f", "mp4"]));
@@ -105,7 +104,9 @@ pub fn window_copy_args(source: &Path, window: &Window, file: &Path) -> Vec<OsSt
     args.push("-i".into());
     args.push(source.as_os_str().to_owned());
     args.extend(strings(&["-map", "0:v:0", "-an", "-sn", "-dn", "-map_metadata", "-1"]));
-    args.extend(strings(&["-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-fps_mode", "vfr", "-f", "mp4"]));
+    args.extend(strings(&["-c:v", "libx264", "-preset", "ultrafast", "-qp", "0"]));
+    args.extend(source_frame_times());
+    args.extend(strings(&["-f", "mp4"]));
     args.push(file.as_os_str().to_owned());
     args
 }
@@ -131,7 +132,7 @@ mod tests {
         assert_eq!(text.iter().filter(|a| *a == "-i").count(), 1, "one decode");
         assert!(line.contains("-map [pv0] -an -sn -dn -map_metadata -1 -c:v libx264 -preset fast"));
         assert!(line.contains("-crf 27 -maxrate 2800k -bufsize 5600k"));
-        assert!(line.contains("-crf 23 -maxrate 800k -bufsize 1600k -fps_mode vfr"));
+        assert!(line.contains("-crf 23 -maxrate 800k -bufsize 1600k -fps_mode vfr -enc_time_base:v 1/90000"));
         assert!(line.ends_with("-f mp4 /s/p-360.mp4"));
     }
 
@@ -143,7 +144,7 @@ mod tests {
         assert_eq!(
             line.join(" "),
             "-hide_banner -nostdin -y -protocol_whitelist file -ss 12.250 -t 1.250 -i /s/source.mov -map 0:v:0 \
-             -an -sn -dn -map_metadata -1 -c:v libx264 -preset ultrafast -qp 0 -fps_mode vfr -f mp4 /s/w0.mp4"
+             -an -sn -dn -map_metadata -1 -c:v libx264 -preset ultrafast -qp 0 -fps_mode vfr -enc_time_base:v 1/90000 -f mp4 /s/w0.mp4"
         );
         assert!(copies_losslessly(Some("yuv420p")) && copies_losslessly(Some("yuv422p10le")));
         assert!(!copies_losslessly(Some("rgb24")) && !copies_losslessly(Some("yuv420p12le")));

@@ -12,7 +12,7 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use super::rungs_within;
-use crate::domain::args::{aac, audio_filter, finish_block, fit, strings};
+use crate::domain::args::{aac, audio_filter, finish_block, fit, source_frame_times, strings};
 use crate::domain::delivery::{CaptionTrack, DEFAULT_CODECS, Packaging, VideoCodec, gop_frames};
 use crate::domain::job::OutputRequest;
 use crate::domain::per_title::LadderDecision;
@@ -102,6 +102,7 @@ pub(super) fn cmaf(
         let file = format!("{FOLDER}/{name}.mp4");
         let mut block = strings(&["-map", &format!("[cv{i}]"), "-map_metadata", "-1", "-map_chapters", "-1"]);
         block.extend(codec.encoder_args_at(*crf, *rate, gop));
+        block.extend(source_frame_times());
         block.extend(cmaf_fragmenting(packaging, false));
         blocks.extend(finish_block(block, out_dir.join(&file).into_os_string()));
         renditions.push(CmafRendition { name, file, codec: Some(*codec), height: *height });
@@ -251,11 +252,11 @@ mod tests {
         assert!(args.starts_with(
             "-map [cv0] -map_metadata -1 -map_chapters -1 -c:v libx264 -preset fast -profile:v high -pix_fmt yuv420p \
              -crf 23 -maxrate 2800k -bufsize 5600k -force_key_frames:v expr:gte(t,n_forced*2) \
-             -movflags +frag_keyframe+empty_moov+default_base_moof+cmaf -f mp4 /o/cmaf/h264-720p.mp4 "
+             -fps_mode vfr -enc_time_base:v 1/90000 -movflags +frag_keyframe+empty_moov+default_base_moof+cmaf -f mp4 /o/cmaf/h264-720p.mp4 "
         ));
         assert!(args.contains(
             "-map [cv3] -map_metadata -1 -map_chapters -1 -c:v libsvtav1 -preset 8 -pix_fmt yuv420p -crf 33 -g 60 \
-             -svtav1-params scd=0:mbr=1550 -movflags +frag_keyframe+empty_moov+default_base_moof+cmaf -f mp4 /o/cmaf/av1-720p.mp4"
+             -svtav1-params scd=0:mbr=1550 -fps_mode vfr -enc_time_base:v 1/90000 -movflags +frag_keyframe+empty_moov+default_base_moof+cmaf -f mp4 /o/cmaf/av1-720p.mp4"
         ));
         assert!(args.ends_with(
             "-map 0:a:0 -map_metadata -1 -map_chapters -1 -c:a aac -b:a 128k -ac 2 -frag_duration 2000000 \

@@ -9,7 +9,8 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use crate::domain::args::{
-    KEYFRAME_INTERVAL, aac, audio_filter, fan_out, finish_block, fit, hls_muxer, seconds, strings, x264,
+    KEYFRAME_INTERVAL, aac, audio_filter, fan_out, finish_block, fit, hls_muxer, seconds, source_frame_times, strings,
+    x264,
 };
 use crate::domain::delivery::VideoCodec;
 use crate::domain::error_code::ErrorCode;
@@ -253,9 +254,7 @@ fn h264_mp4(output: &OutputRequest, af: Option<&str>, feed: &mut VideoFeed<'_>) 
     block.extend(trim(output));
     block.extend(vf);
     block.extend(x264(video.crf, video.maxrate_kbps));
-    // The source's own frame times: a variable-rate source (phones) is not padded with
-    // repeated frames, and a split job's segments time frames the same way.
-    block.extend(strings(&["-fps_mode", "vfr"]));
+    block.extend(source_frame_times());
     block.extend(aac());
     block.extend(audio_filter(af));
     block.extend(strings(&["-movflags", "+faststart", "-f", "mp4"]));
@@ -277,6 +276,7 @@ fn webm_vp9(output: &OutputRequest, af: Option<&str>, feed: &mut VideoFeed<'_>) 
     block.extend(strings(&["-map", "0:a:0?"]));
     block.extend(trim(output));
     block.extend(vf);
+    block.extend(source_frame_times());
     block.extend(vp9_opus());
     block.extend(audio_filter(af));
     block
@@ -472,6 +472,7 @@ fn hls(
     }
     // Keyframes on a shared clock, so every rung's segments cut at the same instants.
     block.extend(strings(&["-force_key_frames:v", &format!("expr:gte(t,n_forced*{KEYFRAME_INTERVAL})")]));
+    block.extend(source_frame_times());
     if audio {
         // One filter per audio stream: every rung's audio is scaled alike.
         block.extend(aac());
@@ -502,6 +503,7 @@ fn remux(media: &MediaInfo, af: Option<&str>, feed: &mut VideoFeed<'_>) -> (Vec<
         Some(v) => {
             args.extend(vf);
             args.extend(x264(23, 8000));
+            args.extend(source_frame_times());
             notes.push(format!("video transcoded from {} to h264", v.codec));
         }
         None => {}
@@ -556,7 +558,7 @@ mod tests {
                 OutputRequest::new(Preset::Mp4H264),
                 format!(
                     "{STRIP} -map 0:v:0 -map 0:a:0? -vf scale=trunc(iw/2)*2:trunc(ih/2)*2 -c:v libx264 -preset fast \
-                     -profile:v high -pix_fmt yuv420p -crf 23 -maxrate 8000k -bufsize 16000k -fps_mode vfr -c:a aac -b:a 128k -ac 2 \
+                     -profile:v high -pix_fmt yuv420p -crf 23 -maxrate 8000k -bufsize 16000k -fps_mode vfr -enc_time_base:v 1/90000 -c:a aac -b:a 128k -ac 2 \
                      -movflags +faststart -f mp4 /s/out/mp4-h264.mp4"
                 ),
             ),
@@ -566,7 +568,8 @@ mod tests {
                     "{STRIP} -map 0:v:0 -map 0:a:0? -ss 1.500 -t 10.000 \
                      -vf scale=w='if(gte(iw,ih),-2,trunc(min(iw,720)/2)*2)':h='if(gte(iw,ih),trunc(min(ih,720)/2)*2,-2)' \
                      -c:v libx264 -preset fast -profile:v high -pix_fmt yuv420p -crf 23 -maxrate 3500k -bufsize 7000k \
-                     -fps_mode vfr -c:a aac -b:a 128k -ac 2 -movflags +faststart -f mp4 /s/out/mp4-h264-720.mp4"
+                     -fps_mode vfr -enc_time_base:v 1/90000 -c:a aac -b:a 128k -ac 2 -movflags +faststart -f mp4 \
+                     /s/out/mp4-h264-720.mp4"
                 ),
             ),
             (
@@ -604,7 +607,8 @@ mod tests {
             (
                 OutputRequest::new(Preset::WebmVp9),
                 format!(
-                    "{STRIP} -map 0:v:0 -map 0:a:0? -vf scale=trunc(iw/2)*2:trunc(ih/2)*2 -c:v libvpx-vp9 -crf 32 \
+                    "{STRIP} -map 0:v:0 -map 0:a:0? -vf scale=trunc(iw/2)*2:trunc(ih/2)*2 -fps_mode vfr -enc_time_base:v 1/90000 \
+                     -c:v libvpx-vp9 -crf 32 \
                      -b:v 0 -deadline good -cpu-used 4 -row-mt 1 -pix_fmt yuv420p -c:a libopus -b:a 96k -ac 2 -f webm \
                      /s/out/webm-vp9.webm"
                 ),
@@ -648,7 +652,8 @@ mod tests {
         assert!(args.contains("-filter_complex [0:v:0]split=3[hs0][hs1][hs2];"), "{args}");
         assert!(args.contains("-var_stream_map v:0,a:0,name:720p v:1,a:1,name:480p v:2,a:2,name:360p"), "{args}");
         assert!(args.contains("-maxrate:v:0 2800k -bufsize:v:0 5600k"));
-        assert!(args.contains("-force_key_frames:v expr:gte(t,n_forced*2)"));
+        // Every frame at its source time, as the MP4 outputs and a split job's segments keep them.
+        assert!(args.contains("-force_key_frames:v expr:gte(t,n_forced*2) -fps_mode vfr -enc_time_base:v 1/90000"));
         assert!(args.ends_with("-master_pl_name master.m3u8 -var_stream_map v:0,a:0,name:720p v:1,a:1,name:480p v:2,a:2,name:360p /s/out/hls/%v/index.m3u8"));
 
         // Portrait phone video: rungs follow the short side; no audio means no audio maps.

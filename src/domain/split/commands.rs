@@ -5,7 +5,9 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use super::{CmafRung, Piece, Rendition, is_stitched};
-use crate::domain::args::{KEYFRAME_INTERVAL, aac, audio_filter, fan_out, hls_muxer, strings, x264};
+use crate::domain::args::{
+    KEYFRAME_INTERVAL, aac, audio_filter, fan_out, hls_muxer, source_frame_times, strings, x264,
+};
 use crate::domain::job::OutputRequest;
 use crate::domain::keys::piece_file;
 use crate::domain::plan::{CMAF_FOLDER, cmaf_fragmenting};
@@ -94,7 +96,8 @@ pub fn segment_args(
         } else {
             let encode = rendition.encode();
             args.extend(x264(encode.crf, encode.maxrate_kbps));
-            args.extend(strings(&["-force_key_frames:v", &keyframes, "-fps_mode", "vfr"]));
+            args.extend(strings(&["-force_key_frames:v", &keyframes]));
+            args.extend(source_frame_times());
             args.extend(strings(&["-output_ts_offset", &TS_OFFSET.to_string(), "-f", "mpegts"]));
         }
         args.push(out_dir.join(rendition.file_name()).into_os_string());
@@ -110,7 +113,8 @@ pub fn segment_args(
 /// timestamp.
 fn cmaf_segment(rendition: &Rendition, rung: CmafRung) -> Vec<OsString> {
     let mut args = rung.codec.segment_encoder_args(rendition.crf, rendition.maxrate_kbps, rung.gop_frames);
-    args.extend(strings(&["-fps_mode", "vfr", "-output_ts_offset", &TS_OFFSET.to_string()]));
+    args.extend(source_frame_times());
+    args.extend(strings(&["-output_ts_offset", &TS_OFFSET.to_string()]));
     args.extend(strings(&["-movflags", "+frag_keyframe+empty_moov+default_base_moof+cmaf+frag_discont", "-f", "mp4"]));
     args
 }
@@ -273,7 +277,7 @@ mod tests {
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         let scale = "scale=w='if(gte(iw,ih),-2,trunc(min(iw,360)/2)*2)':h='if(gte(iw,ih),trunc(min(ih,360)/2)*2,-2)'";
-        let muxer = "-fps_mode vfr -output_ts_offset 10 \
+        let muxer = "-fps_mode vfr -enc_time_base:v 1/90000 -output_ts_offset 10 \
             -movflags +frag_keyframe+empty_moov+default_base_moof+cmaf+frag_discont -f mp4";
         let expected = format!(
             "-hide_banner -nostdin -y -protocol_whitelist file -copyts -i /s/p.nut \
@@ -304,9 +308,9 @@ mod tests {
             -filter_complex [0:v:0]split=2[s0][s1];[s0]scale=trunc(iw/2)*2:trunc(ih/2)*2[r0];\
             [s1]scale=w='if(gte(iw,ih),-2,trunc(min(iw,360)/2)*2)':h='if(gte(iw,ih),trunc(min(ih,360)/2)*2,-2)'[r1] \
             -map [r0] -c:v libx264 -preset fast -profile:v high -pix_fmt yuv420p -crf 23 -maxrate 8000k -bufsize 16000k \
-            -force_key_frames:v 4.000000,6.000000 -fps_mode vfr -output_ts_offset 10 -f mpegts /s/o/mp4-h264.ts \
+            -force_key_frames:v 4.000000,6.000000 -fps_mode vfr -enc_time_base:v 1/90000 -output_ts_offset 10 -f mpegts /s/o/mp4-h264.ts \
             -map [r1] -c:v libx264 -preset fast -profile:v high -pix_fmt yuv420p -crf 23 -maxrate 800k -bufsize 1600k \
-            -force_key_frames:v 4.000000,6.000000 -fps_mode vfr -output_ts_offset 10 -f mpegts /s/o/hls-360p.ts";
+            -force_key_frames:v 4.000000,6.000000 -fps_mode vfr -enc_time_base:v 1/90000 -output_ts_offset 10 -f mpegts /s/o/hls-360p.ts";
         assert_eq!(args.join(" "), expected);
 
         let outputs = outputs(&[Preset::Mp4H264, Preset::Hls, Preset::Thumbnail]);

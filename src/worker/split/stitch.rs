@@ -17,9 +17,7 @@ use crate::domain::job::{JobMessage, JobSpec};
 use crate::domain::keys::segment_file_key;
 use crate::domain::plan::{CMAF_FOLDER, PlannedOutput, embedded_plan, stitched_package};
 use crate::domain::preset::Preset;
-use crate::domain::split::{
-    Rendition, SplitRecord, first_video_pts, is_stitched, playlist_segments, retime_playlist, stitch_args,
-};
+use crate::domain::split::{Rendition, SplitRecord, is_stitched, stitch_args};
 use crate::media::ffmpeg::{Bounds, FfmpegProgress, run_ffmpeg};
 use crate::media::fragmented::{FragmentedError, JoinedFile};
 
@@ -173,28 +171,6 @@ fn planned(job: &JobSpec, record: &SplitRecord) -> Vec<PlannedOutput> {
 /// first frame times (a copy only guesses them), and the master playlist's bandwidths from the
 /// segments actually written (a copy has no bitrates to announce). `length` is the video's.
 async fn finish_playlists(hls: &Path, rungs: &[String], length: f64) -> Result<(), JobError> {
-    for rung in rungs {
-        let folder = hls.join(rung);
-        let index = folder.join("index.m3u8");
-        let mut playlist =
-            tokio::fs::read_to_string(&index).await.map_err(|e| JobError::scratch("read a variant playlist", &e))?;
-        let mut starts = Vec::new();
-        for (file, _) in playlist_segments(&playlist) {
-            let mut head = vec![0u8; 64 * 1024];
-            let read = async {
-                let mut f = tokio::fs::File::open(folder.join(&file)).await?;
-                let n = tokio::io::AsyncReadExt::read(&mut f, &mut head).await?;
-                Ok::<usize, std::io::Error>(n)
-            };
-            let n = read.await.map_err(|e| JobError::scratch("read an HLS segment", &e))?;
-            starts.push(first_video_pts(&head[..n]));
-        }
-        if let Some(starts) = starts.into_iter().collect::<Option<Vec<f64>>>()
-            && let Some(first) = starts.first()
-        {
-            playlist = retime_playlist(&playlist, &starts, first + length);
-            tokio::fs::write(&index, &playlist).await.map_err(|e| JobError::scratch("write a variant playlist", &e))?;
-        }
-    }
+    super::super::hls::retime_variants(hls, rungs, length).await?;
     super::super::hls::announce_bandwidths(hls, rungs).await
 }
