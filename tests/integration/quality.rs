@@ -17,7 +17,7 @@ use media_worker::queue::SendOptions;
 use serde_json::{Value, json};
 
 use crate::require;
-use crate::support::{Deployment, Kind, media_tools};
+use crate::support::{Deployment, Kind, media_tools, video_frames};
 
 #[path = "../../src/media/quality/clips.rs"]
 pub(crate) mod clips;
@@ -362,7 +362,7 @@ async fn a_variable_rate_source_keeps_every_frame_in_every_ladder() {
         .status()
         .expect("ffmpeg");
     assert!(status.success(), "making the variable-rate clip");
-    assert_eq!(frames(&clip), 275);
+    assert_eq!(video_frames(&clip), 275);
     d.upload("uploads/q/vfr.mp4", &clip).await;
     let cmaf = OutputRequest { codecs: Some(vec![VideoCodec::H264]), ..OutputRequest::new(Preset::Cmaf) };
     let outputs = vec![OutputRequest::new(Preset::Mp4H264), OutputRequest::new(Preset::Hls), cmaf];
@@ -378,22 +378,9 @@ async fn a_variable_rate_source_keeps_every_frame_in_every_ladder() {
         ("cmaf", "h264-360p", d.download_folder(&format!("{}h264-360p/", folder(2)), "cmaf").await.join("index.m3u8")),
     ];
     for (preset, name, file) in renditions {
-        assert_eq!(frames(&file), 275, "{preset} {name}: every frame of the source, none repeated");
+        assert_eq!(video_frames(&file), 275, "{preset} {name}: every frame of the source, none repeated");
         let block = rendition(&manifest, preset, name);
         // The same pictures paired: a shift of one frame scores testsrc2's moving pattern far lower.
         assert!(num(&block["vmaf"]["min"]) > 80.0, "{preset} {name}: {block}");
     }
-}
-
-/// The video frames ffprobe decodes in `file` (a playlist of local files too).
-fn frames(file: &Path) -> u64 {
-    let output = Command::new("ffprobe")
-        .args(["-v", "error", "-protocol_whitelist", "file", "-count_frames", "-select_streams", "v:0"])
-        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
-        .arg(file)
-        .output()
-        .expect("ffprobe");
-    // A playlist lists its stream once per program too: the first count is the stream's.
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no frame count: {output:?}"))
 }

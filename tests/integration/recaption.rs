@@ -5,7 +5,6 @@
 //! tenant's job answers 404, a job without a cmaf output 422, a job still running 409.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -14,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::{ApiServer, TOKEN};
 use crate::require;
-use crate::support::{Clip, Deployment, Kind, emulator, media_tools};
+use crate::support::{Clip, Deployment, Kind, emulator, media_tools, video_frames};
 
 const OTHER_TENANT_TOKEN: &str = "acme-token-0123456789abcdef0123";
 const SRT: &str =
@@ -73,18 +72,6 @@ async fn download(d: &Deployment, job: &Value, into: &Path) -> Vec<String> {
     }
     names.sort();
     names
-}
-
-/// Video frames ffmpeg decodes from a playlist, reading local files only.
-fn frames(playlist: &Path) -> u64 {
-    let output = Command::new("ffprobe")
-        .args(["-v", "error", "-protocol_whitelist", "file", "-count_frames", "-select_streams", "v:0"])
-        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
-        .arg(playlist)
-        .output()
-        .expect("ffprobe");
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.lines().find_map(|l| l.trim().trim_end_matches(',').parse().ok()).unwrap_or(0)
 }
 
 /// The first cue's start, in seconds, of a WebVTT file.
@@ -154,7 +141,8 @@ async fn adds_captions(d: &Deployment, api: &ApiServer, source: &str, packaging:
     assert!((start - 1.0).abs() <= 0.04, "the cue starts within a frame of 1 s: {start}");
 
     // ffmpeg reads the new package through its master playlist, every frame of the old one.
-    let (old_frames, new_frames) = (frames(&old_dir.join("master.m3u8")), frames(&new_dir.join("master.m3u8")));
+    let (old_frames, new_frames) =
+        (video_frames(&old_dir.join("master.m3u8")), video_frames(&new_dir.join("master.m3u8")));
     assert!(old_frames >= 70, "{old_frames} frames in the old package");
     assert_eq!(new_frames, old_frames);
     old_id

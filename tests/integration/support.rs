@@ -557,6 +557,20 @@ pub fn ffprobe(path: &Path) -> Value {
     serde_json::from_slice(&output.stdout).expect("ffprobe json")
 }
 
+/// The video frames ffprobe decodes in `file` (a playlist of local files too); 0 when it reads
+/// none.
+pub fn video_frames(file: &Path) -> u64 {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-protocol_whitelist", "file", "-count_frames", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .expect("ffprobe");
+    // A playlist lists its stream once per program too: the first count is the stream's.
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.split_whitespace().find_map(|n| n.trim_end_matches(',').parse().ok()).unwrap_or(0)
+}
+
 /// The first stream of a type in ffprobe's JSON.
 pub fn stream<'a>(probe: &'a Value, codec_type: &str) -> Option<&'a Value> {
     probe["streams"].as_array()?.iter().find(|s| s["codec_type"] == codec_type)
