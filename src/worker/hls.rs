@@ -30,9 +30,19 @@ async fn measure(folder: &Path, playlist: &str) -> (u64, u64) {
     (peak.ceil() as u64, average.ceil() as u64)
 }
 
-/// Rewrites `<hls>/master.m3u8` with each rung's measured bandwidths; the rungs are the
-/// folders under `hls` that hold their `index.m3u8`.
-pub(super) async fn announce_bandwidths(hls: &Path, rungs: &[String]) -> Result<(), JobError> {
+/// Finishes a ladder ffmpeg wrote or a stitch copied into `hls`: each variant playlist's
+/// segment lengths from its segments ([`retime_variants`], when the video's `length` is known),
+/// then the master playlist's measured bandwidths. `rungs`: the folders under `hls` that hold
+/// their `index.m3u8`.
+pub(super) async fn finish_ladder(hls: &Path, rungs: &[String], length: Option<f64>) -> Result<(), JobError> {
+    if let Some(length) = length.filter(|l| *l > 0.0) {
+        retime_variants(hls, rungs, length).await?;
+    }
+    announce_bandwidths(hls, rungs).await
+}
+
+/// Rewrites `<hls>/master.m3u8` with each rung's measured bandwidths.
+async fn announce_bandwidths(hls: &Path, rungs: &[String]) -> Result<(), JobError> {
     let mut measured = Vec::new();
     for rung in rungs {
         let folder = hls.join(rung);
@@ -53,7 +63,9 @@ pub(super) async fn announce_bandwidths(hls: &Path, rungs: &[String]) -> Result<
 /// Sets each variant playlist's `#EXTINF`s from its segments' first video frame times, the last
 /// one ending `length` seconds (the video's) after the first segment's start. A playlist whose
 /// segments do not all show a frame time is left as it is.
-pub(super) async fn retime_variants(hls: &Path, rungs: &[String], length: f64) -> Result<(), JobError> {
+async fn retime_variants(hls: &Path, rungs: &[String], length: f64) -> Result<(), JobError> {
+    // The first video frame time sits in a segment's first packets: its head is enough.
+    let mut head = vec![0u8; 64 * 1024];
     for rung in rungs {
         let folder = hls.join(rung);
         let index = folder.join("index.m3u8");
@@ -61,7 +73,6 @@ pub(super) async fn retime_variants(hls: &Path, rungs: &[String], length: f64) -
             tokio::fs::read_to_string(&index).await.map_err(|e| JobError::scratch("read a variant playlist", &e))?;
         let mut starts = Vec::new();
         for (file, _) in playlist_segments(&playlist) {
-            let mut head = vec![0u8; 64 * 1024];
             let read = async {
                 let mut f = tokio::fs::File::open(folder.join(&file)).await?;
                 let n = tokio::io::AsyncReadExt::read(&mut f, &mut head).await?;

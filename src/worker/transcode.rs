@@ -75,11 +75,7 @@ pub(super) async fn transcode(
     // measure, not ffmpeg's rate caps.
     let rungs: Vec<String> = plan.folders.iter().filter_map(|f| f.strip_prefix("hls/")).map(str::to_string).collect();
     if !rungs.is_empty() {
-        let hls = out_dir.join("hls");
-        if let Some(length) = source_media.duration_seconds.filter(|d| *d > 0.0) {
-            super::hls::retime_variants(&hls, &rungs, length).await?;
-        }
-        super::hls::announce_bandwidths(&hls, &rungs).await?;
+        super::hls::finish_ladder(&out_dir.join("hls"), &rungs, source_media.duration_seconds).await?;
     }
     Ok(Made { outputs: plan.outputs, speed: run.speed, split: None })
 }

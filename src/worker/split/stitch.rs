@@ -64,11 +64,12 @@ pub(super) async fn stitch(
     let (sender, _receiver) = watch::channel(FfmpegProgress::default());
     run_ffmpeg(args, inner.config.job_timeout, stop, sender, &Bounds::on_scratch(out_dir)).await?;
     if !rungs.is_empty() {
+        // A copy only guesses the segments' lengths, and has no bitrates to announce.
         let length = match (record.pieces.first(), record.pieces.last()) {
-            (Some(first), Some(last)) => last.end - first.start,
-            _ => 0.0,
+            (Some(first), Some(last)) => Some(last.end - first.start),
+            _ => None,
         };
-        finish_playlists(&out_dir.join("hls"), &rungs, length).await?;
+        super::super::hls::finish_ladder(&out_dir.join("hls"), &rungs, length).await?;
     }
     let mut planned = planned(job, record);
     if let Some(output) = cmaf {
@@ -165,12 +166,4 @@ fn planned(job: &JobSpec, record: &SplitRecord) -> Vec<PlannedOutput> {
         planned.push(PlannedOutput { preset: output.preset, main_file: file.clone(), probe_file: file, folder, note });
     }
     planned
-}
-
-/// Finishes the stream-copied HLS: each variant playlist's segment lengths from its segments'
-/// first frame times (a copy only guesses them), and the master playlist's bandwidths from the
-/// segments actually written (a copy has no bitrates to announce). `length` is the video's.
-async fn finish_playlists(hls: &Path, rungs: &[String], length: f64) -> Result<(), JobError> {
-    super::super::hls::retime_variants(hls, rungs, length).await?;
-    super::super::hls::announce_bandwidths(hls, rungs).await
 }
