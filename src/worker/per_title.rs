@@ -33,10 +33,15 @@ use crate::media::quality::{ScoreRequest, Window as ScoreWindow, packet_sizes, s
 /// Longest one probe encode or one probe's scoring may take: a window is a few seconds.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Every how many frames of a probe one is scored: libvmaf's own subsampling (motion and PSNR
-/// on every frame, the rest on every third), within 0.2 VMAF of scoring every frame on the test
-/// clips (`src/media/quality.rs`), at about a third of the cost.
-const PROBE_SUBSAMPLE: u32 = 3;
+/// Every how many frames of a probe one is scored. Past 3 the decoders pass only the frames
+/// around each scored one ([`crate::media::quality`]): the pictures neither scaled to the viewing
+/// size nor piped nor read by libvmaf are most of a probe's scoring. On the test set's clips
+/// repeated to 120 s (five kinds of content, 11 rungs at their decided CRFs, 33 window probes
+/// against the oracle's every frame, `scripts/bench-probe-sampling`), the window means over
+/// every 5th frame stayed within 0.72 VMAF of every frame's (0.25 on average), where every 3rd
+/// missed by up to 1.21 (0.36 on average, +0.3 to +0.6 on every window of the dark clip) and
+/// every 7th by up to 1.08 (docs/per-title.md, "Cost").
+const PROBE_SUBSAMPLE: u32 = 5;
 
 /// The most probes a rung gets (the search stops earlier when a probe lands on the target).
 const MAX_ROUNDS: usize = 3;
