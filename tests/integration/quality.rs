@@ -337,7 +337,8 @@ async fn a_split_job_uses_one_choice_for_every_segment() {
 /// A phone's kind of source: 25 frames a second, then 50 from 5 s on, with a 0.3 s gap in its
 /// timestamps at 3 s (275 frames in 8.3 s). Every ladder keeps each of its frames at its time:
 /// ffmpeg's constant-rate default for HLS and fragmented MP4 would repeat frames (415 of them
-/// at 50 a second), and the scores would then pair the wrong pictures or none.
+/// at 50 a second), and the scores would then pair the wrong pictures or none; and the CMAF
+/// manifests announce its highest rate.
 #[tokio::test]
 async fn a_variable_rate_source_keeps_every_frame_in_every_ladder() {
     require!(media_tools());
@@ -383,4 +384,10 @@ async fn a_variable_rate_source_keeps_every_frame_in_every_ladder() {
         // The same pictures paired: a shift of one frame scores testsrc2's moving pattern far lower.
         assert!(num(&block["vmaf"]["min"]) > 80.0, "{preset} {name}: {block}");
     }
+    // The manifests announce the highest rate, not the first fragment's (HLS asks for the
+    // maximum): a player must be able to decode the 50 fps part.
+    let master = std::fs::read_to_string(d.download(&key(2)).await).expect("master");
+    assert!(master.contains("FRAME-RATE=50.000"), "{master}");
+    let mpd = std::fs::read_to_string(d.download(&format!("{}manifest.mpd", folder(2))).await).expect("mpd");
+    assert!(mpd.contains("frameRate=\"50\""), "{mpd}");
 }

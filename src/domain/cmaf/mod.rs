@@ -10,9 +10,10 @@
 //! Layout: [`boxes`] parses `moov` (track, timescale, `trex`, codec via [`codec`]) and `moof`
 //! (timing) and reads top-level box headers so the I/O layer can walk a big file with seeks;
 //! [`index`] turns the sequence of top-level boxes into byte ranges; [`segments`] groups
-//! fragments and measures bandwidth; [`hls`] and [`dash`] write text; [`join`] joins a split
-//! job's fragmented segments into one file. Everything is pure and
-//! bounds-checked: hostile bytes give a [`CmafError`], never a panic or a guessed codec.
+//! fragments and measures bandwidth; [`rate`] reads a video track's frame rate; [`hls`] and
+//! [`dash`] write text; [`join`] joins a split job's fragmented segments into one file.
+//! Everything is pure and bounds-checked: hostile bytes give a [`CmafError`], never a panic or
+//! a guessed codec.
 
 pub mod boxes;
 pub mod codec;
@@ -21,6 +22,7 @@ pub mod hls;
 pub mod index;
 pub mod join;
 pub mod package;
+pub mod rate;
 pub mod segments;
 
 pub use boxes::{BoxHeader, box_header, parse_init, parse_moof};
@@ -135,11 +137,10 @@ pub struct TrackIndex {
 }
 
 impl TrackIndex {
-    /// The exact frame rate of a video track as (numerator, denominator), e.g. (30000, 1001):
-    /// timescale over the sample duration of the first fragment whose samples share one.
+    /// The frame rate of a video track as (numerator, denominator), e.g. (30000, 1001): the
+    /// highest of its fragments' ([`rate::frame_rate`]).
     pub fn frame_rate(&self) -> Option<(u64, u64)> {
-        let duration = self.fragments.iter().find_map(|f| f.timing.sample_duration)?;
-        reduce(u64::from(self.info.timescale), u64::from(duration))
+        rate::frame_rate(self.info.timescale, &self.fragments)
     }
 }
 
