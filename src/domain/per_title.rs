@@ -191,7 +191,8 @@ pub fn first_probe() -> u32 {
 
 /// The next CRF to probe on a rung capped at `cap_kbps`, after `probes`, or `None` when the
 /// search is over: a probe landed within [`LANDING_BAND`] above `target`, probes bracket it,
-/// the rung's CRF bound is reached, no new CRF is left to learn from, the rate cap binds on the
+/// the rung's CRF bound is reached or lies over a step short of where two probes under the
+/// target say it would be reached, no new CRF is left to learn from, the rate cap binds on the
 /// worst window under the target ([`rate_capped`]), or [`MAX_PROBES`] were made. The second
 /// probe assumes VMAF falls by one per CRF step and aims a quarter point above the target; the
 /// third follows the slope the two measured. Once probes lie on both sides of the target the
@@ -235,6 +236,13 @@ pub fn next_probe(rung: RungRole, cap_kbps: u32, probes: &[Probe], target: f64) 
         // the rung out of reach.
         return None;
     }
+    if above.is_none() && points.len() >= 2 && estimate < f64::from(low) - 1.0 {
+        // Two probes under the target, and their line reaches it only more than a CRF step
+        // past the bound. VMAF gains less per step the lower the CRF (its curve flattens
+        // toward the top), so the line is the hopeful reading: the bound's probe would land
+        // short, and an unreachable top rung keeps CRF 23 whatever it scored.
+        return None;
+    }
     let crf = clamp_crf(estimate.floor(), low, high);
     (!points.iter().any(|p| p.crf == crf)).then_some(crf)
 }
@@ -274,7 +282,7 @@ fn clamp_crf(value: f64, low: u32, high: u32) -> u32 {
 /// The CRF for a rung: the highest CRF, between the probes and within the rung's bounds, whose
 /// worst-window VMAF (interpolated linearly between probes) reaches `target`. A lower rung that
 /// cannot reach it keeps CRF 23 ([`ChoiceReason::ResolutionLimited`]); a top rung that cannot
-/// gets the best CRF probed ([`ChoiceReason::OutOfReach`]). So the chosen CRF's predicted
+/// keeps CRF 23 too ([`ChoiceReason::OutOfReach`]). So the chosen CRF's predicted
 /// quality is never below min(target, the prediction at CRF 23).
 pub fn choose_crf(rung: RungRole, probes: &[Probe], target: f64) -> RungChoice {
     let points = curve(probes);
@@ -458,6 +466,9 @@ mod tests {
             (Top, &[(23, 91.2), (20, 91.4)], None, "a rate cap binds: flat far under the target"),
             (Lower, &[(23, 99.0), (38, 97.5)], None, "the highest CRF is reached"),
             (Top, &[(23, 99.5), (30, 99.0)], Some(38), "a flat slope is held to -0.3, clamped to 38"),
+            (Top, &[(23, 91.0), (20, 93.0)], Some(17), "secant -0.67 from 20 reaches it at 16.6: the bound"),
+            (Top, &[(23, 90.0), (20, 92.0)], None, "at 15.1: more than a step past the bound"),
+            (Top, &[(23, 92.05), (19, 93.34)], None, "the static clip's pair: at 13.1"),
             (Top, &[(23, 98.0), (25, 97.0), (26, 96.0)], None, "three probes made"),
         ];
         for &(role, points, expected, why) in cases {
