@@ -42,10 +42,13 @@ const SNAP: f64 = 0.005;
 /// sample say nothing about a rate and are read only when the track has no other. `None`
 /// without a fragment that gives a rate.
 pub fn frame_rate(timescale: u32, fragments: &[Fragment]) -> Option<(u64, u64)> {
-    let several: Vec<&FragmentTiming> = fragments.iter().map(|f| &f.timing).filter(|t| t.sample_count >= 2).collect();
-    let pool: Vec<&FragmentTiming> =
-        if several.is_empty() { fragments.iter().map(|f| &f.timing).collect() } else { several };
-    pool.into_iter().filter_map(|t| fragment_rate(u64::from(timescale), t)).max_by(|a, b| compare(*a, *b))
+    let several = fragments.iter().any(|f| f.timing.sample_count >= 2);
+    fragments
+        .iter()
+        .map(|f| &f.timing)
+        .filter(|t| !several || t.sample_count >= 2)
+        .filter_map(|t| fragment_rate(u64::from(timescale), t))
+        .max_by(|a, b| compare(*a, *b))
 }
 
 fn fragment_rate(timescale: u64, timing: &FragmentTiming) -> Option<(u64, u64)> {
