@@ -38,7 +38,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(300);
 /// size nor piped nor read by libvmaf are most of a probe's scoring. On the test set's clips
 /// repeated to 120 s (five kinds of content, 11 rungs at their decided CRFs, 33 window probes
 /// against the oracle's every frame, `scripts/bench-probe-sampling`), the window means over
-/// every 5th frame stayed within 0.72 VMAF of every frame's (0.25 on average), where every 3rd
+/// every 5th frame stayed within 0.72 VMAF of every frame's (0.26 on average), where every 3rd
 /// missed by up to 1.21 (0.36 on average, +0.3 to +0.6 on every window of the dark clip) and
 /// every 7th by up to 1.08 (docs/per-title.md, "Cost").
 const PROBE_SUBSAMPLE: u32 = 5;
